@@ -1,0 +1,71 @@
+//! Names shared by controllers, the front door, the CLI and tests.
+
+/// Namespace that holds the standard feature library (`manifests/library/`).
+pub const LIBRARY_NAMESPACE: &str = "devplane-library";
+
+/// Labels devplane sets or reads.
+pub mod labels {
+    /// Site a device belongs to (set from an OnboardingBatch's `site`).
+    pub const SITE: &str = "iot.devplane.io/site";
+    /// Asset a device belongs to (set from an OnboardingBatch's `asset`).
+    pub const ASSET: &str = "iot.devplane.io/asset";
+    /// Name of the OnboardingBatch that created a device.
+    pub const BATCH: &str = "iot.devplane.io/batch";
+    /// Name of the device a credentials Secret belongs to.
+    pub const DEVICE: &str = "iot.devplane.io/device";
+    /// Name of the gateway a credentials Secret belongs to.
+    pub const GATEWAY: &str = "iot.devplane.io/gateway";
+    /// Standard Kubernetes label naming the tool that manages an object.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// Value of [`MANAGED_BY`] on everything devplane creates.
+    pub const MANAGED_BY_VALUE: &str = "devplane";
+}
+
+/// Finalizers devplane puts on objects so it can clean up before they go.
+pub mod finalizers {
+    /// On Devices: revoke credentials and close sessions before the device disappears.
+    pub const DEVICE: &str = "iot.devplane.io/device-cleanup";
+    /// On Gateways: revoke credentials before the gateway disappears.
+    pub const GATEWAY: &str = "iot.devplane.io/gateway-cleanup";
+    /// On OnboardingBatches: apply the deletion policy to the devices the batch created.
+    pub const ONBOARDING_BATCH: &str = "iot.devplane.io/batch-cleanup";
+}
+
+/// `type` values of the `metav1.Condition`s devplane writes.
+pub mod conditions {
+    /// The object is fully reconciled and usable.
+    pub const READY: &str = "Ready";
+    /// A Device's or Gateway's model reference resolved.
+    pub const MODEL_RESOLVED: &str = "ModelResolved";
+    /// A Device's or Gateway's credentials Secret is issued and current.
+    pub const CREDENTIALS_ISSUED: &str = "CredentialsIssued";
+    /// A Device or Gateway has a live session at the front door.
+    pub const CONNECTED: &str = "Connected";
+    /// A Device's reported attributes match its desired attributes.
+    pub const TWIN_SYNCED: &str = "TwinSynced";
+    /// An OnboardingBatch is still creating devices.
+    pub const PROGRESSING: &str = "Progressing";
+    /// An OnboardingBatch has created every item it could.
+    pub const COMPLETE: &str = "Complete";
+}
+
+/// Field managers for server-side apply, one per writer.
+pub mod field_managers {
+    /// The Device controller.
+    pub const DEVICE: &str = "devplane-device-controller";
+    /// The Gateway controller.
+    pub const GATEWAY: &str = "devplane-gateway-controller";
+    /// The DeviceModel controller.
+    pub const DEVICE_MODEL: &str = "devplane-devicemodel-controller";
+    /// The OnboardingBatch controller.
+    pub const ONBOARDING_BATCH: &str = "devplane-onboardingbatch-controller";
+    /// The DeviceCommand controller.
+    pub const DEVICE_COMMAND: &str = "devplane-devicecommand-controller";
+    /// The device front door (connection state, reported attributes, command results).
+    pub const FRONTDOOR: &str = "devplane-frontdoor";
+}
+
+/// Secret type of the credentials devplane issues to devices and gateways.
+pub const CREDENTIALS_SECRET_TYPE: &str = "iot.devplane.io/device-credentials";
+/// Suffix of a credentials Secret's name: device `inv-01` gets Secret `inv-01-credentials`.
+pub const CREDENTIALS_SECRET_SUFFIX: &str = "-credentials";
