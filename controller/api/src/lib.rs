@@ -6,6 +6,7 @@
 
 pub mod constants;
 pub mod crds;
+pub mod library;
 pub mod v1alpha1;
 
 pub use crds::{all_crds, crd_file_name};

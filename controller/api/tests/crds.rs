@@ -35,7 +35,11 @@ fn crds_directory_equals_the_generated_crds() {
         expected_files.insert(name);
     }
     for entry in std::fs::read_dir(&dir).expect("read crds/") {
-        let name = entry.expect("dir entry").file_name().to_string_lossy().into_owned();
+        let name = entry
+            .expect("dir entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         if !expected_files.contains(&name) {
             if bless {
                 std::fs::remove_file(dir.join(&name)).expect("remove stale CRD file");
@@ -56,15 +60,35 @@ fn crds_directory_equals_the_generated_crds() {
 fn every_crd_deserializes_into_a_custom_resource_definition() {
     for crd in all_crds() {
         let text = devplane_api::crds::render_yaml(&crd).expect("render CRD");
-        let parsed: CustomResourceDefinition = serde_yaml::from_str(&text).expect("CRD file parses");
+        let parsed: CustomResourceDefinition =
+            serde_yaml::from_str(&text).expect("CRD file parses");
         assert_eq!(parsed.spec.group, "iot.devplane.io");
         assert_eq!(parsed.spec.versions.len(), 1);
         let version = &parsed.spec.versions[0];
         assert!(version.served && version.storage);
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{} has a status subresource", parsed.spec.names.kind);
-        assert_eq!(parsed.spec.names.categories.as_deref(), Some(&["devplane".to_string()][..]));
-        assert_eq!(parsed.spec.names.short_names.as_ref().map(Vec::len), Some(1));
-        assert!(version.additional_printer_columns.as_ref().is_some_and(|c| !c.is_empty()));
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "{} has a status subresource",
+            parsed.spec.names.kind
+        );
+        assert_eq!(
+            parsed.spec.names.categories.as_deref(),
+            Some(&["devplane".to_string()][..])
+        );
+        assert_eq!(
+            parsed.spec.names.short_names.as_ref().map(Vec::len),
+            Some(1)
+        );
+        assert!(
+            version
+                .additional_printer_columns
+                .as_ref()
+                .is_some_and(|c| !c.is_empty())
+        );
     }
 }
 
@@ -75,13 +99,24 @@ fn structural_problems(node: &Value, path: &str, problems: &mut Vec<String>) {
         problems.push(format!("{path}: schema node is not an object"));
         return;
     };
-    let has_type = obj.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty());
+    let has_type = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty());
     let preserves = obj.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
     let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
     if !has_type && !preserves && !int_or_string {
         problems.push(format!("{path}: no type"));
     }
-    for forbidden in ["$ref", "definitions", "$schema", "allOf", "oneOf", "anyOf", "not"] {
+    for forbidden in [
+        "$ref",
+        "definitions",
+        "$schema",
+        "allOf",
+        "oneOf",
+        "anyOf",
+        "not",
+    ] {
         if obj.contains_key(forbidden) {
             problems.push(format!("{path}: uses {forbidden}"));
         }
@@ -116,7 +151,11 @@ fn every_schema_node_is_structural() {
         let value = serde_json::to_value(schema).expect("schema serializes");
         let mut problems = Vec::new();
         structural_problems(&value, &crd.spec.names.kind, &mut problems);
-        assert!(problems.is_empty(), "{} is not structural: {problems:#?}", crd.spec.names.kind);
+        assert!(
+            problems.is_empty(),
+            "{} is not structural: {problems:#?}",
+            crd.spec.names.kind
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 //! Nothing here knows tokio or a Kubernetes client; inputs are the API types and plain maps.
 
 pub mod lifecycle;
+pub mod manifests;
 pub mod model;
 pub mod naming;
 pub mod onboarding;

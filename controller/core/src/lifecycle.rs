@@ -46,7 +46,10 @@ pub fn phase_change_allowed(from: Phase, to: Phase) -> bool {
 
 /// Whether a device in this phase holds valid credentials.
 pub fn has_credentials(phase: Phase) -> bool {
-    matches!(phase, Phase::Provisioned | Phase::Servicing | Phase::Maintenance)
+    matches!(
+        phase,
+        Phase::Provisioned | Phase::Servicing | Phase::Maintenance
+    )
 }
 
 /// Whether the desired lifecycle calls for credentials.
@@ -68,7 +71,9 @@ pub fn next_phase(current: Option<Phase>, desired: Lifecycle, has_connected: boo
         // A device cannot go back to Planned: it stays where it is.
         (phase, Lifecycle::Planned) => phase,
         (Phase::Planned, Lifecycle::Servicing | Lifecycle::Maintenance) => Phase::Provisioned,
-        (Phase::Provisioned, Lifecycle::Servicing | Lifecycle::Maintenance) if has_connected => Phase::Servicing,
+        (Phase::Provisioned, Lifecycle::Servicing | Lifecycle::Maintenance) if has_connected => {
+            Phase::Servicing
+        }
         (Phase::Provisioned, _) => Phase::Provisioned,
         (Phase::Servicing, Lifecycle::Maintenance) => Phase::Maintenance,
         (Phase::Servicing, Lifecycle::Servicing) => Phase::Servicing,

@@ -26,12 +26,18 @@ pub struct ModelKey {
 impl ModelKey {
     /// A key from its parts.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ModelKey { namespace: namespace.into(), name: name.into() }
+        ModelKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     /// The key a reference points at, given the namespace of the referring object.
     pub fn from_ref(reference: &ModelReference, referrer_namespace: &str) -> Self {
-        ModelKey::new(reference.namespace_or(referrer_namespace), reference.name.clone())
+        ModelKey::new(
+            reference.namespace_or(referrer_namespace),
+            reference.name.clone(),
+        )
     }
 }
 
@@ -164,7 +170,11 @@ pub struct ResolvedModel {
 impl ResolvedModel {
     /// The lineage as `namespace/name@version`, without the resolved model itself.
     pub fn ancestors(&self) -> Vec<String> {
-        self.lineage.iter().skip(1).map(|(key, version)| format!("{key}@{version}")).collect()
+        self.lineage
+            .iter()
+            .skip(1)
+            .map(|(key, version)| format!("{key}@{version}"))
+            .collect()
     }
 }
 
@@ -262,7 +272,9 @@ pub enum ResolveError {
         chain: Chain,
     },
     /// An extended model's version does not satisfy the requirement on it.
-    #[error("{model} has version {version}, which does not satisfy {requirement:?} (extends chain: {chain})")]
+    #[error(
+        "{model} has version {version}, which does not satisfy {requirement:?} (extends chain: {chain})"
+    )]
     VersionMismatch {
         /// The extended model.
         model: ModelKey,
@@ -279,23 +291,25 @@ pub enum ResolveError {
         /// The model.
         model: ModelKey,
         /// The first problem found.
-        source: DefinitionError,
+        source: Box<DefinitionError>,
         /// The chain ending with the model.
         chain: Chain,
     },
     /// Two definitions of one identifier.
-    #[error("identifier {identifier:?} is defined twice: as {first_kind} at {first} and as {second_kind} at {second}")]
+    #[error(
+        "identifier {identifier:?} is defined twice: as {first_kind} at {first} and as {second_kind} at {second}"
+    )]
     Conflict {
         /// The identifier.
         identifier: String,
         /// Kind of the first definition.
         first_kind: FeatureKind,
         /// The first definition.
-        first: Origin,
+        first: Box<Origin>,
         /// Kind of the second definition.
         second_kind: FeatureKind,
         /// The second definition.
-        second: Origin,
+        second: Box<Origin>,
     },
 }
 
@@ -353,22 +367,34 @@ struct Resolver<'s, S> {
 impl<S: ModelSource> Resolver<'_, S> {
     /// Visit the last model of `chain`, which `requirement` (from the referring `extends`
     /// entry) constrains.
-    fn visit(&mut self, chain: &mut Vec<ModelKey>, requirement: Option<&semver::VersionReq>) -> Result<(), ResolveError> {
+    fn visit(
+        &mut self,
+        chain: &mut Vec<ModelKey>,
+        requirement: Option<&semver::VersionReq>,
+    ) -> Result<(), ResolveError> {
         let key = chain.last().cloned().expect("chain is never empty");
         if chain[..chain.len() - 1].contains(&key) {
             let start = chain.iter().position(|k| *k == key).unwrap_or(0);
-            return Err(ResolveError::Cycle { chain: Chain(chain[start..].to_vec()) });
+            return Err(ResolveError::Cycle {
+                chain: Chain(chain[start..].to_vec()),
+            });
         }
         if chain.len() > MAX_EXTENDS_DEPTH {
-            return Err(ResolveError::TooDeep { max: MAX_EXTENDS_DEPTH, chain: Chain(chain.clone()) });
+            return Err(ResolveError::TooDeep {
+                max: MAX_EXTENDS_DEPTH,
+                chain: Chain(chain.clone()),
+            });
         }
         let spec = self
             .source
             .model(&key)
-            .ok_or_else(|| ResolveError::Missing { missing: key.clone(), chain: Chain(chain.clone()) })?;
+            .ok_or_else(|| ResolveError::Missing {
+                missing: key.clone(),
+                chain: Chain(chain.clone()),
+            })?;
         let definition_error = |source: DefinitionError| ResolveError::Definition {
             model: key.clone(),
-            source,
+            source: Box::new(source),
             chain: Chain(chain.clone()),
         };
         if let Some(first) = check_definition(spec).into_iter().next() {
@@ -400,26 +426,60 @@ impl<S: ModelSource> Resolver<'_, S> {
             chain: Chain(chain.clone()),
         };
         for (i, a) in spec.attributes.iter().enumerate() {
-            self.claim(&a.identifier, FeatureKind::Attribute, origin("attributes", i))?;
-            self.attributes.insert(a.identifier.clone(), Feature { definition: a.clone(), origin: origin("attributes", i) });
+            self.claim(
+                &a.identifier,
+                FeatureKind::Attribute,
+                origin("attributes", i),
+            )?;
+            self.attributes.insert(
+                a.identifier.clone(),
+                Feature {
+                    definition: a.clone(),
+                    origin: origin("attributes", i),
+                },
+            );
         }
         for (i, m) in spec.measure_points.iter().enumerate() {
-            self.claim(&m.identifier, FeatureKind::MeasurePoint, origin("measurePoints", i))?;
-            self.measure_points
-                .insert(m.identifier.clone(), Feature { definition: m.clone(), origin: origin("measurePoints", i) });
+            self.claim(
+                &m.identifier,
+                FeatureKind::MeasurePoint,
+                origin("measurePoints", i),
+            )?;
+            self.measure_points.insert(
+                m.identifier.clone(),
+                Feature {
+                    definition: m.clone(),
+                    origin: origin("measurePoints", i),
+                },
+            );
         }
         for (i, s) in spec.services.iter().enumerate() {
             self.claim(&s.identifier, FeatureKind::Service, origin("services", i))?;
-            self.services.insert(s.identifier.clone(), Feature { definition: s.clone(), origin: origin("services", i) });
+            self.services.insert(
+                s.identifier.clone(),
+                Feature {
+                    definition: s.clone(),
+                    origin: origin("services", i),
+                },
+            );
         }
         for (i, e) in spec.events.iter().enumerate() {
             self.claim(&e.identifier, FeatureKind::Event, origin("events", i))?;
-            self.events.insert(e.identifier.clone(), Feature { definition: e.clone(), origin: origin("events", i) });
+            self.events.insert(
+                e.identifier.clone(),
+                Feature {
+                    definition: e.clone(),
+                    origin: origin("events", i),
+                },
+            );
         }
 
         for reference in &spec.extends {
             // check_definition has already parsed every requirement.
-            let requirement = reference.version.as_deref().and_then(|r| semver::VersionReq::parse(r).ok());
+            let requirement = reference
+                .version
+                .as_deref()
+                .and_then(|r| semver::VersionReq::parse(r).ok());
             chain.push(ModelKey::from_ref(reference, &key.namespace));
             let result = self.visit(chain, requirement.as_ref());
             chain.pop();
@@ -428,17 +488,23 @@ impl<S: ModelSource> Resolver<'_, S> {
         Ok(())
     }
 
-    fn claim(&mut self, identifier: &str, kind: FeatureKind, origin: Origin) -> Result<(), ResolveError> {
+    fn claim(
+        &mut self,
+        identifier: &str,
+        kind: FeatureKind,
+        origin: Origin,
+    ) -> Result<(), ResolveError> {
         if let Some((first_kind, first)) = self.identifiers.get(identifier) {
             return Err(ResolveError::Conflict {
                 identifier: identifier.to_string(),
                 first_kind: *first_kind,
-                first: first.clone(),
+                first: Box::new(first.clone()),
                 second_kind: kind,
-                second: origin,
+                second: Box::new(origin),
             });
         }
-        self.identifiers.insert(identifier.to_string(), (kind, origin));
+        self.identifiers
+            .insert(identifier.to_string(), (kind, origin));
         Ok(())
     }
 }
@@ -447,9 +513,13 @@ impl<S: ModelSource> Resolver<'_, S> {
 /// defaults, duplicate parameters and fields, version and requirement syntax.
 pub fn check_definition(spec: &DeviceModelSpec) -> Vec<DefinitionError> {
     let mut errors = Vec::new();
-    let mut push = |path: String, problem: DefinitionProblem| errors.push(DefinitionError { path, problem });
+    let mut push =
+        |path: String, problem: DefinitionProblem| errors.push(DefinitionError { path, problem });
     if semver::Version::parse(&spec.version).is_err() {
-        push("spec.version".into(), DefinitionProblem::BadVersion(spec.version.clone()));
+        push(
+            "spec.version".into(),
+            DefinitionProblem::BadVersion(spec.version.clone()),
+        );
     }
     for (i, reference) in spec.extends.iter().enumerate() {
         if let Some(requirement) = &reference.version
@@ -457,13 +527,21 @@ pub fn check_definition(spec: &DeviceModelSpec) -> Vec<DefinitionError> {
         {
             push(
                 format!("spec.extends[{i}].version"),
-                DefinitionProblem::BadRequirement { requirement: requirement.clone(), reason: e.to_string() },
+                DefinitionProblem::BadRequirement {
+                    requirement: requirement.clone(),
+                    reason: e.to_string(),
+                },
             );
         }
     }
     for (i, a) in spec.attributes.iter().enumerate() {
         let path = format!("spec.attributes[{i}]");
-        check_type((&a.data_type).into(), &format!("{path}.dataType"), Depth::Top, &mut push);
+        check_type(
+            (&a.data_type).into(),
+            &format!("{path}.dataType"),
+            Depth::Top,
+            &mut push,
+        );
         if let Some(default) = &a.default
             && let Err(e) = value::validate((&a.data_type).into(), default)
         {
@@ -471,11 +549,20 @@ pub fn check_definition(spec: &DeviceModelSpec) -> Vec<DefinitionError> {
         }
     }
     for (i, m) in spec.measure_points.iter().enumerate() {
-        check_type((&m.data_type).into(), &format!("spec.measurePoints[{i}].dataType"), Depth::Top, &mut push);
+        check_type(
+            (&m.data_type).into(),
+            &format!("spec.measurePoints[{i}].dataType"),
+            Depth::Top,
+            &mut push,
+        );
     }
     for (i, s) in spec.services.iter().enumerate() {
         check_parameters(&s.inputs, &format!("spec.services[{i}].inputs"), &mut push);
-        check_parameters(&s.outputs, &format!("spec.services[{i}].outputs"), &mut push);
+        check_parameters(
+            &s.outputs,
+            &format!("spec.services[{i}].outputs"),
+            &mut push,
+        );
     }
     for (i, e) in spec.events.iter().enumerate() {
         check_parameters(&e.outputs, &format!("spec.events[{i}].outputs"), &mut push);
@@ -483,13 +570,25 @@ pub fn check_definition(spec: &DeviceModelSpec) -> Vec<DefinitionError> {
     errors
 }
 
-fn check_parameters(params: &[Parameter], path: &str, push: &mut impl FnMut(String, DefinitionProblem)) {
+fn check_parameters(
+    params: &[Parameter],
+    path: &str,
+    push: &mut impl FnMut(String, DefinitionProblem),
+) {
     let mut seen = HashSet::new();
     for (i, p) in params.iter().enumerate() {
         if !seen.insert(p.identifier.as_str()) {
-            push(format!("{path}[{i}].identifier"), DefinitionProblem::DuplicateIdentifier(p.identifier.clone()));
+            push(
+                format!("{path}[{i}].identifier"),
+                DefinitionProblem::DuplicateIdentifier(p.identifier.clone()),
+            );
         }
-        check_type((&p.data_type).into(), &format!("{path}[{i}].dataType"), Depth::Top, push);
+        check_type(
+            (&p.data_type).into(),
+            &format!("{path}[{i}].dataType"),
+            Depth::Top,
+            push,
+        );
     }
 }
 
@@ -501,16 +600,36 @@ enum Depth {
     StructField,
 }
 
-fn check_type(ty: TypeView<'_>, path: &str, depth: Depth, push: &mut impl FnMut(String, DefinitionProblem)) {
+fn check_type(
+    ty: TypeView<'_>,
+    path: &str,
+    depth: Depth,
+    push: &mut impl FnMut(String, DefinitionProblem),
+) {
     use DefinitionProblem as P;
-    let not_applicable = |constraint| P::ConstraintNotApplicable { constraint, kind: ty.kind };
+    let not_applicable = |constraint| P::ConstraintNotApplicable {
+        constraint,
+        kind: ty.kind,
+    };
     match (ty.kind, depth) {
         (DataKind::Array, Depth::ArrayElement) => {
-            push(path.into(), P::NestingNotAllowed { kind: ty.kind, why: "arrays hold scalars or structs" });
+            push(
+                path.into(),
+                P::NestingNotAllowed {
+                    kind: ty.kind,
+                    why: "arrays hold scalars or structs",
+                },
+            );
             return;
         }
         (DataKind::Struct | DataKind::Array, Depth::StructField) => {
-            push(path.into(), P::NestingNotAllowed { kind: ty.kind, why: "struct fields are scalars" });
+            push(
+                path.into(),
+                P::NestingNotAllowed {
+                    kind: ty.kind,
+                    why: "struct fields are scalars",
+                },
+            );
             return;
         }
         _ => {}
@@ -541,7 +660,10 @@ fn check_type(ty: TypeView<'_>, path: &str, depth: Depth, push: &mut impl FnMut(
         let mut seen = HashSet::new();
         for (i, v) in ty.enum_values.iter().enumerate() {
             if !seen.insert(v.value.as_str()) {
-                push(format!("{path}.enumValues[{i}]"), P::DuplicateEnumValue(v.value.clone()));
+                push(
+                    format!("{path}.enumValues[{i}]"),
+                    P::DuplicateEnumValue(v.value.clone()),
+                );
             }
         }
     } else if !ty.enum_values.is_empty() {
@@ -554,16 +676,29 @@ fn check_type(ty: TypeView<'_>, path: &str, depth: Depth, push: &mut impl FnMut(
         let mut seen = HashSet::new();
         for (i, f) in ty.fields.iter().enumerate() {
             if !seen.insert(f.identifier.as_str()) {
-                push(format!("{path}.fields[{i}].identifier"), P::DuplicateIdentifier(f.identifier.clone()));
+                push(
+                    format!("{path}.fields[{i}].identifier"),
+                    P::DuplicateIdentifier(f.identifier.clone()),
+                );
             }
-            check_type((&f.data_type).into(), &format!("{path}.fields[{i}].dataType"), Depth::StructField, push);
+            check_type(
+                (&f.data_type).into(),
+                &format!("{path}.fields[{i}].dataType"),
+                Depth::StructField,
+                push,
+            );
         }
     } else if !ty.fields.is_empty() {
         push(format!("{path}.fields"), not_applicable("fields"));
     }
     if ty.kind == DataKind::Array {
         match ty.items {
-            Some(items) => check_type(items.into(), &format!("{path}.items"), Depth::ArrayElement, push),
+            Some(items) => check_type(
+                items.into(),
+                &format!("{path}.items"),
+                Depth::ArrayElement,
+                push,
+            ),
             None => push(format!("{path}.items"), P::ArrayWithoutItems),
         }
     } else {

@@ -15,7 +15,10 @@ pub fn object_name_problem(name: &str) -> Option<&'static str> {
     if name.len() > 253 {
         return Some("must be at most 253 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
         return Some("must consist of lower-case letters, digits, '-' and '.'");
     }
     let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
@@ -33,7 +36,10 @@ pub fn label_value_problem(value: &str) -> Option<&'static str> {
     if value.is_empty() {
         return None;
     }
-    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
         return Some("must consist of letters, digits, '-', '_' and '.'");
     }
     let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());

@@ -90,11 +90,19 @@ pub fn expand(
         if let Some(value) = value
             && let Some(problem) = label_value_problem(value)
         {
-            return Err(BatchError::BadLabel { field, value: value.clone(), problem });
+            return Err(BatchError::BadLabel {
+                field,
+                value: value.clone(),
+                problem,
+            });
         }
     }
     let items = &spec.items;
-    let sources = [items.list.is_some(), items.csv.is_some(), items.generate.is_some()];
+    let sources = [
+        items.list.is_some(),
+        items.csv.is_some(),
+        items.generate.is_some(),
+    ];
     let given = sources.iter().filter(|s| **s).count();
     if given != 1 {
         return Err(BatchError::ItemSources(given));
@@ -106,22 +114,32 @@ pub fn expand(
         let item = match item {
             Ok(item) => item,
             Err(reason) => {
-                expansion.failures.push(ItemFailure { item: format!("#{}", position + 1), reason });
+                expansion.failures.push(ItemFailure {
+                    item: format!("#{}", position + 1),
+                    reason,
+                });
                 return;
             }
         };
         if let Some(problem) = object_name_problem(&item.name) {
-            expansion
-                .failures
-                .push(ItemFailure { item: item.name.clone(), reason: format!("name {problem}") });
+            expansion.failures.push(ItemFailure {
+                item: item.name.clone(),
+                reason: format!("name {problem}"),
+            });
         } else if !seen.insert(item.name.clone()) {
-            expansion
-                .failures
-                .push(ItemFailure { item: item.name.clone(), reason: "name is used by an earlier item".into() });
-        } else if let Some((key, problem)) = item.labels.iter().find_map(|(k, v)| label_value_problem(v).map(|p| (k, p))) {
-            expansion
-                .failures
-                .push(ItemFailure { item: item.name.clone(), reason: format!("label {key}: value {problem}") });
+            expansion.failures.push(ItemFailure {
+                item: item.name.clone(),
+                reason: "name is used by an earlier item".into(),
+            });
+        } else if let Some((key, problem)) = item
+            .labels
+            .iter()
+            .find_map(|(k, v)| label_value_problem(v).map(|p| (k, p)))
+        {
+            expansion.failures.push(ItemFailure {
+                item: item.name.clone(),
+                reason: format!("label {key}: value {problem}"),
+            });
         } else {
             expansion.devices.push(plan(batch_name, spec, item));
         }
@@ -137,17 +155,25 @@ pub fn expand(
     } else if let Some(csv) = &items.csv {
         let rows = parse_csv(csv).map_err(BatchError::Csv)?;
         let mut rows = rows.into_iter();
-        let header = rows.next().ok_or_else(|| BatchError::Csv("no header row".into()))?;
+        let header = rows
+            .next()
+            .ok_or_else(|| BatchError::Csv("no header row".into()))?;
         let header: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
         if !header.iter().any(|h| h == "name") {
-            return Err(BatchError::Csv(format!("header {header:?} has no `name` column")));
+            return Err(BatchError::Csv(format!(
+                "header {header:?} has no `name` column"
+            )));
         }
         let rows: Vec<Vec<String>> = rows.collect();
         if rows.len() > MAX_ITEMS {
             return Err(BatchError::TooMany(rows.len()));
         }
         for (i, row) in rows.into_iter().enumerate() {
-            add(i, item_from_row(&header, row, attribute_kind).map_err(|e| format!("CSV row {}: {e}", i + 2)));
+            add(
+                i,
+                item_from_row(&header, row, attribute_kind)
+                    .map_err(|e| format!("CSV row {}: {e}", i + 2)),
+            );
         }
     } else if let Some(generate) = &items.generate {
         let count = usize::try_from(generate.count)
@@ -163,7 +189,13 @@ pub fn expand(
         }
         for i in 0..count {
             let index = generate.start + i as i64;
-            add(i, Ok(BatchItem { name: pattern.render(index), ..BatchItem::default() }));
+            add(
+                i,
+                Ok(BatchItem {
+                    name: pattern.render(index),
+                    ..BatchItem::default()
+                }),
+            );
         }
     }
     Ok(expansion)
@@ -186,9 +218,17 @@ fn plan(batch_name: &str, spec: &OnboardingBatchSpec, item: BatchItem) -> Planne
         device_spec.serial_number = item.serial_number;
     }
     if let Some(gateway) = &spec.gateway_ref {
-        device_spec.connection = Connection { direct: None, gateway_ref: Some(gateway.clone()) };
+        device_spec.connection = Connection {
+            direct: None,
+            gateway_ref: Some(gateway.clone()),
+        };
     }
-    PlannedDevice { name: item.name, labels, annotations: template.metadata.annotations.clone(), spec: device_spec }
+    PlannedDevice {
+        name: item.name,
+        labels,
+        annotations: template.metadata.annotations.clone(),
+        spec: device_spec,
+    }
 }
 
 fn item_from_row(
@@ -197,7 +237,11 @@ fn item_from_row(
     attribute_kind: &dyn Fn(&str) -> Option<DataKind>,
 ) -> Result<BatchItem, String> {
     if row.len() != header.len() {
-        return Err(format!("{} cells, the header has {}", row.len(), header.len()));
+        return Err(format!(
+            "{} cells, the header has {}",
+            row.len(),
+            header.len()
+        ));
     }
     let mut item = BatchItem::default();
     for (column, cell) in header.iter().zip(row) {
@@ -209,7 +253,9 @@ fn item_from_row(
             item.labels.insert(key.to_string(), cell.trim().to_string());
         } else if !cell.is_empty() {
             let value = match attribute_kind(column) {
-                Some(kind) => value::parse_text(kind, &cell).map_err(|e| format!("column {column}: {e}"))?,
+                Some(kind) => {
+                    value::parse_text(kind, &cell).map_err(|e| format!("column {column}: {e}"))?
+                }
                 None => Value::String(cell),
             };
             item.attributes.insert(column.clone(), value);
@@ -231,14 +277,20 @@ enum PatternPart {
 impl NamePattern {
     /// Parse a pattern.
     pub fn parse(pattern: &str) -> Result<Self, BatchError> {
-        let bad = |reason: &str| BatchError::BadPattern { pattern: pattern.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| BatchError::BadPattern {
+            pattern: pattern.to_string(),
+            reason: reason.to_string(),
+        };
         let mut parts = Vec::new();
         let mut rest = pattern;
         while let Some(open) = rest.find('{') {
             if open > 0 {
                 parts.push(PatternPart::Literal(rest[..open].to_string()));
             }
-            let close = rest[open..].find('}').ok_or_else(|| bad("'{' without '}'"))? + open;
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| bad("'{' without '}'"))?
+                + open;
             let placeholder = &rest[open + 1..close];
             let width = match placeholder.strip_prefix("index") {
                 Some("") => 0,
@@ -246,7 +298,9 @@ impl NamePattern {
                     .strip_prefix(':')
                     .and_then(|w| w.parse::<usize>().ok())
                     .filter(|w| *w <= 20)
-                    .ok_or_else(|| bad("placeholders are {index} or {index:N} with N at most 20"))?,
+                    .ok_or_else(|| {
+                        bad("placeholders are {index} or {index:N} with N at most 20")
+                    })?,
                 None => return Err(bad("placeholders are {index} or {index:N}")),
             };
             parts.push(PatternPart::Index { width });
@@ -263,7 +317,9 @@ impl NamePattern {
 
     /// Whether the pattern has an index placeholder.
     pub fn has_index(&self) -> bool {
-        self.0.iter().any(|p| matches!(p, PatternPart::Index { .. }))
+        self.0
+            .iter()
+            .any(|p| matches!(p, PatternPart::Index { .. }))
     }
 
     /// The name for one index.

@@ -70,7 +70,9 @@ pub enum PayloadError {
         point: String,
     },
     /// A measure point with quality that is not `{"value": …, "quality": <int>}` or a bare value.
-    #[error("measure point {point:?}: expected a value or {{\"value\": …, \"quality\": <integer>}}")]
+    #[error(
+        "measure point {point:?}: expected a value or {{\"value\": …, \"quality\": <integer>}}"
+    )]
     BadQuality {
         /// The point.
         point: String,
@@ -93,19 +95,29 @@ impl PayloadError {
 /// Validate a telemetry payload: every key must be a measure point of the model and every value
 /// must satisfy its type. Points declared `hasQuality` may be sent as
 /// `{"value": …, "quality": <integer>}`. Returns every problem, in key order.
-pub fn validate_measurements(model: &ResolvedModel, payload: &Map<String, Value>) -> Vec<PayloadError> {
+pub fn validate_measurements(
+    model: &ResolvedModel,
+    payload: &Map<String, Value>,
+) -> Vec<PayloadError> {
     let mut errors = Vec::new();
     for (point, raw) in payload {
         let Some(feature) = model.measure_points.get(point) else {
-            errors.push(PayloadError::UnknownPoint { kind: PointKind::MeasurePoint, point: point.clone() });
+            errors.push(PayloadError::UnknownPoint {
+                kind: PointKind::MeasurePoint,
+                point: point.clone(),
+            });
             continue;
         };
         let definition = &feature.definition;
         let value = match raw {
             Value::Object(wrapper) if definition.has_quality && wrapper.contains_key("value") => {
-                let quality_ok = wrapper.get("quality").is_none_or(|q| q.is_i64() || q.is_u64());
+                let quality_ok = wrapper
+                    .get("quality")
+                    .is_none_or(|q| q.is_i64() || q.is_u64());
                 if !quality_ok || wrapper.keys().any(|k| k != "value" && k != "quality") {
-                    errors.push(PayloadError::BadQuality { point: point.clone() });
+                    errors.push(PayloadError::BadQuality {
+                        point: point.clone(),
+                    });
                     continue;
                 }
                 &wrapper["value"]
@@ -113,7 +125,11 @@ pub fn validate_measurements(model: &ResolvedModel, payload: &Map<String, Value>
             other => other,
         };
         if let Err(source) = value::validate((&definition.data_type).into(), value) {
-            errors.push(PayloadError::Invalid { kind: PointKind::MeasurePoint, point: point.clone(), source });
+            errors.push(PayloadError::Invalid {
+                kind: PointKind::MeasurePoint,
+                point: point.clone(),
+                source,
+            });
         }
     }
     errors
@@ -141,22 +157,34 @@ pub fn validate_attributes(
     let mut errors = Vec::new();
     for (point, value) in values {
         let Some(feature) = model.attributes.get(point) else {
-            errors.push(PayloadError::UnknownPoint { kind: PointKind::Attribute, point: point.clone() });
+            errors.push(PayloadError::UnknownPoint {
+                kind: PointKind::Attribute,
+                point: point.clone(),
+            });
             continue;
         };
         if check == AttributeCheck::Desired && !feature.definition.writable {
-            errors.push(PayloadError::NotWritable { point: point.clone() });
+            errors.push(PayloadError::NotWritable {
+                point: point.clone(),
+            });
             continue;
         }
         if let Err(source) = value::validate((&feature.definition.data_type).into(), value) {
-            errors.push(PayloadError::Invalid { kind: PointKind::Attribute, point: point.clone(), source });
+            errors.push(PayloadError::Invalid {
+                kind: PointKind::Attribute,
+                point: point.clone(),
+                source,
+            });
         }
     }
     if check == AttributeCheck::Configured {
         for (identifier, feature) in &model.attributes {
             let a = &feature.definition;
             if a.required && a.default.is_none() && !values.contains_key(identifier) {
-                errors.push(PayloadError::MissingRequired { kind: PointKind::Attribute, point: identifier.clone() });
+                errors.push(PayloadError::MissingRequired {
+                    kind: PointKind::Attribute,
+                    point: identifier.clone(),
+                });
             }
         }
     }
@@ -173,16 +201,29 @@ pub fn validate_parameters(
     let mut errors = Vec::new();
     for (name, value) in values {
         match params.iter().find(|p| &p.identifier == name) {
-            None => errors.push(PayloadError::UnknownPoint { kind, point: name.clone() }),
+            None => errors.push(PayloadError::UnknownPoint {
+                kind,
+                point: name.clone(),
+            }),
             Some(p) => {
                 if let Err(source) = value::validate((&p.data_type).into(), value) {
-                    errors.push(PayloadError::Invalid { kind, point: name.clone(), source });
+                    errors.push(PayloadError::Invalid {
+                        kind,
+                        point: name.clone(),
+                        source,
+                    });
                 }
             }
         }
     }
-    for p in params.iter().filter(|p| p.required && !values.contains_key(&p.identifier)) {
-        errors.push(PayloadError::MissingRequired { kind, point: p.identifier.clone() });
+    for p in params
+        .iter()
+        .filter(|p| p.required && !values.contains_key(&p.identifier))
+    {
+        errors.push(PayloadError::MissingRequired {
+            kind,
+            point: p.identifier.clone(),
+        });
     }
     errors
 }
@@ -219,7 +260,11 @@ impl CallError {
 }
 
 fn join(errors: &[PayloadError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Check a service call (a DeviceCommand) against the model; returns the service on success.
@@ -231,12 +276,18 @@ pub fn validate_call<'m>(
     let feature = model
         .services
         .get(service)
-        .ok_or_else(|| CallError::UnknownService { model: model.key.to_string(), service: service.to_string() })?;
+        .ok_or_else(|| CallError::UnknownService {
+            model: model.key.to_string(),
+            service: service.to_string(),
+        })?;
     let errors = validate_parameters(&feature.definition.inputs, PointKind::Input, params);
     if errors.is_empty() {
         Ok(&feature.definition)
     } else {
-        Err(CallError::BadParameters { service: service.to_string(), errors })
+        Err(CallError::BadParameters {
+            service: service.to_string(),
+            errors,
+        })
     }
 }
 

@@ -13,8 +13,16 @@ pub fn models(yaml: &str) -> BTreeMap<ModelKey, DeviceModelSpec> {
         .map(|doc| {
             let model = DeviceModel::deserialize(doc).expect("fixture model parses");
             let key = ModelKey::new(
-                model.metadata.namespace.clone().expect("fixture model has a namespace"),
-                model.metadata.name.clone().expect("fixture model has a name"),
+                model
+                    .metadata
+                    .namespace
+                    .clone()
+                    .expect("fixture model has a namespace"),
+                model
+                    .metadata
+                    .name
+                    .clone()
+                    .expect("fixture model has a name"),
             );
             (key, model.spec)
         })
@@ -28,5 +36,6 @@ pub fn fixture_models() -> BTreeMap<ModelKey, DeviceModelSpec> {
 
 /// Resolve one fixture model, which must resolve.
 pub fn resolved(namespace: &str, name: &str) -> ResolvedModel {
-    model::resolve(&fixture_models(), &ModelKey::new(namespace, name)).expect("fixture model resolves")
+    model::resolve(&fixture_models(), &ModelKey::new(namespace, name))
+        .expect("fixture model resolves")
 }

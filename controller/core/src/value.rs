@@ -196,7 +196,10 @@ const FLOAT_MAX: f64 = f32::MAX as f64;
 
 /// Check `value` against `ty`. Returns the first problem found.
 pub fn validate(ty: TypeView<'_>, value: &Value) -> Result<(), ValueError> {
-    let wrong_type = || ValueError::WrongType { expected: ty.kind, found: json_kind(value) };
+    let wrong_type = || ValueError::WrongType {
+        expected: ty.kind,
+        found: json_kind(value),
+    };
     match ty.kind {
         DataKind::Bool => value.as_bool().map(|_| ()).ok_or_else(wrong_type),
         DataKind::Int => {
@@ -208,7 +211,10 @@ pub fn validate(ty: TypeView<'_>, value: &Value) -> Result<(), ValueError> {
             if ty.kind == DataKind::Float && n.abs() > FLOAT_MAX {
                 return Err(ValueError::OutOfRange {
                     value: n,
-                    bounds: Bounds { min: Some(-FLOAT_MAX), max: Some(FLOAT_MAX) },
+                    bounds: Bounds {
+                        min: Some(-FLOAT_MAX),
+                        max: Some(FLOAT_MAX),
+                    },
                 });
             }
             check_bounds(ty, n)
@@ -216,7 +222,10 @@ pub fn validate(ty: TypeView<'_>, value: &Value) -> Result<(), ValueError> {
         DataKind::String => {
             let s = value.as_str().ok_or_else(wrong_type)?;
             match ty.max_length {
-                Some(max) if s.len() > max as usize => Err(ValueError::TooLong { length: s.len(), max }),
+                Some(max) if s.len() > max as usize => Err(ValueError::TooLong {
+                    length: s.len(),
+                    max,
+                }),
                 _ => Ok(()),
             }
         }
@@ -235,7 +244,9 @@ pub fn validate(ty: TypeView<'_>, value: &Value) -> Result<(), ValueError> {
             Value::Number(_) => integer(value)
                 .filter(|ms| *ms >= 0)
                 .map(|_| ())
-                .ok_or_else(|| ValueError::BadTimestamp { value: value.to_string() }),
+                .ok_or_else(|| ValueError::BadTimestamp {
+                    value: value.to_string(),
+                }),
             Value::String(s) => s
                 .parse::<jiff::Timestamp>()
                 .map(|_| ())
@@ -250,20 +261,31 @@ pub fn validate(ty: TypeView<'_>, value: &Value) -> Result<(), ValueError> {
                     .iter()
                     .find(|f| &f.identifier == key)
                     .ok_or_else(|| ValueError::UnknownField { field: key.clone() })?;
-                validate((&field.data_type).into(), field_value).map_err(|e| ValueError::BadElement {
-                    element: format!(".{key}"),
-                    source: Box::new(e),
+                validate((&field.data_type).into(), field_value).map_err(|e| {
+                    ValueError::BadElement {
+                        element: format!(".{key}"),
+                        source: Box::new(e),
+                    }
                 })?;
             }
-            match ty.fields.iter().find(|f| f.required && !object.contains_key(&f.identifier)) {
-                Some(missing) => Err(ValueError::MissingField { field: missing.identifier.clone() }),
+            match ty
+                .fields
+                .iter()
+                .find(|f| f.required && !object.contains_key(&f.identifier))
+            {
+                Some(missing) => Err(ValueError::MissingField {
+                    field: missing.identifier.clone(),
+                }),
                 None => Ok(()),
             }
         }
         DataKind::Array => {
             let elements = value.as_array().ok_or_else(wrong_type)?;
             if let Some(max) = ty.max_items.filter(|max| elements.len() > *max as usize) {
-                return Err(ValueError::TooManyItems { length: elements.len(), max });
+                return Err(ValueError::TooManyItems {
+                    length: elements.len(),
+                    max,
+                });
             }
             let Some(items) = ty.items else {
                 return Ok(());
@@ -292,7 +314,13 @@ fn check_bounds(ty: TypeView<'_>, n: f64) -> Result<(), ValueError> {
     let below = ty.min.is_some_and(|min| n < min);
     let above = ty.max.is_some_and(|max| n > max);
     if below || above {
-        Err(ValueError::OutOfRange { value: n, bounds: Bounds { min: ty.min, max: ty.max } })
+        Err(ValueError::OutOfRange {
+            value: n,
+            bounds: Bounds {
+                min: ty.min,
+                max: ty.max,
+            },
+        })
     } else {
         Ok(())
     }
@@ -301,17 +329,26 @@ fn check_bounds(ty: TypeView<'_>, n: f64) -> Result<(), ValueError> {
 /// Parse a text cell (from CSV) into a JSON value of the given kind. Kinds without a text form
 /// (struct, array) are read as JSON.
 pub fn parse_text(kind: DataKind, text: &str) -> Result<Value, ValueError> {
-    let bad = || ValueError::WrongType { expected: kind, found: "string" };
+    let bad = || ValueError::WrongType {
+        expected: kind,
+        found: "string",
+    };
     match kind {
         DataKind::Bool => match text.trim() {
             "true" | "TRUE" | "True" | "1" => Ok(Value::Bool(true)),
             "false" | "FALSE" | "False" | "0" => Ok(Value::Bool(false)),
             _ => Err(bad()),
         },
-        DataKind::Int => text.trim().parse::<i64>().map(Value::from).map_err(|_| bad()),
+        DataKind::Int => text
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| bad()),
         DataKind::Float | DataKind::Double => {
             let n = text.trim().parse::<f64>().map_err(|_| bad())?;
-            serde_json::Number::from_f64(n).map(Value::Number).ok_or_else(bad)
+            serde_json::Number::from_f64(n)
+                .map(Value::Number)
+                .ok_or_else(bad)
         }
         DataKind::Timestamp => match text.trim().parse::<i64>() {
             Ok(ms) => Ok(Value::from(ms)),

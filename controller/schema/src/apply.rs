@@ -26,11 +26,19 @@ const OBJECT_META_FIELDS: &[&str] = &[
 
 /// Drop nulls of non-nullable fields and fields the schema does not declare, recording the
 /// latter's paths.
-pub(crate) fn prune(s: &Schema, value: &mut Value, path: &str, root: bool, unknown: &mut Vec<String>) {
+pub(crate) fn prune(
+    s: &Schema,
+    value: &mut Value,
+    path: &str,
+    root: bool,
+    unknown: &mut Vec<String>,
+) {
     match value {
         Value::Object(map) => {
-            if root || s.embedded_resource {
-                if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+            if (root || s.embedded_resource)
+                && let Some(Value::Object(meta)) = map.get_mut("metadata")
+            {
+                {
                     let meta_path = child(path, "metadata");
                     meta.retain(|k, _| {
                         let known = OBJECT_META_FIELDS.contains(&k.as_str());
@@ -43,12 +51,14 @@ pub(crate) fn prune(s: &Schema, value: &mut Value, path: &str, root: bool, unkno
             }
             let keep_unknown = s.preserve_unknown_fields || s.additional_properties.is_some();
             map.retain(|name, v| {
-                if (root || s.embedded_resource) && matches!(name.as_str(), "apiVersion" | "kind" | "metadata") {
+                if (root || s.embedded_resource)
+                    && matches!(name.as_str(), "apiVersion" | "kind" | "metadata")
+                {
                     return true;
                 }
                 if let Some(prop) = s.properties.get(name) {
                     // A null for a non-nullable field is dropped (and defaulted later).
-                    return !(v.is_null() && !prop.nullable);
+                    return !v.is_null() || prop.nullable;
                 }
                 if keep_unknown {
                     return true;
@@ -57,7 +67,9 @@ pub(crate) fn prune(s: &Schema, value: &mut Value, path: &str, root: bool, unkno
                 false
             });
             for (name, v) in map.iter_mut() {
-                if (root || s.embedded_resource) && matches!(name.as_str(), "apiVersion" | "kind" | "metadata") {
+                if (root || s.embedded_resource)
+                    && matches!(name.as_str(), "apiVersion" | "kind" | "metadata")
+                {
                     continue;
                 }
                 if let Some(prop) = s.properties.get(name) {

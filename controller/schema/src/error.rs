@@ -70,8 +70,18 @@ pub struct FieldError {
 
 impl FieldError {
     /// A new error.
-    pub fn new(field: impl Into<String>, kind: ErrorType, value: Option<&Value>, detail: impl Into<String>) -> Self {
-        FieldError { field: field.into(), kind, value: value.cloned(), detail: detail.into() }
+    pub fn new(
+        field: impl Into<String>,
+        kind: ErrorType,
+        value: Option<&Value>,
+        detail: impl Into<String>,
+    ) -> Self {
+        FieldError {
+            field: field.into(),
+            kind,
+            value: value.cloned(),
+            detail: detail.into(),
+        }
     }
 
     /// The message without the field path, as a `StatusCause` message carries it.

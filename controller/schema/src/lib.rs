@@ -151,12 +151,19 @@ impl Schema {
     pub fn parse(value: &Value) -> Result<Schema, Vec<StructuralError>> {
         let mut errors = Vec::new();
         let schema = parse_node(value, "openAPIV3Schema", true, &mut errors);
-        if errors.is_empty() { Ok(schema) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(schema)
+        } else {
+            Err(errors)
+        }
     }
 }
 
 fn problem(errors: &mut Vec<StructuralError>, path: &str, problem: String) {
-    errors.push(StructuralError { path: path.to_string(), problem });
+    errors.push(StructuralError {
+        path: path.to_string(),
+        problem,
+    });
 }
 
 fn parse_node(value: &Value, path: &str, root: bool, errors: &mut Vec<StructuralError>) -> Schema {
@@ -168,28 +175,46 @@ fn parse_node(value: &Value, path: &str, root: bool, errors: &mut Vec<Structural
     let flag = |key: &str| obj.get(key).and_then(Value::as_bool).unwrap_or(false);
     let number = |key: &str| obj.get(key).and_then(Value::as_f64);
     let count = |key: &str| obj.get(key).and_then(Value::as_u64).map(|n| n as usize);
-    match obj.get("type").and_then(Value::as_str) {
-        Some(t) => match Type::parse(t) {
+    if let Some(t) = obj.get("type").and_then(Value::as_str) {
+        match Type::parse(t) {
             Some(t) => s.ty = Some(t),
-            None => problem(errors, &format!("{path}.type"), format!("unsupported type {t:?}")),
-        },
-        None => {}
+            None => problem(
+                errors,
+                &format!("{path}.type"),
+                format!("unsupported type {t:?}"),
+            ),
+        }
     }
     s.preserve_unknown_fields = flag("x-kubernetes-preserve-unknown-fields");
     s.int_or_string = flag("x-kubernetes-int-or-string");
     s.embedded_resource = flag("x-kubernetes-embedded-resource");
     if s.ty.is_none() && !s.preserve_unknown_fields && !s.int_or_string {
-        problem(errors, &format!("{path}.type"), "must not be empty for specified fields".into());
+        problem(
+            errors,
+            &format!("{path}.type"),
+            "must not be empty for specified fields".into(),
+        );
     }
     if root && s.ty != Some(Type::Object) {
-        problem(errors, &format!("{path}.type"), "must be object at the root".into());
+        problem(
+            errors,
+            &format!("{path}.type"),
+            "must be object at the root".into(),
+        );
     }
     for forbidden in ["$ref", "allOf", "anyOf", "oneOf", "not"] {
         if obj.contains_key(forbidden) {
-            problem(errors, &format!("{path}.{forbidden}"), "not supported in devplane's structural schemas".into());
+            problem(
+                errors,
+                &format!("{path}.{forbidden}"),
+                "not supported in devplane's structural schemas".into(),
+            );
         }
     }
-    s.format = obj.get("format").and_then(Value::as_str).map(str::to_string);
+    s.format = obj
+        .get("format")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     s.nullable = flag("nullable");
     s.enum_values = obj.get("enum").and_then(Value::as_array).cloned();
     s.minimum = number("minimum");
@@ -205,17 +230,29 @@ fn parse_node(value: &Value, path: &str, root: bool, errors: &mut Vec<Structural
     s.min_properties = count("minProperties");
     s.max_properties = count("maxProperties");
     s.default = obj.get("default").cloned();
-    s.has_rules = obj.get("x-kubernetes-validations").and_then(Value::as_array).is_some_and(|r| !r.is_empty());
+    s.has_rules = obj
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty());
     if let Some(pattern) = obj.get("pattern").and_then(Value::as_str) {
         match Regex::new(pattern) {
             Ok(re) => s.pattern = Some((pattern.to_string(), re)),
-            Err(e) => problem(errors, &format!("{path}.pattern"), format!("invalid regular expression: {e}")),
+            Err(e) => problem(
+                errors,
+                &format!("{path}.pattern"),
+                format!("invalid regular expression: {e}"),
+            ),
         }
     }
     s.required = obj
         .get("required")
         .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(props) = obj.get("properties").and_then(Value::as_object) {
         for (name, child) in props {
@@ -226,10 +263,19 @@ fn parse_node(value: &Value, path: &str, root: bool, errors: &mut Vec<Structural
     }
     match obj.get("additionalProperties") {
         Some(Value::Object(_)) if obj.contains_key("properties") => {
-            problem(errors, &format!("{path}.additionalProperties"), "must not be used together with properties".into());
+            problem(
+                errors,
+                &format!("{path}.additionalProperties"),
+                "must not be used together with properties".into(),
+            );
         }
         Some(child @ Value::Object(_)) => {
-            let child = parse_node(child, &format!("{path}.additionalProperties"), false, errors);
+            let child = parse_node(
+                child,
+                &format!("{path}.additionalProperties"),
+                false,
+                errors,
+            );
             s.has_rules |= child.has_rules;
             s.additional_properties = Some(Box::new(child));
         }
@@ -241,7 +287,11 @@ fn parse_node(value: &Value, path: &str, root: bool, errors: &mut Vec<Structural
             s.has_rules |= child.has_rules;
             s.items = Some(Box::new(child));
         }
-        None if s.ty == Some(Type::Array) => problem(errors, &format!("{path}.items"), "must be specified for arrays".into()),
+        None if s.ty == Some(Type::Array) => problem(
+            errors,
+            &format!("{path}.items"),
+            "must be specified for arrays".into(),
+        ),
         None => {}
     }
     s.list_type = match obj.get("x-kubernetes-list-type").and_then(Value::as_str) {
@@ -249,17 +299,30 @@ fn parse_node(value: &Value, path: &str, root: bool, errors: &mut Vec<Structural
         Some("set") => ListType::Set,
         Some("map") => ListType::Map,
         Some(other) => {
-            problem(errors, &format!("{path}.x-kubernetes-list-type"), format!("unsupported list type {other:?}"));
+            problem(
+                errors,
+                &format!("{path}.x-kubernetes-list-type"),
+                format!("unsupported list type {other:?}"),
+            );
             ListType::Atomic
         }
     };
     s.list_map_keys = obj
         .get("x-kubernetes-list-map-keys")
         .and_then(Value::as_array)
-        .map(|k| k.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|k| {
+            k.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     if s.list_type == ListType::Map && s.list_map_keys.is_empty() {
-        problem(errors, &format!("{path}.x-kubernetes-list-map-keys"), "must be set for list type map".into());
+        problem(
+            errors,
+            &format!("{path}.x-kubernetes-list-map-keys"),
+            "must be set for list type map".into(),
+        );
     }
     s.map_atomic = obj.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic");
     s
@@ -275,7 +338,9 @@ pub struct CompiledSchema {
 
 impl std::fmt::Debug for CompiledSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledSchema").field("schema", &self.schema).finish_non_exhaustive()
+        f.debug_struct("CompiledSchema")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
     }
 }
 
@@ -289,7 +354,10 @@ impl CompiledSchema {
             let errors: Vec<StructuralError> = compiled
                 .compilation_errors()
                 .into_iter()
-                .map(|e| StructuralError { path: "x-kubernetes-validations".into(), problem: e.to_string() })
+                .map(|e| StructuralError {
+                    path: "x-kubernetes-validations".into(),
+                    problem: e.to_string(),
+                })
                 .collect();
             if !errors.is_empty() {
                 return Err(errors);
@@ -312,7 +380,10 @@ impl CompiledSchema {
         if errors.is_empty() {
             errors = self.validate_rules(object, old);
         }
-        Admission { unknown_fields, errors }
+        Admission {
+            unknown_fields,
+            errors,
+        }
     }
 
     /// Drop nulls of non-nullable fields and unknown fields; returns the unknown fields'
@@ -354,7 +425,12 @@ impl CompiledSchema {
                         _ => ErrorType::Invalid,
                     };
                     let value = lookup(object, &e.field_path);
-                    FieldError::new(e.field_path.clone(), kind, value.filter(|v| !v.is_object() && !v.is_array()), e.message.clone())
+                    FieldError::new(
+                        e.field_path.clone(),
+                        kind,
+                        value.filter(|v| !v.is_object() && !v.is_array()),
+                        e.message.clone(),
+                    )
                 })
                 .collect(),
         }

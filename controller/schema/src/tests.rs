@@ -5,8 +5,14 @@ use serde_json::{Value, json};
 
 use super::*;
 
-fn crd_schema(crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> Value {
-    let schema = crd.spec.versions[0].schema.clone().and_then(|s| s.open_api_v3_schema).expect("schema");
+fn crd_schema(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
+    let schema = crd.spec.versions[0]
+        .schema
+        .clone()
+        .and_then(|s| s.open_api_v3_schema)
+        .expect("schema");
     serde_json::to_value(schema).expect("serializes")
 }
 
@@ -56,7 +62,10 @@ fn non_structural_schemas_are_refused_with_paths() {
             "openAPIV3Schema.properties[untyped].type",
         ]
     );
-    assert!(Schema::parse(&json!({"type": "string"})).is_err(), "the root must be an object");
+    assert!(
+        Schema::parse(&json!({"type": "string"})).is_err(),
+        "the root must be an object"
+    );
 }
 
 #[test]
@@ -65,7 +74,9 @@ fn a_wrong_type_is_reported_like_the_api_server_does() {
     let errors = schema.validate(&device(json!({"modelRef": {"name": 5}})));
     assert_eq!(
         messages(&errors),
-        ["spec.modelRef.name: Invalid value: 5: spec.modelRef.name in body must be of type string: \"integer\""]
+        [
+            "spec.modelRef.name: Invalid value: 5: spec.modelRef.name in body must be of type string: \"integer\""
+        ]
     );
     assert_eq!(errors[0].kind.reason(), "FieldValueInvalid");
 }
@@ -126,19 +137,37 @@ fn patterns_bounds_items_and_formats_are_enforced() {
             "when: Invalid value: \"noon\": when in body must be of type date-time: \"noon\"",
         ]
     );
-    assert!(schema.validate(&json!({"when": "2026-11-25T10:00:00Z", "port": "http", "count": 2})).is_empty());
+    assert!(
+        schema
+            .validate(&json!({"when": "2026-11-25T10:00:00Z", "port": "http", "count": 2}))
+            .is_empty()
+    );
 }
 
 #[test]
 fn unknown_fields_are_pruned_and_reported_with_their_paths() {
     let schema = device_schema();
-    let mut object = device(json!({"modelRef": {"name": "m", "colour": "red"}, "extra": 1, "attributes": {"anything": {"goes": true}}}));
+    let mut object = device(
+        json!({"modelRef": {"name": "m", "colour": "red"}, "extra": 1, "attributes": {"anything": {"goes": true}}}),
+    );
     object["metadata"]["bogus"] = json!(1);
     object["status"] = json!({"phase": "Planned", "mood": "happy"});
     let unknown = schema.prune(&mut object);
-    assert_eq!(unknown, ["metadata.bogus", "spec.extra", "spec.modelRef.colour", "status.mood"]);
+    assert_eq!(
+        unknown,
+        [
+            "metadata.bogus",
+            "spec.extra",
+            "spec.modelRef.colour",
+            "status.mood"
+        ]
+    );
     assert_eq!(object["spec"]["modelRef"], json!({"name": "m"}));
-    assert_eq!(object["spec"]["attributes"], json!({"anything": {"goes": true}}), "preserve-unknown-fields keeps values");
+    assert_eq!(
+        object["spec"]["attributes"],
+        json!({"anything": {"goes": true}}),
+        "preserve-unknown-fields keeps values"
+    );
     assert_eq!(object["apiVersion"], "iot.devplane.io/v1alpha1");
     assert!(object["metadata"].get("bogus").is_none());
 }
@@ -163,17 +192,26 @@ fn cel_transition_rules_run_on_update_only() {
     let admission = schema.admit(&mut new, Some(&old));
     assert_eq!(
         messages(&admission.errors),
-        ["spec.lifecycle: Invalid value: \"Servicing\": lifecycle Decommissioned is terminal: delete and re-create the object to use it again"]
+        [
+            "spec.lifecycle: Invalid value: \"Servicing\": lifecycle Decommissioned is terminal: delete and re-create the object to use it again"
+        ]
     );
 }
 
 #[test]
 fn cel_rules_do_not_run_when_the_schema_already_failed() {
     let schema = device_schema();
-    let mut object = device(json!({"modelRef": {"name": "m"}, "connection": {"direct": {}, "gatewayRef": {"name": 1}}}));
+    let mut object = device(
+        json!({"modelRef": {"name": "m"}, "connection": {"direct": {}, "gatewayRef": {"name": 1}}}),
+    );
     let admission = schema.admit(&mut object, None);
     assert_eq!(admission.errors.len(), 1, "{:?}", admission.errors);
-    let mut object = device(json!({"modelRef": {"name": "m"}, "connection": {"direct": {}, "gatewayRef": {"name": "g"}}}));
+    let mut object = device(
+        json!({"modelRef": {"name": "m"}, "connection": {"direct": {}, "gatewayRef": {"name": "g"}}}),
+    );
     let admission = schema.admit(&mut object, None);
-    assert_eq!(messages(&admission.errors), ["spec.connection: Invalid value: connection takes either direct or gatewayRef, not both"]);
+    assert_eq!(
+        messages(&admission.errors),
+        ["spec.connection: Invalid value: connection takes either direct or gatewayRef, not both"]
+    );
 }

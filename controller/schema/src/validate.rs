@@ -9,7 +9,11 @@ use crate::{ListType, Schema, Type};
 
 /// Path of a child field.
 pub(crate) fn child(path: &str, name: &str) -> String {
-    if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
 }
 
 /// Path of a list element.
@@ -19,7 +23,11 @@ pub(crate) fn element(path: &str, index: usize) -> String {
 
 /// Path of a map entry.
 pub(crate) fn entry(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}[{key}]") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}[{key}]")
+    }
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -50,17 +58,40 @@ fn shown(path: &str) -> &str {
 }
 
 /// Validate `value` at `path` against `s`, pushing every problem.
-pub(crate) fn node(s: &Schema, value: &Value, path: &str, root: bool, errors: &mut Vec<FieldError>) {
+pub(crate) fn node(
+    s: &Schema,
+    value: &Value,
+    path: &str,
+    root: bool,
+    errors: &mut Vec<FieldError>,
+) {
     if value.is_null() {
         if !s.nullable && !s.preserve_unknown_fields {
             let expected = s.ty.map(Type::as_str).unwrap_or("a value");
-            errors.push(FieldError::new(path, ErrorType::Invalid, Some(value), format!("{} in body must be of type {expected}: \"null\"", shown(path))));
+            errors.push(FieldError::new(
+                path,
+                ErrorType::Invalid,
+                Some(value),
+                format!(
+                    "{} in body must be of type {expected}: \"null\"",
+                    shown(path)
+                ),
+            ));
         }
         return;
     }
     if s.int_or_string {
         if !(value.is_string() || value.is_i64() || value.is_u64()) {
-            errors.push(FieldError::new(path, ErrorType::Invalid, Some(value), format!("{} in body must be of type integer or string: \"{}\"", shown(path), type_name(value))));
+            errors.push(FieldError::new(
+                path,
+                ErrorType::Invalid,
+                Some(value),
+                format!(
+                    "{} in body must be of type integer or string: \"{}\"",
+                    shown(path),
+                    type_name(value)
+                ),
+            ));
             return;
         }
     } else if let Some(ty) = s.ty
@@ -70,15 +101,29 @@ pub(crate) fn node(s: &Schema, value: &Value, path: &str, root: bool, errors: &m
             path,
             ErrorType::Invalid,
             Some(value),
-            format!("{} in body must be of type {}: \"{}\"", shown(path), ty.as_str(), type_name(value)),
+            format!(
+                "{} in body must be of type {}: \"{}\"",
+                shown(path),
+                ty.as_str(),
+                type_name(value)
+            ),
         ));
         return;
     }
     if let Some(allowed) = &s.enum_values
         && !allowed.contains(value)
     {
-        let list = allowed.iter().map(Value::to_string).collect::<Vec<_>>().join(", ");
-        errors.push(FieldError::new(path, ErrorType::NotSupported, Some(value), format!("supported values: {list}")));
+        let list = allowed
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        errors.push(FieldError::new(
+            path,
+            ErrorType::NotSupported,
+            Some(value),
+            format!("supported values: {list}"),
+        ));
     }
     match value {
         Value::Number(n) => number(s, n.as_f64().unwrap_or_default(), value, path, errors),
@@ -90,19 +135,30 @@ pub(crate) fn node(s: &Schema, value: &Value, path: &str, root: bool, errors: &m
 }
 
 fn number(s: &Schema, n: f64, value: &Value, path: &str, errors: &mut Vec<FieldError>) {
-    let mut invalid = |detail: String| errors.push(FieldError::new(path, ErrorType::Invalid, Some(value), detail));
+    let mut invalid = |detail: String| {
+        errors.push(FieldError::new(
+            path,
+            ErrorType::Invalid,
+            Some(value),
+            detail,
+        ))
+    };
     if let Some(min) = s.minimum {
         if s.exclusive_minimum && n <= min {
             invalid(format!("{path} in body should be greater than {min}"));
         } else if n < min {
-            invalid(format!("{path} in body should be greater than or equal to {min}"));
+            invalid(format!(
+                "{path} in body should be greater than or equal to {min}"
+            ));
         }
     }
     if let Some(max) = s.maximum {
         if s.exclusive_maximum && n >= max {
             invalid(format!("{path} in body should be less than {max}"));
         } else if n > max {
-            invalid(format!("{path} in body should be less than or equal to {max}"));
+            invalid(format!(
+                "{path} in body should be less than or equal to {max}"
+            ));
         }
     }
     if let Some(m) = s.multiple_of
@@ -124,15 +180,30 @@ fn number(s: &Schema, n: f64, value: &Value, path: &str, errors: &mut Vec<FieldE
 fn string(s: &Schema, text: &str, value: &Value, path: &str, errors: &mut Vec<FieldError>) {
     let length = text.chars().count();
     if let Some(max) = s.max_length.filter(|max| length > *max) {
-        errors.push(FieldError::new(path, ErrorType::TooLong, None, format!("may not be more than {max} bytes")));
+        errors.push(FieldError::new(
+            path,
+            ErrorType::TooLong,
+            None,
+            format!("may not be more than {max} bytes"),
+        ));
     }
     if let Some(min) = s.min_length.filter(|min| length < *min) {
-        errors.push(FieldError::new(path, ErrorType::Invalid, Some(value), format!("{path} in body should be at least {min} chars long")));
+        errors.push(FieldError::new(
+            path,
+            ErrorType::Invalid,
+            Some(value),
+            format!("{path} in body should be at least {min} chars long"),
+        ));
     }
     if let Some((source, re)) = &s.pattern
         && !re.is_match(text)
     {
-        errors.push(FieldError::new(path, ErrorType::Invalid, Some(value), format!("{path} in body should match '{source}'")));
+        errors.push(FieldError::new(
+            path,
+            ErrorType::Invalid,
+            Some(value),
+            format!("{path} in body should match '{source}'"),
+        ));
     }
     if s.int_or_string {
         return;
@@ -146,29 +217,49 @@ fn string(s: &Schema, text: &str, value: &Value, path: &str, errors: &mut Vec<Fi
     };
     if bad_format {
         let format = s.format.as_deref().unwrap_or_default();
-        errors.push(FieldError::new(path, ErrorType::Invalid, Some(value), format!("{path} in body must be of type {format}: {value}")));
+        errors.push(FieldError::new(
+            path,
+            ErrorType::Invalid,
+            Some(value),
+            format!("{path} in body must be of type {format}: {value}"),
+        ));
     }
 }
 
 fn is_base64(text: &str) -> bool {
     let bytes = text.trim_end_matches('=').as_bytes();
-    text.len() % 4 == 0
+    text.len().is_multiple_of(4)
         && text.len() - bytes.len() <= 2
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
 fn is_uuid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
     groups.len() == 5
-        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn array(s: &Schema, items: &[Value], path: &str, errors: &mut Vec<FieldError>) {
     if let Some(max) = s.max_items.filter(|max| items.len() > *max) {
-        errors.push(FieldError::new(path, ErrorType::TooMany, Some(&Value::from(items.len())), format!("must have at most {max} items")));
+        errors.push(FieldError::new(
+            path,
+            ErrorType::TooMany,
+            Some(&Value::from(items.len())),
+            format!("must have at most {max} items"),
+        ));
     }
     if let Some(min) = s.min_items.filter(|min| items.len() < *min) {
-        errors.push(FieldError::new(path, ErrorType::Invalid, None, format!("{path} in body should have at least {min} items")));
+        errors.push(FieldError::new(
+            path,
+            ErrorType::Invalid,
+            None,
+            format!("{path} in body should have at least {min} items"),
+        ));
     }
     if let Some(item_schema) = &s.items {
         for (i, item) in items.iter().enumerate() {
@@ -180,17 +271,35 @@ fn array(s: &Schema, items: &[Value], path: &str, errors: &mut Vec<FieldError>) 
             let mut seen = HashSet::new();
             for (i, item) in items.iter().enumerate() {
                 if !seen.insert(item.to_string()) {
-                    errors.push(FieldError::new(element(path, i), ErrorType::Duplicate, Some(item), ""));
+                    errors.push(FieldError::new(
+                        element(path, i),
+                        ErrorType::Duplicate,
+                        Some(item),
+                        "",
+                    ));
                 }
             }
         }
         ListType::Map => {
             let mut seen = HashSet::new();
             for (i, item) in items.iter().enumerate() {
-                let key: Vec<Value> = s.list_map_keys.iter().map(|k| item.get(k).cloned().unwrap_or(Value::Null)).collect();
+                let key: Vec<Value> = s
+                    .list_map_keys
+                    .iter()
+                    .map(|k| item.get(k).cloned().unwrap_or(Value::Null))
+                    .collect();
                 if !seen.insert(Value::Array(key.clone()).to_string()) {
-                    let shown = if key.len() == 1 { key[0].clone() } else { Value::Array(key) };
-                    errors.push(FieldError::new(element(path, i), ErrorType::Duplicate, Some(&shown), ""));
+                    let shown = if key.len() == 1 {
+                        key[0].clone()
+                    } else {
+                        Value::Array(key)
+                    };
+                    errors.push(FieldError::new(
+                        element(path, i),
+                        ErrorType::Duplicate,
+                        Some(&shown),
+                        "",
+                    ));
                 }
             }
         }
@@ -198,7 +307,12 @@ fn array(s: &Schema, items: &[Value], path: &str, errors: &mut Vec<FieldError>) 
             let mut seen = HashSet::new();
             for (i, item) in items.iter().enumerate() {
                 if !seen.insert(item.to_string()) {
-                    errors.push(FieldError::new(element(path, i), ErrorType::Duplicate, Some(item), ""));
+                    errors.push(FieldError::new(
+                        element(path, i),
+                        ErrorType::Duplicate,
+                        Some(item),
+                        "",
+                    ));
                 }
             }
         }
@@ -206,17 +320,38 @@ fn array(s: &Schema, items: &[Value], path: &str, errors: &mut Vec<FieldError>) 
     }
 }
 
-fn object(s: &Schema, map: &serde_json::Map<String, Value>, path: &str, root: bool, errors: &mut Vec<FieldError>) {
+fn object(
+    s: &Schema,
+    map: &serde_json::Map<String, Value>,
+    path: &str,
+    root: bool,
+    errors: &mut Vec<FieldError>,
+) {
     for name in &s.required {
         if !map.contains_key(name) {
-            errors.push(FieldError::new(child(path, name), ErrorType::Required, None, ""));
+            errors.push(FieldError::new(
+                child(path, name),
+                ErrorType::Required,
+                None,
+                "",
+            ));
         }
     }
     if let Some(max) = s.max_properties.filter(|max| map.len() > *max) {
-        errors.push(FieldError::new(path, ErrorType::TooMany, Some(&Value::from(map.len())), format!("must have at most {max} items")));
+        errors.push(FieldError::new(
+            path,
+            ErrorType::TooMany,
+            Some(&Value::from(map.len())),
+            format!("must have at most {max} items"),
+        ));
     }
     if let Some(min) = s.min_properties.filter(|min| map.len() < *min) {
-        errors.push(FieldError::new(path, ErrorType::Invalid, None, format!("{path} in body should have at least {min} properties")));
+        errors.push(FieldError::new(
+            path,
+            ErrorType::Invalid,
+            None,
+            format!("{path} in body should have at least {min} properties"),
+        ));
     }
     for (name, value) in map {
         if root && matches!(name.as_str(), "apiVersion" | "kind" | "metadata") {

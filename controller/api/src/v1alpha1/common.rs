@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// Reference to a DeviceModel, optionally in another namespace (for example the standard
 /// library in `devplane-library`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelReference {
     /// Name of the DeviceModel.
@@ -44,7 +46,20 @@ pub struct LocalReference {
 ///
 /// Allowed changes: Planned → Servicing or Decommissioned; Servicing ⇄ Maintenance;
 /// Servicing or Maintenance → Decommissioned. Decommissioned is terminal.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum Lifecycle {
     /// Registered but not yet in service: no credentials are issued.
     Planned,
@@ -84,7 +99,20 @@ impl fmt::Display for Lifecycle {
 }
 
 /// What is true of a device or gateway: the observed lifecycle phase.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum Phase {
     /// Registered, no credentials.
     #[default]
@@ -128,7 +156,9 @@ impl fmt::Display for Phase {
 }
 
 /// A device-facing protocol of the front door.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// MQTT 3.1.1 or 5.
@@ -198,6 +228,9 @@ pub fn value_map(_: &mut SchemaGenerator) -> Schema {
 pub fn conditions(generator: &mut SchemaGenerator) -> Schema {
     let mut schema = <Vec<Condition>>::json_schema(generator);
     schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
     schema
 }

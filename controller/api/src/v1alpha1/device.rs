@@ -7,7 +7,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{self, ConnectionStatus, Lifecycle, LocalReference, ModelReference, Phase, Protocol};
+use super::common::{
+    self, ConnectionStatus, Lifecycle, LocalReference, ModelReference, Phase, Protocol,
+};
 
 /// One physical or logical device: which model it conforms to, how it connects, its attribute
 /// values and the lifecycle stage the operator wants for it.
@@ -23,12 +25,42 @@ use super::common::{self, ConnectionStatus, Lifecycle, LocalReference, ModelRefe
     shortname = "dev",
     category = "devplane",
     doc = "One device: its model, how it connects, its attribute values and its desired lifecycle stage.",
-    printcolumn(name = "Model", type_ = "string", json_path = ".spec.modelRef.name", description = "DeviceModel the device conforms to"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Observed lifecycle phase"),
-    printcolumn(name = "Connection", type_ = "string", json_path = ".status.connection.state", description = "Online, Offline or Never"),
-    printcolumn(name = "Last Seen", type_ = "date", json_path = ".status.connection.lastSeen", description = "When the device was last heard from"),
-    printcolumn(name = "Gateway", type_ = "string", json_path = ".spec.connection.gatewayRef.name", description = "Gateway the device connects through", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Model",
+        type_ = "string",
+        json_path = ".spec.modelRef.name",
+        description = "DeviceModel the device conforms to"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Observed lifecycle phase"
+    ),
+    printcolumn(
+        name = "Connection",
+        type_ = "string",
+        json_path = ".status.connection.state",
+        description = "Online, Offline or Never"
+    ),
+    printcolumn(
+        name = "Last Seen",
+        type_ = "date",
+        json_path = ".status.connection.lastSeen",
+        description = "When the device was last heard from"
+    ),
+    printcolumn(
+        name = "Gateway",
+        type_ = "string",
+        json_path = ".spec.connection.gatewayRef.name",
+        description = "Gateway the device connects through",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceSpec {

@@ -23,11 +23,35 @@ use super::common;
     shortname = "dcmd",
     category = "devplane",
     doc = "Invoke a model service on a device: parameters and timeout; status carries phase, output and timestamps.",
-    printcolumn(name = "Device", type_ = "string", json_path = ".spec.device", description = "Target device"),
-    printcolumn(name = "Service", type_ = "string", json_path = ".spec.service", description = "Model service invoked"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Sent, Succeeded, Failed, TimedOut or Rejected"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Device",
+        type_ = "string",
+        json_path = ".spec.device",
+        description = "Target device"
+    ),
+    printcolumn(
+        name = "Service",
+        type_ = "string",
+        json_path = ".spec.service",
+        description = "Model service invoked"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Sent, Succeeded, Failed, TimedOut or Rejected"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -78,7 +102,10 @@ impl CommandPhase {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            CommandPhase::Succeeded | CommandPhase::Failed | CommandPhase::TimedOut | CommandPhase::Rejected
+            CommandPhase::Succeeded
+                | CommandPhase::Failed
+                | CommandPhase::TimedOut
+                | CommandPhase::Rejected
         )
     }
 }

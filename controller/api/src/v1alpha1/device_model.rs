@@ -11,7 +11,8 @@ use super::common::{self, ModelReference};
 pub const IDENTIFIER_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]{0,127}$";
 /// Pattern of `spec.version`: a semantic version, MAJOR.MINOR.PATCH with optional pre-release
 /// and build parts.
-pub const SEMVER_PATTERN: &str = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$";
+pub const SEMVER_PATTERN: &str =
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$";
 
 /// A thing model: the attributes, measure points, services and events a kind of device has.
 /// Models may extend other models (for example features of the standard library), and devices
@@ -28,11 +29,35 @@ pub const SEMVER_PATTERN: &str = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0
     shortname = "dm",
     category = "devplane",
     doc = "A thing model: attributes, measure points, services and events, optionally extending other models.",
-    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version", description = "Semantic version of the model"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the model resolved"),
-    printcolumn(name = "Points", type_ = "integer", json_path = ".status.resolved.measurePoints", description = "Measure points after resolving extends"),
-    printcolumn(name = "Devices", type_ = "integer", json_path = ".status.devices", description = "Devices and gateways using this model"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".spec.version",
+        description = "Semantic version of the model"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the model resolved"
+    ),
+    printcolumn(
+        name = "Points",
+        type_ = "integer",
+        json_path = ".status.resolved.measurePoints",
+        description = "Measure points after resolving extends"
+    ),
+    printcolumn(
+        name = "Devices",
+        type_ = "integer",
+        json_path = ".status.devices",
+        description = "Devices and gateways using this model"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceModelSpec {

@@ -22,12 +22,41 @@ use super::device::CredentialsStatus;
     shortname = "gw",
     category = "devplane",
     doc = "An edge gateway: its model, its credentials, and which sub-devices it may act for.",
-    printcolumn(name = "Model", type_ = "string", json_path = ".spec.modelRef.name", description = "DeviceModel of the gateway itself"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Observed lifecycle phase"),
-    printcolumn(name = "Connection", type_ = "string", json_path = ".status.connection.state", description = "Online, Offline or Never"),
-    printcolumn(name = "Sub-Devices", type_ = "integer", json_path = ".status.subDevices", description = "Devices the gateway may act for"),
-    printcolumn(name = "Last Seen", type_ = "date", json_path = ".status.connection.lastSeen", description = "When the gateway was last heard from"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Model",
+        type_ = "string",
+        json_path = ".spec.modelRef.name",
+        description = "DeviceModel of the gateway itself"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Observed lifecycle phase"
+    ),
+    printcolumn(
+        name = "Connection",
+        type_ = "string",
+        json_path = ".status.connection.state",
+        description = "Online, Offline or Never"
+    ),
+    printcolumn(
+        name = "Sub-Devices",
+        type_ = "integer",
+        json_path = ".status.subDevices",
+        description = "Devices the gateway may act for"
+    ),
+    printcolumn(
+        name = "Last Seen",
+        type_ = "date",
+        json_path = ".status.connection.lastSeen",
+        description = "When the gateway was last heard from"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GatewaySpec {

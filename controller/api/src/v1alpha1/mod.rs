@@ -1,10 +1,17 @@
 //! `iot.devplane.io/v1alpha1`: one module per kind, plus what they share.
 
+// clippy reads the repeated `type_ = ...` of separate `printcolumn(...)` entries as duplicated
+// attributes; they are not.
 pub mod common;
+#[allow(clippy::duplicated_attributes)]
 pub mod device;
+#[allow(clippy::duplicated_attributes)]
 pub mod device_command;
+#[allow(clippy::duplicated_attributes)]
 pub mod device_model;
+#[allow(clippy::duplicated_attributes)]
 pub mod gateway;
+#[allow(clippy::duplicated_attributes)]
 pub mod onboarding_batch;
 
 pub use common::*;

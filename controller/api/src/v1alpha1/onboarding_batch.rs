@@ -24,12 +24,41 @@ use super::device::DeviceSpec;
     shortname = "ob",
     category = "devplane",
     doc = "Bulk onboarding: a Device template expanded over inline items, CSV rows, or a count and name pattern.",
-    printcolumn(name = "Total", type_ = "integer", json_path = ".status.total", description = "Items in the batch"),
-    printcolumn(name = "Created", type_ = "integer", json_path = ".status.created", description = "Devices created so far"),
-    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed", description = "Items that could not be created"),
-    printcolumn(name = "Complete", type_ = "string", json_path = ".status.conditions[?(@.type==\"Complete\")].status", description = "Whether every item was processed"),
-    printcolumn(name = "Site", type_ = "string", json_path = ".spec.site", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Total",
+        type_ = "integer",
+        json_path = ".status.total",
+        description = "Items in the batch"
+    ),
+    printcolumn(
+        name = "Created",
+        type_ = "integer",
+        json_path = ".status.created",
+        description = "Devices created so far"
+    ),
+    printcolumn(
+        name = "Failed",
+        type_ = "integer",
+        json_path = ".status.failed",
+        description = "Items that could not be created"
+    ),
+    printcolumn(
+        name = "Complete",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Complete\")].status",
+        description = "Whether every item was processed"
+    ),
+    printcolumn(
+        name = "Site",
+        type_ = "string",
+        json_path = ".spec.site",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OnboardingBatchSpec {

@@ -22,7 +22,11 @@ fn every_lifecycle_change_is_allowed_or_refused_as_the_table_says() {
     ];
     for from in Lifecycle::ALL {
         for to in Lifecycle::ALL {
-            assert_eq!(lifecycle_change_allowed(from, to), allowed.contains(&(from, to)), "{from} → {to}");
+            assert_eq!(
+                lifecycle_change_allowed(from, to),
+                allowed.contains(&(from, to)),
+                "{from} → {to}"
+            );
         }
     }
 }
@@ -46,7 +50,11 @@ fn every_phase_change_is_allowed_or_refused_as_the_table_says() {
     ];
     for from in Phase::ALL {
         for to in Phase::ALL {
-            assert_eq!(phase_change_allowed(from, to), !refused.contains(&(from, to)), "{from} → {to}");
+            assert_eq!(
+                phase_change_allowed(from, to),
+                !refused.contains(&(from, to)),
+                "{from} → {to}"
+            );
         }
     }
 }
@@ -82,22 +90,42 @@ fn a_device_settles_where_the_lifecycle_diagram_says() {
         (None, L::Servicing, true, P::Servicing),
         (None, L::Maintenance, false, P::Provisioned),
         (None, L::Maintenance, true, P::Maintenance),
-        (Some(P::Provisioned), L::Decommissioned, false, P::Decommissioned),
+        (
+            Some(P::Provisioned),
+            L::Decommissioned,
+            false,
+            P::Decommissioned,
+        ),
         (Some(P::Servicing), L::Maintenance, true, P::Maintenance),
         (Some(P::Maintenance), L::Servicing, true, P::Servicing),
         (Some(P::Servicing), L::Planned, true, P::Servicing),
-        (Some(P::Decommissioned), L::Servicing, true, P::Decommissioned),
+        (
+            Some(P::Decommissioned),
+            L::Servicing,
+            true,
+            P::Decommissioned,
+        ),
     ];
     for (current, desired, connected, expected) in cases {
-        assert_eq!(settled_phase(current, desired, connected), expected, "{current:?} wanting {desired}");
+        assert_eq!(
+            settled_phase(current, desired, connected),
+            expected,
+            "{current:?} wanting {desired}"
+        );
     }
     assert!(has_credentials(P::Provisioned) && has_credentials(P::Maintenance));
     assert!(!has_credentials(P::Planned) && !has_credentials(P::Decommissioned));
     assert!(wants_credentials(L::Servicing) && !wants_credentials(L::Decommissioned));
 }
 
-fn schema_of(crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> Value {
-    let schema = crd.spec.versions[0].schema.clone().and_then(|s| s.open_api_v3_schema).expect("schema");
+fn schema_of(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
+    let schema = crd.spec.versions[0]
+        .schema
+        .clone()
+        .and_then(|s| s.open_api_v3_schema)
+        .expect("schema");
     serde_json::to_value(schema).expect("schema serializes")
 }
 
@@ -121,10 +149,14 @@ fn cel_allows(validator: &Validator, schema: &Value, old: &Value, new: &Value) -
 #[test]
 fn lifecycle_cel_rules_agree_with_the_table() {
     let validator = Validator::new();
-    for (kind, schema) in [("Device", schema_of(Device::crd())), ("Gateway", schema_of(Gateway::crd()))] {
+    for (kind, schema) in [
+        ("Device", schema_of(Device::crd())),
+        ("Gateway", schema_of(Gateway::crd())),
+    ] {
         for from in Lifecycle::ALL {
             for to in Lifecycle::ALL {
-                let spec = |l: Lifecycle| json!({"modelRef": {"name": "m"}, "lifecycle": l.as_str()});
+                let spec =
+                    |l: Lifecycle| json!({"modelRef": {"name": "m"}, "lifecycle": l.as_str()});
                 let old = object(spec(from), json!({}));
                 let new = object(spec(to), json!({}));
                 assert_eq!(
@@ -160,12 +192,24 @@ fn phase_cel_rules_agree_with_the_table() {
 fn a_refused_transition_names_the_field_and_the_rule_message() {
     let validator = Validator::new();
     let schema = schema_of(Device::crd());
-    let old = object(json!({"modelRef": {"name": "m"}, "lifecycle": "Decommissioned"}), json!({}));
-    let new = object(json!({"modelRef": {"name": "m"}, "lifecycle": "Servicing"}), json!({}));
-    let errors = validator.validate(&schema, &new, Some(&old)).expect_err("refused");
+    let old = object(
+        json!({"modelRef": {"name": "m"}, "lifecycle": "Decommissioned"}),
+        json!({}),
+    );
+    let new = object(
+        json!({"modelRef": {"name": "m"}, "lifecycle": "Servicing"}),
+        json!({}),
+    );
+    let errors = validator
+        .validate(&schema, &new, Some(&old))
+        .expect_err("refused");
     let error = &errors.as_slice()[0];
     assert_eq!(error.field_path, "spec.lifecycle");
-    assert!(error.message.contains("Decommissioned is terminal"), "{}", error.message);
+    assert!(
+        error.message.contains("Decommissioned is terminal"),
+        "{}",
+        error.message
+    );
 }
 
 #[test]
@@ -173,10 +217,17 @@ fn a_new_object_passes_transition_rules_whatever_its_lifecycle() {
     let validator = Validator::new();
     let schema = schema_of(Device::crd());
     for l in Lifecycle::ALL {
-        let new = object(json!({"modelRef": {"name": "m"}, "lifecycle": l.as_str()}), json!({}));
+        let new = object(
+            json!({"modelRef": {"name": "m"}, "lifecycle": l.as_str()}),
+            json!({}),
+        );
         assert!(validator.validate(&schema, &new, None).is_ok(), "{l}");
     }
     // DeviceModel has no transition rules; it validates too.
     let model = json!({"apiVersion": "iot.devplane.io/v1alpha1", "kind": "DeviceModel", "metadata": {"name": "m"}, "spec": {"version": "1.0.0"}});
-    assert!(validator.validate(&schema_of(DeviceModel::crd()), &model, None).is_ok());
+    assert!(
+        validator
+            .validate(&schema_of(DeviceModel::crd()), &model, None)
+            .is_ok()
+    );
 }

@@ -29,11 +29,21 @@ fn extends_chain_is_flattened_into_one_feature_set() {
     assert_eq!(model.attributes.len(), 3);
     assert_eq!(model.services.len(), 1);
     assert_eq!(model.events.len(), 1);
-    assert_eq!(model.ancestors(), vec!["lib/temperature@1.1.0", "lib/humidity@1.0.0", "lib/device-info@2.0.0"]);
+    assert_eq!(
+        model.ancestors(),
+        vec![
+            "lib/temperature@1.1.0",
+            "lib/humidity@1.0.0",
+            "lib/device-info@2.0.0"
+        ]
+    );
     let temperature = &model.measure_points["temperature"].origin;
     assert_eq!(temperature.model, key("lib", "temperature"));
     assert_eq!(temperature.path, "spec.measurePoints[0]");
-    assert_eq!(temperature.chain.to_string(), "home/climate-sensor → lib/temperature");
+    assert_eq!(
+        temperature.chain.to_string(),
+        "home/climate-sensor → lib/temperature"
+    );
 }
 
 #[test]
@@ -42,7 +52,15 @@ fn a_diamond_includes_the_shared_model_once_without_conflict() {
     assert_eq!(model.measure_points.len(), 1);
     assert_eq!(model.attributes.len(), 2);
     let lineage: Vec<String> = model.lineage.iter().map(|(k, _)| k.to_string()).collect();
-    assert_eq!(lineage, ["diamond/bottom", "diamond/left", "lib/temperature", "diamond/right"]);
+    assert_eq!(
+        lineage,
+        [
+            "diamond/bottom",
+            "diamond/left",
+            "lib/temperature",
+            "diamond/right"
+        ]
+    );
 }
 
 #[test]
@@ -50,9 +68,19 @@ fn a_cycle_is_reported_with_the_chain_that_closes_it() {
     let err = resolve_fixture("cycle", "a").expect_err("cycle");
     assert_eq!(
         err,
-        ResolveError::Cycle { chain: Chain(vec![key("cycle", "a"), key("cycle", "b"), key("cycle", "c"), key("cycle", "a")]) }
+        ResolveError::Cycle {
+            chain: Chain(vec![
+                key("cycle", "a"),
+                key("cycle", "b"),
+                key("cycle", "c"),
+                key("cycle", "a")
+            ])
+        }
     );
-    assert_eq!(err.to_string(), "extends cycle: cycle/a → cycle/b → cycle/c → cycle/a");
+    assert_eq!(
+        err.to_string(),
+        "extends cycle: cycle/a → cycle/b → cycle/c → cycle/a"
+    );
     assert_eq!(err.reason(), "ExtendsCycle");
 }
 
@@ -63,18 +91,31 @@ fn a_cycle_entered_from_outside_names_only_the_loop() {
         key("cycle", "entry"),
         DeviceModelSpec {
             version: "1.0.0".into(),
-            extends: vec![ModelReference { name: "b".into(), ..Default::default() }],
+            extends: vec![ModelReference {
+                name: "b".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         },
     );
     let err = resolve(&source, &key("cycle", "entry")).expect_err("cycle");
-    assert_eq!(err.to_string(), "extends cycle: cycle/b → cycle/c → cycle/a → cycle/b");
+    assert_eq!(
+        err.to_string(),
+        "extends cycle: cycle/b → cycle/c → cycle/a → cycle/b"
+    );
 }
 
 #[test]
 fn a_conflicting_identifier_names_both_definitions_and_their_chains() {
     let err = resolve_fixture("bad", "clash").expect_err("conflict");
-    let ResolveError::Conflict { identifier, first_kind, first, second_kind, second } = &err else {
+    let ResolveError::Conflict {
+        identifier,
+        first_kind,
+        first,
+        second_kind,
+        second,
+    } = &err
+    else {
         panic!("expected a conflict, got {err}");
     };
     assert_eq!(identifier, "temperature");
@@ -82,7 +123,10 @@ fn a_conflicting_identifier_names_both_definitions_and_their_chains() {
     assert_eq!(first.model, key("bad", "clash"));
     assert_eq!(*second_kind, FeatureKind::MeasurePoint);
     assert_eq!(second.model, key("lib", "temperature"));
-    assert_eq!(second.chain.to_string(), "bad/clash → bad/thermo → lib/temperature");
+    assert_eq!(
+        second.chain.to_string(),
+        "bad/clash → bad/thermo → lib/temperature"
+    );
     assert_eq!(
         err.to_string(),
         "identifier \"temperature\" is defined twice: as attribute at bad/clash spec.attributes[0] and as measure point at \
@@ -93,7 +137,9 @@ fn a_conflicting_identifier_names_both_definitions_and_their_chains() {
 #[test]
 fn an_identifier_listed_twice_in_one_model_conflicts() {
     let err = resolve_fixture("bad", "twice").expect_err("conflict");
-    let ResolveError::Conflict { first, second, .. } = err else { panic!("expected a conflict") };
+    let ResolveError::Conflict { first, second, .. } = err else {
+        panic!("expected a conflict")
+    };
     assert_eq!(first.path, "spec.measurePoints[0]");
     assert_eq!(second.path, "spec.measurePoints[1]");
 }
@@ -103,7 +149,10 @@ fn a_missing_model_is_reported_with_the_chain_that_needs_it() {
     let err = resolve_fixture("bad", "orphan").expect_err("missing");
     assert_eq!(
         err,
-        ResolveError::Missing { missing: key("lib", "nowhere"), chain: Chain(vec![key("bad", "orphan"), key("lib", "nowhere")]) }
+        ResolveError::Missing {
+            missing: key("lib", "nowhere"),
+            chain: Chain(vec![key("bad", "orphan"), key("lib", "nowhere")])
+        }
     );
     assert_eq!(err.reason(), "ModelNotFound");
     let err = resolve_fixture("bad", "does-not-exist").expect_err("missing root");
@@ -123,7 +172,14 @@ fn an_unsatisfied_version_requirement_is_reported() {
 #[test]
 fn a_bad_definition_in_an_extended_model_names_model_path_and_chain() {
     let err = resolve_fixture("bad", "broken-child").expect_err("definition");
-    let ResolveError::Definition { model, source, chain } = &err else { panic!("expected a definition error: {err}") };
+    let ResolveError::Definition {
+        model,
+        source,
+        chain,
+    } = &err
+    else {
+        panic!("expected a definition error: {err}")
+    };
     assert_eq!(*model, key("bad", "broken-parent"));
     assert_eq!(source.path, "spec.measurePoints[0].dataType.enumValues");
     assert_eq!(source.problem, DefinitionProblem::EmptyEnum);
@@ -138,13 +194,18 @@ fn a_chain_deeper_than_the_limit_is_refused() {
             key("deep", &format!("m{i}")),
             DeviceModelSpec {
                 version: "1.0.0".into(),
-                extends: vec![ModelReference { name: format!("m{}", i + 1), ..Default::default() }],
+                extends: vec![ModelReference {
+                    name: format!("m{}", i + 1),
+                    ..Default::default()
+                }],
                 ..Default::default()
             },
         );
     }
     let err = resolve(&source, &key("deep", "m0")).expect_err("too deep");
-    let ResolveError::TooDeep { max, chain } = err else { panic!("expected TooDeep") };
+    let ResolveError::TooDeep { max, chain } = err else {
+        panic!("expected TooDeep")
+    };
     assert_eq!(max, MAX_EXTENDS_DEPTH);
     assert_eq!(chain.0.len(), MAX_EXTENDS_DEPTH + 1);
 }
@@ -157,9 +218,15 @@ fn bad_version_and_requirement_syntax_are_definition_errors() {
     );
     assert_eq!(problems.len(), 2);
     assert_eq!(problems[0].path, "spec.version");
-    assert!(matches!(problems[0].problem, DefinitionProblem::BadVersion(_)));
+    assert!(matches!(
+        problems[0].problem,
+        DefinitionProblem::BadVersion(_)
+    ));
     assert_eq!(problems[1].path, "spec.extends[0].version");
-    assert!(matches!(problems[1].problem, DefinitionProblem::BadRequirement { .. }));
+    assert!(matches!(
+        problems[1].problem,
+        DefinitionProblem::BadRequirement { .. }
+    ));
 }
 
 #[test]
@@ -188,25 +255,63 @@ spec:
       inputs: [{identifier: p, dataType: {type: bool}}, {identifier: p, dataType: {type: bool}}]
 "#,
     );
-    let found: Vec<(String, String)> =
-        problems.iter().map(|e| (e.path.clone(), format!("{:?}", e.problem).split(['(', ' ']).next().unwrap_or("").to_string())).collect();
+    let found: Vec<(String, String)> = problems
+        .iter()
+        .map(|e| {
+            (
+                e.path.clone(),
+                format!("{:?}", e.problem)
+                    .split(['(', ' '])
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
     let expected = [
         ("spec.attributes[0].dataType", "MinAboveMax"),
         ("spec.attributes[1].dataType.min", "ConstraintNotApplicable"),
-        ("spec.attributes[1].dataType.unit", "ConstraintNotApplicable"),
-        ("spec.attributes[2].dataType.enumValues[1]", "DuplicateEnumValue"),
+        (
+            "spec.attributes[1].dataType.unit",
+            "ConstraintNotApplicable",
+        ),
+        (
+            "spec.attributes[2].dataType.enumValues[1]",
+            "DuplicateEnumValue",
+        ),
         ("spec.attributes[3].dataType.fields", "EmptyStruct"),
         ("spec.attributes[4].dataType.items", "ArrayWithoutItems"),
         ("spec.attributes[5].dataType.items", "NestingNotAllowed"),
-        ("spec.attributes[6].dataType.fields[0].dataType", "NestingNotAllowed"),
-        ("spec.attributes[6].dataType.fields[1].identifier", "DuplicateIdentifier"),
-        ("spec.attributes[7].dataType.maxLength", "ConstraintNotApplicable"),
-        ("spec.attributes[7].dataType.enumValues", "ConstraintNotApplicable"),
-        ("spec.attributes[7].dataType.maxItems", "ConstraintNotApplicable"),
+        (
+            "spec.attributes[6].dataType.fields[0].dataType",
+            "NestingNotAllowed",
+        ),
+        (
+            "spec.attributes[6].dataType.fields[1].identifier",
+            "DuplicateIdentifier",
+        ),
+        (
+            "spec.attributes[7].dataType.maxLength",
+            "ConstraintNotApplicable",
+        ),
+        (
+            "spec.attributes[7].dataType.enumValues",
+            "ConstraintNotApplicable",
+        ),
+        (
+            "spec.attributes[7].dataType.maxItems",
+            "ConstraintNotApplicable",
+        ),
         ("spec.attributes[8].default", "BadDefault"),
-        ("spec.services[0].inputs[1].identifier", "DuplicateIdentifier"),
+        (
+            "spec.services[0].inputs[1].identifier",
+            "DuplicateIdentifier",
+        ),
     ];
-    let expected: Vec<(String, String)> = expected.iter().map(|(p, k)| (p.to_string(), k.to_string())).collect();
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(p, k)| (p.to_string(), k.to_string()))
+        .collect();
     assert_eq!(found, expected);
 }
 
@@ -214,7 +319,13 @@ spec:
 fn definition_errors_read_as_path_and_problem() {
     let err = DefinitionError {
         path: "spec.measurePoints[3].dataType".into(),
-        problem: DefinitionProblem::ConstraintNotApplicable { constraint: "min", kind: DataKind::Bool },
+        problem: DefinitionProblem::ConstraintNotApplicable {
+            constraint: "min",
+            kind: DataKind::Bool,
+        },
     };
-    assert_eq!(err.to_string(), "spec.measurePoints[3].dataType: min does not apply to type bool");
+    assert_eq!(
+        err.to_string(),
+        "spec.measurePoints[3].dataType: min does not apply to type bool"
+    );
 }

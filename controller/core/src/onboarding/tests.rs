@@ -51,7 +51,10 @@ fn a_list_merges_item_values_over_the_template() {
     assert_eq!(a.labels["vendor"], "acme");
     assert_eq!(a.labels["bay"], "1");
     assert_eq!(a.spec.connection.gateway(), Some("logger-1"));
-    assert_eq!(expansion.devices[1].spec.attributes["ratedCurrent"], json!(63));
+    assert_eq!(
+        expansion.devices[1].spec.attributes["ratedCurrent"],
+        json!(63)
+    );
 }
 
 #[test]
@@ -77,13 +80,23 @@ fn csv_rows_become_typed_items_and_bad_rows_fail_alone() {
     assert_eq!(first.spec.attributes["ratedCurrent"], json!(63));
     assert_eq!(first.spec.attributes["note"], json!("first, with comma"));
     assert_eq!(first.labels["bay"], "1");
-    let reasons: Vec<(&str, &str)> = expansion.failures.iter().map(|f| (f.item.as_str(), f.reason.as_str())).collect();
+    let reasons: Vec<(&str, &str)> = expansion
+        .failures
+        .iter()
+        .map(|f| (f.item.as_str(), f.reason.as_str()))
+        .collect();
     assert_eq!(
         reasons,
         [
-            ("#2", "CSV row 3: column ratedCurrent: expected int, found string"),
+            (
+                "#2",
+                "CSV row 3: column ratedCurrent: expected int, found string"
+            ),
             ("#3", "CSV row 4: 3 cells, the header has 5"),
-            ("Meter-4", "name must consist of lower-case letters, digits, '-' and '.'"),
+            (
+                "Meter-4",
+                "name must consist of lower-case letters, digits, '-' and '.'"
+            ),
             ("meter-1", "name is used by an earlier item"),
         ]
     );
@@ -94,14 +107,32 @@ fn csv_rows_become_typed_items_and_bad_rows_fail_alone() {
 fn whole_batch_errors_are_reported() {
     let template = "  template: {spec: {modelRef: {name: m}}}\n";
     let cases = [
-        ("  items: {}\n", "spec.items takes exactly one of list, csv and generate; 0 given"),
-        ("  items: {list: [], csv: 'name'}\n", "spec.items takes exactly one of list, csv and generate; 2 given"),
-        ("  items: {generate: {count: 2, namePattern: fixed}}\n", "needs {index}"),
-        ("  items: {generate: {count: 2, namePattern: 'x-{serial}'}}\n", "placeholders are"),
-        ("  items: {generate: {count: 0, namePattern: 'x-{index}'}}\n", "count 0 is out of range"),
+        (
+            "  items: {}\n",
+            "spec.items takes exactly one of list, csv and generate; 0 given",
+        ),
+        (
+            "  items: {list: [], csv: 'name'}\n",
+            "spec.items takes exactly one of list, csv and generate; 2 given",
+        ),
+        (
+            "  items: {generate: {count: 2, namePattern: fixed}}\n",
+            "needs {index}",
+        ),
+        (
+            "  items: {generate: {count: 2, namePattern: 'x-{serial}'}}\n",
+            "placeholders are",
+        ),
+        (
+            "  items: {generate: {count: 0, namePattern: 'x-{index}'}}\n",
+            "count 0 is out of range",
+        ),
         ("  items: {csv: 'serial\\nA'}\n", "has no `name` column"),
         ("  items: {csv: '\"open'}\n", "quoted field is not closed"),
-        ("  items: {list: []}\n  site: 'bad site'\n", "spec.site \"bad site\""),
+        (
+            "  items: {list: []}\n  site: 'bad site'\n",
+            "spec.site \"bad site\"",
+        ),
     ];
     for (items, expected) in cases {
         let spec = batch(&format!("{HEADER}spec:\n{template}{items}"));
@@ -113,7 +144,10 @@ fn whole_batch_errors_are_reported() {
 #[test]
 fn csv_follows_rfc_4180_quoting() {
     let rows = parse_csv("a,\"b \"\"q\"\"\",c\r\n\"multi\nline\",,\n").expect("parses");
-    assert_eq!(rows, vec![vec!["a", "b \"q\"", "c"], vec!["multi\nline", "", ""]]);
+    assert_eq!(
+        rows,
+        vec![vec!["a", "b \"q\"", "c"], vec!["multi\nline", "", ""]]
+    );
     assert!(parse_csv("a\"b").is_err());
     assert!(parse_csv("\"a\"b").is_err());
 }

@@ -17,7 +17,9 @@ fn btree(value: Value) -> BTreeMap<String, Value> {
 #[test]
 fn a_valid_telemetry_payload_has_no_errors() {
     let model = resolved("home", "climate-sensor");
-    let payload = map(json!({"temperature": 21.5, "humidity": 40, "battery": 90, "signal": {"value": -70.0, "quality": 0}}));
+    let payload = map(
+        json!({"temperature": 21.5, "humidity": 40, "battery": 90, "signal": {"value": -70.0, "quality": 0}}),
+    );
     assert_eq!(validate_measurements(&model, &payload), vec![]);
 }
 
@@ -34,31 +36,106 @@ fn telemetry_errors_name_every_bad_point() {
     }));
     let errors = validate_measurements(&model, &payload);
     let points: Vec<&str> = errors.iter().map(PayloadError::point).collect();
-    assert_eq!(points, ["humidity", "mode", "pressure", "samples", "signal", "temperature"]);
-    assert!(matches!(&errors[0], PayloadError::Invalid { source: ValueError::OutOfRange { .. }, .. }));
-    assert!(matches!(&errors[1], PayloadError::Invalid { source: ValueError::NotInEnum { .. }, .. }));
-    assert_eq!(errors[2], PayloadError::UnknownPoint { kind: PointKind::MeasurePoint, point: "pressure".into() });
-    assert!(matches!(&errors[3], PayloadError::Invalid { source: ValueError::BadElement { .. }, .. }));
-    assert_eq!(errors[4], PayloadError::BadQuality { point: "signal".into() });
-    assert_eq!(errors[5].to_string(), "measure point \"temperature\": expected double, found string");
+    assert_eq!(
+        points,
+        [
+            "humidity",
+            "mode",
+            "pressure",
+            "samples",
+            "signal",
+            "temperature"
+        ]
+    );
+    assert!(matches!(
+        &errors[0],
+        PayloadError::Invalid {
+            source: ValueError::OutOfRange { .. },
+            ..
+        }
+    ));
+    assert!(matches!(
+        &errors[1],
+        PayloadError::Invalid {
+            source: ValueError::NotInEnum { .. },
+            ..
+        }
+    ));
+    assert_eq!(
+        errors[2],
+        PayloadError::UnknownPoint {
+            kind: PointKind::MeasurePoint,
+            point: "pressure".into()
+        }
+    );
+    assert!(matches!(
+        &errors[3],
+        PayloadError::Invalid {
+            source: ValueError::BadElement { .. },
+            ..
+        }
+    ));
+    assert_eq!(
+        errors[4],
+        PayloadError::BadQuality {
+            point: "signal".into()
+        }
+    );
+    assert_eq!(
+        errors[5].to_string(),
+        "measure point \"temperature\": expected double, found string"
+    );
 }
 
 #[test]
 fn a_quality_wrapper_is_only_read_for_points_with_quality() {
     let model = resolved("home", "climate-sensor");
-    let errors = validate_measurements(&model, &map(json!({"temperature": {"value": 20.0, "quality": 0}})));
-    assert!(matches!(&errors[0], PayloadError::Invalid { source: ValueError::WrongType { found: "object", .. }, .. }));
-    assert_eq!(validate_measurements(&model, &map(json!({"signal": -60.0}))), vec![]);
+    let errors = validate_measurements(
+        &model,
+        &map(json!({"temperature": {"value": 20.0, "quality": 0}})),
+    );
+    assert!(matches!(
+        &errors[0],
+        PayloadError::Invalid {
+            source: ValueError::WrongType {
+                found: "object",
+                ..
+            },
+            ..
+        }
+    ));
+    assert_eq!(
+        validate_measurements(&model, &map(json!({"signal": -60.0}))),
+        vec![]
+    );
 }
 
 #[test]
 fn configured_attributes_need_required_values_unless_defaulted() {
     let model = resolved("home", "climate-sensor");
-    let errors = validate_attributes(&model, &btree(json!({"reportInterval": 60})), AttributeCheck::Configured);
-    assert_eq!(errors, vec![PayloadError::MissingRequired { kind: PointKind::Attribute, point: "manufacturer".into() }]);
-    let ok = validate_attributes(&model, &btree(json!({"manufacturer": "Acme"})), AttributeCheck::Configured);
+    let errors = validate_attributes(
+        &model,
+        &btree(json!({"reportInterval": 60})),
+        AttributeCheck::Configured,
+    );
+    assert_eq!(
+        errors,
+        vec![PayloadError::MissingRequired {
+            kind: PointKind::Attribute,
+            point: "manufacturer".into()
+        }]
+    );
+    let ok = validate_attributes(
+        &model,
+        &btree(json!({"manufacturer": "Acme"})),
+        AttributeCheck::Configured,
+    );
     assert_eq!(ok, vec![]);
-    let reported = validate_attributes(&model, &btree(json!({"reportInterval": 60})), AttributeCheck::Reported);
+    let reported = validate_attributes(
+        &model,
+        &btree(json!({"reportInterval": 60})),
+        AttributeCheck::Reported,
+    );
     assert_eq!(reported, vec![]);
 }
 
@@ -70,7 +147,13 @@ fn attribute_values_are_typed_and_known() {
         &btree(json!({"manufacturer": 5, "colour": "red"})),
         AttributeCheck::Reported,
     );
-    assert_eq!(errors[0], PayloadError::UnknownPoint { kind: PointKind::Attribute, point: "colour".into() });
+    assert_eq!(
+        errors[0],
+        PayloadError::UnknownPoint {
+            kind: PointKind::Attribute,
+            point: "colour".into()
+        }
+    );
     assert!(matches!(&errors[1], PayloadError::Invalid { point, .. } if point == "manufacturer"));
 }
 
@@ -82,34 +165,76 @@ fn desired_attributes_must_be_writable() {
         &btree(json!({"reportInterval": 30, "manufacturer": "Acme"})),
         AttributeCheck::Desired,
     );
-    assert_eq!(errors, vec![PayloadError::NotWritable { point: "manufacturer".into() }]);
-    let errors = validate_attributes(&model, &btree(json!({"reportInterval": 0})), AttributeCheck::Desired);
-    assert!(matches!(&errors[0], PayloadError::Invalid { source: ValueError::OutOfRange { .. }, .. }));
+    assert_eq!(
+        errors,
+        vec![PayloadError::NotWritable {
+            point: "manufacturer".into()
+        }]
+    );
+    let errors = validate_attributes(
+        &model,
+        &btree(json!({"reportInterval": 0})),
+        AttributeCheck::Desired,
+    );
+    assert!(matches!(
+        &errors[0],
+        PayloadError::Invalid {
+            source: ValueError::OutOfRange { .. },
+            ..
+        }
+    ));
 }
 
 #[test]
 fn a_service_call_is_checked_against_the_model() {
     let model = resolved("home", "climate-sensor");
-    let service = validate_call(&model, "setMode", &btree(json!({"mode": "eco"}))).expect("valid call");
+    let service =
+        validate_call(&model, "setMode", &btree(json!({"mode": "eco"}))).expect("valid call");
     assert_eq!(service.identifier, "setMode");
 
     let err = validate_call(&model, "reboot", &BTreeMap::new()).expect_err("unknown service");
     assert_eq!(err.reason(), "UnknownService");
-    assert_eq!(err.to_string(), "model home/climate-sensor has no service \"reboot\"");
+    assert_eq!(
+        err.to_string(),
+        "model home/climate-sensor has no service \"reboot\""
+    );
 
-    let err = validate_call(&model, "setMode", &btree(json!({"durationSeconds": -1, "speed": 2}))).expect_err("bad params");
+    let err = validate_call(
+        &model,
+        "setMode",
+        &btree(json!({"durationSeconds": -1, "speed": 2})),
+    )
+    .expect_err("bad params");
     assert_eq!(err.reason(), "InvalidParameters");
-    let CallError::BadParameters { errors, .. } = &err else { panic!("expected bad parameters") };
+    let CallError::BadParameters { errors, .. } = &err else {
+        panic!("expected bad parameters")
+    };
     let points: Vec<&str> = errors.iter().map(PayloadError::point).collect();
     assert_eq!(points, ["durationSeconds", "speed", "mode"]);
-    assert!(matches!(errors[2], PayloadError::MissingRequired { kind: PointKind::Input, .. }));
+    assert!(matches!(
+        errors[2],
+        PayloadError::MissingRequired {
+            kind: PointKind::Input,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn event_outputs_are_checked_like_parameters() {
     let model = resolved("home", "climate-sensor");
     let outputs = &model.events["tamper"].definition.outputs;
-    assert_eq!(validate_parameters(outputs, PointKind::Output, &btree(json!({"reason": "lid open"}))), vec![]);
+    assert_eq!(
+        validate_parameters(
+            outputs,
+            PointKind::Output,
+            &btree(json!({"reason": "lid open"}))
+        ),
+        vec![]
+    );
     let errors = validate_parameters(outputs, PointKind::Output, &btree(json!({"reason": 1})));
-    assert_eq!(errors[0].to_string(), "output parameter \"reason\": expected string, found integer");
+    assert_eq!(
+        errors[0].to_string(),
+        "output parameter \"reason\": expected string, found integer"
+    );
 }

@@ -1,0 +1,51 @@
+//! The `devplane` command line: argument parsing and the wiring of each subcommand.
+
+mod cli;
+pub mod validate;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use cli::{Cli, Command};
+
+/// Run the command line and return the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => print_crds(),
+        Command::Validate(args) => validate::run(&args),
+    }
+}
+
+/// Every CRD as YAML, separated by `---` lines: the files under `crds/`, concatenated.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for (i, crd) in devplane_api::all_crds().iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&devplane_api::crds::render_yaml(crd)?);
+    }
+    Ok(out)
+}
+
+fn print_crds() -> ExitCode {
+    let yaml = match crds_yaml() {
+        Ok(yaml) => yaml,
+        Err(e) => {
+            eprintln!("devplane crds: cannot render the CRDs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match std::io::stdout().lock().write_all(yaml.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (e.g. `devplane crds | head`) is not worth an error message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("devplane crds: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! devplane's one integration test binary: a module per feature, each driving the real
+//! `devplane` binary (and, as they arrive, real clients against it).
+
+mod cli;
+mod support;
