@@ -2,4 +2,8 @@
 //! `devplane` binary (and, as they arrive, real clients against it).
 
 mod cli;
+mod etcd;
+mod kubectl;
+mod python_client;
+mod restart;
 mod support;

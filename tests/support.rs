@@ -1,7 +1,11 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: the devplane binary, a `devplane up` process on a
+//! free port, kubectl against it.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -20,4 +24,238 @@ pub fn devplane(args: &[&str]) -> Output {
 /// Standard output as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; callers check their own bind worked).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Poll `condition` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A `devplane up` process for one test.
+pub struct Devplane {
+    child: Option<Child>,
+    /// Its data directory (kept across restarts of the same test).
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    /// Its API address.
+    pub addr: String,
+    /// Its log file (stderr).
+    pub log: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Devplane {
+    /// Start `devplane up` with TLS on a free port in a new data directory.
+    pub fn start(extra: &[&str]) -> Devplane {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let mut devplane = Devplane {
+            child: None,
+            dir,
+            _temp: Some(temp),
+            addr: String::new(),
+            log: PathBuf::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        devplane.launch();
+        devplane
+    }
+
+    /// Start `devplane up` on an existing data directory (owned by the caller).
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Devplane {
+        let mut devplane = Devplane {
+            child: None,
+            dir: dir.to_path_buf(),
+            _temp: None,
+            addr: String::new(),
+            log: PathBuf::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        devplane.launch();
+        devplane
+    }
+
+    fn launch(&mut self) {
+        for attempt in 0..5 {
+            let port = free_port();
+            self.addr = format!("127.0.0.1:{port}");
+            self.log = self.dir.join(format!("devplane-{port}.log"));
+            let log = std::fs::File::create(&self.log).expect("log file");
+            let mut command = Command::new(env!("CARGO_BIN_EXE_devplane"));
+            command
+                .args(["up", "--data-dir"])
+                .arg(&self.dir)
+                .args(["--api-addr", &self.addr])
+                .args(&self.extra)
+                .env("RUST_LOG", "info,devplane_apiserver=debug")
+                .stdout(Stdio::piped())
+                .stderr(log);
+            let mut child = command.spawn().expect("devplane up starts");
+            let stdout = child.stdout.take().expect("stdout");
+            // The process prints the kubeconfig path once it listens; a failed bind exits.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if line.starts_with("kubeconfig:") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            let ready = rx.recv_timeout(Duration::from_secs(30)).is_ok();
+            if ready && TcpStream::connect(&self.addr).is_ok() {
+                self.child = Some(child);
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!(
+                "devplane up attempt {attempt} on {} failed:\n{}",
+                self.addr,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        panic!("devplane up did not start");
+    }
+
+    /// The kubeconfig it wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// The admin token.
+    pub fn token(&self) -> String {
+        let tokens: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.dir.join("tokens.json")).expect("tokens"),
+        )
+        .expect("tokens json");
+        tokens["admin"].as_str().expect("admin token").to_string()
+    }
+
+    /// Run the kubectl dispatcher (which picks kubectl 1.33 from `/version`).
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_binary("kubectl", args)
+    }
+
+    /// Run a specific kubectl binary (`kubectl.1.32`, …) next to the dispatcher.
+    pub fn kubectl_binary(&self, binary: &str, args: &[&str]) -> Output {
+        let path = if binary == "kubectl" {
+            PathBuf::from("/usr/bin/kubectl")
+        } else {
+            PathBuf::from("/usr/lib/google-cloud-sdk/bin").join(binary)
+        };
+        let cache = self.dir.join(format!("kube-cache-{binary}"));
+        Command::new(path)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .expect("kubectl runs")
+    }
+
+    /// kubectl that must succeed; returns its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            stdout(&output),
+            stderr(&output)
+        );
+        stdout(&output)
+    }
+
+    /// A raw HTTPS request with curl (the server's own CA, a bearer token).
+    pub fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let mut command = Command::new("curl");
+        command
+            .args(["-sS", "-X", method, "--cacert"])
+            .arg(self.dir.join("pki/ca.crt"))
+            .args(["-w", "\n%{http_code}", "--max-time", "20"]);
+        if let Some(token) = token {
+            command.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        if let Some(body) = body {
+            command.args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ]);
+        }
+        command.arg(format!("https://{}{path}", self.addr));
+        let output = command.output().expect("curl runs");
+        let text = stdout(&output);
+        let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stop with SIGTERM (graceful), waiting for the exit; returns whether it exited by itself.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Kill with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Devplane {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

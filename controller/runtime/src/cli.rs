@@ -18,6 +18,9 @@ pub struct Cli {
 pub enum Command {
     /// Print every devplane CustomResourceDefinition as YAML (what `crds/` holds).
     Crds,
+    /// Run the standalone control plane: a Kubernetes-compatible API server with devplane's
+    /// CRDs, over the embedded store (or etcd); writes a kubeconfig for kubectl.
+    Up(UpArgs),
     /// Check manifests offline: schemas, model resolution, references between files, attribute
     /// values, batches and commands. Exits 1 when it finds a problem.
     Validate(ValidateArgs),
@@ -41,4 +44,27 @@ pub struct ValidateArgs {
     /// models references may resolve to.
     #[arg(long)]
     pub no_library: bool,
+}
+
+/// Arguments of `devplane up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the store, keys, tokens and kubeconfig live.
+    #[arg(long, env = "DEVPLANE_DATA_DIR", default_value = "devplane-data")]
+    pub data_dir: PathBuf,
+    /// Address of the Kubernetes API.
+    #[arg(long, env = "DEVPLANE_API_ADDR", default_value = "127.0.0.1:6443")]
+    pub api_addr: std::net::SocketAddr,
+    /// Store URL: `etcd://host:port[,host:port][/prefix]`, `file:///dir` or `memory://`;
+    /// default: the embedded store in <data-dir>/store.
+    #[arg(long, env = "DEVPLANE_STORE")]
+    pub store: Option<String>,
+    /// Serve plain HTTP without TLS and without authentication (local tests only: kubectl
+    /// sends no bearer token over plain HTTP).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Revisions of history kept for watches to resume from; older resourceVersions get
+    /// "410 Gone" and clients re-list.
+    #[arg(long, env = "DEVPLANE_HISTORY_REVISIONS", default_value_t = 10_000)]
+    pub history_revisions: u64,
 }

@@ -1,6 +1,8 @@
 //! The `devplane` command line: argument parsing and the wiring of each subcommand.
 
 mod cli;
+pub mod pki;
+pub mod up;
 pub mod validate;
 
 use std::io::Write;
@@ -8,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use cli::{Cli, Command};
+pub use cli::{Cli, Command, UpArgs, ValidateArgs};
 
 /// Run the command line and return the process exit code.
 pub fn main() -> ExitCode {
@@ -16,6 +18,42 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Crds => print_crds(),
         Command::Validate(args) => validate::run(&args),
+        Command::Up(args) => {
+            run_async(async move { up::run(&args).await.map_err(|e| e.to_string()) })
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Run an async command on a multi-threaded runtime; errors are printed and exit 1.
+fn run_async(future: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("devplane: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("devplane: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -333,6 +333,8 @@ fn parse_node(value: &Value, path: &str, root: bool, errors: &mut Vec<Structural
 pub struct CompiledSchema {
     /// The parsed schema.
     pub schema: Schema,
+    /// The schema as given (for OpenAPI documents).
+    pub source: Value,
     cel: Option<kube_cel::CompiledSchema>,
 }
 
@@ -366,7 +368,11 @@ impl CompiledSchema {
         } else {
             None
         };
-        Ok(CompiledSchema { schema, cel })
+        Ok(CompiledSchema {
+            schema,
+            source: open_api_v3_schema.clone(),
+            cel,
+        })
     }
 
     /// Everything the API server does to an incoming object before storing it, in its order:

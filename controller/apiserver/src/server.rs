@@ -1,0 +1,587 @@
+//! The API server: state, routes, authentication, and the tasks that keep it consistent
+//! (CRD registry, garbage collection, namespace and CRD cleanup).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request as AxumRequest, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use devplane_store::{ListOptions, Store, StoreError};
+use futures::StreamExt;
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ApiError, ApiResult};
+use crate::openapi;
+use crate::registry::{Registry, Resource, crd_resources};
+use crate::request::{self, Query};
+use crate::rest::{self, WriteOptions};
+use crate::{discovery, path};
+
+/// Settings of an API server.
+#[derive(Clone, Debug)]
+pub struct ApiServerConfig {
+    /// Bearer tokens and the user each stands for. Empty: no authentication (tests only).
+    pub tokens: BTreeMap<String, String>,
+    /// How often a watch with `allowWatchBookmarks` gets a bookmark.
+    pub bookmark_interval: Duration,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Kubernetes version reported by `/version` (the kubectl dispatcher picks its binary by it).
+    pub kube_minor: u32,
+    /// Address clients reach the server at (for `/api`'s serverAddressByClientCIDRs).
+    pub advertise_address: String,
+    /// Whether this process runs the garbage collector and the namespace and CRD cleanup.
+    pub run_controllers: bool,
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        ApiServerConfig {
+            tokens: BTreeMap::new(),
+            bookmark_interval: Duration::from_secs(60),
+            max_body_bytes: 3 * 1024 * 1024,
+            kube_minor: 33,
+            advertise_address: "127.0.0.1:6443".into(),
+            run_controllers: true,
+        }
+    }
+}
+
+/// The caller of a request, set by authentication (or by an in-process client's layer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+/// Rendered OpenAPI documents by group-version path.
+type OpenApiDocuments = Arc<BTreeMap<String, openapi::Document>>;
+
+/// Shared state of the server.
+pub struct Inner {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    registry: RwLock<Arc<Registry>>,
+    /// Settings.
+    pub config: ApiServerConfig,
+    /// Cancelled on shutdown: ends watches and background tasks.
+    pub shutdown: CancellationToken,
+    openapi_cache: Mutex<Option<(u64, OpenApiDocuments)>>,
+}
+
+impl Inner {
+    /// The current registry.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().clone()
+    }
+
+    /// Rebuild the registry from the CRDs in the store.
+    pub async fn refresh_registry(&self) -> ApiResult<()> {
+        let crds = self
+            .store
+            .list(ListOptions {
+                prefix: "/registry/apiextensions.k8s.io/customresourcedefinitions/".into(),
+                ..ListOptions::default()
+            })
+            .await?;
+        let mut custom = Vec::new();
+        for kv in &crds.items {
+            let Ok(crd) = serde_json::from_slice::<Value>(&kv.value) else {
+                continue;
+            };
+            let established = crd
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c.get("type") == Some(&json!("Established"))
+                            && c.get("status") == Some(&json!("True"))
+                    })
+                });
+            if !established {
+                continue;
+            }
+            match crd_resources(&crd) {
+                Ok(resources) => custom.extend(resources),
+                Err(e) => {
+                    tracing::warn!(crd = crate::object::name(&crd).unwrap_or_default(), error = %e, "CRD not served")
+                }
+            }
+        }
+        let mut guard = self.registry.write();
+        let generation = guard.generation + 1;
+        *guard = Arc::new(Registry::new(custom, generation));
+        Ok(())
+    }
+
+    fn openapi_documents(&self) -> Arc<BTreeMap<String, openapi::Document>> {
+        let registry = self.registry();
+        let mut cache = self.openapi_cache.lock();
+        if let Some((generation, docs)) = cache.as_ref()
+            && *generation == registry.generation
+        {
+            return docs.clone();
+        }
+        let docs = Arc::new(openapi::documents(&registry, &self.git_version()));
+        *cache = Some((registry.generation, docs.clone()));
+        docs
+    }
+
+    fn git_version(&self) -> String {
+        format!("v1.{}.0-devplane", self.config.kube_minor)
+    }
+}
+
+/// A Kubernetes-compatible API server over a store.
+#[derive(Clone)]
+pub struct ApiServer {
+    /// Shared state.
+    pub inner: Arc<Inner>,
+}
+
+impl ApiServer {
+    /// A server over `store`: loads the CRDs it holds and creates the system namespaces.
+    pub async fn new(store: Arc<dyn Store>, config: ApiServerConfig) -> ApiResult<ApiServer> {
+        let inner = Arc::new(Inner {
+            store,
+            registry: RwLock::new(Arc::new(Registry::new(Vec::new(), 0))),
+            config,
+            shutdown: CancellationToken::new(),
+            openapi_cache: Mutex::new(None),
+        });
+        inner.refresh_registry().await?;
+        let server = ApiServer { inner };
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            server
+                .ensure(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+                .await?;
+        }
+        Ok(server)
+    }
+
+    /// Create an object if it does not exist (used at boot).
+    pub async fn ensure(&self, object: Value) -> ApiResult<Value> {
+        let resource = self.resource_of(&object)?;
+        let name = crate::object::name(&object).unwrap_or_default().to_string();
+        let namespace = crate::object::namespace(&object).map(str::to_string);
+        if let Some((existing, _)) = self
+            .inner
+            .read(&resource, namespace.as_deref(), &name)
+            .await?
+        {
+            return Ok(existing);
+        }
+        match self
+            .inner
+            .create(
+                &resource,
+                namespace.as_deref(),
+                object,
+                &WriteOptions::internal("devplane"),
+            )
+            .await
+        {
+            Ok(w) => {
+                self.after_write(&resource).await;
+                Ok(w.object)
+            }
+            Err(e) if e.reason == "AlreadyExists" => Ok(self
+                .inner
+                .read(&resource, namespace.as_deref(), &name)
+                .await?
+                .map(|(o, _)| o)
+                .unwrap_or_default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create or update (by server-side apply, with force) an object, e.g. CRDs at boot.
+    pub async fn apply(&self, object: Value, manager: &str) -> ApiResult<Value> {
+        let resource = self.resource_of(&object)?;
+        let name = crate::object::name(&object).unwrap_or_default().to_string();
+        let namespace = crate::object::namespace(&object).map(str::to_string);
+        let req = rest::Request {
+            method: Method::PATCH,
+            resource: resource.clone(),
+            namespace,
+            name: Some(name.clone()),
+            subresource: None,
+            query: Query::parse(Some(&format!("fieldManager={manager}&force=true")))?,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        };
+        let response = crate::apply::serve(&self.inner, &req, &name, None, object).await?;
+        self.after_write(&resource).await;
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    fn resource_of(&self, object: &Value) -> ApiResult<Arc<Resource>> {
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        self.inner
+            .registry()
+            .resources()
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("no resource serves {api_version} {kind}"))
+            })
+    }
+
+    async fn after_write(&self, resource: &Resource) {
+        if resource.builtin == Some(crate::builtin::Builtin::Crd)
+            && let Err(e) = self.inner.refresh_registry().await
+        {
+            tracing::warn!(error = %e, "cannot refresh the registry");
+        }
+    }
+
+    /// Start the background tasks: CRD watch (keeps the registry current across processes
+    /// sharing a store) and, if configured, the garbage collector and cleanups.
+    pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = vec![tokio::spawn(watch_crds(self.inner.clone()))];
+        if self.inner.config.run_controllers {
+            tasks.push(tokio::spawn(crate::gc::run(self.inner.clone())));
+        }
+        tasks
+    }
+
+    /// Stop watches and background tasks.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// The router for network clients: authenticated by bearer token.
+    pub fn router(&self) -> Router {
+        self.routes()
+            .layer(middleware::from_fn_with_state(self.clone(), authenticate))
+    }
+
+    /// A router for in-process clients: every request is made as `caller` (no token; an
+    /// extension cannot be forged over a socket). Handler panics become 500s.
+    pub fn in_process_router(&self, caller: &str) -> Router {
+        self.routes()
+            .layer(tower_http::catch_panic::CatchPanicLayer::new())
+            .layer(axum::Extension(Caller(caller.to_string())))
+    }
+
+    fn routes(&self) -> Router {
+        Router::new()
+            .route("/version", get(version))
+            .route("/healthz", get(health))
+            .route("/livez", get(health))
+            .route("/readyz", get(health))
+            .route("/api", get(api_core))
+            .route("/apis", get(api_groups))
+            .route("/openapi/v3", get(openapi_index))
+            .route("/openapi/v3/{*path}", get(openapi_document))
+            .route("/api/{*rest}", any(resources_core))
+            .route("/apis/{*rest}", any(resources_groups))
+            .fallback(|| async { ApiError::no_route() })
+            .layer(DefaultBodyLimit::max(
+                self.inner.config.max_body_bytes + 1024,
+            ))
+            .layer(middleware::from_fn(log_requests))
+            .with_state(self.clone())
+    }
+}
+
+async fn log_requests(request: AxumRequest, next: Next) -> Response {
+    let method = request.method().clone();
+    // Path only: query strings and bodies may carry data that must not reach logs.
+    let path = request.uri().path().to_string();
+    let watch = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(%method, %path, watch, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    response
+}
+
+async fn authenticate(
+    State(server): State<ApiServer>,
+    mut request: AxumRequest,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let public = matches!(path, "/version" | "/healthz" | "/livez" | "/readyz");
+    let tokens = &server.inner.config.tokens;
+    if !public && !tokens.is_empty() {
+        let token = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match token.and_then(|t| find_token(tokens, t)) {
+            Some(user) => {
+                request.extensions_mut().insert(Caller(user));
+            }
+            None => return ApiError::unauthorized().into_response(),
+        }
+    }
+    next.run(request).await
+}
+
+/// Look a token up in constant time per entry, so timing does not reveal near-misses.
+fn find_token(tokens: &BTreeMap<String, String>, presented: &str) -> Option<String> {
+    let mut found = None;
+    for (token, user) in tokens {
+        let equal = token.len() == presented.len()
+            && token
+                .bytes()
+                .zip(presented.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if equal {
+            found = Some(user.clone());
+        }
+    }
+    found
+}
+
+async fn version(State(server): State<ApiServer>) -> Response {
+    let minor = server.inner.config.kube_minor;
+    request::json(
+        200,
+        &json!({
+            "major": "1",
+            "minor": minor.to_string(),
+            "gitVersion": server.inner.git_version(),
+            "gitCommit": env!("CARGO_PKG_VERSION"),
+            "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z",
+            "goVersion": "devplane (Rust)",
+            "compiler": "rustc",
+            "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+        }),
+        &[],
+    )
+}
+
+async fn health() -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response()
+}
+
+async fn api_core(State(server): State<ApiServer>, headers: HeaderMap) -> Response {
+    discovery::core(
+        &server.inner.registry(),
+        &headers,
+        &server.inner.config.advertise_address,
+    )
+}
+
+async fn api_groups(State(server): State<ApiServer>, headers: HeaderMap) -> Response {
+    discovery::groups(&server.inner.registry(), &headers)
+}
+
+async fn openapi_index(State(server): State<ApiServer>) -> Response {
+    let docs = server.inner.openapi_documents();
+    request::json(200, &openapi::index(&docs), &[])
+}
+
+async fn openapi_document(State(server): State<ApiServer>, uri: Uri) -> Response {
+    let key = uri
+        .path()
+        .trim_start_matches("/openapi/v3/")
+        .trim_matches('/')
+        .to_string();
+    let docs = server.inner.openapi_documents();
+    let Some(doc) = docs.get(&key) else {
+        return ApiError::no_route().into_response();
+    };
+    let asked = Query::parse(uri.query())
+        .ok()
+        .and_then(|q| q.get("hash").map(str::to_string));
+    match asked {
+        Some(hash) if hash != doc.hash => {
+            let location = format!("/openapi/v3/{key}?hash={}", doc.hash);
+            let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, v);
+            }
+            response
+        }
+        asked => {
+            let mut response = Response::new(axum::body::Body::from(doc.body.clone()));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", doc.hash)) {
+                headers.insert(header::ETAG, v);
+            }
+            let cache = if asked.is_some() {
+                "public, immutable"
+            } else {
+                "no-cache, private"
+            };
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+            response
+        }
+    }
+}
+
+async fn resources_core(
+    State(server): State<ApiServer>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    resources(server, true, method, uri, headers, body).await
+}
+
+async fn resources_groups(
+    State(server): State<ApiServer>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    resources(server, false, method, uri, headers, body).await
+}
+
+async fn resources(
+    server: ApiServer,
+    core: bool,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match route(&server, core, method, &uri, headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(
+    server: &ApiServer,
+    core: bool,
+    method: Method,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let registry = server.inner.registry();
+    let rest_of_path = uri
+        .path()
+        .strip_prefix(if core { "/api/" } else { "/apis/" })
+        .unwrap_or_default();
+    // `/apis/<group>` is the group's discovery document.
+    if !core && !rest_of_path.trim_matches('/').contains('/') {
+        return discovery::group(&registry, rest_of_path.trim_matches('/'))
+            .ok_or_else(ApiError::no_route);
+    }
+    let path = path::parse(core, rest_of_path, |g, v, r| {
+        registry.is_namespaced(g, v, r)
+    })
+    .ok_or_else(ApiError::no_route)?;
+    let Some(plural) = &path.resource else {
+        return discovery::resource_list(&registry, &path.group, &path.version)
+            .ok_or_else(ApiError::no_route);
+    };
+    let resource = registry
+        .get(&path.group, &path.version, plural)
+        .ok_or_else(ApiError::no_route)?;
+    if path.namespace.is_some() && !resource.namespaced {
+        return Err(ApiError::no_route());
+    }
+    if body.len() > server.inner.config.max_body_bytes {
+        return Err(ApiError::too_large("the request body is too large"));
+    }
+    let is_write = method != Method::GET;
+    let req = rest::Request {
+        method,
+        resource: resource.clone(),
+        namespace: path.namespace,
+        name: path.name,
+        subresource: path.subresource,
+        query: Query::parse(uri.query())?,
+        headers,
+        body,
+    };
+    let response = rest::serve(&server.inner, req).await?;
+    if is_write
+        && resource.builtin == Some(crate::builtin::Builtin::Crd)
+        && response.status().is_success()
+    {
+        server.after_write(&resource).await;
+    }
+    Ok(response)
+}
+
+/// Keep the registry in step with the CRDs in the store (written by this or another process).
+async fn watch_crds(inner: Arc<Inner>) {
+    let prefix = "/registry/apiextensions.k8s.io/customresourcedefinitions/";
+    loop {
+        let start = match inner.store.current_revision().await {
+            Ok(rev) => rev,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the store revision");
+                if sleep_or_shutdown(&inner, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Err(e) = inner.refresh_registry().await {
+            tracing::warn!(error = %e, "cannot refresh the registry");
+        }
+        let mut stream = match inner.store.watch(prefix, start).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch CRDs");
+                if sleep_or_shutdown(&inner, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => return,
+                next = stream.next() => match next {
+                    Some(Ok(_)) => {
+                        if let Err(e) = inner.refresh_registry().await {
+                            tracing::warn!(error = %e, "cannot refresh the registry");
+                        }
+                    }
+                    Some(Err(StoreError::Compacted { .. })) | None => break,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "CRD watch failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sleep unless shutting down; true when shutting down.
+pub async fn sleep_or_shutdown(inner: &Inner, duration: Duration) -> bool {
+    tokio::select! {
+        _ = inner.shutdown.cancelled() => true,
+        _ = tokio::time::sleep(duration) => false,
+    }
+}

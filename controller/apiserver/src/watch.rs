@@ -1,0 +1,275 @@
+//! Watches: newline-delimited JSON events over a long-lived response, with initial events,
+//! selector transitions, bookmarks, timeouts, and "too old resource version" as an in-stream
+//! 410 ERROR event (never an HTTP 410: clients only re-list on the in-stream form).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use devplane_store::{EventKind, Rev, StoreError};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::error::{ApiError, ApiResult};
+use crate::object;
+use crate::registry::Resource;
+use crate::request::Representation;
+use crate::rest::{self, Request, Selectors, partial_metadata};
+use crate::server::Inner;
+use crate::table;
+
+/// Watch-stream buffer between the producing task and the response body.
+const CHANNEL: usize = 256;
+
+struct Encoder {
+    resource: Arc<Resource>,
+    representation: Representation,
+    include: table::IncludeObject,
+    sent_columns: bool,
+}
+
+impl Encoder {
+    fn line(&mut self, kind: &str, object: Value) -> Bytes {
+        let object = match self.representation {
+            Representation::Object => object,
+            Representation::Metadata => partial_metadata(&object),
+            Representation::Table => {
+                let rv = object::resource_version(&object)
+                    .unwrap_or_default()
+                    .to_string();
+                let first = !self.sent_columns;
+                self.sent_columns = true;
+                table::table(
+                    &self.resource.columns,
+                    &[object],
+                    self.include,
+                    &rv,
+                    None,
+                    first,
+                    jiff::Timestamp::now(),
+                )
+            }
+        };
+        let mut text = json!({"type": kind, "object": object}).to_string();
+        text.push('\n');
+        Bytes::from(text)
+    }
+
+    fn bookmark(&self, rev: Rev, initial_end: bool) -> Bytes {
+        let (api_version, kind) = match self.representation {
+            Representation::Object => (self.resource.api_version(), self.resource.kind.clone()),
+            Representation::Metadata => (
+                "meta.k8s.io/v1".to_string(),
+                "PartialObjectMetadata".to_string(),
+            ),
+            Representation::Table => ("meta.k8s.io/v1".to_string(), "Table".to_string()),
+        };
+        let mut metadata = json!({"resourceVersion": rev.to_string()});
+        if initial_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let mut text = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": metadata}}).to_string();
+        text.push('\n');
+        Bytes::from(text)
+    }
+}
+
+fn expired_line(message: &str) -> Bytes {
+    let status = ApiError::expired(message.to_string()).status();
+    let mut text = json!({"type": "ERROR", "object": status}).to_string();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+/// Serve a watch request.
+pub async fn serve(
+    inner: &Inner,
+    req: Request,
+    representation: Representation,
+) -> ApiResult<Response> {
+    let resource = req.resource.clone();
+    let selectors = Selectors::parse(&resource, &req.query)?;
+    let send_initial = req.query.flag("sendInitialEvents");
+    let matching = req
+        .query
+        .get("resourceVersionMatch")
+        .filter(|m| !m.is_empty());
+    match (send_initial, matching) {
+        (true, Some("NotOlderThan")) | (false, None) => {}
+        (true, _) => {
+            return Err(ApiError::bad_request(
+                "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+    }
+    let bookmarks = req.query.flag("allowWatchBookmarks");
+    let timeout = Duration::from_secs(
+        req.query
+            .number("timeoutSeconds")?
+            .filter(|t| *t > 0)
+            .unwrap_or(1800),
+    );
+    let rv = req.query.get("resourceVersion").filter(|v| !v.is_empty());
+    let requested: Option<Rev> = match rv {
+        None => None,
+        Some(v) => Some(v.parse().map_err(|_| {
+            ApiError::bad_request(format!("resourceVersion: Invalid value: {v:?}"))
+        })?),
+    };
+    let mut encoder = Encoder {
+        resource: resource.clone(),
+        representation,
+        include: table::IncludeObject::parse(req.query.get("includeObject")),
+        sent_columns: false,
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
+    let prefix = resource.prefix(req.namespace.as_deref());
+
+    // Initial state: for no RV or "0", and for sendInitialEvents.
+    let mut start = requested.unwrap_or(0);
+    let mut initial = Vec::new();
+    if requested.unwrap_or(0) == 0 || send_initial {
+        let mut list_req = req;
+        list_req.query = crate::request::Query::parse(None)?;
+        let (items, rev, _) = rest::list_objects(inner, &list_req, &selectors).await?;
+        initial = items;
+        start = rev;
+    } else if let Some(r) = requested {
+        let current = inner.store.current_revision().await?;
+        if r > current {
+            return Err(ApiError::timeout(format!(
+                "Too large resource version: {r}, current: {current}"
+            )));
+        }
+    }
+    let stream = inner.store.watch(&prefix, start).await;
+    let bookmark_interval = inner.config.bookmark_interval;
+    let shutdown = inner.shutdown.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut last_rev = start;
+        for object in initial {
+            if tx.send(encoder.line("ADDED", object)).await.is_err() {
+                return;
+            }
+        }
+        if send_initial && tx.send(encoder.bookmark(start, true)).await.is_err() {
+            return;
+        }
+        let mut stream = match stream {
+            Ok(stream) => stream,
+            Err(StoreError::Compacted {
+                requested,
+                compacted,
+            }) => {
+                let _ = tx
+                    .send(expired_line(&format!(
+                        "too old resource version: {requested} ({compacted})"
+                    )))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let status = ApiError::from(e).status();
+                let _ = tx
+                    .send(Bytes::from(format!(
+                        "{}\n",
+                        json!({"type": "ERROR", "object": status})
+                    )))
+                    .await;
+                return;
+            }
+        };
+        let mut ticker = tokio::time::interval(bookmark_interval);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+                _ = ticker.tick(), if bookmarks => {
+                    if tx.send(encoder.bookmark(last_rev, false)).await.is_err() {
+                        return;
+                    }
+                }
+                next = stream.next() => {
+                    let event = match next {
+                        None => return,
+                        Some(Ok(event)) => event,
+                        Some(Err(StoreError::Compacted { requested, compacted })) => {
+                            let _ = tx.send(expired_line(&format!("too old resource version: {requested} ({compacted})"))).await;
+                            return;
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "watch stream failed");
+                            return;
+                        }
+                    };
+                    last_rev = event.rev;
+                    let Some(line) = transition(&resource, &selectors, &event, &mut encoder) else { continue };
+                    if tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let body = Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>),
+    );
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    Ok(response)
+}
+
+/// The watch event a store event becomes for this watcher: selectors turn updates into ADDED
+/// (starts matching) or DELETED (stops matching).
+fn transition(
+    resource: &Resource,
+    selectors: &Selectors,
+    event: &devplane_store::Event,
+    encoder: &mut Encoder,
+) -> Option<Bytes> {
+    let decode = |kv: &devplane_store::KeyValue| rest::decode(resource, kv).ok();
+    match event.kind {
+        EventKind::Delete => {
+            let object = decode(&event.kv)?;
+            selectors
+                .matches(resource, &object)
+                .then(|| encoder.line("DELETED", object))
+        }
+        EventKind::Put => {
+            let object = decode(&event.kv)?;
+            let now = selectors.matches(resource, &object);
+            let before = event
+                .prev
+                .as_ref()
+                .and_then(decode)
+                .map(|p| selectors.matches(resource, &p));
+            match (before, now) {
+                (None | Some(false), true) => Some(encoder.line("ADDED", object)),
+                (Some(true), true) => Some(encoder.line("MODIFIED", object)),
+                (Some(true), false) => Some(encoder.line("DELETED", object)),
+                (_, false) => None,
+            }
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! `devplane up`: the standalone control plane in one process — the embedded Kubernetes API
+//! server over the embedded store (or etcd), with devplane's CRDs installed, TLS from its own
+//! CA, bearer tokens, and a kubeconfig for kubectl.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use devplane_apiserver::{ApiServer, ApiServerConfig};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::UpArgs;
+use crate::pki;
+
+/// Why `devplane up` could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// The data directory is not usable.
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Keys, certificates or tokens.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// The store did not open.
+    #[error("cannot open the store {url}: {source}")]
+    Store {
+        /// The store URL.
+        url: String,
+        /// The cause.
+        source: devplane_store::StoreError,
+    },
+    /// The API server did not start.
+    #[error("cannot start the API server: {0}")]
+    ApiServer(devplane_apiserver::ApiError),
+    /// The listen address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// The kubeconfig `devplane up` writes for its admin user.
+pub fn kubeconfig(server_url: &str, ca_pem: Option<&str>, token: &str) -> String {
+    let cluster = match ca_pem {
+        Some(ca) => format!(
+            "    server: {server_url}\n    certificate-authority-data: {}\n",
+            base64::engine::general_purpose::STANDARD.encode(ca)
+        ),
+        None => format!("    server: {server_url}\n"),
+    };
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: devplane\n  cluster:\n{cluster}users:\n- name: devplane-admin\n  user:\n    token: {token}\ncontexts:\n- name: devplane\n  context:\n    cluster: devplane\n    user: devplane-admin\n    namespace: default\ncurrent-context: devplane\npreferences: {{}}\n"
+    )
+}
+
+/// Run `devplane up` until SIGINT or SIGTERM.
+pub async fn run(args: &UpArgs) -> Result<(), UpError> {
+    let started = std::time::Instant::now();
+    let data_dir = &args.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| UpError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let store_url = match &args.store {
+        Some(url) => url.clone(),
+        None => format!("file://{}", absolute(&data_dir.join("store")).display()),
+    };
+    let options = devplane_store::EmbeddedOptions {
+        retain_revisions: args.history_revisions,
+        ..Default::default()
+    };
+    let store = devplane_store::open_with(&store_url, options)
+        .await
+        .map_err(|source| UpError::Store {
+            url: store_url.clone(),
+            source,
+        })?;
+    if store_url.starts_with("etcd://") {
+        // The embedded store compacts itself; etcd is compacted here, as kube-apiserver does.
+        tokio::spawn(compact_periodically(store.clone(), args.history_revisions));
+    }
+    let tokens = pki::tokens(&data_dir.join("tokens.json"))?;
+    // kubectl (client-go) sends no bearer token over plain HTTP, so the local-test mode is
+    // also unauthenticated, like Kubernetes' old insecure port.
+    let token_table = if args.insecure_http {
+        tracing::warn!("--insecure-http: plain HTTP without authentication; for local tests only");
+        Default::default()
+    } else {
+        [
+            (tokens.admin.clone(), "admin".to_string()),
+            (tokens.controller.clone(), "controller".to_string()),
+        ]
+        .into()
+    };
+    let config = ApiServerConfig {
+        tokens: token_table,
+        advertise_address: args.api_addr.to_string(),
+        ..ApiServerConfig::default()
+    };
+    let server = ApiServer::new(store, config)
+        .await
+        .map_err(UpError::ApiServer)?;
+    install(&server).await.map_err(UpError::ApiServer)?;
+    let background = server.spawn_background();
+
+    let listener = TcpListener::bind(args.api_addr)
+        .await
+        .map_err(|source| UpError::Bind {
+            addr: args.api_addr,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| UpError::Bind {
+        addr: args.api_addr,
+        source,
+    })?;
+    let (scheme, ca_pem, tls) = if args.insecure_http {
+        ("http", None, None)
+    } else {
+        let pki = pki::ensure(&data_dir.join("pki"), &[local.ip().to_string()])?;
+        let config =
+            pki::server_config(&pki.server_cert_pem, &pki.server_key_pem).map_err(UpError::Tls)?;
+        (
+            "https",
+            Some(pki.ca_cert_pem),
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+    };
+    let url = format!("{scheme}://{local}");
+    let kubeconfig_path = data_dir.join("kubeconfig");
+    pki::write_private(
+        &kubeconfig_path,
+        &kubeconfig(&url, ca_pem.as_deref(), &tokens.admin),
+    )?;
+    tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "devplane is up");
+    println!("devplane API server listening on {url}");
+    println!("kubeconfig: {}", absolute(&kubeconfig_path).display());
+    println!(
+        "  export KUBECONFIG={}",
+        absolute(&kubeconfig_path).display()
+    );
+
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone()));
+    serve(listener, server.router(), tls, stop.clone()).await;
+    tracing::info!("shutting down");
+    server.shutdown();
+    for task in background {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Install devplane's CRDs and the standard library (server-side apply: re-running updates
+/// what devplane owns and leaves other managers' fields alone).
+pub async fn install(server: &ApiServer) -> Result<(), devplane_apiserver::ApiError> {
+    for crd in devplane_api::all_crds() {
+        let object = serde_json::to_value(&crd)
+            .map_err(|e| devplane_apiserver::ApiError::internal(e.to_string()))?;
+        server.apply(object, "devplane").await?;
+    }
+    for (file, text) in devplane_api::library::FILES {
+        let object: Value = serde_yaml::from_str(text).map_err(|e| {
+            devplane_apiserver::ApiError::internal(format!("library file {file}: {e}"))
+        })?;
+        server.apply(object, "devplane").await?;
+    }
+    Ok(())
+}
+
+/// Compact a store every minute down to the newest `retain` revisions.
+async fn compact_periodically(store: Arc<dyn devplane_store::Store>, retain: u64) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticker.tick().await;
+        let Ok(current) = store.current_revision().await else {
+            continue;
+        };
+        let target = current.saturating_sub(retain);
+        let compacted = store.compacted_revision().await.unwrap_or(0);
+        if target > compacted
+            && let Err(e) = store.compact(target).await
+        {
+            tracing::debug!(error = %e, "compaction skipped");
+        }
+    }
+}
+
+async fn stop_on_signal(stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    stop.cancel();
+}
+
+/// Accept connections until `stop`, serving HTTP/1.1 and HTTP/2, over TLS when given.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: CancellationToken,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        watcher
+                            .watch(
+                                builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .into_owned(),
+                            )
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => {
+                    watcher
+                        .watch(
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .into_owned(),
+                        )
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Open watches end when the server's shutdown token fires; give requests a moment.
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 5 s; closing");
+    }
+}

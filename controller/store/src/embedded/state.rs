@@ -1,0 +1,592 @@
+//! The in-memory MVCC state of the embedded backend: per-key version histories, the event
+//! log, and the compaction rules. Pure data; the writer thread and readers lock it.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use crate::{Event, EventKind, KeyValue, ListOptions, ListPage, Rev, StoreError};
+
+/// One version of a key. `value == None` is a tombstone (the key was deleted at `mod_rev`).
+#[derive(Clone, Debug)]
+pub(crate) struct Version {
+    pub mod_rev: Rev,
+    pub create_rev: Rev,
+    pub value: Option<Bytes>,
+}
+
+/// The versions of one key, oldest first; never empty while stored.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KeyHistory {
+    versions: Vec<Version>,
+}
+
+impl KeyHistory {
+    /// The newest version at or below `rev`.
+    fn at(&self, rev: Rev) -> Option<&Version> {
+        self.versions.iter().rev().find(|v| v.mod_rev <= rev)
+    }
+
+    /// The newest version at or below `rev`, if it is a live value.
+    fn live_at(&self, rev: Rev) -> Option<&Version> {
+        self.at(rev).filter(|v| v.value.is_some())
+    }
+
+    /// Appends a version, growing the allocation by exactly one: most keys have one or two
+    /// versions, and the default growth (to four) would triple their memory.
+    fn push(&mut self, version: Version) {
+        self.versions.reserve_exact(1);
+        self.versions.push(version);
+    }
+
+    fn latest_live(&self) -> Option<&Version> {
+        self.versions.last().filter(|v| v.value.is_some())
+    }
+
+    /// Drops versions no read at or above `floor` can see. Returns `true` when nothing is
+    /// left, i.e. the key is gone as of `floor` and has not been written since.
+    fn prune(&mut self, floor: Rev) -> bool {
+        // Index of the newest version at or below the floor: everything before it is unseen.
+        if let Some(keep_from) = self.versions.iter().rposition(|v| v.mod_rev <= floor) {
+            let drop_floor_version = self.versions[keep_from].value.is_none();
+            let first_kept = if drop_floor_version {
+                keep_from + 1
+            } else {
+                keep_from
+            };
+            self.versions.drain(..first_kept);
+            // Most keys settle at one version; do not keep room for the burst that is gone.
+            if self.versions.capacity() > 2 * self.versions.len().max(1) {
+                self.versions.shrink_to_fit();
+            }
+        }
+        self.versions.is_empty()
+    }
+}
+
+fn key_value(key: &str, version: &Version) -> Option<KeyValue> {
+    version.value.as_ref().map(|value| KeyValue {
+        key: key.to_owned(),
+        value: value.clone(),
+        create_rev: version.create_rev,
+        mod_rev: version.mod_rev,
+    })
+}
+
+/// A committed write to apply at the next revision.
+#[derive(Clone, Debug)]
+pub(crate) enum Mutation {
+    Put { key: String, value: Bytes },
+    Delete { key: String },
+}
+
+impl Mutation {
+    pub(crate) fn key(&self) -> &str {
+        match self {
+            Mutation::Put { key, .. } | Mutation::Delete { key } => key,
+        }
+    }
+}
+
+/// Why a mutation could not be applied. Only WAL replay can hit these (the writer checks
+/// first), and then they mean the log is inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApplyError {
+    #[error("revision {found} does not follow the current revision {current}")]
+    OutOfOrder { current: Rev, found: Rev },
+    #[error("delete of key {key:?}, which does not exist")]
+    DeleteOfMissingKey { key: String },
+}
+
+/// An event in the log with the time it was committed (for time-based retention).
+#[derive(Clone, Debug)]
+struct LoggedEvent {
+    event: Arc<Event>,
+    committed_at: Instant,
+}
+
+/// Where a new watch starts: the logged events it must replay, and the live feed, which
+/// delivers everything after `seen_through`.
+pub(crate) struct WatchStart {
+    pub replay: Vec<Arc<Event>>,
+    pub feed: broadcast::Receiver<Arc<Event>>,
+    pub seen_through: Rev,
+}
+
+/// A key's value in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SnapshotEntry {
+    pub key: String,
+    pub create_rev: Rev,
+    pub mod_rev: Rev,
+    pub value: Bytes,
+}
+
+/// All data of the embedded store.
+///
+/// Invariants: the event log holds exactly the revisions `floor()+1 ..= current`, one event
+/// per revision; every key keeps all versions above the floor plus, if live, the newest one
+/// at or below it.
+pub(crate) struct MvccState {
+    keys: BTreeMap<String, KeyHistory>,
+    current: Rev,
+    compacted: Rev,
+    events: VecDeque<LoggedEvent>,
+    /// Live event feed for watchers; `None` once the store is closed (which ends streams).
+    feed: Option<broadcast::Sender<Arc<Event>>>,
+}
+
+impl MvccState {
+    /// An empty store at revision 0.
+    pub(crate) fn new(feed_capacity: usize) -> Self {
+        let (feed, _) = broadcast::channel(feed_capacity.max(1));
+        MvccState {
+            keys: BTreeMap::new(),
+            current: 0,
+            compacted: 0,
+            events: VecDeque::new(),
+            feed: Some(feed),
+        }
+    }
+
+    /// A store restored from a snapshot taken at revision `rev`: history before `rev + 1` is
+    /// gone, so the compacted revision is `rev + 1`.
+    pub(crate) fn from_snapshot(
+        rev: Rev,
+        entries: Vec<SnapshotEntry>,
+        feed_capacity: usize,
+    ) -> Self {
+        let mut state = MvccState::new(feed_capacity);
+        for entry in entries {
+            state.keys.insert(
+                entry.key,
+                KeyHistory {
+                    versions: vec![Version {
+                        mod_rev: entry.mod_rev,
+                        create_rev: entry.create_rev,
+                        value: Some(entry.value),
+                    }],
+                },
+            );
+        }
+        state.current = rev;
+        state.compacted = rev + 1;
+        state
+    }
+
+    pub(crate) fn current(&self) -> Rev {
+        self.current
+    }
+
+    pub(crate) fn compacted(&self) -> Rev {
+        self.compacted
+    }
+
+    /// The newest revision whose state is kept only for reads at the compacted revision;
+    /// events above it are in the log.
+    pub(crate) fn floor(&self) -> Rev {
+        self.compacted.saturating_sub(1)
+    }
+
+    pub(crate) fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub(crate) fn latest(&self, key: &str) -> Option<KeyValue> {
+        let history = self.keys.get(key)?;
+        key_value(key, history.latest_live()?)
+    }
+
+    /// Applies `mutation` as revision `rev` (which must be `current + 1`) and returns its event.
+    pub(crate) fn apply(
+        &mut self,
+        rev: Rev,
+        mutation: Mutation,
+        committed_at: Instant,
+    ) -> Result<Arc<Event>, ApplyError> {
+        if rev != self.current + 1 {
+            return Err(ApplyError::OutOfOrder {
+                current: self.current,
+                found: rev,
+            });
+        }
+        let event = match mutation {
+            Mutation::Put { key, value } => {
+                let history = self.keys.entry(key.clone()).or_default();
+                let prev = history.latest_live().and_then(|v| key_value(&key, v));
+                let create_rev = prev.as_ref().map_or(rev, |p| p.create_rev);
+                history.push(Version {
+                    mod_rev: rev,
+                    create_rev,
+                    value: Some(value.clone()),
+                });
+                Event {
+                    kind: EventKind::Put,
+                    rev,
+                    kv: KeyValue {
+                        key,
+                        value,
+                        create_rev,
+                        mod_rev: rev,
+                    },
+                    prev,
+                }
+            }
+            Mutation::Delete { key } => {
+                let Some(history) = self.keys.get_mut(&key) else {
+                    return Err(ApplyError::DeleteOfMissingKey { key });
+                };
+                let Some(prev) = history.latest_live().and_then(|v| key_value(&key, v)) else {
+                    return Err(ApplyError::DeleteOfMissingKey { key });
+                };
+                history.push(Version {
+                    mod_rev: rev,
+                    create_rev: prev.create_rev,
+                    value: None,
+                });
+                Event {
+                    kind: EventKind::Delete,
+                    rev,
+                    kv: KeyValue {
+                        mod_rev: rev,
+                        ..prev.clone()
+                    },
+                    prev: Some(prev),
+                }
+            }
+        };
+        let event = Arc::new(event);
+        self.current = rev;
+        self.events.push_back(LoggedEvent {
+            event: Arc::clone(&event),
+            committed_at,
+        });
+        if let Some(feed) = &self.feed {
+            // No receivers is fine; a lagging receiver notices on its own.
+            let _ = feed.send(Arc::clone(&event));
+        }
+        Ok(event)
+    }
+
+    /// Lists at `opts.rev` (or the latest revision).
+    pub(crate) fn list(&self, opts: &ListOptions) -> Result<ListPage, StoreError> {
+        let rev = opts.rev.unwrap_or(self.current);
+        self.check_readable(rev)?;
+        let start = match &opts.start_after {
+            Some(after) if after.as_str() >= opts.prefix.as_str() => {
+                Bound::Excluded(after.as_str())
+            }
+            _ => Bound::Included(opts.prefix.as_str()),
+        };
+        let limit = opts.limit.unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut more = false;
+        let range = self
+            .keys
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(opts.prefix.as_str()));
+        for (key, history) in range {
+            let Some(version) = history.live_at(rev) else {
+                continue;
+            };
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.extend(key_value(key, version));
+        }
+        Ok(ListPage { items, rev, more })
+    }
+
+    fn check_readable(&self, rev: Rev) -> Result<(), StoreError> {
+        if rev < self.compacted {
+            return Err(StoreError::Compacted {
+                requested: rev,
+                compacted: self.compacted,
+            });
+        }
+        if rev > self.current {
+            return Err(StoreError::FutureRevision {
+                requested: rev,
+                current: self.current,
+            });
+        }
+        Ok(())
+    }
+
+    /// The logged events after `after` under `prefix`, and a feed subscription that continues
+    /// exactly where they end. Runs under the lock that writers take to apply and publish, so
+    /// nothing falls between the two and nothing is delivered twice.
+    pub(crate) fn watch_from(&self, prefix: &str, after: Rev) -> Result<WatchStart, StoreError> {
+        let Some(feed) = &self.feed else {
+            return Err(StoreError::Closed);
+        };
+        if after < self.floor() {
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted: self.compacted,
+            });
+        }
+        if after > self.current {
+            return Err(StoreError::FutureRevision {
+                requested: after,
+                current: self.current,
+            });
+        }
+        // The log is contiguous from floor+1, so the first wanted event sits at a known index.
+        let skip = usize::try_from(after - self.floor()).unwrap_or(usize::MAX);
+        let replay = self
+            .events
+            .iter()
+            .skip(skip)
+            .filter(|logged| logged.event.kv.key.starts_with(prefix))
+            .map(|logged| Arc::clone(&logged.event))
+            .collect();
+        Ok(WatchStart {
+            replay,
+            feed: feed.subscribe(),
+            seen_through: self.current,
+        })
+    }
+
+    /// Ends every watch stream and refuses new watches.
+    pub(crate) fn close_feed(&mut self) {
+        self.feed = None;
+    }
+
+    /// Compacts so that `rev` becomes the compacted revision. Returns `false` if `rev` is not
+    /// above the current compacted revision (nothing to do).
+    pub(crate) fn compact(&mut self, rev: Rev) -> Result<bool, StoreError> {
+        if rev > self.current {
+            return Err(StoreError::FutureRevision {
+                requested: rev,
+                current: self.current,
+            });
+        }
+        if rev <= self.compacted {
+            return Ok(false);
+        }
+        let new_floor = rev - 1;
+        // Only keys written above the old floor can hold prunable versions, and those are
+        // exactly the keys of the events that now leave the log.
+        let mut touched = HashSet::new();
+        while let Some(front) = self.events.front() {
+            if front.event.rev > new_floor {
+                break;
+            }
+            if let Some(logged) = self.events.pop_front() {
+                touched.insert(logged.event.kv.key.clone());
+            }
+        }
+        for key in touched {
+            if let Some(history) = self.keys.get_mut(&key)
+                && history.prune(new_floor)
+            {
+                self.keys.remove(&key);
+            }
+        }
+        self.compacted = rev;
+        Ok(true)
+    }
+
+    /// The compaction target that keeps the newest `retain_revisions` revisions and, if a
+    /// window is given, every event committed at or after `keep_since`.
+    pub(crate) fn retention_target(
+        &self,
+        retain_revisions: u64,
+        keep_since: Option<Instant>,
+    ) -> Rev {
+        let by_count = self.current.saturating_sub(retain_revisions.max(1)) + 1;
+        let by_time = match keep_since {
+            None => by_count,
+            Some(since) => {
+                let old = self
+                    .events
+                    .partition_point(|logged| logged.committed_at < since);
+                match self.events.get(old) {
+                    Some(first_young) => first_young.event.rev,
+                    None => self.current + 1,
+                }
+            }
+        };
+        by_count.min(by_time).min(self.current)
+    }
+
+    /// Every live key as of `rev`, for a snapshot. `rev` must be at or above the floor.
+    pub(crate) fn snapshot_at(&self, rev: Rev) -> Vec<SnapshotEntry> {
+        self.keys
+            .iter()
+            .filter_map(|(key, history)| {
+                let version = history.live_at(rev)?;
+                Some(SnapshotEntry {
+                    key: key.clone(),
+                    create_rev: version.create_rev,
+                    mod_rev: version.mod_rev,
+                    value: version.value.clone()?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(state: &mut MvccState, key: &str, value: &str) -> Arc<Event> {
+        let rev = state.current() + 1;
+        state
+            .apply(
+                rev,
+                Mutation::Put {
+                    key: key.into(),
+                    value: Bytes::from(value.to_owned()),
+                },
+                Instant::now(),
+            )
+            .unwrap()
+    }
+
+    fn delete(state: &mut MvccState, key: &str) -> Arc<Event> {
+        let rev = state.current() + 1;
+        state
+            .apply(rev, Mutation::Delete { key: key.into() }, Instant::now())
+            .unwrap()
+    }
+
+    fn keys_at(state: &MvccState, rev: Rev) -> Vec<(String, String)> {
+        let page = state
+            .list(&ListOptions {
+                rev: Some(rev),
+                ..Default::default()
+            })
+            .unwrap();
+        page.items
+            .into_iter()
+            .map(|kv| (kv.key, String::from_utf8(kv.value.to_vec()).unwrap()))
+            .collect()
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_at_a_revision_see_the_state_of_that_revision() {
+        let mut state = MvccState::new(16);
+        put(&mut state, "a", "1"); // 1
+        put(&mut state, "b", "1"); // 2
+        put(&mut state, "a", "2"); // 3
+        delete(&mut state, "b"); // 4
+        assert_eq!(keys_at(&state, 2), pairs(&[("a", "1"), ("b", "1")]));
+        assert_eq!(keys_at(&state, 3), pairs(&[("a", "2"), ("b", "1")]));
+        assert_eq!(keys_at(&state, 4), pairs(&[("a", "2")]));
+        assert_eq!(keys_at(&state, 0), pairs(&[]));
+    }
+
+    #[test]
+    fn delete_events_carry_the_last_value_and_the_delete_revision() {
+        let mut state = MvccState::new(16);
+        put(&mut state, "a", "1");
+        put(&mut state, "a", "2");
+        let event = delete(&mut state, "a");
+        assert_eq!(event.kind, EventKind::Delete);
+        assert_eq!(event.rev, 3);
+        assert_eq!(event.kv.mod_rev, 3);
+        assert_eq!(event.kv.create_rev, 1);
+        assert_eq!(event.kv.value, Bytes::from_static(b"2"));
+        assert_eq!(event.prev.as_ref().map(|p| p.mod_rev), Some(2));
+    }
+
+    #[test]
+    fn compaction_keeps_reads_at_the_compacted_revision_and_drops_dead_keys() {
+        let mut state = MvccState::new(16);
+        put(&mut state, "a", "1"); // 1
+        put(&mut state, "b", "1"); // 2
+        put(&mut state, "a", "2"); // 3
+        delete(&mut state, "b"); // 4
+        put(&mut state, "a", "3"); // 5
+        assert!(state.compact(5).unwrap());
+        assert_eq!(state.compacted(), 5);
+        assert_eq!(keys_at(&state, 5), pairs(&[("a", "3")]));
+        assert!(matches!(
+            state.list(&ListOptions {
+                rev: Some(4),
+                ..Default::default()
+            }),
+            Err(StoreError::Compacted {
+                requested: 4,
+                compacted: 5
+            })
+        ));
+        // "b" was deleted below the floor, so it is gone entirely; "a" keeps the floor version
+        // (rev 3, needed by reads at the floor) and rev 5.
+        assert_eq!(state.key_count(), 1);
+        assert_eq!(state.keys["a"].versions.len(), 2);
+        // The event at the compacted revision is still there for watch(after = c - 1).
+        let start = state.watch_from("", 4).unwrap();
+        assert_eq!(
+            start.replay.iter().map(|e| e.rev).collect::<Vec<_>>(),
+            vec![5]
+        );
+        assert!(matches!(
+            state.watch_from("", 3),
+            Err(StoreError::Compacted { .. })
+        ));
+        assert!(!state.compact(3).unwrap());
+        assert!(matches!(
+            state.compact(6),
+            Err(StoreError::FutureRevision { .. })
+        ));
+    }
+
+    #[test]
+    fn snapshots_hold_the_live_keys_at_a_revision() {
+        let mut state = MvccState::new(16);
+        put(&mut state, "a", "1");
+        put(&mut state, "b", "1");
+        delete(&mut state, "a");
+        let entries = state.snapshot_at(2);
+        assert_eq!(
+            entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+        let restored = MvccState::from_snapshot(2, entries, 16);
+        assert_eq!(restored.compacted(), 3);
+        assert_eq!(restored.current(), 2);
+        assert_eq!(restored.latest("a").map(|kv| kv.mod_rev), Some(1));
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_revisions() {
+        let mut state = MvccState::new(16);
+        for i in 0..10 {
+            put(&mut state, &format!("k{i}"), "v");
+        }
+        assert_eq!(state.retention_target(3, None), 8);
+        assert_eq!(state.retention_target(100, None), 1);
+        // A window that covers everything keeps everything.
+        let long_ago = Instant::now() - std::time::Duration::from_secs(60);
+        assert_eq!(state.retention_target(3, Some(long_ago)), 1);
+    }
+
+    #[test]
+    fn replay_of_an_inconsistent_log_is_refused() {
+        let mut state = MvccState::new(16);
+        assert!(matches!(
+            state.apply(1, Mutation::Delete { key: "a".into() }, Instant::now()),
+            Err(ApplyError::DeleteOfMissingKey { .. })
+        ));
+        assert!(matches!(
+            state.apply(5, Mutation::Delete { key: "a".into() }, Instant::now()),
+            Err(ApplyError::OutOfOrder { .. })
+        ));
+    }
+}

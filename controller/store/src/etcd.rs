@@ -1,0 +1,779 @@
+//! The etcd v3 backend.
+//!
+//! Keys live under `<prefix>/` (default prefix `/devplane`, so key `k` is stored as
+//! `/devplane/k`). The mapping follows kube-apiserver's use of etcd: `mod_rev` is etcd's
+//! `mod_revision`, a list's revision is the response header's revision, writes are
+//! compare-and-swap transactions, watches start at `after + 1` with `prev_kv`.
+//!
+//! Compaction is shifted by one so that this backend behaves exactly like the embedded one:
+//! `compact(c)` compacts etcd at `c - 1`. etcd keeps the newest version at or below its
+//! compaction revision, so the `prev` value of the event at `c` stays readable, and a watch
+//! resuming at `after = c - 1` gets that event complete. The reported compacted revision is
+//! therefore etcd's compaction revision plus one. Revisions start at 1 in a fresh etcd and
+//! also move when anything else writes to the same etcd cluster.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
+    Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+
+use crate::{
+    Event, EventKind, KeyValue, ListOptions, ListPage, Result, Rev, Store, StoreError, WatchStream,
+    validate_key, validate_list_options,
+};
+
+/// A failure talking to etcd, naming the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// The client could not be set up.
+    #[error("cannot connect to etcd at {endpoints}: {source}")]
+    Connect {
+        /// The endpoints tried.
+        endpoints: String,
+        /// The client error.
+        source: etcd_client::Error,
+    },
+    /// etcd did not answer the first request in time.
+    #[error("etcd at {endpoints} did not answer within {timeout:?}")]
+    Unreachable {
+        /// The endpoints tried.
+        endpoints: String,
+        /// How long the store waited.
+        timeout: Duration,
+    },
+    /// A request failed.
+    #[error("etcd {operation} failed: {source}")]
+    Request {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The client error.
+        source: etcd_client::Error,
+    },
+    /// etcd answered something the store cannot interpret.
+    #[error("etcd {operation} returned an unexpected response: {detail}")]
+    UnexpectedResponse {
+        /// What the store was doing.
+        operation: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// How long [`EtcdStore::connect`] waits for etcd to answer.
+const CONNECT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The etcd backend. Cheap to clone.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    /// The key prefix, ending in `/`.
+    root: String,
+    endpoints: String,
+    /// The highest compacted revision (in this crate's terms) known to this process; etcd
+    /// has no call that reports it, so it is learned from our own compactions and probes.
+    known_compacted: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn request_error(operation: &'static str) -> impl FnOnce(etcd_client::Error) -> StoreError {
+    move |source| EtcdError::Request { operation, source }.into()
+}
+
+fn unexpected(operation: &'static str, detail: impl Into<String>) -> StoreError {
+    EtcdError::UnexpectedResponse {
+        operation,
+        detail: detail.into(),
+    }
+    .into()
+}
+
+/// etcd's answer to a read at a revision it cannot serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RevisionRefusal {
+    Compacted,
+    Future,
+}
+
+fn revision_refusal(error: &etcd_client::Error) -> Option<RevisionRefusal> {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return None;
+    };
+    let message = status.message();
+    if message.contains("required revision has been compacted") {
+        Some(RevisionRefusal::Compacted)
+    } else if message.contains("required revision is a future revision") {
+        Some(RevisionRefusal::Future)
+    } else {
+        None
+    }
+}
+
+fn to_etcd_rev(rev: Rev) -> i64 {
+    i64::try_from(rev).unwrap_or(i64::MAX)
+}
+
+fn from_etcd_rev(rev: i64) -> Rev {
+    Rev::try_from(rev).unwrap_or(0)
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): no upper bound; "\0" means "to the end of the keyspace".
+    vec![0]
+}
+
+fn header_rev(
+    header: Option<&etcd_client::ResponseHeader>,
+    operation: &'static str,
+) -> Result<Rev> {
+    header
+        .map(|h| from_etcd_rev(h.revision()))
+        .ok_or_else(|| unexpected(operation, "response has no header"))
+}
+
+impl EtcdStore {
+    /// Connects to etcd (`endpoints` like `http://host:2379`) and checks that it answers.
+    /// Keys are stored under `prefix` followed by `/`.
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "no etcd endpoints given".into(),
+            ));
+        }
+        let endpoint_list = endpoints.join(",");
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|source| EtcdError::Connect {
+                endpoints: endpoint_list.clone(),
+                source,
+            })?;
+        let store = EtcdStore {
+            client,
+            root: format!("{}/", prefix.trim_end_matches('/')),
+            endpoints: endpoint_list.clone(),
+            known_compacted: Arc::new(AtomicU64::new(0)),
+        };
+        // Connecting is lazy; fail here rather than on the first real request.
+        match tokio::time::timeout(CONNECT_CHECK_TIMEOUT, store.current_revision()).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(StoreError::Etcd(EtcdError::Request { source, .. }))) => {
+                Err(EtcdError::Connect {
+                    endpoints: endpoint_list,
+                    source,
+                }
+                .into())
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(EtcdError::Unreachable {
+                endpoints: endpoint_list,
+                timeout: CONNECT_CHECK_TIMEOUT,
+            }
+            .into()),
+        }
+    }
+
+    /// The etcd key prefix of this store (ends in `/`).
+    pub fn key_prefix(&self) -> &str {
+        &self.root
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.root)
+    }
+
+    fn to_key_value(
+        &self,
+        kv: &etcd_client::KeyValue,
+        operation: &'static str,
+    ) -> Result<KeyValue> {
+        to_key_value(&self.root, kv, operation)
+    }
+
+    /// Whether etcd can still read at `rev` (etcd refuses revisions below its compaction).
+    async fn readable_at(&self, rev: Rev) -> Result<bool> {
+        let options = GetOptions::new()
+            .with_revision(to_etcd_rev(rev))
+            .with_count_only();
+        match self
+            .client
+            .kv_client()
+            .get(self.root.clone(), Some(options))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(error) => match revision_refusal(&error) {
+                Some(RevisionRefusal::Compacted) => Ok(false),
+                Some(RevisionRefusal::Future) => Ok(true),
+                None => Err(request_error("compaction probe")(error)),
+            },
+        }
+    }
+
+    /// Finds the compacted revision by probing, starting from what is already known.
+    async fn probe_compacted(&self) -> Result<Rev> {
+        let known = self.known_compacted.load(Ordering::SeqCst);
+        let current = self.current_revision().await?;
+        let guess = known.saturating_sub(1).max(1);
+        if guess >= current || self.readable_at(guess).await? {
+            return Ok(known);
+        }
+        // `guess` is unreadable and `current` is readable: binary search for the smallest
+        // readable revision, which is etcd's compaction revision.
+        let (mut unreadable, mut readable) = (guess, current);
+        while readable - unreadable > 1 {
+            let middle = unreadable + (readable - unreadable) / 2;
+            if self.readable_at(middle).await? {
+                readable = middle;
+            } else {
+                unreadable = middle;
+            }
+        }
+        // Someone else may have compacted etcd at its current revision; the current revision
+        // must stay readable, so the reported value never exceeds it.
+        let compacted = (readable + 1).min(current);
+        self.known_compacted.fetch_max(compacted, Ordering::SeqCst);
+        Ok(self.known_compacted.load(Ordering::SeqCst))
+    }
+
+    /// The error for a read at `requested` that etcd refused as compacted.
+    async fn compacted_error(&self, requested: Rev) -> StoreError {
+        match self.probe_compacted().await {
+            Ok(compacted) => StoreError::Compacted {
+                requested,
+                compacted: compacted.max(requested + 1),
+            },
+            Err(error) => error,
+        }
+    }
+
+    /// The error for a read at `requested` that etcd refused as being in the future.
+    async fn future_error(&self, requested: Rev) -> StoreError {
+        match self.current_revision().await {
+            Ok(current) => StoreError::FutureRevision { requested, current },
+            Err(error) => error,
+        }
+    }
+}
+
+fn to_key_value(
+    root: &str,
+    kv: &etcd_client::KeyValue,
+    operation: &'static str,
+) -> Result<KeyValue> {
+    let Some(key) = kv.key().strip_prefix(root.as_bytes()) else {
+        return Err(unexpected(operation, "a key outside the store prefix"));
+    };
+    let Ok(key) = std::str::from_utf8(key) else {
+        return Err(unexpected(
+            operation,
+            format!("key {:?} is not UTF-8", String::from_utf8_lossy(kv.key())),
+        ));
+    };
+    Ok(KeyValue {
+        key: key.to_owned(),
+        value: Bytes::copy_from_slice(kv.value()),
+        create_rev: from_etcd_rev(kv.create_revision()),
+        mod_rev: from_etcd_rev(kv.mod_revision()),
+    })
+}
+
+/// The key-values of the `else` branch's get, i.e. what is stored now.
+fn current_from_else_branch(
+    root: &str,
+    responses: Vec<TxnOpResponse>,
+    operation: &'static str,
+) -> Result<Option<KeyValue>> {
+    match responses.into_iter().next() {
+        Some(TxnOpResponse::Get(get)) => get
+            .kvs()
+            .first()
+            .map(|kv| to_key_value(root, kv, operation))
+            .transpose(),
+        _ => Err(unexpected(
+            operation,
+            "the failure branch did not return the current value",
+        )),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        validate_key(key)?;
+        let response = self
+            .client
+            .kv_client()
+            .get(self.full_key(key), None)
+            .await
+            .map_err(request_error("get"))?;
+        response
+            .kvs()
+            .first()
+            .map(|kv| self.to_key_value(kv, "get"))
+            .transpose()
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
+        validate_key(key)?;
+        let full = self.full_key(key);
+        let txn = Txn::new()
+            .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(full, value.to_vec(), None)]);
+        let response = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(request_error("create"))?;
+        if !response.succeeded() {
+            return Err(StoreError::AlreadyExists {
+                key: key.to_owned(),
+            });
+        }
+        let rev = header_rev(response.header(), "create")?;
+        Ok(KeyValue {
+            key: key.to_owned(),
+            value,
+            create_rev: rev,
+            mod_rev: rev,
+        })
+    }
+
+    async fn update(&self, key: &str, value: Bytes, expected_mod_rev: Rev) -> Result<KeyValue> {
+        validate_key(key)?;
+        let full = self.full_key(key);
+        let txn = Txn::new()
+            .when([
+                // Without the existence check, expected 0 would match a missing key.
+                Compare::version(full.clone(), CompareOp::Greater, 0),
+                Compare::mod_revision(
+                    full.clone(),
+                    CompareOp::Equal,
+                    to_etcd_rev(expected_mod_rev),
+                ),
+            ])
+            .and_then([TxnOp::put(
+                full.clone(),
+                value.to_vec(),
+                Some(PutOptions::new().with_prev_key()),
+            )])
+            .or_else([TxnOp::get(full, None)]);
+        let response = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(request_error("update"))?;
+        if !response.succeeded() {
+            return match current_from_else_branch(&self.root, response.op_responses(), "update")? {
+                None => Err(StoreError::NotFound {
+                    key: key.to_owned(),
+                }),
+                Some(current) => Err(StoreError::Conflict {
+                    key: key.to_owned(),
+                    current: Some(current),
+                }),
+            };
+        }
+        let rev = header_rev(response.header(), "update")?;
+        let create_rev = match response.op_responses().into_iter().next() {
+            Some(TxnOpResponse::Put(put)) => put
+                .prev_key()
+                .map(|prev| from_etcd_rev(prev.create_revision())),
+            _ => None,
+        }
+        .ok_or_else(|| unexpected("update", "the put did not return the previous value"))?;
+        Ok(KeyValue {
+            key: key.to_owned(),
+            value,
+            create_rev,
+            mod_rev: rev,
+        })
+    }
+
+    async fn delete(&self, key: &str, expected_mod_rev: Option<Rev>) -> Result<Event> {
+        validate_key(key)?;
+        let full = self.full_key(key);
+        let mut compares = vec![Compare::version(full.clone(), CompareOp::Greater, 0)];
+        if let Some(expected) = expected_mod_rev {
+            compares.push(Compare::mod_revision(
+                full.clone(),
+                CompareOp::Equal,
+                to_etcd_rev(expected),
+            ));
+        }
+        let txn = Txn::new()
+            .when(compares)
+            .and_then([TxnOp::delete(
+                full.clone(),
+                Some(DeleteOptions::new().with_prev_key()),
+            )])
+            .or_else([TxnOp::get(full, None)]);
+        let response = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(request_error("delete"))?;
+        if !response.succeeded() {
+            return match current_from_else_branch(&self.root, response.op_responses(), "delete")? {
+                None => Err(StoreError::NotFound {
+                    key: key.to_owned(),
+                }),
+                Some(current) => Err(StoreError::Conflict {
+                    key: key.to_owned(),
+                    current: Some(current),
+                }),
+            };
+        }
+        let rev = header_rev(response.header(), "delete")?;
+        let prev = match response.op_responses().into_iter().next() {
+            Some(TxnOpResponse::Delete(deleted)) => deleted
+                .prev_kvs()
+                .first()
+                .map(|kv| self.to_key_value(kv, "delete"))
+                .transpose()?,
+            _ => None,
+        }
+        .ok_or_else(|| unexpected("delete", "the delete did not return the previous value"))?;
+        Ok(Event {
+            kind: EventKind::Delete,
+            rev,
+            kv: KeyValue {
+                mod_rev: rev,
+                ..prev.clone()
+            },
+            prev: Some(prev),
+        })
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
+        validate_list_options(&opts)?;
+        let known = self.known_compacted.load(Ordering::SeqCst);
+        match opts.rev {
+            Some(rev) if rev < known => {
+                return Err(StoreError::Compacted {
+                    requested: rev,
+                    compacted: known,
+                });
+            }
+            // etcd has no revision 0 (it reads "latest" instead); the state at 0 is empty.
+            Some(0) => {
+                let compacted = self.probe_compacted().await?;
+                if compacted > 0 {
+                    return Err(StoreError::Compacted {
+                        requested: 0,
+                        compacted,
+                    });
+                }
+                return Ok(ListPage {
+                    items: Vec::new(),
+                    rev: 0,
+                    more: false,
+                });
+            }
+            _ => {}
+        }
+        let range_start = match &opts.start_after {
+            Some(after) if after.as_str() >= opts.prefix.as_str() => {
+                // The smallest key after `after`.
+                format!("{}{after}\0", self.root)
+            }
+            _ => self.full_key(&opts.prefix),
+        };
+        let range_end = prefix_end(self.full_key(&opts.prefix).as_bytes());
+        if range_start.as_bytes() >= range_end.as_slice() {
+            let rev = match opts.rev {
+                Some(rev) => rev,
+                None => self.current_revision().await?,
+            };
+            return Ok(ListPage {
+                items: Vec::new(),
+                rev,
+                more: false,
+            });
+        }
+        let mut options = GetOptions::new().with_range(range_end);
+        if let Some(rev) = opts.rev {
+            options = options.with_revision(to_etcd_rev(rev));
+        }
+        if let Some(limit) = opts.limit {
+            options = options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
+        let response = match self
+            .client
+            .kv_client()
+            .get(range_start, Some(options))
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                return Err(match (revision_refusal(&error), opts.rev) {
+                    (Some(RevisionRefusal::Compacted), Some(rev)) => {
+                        self.compacted_error(rev).await
+                    }
+                    (Some(RevisionRefusal::Future), Some(rev)) => self.future_error(rev).await,
+                    _ => request_error("list")(error),
+                });
+            }
+        };
+        let items = response
+            .kvs()
+            .iter()
+            .map(|kv| self.to_key_value(kv, "list"))
+            .collect::<Result<Vec<_>>>()?;
+        let rev = match opts.rev {
+            Some(rev) => rev,
+            None => header_rev(response.header(), "list")?,
+        };
+        Ok(ListPage {
+            items,
+            rev,
+            more: response.more(),
+        })
+    }
+
+    async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
+        let current = self.current_revision().await?;
+        if after > current {
+            return Err(StoreError::FutureRevision {
+                requested: after,
+                current,
+            });
+        }
+        let known = self.known_compacted.load(Ordering::SeqCst);
+        if after < known.saturating_sub(1) {
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted: known,
+            });
+        }
+        // etcd only reports a compacted start revision asynchronously, inside the stream;
+        // check first so the caller gets the error at once. Revision `after` is readable in
+        // etcd exactly when etcd compacted at or below it, i.e. when `after >= c - 1`.
+        let refused = if after == 0 {
+            self.probe_compacted().await? > 1
+        } else {
+            !self.readable_at(after).await?
+        };
+        if refused {
+            return Err(self.compacted_error(after).await);
+        }
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(to_etcd_rev(after + 1))
+            .with_prev_key();
+        let stream = self
+            .client
+            .watch_client()
+            .watch(self.full_key(prefix), Some(options))
+            .await
+            .map_err(request_error("watch"))?;
+        let progress = EtcdWatch {
+            stream,
+            pending: VecDeque::new(),
+            root: self.root.clone(),
+            delivered_through: after,
+            known_compacted: Arc::clone(&self.known_compacted),
+            finished: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            progress,
+            |mut progress| async move {
+                let item = progress.next().await?;
+                Some((item, progress))
+            },
+        )))
+    }
+
+    async fn current_revision(&self) -> Result<Rev> {
+        let options = GetOptions::new().with_count_only();
+        let response = self
+            .client
+            .kv_client()
+            .get(self.root.clone(), Some(options))
+            .await
+            .map_err(request_error("revision read"))?;
+        header_rev(response.header(), "revision read")
+    }
+
+    async fn compacted_revision(&self) -> Result<Rev> {
+        self.probe_compacted().await
+    }
+
+    async fn compact(&self, rev: Rev) -> Result<()> {
+        let current = self.current_revision().await?;
+        if rev > current {
+            return Err(StoreError::FutureRevision {
+                requested: rev,
+                current,
+            });
+        }
+        if rev <= self.known_compacted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let etcd_rev = rev - 1;
+        if etcd_rev >= 1 {
+            match self
+                .client
+                .kv_client()
+                .compact(to_etcd_rev(etcd_rev), None)
+                .await
+            {
+                Ok(_) => {}
+                // Already compacted further (by us earlier or by someone else).
+                Err(error) if revision_refusal(&error) == Some(RevisionRefusal::Compacted) => {}
+                Err(error) => return Err(request_error("compact")(error)),
+            }
+        }
+        self.known_compacted.fetch_max(rev, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// State of one etcd watch stream.
+struct EtcdWatch {
+    stream: etcd_client::WatchStream,
+    pending: VecDeque<Event>,
+    root: String,
+    delivered_through: Rev,
+    known_compacted: Arc<AtomicU64>,
+    finished: bool,
+}
+
+impl EtcdWatch {
+    /// The next item, or `None` once the stream has ended.
+    async fn next(&mut self) -> Option<Result<Event>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                self.delivered_through = event.rev;
+                return Some(Ok(event));
+            }
+            if self.finished {
+                return None;
+            }
+            let response = match self.stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => {
+                    self.finished = true;
+                    return Some(Err(unexpected("watch", "etcd closed the watch stream")));
+                }
+                Err(source) => {
+                    self.finished = true;
+                    return Some(Err(EtcdError::Request {
+                        operation: "watch",
+                        source,
+                    }
+                    .into()));
+                }
+            };
+            if response.canceled() {
+                self.finished = true;
+                if response.compact_revision() > 0 {
+                    let compacted = from_etcd_rev(response.compact_revision()) + 1;
+                    self.known_compacted.fetch_max(compacted, Ordering::SeqCst);
+                    return Some(Err(StoreError::Compacted {
+                        requested: self.delivered_through,
+                        compacted,
+                    }));
+                }
+                let reason = response.cancel_reason().to_owned();
+                return Some(Err(unexpected(
+                    "watch",
+                    format!("etcd canceled the watch: {reason}"),
+                )));
+            }
+            // `created` and progress responses carry no events.
+            for event in response.events() {
+                match convert_event(&self.root, event) {
+                    Ok(event) => self.pending.push_back(event),
+                    Err(error) => {
+                        self.finished = true;
+                        return Some(Err(error));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn convert_event(root: &str, event: &etcd_client::Event) -> Result<Event> {
+    let Some(kv) = event.kv() else {
+        return Err(unexpected("watch", "an event without a key"));
+    };
+    let prev = event
+        .prev_kv()
+        .map(|prev| to_key_value(root, prev, "watch"))
+        .transpose()?;
+    let current = to_key_value(root, kv, "watch")?;
+    let rev = current.mod_rev;
+    match event.event_type() {
+        EventType::Put => Ok(Event {
+            kind: EventKind::Put,
+            rev,
+            kv: current,
+            prev,
+        }),
+        EventType::Delete => {
+            // etcd's delete event carries only the key and the delete revision; the last value
+            // comes from prev_kv, which this backend's compaction rule keeps available.
+            let kv = match &prev {
+                Some(prev) => KeyValue {
+                    mod_rev: rev,
+                    ..prev.clone()
+                },
+                None => {
+                    tracing::warn!(key = %current.key, rev, "etcd delete event without the previous value");
+                    KeyValue {
+                        key: current.key,
+                        value: Bytes::new(),
+                        create_rev: 0,
+                        mod_rev: rev,
+                    }
+                }
+            };
+            Ok(Event {
+                kind: EventKind::Delete,
+                rev,
+                kv,
+                prev,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_first_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"/devplane/"), b"/devplane0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+}

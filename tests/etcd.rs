@@ -1,0 +1,157 @@
+//! Two `devplane up` processes sharing one etcd (Debian's etcd-server, started here).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{Devplane, free_port, stdout};
+
+/// An etcd server on free ports, stopped by its process id on drop.
+pub struct Etcd {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// Client URL.
+    pub url: String,
+}
+
+impl Etcd {
+    /// Start etcd; fails the test with a clear message when it is not installed.
+    pub fn start() -> Etcd {
+        let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists());
+        let binary = binary.expect("etcd is not installed: tests/run installs Debian's etcd-server (apt-get install etcd-server)");
+        // etcd preallocates its WAL: keep it in memory where possible.
+        let base = if std::path::Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        for _ in 0..5 {
+            let dir = tempfile::tempdir_in(&base).expect("etcd data dir");
+            let (client, peer) = (free_port(), free_port());
+            let url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let mut child = Command::new(&binary)
+                .args(["--name", "t", "--data-dir"])
+                .arg(dir.path().join("data"))
+                .args([
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer_url,
+                    "--initial-advertise-peer-urls",
+                    &peer_url,
+                ])
+                .args(["--initial-cluster", &format!("t={peer_url}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("etcd starts");
+            let stderr = child.stderr.take().expect("stderr");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("ready to serve client requests") {
+                        let _ = tx.send(true);
+                    }
+                    if line.contains("address already in use") {
+                        let _ = tx.send(false);
+                    }
+                }
+            });
+            if rx.recv_timeout(Duration::from_secs(20)) == Ok(true) {
+                return Etcd {
+                    child,
+                    _dir: dir,
+                    url,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("etcd did not start");
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_devplane_processes_on_one_etcd_see_the_same_objects() {
+    let etcd = Etcd::start();
+    let store = format!(
+        "etcd://{}/devplane-test",
+        etcd.url.trim_start_matches("http://")
+    );
+    let a = Devplane::start(&["--store", &store]);
+    let b = Devplane::start(&["--store", &store]);
+    a.kubectl_ok(&[
+        "apply",
+        "-f",
+        "examples/00-namespaces.yaml",
+        "-f",
+        "examples/smart-home.yaml",
+    ]);
+    let seen = b.kubectl_ok(&["get", "devices", "-n", "smart-home", "-o", "name"]);
+    assert!(
+        seen.contains("device.iot.devplane.io/living-room-climate"),
+        "{seen}"
+    );
+    // A watch through B sees a write through A. The marker's line shows B listed; the watch
+    // then starts from that list's revision, so A's later write cannot be missed.
+    a.kubectl_ok(&["create", "configmap", "marker", "-n", "smart-home"]);
+    let mut watch = Command::new("/usr/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(b.kubeconfig())
+        .args(["get", "configmaps", "-n", "smart-home", "-w", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let out = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("B lists the marker");
+    assert_eq!(first.trim(), "configmap/marker");
+    a.kubectl_ok(&[
+        "create",
+        "configmap",
+        "from-a",
+        "-n",
+        "smart-home",
+        "--from-literal=k=v",
+    ]);
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("B's watch reports A's write");
+    assert_eq!(line.trim(), "configmap/from-a");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let through_b = b.kubectl(&[
+        "get",
+        "configmap",
+        "from-a",
+        "-n",
+        "smart-home",
+        "-o",
+        "jsonpath={.data.k}",
+    ]);
+    assert_eq!(stdout(&through_b), "v");
+}

@@ -1,0 +1,576 @@
+//! Real kubectl (the dispatcher's 1.33, and 1.32 and 1.31 called directly) against
+//! `devplane up` as a separate process.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{Devplane, stderr, stdout, wait_until};
+
+/// Apply the examples the way an operator would: client-side, strict validation (the default).
+fn apply_examples(devplane: &Devplane) {
+    let out = devplane.kubectl_ok(&["apply", "-f", "examples/"]);
+    assert!(
+        out.contains("device.iot.devplane.io/living-room-climate created"),
+        "{out}"
+    );
+}
+
+#[test]
+fn kubectl_apply_creates_the_examples_and_a_second_apply_changes_nothing() {
+    let devplane = Devplane::start(&[]);
+    let version = devplane.kubectl_ok(&["version", "-o", "json"]);
+    assert!(version.contains("\"minor\": \"33\""), "{version}");
+    apply_examples(&devplane);
+    let again = devplane.kubectl_ok(&["apply", "-f", "examples/"]);
+    assert!(
+        again.contains("device.iot.devplane.io/living-room-climate unchanged"),
+        "{again}"
+    );
+    assert!(!again.contains("configured"), "nothing changed: {again}");
+    let server_side = devplane.kubectl_ok(&["apply", "--server-side", "-f", "examples/"]);
+    assert!(server_side.contains("serverside-applied"), "{server_side}");
+}
+
+#[test]
+fn kubectl_get_shows_printer_columns_categories_and_yaml() {
+    let devplane = Devplane::start(&[]);
+    apply_examples(&devplane);
+    let table = devplane.kubectl_ok(&["get", "devices", "-n", "metering"]);
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["NAME", "MODEL", "PHASE", "CONNECTION", "LAST SEEN", "AGE"] {
+        assert!(header.contains(column), "{column} in {header}");
+    }
+    assert!(
+        table.contains("feeder-1-meter") && table.contains("energy-meter"),
+        "{table}"
+    );
+    let wide = devplane.kubectl_ok(&["get", "dev", "-n", "metering", "-o", "wide"]);
+    assert!(
+        wide.contains("GATEWAY") && wide.contains("substation-logger"),
+        "{wide}"
+    );
+    let all = devplane.kubectl_ok(&["get", "devplane", "-A"]);
+    for name in [
+        "devicemodel.iot.devplane.io/string-inverter",
+        "gateway.iot.devplane.io/substation-logger",
+        "onboardingbatch.iot.devplane.io/block-a-inverters",
+        "devicecommand.iot.devplane.io/curtail-inverter-07",
+    ] {
+        assert!(all.contains(name), "{name} in get devplane:\n{all}");
+    }
+    let yaml = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "-o",
+        "yaml",
+    ]);
+    assert!(
+        yaml.contains("kind: Device")
+            && yaml.contains("lifecycle: Servicing")
+            && yaml.contains("resourceVersion:"),
+        "{yaml}"
+    );
+    let resources = devplane.kubectl_ok(&["api-resources"]);
+    for line in [
+        "devices",
+        "dev",
+        "iot.devplane.io/v1alpha1",
+        "devicemodels",
+        "leases",
+        "customresourcedefinitions",
+    ] {
+        assert!(
+            resources.contains(line),
+            "{line} in api-resources:\n{resources}"
+        );
+    }
+}
+
+#[test]
+fn kubectl_get_watch_receives_a_change() {
+    let devplane = Devplane::start(&[]);
+    apply_examples(&devplane);
+    let mut watch = Command::new("/usr/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(devplane.kubeconfig())
+        .args([
+            "get",
+            "devices",
+            "-n",
+            "smart-home",
+            "-w",
+            "--output-watch-events",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w starts");
+    let out = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the initial table");
+    assert!(first.contains("EVENT") || first.contains("NAME"), "{first}");
+    // Wait for the initial row, then change the device.
+    let mut seen = String::new();
+    while !seen.contains("living-room-climate") {
+        seen = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the initial row");
+    }
+    devplane.kubectl_ok(&[
+        "label",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "floor=ground",
+    ]);
+    let changed = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a watch event after the change");
+    assert!(
+        changed.contains("MODIFIED") && changed.contains("living-room-climate"),
+        "{changed}"
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+#[test]
+fn kubectl_describe_shows_events_of_the_object() {
+    let devplane = Devplane::start(&[]);
+    apply_examples(&devplane);
+    let uid = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let event = format!(
+        r#"{{"apiVersion":"v1","kind":"Event","metadata":{{"name":"lrc.1","namespace":"smart-home"}},
+            "involvedObject":{{"apiVersion":"iot.devplane.io/v1alpha1","kind":"Device","name":"living-room-climate","namespace":"smart-home","uid":"{uid}"}},
+            "reason":"CredentialsIssued","message":"credentials issued to the device","type":"Normal",
+            "firstTimestamp":"2026-11-25T10:00:00Z","lastTimestamp":"2026-11-25T10:00:00Z","count":1,"source":{{"component":"devplane"}}}}"#
+    );
+    let path = devplane.dir.join("event.json");
+    std::fs::write(&path, event).expect("write event");
+    devplane.kubectl_ok(&["create", "-f", path.to_str().expect("utf-8")]);
+    let described = devplane.kubectl_ok(&[
+        "describe",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+    ]);
+    assert!(
+        described.contains("CredentialsIssued")
+            && described.contains("credentials issued to the device"),
+        "{described}"
+    );
+    // The same Event through events.k8s.io/v1.
+    let v1 = devplane.kubectl_ok(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "lrc.1",
+        "-n",
+        "smart-home",
+        "-o",
+        "jsonpath={.note}",
+    ]);
+    assert_eq!(v1, "credentials issued to the device");
+}
+
+#[test]
+fn kubectl_explain_prints_field_descriptions() {
+    let devplane = Devplane::start(&[]);
+    let explained = devplane.kubectl_ok(&["explain", "device.spec"]);
+    assert!(
+        explained.contains("modelRef")
+            && explained.contains("The DeviceModel this device conforms to"),
+        "{explained}"
+    );
+    let lifecycle = devplane.kubectl_ok(&["explain", "device.spec.lifecycle"]);
+    assert!(
+        lifecycle.contains("Desired lifecycle stage") && lifecycle.contains("ENUM"),
+        "{lifecycle}"
+    );
+}
+
+#[test]
+fn kubectl_diff_and_server_dry_run_store_nothing() {
+    let devplane = Devplane::start(&[]);
+    apply_examples(&devplane);
+    let unchanged = devplane.kubectl(&["diff", "-f", "examples/smart-home.yaml"]);
+    assert_eq!(
+        unchanged.status.code(),
+        Some(0),
+        "no diff: {}{}",
+        stdout(&unchanged),
+        stderr(&unchanged)
+    );
+    let changed_file = devplane.dir.join("changed.yaml");
+    let text = std::fs::read_to_string(crate::support::repo().join("examples/smart-home.yaml"))
+        .expect("example");
+    std::fs::write(
+        &changed_file,
+        text.replace("reportIntervalSeconds: 600", "reportIntervalSeconds: 900"),
+    )
+    .expect("write");
+    let diff = devplane.kubectl(&["diff", "-f", changed_file.to_str().expect("utf-8")]);
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "a diff: {}{}",
+        stdout(&diff),
+        stderr(&diff)
+    );
+    assert!(
+        stdout(&diff).contains("+    reportIntervalSeconds: 900"),
+        "{}",
+        stdout(&diff)
+    );
+    let before = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    let dry = devplane.kubectl_ok(&[
+        "apply",
+        "--dry-run=server",
+        "-f",
+        changed_file.to_str().expect("utf-8"),
+    ]);
+    assert!(dry.contains("(server dry run)"), "{dry}");
+    let after = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}/{.spec.desired.reportIntervalSeconds}",
+    ]);
+    assert_eq!(after, format!("{before}/600"), "the dry run stored nothing");
+    let new_file = devplane.dir.join("new.yaml");
+    std::fs::write(&new_file, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dry, namespace: default}\ndata: {a: b}\n").expect("write");
+    devplane.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-f",
+        new_file.to_str().expect("utf-8"),
+    ]);
+    let missing = devplane.kubectl(&["get", "configmap", "dry"]);
+    assert!(!missing.status.success(), "a dry-run create stores nothing");
+}
+
+#[test]
+fn kubectl_wait_returns_when_the_condition_is_set() {
+    let devplane = Devplane::start(&[]);
+    apply_examples(&devplane);
+    let kubeconfig = devplane.kubeconfig();
+    let waiter = Command::new("/usr/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "wait",
+            "--for=condition=Ready",
+            "device/living-room-climate",
+            "-n",
+            "smart-home",
+            "--timeout=60s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl wait starts");
+    // Set the condition only once kubectl waits on a watch, so the wait really waits.
+    wait_until(
+        "kubectl wait to watch the device",
+        Duration::from_secs(20),
+        || {
+            devplane
+                .log_text()
+                .lines()
+                .any(|l| l.contains("namespaces/smart-home/devices") && l.contains("watch=true"))
+        },
+    );
+    let generation = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "-o",
+        "jsonpath={.metadata.generation}",
+    ]);
+    let patch = format!(
+        r#"{{"status":{{"observedGeneration":{generation},"conditions":[{{"type":"Ready","status":"True","reason":"Test","message":"set by the test","lastTransitionTime":"2026-11-25T10:00:00Z","observedGeneration":{generation}}}]}}}}"#
+    );
+    devplane.kubectl_ok(&[
+        "patch",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch,
+    ]);
+    let output = waiter.wait_with_output().expect("kubectl wait ends");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("condition met"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn kubectl_delete_honours_finalizers_and_collects_owned_objects() {
+    let devplane = Devplane::start(&[]);
+    apply_examples(&devplane);
+    let uid = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "met-mast-01",
+        "-n",
+        "solar-farm",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let owned = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: met-mast-01-settings\n  namespace: solar-farm\n  ownerReferences:\n  - apiVersion: iot.devplane.io/v1alpha1\n    kind: Device\n    name: met-mast-01\n    uid: {uid}\ndata: {{interval: \"60\"}}\n"
+    );
+    let path = devplane.dir.join("owned.yaml");
+    std::fs::write(&path, owned).expect("write");
+    devplane.kubectl_ok(&["apply", "-f", path.to_str().expect("utf-8")]);
+    devplane.kubectl_ok(&[
+        "patch",
+        "device",
+        "met-mast-01",
+        "-n",
+        "solar-farm",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ]);
+    let deleted = devplane.kubectl(&[
+        "delete",
+        "device",
+        "met-mast-01",
+        "-n",
+        "solar-farm",
+        "--wait=false",
+    ]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let held = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "met-mast-01",
+        "-n",
+        "solar-farm",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(!held.is_empty(), "the finalizer holds the device");
+    devplane.kubectl_ok(&[
+        "patch",
+        "device",
+        "met-mast-01",
+        "-n",
+        "solar-farm",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    wait_until("the device to go", Duration::from_secs(20), || {
+        !devplane
+            .kubectl(&["get", "device", "met-mast-01", "-n", "solar-farm"])
+            .status
+            .success()
+    });
+    wait_until(
+        "the owned ConfigMap to be collected",
+        Duration::from_secs(20),
+        || {
+            !devplane
+                .kubectl(&[
+                    "get",
+                    "configmap",
+                    "met-mast-01-settings",
+                    "-n",
+                    "solar-farm",
+                ])
+                .status
+                .success()
+        },
+    );
+    // A plain delete waits for the object to go and returns.
+    let gone = devplane.kubectl_ok(&[
+        "delete",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "--timeout=30s",
+    ]);
+    assert!(gone.contains("deleted"), "{gone}");
+}
+
+#[test]
+fn invalid_objects_are_refused_with_the_field_named() {
+    let devplane = Devplane::start(&[]);
+    apply_examples(&devplane);
+    let write = |name: &str, text: &str| {
+        let path = devplane.dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("utf-8").to_string()
+    };
+    let wrong_type = write(
+        "wrong-type.yaml",
+        "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: bad, namespace: smart-home}\nspec: {modelRef: {name: 5}}\n",
+    );
+    let out = devplane.kubectl(&["apply", "-f", &wrong_type]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("spec.modelRef.name")
+            && stderr(&out).contains("must be of type string"),
+        "{}",
+        stderr(&out)
+    );
+    let unknown = write(
+        "unknown.yaml",
+        "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: bad, namespace: smart-home}\nspec: {modelRef: {name: m}, colour: red}\n",
+    );
+    let out = devplane.kubectl(&["apply", "-f", &unknown]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown field \"spec.colour\""),
+        "{}",
+        stderr(&out)
+    );
+    devplane.kubectl_ok(&[
+        "patch",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"lifecycle":"Decommissioned"}}"#,
+    ]);
+    let back = devplane.kubectl(&[
+        "patch",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"lifecycle":"Servicing"}}"#,
+    ]);
+    assert!(!back.status.success());
+    assert!(
+        stderr(&back).contains("spec.lifecycle")
+            && stderr(&back).contains("Decommissioned is terminal"),
+        "{}",
+        stderr(&back)
+    );
+}
+
+#[test]
+fn older_kubectl_versions_work_too() {
+    let devplane = Devplane::start(&[]);
+    for binary in ["kubectl.1.32", "kubectl.1.31"] {
+        let applied = devplane.kubectl_binary(binary, &["apply", "-f", "examples/"]);
+        assert!(
+            applied.status.success(),
+            "{binary} apply: {}",
+            stderr(&applied)
+        );
+        let table = devplane.kubectl_binary(binary, &["get", "devices", "-A"]);
+        assert!(
+            stdout(&table).contains("MODEL") && stdout(&table).contains("living-room-climate"),
+            "{binary}: {}",
+            stdout(&table)
+        );
+        let ssa = devplane.kubectl_binary(
+            binary,
+            &["apply", "--server-side", "-f", "examples/smart-home.yaml"],
+        );
+        assert!(
+            ssa.status.success(),
+            "{binary} apply --server-side: {}",
+            stderr(&ssa)
+        );
+        let explained = devplane.kubectl_binary(binary, &["explain", "gateway.spec.subDevices"]);
+        assert!(
+            stdout(&explained).contains("selector"),
+            "{binary} explain: {}{}",
+            stdout(&explained),
+            stderr(&explained)
+        );
+    }
+}
+
+#[test]
+fn requests_without_a_valid_token_get_401() {
+    let devplane = Devplane::start(&[]);
+    let (code, body) = devplane.curl("GET", "/api/v1/namespaces", None, None);
+    assert_eq!(code, 401, "{body}");
+    let (code, _) = devplane.curl("GET", "/api/v1/namespaces", Some("wrong-token"), None);
+    assert_eq!(code, 401);
+    let (code, _) = devplane.curl("GET", "/api/v1/namespaces", Some(&devplane.token()), None);
+    assert_eq!(code, 200);
+    let (code, _) = devplane.curl("GET", "/version", None, None);
+    assert_eq!(
+        code, 200,
+        "version is public (the kubectl dispatcher asks it without a token)"
+    );
+}
+
+#[test]
+fn secret_data_never_reaches_the_log() {
+    let mut devplane = Devplane::start(&[]);
+    devplane.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "probe",
+        "--from-literal=password=UnmistakableSecretValue42",
+    ]);
+    let shown = devplane.kubectl_ok(&["get", "secret", "probe", "-o", "jsonpath={.data.password}"]);
+    assert_eq!(shown, "VW5taXN0YWthYmxlU2VjcmV0VmFsdWU0Mg==");
+    devplane.stop();
+    let log = devplane.log_text();
+    assert!(!log.is_empty());
+    assert!(
+        !log.contains("UnmistakableSecretValue42")
+            && !log.contains("VW5taXN0YWthYmxlU2VjcmV0VmFsdWU0Mg"),
+        "secret in log"
+    );
+}
