@@ -574,3 +574,78 @@ fn secret_data_never_reaches_the_log() {
         "secret in log"
     );
 }
+
+#[test]
+fn deleting_a_namespace_deletes_everything_in_it() {
+    let devplane = Devplane::start(&[]);
+    apply_examples(&devplane);
+    devplane.kubectl_ok(&["create", "configmap", "c1", "-n", "metering"]);
+    let out = devplane.kubectl_ok(&["delete", "namespace", "metering", "--timeout=60s"]);
+    assert!(out.contains("deleted"), "{out}");
+    assert!(
+        !devplane
+            .kubectl(&["get", "namespace", "metering"])
+            .status
+            .success(),
+        "the namespace is gone"
+    );
+    let left = devplane.kubectl_ok(&[
+        "get",
+        "devices,gateways,devicemodels,configmaps",
+        "-n",
+        "metering",
+        "-o",
+        "name",
+    ]);
+    assert!(left.trim().is_empty(), "nothing left: {left}");
+    let refused = devplane.kubectl(&["delete", "namespace", "default"]);
+    assert!(
+        !refused.status.success() && stderr(&refused).contains("may not be deleted"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[test]
+fn deleting_a_crd_deletes_its_custom_resources_and_its_api() {
+    let devplane = Devplane::start(&[]);
+    apply_examples(&devplane);
+    devplane.kubectl_ok(&[
+        "delete",
+        "crd",
+        "devicecommands.iot.devplane.io",
+        "--timeout=60s",
+    ]);
+    let gone = devplane.kubectl(&["get", "devicecommands", "-A"]);
+    assert!(!gone.status.success(), "the kind is no longer served");
+    // kubectl either re-discovered (no such type) or used its cached discovery (404 on list).
+    let message = stderr(&gone);
+    assert!(
+        message.contains("doesn't have a resource type")
+            || message.contains("could not find the requested resource"),
+        "{message}"
+    );
+    devplane.kubectl_ok(&["apply", "-f", "crds/devicecommands.iot.devplane.io.yaml"]);
+    let empty = devplane.kubectl_ok(&["get", "devicecommands", "-A", "-o", "name"]);
+    assert!(empty.trim().is_empty(), "its objects went with it: {empty}");
+}
+
+#[test]
+fn generate_name_and_delete_collection_work() {
+    let devplane = Devplane::start(&[]);
+    let path = devplane.dir.join("generated.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: gen-, labels: {batch: x}}\n",
+    )
+    .expect("write");
+    for _ in 0..3 {
+        let created = devplane.kubectl_ok(&["create", "-f", path.to_str().expect("utf-8")]);
+        assert!(created.starts_with("configmap/gen-"), "{created}");
+    }
+    let names = devplane.kubectl_ok(&["get", "configmaps", "-l", "batch=x", "-o", "name"]);
+    assert_eq!(names.lines().count(), 3, "{names}");
+    devplane.kubectl_ok(&["delete", "configmaps", "-l", "batch=x"]);
+    let left = devplane.kubectl_ok(&["get", "configmaps", "-l", "batch=x", "-o", "name"]);
+    assert!(left.trim().is_empty(), "{left}");
+}

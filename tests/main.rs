@@ -3,6 +3,7 @@
 
 mod cli;
 mod etcd;
+mod inprocess;
 mod kubectl;
 mod python_client;
 mod restart;

@@ -556,9 +556,13 @@ impl Inner {
             let key = resource.key(namespace, &name);
             match self.store.create(&key, encode(resource, &object)?).await {
                 Ok(kv) => {
-                    let stored = decode(resource, &kv)?;
+                    // What was stored is this object; only the revision is new.
+                    meta_mut(&mut object).insert(
+                        "resourceVersion".into(),
+                        Value::String(kv.mod_rev.to_string()),
+                    );
                     return Ok(Written {
-                        object: stored,
+                        object,
                         warnings: std::mem::take(&mut warnings),
                         created: true,
                     });
@@ -817,8 +821,13 @@ impl Inner {
             .update(&key, new_bytes, old_rev)
             .await
             .map_err(UpdateError::from_store)?;
+        let mut stored = new;
+        meta_mut(&mut stored).insert(
+            "resourceVersion".into(),
+            Value::String(kv.mod_rev.to_string()),
+        );
         Ok(Written {
-            object: decode(resource, &kv)?,
+            object: stored,
             warnings,
             created: false,
         })
@@ -1214,6 +1223,11 @@ impl Selectors {
             }
         }
         Ok(Selectors { labels, fields })
+    }
+
+    /// Whether there is nothing to select by.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
     }
 
     /// Whether an object (in the resource's view) matches.

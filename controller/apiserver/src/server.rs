@@ -72,6 +72,8 @@ pub struct Inner {
     /// Cancelled on shutdown: ends watches and background tasks.
     pub shutdown: CancellationToken,
     openapi_cache: Mutex<Option<(u64, OpenApiDocuments)>>,
+    /// Watch events decoded once for all watchers.
+    pub events: Arc<crate::watch::EventCache>,
 }
 
 impl Inner {
@@ -153,6 +155,7 @@ impl ApiServer {
             config,
             shutdown: CancellationToken::new(),
             openapi_cache: Mutex::new(None),
+            events: Arc::default(),
         });
         inner.refresh_registry().await?;
         let server = ApiServer { inner };

@@ -2,6 +2,7 @@
 //! selector transitions, bookmarks, timeouts, and "too old resource version" as an in-stream
 //! 410 ERROR event (never an HTTP 410: clients only re-list on the in-stream form).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,19 @@ struct Encoder {
 }
 
 impl Encoder {
+    fn cached_line(&mut self, kind: &str, decoded: &Decoded) -> Bytes {
+        if self.representation != Representation::Object {
+            return self.line(kind, decoded.object.clone());
+        }
+        let mut text = String::with_capacity(decoded.json.len() + 32);
+        text.push_str("{\"type\":\"");
+        text.push_str(kind);
+        text.push_str("\",\"object\":");
+        text.push_str(&decoded.json);
+        text.push_str("}\n");
+        Bytes::from(text)
+    }
+
     fn line(&mut self, kind: &str, object: Value) -> Bytes {
         let object = match self.representation {
             Representation::Object => object,
@@ -154,6 +168,7 @@ pub async fn serve(
     let stream = inner.store.watch(&prefix, start).await;
     let bookmark_interval = inner.config.bookmark_interval;
     let shutdown = inner.shutdown.clone();
+    let cache = inner.events.clone();
     tokio::spawn(async move {
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
@@ -216,7 +231,7 @@ pub async fn serve(
                         }
                     };
                     last_rev = event.rev;
-                    let Some(line) = transition(&resource, &selectors, &event, &mut encoder) else { continue };
+                    let Some(line) = transition(&cache, &resource, &selectors, &event, &mut encoder) else { continue };
                     if tx.send(line).await.is_err() {
                         return;
                     }
@@ -243,33 +258,85 @@ pub async fn serve(
 /// The watch event a store event becomes for this watcher: selectors turn updates into ADDED
 /// (starts matching) or DELETED (stops matching).
 fn transition(
+    cache: &EventCache,
     resource: &Resource,
     selectors: &Selectors,
     event: &devplane_store::Event,
     encoder: &mut Encoder,
 ) -> Option<Bytes> {
-    let decode = |kv: &devplane_store::KeyValue| rest::decode(resource, kv).ok();
-    match event.kind {
-        EventKind::Delete => {
-            let object = decode(&event.kv)?;
-            selectors
-                .matches(resource, &object)
-                .then(|| encoder.line("DELETED", object))
-        }
+    let current = cache.decoded(resource, &event.kv)?;
+    let kind = match event.kind {
+        EventKind::Delete => selectors
+            .matches(resource, &current.object)
+            .then_some("DELETED")?,
         EventKind::Put => {
-            let object = decode(&event.kv)?;
-            let now = selectors.matches(resource, &object);
-            let before = event
-                .prev
-                .as_ref()
-                .and_then(decode)
-                .map(|p| selectors.matches(resource, &p));
+            let now = selectors.matches(resource, &current.object);
+            let before = match (&event.prev, selectors.is_empty()) {
+                (None, _) => None,
+                // Without selectors every version matches: no need to decode the old one.
+                (Some(_), true) => Some(true),
+                (Some(prev), false) => rest::decode(resource, prev)
+                    .ok()
+                    .map(|p| selectors.matches(resource, &p)),
+            };
             match (before, now) {
-                (None | Some(false), true) => Some(encoder.line("ADDED", object)),
-                (Some(true), true) => Some(encoder.line("MODIFIED", object)),
-                (Some(true), false) => Some(encoder.line("DELETED", object)),
-                (_, false) => None,
+                (None | Some(false), true) => "ADDED",
+                (Some(true), true) => "MODIFIED",
+                (Some(true), false) => "DELETED",
+                (_, false) => return None,
             }
         }
+    };
+    Some(encoder.cached_line(kind, &current))
+}
+
+/// A store event's object decoded into a resource's view and serialized once, shared by every
+/// watcher of that resource (ten watchers cost one decode and one encode, not ten).
+pub struct Decoded {
+    /// The object.
+    pub object: Value,
+    /// Its JSON.
+    pub json: String,
+}
+
+/// Decoded events by (resource view, revision), and their insertion order for eviction.
+type CacheEntries = (
+    HashMap<(String, Rev), Arc<Decoded>>,
+    VecDeque<(String, Rev)>,
+);
+
+/// Recently decoded watch events, by resource view and revision.
+#[derive(Default)]
+pub struct EventCache {
+    entries: parking_lot::Mutex<CacheEntries>,
+}
+
+/// Entries the cache keeps (a little more than the burst a fast writer produces between two
+/// polls of a watcher).
+const EVENT_CACHE_CAPACITY: usize = 1024;
+
+impl EventCache {
+    fn decoded(&self, resource: &Resource, kv: &devplane_store::KeyValue) -> Option<Arc<Decoded>> {
+        let key = (
+            format!("{}/{}", resource.api_version(), resource.kind),
+            kv.mod_rev,
+        );
+        if let Some(hit) = self.entries.lock().0.get(&key) {
+            return Some(hit.clone());
+        }
+        let object = rest::decode(resource, kv).ok()?;
+        let json = object.to_string();
+        let decoded = Arc::new(Decoded { object, json });
+        let mut guard = self.entries.lock();
+        let (map, order) = &mut *guard;
+        if map.insert(key.clone(), decoded.clone()).is_none() {
+            order.push_back(key);
+            while order.len() > EVENT_CACHE_CAPACITY {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+        Some(decoded)
     }
 }

@@ -21,6 +21,10 @@ pub enum Command {
     /// Run the standalone control plane: a Kubernetes-compatible API server with devplane's
     /// CRDs, over the embedded store (or etcd); writes a kubeconfig for kubectl.
     Up(UpArgs),
+    /// Measure the API server: creates/s and latency with watchers attached, list latency,
+    /// memory per object; optionally on etcd next to etcd's raw put rate.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Check manifests offline: schemas, model resolution, references between files, attribute
     /// values, batches and commands. Exits 1 when it finds a problem.
     Validate(ValidateArgs),
@@ -67,4 +71,31 @@ pub struct UpArgs {
     /// "410 Gone" and clients re-list.
     #[arg(long, env = "DEVPLANE_HISTORY_REVISIONS", default_value_t = 10_000)]
     pub history_revisions: u64,
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The Kubernetes API server over the embedded store (and etcd, with --etcd).
+    Api(BenchApiArgs),
+}
+
+/// Arguments of `devplane bench api`.
+#[derive(Debug, Args)]
+pub struct BenchApiArgs {
+    /// Objects to create while the watchers watch.
+    #[arg(long, default_value_t = 20_000)]
+    pub creates: u64,
+    /// Watchers attached during the creates.
+    #[arg(long, default_value_t = 10)]
+    pub watchers: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Objects in the store when list latency is measured.
+    #[arg(long, default_value_t = 100_000)]
+    pub list_objects: u64,
+    /// An etcd endpoint (`host:port`) to compare against: raw puts, then the API over etcd.
+    #[arg(long)]
+    pub etcd: Option<String>,
 }

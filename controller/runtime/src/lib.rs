@@ -1,5 +1,6 @@
 //! The `devplane` command line: argument parsing and the wiring of each subcommand.
 
+pub mod bench;
 mod cli;
 pub mod pki;
 pub mod up;
@@ -20,6 +21,9 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Up(args) => {
             run_async(async move { up::run(&args).await.map_err(|e| e.to_string()) })
+        }
+        Command::Bench(cli::BenchCommand::Api(args)) => {
+            run_async(async move { bench::run(&args).await })
         }
     }
 }

@@ -450,7 +450,11 @@ impl Store for Embedded {
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
         self.check_open()?;
         let start = self.inner.core.state.read().watch_from(prefix, after)?;
-        Ok(watch_stream(start, prefix.to_owned()))
+        Ok(watch_stream(
+            start,
+            prefix.to_owned(),
+            Arc::downgrade(&self.inner.core),
+        ))
     }
 
     async fn current_revision(&self) -> Result<Rev> {
@@ -480,17 +484,21 @@ struct WatchProgress {
     /// Every revision up to here has been looked at (replayed, filtered out or delivered).
     seen_through: Rev,
     finished: bool,
+    /// The store, to catch up from its event log when the live feed ran ahead of this
+    /// watcher; weak so that an open stream does not keep a closed store alive.
+    core: std::sync::Weak<Core>,
 }
 
 /// Replays the logged events, then follows the live feed. The stream holds no reference to
 /// the store: when the store closes, the feed closes and the stream ends.
-fn watch_stream(start: WatchStart, prefix: String) -> WatchStream {
+fn watch_stream(start: WatchStart, prefix: String, core: std::sync::Weak<Core>) -> WatchStream {
     let progress = WatchProgress {
         replay: start.replay.into_iter(),
         feed: start.feed,
         prefix,
         seen_through: start.seen_through,
         finished: false,
+        core,
     };
     Box::pin(futures::stream::unfold(
         progress,
@@ -513,8 +521,24 @@ fn watch_stream(start: WatchStart, prefix: String) -> WatchStream {
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
-                        // The feed dropped events this watcher never saw; it must start over
-                        // (the API server turns this into 410 Gone).
+                        // The live feed dropped events this watcher never saw. While the event
+                        // log still holds them, replay from the log and follow a new
+                        // subscription; only a watcher behind the retained history must start
+                        // over (the API server turns that into 410 Gone).
+                        let resumed = progress.core.upgrade().map(|core| {
+                            core.state
+                                .read()
+                                .watch_from(&progress.prefix, progress.seen_through)
+                        });
+                        if let Some(Ok(start)) = resumed {
+                            progress.replay = start.replay.into_iter();
+                            progress.feed = start.feed;
+                            progress.seen_through = start.seen_through;
+                            if let Some(event) = progress.replay.next() {
+                                return Some((Ok(Event::clone(&event)), progress));
+                            }
+                            continue;
+                        }
                         progress.finished = true;
                         let error = StoreError::Compacted {
                             requested: progress.seen_through,

@@ -1,0 +1,433 @@
+//! `devplane bench api`: throughput and latency of the API server as a client sees it —
+//! creates/s and latency percentiles of 1 KiB custom resources with watchers attached, list
+//! latency at a large object count, memory per stored object — on the embedded store, and
+//! on etcd next to the raw etcd put rate measured in the same run.
+//!
+//! The server runs in this process and is reached over loopback HTTP/1.1 (no TLS, so the
+//! figures are the server's, not the cipher's).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use devplane_apiserver::{ApiServer, ApiServerConfig};
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::BenchApiArgs;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+const DEVICES: &str = "/apis/iot.devplane.io/v1alpha1/namespaces/bench/devices";
+
+/// A running API server for the benchmark.
+struct Target {
+    base: String,
+    client: HttpClient,
+    stop: CancellationToken,
+    server: ApiServer,
+}
+
+impl Target {
+    async fn start(store: Arc<dyn devplane_store::Store>) -> Result<Target, String> {
+        let config = ApiServerConfig {
+            run_controllers: false,
+            ..ApiServerConfig::default()
+        };
+        let server = ApiServer::new(store, config)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::up::install(&server)
+            .await
+            .map_err(|e| e.to_string())?;
+        server
+            .ensure(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}))
+            .await
+            .map_err(|e| e.to_string())?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("bind: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let stop = CancellationToken::new();
+        tokio::spawn(crate::up::serve(
+            listener,
+            server.router(),
+            None,
+            stop.clone(),
+        ));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1024)
+            .build_http();
+        Ok(Target {
+            base: format!("http://{addr}"),
+            client,
+            stop,
+            server,
+        })
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Bytes), String> {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        let body = match body {
+            Some(v) => {
+                builder = builder.header("content-type", "application/json");
+                Full::new(Bytes::from(v.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = builder.body(body).map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    fn shutdown(&self) {
+        self.server.shutdown();
+        self.stop.cancel();
+    }
+}
+
+/// A ~1 KiB Device.
+fn device(i: u64) -> Value {
+    json!({
+        "apiVersion": "iot.devplane.io/v1alpha1",
+        "kind": "Device",
+        "metadata": {"name": format!("bench-{i:07}"), "labels": {"iot.devplane.io/site": "bench", "bench/shard": (i % 16).to_string()}},
+        "spec": {
+            "modelRef": {"name": "string-inverter", "namespace": "solar-farm"},
+            "connection": {"direct": {"protocols": ["mqtt"]}},
+            "serialNumber": format!("SN-{i:010}"),
+            "attributes": {"manufacturer": "Helios Power", "ratedPower": 50000, "notes": "x".repeat(40)},
+        }
+    })
+}
+
+struct Run {
+    creates_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    errors: u64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Create objects `from..to` with `concurrency` clients.
+async fn creates(target: &Arc<Target>, from: u64, to: u64, concurrency: usize) -> Run {
+    let next = Arc::new(AtomicU64::new(from));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (target, next, errors) = (target.clone(), next.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= to {
+                    return latencies;
+                }
+                let body = device(i);
+                let t = Instant::now();
+                match target.request("POST", DEVICES, Some(&body)).await {
+                    Ok((201, _)) => latencies.push(t.elapsed()),
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap_or_default());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Run {
+        creates_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        max: latencies.last().copied().unwrap_or_default(),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+/// Start `n` watchers of every Device; each counts the events it receives.
+async fn watchers(target: &Arc<Target>, n: usize) -> Result<Vec<Arc<AtomicU64>>, String> {
+    let (_, list) = target.request("GET", DEVICES, None).await?;
+    let rv = serde_json::from_slice::<Value>(&list)
+        .ok()
+        .and_then(|l| {
+            l["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let mut counters = Vec::new();
+    for _ in 0..n {
+        let counter = Arc::new(AtomicU64::new(0));
+        counters.push(counter.clone());
+        let request = hyper::Request::builder()
+            .uri(format!(
+                "{}{DEVICES}?watch=true&resourceVersion={rv}&timeoutSeconds=3600",
+                target.base
+            ))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let response = target
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let mut body = response.into_body().into_data_stream();
+            while let Some(Ok(chunk)) = body.next().await {
+                let lines = chunk.iter().filter(|b| **b == b'\n').count() as u64;
+                counter.fetch_add(lines, Ordering::Relaxed);
+            }
+        });
+    }
+    Ok(counters)
+}
+
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+async fn wait_for(counters: &[Arc<AtomicU64>], want: u64, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if counters.iter().all(|c| c.load(Ordering::Relaxed) >= want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Run `devplane bench api`.
+pub async fn run(args: &BenchApiArgs) -> Result<(), String> {
+    println!(
+        "devplane bench api: {} creates with {} watchers, {} concurrent clients; list at {} objects",
+        args.creates, args.watchers, args.concurrency, args.list_objects
+    );
+    let dir = tempfile_dir()?;
+    let store = devplane_store::open(&format!("file://{}", dir.display()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let target = Arc::new(Target::start(store).await?);
+    let rss_before = rss_bytes();
+    let counters = watchers(&target, args.watchers).await?;
+    let run = creates(&target, 0, args.creates, args.concurrency).await;
+    let delivered = wait_for(&counters, args.creates, Duration::from_secs(120)).await;
+    let rss_after = rss_bytes();
+    println!("\nembedded store (WAL on {})", dir.display());
+    println!(
+        "  creates: {:.0}/s   p50 {}   p99 {}   max {}   errors {}",
+        run.creates_per_second,
+        ms(run.p50),
+        ms(run.p99),
+        ms(run.max),
+        run.errors
+    );
+    let received: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    println!(
+        "  watchers: {} each received {:?} events; all delivered {} after the last create",
+        args.watchers,
+        received.iter().min().copied().unwrap_or(0),
+        ms(delivered)
+    );
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        let per_object = after.saturating_sub(before) as f64 / args.creates as f64;
+        println!(
+            "  memory: {:.0} bytes RSS per stored object (server and store in this process, history included)",
+            per_object
+        );
+    }
+    if args.list_objects > args.creates {
+        let fill = creates(&target, args.creates, args.list_objects, args.concurrency).await;
+        wait_for(&counters, args.list_objects, Duration::from_secs(300)).await;
+        println!(
+            "  filled to {} objects at {:.0} creates/s (p99 {})",
+            args.list_objects,
+            fill.creates_per_second,
+            ms(fill.p99)
+        );
+        if let (Some(before), Some(after)) = (rss_before, rss_bytes()) {
+            let per_object = after.saturating_sub(before) as f64 / args.list_objects as f64;
+            println!(
+                "  memory: {per_object:.0} bytes RSS per stored object at {} objects",
+                args.list_objects
+            );
+        }
+    }
+    let started = Instant::now();
+    let (status, body) = target.request("GET", DEVICES, None).await?;
+    let full = started.elapsed();
+    let items = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|l| l["items"].as_array().map(Vec::len))
+        .unwrap_or(0);
+    println!(
+        "  list: {items} objects in one response ({} MiB, {} bytes per object, HTTP {status}) in {}",
+        body.len() / (1024 * 1024),
+        body.len() / items.max(1),
+        ms(full)
+    );
+    let started = Instant::now();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let path = if token.is_empty() {
+            format!("{DEVICES}?limit=500")
+        } else {
+            format!("{DEVICES}?limit=500&continue={token}")
+        };
+        let (_, body) = target.request("GET", &path, None).await?;
+        pages += 1;
+        let page: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        token = page["metadata"]["continue"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if token.is_empty() {
+            break;
+        }
+    }
+    println!(
+        "  list: paginated by 500 in {} pages in {}",
+        pages,
+        ms(started.elapsed())
+    );
+    let started = Instant::now();
+    let (_, _) = target
+        .request(
+            "GET",
+            &format!("{DEVICES}?labelSelector=bench/shard%3D3"),
+            None,
+        )
+        .await?;
+    println!(
+        "  list: label-selected sixteenth in {}",
+        ms(started.elapsed())
+    );
+    target.shutdown();
+
+    if let Some(etcd) = &args.etcd {
+        etcd_comparison(etcd, args).await?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("devplane-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Raw etcd put rate and API creates over etcd, same size, concurrency and count.
+async fn etcd_comparison(endpoint: &str, args: &BenchApiArgs) -> Result<(), String> {
+    let endpoint = endpoint.trim_start_matches("etcd://").to_string();
+    let client = etcd_client::Client::connect([format!("http://{endpoint}")], None)
+        .await
+        .map_err(|e| format!("etcd: {e}"))?;
+    let value = vec![b'x'; 1024];
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let run_id = std::process::id();
+    let limit = args.creates;
+    for _ in 0..args.concurrency {
+        let (mut client, next, value) = (client.clone(), next.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= limit {
+                    return latencies;
+                }
+                let t = Instant::now();
+                if client
+                    .put(format!("/bench-raw-{run_id}/{i:07}"), value.clone(), None)
+                    .await
+                    .is_ok()
+                {
+                    latencies.push(t.elapsed());
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap_or_default());
+    }
+    let raw_rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    println!("\netcd at {endpoint}");
+    println!(
+        "  raw etcd puts (1 KiB): {:.0}/s   p50 {}   p99 {}",
+        raw_rate,
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99))
+    );
+    let store = devplane_store::open(&format!("etcd://{endpoint}/bench-api-{run_id}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let target = Arc::new(Target::start(store).await?);
+    let counters = watchers(&target, args.watchers).await?;
+    let run = creates(&target, 0, args.creates, args.concurrency).await;
+    let delivered = wait_for(&counters, args.creates, Duration::from_secs(120)).await;
+    println!(
+        "  API creates over etcd: {:.0}/s   p50 {}   p99 {}   errors {}   (watch delivery {} after the last create)",
+        run.creates_per_second,
+        ms(run.p50),
+        ms(run.p99),
+        run.errors,
+        ms(delivered)
+    );
+    println!(
+        "  overhead: API creates/s ÷ raw etcd puts/s = {:.2}",
+        run.creates_per_second / raw_rate
+    );
+    target.shutdown();
+    Ok(())
+}
