@@ -504,37 +504,136 @@ fn invalid_objects_are_refused_with_the_field_named() {
 
 #[test]
 fn older_kubectl_versions_work_too() {
-    let devplane = Devplane::start(&[]);
     for binary in ["kubectl.1.32", "kubectl.1.31"] {
-        let applied = devplane.kubectl_binary(binary, &["apply", "-f", "examples/"]);
+        let devplane = Devplane::start(&[]);
+        let run = |args: &[&str]| {
+            let output = devplane.kubectl_binary(binary, args);
+            (output.status.code(), stdout(&output), stderr(&output))
+        };
+        let (code, _, err) = run(&["apply", "-f", "examples/"]);
+        assert_eq!(code, Some(0), "{binary} apply: {err}");
+        let (_, table, _) = run(&["get", "devices", "-A"]);
         assert!(
-            applied.status.success(),
-            "{binary} apply: {}",
-            stderr(&applied)
+            table.contains("MODEL") && table.contains("living-room-climate"),
+            "{binary} get: {table}"
         );
-        let table = devplane.kubectl_binary(binary, &["get", "devices", "-A"]);
+        let (_, all, _) = run(&["get", "devplane", "-A"]);
         assert!(
-            stdout(&table).contains("MODEL") && stdout(&table).contains("living-room-climate"),
-            "{binary}: {}",
-            stdout(&table)
+            all.contains("gateway.iot.devplane.io/substation-logger"),
+            "{binary} get devplane: {all}"
         );
-        let ssa = devplane.kubectl_binary(
-            binary,
-            &["apply", "--server-side", "-f", "examples/smart-home.yaml"],
-        );
+        let (_, yaml, _) = run(&[
+            "get",
+            "gateway",
+            "substation-logger",
+            "-n",
+            "metering",
+            "-o",
+            "yaml",
+        ]);
+        assert!(yaml.contains("kind: Gateway"), "{binary} -o yaml: {yaml}");
+        let (code, _, err) = run(&["apply", "--server-side", "-f", "examples/smart-home.yaml"]);
+        assert_eq!(code, Some(0), "{binary} apply --server-side: {err}");
+        let (code, out, err) = run(&["diff", "-f", "examples/smart-home.yaml"]);
+        assert_eq!(code, Some(0), "{binary} diff: {out}{err}");
+        let (code, _, err) = run(&[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            "examples/smart-home.yaml",
+        ]);
+        assert_eq!(code, Some(0), "{binary} dry run: {err}");
+        let (_, explained, _) = run(&["explain", "gateway.spec.subDevices"]);
         assert!(
-            ssa.status.success(),
-            "{binary} apply --server-side: {}",
-            stderr(&ssa)
+            explained.contains("selector"),
+            "{binary} explain: {explained}"
         );
-        let explained = devplane.kubectl_binary(binary, &["explain", "gateway.spec.subDevices"]);
+        let (_, resources, _) = run(&["api-resources", "--api-group=iot.devplane.io"]);
         assert!(
-            stdout(&explained).contains("selector"),
-            "{binary} explain: {}{}",
-            stdout(&explained),
-            stderr(&explained)
+            resources.contains("onboardingbatches"),
+            "{binary} api-resources: {resources}"
         );
+        let bad = devplane.dir.join("bad.yaml");
+        std::fs::write(&bad, "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: bad, namespace: smart-home}\nspec: {modelRef: {name: m}, colour: red}\n").expect("write");
+        let (code, _, err) = run(&["apply", "-f", bad.to_str().expect("utf-8")]);
+        assert_ne!(code, Some(0));
+        assert!(
+            err.contains("unknown field \"spec.colour\""),
+            "{binary} strict validation: {err}"
+        );
+        let (code, out, err) = run(&[
+            "delete",
+            "device",
+            "living-room-climate",
+            "-n",
+            "smart-home",
+            "--timeout=30s",
+        ]);
+        assert_eq!(code, Some(0), "{binary} delete: {out}{err}");
     }
+}
+
+#[test]
+fn foreground_and_orphan_deletion_treat_dependents_as_asked() {
+    let devplane = Devplane::start(&[]);
+    apply_examples(&devplane);
+    let owned_by = |owner: &str, name: &str| {
+        let uid = devplane.kubectl_ok(&[
+            "get",
+            "device",
+            owner,
+            "-n",
+            "metering",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ]);
+        let text = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: metering\n  ownerReferences:\n  - {{apiVersion: iot.devplane.io/v1alpha1, kind: Device, name: {owner}, uid: {uid}, blockOwnerDeletion: true}}\n"
+        );
+        let path = devplane.dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, text).expect("write");
+        devplane.kubectl_ok(&["apply", "-f", path.to_str().expect("utf-8")]);
+    };
+    owned_by("feeder-1-meter", "feeder-1-config");
+    owned_by("feeder-2-meter", "feeder-2-config");
+    devplane.kubectl_ok(&[
+        "delete",
+        "device",
+        "feeder-1-meter",
+        "-n",
+        "metering",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ]);
+    assert!(
+        !devplane
+            .kubectl(&["get", "configmap", "feeder-1-config", "-n", "metering"])
+            .status
+            .success(),
+        "foreground deleted the dependent first"
+    );
+    devplane.kubectl_ok(&[
+        "delete",
+        "device",
+        "feeder-2-meter",
+        "-n",
+        "metering",
+        "--cascade=orphan",
+        "--timeout=60s",
+    ]);
+    let orphan = devplane.kubectl_ok(&[
+        "get",
+        "configmap",
+        "feeder-2-config",
+        "-n",
+        "metering",
+        "-o",
+        "jsonpath={.metadata.ownerReferences}",
+    ]);
+    assert!(
+        orphan.trim().is_empty(),
+        "the orphan lost its owner reference: {orphan}"
+    );
 }
 
 #[test]
