@@ -71,6 +71,9 @@ pub struct UpArgs {
     /// "410 Gone" and clients re-list.
     #[arg(long, env = "DEVPLANE_HISTORY_REVISIONS", default_value_t = 10_000)]
     pub history_revisions: u64,
+    /// Serve the API only; run the controllers elsewhere (`devplane controller`).
+    #[arg(long)]
+    pub no_controllers: bool,
 }
 
 /// Benchmarks.

@@ -159,13 +159,42 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
 
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
+    let controllers = if args.no_controllers {
+        None
+    } else {
+        // The controllers talk to this server in-process: no socket, no TLS, same API.
+        let client = kube::Client::new(server.in_process_router("controller"), "default");
+        let settings = devplane_reconcilers::Settings {
+            endpoints: default_endpoints(&local.ip().to_string()),
+            ..Default::default()
+        };
+        Some(tokio::spawn(devplane_reconcilers::run(
+            client,
+            settings,
+            Arc::new(devplane_reconcilers::NoMetrics),
+            stop.clone(),
+        )))
+    };
     serve(listener, server.router(), tls, stop.clone()).await;
     tracing::info!("shutting down");
+    if let Some(controllers) = controllers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), controllers).await;
+    }
     server.shutdown();
     for task in background {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     Ok(())
+}
+
+/// Front-door endpoints written into credentials Secrets (the front door's default ports on
+/// the API host).
+pub fn default_endpoints(host: &str) -> Vec<(String, String)> {
+    vec![
+        ("mqtt".into(), format!("mqtt://{host}:1883")),
+        ("http".into(), format!("http://{host}:8080")),
+        ("coap".into(), format!("coap://{host}:5683")),
+    ]
 }
 
 fn absolute(path: &Path) -> PathBuf {

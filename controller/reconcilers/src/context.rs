@@ -1,0 +1,189 @@
+//! What every controller shares: the client, caches of the objects controllers look up
+//! (reflectors), settings, metrics hooks, events, the clock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use devplane_api::v1alpha1::{Device, DeviceModel, DeviceModelSpec, Gateway};
+use devplane_core::model::{ModelKey, ModelSource};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use parking_lot::Mutex;
+
+/// Settings of the controllers.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Endpoints written into credentials Secrets, by protocol (`mqtt`, `http`, `coap`).
+    pub endpoints: Vec<(String, String)>,
+    /// How long old credentials keep working after a rotation.
+    pub rotation_overlap: Duration,
+    /// Concurrent device applies of one OnboardingBatch.
+    pub batch_concurrency: usize,
+    /// Name reported on Events.
+    pub reporter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            endpoints: vec![
+                ("mqtt".into(), "mqtt://127.0.0.1:1883".into()),
+                ("http".into(), "http://127.0.0.1:8080".into()),
+                ("coap".into(), "coap://127.0.0.1:5683".into()),
+            ],
+            rotation_overlap: Duration::from_secs(600),
+            batch_concurrency: 32,
+            reporter: "devplane-controller".into(),
+        }
+    }
+}
+
+/// Hooks the runtime gives the controllers for metrics.
+pub trait Observer: Send + Sync {
+    /// A reconcile of `controller` started.
+    fn started(&self, controller: &'static str);
+    /// A reconcile of `controller` finished after `elapsed`, with an error category on failure.
+    fn finished(&self, controller: &'static str, elapsed: Duration, error: Option<&'static str>);
+}
+
+/// An observer that records nothing.
+pub struct NoMetrics;
+
+impl Observer for NoMetrics {
+    fn started(&self, _: &'static str) {}
+    fn finished(&self, _: &'static str, _: Duration, _: Option<&'static str>) {}
+}
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// Every DeviceModel.
+    pub models: Store<DeviceModel>,
+    /// Every Device.
+    pub devices: Store<Device>,
+    /// Every Gateway.
+    pub gateways: Store<Gateway>,
+    /// Settings.
+    pub settings: Settings,
+    /// Metrics hooks.
+    pub observer: Arc<dyn Observer>,
+    /// Which devices and gateways depend on which models (their whole extends lineage), so a
+    /// model change re-validates exactly its dependants.
+    pub dependants: Mutex<HashMap<ModelKey, HashSet<Dependant>>>,
+    recorder: Recorder,
+    /// The clock (injected so tests can set time).
+    pub clock: fn() -> jiff::Timestamp,
+}
+
+/// An object that depends on a model.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Dependant {
+    /// A Device.
+    Device(ObjectRef<Device>),
+    /// A Gateway.
+    Gateway(ObjectRef<Gateway>),
+}
+
+/// A snapshot of the model cache that model resolution reads.
+pub struct Models(HashMap<ModelKey, Arc<DeviceModel>>);
+
+impl ModelSource for Models {
+    fn model(&self, key: &ModelKey) -> Option<&DeviceModelSpec> {
+        self.0.get(key).map(|m| &m.spec)
+    }
+}
+
+impl Context {
+    /// A context over reflector stores (filled by the caller's watches).
+    pub fn new(
+        client: kube::Client,
+        models: Store<DeviceModel>,
+        devices: Store<Device>,
+        gateways: Store<Gateway>,
+        settings: Settings,
+        observer: Arc<dyn Observer>,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: settings.reporter.clone(),
+            instance: std::env::var("HOSTNAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            models,
+            devices,
+            gateways,
+            settings,
+            observer,
+            dependants: Mutex::new(HashMap::new()),
+            clock: jiff::Timestamp::now,
+        }
+    }
+
+    /// Now, whole seconds (as Kubernetes times are).
+    pub fn now(&self) -> Time {
+        let now = (self.clock)();
+        Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+    }
+
+    /// The model cache as a resolution source.
+    pub fn models(&self) -> Models {
+        Models(
+            self.models
+                .state()
+                .into_iter()
+                .filter_map(|m| Some((ModelKey::new(m.namespace()?, m.name_any()), m)))
+                .collect(),
+        )
+    }
+
+    /// Record that `dependant` depends on every model in `keys` (replacing what it depended on).
+    pub fn record_dependency(
+        &self,
+        dependant: Dependant,
+        keys: impl IntoIterator<Item = ModelKey>,
+    ) {
+        let mut index = self.dependants.lock();
+        for set in index.values_mut() {
+            set.remove(&dependant);
+        }
+        for key in keys {
+            index.entry(key).or_default().insert(dependant.clone());
+        }
+        index.retain(|_, set| !set.is_empty());
+    }
+
+    /// The objects that depend on a model.
+    pub fn dependants_of(&self, key: &ModelKey) -> Vec<Dependant> {
+        self.dependants
+            .lock()
+            .get(key)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Publish a Kubernetes Event about `object`; failures are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::debug!(error = %e, reason, "cannot publish an event");
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The Device controller: resolves the device's model, validates its attribute values, issues
+//! credentials when its lifecycle allows, drives `status.phase` by the lifecycle state machine,
+//! and revokes credentials on Decommissioned and on deletion.
+//!
+//! Pipeline: dereference (model, gateway) → validate (pure) → lifecycle and credentials
+//! (`identity`) → status, written only when it changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use devplane_api::constants::{field_managers, finalizers};
+use devplane_api::v1alpha1::{Device, DeviceStatus, Gateway};
+use devplane_core::model::{self, ModelKey, ResolveError, ResolvedModel};
+use devplane_core::payload::{self, AttributeCheck};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::context::{Context, Dependant};
+use crate::credentials::ROTATE_ANNOTATION;
+use crate::error::{Error, Result, api};
+use crate::identity::{self, Problem, Subject};
+
+/// Controller name in metrics and logs.
+pub const NAME: &str = "device";
+
+/// Reconcile one Device.
+pub async fn reconcile(device: Arc<Device>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = device
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let devices: Api<Device> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&devices, finalizers::DEVICE, device, |event| async {
+        match event {
+            Finalizer::Apply(device) => apply(&device, &ctx).await,
+            Finalizer::Cleanup(device) => cleanup(&device, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The model of an object, resolved against the model cache; on success also the version
+/// requirement of the reference is checked.
+pub fn resolve_model(
+    ctx: &Context,
+    reference: &devplane_api::v1alpha1::ModelReference,
+    namespace: &str,
+) -> (ModelKey, std::result::Result<ResolvedModel, Problem>) {
+    let key = ModelKey::from_ref(reference, namespace);
+    let resolved = model::resolve(&ctx.models(), &key).map_err(|e| match &e {
+        ResolveError::Missing { missing, .. } if *missing == key => {
+            Problem::new("ModelNotFound", format!("model {key} does not exist"))
+        }
+        other => Problem::new(
+            other.reason(),
+            format!("model {key} does not resolve: {other}"),
+        ),
+    });
+    let resolved =
+        resolved.and_then(
+            |m| match reference.version.as_deref().map(semver_requirement) {
+                Some(Ok(req)) if !req.matches(&m.version) => Err(Problem::new(
+                    "VersionMismatch",
+                    format!(
+                        "model {key} has version {}, which does not satisfy {:?}",
+                        m.version,
+                        reference.version.as_deref().unwrap_or_default()
+                    ),
+                )),
+                Some(Err(e)) => Err(Problem::new("InvalidVersionRequirement", e)),
+                _ => Ok(m),
+            },
+        );
+    (key, resolved)
+}
+
+fn semver_requirement(text: &str) -> std::result::Result<semver::VersionReq, String> {
+    text.parse()
+        .map_err(|e| format!("{text:?} is not a version requirement: {e}"))
+}
+
+/// Problems with a device's attribute and desired values (pure).
+pub fn attribute_problems(device: &Device, model: &ResolvedModel) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (field, values, check) in [
+        (
+            "spec.attributes",
+            &device.spec.attributes,
+            AttributeCheck::Configured,
+        ),
+        (
+            "spec.desired",
+            &device.spec.desired,
+            AttributeCheck::Desired,
+        ),
+    ] {
+        for e in payload::validate_attributes(model, values, check) {
+            problems.push(Problem::new("InvalidAttributes", format!("{field}: {e}")));
+        }
+    }
+    problems
+}
+
+async fn apply(device: &Device, ctx: &Context) -> Result<Action> {
+    let namespace = device
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = device.name_any();
+    let (key, resolved) = resolve_model(ctx, &device.spec.model_ref, &namespace);
+    let lineage: Vec<ModelKey> = match &resolved {
+        Ok(m) => m.lineage.iter().map(|(k, _)| k.clone()).collect(),
+        Err(_) => vec![key.clone()],
+    };
+    ctx.record_dependency(Dependant::Device(ObjectRef::from_obj(device)), lineage);
+
+    let mut problems = Vec::new();
+    if let Some(gateway) = device.spec.connection.gateway()
+        && ctx
+            .gateways
+            .get(&ObjectRef::<Gateway>::new(gateway).within(&namespace))
+            .is_none()
+    {
+        problems.push(Problem::new(
+            "GatewayNotFound",
+            format!("gateway {namespace}/{gateway} does not exist"),
+        ));
+    }
+    if let Ok(model) = &resolved {
+        problems.extend(attribute_problems(device, model));
+    }
+    let status = device.status.clone().unwrap_or_default();
+    let endpoints = endpoints_for(
+        &ctx.settings.endpoints,
+        &device.spec.connection.direct_protocols(),
+    );
+    let subject = Subject {
+        kind_label: "device",
+        namespace: &namespace,
+        name: &name,
+        generation: device.metadata.generation,
+        lifecycle: device.spec.lifecycle,
+        phase: status.phase,
+        has_connected: status
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.first_connected.is_some()),
+        rotation: device.annotations().get(ROTATE_ANNOTATION).cloned(),
+        owner: device
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingMetadata("uid"))?,
+        conditions: status.conditions.clone(),
+        model: resolved
+            .as_ref()
+            .map(|m| m.version.to_string())
+            .map_err(Clone::clone),
+        problems,
+        endpoints,
+    };
+    let outcome = identity::reconcile(ctx, subject, field_managers::DEVICE).await?;
+    let new_status = DeviceStatus {
+        observed_generation: device.metadata.generation,
+        phase: Some(outcome.phase),
+        conditions: outcome.conditions.clone(),
+        model_version: resolved
+            .as_ref()
+            .ok()
+            .map(|m| m.version.to_string())
+            .or(status.model_version.clone()),
+        credentials: outcome.credentials.clone(),
+        ..status.clone()
+    };
+    if new_status != status {
+        write_status(ctx, &namespace, &name, &new_status).await?;
+        identity::announce(ctx, device, status.phase, &outcome, &status.conditions).await;
+    }
+    Ok(match outcome.requeue_at {
+        Some(at) => Action::requeue(until(ctx, at)),
+        // Nothing to do until something changes; a resync keeps caches honest.
+        None => Action::requeue(Duration::from_secs(600)),
+    })
+}
+
+/// The endpoints a device may use: the configured ones for its allowed protocols.
+pub fn endpoints_for(
+    all: &[(String, String)],
+    protocols: &[devplane_api::v1alpha1::Protocol],
+) -> Vec<(String, String)> {
+    let allowed: Vec<&str> = if protocols.is_empty() {
+        vec!["mqtt", "http", "coap"]
+    } else {
+        protocols.iter().map(|p| p.as_str()).collect()
+    };
+    all.iter()
+        .filter(|(p, _)| allowed.contains(&p.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Time from now until `at` (at least a second).
+pub fn until(ctx: &Context, at: jiff::Timestamp) -> Duration {
+    let seconds = at.as_second() - (ctx.clock)().as_second();
+    Duration::from_secs(seconds.max(1) as u64)
+}
+
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &DeviceStatus,
+) -> Result<()> {
+    // Only the fields this controller owns; the front door owns connection and reported.
+    let mut status_json =
+        serde_json::to_value(status).map_err(|e| Error::Serialize("DeviceStatus", e))?;
+    if let Some(map) = status_json.as_object_mut() {
+        map.remove("connection");
+        map.remove("reported");
+    }
+    let patch = json!({"apiVersion": Device::api_version(&()), "kind": Device::kind(&()), "status": status_json});
+    let devices: Api<Device> = Api::namespaced(ctx.client.clone(), namespace);
+    devices
+        .patch_status(
+            name,
+            &PatchParams::apply(field_managers::DEVICE).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(api(format!("write status of Device {namespace}/{name}")))?;
+    Ok(())
+}
+
+/// On deletion: revoke the credentials (the Secret would also go by owner reference, but a
+/// deleted device must not be able to connect even briefly).
+async fn cleanup(device: &Device, ctx: &Context) -> Result<Action> {
+    let namespace = device
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let secret_name = devplane_core::naming::credentials_secret_name(&device.name_any());
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(ctx.client.clone(), &namespace);
+    match secrets.delete(&secret_name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(api(format!("revoke Secret {secret_name}"))(e)),
+    }
+    ctx.record_dependency(Dependant::Device(ObjectRef::from_obj(device)), Vec::new());
+    Ok(Action::await_change())
+}
+
+/// What to do after a failed reconcile.
+pub fn error_policy(_device: Arc<Device>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %error, category = error.category(), "device reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,48 @@
+//! The controllers' error type.
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("Kubernetes API call failed: {context}")]
+    Api {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// The object lacks a namespace or name (a malformed watch event).
+    #[error("object has no {0}")]
+    MissingMetadata(&'static str),
+    /// The finalizer helper failed.
+    #[error("finalizer step failed")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// An object could not be serialized.
+    #[error("cannot serialize {0}")]
+    Serialize(&'static str, #[source] serde_json::Error),
+}
+
+impl Error {
+    /// A stable label for metrics and event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Api { .. } => "ApiError",
+            Error::MissingMetadata(_) => "MissingMetadata",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
+                _ => "FinalizerError",
+            },
+            Error::Serialize(..) => "SerializeError",
+        }
+    }
+}
+
+/// Attach context to a kube error.
+pub fn api(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Api { context, source }
+}
+
+/// Result of a reconcile step.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,218 @@
+//! The Gateway controller: credentials and lifecycle like a Device, and the count of
+//! sub-devices it may act for (devices naming it in `gatewayRef`, plus those its selector
+//! picks), kept current as devices come and go.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use devplane_api::constants::{field_managers, finalizers};
+use devplane_api::v1alpha1::{Device, Gateway, GatewayStatus};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::context::{Context, Dependant};
+use crate::credentials::ROTATE_ANNOTATION;
+use crate::device::{endpoints_for, resolve_model, until};
+use crate::error::{Error, Result, api};
+use crate::identity::{self, Subject};
+
+/// Controller name in metrics and logs.
+pub const NAME: &str = "gateway";
+
+/// Whether a gateway may act for a device (pure).
+pub fn may_act_for(gateway: &Gateway, device: &Device) -> bool {
+    if gateway.namespace() != device.namespace() {
+        return false;
+    }
+    if device.spec.connection.gateway() == Some(gateway.name_any().as_str()) {
+        return true;
+    }
+    let Some(selector) = &gateway.spec.sub_devices.selector else {
+        return false;
+    };
+    let labels = device.labels();
+    let by_labels = selector
+        .match_labels
+        .as_ref()
+        .is_none_or(|want| want.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let by_expressions = selector.match_expressions.as_ref().is_none_or(|exprs| {
+        exprs.iter().all(|e| {
+            let value = labels.get(&e.key);
+            let values = e.values.clone().unwrap_or_default();
+            match e.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+    });
+    let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|m| m.is_empty());
+    !empty && by_labels && by_expressions
+}
+
+/// Reconcile one Gateway.
+pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = gateway
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let gateways: Api<Gateway> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&gateways, finalizers::GATEWAY, gateway, |event| async {
+        match event {
+            Finalizer::Apply(g) => apply(&g, &ctx).await,
+            Finalizer::Cleanup(g) => cleanup(&g, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+async fn apply(gateway: &Gateway, ctx: &Context) -> Result<Action> {
+    let namespace = gateway
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = gateway.name_any();
+    let (key, resolved) = resolve_model(ctx, &gateway.spec.model_ref, &namespace);
+    let lineage = match &resolved {
+        Ok(m) => m.lineage.iter().map(|(k, _)| k.clone()).collect(),
+        Err(_) => vec![key],
+    };
+    ctx.record_dependency(Dependant::Gateway(ObjectRef::from_obj(gateway)), lineage);
+    let status = gateway.status.clone().unwrap_or_default();
+    let subject = Subject {
+        kind_label: "gateway",
+        namespace: &namespace,
+        name: &name,
+        generation: gateway.metadata.generation,
+        lifecycle: gateway.spec.lifecycle,
+        phase: status.phase,
+        has_connected: status
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.first_connected.is_some()),
+        rotation: gateway.annotations().get(ROTATE_ANNOTATION).cloned(),
+        owner: gateway
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingMetadata("uid"))?,
+        conditions: status.conditions.clone(),
+        model: resolved
+            .as_ref()
+            .map(|m| m.version.to_string())
+            .map_err(Clone::clone),
+        problems: Vec::new(),
+        endpoints: endpoints_for(&ctx.settings.endpoints, &gateway.spec.protocols),
+    };
+    let outcome = identity::reconcile(ctx, subject, field_managers::GATEWAY).await?;
+    let sub_devices = ctx
+        .devices
+        .state()
+        .iter()
+        .filter(|d| may_act_for(gateway, d))
+        .count() as i64;
+    let new_status = GatewayStatus {
+        observed_generation: gateway.metadata.generation,
+        phase: Some(outcome.phase),
+        conditions: outcome.conditions.clone(),
+        sub_devices: Some(sub_devices),
+        credentials: outcome.credentials.clone(),
+        ..status.clone()
+    };
+    if new_status != status {
+        let mut status_json =
+            serde_json::to_value(&new_status).map_err(|e| Error::Serialize("GatewayStatus", e))?;
+        if let Some(map) = status_json.as_object_mut() {
+            map.remove("connection");
+            map.remove("activeSubDevices");
+        }
+        let patch = json!({"apiVersion": Gateway::api_version(&()), "kind": Gateway::kind(&()), "status": status_json});
+        let gateways: Api<Gateway> = Api::namespaced(ctx.client.clone(), &namespace);
+        gateways
+            .patch_status(
+                &name,
+                &PatchParams::apply(field_managers::GATEWAY).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(api(format!("write status of Gateway {namespace}/{name}")))?;
+        identity::announce(ctx, gateway, status.phase, &outcome, &status.conditions).await;
+    }
+    Ok(match outcome.requeue_at {
+        Some(at) => Action::requeue(until(ctx, at)),
+        None => Action::requeue(Duration::from_secs(600)),
+    })
+}
+
+async fn cleanup(gateway: &Gateway, ctx: &Context) -> Result<Action> {
+    let namespace = gateway
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let secret_name = devplane_core::naming::credentials_secret_name(&gateway.name_any());
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(ctx.client.clone(), &namespace);
+    match secrets.delete(&secret_name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(api(format!("revoke Secret {secret_name}"))(e)),
+    }
+    ctx.record_dependency(Dependant::Gateway(ObjectRef::from_obj(gateway)), Vec::new());
+    Ok(Action::await_change())
+}
+
+/// What to do after a failed reconcile.
+pub fn error_policy(_gateway: Arc<Gateway>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %error, category = error.category(), "gateway reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The gateways a device change concerns: the one it names and those whose selector may
+/// pick it (all gateways of its namespace with a selector).
+pub fn gateways_for(device: &Device, gateways: &[Arc<Gateway>]) -> Vec<ObjectRef<Gateway>> {
+    gateways
+        .iter()
+        .filter(|g| g.namespace() == device.namespace())
+        .filter(|g| {
+            device.spec.connection.gateway() == Some(g.name_any().as_str())
+                || g.spec.sub_devices.selector.is_some()
+        })
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_acts_for_devices_naming_it_and_those_its_selector_picks() {
+        let gateway: Gateway = serde_yaml::from_str(
+            "apiVersion: iot.devplane.io/v1alpha1\nkind: Gateway\nmetadata: {name: gw, namespace: ns}\nspec:\n  modelRef: {name: m}\n  subDevices: {selector: {matchLabels: {site: s7}}}\n",
+        )
+        .expect("gateway");
+        let device = |yaml: &str| -> Device { serde_yaml::from_str(yaml).expect("device") };
+        let named = device(
+            "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: a, namespace: ns}\nspec: {modelRef: {name: m}, connection: {gatewayRef: {name: gw}}}\n",
+        );
+        let selected = device(
+            "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: b, namespace: ns, labels: {site: s7}}\nspec: {modelRef: {name: m}}\n",
+        );
+        let other = device(
+            "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: c, namespace: ns, labels: {site: s8}}\nspec: {modelRef: {name: m}}\n",
+        );
+        let elsewhere = device(
+            "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: d, namespace: other, labels: {site: s7}}\nspec: {modelRef: {name: m}}\n",
+        );
+        assert!(may_act_for(&gateway, &named));
+        assert!(may_act_for(&gateway, &selected));
+        assert!(!may_act_for(&gateway, &other));
+        assert!(!may_act_for(&gateway, &elsewhere));
+    }
+}

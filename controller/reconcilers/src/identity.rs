@@ -1,0 +1,301 @@
+//! What Devices and Gateways share: the lifecycle state machine, credentials, and the
+//! ModelResolved / CredentialsIssued / Ready conditions.
+
+use devplane_api::constants::conditions::{CREDENTIALS_ISSUED, MODEL_RESOLVED, READY};
+use devplane_api::v1alpha1::{CredentialsStatus, Lifecycle, Phase};
+use devplane_core::lifecycle;
+use devplane_core::naming::credentials_secret_name;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use kube::api::Api;
+use kube::runtime::events::EventType;
+
+use crate::conditions;
+use crate::context::Context;
+use crate::credentials::{self, Owner, Want};
+use crate::error::{Result, api};
+
+/// A reason and a message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem.
+    pub fn new(reason: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The facts about a Device or Gateway the controller acts on.
+pub struct Subject<'a> {
+    /// `device` or `gateway`.
+    pub kind_label: &'static str,
+    /// Namespace.
+    pub namespace: &'a str,
+    /// Name.
+    pub name: &'a str,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `spec.lifecycle`.
+    pub lifecycle: Lifecycle,
+    /// `status.phase`.
+    pub phase: Option<Phase>,
+    /// Whether it has ever connected (`status.connection.firstConnected`).
+    pub has_connected: bool,
+    /// The rotation request annotation.
+    pub rotation: Option<String>,
+    /// Owner reference for its Secret.
+    pub owner: OwnerReference,
+    /// Current conditions.
+    pub conditions: Vec<Condition>,
+    /// The model: Ok(version) or the problem resolving it.
+    pub model: std::result::Result<String, Problem>,
+    /// Other problems that keep it from Ready (attribute values, a missing gateway).
+    pub problems: Vec<Problem>,
+    /// Endpoints it may use.
+    pub endpoints: Vec<(String, String)>,
+}
+
+/// What the reconcile decided and did.
+pub struct Outcome {
+    /// The phase to record.
+    pub phase: Phase,
+    /// The conditions to record.
+    pub conditions: Vec<Condition>,
+    /// The credentials to record.
+    pub credentials: Option<CredentialsStatus>,
+    /// When to look again (an open rotation overlap), if ever.
+    pub requeue_at: Option<jiff::Timestamp>,
+    /// What was done with the credentials.
+    pub action: credentials::Action,
+}
+
+/// Run the lifecycle and credentials part of a Device or Gateway reconcile.
+pub async fn reconcile(ctx: &Context, subject: Subject<'_>, manager: &str) -> Result<Outcome> {
+    let now = ctx.now();
+    let secret_name = credentials_secret_name(subject.name);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), subject.namespace);
+    let current = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(api(format!("read Secret {secret_name}")))?;
+
+    // A new device waits in Planned (no credentials) until its model resolves; one already in
+    // service keeps its credentials while its model is broken.
+    let held = subject.model.is_err() && matches!(subject.phase, None | Some(Phase::Planned));
+    let next = if held {
+        Phase::Planned
+    } else {
+        lifecycle::next_phase(subject.phase, subject.lifecycle, subject.has_connected)
+    };
+    let want = Want {
+        issued: lifecycle::has_credentials(next),
+        rotation: subject.rotation.clone(),
+    };
+    let action = credentials::plan(&want, current.as_ref(), now.0);
+    let owner = Owner {
+        kind_label: subject.kind_label,
+        namespace: subject.namespace,
+        name: subject.name,
+        reference: subject.owner.clone(),
+        endpoints: subject.endpoints.clone(),
+    };
+    let target = credentials::Target {
+        secrets: &secrets,
+        owner: &owner,
+        secret_name: &secret_name,
+        overlap: ctx.settings.rotation_overlap,
+        manager,
+    };
+    let secret = credentials::apply(&target, &action, current, &want, &now).await?;
+
+    let mut conditions = subject.conditions.clone();
+    let generation = subject.generation;
+    match &subject.model {
+        Ok(version) => conditions::set(
+            &mut conditions,
+            MODEL_RESOLVED,
+            true,
+            "Resolved",
+            format!("model version {version}"),
+            generation,
+            &now,
+        ),
+        Err(p) => conditions::set(
+            &mut conditions,
+            MODEL_RESOLVED,
+            false,
+            &p.reason,
+            p.message.clone(),
+            generation,
+            &now,
+        ),
+    }
+    let issued = secret.is_some();
+    let (reason, message) = match (issued, next) {
+        (true, _) => ("Issued", format!("credentials are in Secret {secret_name}")),
+        (false, Phase::Decommissioned) => {
+            ("Revoked", "decommissioned: credentials revoked".to_string())
+        }
+        (false, _) if held => (
+            "WaitingForModel",
+            "credentials are issued once the model resolves".to_string(),
+        ),
+        (false, _) => (
+            "NotRequested",
+            format!("lifecycle {} issues no credentials", subject.lifecycle),
+        ),
+    };
+    conditions::set(
+        &mut conditions,
+        CREDENTIALS_ISSUED,
+        issued,
+        reason,
+        message,
+        generation,
+        &now,
+    );
+    let blocker = match &subject.model {
+        Err(p) => Some(p.clone()),
+        Ok(_) => subject.problems.first().cloned(),
+    };
+    match &blocker {
+        Some(p) => {
+            let mut message = p.message.clone();
+            if subject.problems.len() > 1 {
+                message.push_str(&format!(
+                    " (and {} more problems)",
+                    subject.problems.len() - 1
+                ));
+            }
+            conditions::set(
+                &mut conditions,
+                READY,
+                false,
+                &p.reason,
+                message,
+                generation,
+                &now,
+            );
+        }
+        None => conditions::set(
+            &mut conditions,
+            READY,
+            true,
+            "Reconciled",
+            format!("phase {next}"),
+            generation,
+            &now,
+        ),
+    }
+
+    let credentials = secret.as_ref().map(|s| CredentialsStatus {
+        secret_name: secret_name.clone(),
+        issued_at: s
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(credentials::ISSUED_AT_ANNOTATION))
+            .and_then(|t| t.parse().ok())
+            .map(Time),
+    });
+    let requeue_at = secret.as_ref().and_then(credentials::overlap_ends);
+    Ok(Outcome {
+        phase: next,
+        conditions,
+        credentials,
+        requeue_at,
+        action,
+    })
+}
+
+/// Events for what changed between the old and new phase and conditions.
+pub async fn announce<K>(
+    ctx: &Context,
+    object: &K,
+    old_phase: Option<Phase>,
+    outcome: &Outcome,
+    old_conditions: &[Condition],
+) where
+    K: kube::Resource<DynamicType = ()>,
+{
+    if old_phase != Some(outcome.phase) {
+        ctx.event(
+            object,
+            EventType::Normal,
+            "PhaseChanged",
+            "Reconcile",
+            format!(
+                "phase {} → {}",
+                old_phase
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                outcome.phase
+            ),
+        )
+        .await;
+    }
+    match &outcome.action {
+        credentials::Action::Create => {
+            ctx.event(
+                object,
+                EventType::Normal,
+                "CredentialsIssued",
+                "IssueCredentials",
+                "credentials issued".into(),
+            )
+            .await
+        }
+        credentials::Action::Rotate => {
+            ctx.event(
+                object,
+                EventType::Normal,
+                "CredentialsRotated",
+                "RotateCredentials",
+                "credentials rotated; the previous password works until the overlap ends".into(),
+            )
+            .await
+        }
+        credentials::Action::Delete => {
+            ctx.event(
+                object,
+                EventType::Normal,
+                "CredentialsRevoked",
+                "RevokeCredentials",
+                "credentials revoked".into(),
+            )
+            .await
+        }
+        _ => {}
+    }
+    for (type_, reason_prefix) in [(MODEL_RESOLVED, "Model"), (READY, "NotReady")] {
+        let was = old_conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone()));
+        let now = outcome.conditions.iter().find(|c| c.type_ == type_);
+        if let Some(now) = now
+            && now.status == "False"
+            && was
+                .as_ref()
+                .is_none_or(|(s, r)| s != "False" || *r != now.reason)
+        {
+            ctx.event(
+                object,
+                EventType::Warning,
+                &now.reason,
+                reason_prefix,
+                now.message.clone(),
+            )
+            .await;
+        }
+    }
+}

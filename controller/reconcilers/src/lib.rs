@@ -1,0 +1,335 @@
+//! devplane's controllers. Each reconciles one kind through `kube::Client` only, so the same
+//! code runs inside `devplane up` (over the in-process API router) and in a cluster
+//! (`devplane controller`):
+//!
+//! - DeviceModel: resolves `extends`, reports Ready or why not, counts and users;
+//! - Device: model and attribute validation, credentials, the lifecycle phase;
+//! - Gateway: the same for gateways, plus the sub-devices they may act for;
+//! - OnboardingBatch: bulk device creation with progress and a deletion policy;
+//! - DeviceCommand: validation against the model and timeouts.
+//!
+//! Each follows the same shape: dereference (caches and reads) → validate and build (pure) →
+//! apply (server-side apply with its own field manager) → status, written only when it
+//! changed, so settled objects cause no writes.
+
+pub mod conditions;
+pub mod context;
+pub mod credentials;
+pub mod device;
+pub mod device_command;
+pub mod device_model;
+pub mod error;
+pub mod gateway;
+pub mod identity;
+pub mod onboarding_batch;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use devplane_api::v1alpha1::{Device, DeviceCommand, DeviceModel, Gateway, OnboardingBatch};
+use devplane_core::model::ModelKey;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use context::Dependant;
+pub use context::{Context, NoMetrics, Observer, Settings};
+pub use error::Error;
+
+/// A reflector of every object of a kind, fed by a background task until `shutdown`.
+fn cache<K>(client: &kube::Client, shutdown: &CancellationToken) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = stream.next() => if next.is_none() { return },
+            }
+        }
+    });
+    reader
+}
+
+/// A boxed reconcile run.
+type ReconcileFuture = std::pin::Pin<Box<dyn Future<Output = Result<Action, Error>> + Send>>;
+
+/// Wrap a reconciler so every run is observed (count, duration, errors by category).
+fn observed<K, F, Fut>(
+    name: &'static str,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> ReconcileFuture
+where
+    K: Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    move |object, ctx| {
+        let reconcile = reconcile.clone();
+        Box::pin(async move {
+            ctx.observer.started(name);
+            let started = Instant::now();
+            let result = reconcile(object, ctx.clone()).await;
+            ctx.observer.finished(
+                name,
+                started.elapsed(),
+                result.as_ref().err().map(Error::category),
+            );
+            result
+        })
+    }
+}
+
+/// Drain a controller's result stream until shutdown.
+async fn drive<S, T, E>(name: &'static str, stream: S)
+where
+    S: futures::Stream<Item = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(result) = stream.next().await {
+        if let Err(e) = result {
+            tracing::debug!(controller = name, error = %e, "controller event");
+        }
+    }
+}
+
+/// Run every controller until `shutdown` is cancelled.
+pub async fn run(
+    client: kube::Client,
+    settings: Settings,
+    observer: Arc<dyn Observer>,
+    shutdown: CancellationToken,
+) {
+    let models = cache::<DeviceModel>(&client, &shutdown);
+    let devices = cache::<Device>(&client, &shutdown);
+    let gateways = cache::<Gateway>(&client, &shutdown);
+    let caches_ready = async {
+        let _ = tokio::join!(
+            models.wait_until_ready(),
+            devices.wait_until_ready(),
+            gateways.wait_until_ready()
+        );
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = caches_ready => {}
+    }
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        models.clone(),
+        devices.clone(),
+        gateways.clone(),
+        settings,
+        observer,
+    ));
+    let stop = {
+        let shutdown = shutdown.clone();
+        move || {
+            let shutdown = shutdown.clone();
+            async move { shutdown.cancelled().await }
+        }
+    };
+    let config = ControllerConfig::default().concurrency(16);
+
+    // DeviceModel: its own changes, models it extends, and its users coming and going.
+    let model_ctx = ctx.clone();
+    let model_devices = ctx.clone();
+    let model_controller = Controller::new(
+        Api::<DeviceModel>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(
+        ControllerConfig::default()
+            .concurrency(4)
+            .debounce(Duration::from_millis(500)),
+    )
+    .watches(
+        Api::<DeviceModel>::all(client.clone()),
+        watcher::Config::default(),
+        move |changed: DeviceModel| {
+            let key = ModelKey::new(changed.namespace().unwrap_or_default(), changed.name_any());
+            device_model::models_extending(&model_ctx, &key)
+                .into_iter()
+                .map(|k| ObjectRef::<DeviceModel>::new(&k.name).within(&k.namespace))
+                .collect::<Vec<_>>()
+        },
+    )
+    .watches(
+        Api::<Device>::all(client.clone()),
+        watcher::Config::default(),
+        move |d: Device| {
+            let _ = &model_devices;
+            let key = ModelKey::from_ref(&d.spec.model_ref, &d.namespace().unwrap_or_default());
+            Some(ObjectRef::<DeviceModel>::new(&key.name).within(&key.namespace))
+        },
+    )
+    .graceful_shutdown_on(stop())
+    .run(
+        observed(device_model::NAME, device_model::reconcile),
+        device_model::error_policy,
+        ctx.clone(),
+    );
+
+    // Device: its own changes, its Secret, its model (and what that extends), its gateway.
+    let dependants_ctx = ctx.clone();
+    let device_devices = devices.clone();
+    let device_controller = Controller::new(
+        Api::<Device>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(config.clone())
+    .owns(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<DeviceModel>::all(client.clone()),
+        watcher::Config::default(),
+        move |m: DeviceModel| {
+            let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
+            dependants_ctx
+                .dependants_of(&key)
+                .into_iter()
+                .filter_map(|d| match d {
+                    Dependant::Device(r) => Some(r),
+                    Dependant::Gateway(_) => None,
+                })
+                .collect::<Vec<_>>()
+        },
+    )
+    .watches(
+        Api::<Gateway>::all(client.clone()),
+        watcher::Config::default(),
+        move |g: Gateway| {
+            let namespace = g.namespace();
+            let name = g.name_any();
+            device_devices
+                .state()
+                .iter()
+                .filter(|d| {
+                    d.namespace() == namespace && d.spec.connection.gateway() == Some(name.as_str())
+                })
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    )
+    .graceful_shutdown_on(stop())
+    .run(
+        observed(device::NAME, device::reconcile),
+        device::error_policy,
+        ctx.clone(),
+    );
+
+    // Gateway: its own changes, its Secret, its model, and devices it may act for.
+    let gateway_dependants = ctx.clone();
+    let gateway_gateways = gateways.clone();
+    let gateway_controller = Controller::new(
+        Api::<Gateway>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(
+        ControllerConfig::default()
+            .concurrency(4)
+            .debounce(Duration::from_millis(200)),
+    )
+    .owns(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<DeviceModel>::all(client.clone()),
+        watcher::Config::default(),
+        move |m: DeviceModel| {
+            let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
+            gateway_dependants
+                .dependants_of(&key)
+                .into_iter()
+                .filter_map(|d| match d {
+                    Dependant::Gateway(r) => Some(r),
+                    Dependant::Device(_) => None,
+                })
+                .collect::<Vec<_>>()
+        },
+    )
+    .watches(
+        Api::<Device>::all(client.clone()),
+        watcher::Config::default(),
+        move |d: Device| gateway::gateways_for(&d, &gateway_gateways.state()),
+    )
+    .graceful_shutdown_on(stop())
+    .run(
+        observed(gateway::NAME, gateway::reconcile),
+        gateway::error_policy,
+        ctx.clone(),
+    );
+
+    let batch_controller = Controller::new(
+        Api::<OnboardingBatch>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().concurrency(4))
+    .graceful_shutdown_on(stop())
+    .run(
+        observed(onboarding_batch::NAME, onboarding_batch::reconcile),
+        onboarding_batch::error_policy,
+        ctx.clone(),
+    );
+
+    let command_controller = Controller::new(
+        Api::<DeviceCommand>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(config);
+    let commands = command_controller.store();
+    let command_controller = command_controller
+        .watches(
+            Api::<Device>::all(client.clone()),
+            watcher::Config::default(),
+            move |d: Device| {
+                let namespace = d.namespace();
+                let name = d.name_any();
+                commands
+                    .state()
+                    .iter()
+                    .filter(|c| c.namespace() == namespace && c.spec.device == name)
+                    .map(|c| ObjectRef::from_obj(c.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(stop())
+        .run(
+            observed(device_command::NAME, device_command::reconcile),
+            device_command::error_policy,
+            ctx.clone(),
+        );
+
+    tokio::join!(
+        drive(device_model::NAME, model_controller),
+        drive(device::NAME, device_controller),
+        drive(gateway::NAME, gateway_controller),
+        drive(onboarding_batch::NAME, batch_controller),
+        drive(device_command::NAME, command_controller),
+    );
+}
