@@ -2,9 +2,11 @@
 //! `devplane` binary (and, as they arrive, real clients against it).
 
 mod cli;
+mod controllers;
 mod etcd;
 mod inprocess;
 mod kubectl;
+mod leader_election;
 mod python_client;
 mod restart;
 mod support;

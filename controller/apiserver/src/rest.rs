@@ -769,9 +769,8 @@ impl Inner {
             );
         }
         object::drop_empty_metadata(&mut new);
-        let new_bytes = encode(resource, &new)?;
-        let old_bytes = encode(resource, &old_view)?;
-        if new_bytes == old_bytes {
+        // Both sides lack resourceVersion here, so equal values mean equal stored bytes.
+        if new == old_view {
             // A no-op write: no new revision, no event.
             return Ok(Written {
                 object: old.clone(),
@@ -788,6 +787,7 @@ impl Inner {
         let finished = object::is_terminating(&new)
             && object::finalizers(&new).is_empty()
             && !spec_finalizers_left;
+        let new_bytes = encode(resource, &new)?;
         if opts.dry_run {
             let mut shown = new;
             meta_mut(&mut shown)
@@ -1101,17 +1101,17 @@ fn check_type_meta(resource: &Resource, object: &Value) -> ApiResult<()> {
 /// Whether an update changes more than metadata (and, with the status subresource, status):
 /// then `generation` goes up.
 fn spec_changed(resource: &Resource, old: &Value, new: &Value) -> bool {
-    let strip = |v: &Value| -> Map<String, Value> {
-        let mut map = v.as_object().cloned().unwrap_or_default();
-        for field in ["metadata", "apiVersion", "kind"] {
-            map.remove(field);
-        }
-        if resource.status_subresource {
-            map.remove("status");
-        }
-        map
+    let ignored = |key: &str| {
+        matches!(key, "metadata" | "apiVersion" | "kind")
+            || (resource.status_subresource && key == "status")
     };
-    strip(old) != strip(new)
+    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else {
+        return old != new;
+    };
+    let differs = |a: &Map<String, Value>, b: &Map<String, Value>| {
+        a.iter().any(|(k, v)| !ignored(k) && b.get(k) != Some(v))
+    };
+    differs(old, new) || differs(new, old)
 }
 
 /// A name from `generateName`: the base (cut to 58 characters) and five random characters.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devplane_api::v1alpha1::{Device, DeviceModel, DeviceModelSpec, Gateway};
-use devplane_core::model::{ModelKey, ModelSource};
+use devplane_core::model::{ModelKey, ModelSource, ResolveError, ResolvedModel};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -57,6 +57,9 @@ impl Observer for NoMetrics {
     fn finished(&self, _: &'static str, _: Duration, _: Option<&'static str>) {}
 }
 
+/// Resolution results by model.
+type ResolvedCache = HashMap<ModelKey, Result<Arc<ResolvedModel>, ResolveError>>;
+
 /// Shared state of the controllers.
 pub struct Context {
     /// The Kubernetes client.
@@ -67,14 +70,18 @@ pub struct Context {
     pub devices: Store<Device>,
     /// Every Gateway.
     pub gateways: Store<Gateway>,
+    /// Every Secret devplane manages (labelled `app.kubernetes.io/managed-by=devplane`).
+    pub secrets: Store<k8s_openapi::api::core::v1::Secret>,
     /// Settings.
     pub settings: Settings,
     /// Metrics hooks.
     pub observer: Arc<dyn Observer>,
+    /// Resolved models, valid while the model cache's fingerprint is unchanged.
+    resolved: Mutex<(u64, ResolvedCache)>,
     /// Which devices and gateways depend on which models (their whole extends lineage), so a
     /// model change re-validates exactly its dependants.
     pub dependants: Mutex<HashMap<ModelKey, HashSet<Dependant>>>,
-    recorder: Recorder,
+    reporter: Reporter,
     /// The clock (injected so tests can set time).
     pub clock: fn() -> jiff::Timestamp,
 }
@@ -104,6 +111,7 @@ impl Context {
         models: Store<DeviceModel>,
         devices: Store<Device>,
         gateways: Store<Gateway>,
+        secrets: Store<k8s_openapi::api::core::v1::Secret>,
         settings: Settings,
         observer: Arc<dyn Observer>,
     ) -> Context {
@@ -112,14 +120,16 @@ impl Context {
             instance: std::env::var("HOSTNAME").ok(),
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             models,
             devices,
             gateways,
+            secrets,
             settings,
             observer,
             dependants: Mutex::new(HashMap::new()),
+            resolved: Mutex::new((0, HashMap::new())),
             clock: jiff::Timestamp::now,
         }
     }
@@ -139,6 +149,39 @@ impl Context {
                 .filter_map(|m| Some((ModelKey::new(m.namespace()?, m.name_any()), m)))
                 .collect(),
         )
+    }
+
+    /// Resolve a model, from a cache that is dropped whenever any model changes (thousands of
+    /// devices share a handful of models).
+    pub fn resolve(&self, key: &ModelKey) -> Result<Arc<ResolvedModel>, ResolveError> {
+        use std::hash::{Hash, Hasher};
+        let models = self.models.state();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for m in &models {
+            (m.namespace(), m.name_any(), m.resource_version()).hash(&mut hasher);
+        }
+        let fingerprint = hasher.finish();
+        {
+            let cache = self.resolved.lock();
+            if cache.0 == fingerprint
+                && let Some(hit) = cache.1.get(key)
+            {
+                return hit.clone();
+            }
+        }
+        let source = Models(
+            models
+                .into_iter()
+                .filter_map(|m| Some((ModelKey::new(m.namespace()?, m.name_any()), m)))
+                .collect(),
+        );
+        let result = devplane_core::model::resolve(&source, key).map(Arc::new);
+        let mut cache = self.resolved.lock();
+        if cache.0 != fingerprint {
+            *cache = (fingerprint, HashMap::new());
+        }
+        cache.1.insert(key.clone(), result.clone());
+        result
     }
 
     /// Record that `dependant` depends on every model in `keys` (replacing what it depended on).
@@ -182,7 +225,11 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        // A recorder per event: kube's Recorder sweeps its whole de-duplication cache on every
+        // publish, which is quadratic over thousands of devices; ours are published on
+        // transitions only, so there is nothing to de-duplicate.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
             tracing::debug!(error = %e, reason, "cannot publish an event");
         }
     }

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::Api;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 
 use crate::conditions;
 use crate::context::Context;
@@ -83,10 +84,10 @@ pub async fn reconcile(ctx: &Context, subject: Subject<'_>, manager: &str) -> Re
     let now = ctx.now();
     let secret_name = credentials_secret_name(subject.name);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), subject.namespace);
-    let current = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(api(format!("read Secret {secret_name}")))?;
+    let cached = ctx
+        .secrets
+        .get(&ObjectRef::<Secret>::new(&secret_name).within(subject.namespace))
+        .map(|s| Secret::clone(&s));
 
     // A new device waits in Planned (no credentials) until its model resolves; one already in
     // service keeps its credentials while its model is broken.
@@ -100,7 +101,17 @@ pub async fn reconcile(ctx: &Context, subject: Subject<'_>, manager: &str) -> Re
         issued: lifecycle::has_credentials(next),
         rotation: subject.rotation.clone(),
     };
-    let action = credentials::plan(&want, current.as_ref(), now.0);
+    // Decide from the cache; anything but "keep" is decided again on a fresh read, so a cache
+    // that has not seen the latest Secret never makes us issue or rotate twice.
+    let mut current = cached;
+    let mut action = credentials::plan(&want, current.as_ref(), now.0);
+    if action != credentials::Action::Keep {
+        current = secrets
+            .get_opt(&secret_name)
+            .await
+            .map_err(api(format!("read Secret {secret_name}")))?;
+        action = credentials::plan(&want, current.as_ref(), now.0);
+    }
     let owner = Owner {
         kind_label: subject.kind_label,
         namespace: subject.namespace,
@@ -227,54 +238,58 @@ pub async fn announce<K>(
 ) where
     K: kube::Resource<DynamicType = ()>,
 {
-    if old_phase != Some(outcome.phase) {
-        ctx.event(
-            object,
-            EventType::Normal,
-            "PhaseChanged",
-            "Reconcile",
-            format!(
-                "phase {} → {}",
-                old_phase
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                outcome.phase
-            ),
+    // One event per transition (a new device's first reconcile is one event, not two): events
+    // are writes, and thousands of devices onboard at once.
+    let phase_note = (old_phase != Some(outcome.phase)).then(|| {
+        format!(
+            "phase {} → {}",
+            old_phase
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            outcome.phase
         )
-        .await;
-    }
-    match &outcome.action {
-        credentials::Action::Create => {
+    });
+    let credentials_note = match &outcome.action {
+        credentials::Action::Create => Some(("CredentialsIssued", "credentials issued")),
+        credentials::Action::Rotate => Some((
+            "CredentialsRotated",
+            "credentials rotated; the previous password works until the overlap ends",
+        )),
+        credentials::Action::Delete => Some(("CredentialsRevoked", "credentials revoked")),
+        _ => None,
+    };
+    match (credentials_note, phase_note) {
+        (Some((reason, note)), Some(phase)) => {
             ctx.event(
                 object,
                 EventType::Normal,
-                "CredentialsIssued",
-                "IssueCredentials",
-                "credentials issued".into(),
+                reason,
+                "Reconcile",
+                format!("{note}; {phase}"),
             )
             .await
         }
-        credentials::Action::Rotate => {
+        (Some((reason, note)), None) => {
             ctx.event(
                 object,
                 EventType::Normal,
-                "CredentialsRotated",
-                "RotateCredentials",
-                "credentials rotated; the previous password works until the overlap ends".into(),
+                reason,
+                "Reconcile",
+                note.to_string(),
             )
             .await
         }
-        credentials::Action::Delete => {
+        (None, Some(phase)) => {
             ctx.event(
                 object,
                 EventType::Normal,
-                "CredentialsRevoked",
-                "RevokeCredentials",
-                "credentials revoked".into(),
+                "PhaseChanged",
+                "Reconcile",
+                phase,
             )
             .await
         }
-        _ => {}
+        (None, None) => {}
     }
     for (type_, reason_prefix) in [(MODEL_RESOLVED, "Model"), (READY, "NotReady")] {
         let was = old_conditions

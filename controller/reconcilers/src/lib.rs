@@ -43,7 +43,11 @@ pub use context::{Context, NoMetrics, Observer, Settings};
 pub use error::Error;
 
 /// A reflector of every object of a kind, fed by a background task until `shutdown`.
-fn cache<K>(client: &kube::Client, shutdown: &CancellationToken) -> Store<K>
+fn cache<K>(
+    client: &kube::Client,
+    config: watcher::Config,
+    shutdown: &CancellationToken,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -54,11 +58,8 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff();
+    let stream = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), config))
+        .default_backoff();
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -74,6 +75,45 @@ where
 
 /// A boxed reconcile run.
 type ReconcileFuture = std::pin::Pin<Box<dyn Future<Output = Result<Action, Error>> + Send>>;
+
+/// Every object of a kind whose spec changed (a new generation): status writes of related
+/// objects must not re-reconcile everything that depends on them (a model's device count
+/// changes with every device onboarded).
+fn spec_changes<K>(
+    client: &kube::Client,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    // Remember each object's generation: an update that keeps it (a status write) is no
+    // trigger; creations, spec changes and deletions are.
+    let mut seen: std::collections::HashMap<(Option<String>, String), Option<i64>> =
+        std::collections::HashMap::new();
+    watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| {
+            let out = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    let key = (o.namespace(), o.name_any());
+                    let generation = o.meta().generation;
+                    (seen.insert(key, generation) != Some(generation)).then_some(Ok(o))
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    seen.remove(&(o.namespace(), o.name_any()));
+                    Some(Ok(o))
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(out)
+        })
+}
 
 /// Wrap a reconciler so every run is observed (count, duration, errors by category).
 fn observed<K, F, Fut>(
@@ -122,14 +162,25 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     shutdown: CancellationToken,
 ) {
-    let models = cache::<DeviceModel>(&client, &shutdown);
-    let devices = cache::<Device>(&client, &shutdown);
-    let gateways = cache::<Gateway>(&client, &shutdown);
+    let models = cache::<DeviceModel>(&client, watcher::Config::default(), &shutdown);
+    let devices = cache::<Device>(&client, watcher::Config::default(), &shutdown);
+    let gateways = cache::<Gateway>(&client, watcher::Config::default(), &shutdown);
+    let managed = format!(
+        "{}={}",
+        devplane_api::constants::labels::MANAGED_BY,
+        devplane_api::constants::labels::MANAGED_BY_VALUE
+    );
+    let secrets = cache::<Secret>(
+        &client,
+        watcher::Config::default().labels(&managed),
+        &shutdown,
+    );
     let caches_ready = async {
         let _ = tokio::join!(
             models.wait_until_ready(),
             devices.wait_until_ready(),
-            gateways.wait_until_ready()
+            gateways.wait_until_ready(),
+            secrets.wait_until_ready()
         );
     };
     tokio::select! {
@@ -141,6 +192,7 @@ pub async fn run(
         models.clone(),
         devices.clone(),
         gateways.clone(),
+        secrets,
         settings,
         observer,
     ));
@@ -165,9 +217,8 @@ pub async fn run(
             .concurrency(4)
             .debounce(Duration::from_millis(500)),
     )
-    .watches(
-        Api::<DeviceModel>::all(client.clone()),
-        watcher::Config::default(),
+    .watches_stream(
+        spec_changes::<DeviceModel>(&client),
         move |changed: DeviceModel| {
             let key = ModelKey::new(changed.namespace().unwrap_or_default(), changed.name_any());
             device_model::models_extending(&model_ctx, &key)
@@ -204,9 +255,8 @@ pub async fn run(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default(),
     )
-    .watches(
-        Api::<DeviceModel>::all(client.clone()),
-        watcher::Config::default(),
+    .watches_stream(
+        spec_changes::<DeviceModel>(&client),
         move |m: DeviceModel| {
             let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
             dependants_ctx
@@ -219,22 +269,18 @@ pub async fn run(
                 .collect::<Vec<_>>()
         },
     )
-    .watches(
-        Api::<Gateway>::all(client.clone()),
-        watcher::Config::default(),
-        move |g: Gateway| {
-            let namespace = g.namespace();
-            let name = g.name_any();
-            device_devices
-                .state()
-                .iter()
-                .filter(|d| {
-                    d.namespace() == namespace && d.spec.connection.gateway() == Some(name.as_str())
-                })
-                .map(|d| ObjectRef::from_obj(d.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    )
+    .watches_stream(spec_changes::<Gateway>(&client), move |g: Gateway| {
+        let namespace = g.namespace();
+        let name = g.name_any();
+        device_devices
+            .state()
+            .iter()
+            .filter(|d| {
+                d.namespace() == namespace && d.spec.connection.gateway() == Some(name.as_str())
+            })
+            .map(|d| ObjectRef::from_obj(d.as_ref()))
+            .collect::<Vec<_>>()
+    })
     .graceful_shutdown_on(stop())
     .run(
         observed(device::NAME, device::reconcile),
@@ -258,9 +304,8 @@ pub async fn run(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default(),
     )
-    .watches(
-        Api::<DeviceModel>::all(client.clone()),
-        watcher::Config::default(),
+    .watches_stream(
+        spec_changes::<DeviceModel>(&client),
         move |m: DeviceModel| {
             let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
             gateway_dependants

@@ -25,6 +25,11 @@ pub enum Command {
     /// memory per object; optionally on etcd next to etcd's raw put rate.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the controllers against any Kubernetes API (in-cluster, a kubeconfig, or
+    /// `devplane up --no-controllers`), with leader election through a Lease.
+    Controller(ControllerArgs),
+    /// Apply OnboardingBatch manifests and, with --wait, follow them to the end.
+    Onboard(OnboardCliArgs),
     /// Check manifests offline: schemas, model resolution, references between files, attribute
     /// values, batches and commands. Exits 1 when it finds a problem.
     Validate(ValidateArgs),
@@ -81,6 +86,22 @@ pub struct UpArgs {
 pub enum BenchCommand {
     /// The Kubernetes API server over the embedded store (and etcd, with --etcd).
     Api(BenchApiArgs),
+    /// Onboarding throughput: one OnboardingBatch through the controllers.
+    Onboard(BenchOnboardArgs),
+}
+
+/// Arguments of `devplane bench onboard`.
+#[derive(Debug, Args)]
+pub struct BenchOnboardArgs {
+    /// Devices in the batch.
+    #[arg(long, default_value_t = 10_000)]
+    pub devices: u64,
+    /// Run on etcd at `host:port` instead of the embedded store.
+    #[arg(long)]
+    pub etcd: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_seconds: u64,
 }
 
 /// Arguments of `devplane bench api`.
@@ -101,4 +122,47 @@ pub struct BenchApiArgs {
     /// An etcd endpoint (`host:port`) to compare against: raw puts, then the API over etcd.
     #[arg(long)]
     pub etcd: Option<String>,
+}
+
+/// Arguments of `devplane controller`.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Kubeconfig to use; default: in-cluster configuration, then $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "DEVPLANE_ADMIN_ADDR", default_value = "127.0.0.1:8081")]
+    pub admin_addr: std::net::SocketAddr,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease; default: host name and process id.
+    #[arg(long, env = "DEVPLANE_IDENTITY")]
+    pub identity: Option<String>,
+    /// Seconds a leader's Lease lasts without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// Host of the device front door, written into credentials Secrets.
+    #[arg(long, env = "DEVPLANE_FRONTDOOR_HOST", default_value = "127.0.0.1")]
+    pub frontdoor_host: String,
+}
+
+/// Arguments of `devplane onboard`.
+#[derive(Debug, Args)]
+pub struct OnboardCliArgs {
+    /// YAML file with one or more OnboardingBatch documents.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    /// Follow the batches until they are done, with a progress bar, then summarize.
+    #[arg(long)]
+    pub wait: bool,
+    /// Kubeconfig to use; default: $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace for batches that name none.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_seconds: u64,
 }

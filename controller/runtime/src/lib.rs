@@ -1,7 +1,11 @@
 //! The `devplane` command line: argument parsing and the wiring of each subcommand.
 
+pub mod admin;
 pub mod bench;
 mod cli;
+pub mod controller;
+pub mod leader;
+pub mod onboard;
 pub mod pki;
 pub mod up;
 pub mod validate;
@@ -22,8 +26,39 @@ pub fn main() -> ExitCode {
         Command::Up(args) => {
             run_async(async move { up::run(&args).await.map_err(|e| e.to_string()) })
         }
+        Command::Controller(args) => run_async(async move { controller::run(&args).await }),
+        Command::Onboard(args) => onboard_command(&args),
         Command::Bench(cli::BenchCommand::Api(args)) => {
             run_async(async move { bench::run(&args).await })
+        }
+        Command::Bench(cli::BenchCommand::Onboard(args)) => {
+            run_async(async move { bench::onboard(&args).await })
+        }
+    }
+}
+
+fn onboard_command(args: &cli::OnboardCliArgs) -> ExitCode {
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("devplane: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut options = onboard::OnboardArgs::new(args.file.clone());
+    options.wait = args.wait;
+    options.kubeconfig = args.kubeconfig.clone();
+    options.namespace = args.namespace.clone();
+    options.timeout = std::time::Duration::from_secs(args.timeout_seconds);
+    match runtime.block_on(onboard::run(&options)) {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(e) => {
+            eprintln!("devplane onboard: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

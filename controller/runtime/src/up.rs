@@ -168,12 +168,39 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
             endpoints: default_endpoints(&local.ip().to_string()),
             ..Default::default()
         };
-        Some(tokio::spawn(devplane_reconcilers::run(
-            client,
-            settings,
-            Arc::new(devplane_reconcilers::NoMetrics),
-            stop.clone(),
-        )))
+        let observer: Arc<dyn devplane_reconcilers::Observer> =
+            Arc::new(devplane_reconcilers::NoMetrics);
+        if store_url.starts_with("etcd://") {
+            // Several `devplane up` may share an etcd: only the Lease holder reconciles.
+            let lease = crate::leader::LeaseConfig::new(
+                "kube-system",
+                crate::controller::LEASE_NAME,
+                crate::controller::default_identity(),
+            );
+            let stop = stop.clone();
+            Some(tokio::spawn(async move {
+                let result = crate::leader::run_as_leader(client.clone(), lease, stop, |token| {
+                    devplane_reconcilers::run(
+                        client.clone(),
+                        settings.clone(),
+                        observer.clone(),
+                        token,
+                    )
+                })
+                .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "leader election failed; controllers stopped");
+                }
+            }))
+        } else {
+            // The embedded store's directory lock already makes this the only process.
+            Some(tokio::spawn(devplane_reconcilers::run(
+                client,
+                settings,
+                observer,
+                stop.clone(),
+            )))
+        }
     };
     serve(listener, server.router(), tls, stop.clone()).await;
     tracing::info!("shutting down");
@@ -236,7 +263,7 @@ async fn compact_periodically(store: Arc<dyn devplane_store::Store>, retain: u64
     }
 }
 
-async fn stop_on_signal(stop: CancellationToken) {
+pub async fn stop_on_signal(stop: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use devplane_api::constants::{field_managers, finalizers};
 use devplane_api::v1alpha1::{Device, DeviceStatus, Gateway};
-use devplane_core::model::{self, ModelKey, ResolveError, ResolvedModel};
+use devplane_core::model::{ModelKey, ResolveError, ResolvedModel};
 use devplane_core::payload::{self, AttributeCheck};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -49,9 +49,9 @@ pub fn resolve_model(
     ctx: &Context,
     reference: &devplane_api::v1alpha1::ModelReference,
     namespace: &str,
-) -> (ModelKey, std::result::Result<ResolvedModel, Problem>) {
+) -> (ModelKey, std::result::Result<Arc<ResolvedModel>, Problem>) {
     let key = ModelKey::from_ref(reference, namespace);
-    let resolved = model::resolve(&ctx.models(), &key).map_err(|e| match &e {
+    let resolved = ctx.resolve(&key).map_err(|e| match &e {
         ResolveError::Missing { missing, .. } if *missing == key => {
             Problem::new("ModelNotFound", format!("model {key} does not exist"))
         }

@@ -63,11 +63,14 @@ pub fn device_object(batch: &OnboardingBatch, planned: &PlannedDevice) -> Result
         .ok_or(Error::MissingMetadata("uid"))?;
     let spec =
         serde_json::to_value(&planned.spec).map_err(|e| Error::Serialize("DeviceSpec", e))?;
+    // The device controller's finalizer comes with the device, which saves it a write and a
+    // round of reconciling per device when thousands arrive at once.
     let mut metadata = json!({
         "name": planned.name,
         "namespace": batch.namespace(),
         "labels": planned.labels,
         "ownerReferences": [owner],
+        "finalizers": [devplane_api::constants::finalizers::DEVICE],
     });
     if !planned.annotations.is_empty() {
         metadata["annotations"] = json!(planned.annotations);

@@ -1,0 +1,624 @@
+//! The controllers inside `devplane up`, driven with real kubectl: examples become Ready with
+//! credentials, lifecycle rules hold, a missing model heals, batches of 10,000 complete (also
+//! across a kill -9), deletion policies apply, and a settled system stops writing.
+
+use std::time::Duration;
+
+use crate::support::{Devplane, stderr, stdout, wait_until};
+
+fn apply_examples_and_settle(devplane: &Devplane) {
+    devplane.kubectl_ok(&["apply", "-f", "examples/"]);
+    devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Complete",
+        "onboardingbatch/block-a-inverters",
+        "-n",
+        "solar-farm",
+        "--timeout=120s",
+    ]);
+    devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "device",
+        "--all",
+        "-A",
+        "--timeout=120s",
+    ]);
+}
+
+fn names(devplane: &Devplane, args: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = devplane
+        .kubectl_ok(args)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn examples_become_ready_with_credentials_and_phase_provisioned() {
+    let devplane = Devplane::start(&[]);
+    apply_examples_and_settle(&devplane);
+    let devices = names(
+        &devplane,
+        &[
+            "get",
+            "devices",
+            "-A",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+        ],
+    );
+    assert_eq!(
+        devices.len(),
+        25,
+        "20 inverters, 3 meters, a weather station, a thermometer: {devices:?}"
+    );
+    let secrets = names(
+        &devplane,
+        &[
+            "get",
+            "secrets",
+            "-A",
+            "--field-selector=type=iot.devplane.io/device-credentials",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+        ],
+    );
+    for device in &devices {
+        assert!(
+            secrets.contains(&format!("{device}-credentials")),
+            "{device} has a credentials Secret: {secrets:?}"
+        );
+    }
+    let phases = devplane.kubectl_ok(&[
+        "get",
+        "devices",
+        "-A",
+        "-o",
+        "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}",
+    ]);
+    assert!(phases.lines().all(|p| p == "Provisioned"), "{phases}");
+    let table = devplane.kubectl_ok(&["get", "devices", "-n", "smart-home"]);
+    assert!(table.contains("Provisioned"), "{table}");
+    // A person can connect a device from the Secret alone.
+    let username = devplane.kubectl_ok(&[
+        "get",
+        "secret",
+        "living-room-climate-credentials",
+        "-n",
+        "smart-home",
+        "-o",
+        "jsonpath={.data.username}",
+    ]);
+    assert_eq!(
+        username, "c21hcnQtaG9tZS9saXZpbmctcm9vbS1jbGltYXRl",
+        "base64 of smart-home/living-room-climate"
+    );
+    let keys = devplane.kubectl_ok(&[
+        "get",
+        "secret",
+        "living-room-climate-credentials",
+        "-n",
+        "smart-home",
+        "-o",
+        "jsonpath={.data}",
+    ]);
+    assert!(
+        keys.contains("password")
+            && keys.contains("mqtt-endpoint")
+            && keys.contains("coap-endpoint")
+            && !keys.contains("http-endpoint"),
+        "{keys}"
+    );
+    // Models report what they resolved and who uses them; the gateway counts its sub-devices.
+    let model = devplane.kubectl_ok(&[
+        "get",
+        "dm",
+        "string-inverter",
+        "-n",
+        "solar-farm",
+        "-o",
+        "jsonpath={.status.conditions[0].status}/{.status.devices}/{.status.resolved.services}",
+    ]);
+    assert_eq!(
+        model, "True/20/4",
+        "Ready, 20 users, setActivePowerLimit + 3 library services"
+    );
+    wait_until(
+        "the gateway to count its sub-devices",
+        Duration::from_secs(30),
+        || {
+            devplane.kubectl_ok(&[
+                "get",
+                "gw",
+                "substation-logger",
+                "-n",
+                "metering",
+                "-o",
+                "jsonpath={.status.subDevices}",
+            ]) == "3"
+        },
+    );
+    let command = devplane.kubectl_ok(&[
+        "get",
+        "dcmd",
+        "curtail-inverter-07",
+        "-n",
+        "solar-farm",
+        "-o",
+        "jsonpath={.status.phase}/{.status.reason}",
+    ]);
+    assert_eq!(command, "Pending/WaitingForDelivery");
+    let described = devplane.kubectl_ok(&["describe", "device", "met-mast-01", "-n", "solar-farm"]);
+    assert!(
+        described.contains("CredentialsIssued"),
+        "events show the credentials: {described}"
+    );
+}
+
+#[test]
+fn a_settled_system_stops_writing() {
+    let devplane = Devplane::start(&[]);
+    apply_examples_and_settle(&devplane);
+    let token = devplane.token();
+    let revision = || {
+        let (_, body) = devplane.curl("GET", "/api/v1/namespaces", Some(&token), None);
+        let list: serde_json::Value = serde_json::from_str(&body).expect("list");
+        list["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("revision")
+            .parse::<u64>()
+            .expect("number")
+    };
+    // Settled: no write for a second (polled), then the revision must not move for 10 s.
+    let mut last = revision();
+    wait_until("writes to stop", Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = revision();
+        let settled = now == last;
+        last = now;
+        settled
+    });
+    let before = revision();
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        revision(),
+        before,
+        "the store's revision moved while nothing changed"
+    );
+}
+
+#[test]
+fn decommissioning_revokes_credentials_and_cannot_be_undone() {
+    let devplane = Devplane::start(&[]);
+    devplane.kubectl_ok(&[
+        "apply",
+        "-f",
+        "examples/00-namespaces.yaml",
+        "-f",
+        "examples/smart-home.yaml",
+    ]);
+    devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "device/living-room-climate",
+        "-n",
+        "smart-home",
+        "--timeout=60s",
+    ]);
+    assert!(
+        devplane
+            .kubectl(&[
+                "get",
+                "secret",
+                "living-room-climate-credentials",
+                "-n",
+                "smart-home"
+            ])
+            .status
+            .success()
+    );
+    devplane.kubectl_ok(&[
+        "patch",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"lifecycle":"Decommissioned"}}"#,
+    ]);
+    devplane.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Decommissioned",
+        "device/living-room-climate",
+        "-n",
+        "smart-home",
+        "--timeout=60s",
+    ]);
+    assert!(
+        !devplane
+            .kubectl(&[
+                "get",
+                "secret",
+                "living-room-climate-credentials",
+                "-n",
+                "smart-home"
+            ])
+            .status
+            .success(),
+        "the Secret is revoked"
+    );
+    let issued = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"CredentialsIssued\")].reason}",
+    ]);
+    assert_eq!(issued, "Revoked");
+    let back = devplane.kubectl(&[
+        "patch",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"lifecycle":"Servicing"}}"#,
+    ]);
+    assert!(!back.status.success());
+    assert!(
+        stderr(&back).contains("Decommissioned is terminal"),
+        "{}",
+        stderr(&back)
+    );
+}
+
+#[test]
+fn a_device_waits_for_its_model_and_becomes_ready_when_it_appears() {
+    let devplane = Devplane::start(&[]);
+    devplane.kubectl_ok(&["create", "namespace", "lab"]);
+    let device = devplane.dir.join("device.yaml");
+    std::fs::write(&device, "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: probe, namespace: lab}\nspec: {modelRef: {name: probe-model}}\n").expect("write");
+    devplane.kubectl_ok(&["apply", "-f", device.to_str().expect("utf-8")]);
+    devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=ModelResolved=False",
+        "device/probe",
+        "-n",
+        "lab",
+        "--timeout=60s",
+    ]);
+    let reason = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "probe",
+        "-n",
+        "lab",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"ModelResolved\")].reason}/{.status.phase}",
+    ]);
+    assert_eq!(
+        reason, "ModelNotFound/Planned",
+        "no credentials while the model is missing"
+    );
+    let events = devplane.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        "lab",
+        "-o",
+        "jsonpath={range .items[*]}{.type}:{.reason}{\"\\n\"}{end}",
+    ]);
+    assert!(events.contains("Warning:ModelNotFound"), "{events}");
+    let model = devplane.dir.join("model.yaml");
+    std::fs::write(&model, "apiVersion: iot.devplane.io/v1alpha1\nkind: DeviceModel\nmetadata: {name: probe-model, namespace: lab}\nspec:\n  version: 1.0.0\n  extends: [{name: temperature, namespace: devplane-library}]\n").expect("write");
+    devplane.kubectl_ok(&["apply", "-f", model.to_str().expect("utf-8")]);
+    devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "device/probe",
+        "-n",
+        "lab",
+        "--timeout=60s",
+    ]);
+    let phase = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "probe",
+        "-n",
+        "lab",
+        "-o",
+        "jsonpath={.status.phase}",
+    ]);
+    assert_eq!(phase, "Provisioned");
+}
+
+#[test]
+fn invalid_commands_are_rejected_and_valid_ones_time_out_without_a_device_answer() {
+    let devplane = Devplane::start(&[]);
+    devplane.kubectl_ok(&[
+        "apply",
+        "-f",
+        "examples/00-namespaces.yaml",
+        "-f",
+        "examples/smart-home.yaml",
+    ]);
+    let write = |name: &str, service: &str, params: &str, timeout: u32| {
+        let path = devplane.dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, format!("apiVersion: iot.devplane.io/v1alpha1\nkind: DeviceCommand\nmetadata: {{name: {name}, namespace: smart-home}}\nspec: {{device: living-room-climate, service: {service}, params: {params}, timeoutSeconds: {timeout}}}\n")).expect("write");
+        devplane.kubectl_ok(&["apply", "-f", path.to_str().expect("utf-8")]);
+    };
+    write("unknown", "selfDestruct", "{}", 60);
+    write("bad-params", "resetTemperatureMinMax", "{force: true}", 60);
+    write("valid", "reboot", "{}", 2);
+    for (name, want) in [
+        ("unknown", "Rejected/UnknownService"),
+        ("bad-params", "Rejected/InvalidParameters"),
+        ("valid", "TimedOut/Timeout"),
+    ] {
+        devplane.kubectl_ok(&[
+            "wait",
+            &format!(
+                "--for=jsonpath={{.status.phase}}={}",
+                want.split('/').next().unwrap_or_default()
+            ),
+            &format!("dcmd/{name}"),
+            "-n",
+            "smart-home",
+            "--timeout=60s",
+        ]);
+        let got = devplane.kubectl_ok(&[
+            "get",
+            "dcmd",
+            name,
+            "-n",
+            "smart-home",
+            "-o",
+            "jsonpath={.status.phase}/{.status.reason}",
+        ]);
+        assert_eq!(got, want, "{name}");
+    }
+    let immutable = devplane.kubectl(&[
+        "patch",
+        "dcmd",
+        "valid",
+        "-n",
+        "smart-home",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"service":"factoryReset"}}"#,
+    ]);
+    assert!(
+        !immutable.status.success() && stderr(&immutable).contains("immutable"),
+        "{}",
+        stderr(&immutable)
+    );
+}
+
+#[test]
+fn credentials_rotate_with_an_overlap_window() {
+    let devplane = Devplane::start(&[]);
+    devplane.kubectl_ok(&[
+        "apply",
+        "-f",
+        "examples/00-namespaces.yaml",
+        "-f",
+        "examples/smart-home.yaml",
+    ]);
+    devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "device/living-room-climate",
+        "-n",
+        "smart-home",
+        "--timeout=60s",
+    ]);
+    let password = || {
+        devplane.kubectl_ok(&[
+            "get",
+            "secret",
+            "living-room-climate-credentials",
+            "-n",
+            "smart-home",
+            "-o",
+            "jsonpath={.data.password}",
+        ])
+    };
+    let before = password();
+    devplane.kubectl_ok(&[
+        "annotate",
+        "device",
+        "living-room-climate",
+        "-n",
+        "smart-home",
+        "iot.devplane.io/rotate-credentials=1",
+    ]);
+    wait_until("the password to change", Duration::from_secs(30), || {
+        password() != before
+    });
+    let previous = devplane.kubectl_ok(&[
+        "get",
+        "secret",
+        "living-room-climate-credentials",
+        "-n",
+        "smart-home",
+        "-o",
+        "jsonpath={.data.previous-password}",
+    ]);
+    assert_eq!(
+        previous, before,
+        "the old password keeps working during the overlap"
+    );
+}
+
+/// One batch of 10,000: a kill -9 of `devplane up` mid-batch, a restart, completion with
+/// exactly 10,000 devices and Secrets; then deletion with policy Delete removes them all.
+#[test]
+fn a_ten_thousand_item_batch_survives_a_kill_and_is_deleted_with_its_devices() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut first = Devplane::start_in(dir.path(), &[]);
+    first.kubectl_ok(&[
+        "apply",
+        "-f",
+        "examples/00-namespaces.yaml",
+        "-f",
+        "examples/solar-site.yaml",
+    ]);
+    let batch = dir.path().join("batch.yaml");
+    std::fs::write(
+        &batch,
+        "apiVersion: iot.devplane.io/v1alpha1\nkind: OnboardingBatch\nmetadata: {name: big, namespace: solar-farm}\nspec:\n  deletionPolicy: Delete\n  site: sunfield-2\n  template:\n    spec:\n      modelRef: {name: string-inverter}\n      attributes: {ratedPower: 10000}\n  items:\n    generate: {count: 10000, namePattern: 'big-{index:05}'}\n",
+    )
+    .expect("write");
+    first.kubectl_ok(&["apply", "-f", batch.to_str().expect("utf-8")]);
+    wait_until(
+        "the batch to be under way",
+        Duration::from_secs(120),
+        || {
+            first
+                .kubectl_ok(&[
+                    "get",
+                    "ob",
+                    "big",
+                    "-n",
+                    "solar-farm",
+                    "-o",
+                    "jsonpath={.status.created}",
+                ])
+                .parse::<u64>()
+                .unwrap_or(0)
+                >= 1000
+        },
+    );
+    first.kill();
+    let second = Devplane::start_in(dir.path(), &[]);
+    second.kubectl_ok(&[
+        "wait",
+        "--for=condition=Complete",
+        "ob/big",
+        "-n",
+        "solar-farm",
+        "--timeout=600s",
+    ]);
+    let summary = second.kubectl_ok(&[
+        "get",
+        "ob",
+        "big",
+        "-n",
+        "solar-farm",
+        "-o",
+        "jsonpath={.status.total}/{.status.created}/{.status.failed}",
+    ]);
+    assert_eq!(summary, "10000/10000/0");
+    let count = |what: &str, selector: &str| {
+        let out = second.kubectl(&[
+            "get",
+            what,
+            "-n",
+            "solar-farm",
+            "-l",
+            selector,
+            "-o",
+            "name",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).lines().count()
+    };
+    assert_eq!(
+        count("devices", "iot.devplane.io/batch=big"),
+        10_000,
+        "exactly 10,000 devices: none duplicated, none missing"
+    );
+    wait_until(
+        "every device to get credentials",
+        Duration::from_secs(600),
+        || count("secrets", "iot.devplane.io/device") >= 10_000,
+    );
+    second.kubectl_ok(&["delete", "ob", "big", "-n", "solar-farm", "--wait=false"]);
+    wait_until(
+        "the batch's devices to be deleted",
+        Duration::from_secs(600),
+        || count("devices", "iot.devplane.io/batch=big") == 0,
+    );
+    wait_until(
+        "their Secrets to be deleted",
+        Duration::from_secs(600),
+        || {
+            second
+                .kubectl_ok(&["get", "secrets", "-n", "solar-farm", "-o", "name"])
+                .lines()
+                .filter(|l| l.contains("big-"))
+                .count()
+                == 0
+        },
+    );
+}
+
+#[test]
+fn a_batch_with_policy_retain_leaves_its_devices() {
+    let devplane = Devplane::start(&[]);
+    devplane.kubectl_ok(&[
+        "apply",
+        "-f",
+        "examples/00-namespaces.yaml",
+        "-f",
+        "examples/solar-site.yaml",
+    ]);
+    let batch = devplane.dir.join("batch.yaml");
+    std::fs::write(
+        &batch,
+        "apiVersion: iot.devplane.io/v1alpha1\nkind: OnboardingBatch\nmetadata: {name: keep, namespace: solar-farm}\nspec:\n  deletionPolicy: Retain\n  template:\n    spec:\n      modelRef: {name: string-inverter}\n      attributes: {ratedPower: 10000}\n  items:\n    csv: |\n      name,serialNumber,ratedPower\n      keep-a,SN-A,20000\n      keep-b,SN-B,lots\n      keep-c,SN-C,30000\n",
+    )
+    .expect("write");
+    devplane.kubectl_ok(&["apply", "-f", batch.to_str().expect("utf-8")]);
+    devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Complete",
+        "ob/keep",
+        "-n",
+        "solar-farm",
+        "--timeout=60s",
+    ]);
+    let summary = devplane.kubectl_ok(&[
+        "get",
+        "ob",
+        "keep",
+        "-n",
+        "solar-farm",
+        "-o",
+        "jsonpath={.status.total}/{.status.created}/{.status.failed}/{.status.failures[0].item}",
+    ]);
+    assert_eq!(summary, "3/2/1/#2", "the row with a bad number fails alone");
+    let rated = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "keep-c",
+        "-n",
+        "solar-farm",
+        "-o",
+        "jsonpath={.spec.attributes.ratedPower}",
+    ]);
+    assert_eq!(rated, "30000", "CSV cells are typed by the model");
+    devplane.kubectl_ok(&["delete", "ob", "keep", "-n", "solar-farm", "--timeout=60s"]);
+    let left = devplane.kubectl_ok(&[
+        "get",
+        "devices",
+        "-n",
+        "solar-farm",
+        "-l",
+        "iot.devplane.io/batch=keep",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}:{.metadata.ownerReferences}{\"\\n\"}{end}",
+    ]);
+    assert_eq!(
+        left.trim(),
+        "keep-a:\nkeep-c:",
+        "the devices stay, no longer owned"
+    );
+}
