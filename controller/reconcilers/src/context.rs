@@ -200,6 +200,28 @@ impl Context {
         index.retain(|_, set| !set.is_empty());
     }
 
+    /// The Devices that depend on a model.
+    pub fn devices_depending_on(&self, key: &ModelKey) -> Vec<ObjectRef<Device>> {
+        self.dependants_of(key)
+            .into_iter()
+            .filter_map(|d| match d {
+                Dependant::Device(r) => Some(r),
+                Dependant::Gateway(_) => None,
+            })
+            .collect()
+    }
+
+    /// The Gateways that depend on a model.
+    pub fn gateways_depending_on(&self, key: &ModelKey) -> Vec<ObjectRef<Gateway>> {
+        self.dependants_of(key)
+            .into_iter()
+            .filter_map(|d| match d {
+                Dependant::Gateway(r) => Some(r),
+                Dependant::Device(_) => None,
+            })
+            .collect()
+    }
+
     /// The objects that depend on a model.
     pub fn dependants_of(&self, key: &ModelKey) -> Vec<Dependant> {
         self.dependants

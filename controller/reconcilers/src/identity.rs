@@ -314,3 +314,14 @@ pub async fn announce<K>(
         }
     }
 }
+
+/// Revoke the credentials of a device or gateway (delete its Secret; gone already is fine).
+pub async fn revoke(ctx: &Context, namespace: &str, owner: &str) -> Result<()> {
+    let secret_name = credentials_secret_name(owner);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    match secrets.delete(&secret_name, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(api(format!("revoke Secret {secret_name}"))(e)),
+    }
+}

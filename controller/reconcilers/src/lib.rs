@@ -38,7 +38,6 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use context::Dependant;
 pub use context::{Context, NoMetrics, Observer, Settings};
 pub use error::Error;
 
@@ -259,14 +258,7 @@ pub async fn run(
         spec_changes::<DeviceModel>(&client),
         move |m: DeviceModel| {
             let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
-            dependants_ctx
-                .dependants_of(&key)
-                .into_iter()
-                .filter_map(|d| match d {
-                    Dependant::Device(r) => Some(r),
-                    Dependant::Gateway(_) => None,
-                })
-                .collect::<Vec<_>>()
+            dependants_ctx.devices_depending_on(&key)
         },
     )
     .watches_stream(spec_changes::<Gateway>(&client), move |g: Gateway| {
@@ -308,14 +300,7 @@ pub async fn run(
         spec_changes::<DeviceModel>(&client),
         move |m: DeviceModel| {
             let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
-            gateway_dependants
-                .dependants_of(&key)
-                .into_iter()
-                .filter_map(|d| match d {
-                    Dependant::Gateway(r) => Some(r),
-                    Dependant::Device(_) => None,
-                })
-                .collect::<Vec<_>>()
+            gateway_dependants.gateways_depending_on(&key)
         },
     )
     .watches(

@@ -152,6 +152,17 @@ fn header_rev(
         .ok_or_else(|| unexpected(operation, "response has no header"))
 }
 
+/// Keys per etcd range request when listing.
+const ETCD_LIST_CHUNK: usize = 500;
+
+/// Whether an etcd error says a response was larger than the client accepts.
+fn is_too_large(error: &etcd_client::Error) -> bool {
+    let text = error.to_string();
+    text.contains("message length too large")
+        || text.contains("larger than max")
+        || text.contains("OutOfRange")
+}
+
 impl EtcdStore {
     /// Connects to etcd (`endpoints` like `http://host:2379`) and checks that it answers.
     /// Keys are stored under `prefix` followed by `/`.
@@ -517,44 +528,68 @@ impl Store for EtcdStore {
                 more: false,
             });
         }
-        let mut options = GetOptions::new().with_range(range_end);
-        if let Some(rev) = opts.rev {
-            options = options.with_revision(to_etcd_rev(rev));
-        }
-        if let Some(limit) = opts.limit {
-            options = options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        }
-        let response = match self
-            .client
-            .kv_client()
-            .get(range_start, Some(options))
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => {
-                return Err(match (revision_refusal(&error), opts.rev) {
-                    (Some(RevisionRefusal::Compacted), Some(rev)) => {
-                        self.compacted_error(rev).await
-                    }
-                    (Some(RevisionRefusal::Future), Some(rev)) => self.future_error(rev).await,
-                    _ => request_error("list")(error),
-                });
+        // Read in chunks: etcd's gRPC responses are capped (4 MiB by default), so one range
+        // over thousands of objects would fail. Every chunk reads at the first chunk's
+        // revision, so the result is one consistent list.
+        let wanted = opts.limit.unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut rev = opts.rev;
+        let mut start = range_start;
+        let mut more = false;
+        let mut chunk = ETCD_LIST_CHUNK;
+        while items.len() < wanted {
+            let take = chunk.min(wanted - items.len());
+            let mut options = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_limit(take as i64);
+            if let Some(rev) = rev {
+                options = options.with_revision(to_etcd_rev(rev));
             }
-        };
-        let items = response
-            .kvs()
-            .iter()
-            .map(|kv| self.to_key_value(kv, "list"))
-            .collect::<Result<Vec<_>>>()?;
-        let rev = match opts.rev {
+            let response = match self
+                .client
+                .kv_client()
+                .get(start.clone(), Some(options))
+                .await
+            {
+                Ok(response) => response,
+                // A chunk of large values can still be too big: read fewer at a time.
+                Err(error) if chunk > 1 && is_too_large(&error) => {
+                    chunk = (chunk / 4).max(1);
+                    continue;
+                }
+                Err(error) => {
+                    return Err(match (revision_refusal(&error), rev) {
+                        (Some(RevisionRefusal::Compacted), Some(rev)) => {
+                            self.compacted_error(rev).await
+                        }
+                        (Some(RevisionRefusal::Future), Some(rev)) => self.future_error(rev).await,
+                        _ => request_error("list")(error),
+                    });
+                }
+            };
+            if rev.is_none() {
+                rev = Some(header_rev(response.header(), "list")?);
+            }
+            for kv in response.kvs() {
+                items.push(self.to_key_value(kv, "list")?);
+            }
+            more = response.more();
+            match response.kvs().last() {
+                Some(last) if more => {
+                    let mut next = last.key().to_vec();
+                    next.push(0);
+                    start = String::from_utf8(next).map_err(|_| {
+                        StoreError::Internal("etcd returned a key that is not UTF-8".into())
+                    })?;
+                }
+                _ => break,
+            }
+        }
+        let rev = match rev {
             Some(rev) => rev,
-            None => header_rev(response.header(), "list")?,
+            None => self.current_revision().await?,
         };
-        Ok(ListPage {
-            items,
-            rev,
-            more: response.more(),
-        })
+        Ok(ListPage { items, rev, more })
     }
 
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream> {

@@ -238,14 +238,7 @@ async fn cleanup(device: &Device, ctx: &Context) -> Result<Action> {
     let namespace = device
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
-    let secret_name = devplane_core::naming::credentials_secret_name(&device.name_any());
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(ctx.client.clone(), &namespace);
-    match secrets.delete(&secret_name, &Default::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(api(format!("revoke Secret {secret_name}"))(e)),
-    }
+    identity::revoke(ctx, &namespace, &device.name_any()).await?;
     ctx.record_dependency(Dependant::Device(ObjectRef::from_obj(device)), Vec::new());
     Ok(Action::await_change())
 }

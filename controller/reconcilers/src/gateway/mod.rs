@@ -155,14 +155,7 @@ async fn cleanup(gateway: &Gateway, ctx: &Context) -> Result<Action> {
     let namespace = gateway
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
-    let secret_name = devplane_core::naming::credentials_secret_name(&gateway.name_any());
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(ctx.client.clone(), &namespace);
-    match secrets.delete(&secret_name, &Default::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(api(format!("revoke Secret {secret_name}"))(e)),
-    }
+    identity::revoke(ctx, &namespace, &gateway.name_any()).await?;
     ctx.record_dependency(Dependant::Gateway(ObjectRef::from_obj(gateway)), Vec::new());
     Ok(Action::await_change())
 }
