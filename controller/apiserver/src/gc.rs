@@ -586,9 +586,121 @@ async fn crd(inner: &Inner, name: &str) -> StepResult {
     inner.refresh_registry().await
 }
 
+/// How long Events live (kube-apiserver's `--event-ttl` default).
+pub const EVENT_TTL: Duration = Duration::from_secs(3600);
+
+/// Delete Events older than [`EVENT_TTL`], every few minutes, until shutdown: controllers
+/// publish them on every transition, and thousands of devices would otherwise leave them
+/// forever.
+pub async fn expire_events(inner: Arc<Inner>) {
+    loop {
+        if sleep_or_shutdown(&inner, Duration::from_secs(300)).await {
+            return;
+        }
+        if let Err(e) = expire_once(&inner, jiff::Timestamp::now()).await {
+            tracing::debug!(error = %e, "event expiry failed; retried later");
+        }
+    }
+}
+
+/// One sweep: delete every Event whose last activity is older than the TTL.
+pub async fn expire_once(
+    inner: &Inner,
+    now: jiff::Timestamp,
+) -> Result<usize, crate::error::ApiError> {
+    let Some(events) = resource_for(inner, "core/events") else {
+        return Ok(0);
+    };
+    let cutoff = now.as_second() - EVENT_TTL.as_secs() as i64;
+    let mut deleted = 0;
+    let mut start_after = None;
+    loop {
+        let page = inner
+            .store
+            .list(ListOptions {
+                prefix: events.prefix(None),
+                start_after: start_after.clone(),
+                limit: Some(1000),
+                rev: None,
+            })
+            .await?;
+        for kv in &page.items {
+            let Ok(event) = serde_json::from_slice::<Value>(&kv.value) else {
+                continue;
+            };
+            let last = [
+                "/lastTimestamp",
+                "/eventTime",
+                "/series/lastObservedTime",
+                "/metadata/creationTimestamp",
+            ]
+            .iter()
+            .filter_map(|p| event.pointer(p).and_then(Value::as_str))
+            .filter_map(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_second())
+            .max();
+            if last.is_some_and(|t| t < cutoff) {
+                match inner.store.delete(&kv.key, Some(kv.mod_rev)).await {
+                    Ok(_) => deleted += 1,
+                    // Changed or gone meanwhile: the next sweep looks again.
+                    Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if !page.more {
+            return Ok(deleted);
+        }
+        start_after = page.items.last().map(|kv| kv.key.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn events_older_than_the_ttl_are_deleted_and_newer_ones_kept() {
+        let store = devplane_store::open("memory://").await.expect("store");
+        let server = crate::ApiServer::new(store, crate::ApiServerConfig::default())
+            .await
+            .expect("server");
+        let events = resource_for(&server.inner, "core/events").expect("events");
+        // Both are written now; one reports activity 90 minutes later (a repeated event).
+        let now = jiff::Timestamp::now();
+        let later = jiff::Timestamp::from_second(now.as_second() + 90 * 60).expect("time");
+        for (name, last) in [("old", now), ("new", later)] {
+            let event = serde_json::json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": "default"},
+                "involvedObject": {"name": "x"}, "reason": "R", "message": "m", "lastTimestamp": last.to_string()});
+            let opts = WriteOptions::internal("test");
+            server
+                .inner
+                .create(&events, Some("default"), event, &opts)
+                .await
+                .expect("create");
+        }
+        let sweep_at = jiff::Timestamp::from_second(now.as_second() + 2 * 3600).expect("time");
+        assert_eq!(
+            expire_once(&server.inner, sweep_at).await.expect("sweep"),
+            1
+        );
+        assert!(
+            server
+                .inner
+                .read(&events, Some("default"), "old")
+                .await
+                .expect("read")
+                .is_none()
+        );
+        assert!(
+            server
+                .inner
+                .read(&events, Some("default"), "new")
+                .await
+                .expect("read")
+                .is_some()
+        );
+    }
 
     #[test]
     fn store_keys_split_into_storage_namespace_and_name() {

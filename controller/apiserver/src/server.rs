@@ -261,6 +261,7 @@ impl ApiServer {
         let mut tasks = vec![tokio::spawn(watch_crds(self.inner.clone()))];
         if self.inner.config.run_controllers {
             tasks.push(tokio::spawn(crate::gc::run(self.inner.clone())));
+            tasks.push(tokio::spawn(crate::gc::expire_events(self.inner.clone())));
         }
         tasks
     }
