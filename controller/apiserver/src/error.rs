@@ -188,6 +188,21 @@ impl ApiError {
         .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
 
+    /// 422 Invalid for a JSON patch that cannot be applied.
+    pub fn invalid_patch(message: &str) -> Self {
+        Self::new(
+            422,
+            "Invalid",
+            format!("the JSON patch could not be applied: {message}"),
+        )
+    }
+
+    /// The same error with another message.
+    pub fn with_message(mut self, message: String) -> Self {
+        self.message = message;
+        self
+    }
+
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)

@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use devplane_schema::{CompiledSchema, Schema};
-use serde_json::Value;
 
 use crate::builtin::{self, Builtin};
 use crate::table::Column;
@@ -199,9 +198,4 @@ pub fn version_priority(a: &str, b: &str) -> std::cmp::Ordering {
 pub fn openapi_name(group: &str, version: &str, kind: &str) -> String {
     let reversed: Vec<&str> = group.split('.').rev().collect();
     format!("{}.{version}.{kind}", reversed.join("."))
-}
-
-/// Resources of one CRD (one per served version). Errors say what is wrong with the CRD.
-pub fn crd_resources(crd: &Value) -> Result<Vec<Resource>, String> {
-    builtin::crd_resources(crd)
 }

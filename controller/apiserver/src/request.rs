@@ -126,11 +126,7 @@ pub fn negotiate(headers: &HeaderMap) -> ApiResult<Representation> {
                     _ => continue,
                 }
             }
-            "application/yaml"
-            | "application/vnd.kubernetes.protobuf"
-            | "application/vnd.kubernetes.protobuf;stream=watch" => {
-                continue;
-            }
+            // Protobuf, YAML and anything else: look at the next entry.
             _ => continue,
         }
     }

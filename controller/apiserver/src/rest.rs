@@ -17,7 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::object::{self, meta, meta_mut};
 use crate::registry::Resource;
 use crate::request::{self, FieldValidation, Query, Representation};
-use crate::selector::{FieldSelector, LabelSelector, field_value};
+use crate::selector::{FieldSelector, LabelSelector, events_v1_field_label, field_value};
 use crate::server::Inner;
 use crate::{ssa, strategic, table};
 
@@ -1004,13 +1004,6 @@ impl From<ApiError> for UpdateError {
     }
 }
 
-impl ApiError {
-    fn with_message(mut self, message: String) -> Self {
-        self.message = message;
-        self
-    }
-}
-
 /// `DeleteOptions` from the body and query.
 #[derive(Clone, Debug, Default)]
 pub struct DeleteOptions {
@@ -1247,16 +1240,11 @@ impl Selectors {
             object
         };
         self.fields.matches(|field| {
-            let field = match (resource.builtin, field) {
-                (Some(Builtin::EventsV1), f) if f.starts_with("regarding.") => {
-                    f.replacen("regarding.", "involvedObject.", 1)
-                }
-                (Some(Builtin::EventsV1), "reportingController") => {
-                    "reportingComponent".to_string()
-                }
-                (_, f) => f.to_string(),
+            let field = match resource.builtin {
+                Some(Builtin::EventsV1) => events_v1_field_label(field).unwrap_or(field),
+                _ => field,
             };
-            field_value(target, &field)
+            field_value(target, field)
         })
     }
 }
@@ -1527,17 +1515,6 @@ fn json_patch(target: &Value, patch: &Value) -> ApiResult<Value> {
         json_patch::patch(&mut doc, &one).map_err(|e| ApiError::invalid_patch(&e.to_string()))?;
     }
     Ok(doc)
-}
-
-impl ApiError {
-    fn invalid_patch(message: &str) -> ApiError {
-        ApiError {
-            code: 422,
-            reason: "Invalid",
-            message: format!("the JSON patch could not be applied: {message}"),
-            details: None,
-        }
-    }
 }
 
 async fn patch(inner: &Inner, req: Request, sub: Option<String>) -> ApiResult<Response> {

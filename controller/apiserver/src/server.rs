@@ -18,9 +18,10 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::builtin::crd_resources;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi;
-use crate::registry::{Registry, Resource, crd_resources};
+use crate::registry::{Registry, Resource};
 use crate::request::{self, Query};
 use crate::rest::{self, WriteOptions};
 use crate::{discovery, path};

@@ -206,7 +206,6 @@ pub async fn run(
 
     // DeviceModel: its own changes, models it extends, and its users coming and going.
     let model_ctx = ctx.clone();
-    let model_devices = ctx.clone();
     let model_controller = Controller::new(
         Api::<DeviceModel>::all(client.clone()),
         watcher::Config::default(),
@@ -230,7 +229,6 @@ pub async fn run(
         Api::<Device>::all(client.clone()),
         watcher::Config::default(),
         move |d: Device| {
-            let _ = &model_devices;
             let key = ModelKey::from_ref(&d.spec.model_ref, &d.namespace().unwrap_or_default());
             Some(ObjectRef::<DeviceModel>::new(&key.name).within(&key.namespace))
         },
