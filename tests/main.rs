@@ -4,6 +4,7 @@
 mod cli;
 mod controllers;
 mod etcd;
+mod frontdoor;
 mod inprocess;
 mod kubectl;
 mod leader_election;

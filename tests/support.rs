@@ -63,6 +63,8 @@ pub struct Devplane {
     /// Its log file (stderr).
     pub log: PathBuf,
     extra: Vec<String>,
+    /// What it printed on standard output.
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Devplane {
@@ -77,6 +79,7 @@ impl Devplane {
             addr: String::new(),
             log: PathBuf::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            lines: Default::default(),
         };
         devplane.launch();
         devplane
@@ -91,6 +94,7 @@ impl Devplane {
             addr: String::new(),
             log: PathBuf::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            lines: Default::default(),
         };
         devplane.launch();
         devplane
@@ -106,7 +110,19 @@ impl Devplane {
             command
                 .args(["up", "--data-dir"])
                 .arg(&self.dir)
-                .args(["--api-addr", &self.addr])
+                .args(["--api-addr", &self.addr]);
+            // The front door's listeners on ports the kernel picks (tests run in parallel);
+            // their addresses are read from standard output.
+            for (flag, value) in [
+                ("--mqtt-addr", "127.0.0.1:0"),
+                ("--app-mqtt-addr", "127.0.0.1:0"),
+                ("--admin-addr", "127.0.0.1:0"),
+            ] {
+                if !self.extra.iter().any(|e| e == flag) {
+                    command.args([flag, value]);
+                }
+            }
+            command
                 .args(&self.extra)
                 .env("RUST_LOG", "info,devplane_apiserver=debug")
                 .stdout(Stdio::piped())
@@ -115,9 +131,13 @@ impl Devplane {
             let stdout = child.stdout.take().expect("stdout");
             // The process prints the kubeconfig path once it listens; a failed bind exits.
             let (tx, rx) = std::sync::mpsc::channel();
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            self.lines = lines.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if line.starts_with("kubeconfig:") {
+                    let ready = line.starts_with("kubeconfig:");
+                    lines.lock().expect("lines").push(line);
+                    if ready {
                         let _ = tx.send(());
                     }
                 }
@@ -136,6 +156,82 @@ impl Devplane {
             );
         }
         panic!("devplane up did not start");
+    }
+
+    /// The address after `prefix` in a line it printed (waits a moment for late lines).
+    pub fn printed_address(&self, prefix: &str) -> String {
+        let mut found = None;
+        wait_until(prefix, Duration::from_secs(10), || {
+            found = self
+                .lines
+                .lock()
+                .expect("lines")
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix).map(str::to_string));
+            found.is_some()
+        });
+        found.unwrap_or_default()
+    }
+
+    /// The device MQTT listener, `host:port`.
+    pub fn mqtt_addr(&self) -> String {
+        self.printed_address("device MQTT listening on mqtt://")
+    }
+
+    /// The northbound application MQTT listener, `host:port`.
+    pub fn app_addr(&self) -> String {
+        self.printed_address("application MQTT listening on mqtt://")
+    }
+
+    /// The admin endpoint, `host:port`.
+    pub fn admin_addr(&self) -> String {
+        self.printed_address("admin endpoint listening on http://")
+    }
+
+    /// `GET /metrics` of the admin endpoint.
+    pub fn metrics(&self) -> String {
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://{}/metrics", self.admin_addr()))
+            .output()
+            .expect("curl runs");
+        stdout(&output)
+    }
+
+    /// `kubectl apply` of a YAML text.
+    pub fn apply_yaml(&self, yaml: &str) {
+        let file = tempfile::NamedTempFile::new_in(&self.dir).expect("temp file");
+        std::fs::write(file.path(), yaml).expect("write manifest");
+        self.kubectl_ok(&["apply", "-f", &file.path().to_string_lossy()]);
+    }
+
+    /// One key of a Secret, decoded.
+    pub fn secret_value(&self, namespace: &str, name: &str, key: &str) -> String {
+        let encoded = self.kubectl_ok(&[
+            "get",
+            "secret",
+            name,
+            "-n",
+            namespace,
+            "-o",
+            &format!("jsonpath={{.data.{}}}", key.replace('.', "\\.")),
+        ]);
+        let output = Command::new("base64")
+            .arg("-d")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(encoded.trim().as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("base64 runs");
+        stdout(&output)
     }
 
     /// The kubeconfig it wrote.

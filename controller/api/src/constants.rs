@@ -15,6 +15,8 @@ pub mod labels {
     pub const DEVICE: &str = "iot.devplane.io/device";
     /// Name of the gateway a credentials Secret belongs to.
     pub const GATEWAY: &str = "iot.devplane.io/gateway";
+    /// Name of the Application a credentials Secret belongs to.
+    pub const APPLICATION: &str = "iot.devplane.io/application";
     /// Standard Kubernetes label naming the tool that manages an object.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// Value of [`MANAGED_BY`] on everything devplane creates.
@@ -61,6 +63,8 @@ pub mod field_managers {
     pub const ONBOARDING_BATCH: &str = "devplane-onboardingbatch-controller";
     /// The DeviceCommand controller.
     pub const DEVICE_COMMAND: &str = "devplane-devicecommand-controller";
+    /// The Application controller.
+    pub const APPLICATION: &str = "devplane-application-controller";
     /// The device front door (connection state, reported attributes, command results).
     pub const FRONTDOOR: &str = "devplane-frontdoor";
 }
@@ -69,3 +73,16 @@ pub mod field_managers {
 pub const CREDENTIALS_SECRET_TYPE: &str = "iot.devplane.io/device-credentials";
 /// Suffix of a credentials Secret's name: device `inv-01` gets Secret `inv-01-credentials`.
 pub const CREDENTIALS_SECRET_SUFFIX: &str = "-credentials";
+/// Secret type of the credentials devplane issues to northbound applications.
+pub const APPLICATION_SECRET_TYPE: &str = "iot.devplane.io/application-credentials";
+/// Suffix of an application credentials Secret's name: Application `dashboard` gets Secret
+/// `dashboard-app-credentials` (distinct from a device of the same name).
+pub const APPLICATION_SECRET_SUFFIX: &str = "-app-credentials";
+
+/// The device protocol's topic roots.
+pub mod topics {
+    /// Root of every device topic: `d/{namespace}/{name}/…`.
+    pub const DEVICE_ROOT: &str = "d";
+    /// Root of the northbound stream: `north/{namespace}/{device}/…`.
+    pub const NORTH_ROOT: &str = "north";
+}

@@ -5,7 +5,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::v1alpha1::{Device, DeviceCommand, DeviceModel, Gateway, OnboardingBatch};
+use crate::v1alpha1::{Application, Device, DeviceCommand, DeviceModel, Gateway, OnboardingBatch};
 
 /// Every devplane CRD, in a stable order (models first, as everything refers to them).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
@@ -15,6 +15,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         Gateway::crd(),
         OnboardingBatch::crd(),
         DeviceCommand::crd(),
+        Application::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

@@ -4,6 +4,7 @@
 //!
 //! This crate does no IO.
 
+pub mod conditions;
 pub mod constants;
 pub mod crds;
 pub mod library;

@@ -10,6 +10,7 @@ pub mod model;
 pub mod naming;
 pub mod onboarding;
 pub mod payload;
+pub mod report;
 pub mod value;
 
 pub use model::{ModelKey, ResolveError, ResolvedModel};

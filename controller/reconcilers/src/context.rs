@@ -24,6 +24,8 @@ pub struct Settings {
     pub batch_concurrency: usize,
     /// Name reported on Events.
     pub reporter: String,
+    /// The northbound application endpoint written into Application credentials Secrets.
+    pub app_endpoint: Option<String>,
 }
 
 impl Default for Settings {
@@ -37,6 +39,7 @@ impl Default for Settings {
             rotation_overlap: Duration::from_secs(600),
             batch_concurrency: 32,
             reporter: "devplane-controller".into(),
+            app_endpoint: Some("mqtt://127.0.0.1:1884".into()),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use devplane_api::constants::{CREDENTIALS_SECRET_TYPE, labels};
+use devplane_api::constants::{APPLICATION_SECRET_TYPE, CREDENTIALS_SECRET_TYPE, labels};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -101,7 +101,7 @@ pub fn new_password() -> String {
 
 /// Who the credentials are for.
 pub struct Owner<'a> {
-    /// `device` or `gateway` (the label naming the owner).
+    /// `device`, `gateway` or `application` (the label naming the owner).
     pub kind_label: &'static str,
     /// Namespace.
     pub namespace: &'a str,
@@ -144,6 +144,7 @@ pub fn build(
         (
             match owner.kind_label {
                 "gateway" => labels::GATEWAY,
+                "application" => labels::APPLICATION,
                 _ => labels::DEVICE,
             }
             .to_string(),
@@ -163,7 +164,13 @@ pub fn build(
             owner_references: Some(vec![owner.reference.clone()]),
             ..ObjectMeta::default()
         },
-        type_: Some(CREDENTIALS_SECRET_TYPE.to_string()),
+        type_: Some(
+            match owner.kind_label {
+                "application" => APPLICATION_SECRET_TYPE,
+                _ => CREDENTIALS_SECRET_TYPE,
+            }
+            .to_string(),
+        ),
         data: Some(data),
         ..Secret::default()
     }

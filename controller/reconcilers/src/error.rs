@@ -46,3 +46,8 @@ pub fn api(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 
 /// Result of a reconcile step.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error with its whole cause chain, for logs.
+pub fn chain(error: &Error) -> String {
+    devplane_core::report::chain(error)
+}

@@ -6,12 +6,14 @@
 //! - Device: model and attribute validation, credentials, the lifecycle phase;
 //! - Gateway: the same for gateways, plus the sub-devices they may act for;
 //! - OnboardingBatch: bulk device creation with progress and a deletion policy;
-//! - DeviceCommand: validation against the model and timeouts.
+//! - DeviceCommand: validation against the model and timeouts;
+//! - Application: credentials of northbound applications.
 //!
 //! Each follows the same shape: dereference (caches and reads) → validate and build (pure) →
 //! apply (server-side apply with its own field manager) → status, written only when it
 //! changed, so settled objects cause no writes.
 
+pub mod application;
 pub mod conditions;
 pub mod context;
 pub mod credentials;
@@ -27,7 +29,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devplane_api::v1alpha1::{Device, DeviceCommand, DeviceModel, Gateway, OnboardingBatch};
+use devplane_api::v1alpha1::{
+    Application, Device, DeviceCommand, DeviceModel, Gateway, OnboardingBatch,
+};
 use devplane_core::model::ModelKey;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -353,7 +357,24 @@ pub async fn run(
             ctx.clone(),
         );
 
+    let application_controller = Controller::new(
+        Api::<Application>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().concurrency(2))
+    .owns(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels(devplane_api::constants::labels::APPLICATION),
+    )
+    .graceful_shutdown_on(stop())
+    .run(
+        observed(application::NAME, application::reconcile),
+        application::error_policy,
+        ctx.clone(),
+    );
+
     tokio::join!(
+        drive(application::NAME, application_controller),
         drive(device_model::NAME, model_controller),
         drive(device::NAME, device_controller),
         drive(gateway::NAME, gateway_controller),

@@ -30,6 +30,9 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Apply OnboardingBatch manifests and, with --wait, follow them to the end.
     Onboard(OnboardCliArgs),
+    /// Run the device front door alone against any Kubernetes API (scale-out replicas): MQTT
+    /// for devices and the northbound application listener.
+    Frontdoor(FrontdoorArgs),
     /// Check manifests offline: schemas, model resolution, references between files, attribute
     /// values, batches and commands. Exits 1 when it finds a problem.
     Validate(ValidateArgs),
@@ -79,6 +82,55 @@ pub struct UpArgs {
     /// Serve the API only; run the controllers elsewhere (`devplane controller`).
     #[arg(long)]
     pub no_controllers: bool,
+    /// Do not run the device front door (run `devplane frontdoor` elsewhere).
+    #[arg(long)]
+    pub no_frontdoor: bool,
+    /// The front door's listeners.
+    #[command(flatten)]
+    pub frontdoor: FrontdoorListenArgs,
+    /// Address of /metrics, /healthz and /readyz (front-door counters); off unless given.
+    #[arg(long, env = "DEVPLANE_ADMIN_ADDR")]
+    pub admin_addr: Option<std::net::SocketAddr>,
+}
+
+/// Where the front door listens (shared by `devplane up` and `devplane frontdoor`).
+#[derive(Debug, Args, Clone)]
+pub struct FrontdoorListenArgs {
+    /// Device MQTT (3.1.1 and 5) listener.
+    #[arg(long, env = "DEVPLANE_MQTT_ADDR", default_value = "127.0.0.1:1883")]
+    pub mqtt_addr: std::net::SocketAddr,
+    /// Device MQTT over TLS listener, with a certificate from devplane's CA; off unless given.
+    #[arg(long, env = "DEVPLANE_MQTTS_ADDR")]
+    pub mqtts_addr: Option<std::net::SocketAddr>,
+    /// Northbound application MQTT listener.
+    #[arg(long, env = "DEVPLANE_APP_MQTT_ADDR", default_value = "127.0.0.1:1884")]
+    pub app_mqtt_addr: std::net::SocketAddr,
+    /// Seconds between two "last seen" status writes of one device.
+    #[arg(long, default_value_t = 30)]
+    pub status_interval_seconds: u64,
+}
+
+/// Arguments of `devplane frontdoor`.
+#[derive(Debug, Args)]
+pub struct FrontdoorArgs {
+    /// Kubeconfig to use; default: in-cluster configuration, then $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The listeners.
+    #[command(flatten)]
+    pub listen: FrontdoorListenArgs,
+    /// PEM certificate chain for the MQTTS listener.
+    #[arg(long, requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for the MQTTS listener.
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "DEVPLANE_ADMIN_ADDR", default_value = "127.0.0.1:8082")]
+    pub admin_addr: std::net::SocketAddr,
+    /// This replica's name in device status; default: host name and process id.
+    #[arg(long, env = "DEVPLANE_IDENTITY")]
+    pub identity: Option<String>,
 }
 
 /// Benchmarks.

@@ -26,8 +26,9 @@ pub fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-async fn client(args: &ControllerArgs) -> Result<kube::Client, String> {
-    let config = match &args.kubeconfig {
+/// A client from a kubeconfig file, or the in-cluster / default configuration.
+pub async fn client_from(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, String> {
+    let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
@@ -44,7 +45,7 @@ async fn client(args: &ControllerArgs) -> Result<kube::Client, String> {
 
 /// Run the controllers while leading, until SIGTERM or SIGINT.
 pub async fn run(args: &ControllerArgs) -> Result<(), String> {
-    let client = client(args).await?;
+    let client = client_from(args.kubeconfig.as_deref()).await?;
     let stop = CancellationToken::new();
     tokio::spawn(crate::up::stop_on_signal(stop.clone()));
     let admin = Admin::new();

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod bench;
 mod cli;
 pub mod controller;
+pub mod frontdoor;
 pub mod leader;
 pub mod onboard;
 pub mod pki;
@@ -28,6 +29,7 @@ pub fn main() -> ExitCode {
         }
         Command::Controller(args) => run_async(async move { controller::run(&args).await }),
         Command::Onboard(args) => onboard_command(&args),
+        Command::Frontdoor(args) => run_async(async move { frontdoor::run(&args).await }),
         Command::Bench(cli::BenchCommand::Api(args)) => {
             run_async(async move { bench::run(&args).await })
         }

@@ -55,6 +55,9 @@ pub enum UpError {
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The front door's listeners could not be bound.
+    #[error("front door: {0}")]
+    FrontDoor(String),
 }
 
 /// The kubeconfig `devplane up` writes for its admin user.
@@ -131,17 +134,38 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
         addr: args.api_addr,
         source,
     })?;
-    let (scheme, ca_pem, tls) = if args.insecure_http {
-        ("http", None, None)
+    let pki = if args.insecure_http && args.frontdoor.mqtts_addr.is_none() {
+        None
     } else {
-        let pki = pki::ensure(&data_dir.join("pki"), &[local.ip().to_string()])?;
-        let config =
-            pki::server_config(&pki.server_cert_pem, &pki.server_key_pem).map_err(UpError::Tls)?;
-        (
+        let mut hosts = vec![local.ip().to_string()];
+        if let Some(mqtts) = args.frontdoor.mqtts_addr {
+            hosts.push(mqtts.ip().to_string());
+        }
+        Some(pki::ensure(&data_dir.join("pki"), &hosts)?)
+    };
+    let server_tls = |pki: &pki::Pki| {
+        pki::server_config(&pki.server_cert_pem, &pki.server_key_pem).map_err(UpError::Tls)
+    };
+    let (scheme, ca_pem, tls) = match (&pki, args.insecure_http) {
+        (Some(pki), false) => (
             "https",
-            Some(pki.ca_cert_pem),
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-        )
+            Some(pki.ca_cert_pem.clone()),
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(pki)?))),
+        ),
+        _ => ("http", None, None),
+    };
+    let frontdoor = if args.no_frontdoor {
+        None
+    } else {
+        let mqtts_tls = match (&pki, args.frontdoor.mqtts_addr) {
+            (Some(pki), Some(_)) => Some(server_tls(pki)?),
+            _ => None,
+        };
+        let bound = crate::frontdoor::bind(&args.frontdoor, mqtts_tls)
+            .await
+            .map_err(UpError::FrontDoor)?;
+        crate::frontdoor::print_addresses(&bound);
+        Some(bound)
     };
     let url = format!("{scheme}://{local}");
     let kubeconfig_path = data_dir.join("kubeconfig");
@@ -159,13 +183,58 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
 
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
+    let admin = crate::admin::Admin::new();
+    let admin_task = match args.admin_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| UpError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| UpError::Bind { addr, source })?;
+            println!("admin endpoint listening on http://{bound}");
+            admin.set_ready();
+            Some(tokio::spawn(crate::admin::serve_on(
+                listener,
+                admin.clone(),
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
+    let (endpoints, app_endpoint) = match &frontdoor {
+        Some(bound) => (
+            frontdoor_endpoints(bound, &local.ip().to_string()),
+            Some(format!("mqtt://{}", bound.app)),
+        ),
+        None => (default_endpoints(&local.ip().to_string()), None),
+    };
+    let frontdoor_task = frontdoor.map(|bound| {
+        // The front door reads the registry in-process too, under its own identity.
+        let client = kube::Client::new(server.in_process_router("frontdoor"), "default");
+        let metrics = Arc::new(devplane_frontdoor::metrics::Metrics::default());
+        crate::frontdoor::register(&admin, metrics.clone());
+        let settings = crate::frontdoor::settings(
+            &args.frontdoor,
+            crate::controller::default_identity(),
+        );
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                devplane_frontdoor::run(client, settings, bound.listeners, metrics, stop).await
+            {
+                tracing::error!(error = %devplane_core::report::chain(&e), "the front door stopped");
+            }
+        })
+    });
     let controllers = if args.no_controllers {
         None
     } else {
         // The controllers talk to this server in-process: no socket, no TLS, same API.
         let client = kube::Client::new(server.in_process_router("controller"), "default");
         let settings = devplane_reconcilers::Settings {
-            endpoints: default_endpoints(&local.ip().to_string()),
+            endpoints,
+            app_endpoint,
             ..Default::default()
         };
         let observer: Arc<dyn devplane_reconcilers::Observer> =
@@ -204,14 +273,40 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
     };
     serve(listener, server.router(), tls, stop.clone()).await;
     tracing::info!("shutting down");
-    if let Some(controllers) = controllers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), controllers).await;
+    for task in [
+        controllers,
+        frontdoor_task,
+        admin_task.map(|t| {
+            tokio::spawn(async move {
+                let _ = t.await;
+            })
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     server.shutdown();
     for task in background {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     Ok(())
+}
+
+/// Front-door endpoints written into credentials Secrets: where this process's front door
+/// listens (HTTP and CoAP keep their default ports until those listeners exist).
+fn frontdoor_endpoints(bound: &crate::frontdoor::Bound, host: &str) -> Vec<(String, String)> {
+    let mut endpoints = default_endpoints(host);
+    for (protocol, url) in &mut endpoints {
+        if protocol == "mqtt" {
+            *url = format!("mqtt://{}", bound.mqtt);
+        }
+    }
+    if let Some(mqtts) = bound.mqtts {
+        endpoints.push(("mqtts".into(), format!("mqtts://{mqtts}")));
+    }
+    endpoints
 }
 
 /// Front-door endpoints written into credentials Secrets (the front door's default ports on

@@ -208,6 +208,15 @@ pub struct ConnectionStatus {
     /// When the device first connected; once set, the device has left Provisioned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_connected: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The peer address of the current or last session (`host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The front-door replica that holds or last held the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_door: Option<String>,
+    /// When the current or last session started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// Schema of a value whose shape the model defines, not the CRD: any JSON value.

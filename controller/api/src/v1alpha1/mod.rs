@@ -2,6 +2,8 @@
 
 // clippy reads the repeated `type_ = ...` of separate `printcolumn(...)` entries as duplicated
 // attributes; they are not.
+#[allow(clippy::duplicated_attributes)]
+pub mod application;
 pub mod common;
 #[allow(clippy::duplicated_attributes)]
 pub mod device;
@@ -14,6 +16,7 @@ pub mod gateway;
 #[allow(clippy::duplicated_attributes)]
 pub mod onboarding_batch;
 
+pub use application::*;
 pub use common::*;
 pub use device::*;
 pub use device_command::*;

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use devplane_api::constants::conditions::{CONNECTED, TWIN_SYNCED};
 use devplane_api::constants::{field_managers, finalizers};
 use devplane_api::v1alpha1::{Device, DeviceStatus, Gateway};
 use devplane_core::model::{ModelKey, ResolveError, ResolvedModel};
@@ -218,6 +219,16 @@ async fn write_status(
     if let Some(map) = status_json.as_object_mut() {
         map.remove("connection");
         map.remove("reported");
+        // Connected and TwinSynced are the front door's: applying a stale copy of them would
+        // take them over and overwrite what the front door wrote since.
+        if let Some(serde_json::Value::Array(conditions)) = map.get_mut("conditions") {
+            conditions.retain(|c| {
+                !matches!(
+                    c.get("type").and_then(serde_json::Value::as_str),
+                    Some(CONNECTED | TWIN_SYNCED)
+                )
+            });
+        }
     }
     let patch = json!({"apiVersion": Device::api_version(&()), "kind": Device::kind(&()), "status": status_json});
     let devices: Api<Device> = Api::namespaced(ctx.client.clone(), namespace);
@@ -245,7 +256,7 @@ async fn cleanup(device: &Device, ctx: &Context) -> Result<Action> {
 
 /// What to do after a failed reconcile.
 pub fn error_policy(_device: Arc<Device>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error, category = error.category(), "device reconcile failed");
+    tracing::warn!(error = %crate::error::chain(error), category = error.category(), "device reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
 

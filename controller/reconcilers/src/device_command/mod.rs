@@ -10,11 +10,11 @@ use devplane_api::constants::field_managers;
 use devplane_api::v1alpha1::{CommandPhase, Device, DeviceCommand, Lifecycle, Phase};
 use devplane_core::payload;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::conditions;
@@ -159,19 +159,44 @@ pub async fn reconcile(command: Arc<DeviceCommand>, ctx: Arc<Context>) -> Result
             );
         }
     }
-    if status != old {
-        let patch = json!({"apiVersion": DeviceCommand::api_version(&()), "kind": DeviceCommand::kind(&()), "status": status});
+    // Once Sent, the front door owns the command until it answers or the controller times it
+    // out: waiting changes nothing.
+    let sent_and_waiting =
+        old.phase == Some(CommandPhase::Sent) && matches!(verdict, Verdict::Wait { .. });
+    if status != old && !sent_and_waiting {
+        // Conditional on the version this decision read: the front door writes Sent and the
+        // device's answer concurrently, and a decision from a stale cache must not undo them.
+        let patch = json!({
+            "metadata": {"resourceVersion": command.resource_version()},
+            "status": {
+                "observedGeneration": status.observed_generation,
+                "phase": status.phase,
+                "reason": status.reason,
+                "message": status.message,
+                "completedAt": status.completed_at,
+                "conditions": status.conditions,
+            },
+        });
         let commands: Api<DeviceCommand> = Api::namespaced(ctx.client.clone(), &namespace);
-        commands
+        match commands
             .patch_status(
                 &name,
-                &PatchParams::apply(field_managers::DEVICE_COMMAND).force(),
-                &Patch::Apply(&patch),
+                &PatchParams::apply(field_managers::DEVICE_COMMAND),
+                &Patch::Merge(&patch),
             )
             .await
-            .map_err(api(format!(
-                "write status of DeviceCommand {namespace}/{name}"
-            )))?;
+        {
+            Ok(_) => {}
+            // Changed since: the watch brings the new version and another reconcile.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                return Ok(Action::requeue(Duration::from_millis(200)));
+            }
+            Err(e) => {
+                return Err(api(format!(
+                    "write status of DeviceCommand {namespace}/{name}"
+                ))(e));
+            }
+        }
         match &verdict {
             Verdict::Reject { reason, message } => {
                 ctx.event(
@@ -213,6 +238,6 @@ pub async fn reconcile(command: Arc<DeviceCommand>, ctx: Arc<Context>) -> Result
 
 /// What to do after a failed reconcile.
 pub fn error_policy(_command: Arc<DeviceCommand>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error, category = error.category(), "device command reconcile failed");
+    tracing::warn!(error = %crate::error::chain(error), category = error.category(), "device command reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }

@@ -124,7 +124,7 @@ async fn write_status(
 
 /// What to do after a failed reconcile.
 pub fn error_policy(_dm: Arc<DeviceModel>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error, category = error.category(), "device model reconcile failed");
+    tracing::warn!(error = %crate::error::chain(error), category = error.category(), "device model reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
 

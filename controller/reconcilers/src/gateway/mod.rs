@@ -162,7 +162,7 @@ async fn cleanup(gateway: &Gateway, ctx: &Context) -> Result<Action> {
 
 /// What to do after a failed reconcile.
 pub fn error_policy(_gateway: Arc<Gateway>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error, category = error.category(), "gateway reconcile failed");
+    tracing::warn!(error = %crate::error::chain(error), category = error.category(), "gateway reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
 

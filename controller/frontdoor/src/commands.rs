@@ -1,0 +1,236 @@
+//! DeviceCommands as the watch shows them, by device (pure): which are waiting to be delivered,
+//! and which a response may answer.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use devplane_api::v1alpha1::{CommandPhase, DeviceCommand};
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+use crate::topic::Identity;
+
+/// The reason the DeviceCommand controller gives a valid command waiting for its device.
+pub const WAITING_FOR_DELIVERY: &str = "WaitingForDelivery";
+
+/// What the front door knows of one command.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommandEntry {
+    /// The command's name (its correlation id on the wire).
+    pub name: String,
+    /// The service called.
+    pub service: String,
+    /// Its parameters.
+    pub params: BTreeMap<String, Value>,
+    /// Its timeout.
+    pub timeout_seconds: i32,
+    /// When it was created.
+    pub created: jiff::Timestamp,
+    /// Its phase.
+    pub phase: Option<CommandPhase>,
+    /// Its reason.
+    pub reason: Option<String>,
+}
+
+impl CommandEntry {
+    /// The entry of a DeviceCommand object.
+    pub fn from_command(command: &DeviceCommand) -> CommandEntry {
+        let status = command.status.clone().unwrap_or_default();
+        CommandEntry {
+            name: command.name_any(),
+            service: command.spec.service.clone(),
+            params: command.spec.params.clone(),
+            timeout_seconds: command.spec.timeout_seconds,
+            created: command
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or_else(jiff::Timestamp::now),
+            phase: status.phase,
+            reason: status.reason,
+        }
+    }
+
+    /// When it times out.
+    pub fn deadline(&self) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(self.created.as_second() + i64::from(self.timeout_seconds))
+            .unwrap_or(self.created)
+    }
+
+    /// Whether it should go to its device now: validated by the controller, not yet sent, not
+    /// timed out.
+    pub fn deliverable(&self, now: jiff::Timestamp) -> bool {
+        self.phase == Some(CommandPhase::Pending)
+            && self.reason.as_deref() == Some(WAITING_FOR_DELIVERY)
+            && now < self.deadline()
+    }
+
+    /// Whether a response may still answer it.
+    pub fn answerable(&self) -> bool {
+        matches!(
+            self.phase,
+            Some(CommandPhase::Pending) | Some(CommandPhase::Sent)
+        )
+    }
+
+    /// The downlink payload.
+    pub fn payload(&self, now: jiff::Timestamp) -> Value {
+        let left = (self.deadline().as_second() - now.as_second()).max(1);
+        json!({
+            "service": self.service,
+            "params": self.params,
+            "timeoutSeconds": left,
+        })
+    }
+}
+
+/// Commands by target device.
+#[derive(Default)]
+pub struct Commands {
+    by_device: HashMap<Identity, BTreeMap<String, CommandEntry>>,
+    /// Which device each command (namespace, name) targets, for deletes.
+    targets: HashMap<(String, String), Identity>,
+}
+
+impl Commands {
+    /// Record a command; returns its device and entry.
+    pub fn apply(&mut self, command: &DeviceCommand) -> (Identity, CommandEntry) {
+        let namespace = command.namespace().unwrap_or_default();
+        let device = Identity::new(namespace.clone(), command.spec.device.clone());
+        let entry = CommandEntry::from_command(command);
+        self.targets
+            .insert((namespace, entry.name.clone()), device.clone());
+        self.by_device
+            .entry(device.clone())
+            .or_default()
+            .insert(entry.name.clone(), entry.clone());
+        (device, entry)
+    }
+
+    /// Forget a command.
+    pub fn delete(&mut self, namespace: &str, name: &str) {
+        if let Some(device) = self
+            .targets
+            .remove(&(namespace.to_string(), name.to_string()))
+            && let Some(commands) = self.by_device.get_mut(&device)
+        {
+            commands.remove(name);
+            if commands.is_empty() {
+                self.by_device.remove(&device);
+            }
+        }
+    }
+
+    /// Keep only the commands in `keep` (namespace, name) after a re-list.
+    pub fn retain(&mut self, keep: &HashSet<(String, String)>) {
+        let gone: Vec<(String, String)> = self
+            .targets
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        for (namespace, name) in gone {
+            self.delete(&namespace, &name);
+        }
+    }
+
+    /// The commands waiting for `device`, oldest first.
+    pub fn deliverable(&self, device: &Identity, now: jiff::Timestamp) -> Vec<CommandEntry> {
+        let mut out: Vec<CommandEntry> = self
+            .by_device
+            .get(device)
+            .map(|c| c.values().filter(|c| c.deliverable(now)).cloned().collect())
+            .unwrap_or_default();
+        out.sort_by_key(|c| c.created);
+        out
+    }
+
+    /// A command of `device` by name.
+    pub fn get(&self, device: &Identity, name: &str) -> Option<&CommandEntry> {
+        self.by_device.get(device)?.get(name)
+    }
+
+    /// Record locally that a command was sent (before the API confirms it), so it is not sent
+    /// twice.
+    pub fn mark_sent(&mut self, device: &Identity, name: &str) {
+        if let Some(c) = self.by_device.get_mut(device).and_then(|c| c.get_mut(name))
+            && c.phase == Some(CommandPhase::Pending)
+        {
+            c.phase = Some(CommandPhase::Sent);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(name: &str, phase: &str, reason: &str, created: &str) -> DeviceCommand {
+        serde_yaml::from_str(&format!(
+            r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: DeviceCommand
+metadata: {{name: {name}, namespace: ns, creationTimestamp: "{created}"}}
+spec: {{device: d, service: reboot, timeoutSeconds: 60}}
+status: {{phase: {phase}, reason: {reason}}}
+"#
+        ))
+        .expect("command yaml")
+    }
+
+    fn at(t: &str) -> jiff::Timestamp {
+        t.parse().expect("time")
+    }
+
+    #[test]
+    fn only_validated_pending_commands_within_their_timeout_are_delivered() {
+        let mut commands = Commands::default();
+        commands.apply(&command(
+            "c2",
+            "Pending",
+            WAITING_FOR_DELIVERY,
+            "2026-01-01T00:00:10Z",
+        ));
+        commands.apply(&command(
+            "c1",
+            "Pending",
+            WAITING_FOR_DELIVERY,
+            "2026-01-01T00:00:00Z",
+        ));
+        commands.apply(&command(
+            "c3",
+            "Pending",
+            "ModelNotResolved",
+            "2026-01-01T00:00:00Z",
+        ));
+        commands.apply(&command(
+            "c4",
+            "Sent",
+            WAITING_FOR_DELIVERY,
+            "2026-01-01T00:00:00Z",
+        ));
+        let device = Identity::new("ns", "d");
+        let names = |commands: &Commands, now: &str| -> Vec<String> {
+            commands
+                .deliverable(&device, at(now))
+                .into_iter()
+                .map(|c| c.name)
+                .collect()
+        };
+        assert_eq!(names(&commands, "2026-01-01T00:00:30Z"), vec!["c1", "c2"]);
+        assert_eq!(
+            names(&commands, "2026-01-01T00:01:05Z"),
+            vec!["c2"],
+            "c1 timed out"
+        );
+        commands.mark_sent(&device, "c2");
+        assert_eq!(names(&commands, "2026-01-01T00:00:30Z"), vec!["c1"]);
+        assert!(
+            commands
+                .get(&device, "c4")
+                .is_some_and(CommandEntry::answerable)
+        );
+        commands.delete("ns", "c4");
+        assert!(commands.get(&device, "c4").is_none());
+    }
+}

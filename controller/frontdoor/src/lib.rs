@@ -1,0 +1,381 @@
+//! devplane's device front door: devices connect over MQTT 3.1.1 or 5 with the credentials the
+//! controllers issued, act only under their own `d/{ns}/{name}/` topics, and have every message
+//! validated against their model before it is acknowledged. Accepted data flows to the
+//! northbound application listener; connection state, reported attributes and command results
+//! flow back to the API.
+//!
+//! - [`topic`], [`uplink`], [`registry`], [`commands`]: the pure parts (the protocol's topic tree
+//!   and authorization rule, payload validation, the in-memory index the watches feed);
+//! - [`mqtt`]: the wire (codec adapter, sessions, listeners);
+//! - [`ingest`], [`north`]: the accepted stream and its fan-out to applications;
+//! - [`status`], [`watch`]: what goes back to the API and what comes from it.
+//!
+//! The front door reads lifecycle and credentials; it never decides them (the controllers do).
+
+pub mod commands;
+pub mod ingest;
+pub mod metrics;
+pub mod mqtt;
+pub mod north;
+pub mod registry;
+pub mod sessions;
+pub mod status;
+pub mod topic;
+pub mod uplink;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use devplane_api::v1alpha1::Device;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::Commands;
+use crate::metrics::Metrics;
+use crate::mqtt::codec::CloseCode;
+use crate::mqtt::session::Listener;
+use crate::north::Northbound;
+use crate::registry::Registry;
+use crate::sessions::Sessions;
+use crate::status::{CommandUpdate, StatusUpdate};
+use crate::topic::Identity;
+
+/// Settings of the front door.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// This replica's name (in `status.connection.frontDoor`, Events and command messages).
+    pub replica: String,
+    /// At most one "last seen" status write per device per interval.
+    pub status_interval: Duration,
+    /// Largest packet accepted, bytes.
+    pub max_packet_size: usize,
+    /// QoS 1 downlink messages in flight per session (and the v5 receive maximum announced).
+    pub max_inflight: u16,
+    /// Filters one SUBSCRIBE may carry.
+    pub max_filters_per_subscribe: usize,
+    /// Messages kept for a persistent session while its device is away (and waiting behind a
+    /// full in-flight window).
+    pub offline_queue: usize,
+    /// Longest a persistent session is kept.
+    pub session_expiry: Duration,
+    /// Downlink queue per session.
+    pub session_queue: usize,
+    /// Accepted messages waiting for ingest before publishers get no more PUBACKs.
+    pub ingest_queue: usize,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            replica: "frontdoor".into(),
+            status_interval: Duration::from_secs(30),
+            max_packet_size: 256 * 1024,
+            max_inflight: 32,
+            max_filters_per_subscribe: 16,
+            offline_queue: 100,
+            session_expiry: Duration::from_secs(3600),
+            session_queue: 16,
+            ingest_queue: 4096,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The listeners, bound by the caller (so it can report the addresses and fail early).
+pub struct Listeners {
+    /// Devices over plain MQTT.
+    pub mqtt: TcpListener,
+    /// Devices over MQTT with TLS.
+    pub mqtts: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// Northbound applications.
+    pub app: TcpListener,
+}
+
+/// A warning about a device, for a rate-limited Event.
+struct Warning {
+    device: Identity,
+    reason: &'static str,
+    message: String,
+}
+
+/// State every task and session shares.
+pub struct Shared {
+    /// Settings.
+    pub settings: Settings,
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// The registry index.
+    pub registry: RwLock<Registry>,
+    /// Device sessions.
+    pub devices: Sessions,
+    /// Application sessions.
+    pub apps: Sessions,
+    /// DeviceCommands by device.
+    pub commands: Mutex<Commands>,
+    /// The northbound fan-out.
+    pub north: Northbound,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Ingest's queue.
+    pub ingest: mpsc::Sender<ingest::Accepted>,
+    status: mpsc::UnboundedSender<StatusUpdate>,
+    command_updates: mpsc::UnboundedSender<CommandUpdate>,
+    warnings: mpsc::Sender<Warning>,
+}
+
+impl Shared {
+    /// Queue a device status change.
+    pub fn status_update(&self, update: StatusUpdate) {
+        let _ = self.status.send(update);
+    }
+
+    /// Queue a DeviceCommand status change.
+    pub fn command_update(&self, update: CommandUpdate) {
+        let _ = self.command_updates.send(update);
+    }
+
+    /// A command went out to its device.
+    pub fn command_sent(&self, device: &Identity, name: &str) {
+        self.commands.lock().mark_sent(device, name);
+        self.metrics
+            .commands_delivered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.command_update(CommandUpdate::Sent {
+            namespace: device.namespace.clone(),
+            name: name.to_string(),
+        });
+    }
+
+    /// A Warning Event on a device (at most one a minute per device; dropped when busy).
+    pub fn warn(&self, device: &Identity, reason: &'static str, message: String) {
+        let _ = self.warnings.try_send(Warning {
+            device: device.clone(),
+            reason,
+            message,
+        });
+    }
+}
+
+/// Why the front door stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontDoorError {
+    /// A listener failed.
+    #[error("front door listener failed: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+/// Run the front door until `shutdown`: watch the API, then serve the listeners.
+pub async fn run(
+    client: kube::Client,
+    settings: Settings,
+    listeners: Listeners,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), FrontDoorError> {
+    let (ingest_tx, ingest_rx) = mpsc::channel(settings.ingest_queue);
+    let (status_tx, status_rx) = mpsc::unbounded_channel();
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (warn_tx, warn_rx) = mpsc::channel(1024);
+    let shared = Arc::new(Shared {
+        settings,
+        client,
+        registry: RwLock::new(Registry::new()),
+        devices: Sessions::default(),
+        apps: Sessions::default(),
+        commands: Mutex::new(Commands::default()),
+        north: Northbound::default(),
+        metrics,
+        ingest: ingest_tx,
+        status: status_tx,
+        command_updates: command_tx,
+        warnings: warn_tx,
+    });
+    // Writers stop after the sessions (they write the final Offline), so they get their own
+    // token.
+    let writers_stop = CancellationToken::new();
+    let mut writers = vec![
+        tokio::spawn(ingest::run(shared.clone(), ingest_rx, writers_stop.clone())),
+        tokio::spawn(status::run_device_writer(
+            shared.clone(),
+            status_rx,
+            writers_stop.clone(),
+        )),
+        tokio::spawn(status::run_command_writer(
+            shared.clone(),
+            command_rx,
+            writers_stop.clone(),
+        )),
+    ];
+    writers.push(tokio::spawn(publish_warnings(
+        shared.clone(),
+        warn_rx,
+        writers_stop.clone(),
+    )));
+
+    watch::start(shared.clone(), shutdown.clone()).await;
+    if shutdown.is_cancelled() {
+        writers_stop.cancel();
+        return Ok(());
+    }
+    tracing::info!(
+        devices = shared.registry.read().device_count(),
+        "front door registry synced; accepting connections"
+    );
+    let mut accepts = vec![
+        tokio::spawn(accept(
+            listeners.mqtt,
+            None,
+            Listener::Device,
+            shared.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(accept(
+            listeners.app,
+            None,
+            Listener::Application,
+            shared.clone(),
+            shutdown.clone(),
+        )),
+    ];
+    if let Some((listener, tls)) = listeners.mqtts {
+        accepts.push(tokio::spawn(accept(
+            listener,
+            Some(tls),
+            Listener::DeviceTls,
+            shared.clone(),
+            shutdown.clone(),
+        )));
+    }
+    shutdown.cancelled().await;
+    for (_, handle) in shared.devices.all().into_iter().chain(shared.apps.all()) {
+        handle
+            .kill
+            .kill(CloseCode::ShuttingDown, "the front door is shutting down");
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while (!shared.devices.is_empty() || !shared.apps.is_empty()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writers_stop.cancel();
+    for task in accepts.into_iter().chain(writers) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    Ok(())
+}
+
+/// Accept connections until shutdown, one task each.
+async fn accept(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    kind: Listener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        match &tls {
+            None => {
+                tokio::spawn(mqtt::session::serve(stream, peer, kind, shared));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        shared.settings.connect_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(stream)) => mqtt::session::serve(stream, peer, kind, shared).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn publish_warnings(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Warning>,
+    shutdown: CancellationToken,
+) {
+    let recorder = Recorder::new(
+        shared.client.clone(),
+        Reporter {
+            controller: "devplane-frontdoor".into(),
+            instance: Some(shared.settings.replica.clone()),
+        },
+    );
+    let mut last: HashMap<Identity, Instant> = HashMap::new();
+    loop {
+        let warning = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = rx.recv() => match next {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        if last
+            .get(&warning.device)
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(60))
+        {
+            continue;
+        }
+        last.insert(warning.device.clone(), Instant::now());
+        if last.len() > 10_000 {
+            last.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+        }
+        let uid = shared
+            .registry
+            .read()
+            .device(&warning.device)
+            .map(|d| d.uid.clone());
+        let reference = ObjectReference {
+            api_version: Some(devplane_api::API_VERSION.into()),
+            kind: Some(<Device as kube::Resource>::kind(&()).into()),
+            name: Some(warning.device.name.clone()),
+            namespace: Some(warning.device.namespace.clone()),
+            uid,
+            ..Default::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: warning.reason.into(),
+            note: Some(warning.message),
+            action: "Authorize".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %devplane_core::report::chain(&e), "cannot publish a warning event");
+        }
+    }
+}
+
+/// The address a listener is bound to (for messages and tests).
+pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
+    listener.local_addr().ok()
+}

@@ -1,0 +1,864 @@
+//! One MQTT connection, from CONNECT to close: authentication, the authorization rule on every
+//! packet, uplink through validation and ingest (PUBACK only once ingest took the message),
+//! downlink with a bounded QoS 1 window, keepalive, wills and persistent sessions.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use devplane_api::v1alpha1::Protocol;
+use parking_lot::RwLock;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::codec::{
+    self, AckCode, CloseCode, ConnectCode, ConnectInfo, DecodeError, Incoming, Outgoing, SubCode,
+    Version,
+};
+use crate::Shared;
+use crate::ingest;
+use crate::north::Sink;
+use crate::registry::{PasswordTag, Refusal};
+use crate::sessions::{Deliver, Handle, Kill, Stored};
+use crate::status::StatusUpdate;
+use crate::topic::{self, Denial, Downlink, Identity};
+use crate::uplink::Rejection;
+
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// Devices, plain TCP.
+    Device,
+    /// Devices, TLS.
+    DeviceTls,
+    /// Northbound applications.
+    Application,
+}
+
+impl Listener {
+    fn label(self) -> &'static str {
+        match self {
+            Listener::Device => "mqtt",
+            Listener::DeviceTls => "mqtts",
+            Listener::Application => "app",
+        }
+    }
+}
+
+/// Who is on the other end.
+#[derive(Clone, Debug)]
+enum Role {
+    Device(Identity),
+    Application(Identity),
+}
+
+/// How a session ended.
+enum End {
+    /// The client sent DISCONNECT.
+    Clean { with_will: bool },
+    /// The socket closed, a timeout, or a protocol error: the will is due.
+    Abnormal,
+    /// Ended from outside (takeover, decommissioning, shutdown): no will.
+    Killed,
+}
+
+/// Read buffer sizes: small while idle, large while busy.
+const IDLE_READ: usize = 1024;
+const BUSY_READ: usize = 32 * 1024;
+
+struct Session<S> {
+    stream: S,
+    version: Version,
+    role: Role,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    input: BytesMut,
+    output: BytesMut,
+    subscriptions: Arc<RwLock<Vec<(String, u8)>>>,
+    next_pkid: u16,
+    inflight: HashMap<u16, Deliver>,
+    window: usize,
+    waiting: VecDeque<Deliver>,
+    sent_commands: HashSet<String>,
+    last_seen_reported: Option<Instant>,
+}
+
+/// Serve one connection until it ends.
+pub async fn serve<S>(mut stream: S, peer: SocketAddr, listener: Listener, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limit = shared.settings.max_packet_size;
+    let mut input = BytesMut::with_capacity(IDLE_READ);
+    let connect = tokio::time::timeout(shared.settings.connect_timeout, async {
+        loop {
+            match codec::read_connect(&mut input, limit) {
+                Err(DecodeError::Incomplete) => {}
+                other => return Some(other),
+            }
+            input.reserve(IDLE_READ);
+            match stream.read_buf(&mut input).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let info = match connect {
+        Err(_) => {
+            tracing::debug!(%peer, "no CONNECT in time; closing");
+            shared.metrics.protocol_errors.inc("ConnectTimeout");
+            return;
+        }
+        Ok(None) => return,
+        Ok(Some(Ok(info))) => info,
+        Ok(Some(Err(e))) => {
+            refuse_malformed_connect(&mut stream, peer, &shared, e).await;
+            return;
+        }
+    };
+    let version = info.version;
+    let (role, tag, session_present, resumed) = match authenticate(&info, listener, &shared) {
+        Ok(ok) => ok,
+        Err((code, reason)) => {
+            shared.metrics.connections_refused.inc(match code {
+                ConnectCode::BadCredentials => "BadCredentials",
+                ConnectCode::NotAuthorized => "NotAuthorized",
+                _ => "Other",
+            });
+            tracing::info!(%peer, user = info.username.as_deref().unwrap_or(""), %reason, "connection refused");
+            let mut out = BytesMut::new();
+            let _ = codec::write(
+                version,
+                Outgoing::ConnAck {
+                    code,
+                    session_present: false,
+                    reason: Some(reason),
+                    receive_maximum: shared.settings.max_inflight,
+                    maximum_packet_size: limit as u32,
+                },
+                &mut out,
+            );
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    let window = usize::from(
+        info.receive_maximum
+            .unwrap_or(u16::MAX)
+            .min(shared.settings.max_inflight)
+            .max(1),
+    );
+    let (tx, rx) = mpsc::channel(shared.settings.session_queue);
+    let kill = Kill::default();
+    let conn = shared.devices.next_conn();
+    let mut session = Session {
+        stream,
+        version,
+        role: role.clone(),
+        peer,
+        shared: shared.clone(),
+        input,
+        output: BytesMut::new(),
+        subscriptions: Arc::new(RwLock::new(
+            resumed
+                .as_ref()
+                .map(|s| s.subscriptions.clone())
+                .unwrap_or_default(),
+        )),
+        next_pkid: 0,
+        inflight: HashMap::new(),
+        window,
+        waiting: resumed
+            .as_ref()
+            .map(|s| s.queue.iter().cloned().collect())
+            .unwrap_or_default(),
+        sent_commands: HashSet::new(),
+        last_seen_reported: None,
+    };
+    let handle = Handle {
+        conn,
+        tx: tx.clone(),
+        kill: kill.clone(),
+        tag,
+    };
+    match &role {
+        Role::Device(id) => shared.devices.register(id, handle),
+        Role::Application(id) => {
+            shared.apps.register(id, handle);
+            shared.north.attach(
+                &id.namespace,
+                Sink {
+                    conn,
+                    filters: session.subscriptions.clone(),
+                    tx,
+                },
+            );
+        }
+    }
+    shared.metrics.connections_accepted.inc(listener.label());
+    shared.metrics.sessions_open.fetch_add(1, Ordering::Relaxed);
+    session.send(Outgoing::ConnAck {
+        code: ConnectCode::Success,
+        session_present,
+        reason: None,
+        receive_maximum: shared.settings.max_inflight,
+        maximum_packet_size: limit as u32,
+    });
+    tracing::debug!(%peer, who = %session.who(), version = ?version, "session started");
+    if let Role::Device(id) = &role {
+        shared.status_update(StatusUpdate::Connected {
+            id: id.clone(),
+            address: peer.to_string(),
+            protocol: Protocol::Mqtt,
+        });
+        ingest::presence(&shared, id, true, &peer.to_string()).await;
+        if session_present {
+            session.offer_downlink().await;
+        }
+    }
+    let keep_alive =
+        (info.keep_alive > 0).then(|| Duration::from_millis(u64::from(info.keep_alive) * 1500));
+    let end = session.run(rx, &kill, keep_alive).await;
+    session.finish(end, conn, &kill, &info).await;
+}
+
+async fn refuse_malformed_connect<S>(
+    stream: &mut S,
+    peer: SocketAddr,
+    shared: &Shared,
+    e: DecodeError,
+) where
+    S: AsyncWrite + Unpin,
+{
+    let reason = match &e {
+        DecodeError::UnsupportedVersion { .. } => "UnsupportedVersion",
+        DecodeError::TooLarge { .. } => "PacketTooLarge",
+        DecodeError::NotConnect => "NotConnect",
+        _ => "MalformedConnect",
+    };
+    shared.metrics.protocol_errors.inc(reason);
+    tracing::warn!(%peer, error = %e, "closing a connection: bad CONNECT");
+    if let DecodeError::UnsupportedVersion { .. } = e {
+        // MQTT 3.1 and other levels read a v3.1.1 CONNACK with code 1.
+        let mut out = BytesMut::new();
+        let _ = codec::write(
+            Version::V4,
+            Outgoing::ConnAck {
+                code: ConnectCode::UnsupportedVersion,
+                session_present: false,
+                reason: None,
+                receive_maximum: 0,
+                maximum_packet_size: 0,
+            },
+            &mut out,
+        );
+        let _ = stream.write_all(&out).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+type Authenticated = (Role, PasswordTag, bool, Option<Stored>);
+
+fn authenticate(
+    info: &ConnectInfo,
+    listener: Listener,
+    shared: &Shared,
+) -> Result<Authenticated, (ConnectCode, String)> {
+    let username = info.username.as_deref().unwrap_or("");
+    let password = info.password.as_deref().unwrap_or("").as_bytes();
+    let now = jiff::Timestamp::now();
+    let refused = |r: Refusal| match r {
+        Refusal::BadCredentials => (
+            ConnectCode::BadCredentials,
+            "bad user name or password".to_string(),
+        ),
+        Refusal::NotAuthorized(why) => (ConnectCode::NotAuthorized, why),
+    };
+    match listener {
+        Listener::Device | Listener::DeviceTls => {
+            let (id, tag) = shared
+                .registry
+                .read()
+                .authenticate_device(username, password, Protocol::Mqtt, now)
+                .map_err(refused)?;
+            if let Some(will) = &info.will
+                && let Err(denial) = topic::classify_publish(&id, &will.topic)
+            {
+                shared.metrics.deny(denial);
+                return Err((
+                    ConnectCode::NotAuthorized,
+                    format!(
+                        "will topic {:?} is not one of the device's uplink topics ({denial})",
+                        will.topic
+                    ),
+                ));
+            }
+            let resumed = if info.clean {
+                shared.devices.discard(&id);
+                None
+            } else {
+                shared.devices.resume(&id)
+            };
+            let present = resumed.is_some();
+            Ok((Role::Device(id), tag, present, resumed))
+        }
+        Listener::Application => {
+            let (id, tag) = shared
+                .registry
+                .read()
+                .authenticate_application(username, password, now)
+                .map_err(refused)?;
+            if info.will.is_some() {
+                return Err((
+                    ConnectCode::NotAuthorized,
+                    "applications only read: no will".to_string(),
+                ));
+            }
+            Ok((Role::Application(id), tag, false, None))
+        }
+    }
+}
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn who(&self) -> String {
+        match &self.role {
+            Role::Device(id) => format!("device {id}"),
+            Role::Application(id) => format!("application {id}"),
+        }
+    }
+
+    fn send(&mut self, packet: Outgoing) {
+        if let Err(e) = codec::write(self.version, packet, &mut self.output) {
+            tracing::warn!(peer = %self.peer, error = %e, "cannot encode a packet");
+        }
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.output.is_empty() {
+            return true;
+        }
+        let ok = self.stream.write_all(&self.output).await.is_ok();
+        self.output.clear();
+        if self.output.capacity() > BUSY_READ * 4 {
+            self.output = BytesMut::new();
+        }
+        ok
+    }
+
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Deliver>,
+        kill: &Kill,
+        keep_alive: Option<Duration>,
+    ) -> End {
+        let mut deadline = keep_alive.map(|k| Instant::now() + k);
+        // Clients may send more packets right behind CONNECT, in the same read.
+        if !self.input.is_empty()
+            && let Some(end) = self.process_input(kill).await
+        {
+            self.flush().await;
+            return end;
+        }
+        if !self.flush().await {
+            return End::Abnormal;
+        }
+        loop {
+            let room = self.inflight.len() < self.window;
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let end = tokio::select! {
+                biased;
+                _ = kill.killed() => Some(End::Killed),
+                read = read_more(&mut self.stream, &mut self.input) => match read {
+                    Ok(0) | Err(_) => Some(End::Abnormal),
+                    Ok(_) => {
+                        deadline = keep_alive.map(|k| Instant::now() + k);
+                        self.process_input(kill).await
+                    }
+                },
+                Some(deliver) = rx.recv(), if room => {
+                    self.deliver(deliver);
+                    // Take what else is queued while there is room, then write once.
+                    while self.inflight.len() < self.window {
+                        match rx.try_recv() {
+                            Ok(more) => self.deliver(more),
+                            Err(_) => break,
+                        }
+                    }
+                    None
+                }
+                _ = sleep => {
+                    tracing::info!(peer = %self.peer, who = %self.who(), "keepalive expired; closing");
+                    self.send(Outgoing::Disconnect { code: CloseCode::KeepAliveTimeout, reason: "no packet within 1.5 × keepalive".into() });
+                    Some(End::Abnormal)
+                }
+            };
+            let flushed = self.flush().await;
+            if let Some(end) = end {
+                return end;
+            }
+            if !flushed {
+                return End::Abnormal;
+            }
+        }
+    }
+
+    /// Handle every whole packet in the input buffer; Some(end) closes the session.
+    async fn process_input(&mut self, kill: &Kill) -> Option<End> {
+        let limit = self.shared.settings.max_packet_size;
+        loop {
+            let packet = match codec::read(self.version, &mut self.input, limit) {
+                Ok(packet) => packet,
+                Err(DecodeError::Incomplete) => {
+                    if self.input.is_empty() && self.input.capacity() > BUSY_READ * 2 {
+                        // A burst is over: give the large buffer back.
+                        self.input = BytesMut::with_capacity(IDLE_READ);
+                    }
+                    return None;
+                }
+                Err(e) => return Some(self.protocol_error(e)),
+            };
+            if let Some(end) = self.handle(packet, kill).await {
+                return Some(end);
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, e: DecodeError) -> End {
+        let (label, code) = match &e {
+            DecodeError::TooLarge { .. } => ("PacketTooLarge", CloseCode::PacketTooLarge),
+            _ => ("MalformedPacket", CloseCode::Malformed),
+        };
+        self.shared.metrics.protocol_errors.inc(label);
+        tracing::warn!(peer = %self.peer, who = %self.who(), error = %e, "closing the connection: protocol error");
+        self.send(Outgoing::Disconnect {
+            code,
+            reason: e.to_string(),
+        });
+        End::Abnormal
+    }
+
+    async fn handle(&mut self, packet: Incoming, kill: &Kill) -> Option<End> {
+        match packet {
+            Incoming::Publish {
+                topic,
+                pkid,
+                qos,
+                payload,
+            } => self.on_publish(topic, pkid, qos, payload, kill).await,
+            Incoming::PubAck { pkid } => {
+                self.inflight.remove(&pkid);
+                while self.inflight.len() < self.window {
+                    let Some(next) = self.waiting.pop_front() else {
+                        break;
+                    };
+                    self.write_publish(next);
+                }
+                None
+            }
+            Incoming::Subscribe { pkid, filters } => {
+                self.on_subscribe(pkid, filters).await;
+                None
+            }
+            Incoming::Unsubscribe { pkid, filters } => {
+                let count = filters.len();
+                self.subscriptions
+                    .write()
+                    .retain(|(f, _)| !filters.contains(f));
+                self.send(Outgoing::UnsubAck { pkid, count });
+                None
+            }
+            Incoming::PingReq => {
+                self.send(Outgoing::PingResp);
+                None
+            }
+            Incoming::Disconnect { with_will } => Some(End::Clean { with_will }),
+            Incoming::Unexpected(what) => {
+                self.shared.metrics.protocol_errors.inc("UnexpectedPacket");
+                tracing::warn!(peer = %self.peer, who = %self.who(), "closing the connection: unexpected {what}");
+                let code = if what.contains("QoS 2") {
+                    CloseCode::QosNotSupported
+                } else {
+                    CloseCode::ProtocolError
+                };
+                self.send(Outgoing::Disconnect {
+                    code,
+                    reason: format!("unexpected {what}"),
+                });
+                Some(End::Abnormal)
+            }
+        }
+    }
+
+    async fn on_publish(
+        &mut self,
+        topic: String,
+        pkid: u16,
+        qos: u8,
+        payload: Bytes,
+        kill: &Kill,
+    ) -> Option<End> {
+        if qos == 2 {
+            self.shared.metrics.protocol_errors.inc("QosNotSupported");
+            tracing::info!(peer = %self.peer, who = %self.who(), "closing the connection: QoS 2 publish");
+            self.send(Outgoing::Disconnect {
+                code: CloseCode::QosNotSupported,
+                reason: "QoS 2 is not supported; publish with QoS 0 or 1".into(),
+            });
+            return Some(End::Abnormal);
+        }
+        let device = match &self.role {
+            Role::Device(id) => id.clone(),
+            Role::Application(_) => {
+                return self.deny_publish(&topic, pkid, qos, Denial::ReadOnly);
+            }
+        };
+        let accepted = match topic::classify_publish(&device, &topic) {
+            Err(denial) => return self.deny_publish(&topic, pkid, qos, denial),
+            Ok(uplink) => ingest::judge(&self.shared, &device, &uplink, &payload),
+        };
+        match accepted {
+            Err(rejection) => {
+                self.shared.metrics.rejected.inc(rejection.reason);
+                self.report_error(&device, &topic, &rejection);
+                if qos == 1 {
+                    self.send(Outgoing::PubAck {
+                        pkid,
+                        code: AckCode::PayloadFormatInvalid,
+                        reason: Some(rejection.summary()),
+                    });
+                }
+                None
+            }
+            Ok(accepted) => {
+                // Hand to ingest, waiting while it is full (backpressure): the device gets no
+                // PUBACK until ingest has the message.
+                tokio::select! {
+                    biased;
+                    _ = kill.killed() => return Some(End::Killed),
+                    sent = self.shared.ingest.send(accepted) => if sent.is_err() {
+                        return Some(End::Killed);
+                    },
+                }
+                if qos == 1 {
+                    self.send(Outgoing::PubAck {
+                        pkid,
+                        code: AckCode::Success,
+                        reason: None,
+                    });
+                }
+                self.seen(&device);
+                None
+            }
+        }
+    }
+
+    /// Note that the device was heard from, at most twice per status interval.
+    fn seen(&mut self, device: &Identity) {
+        let interval = self.shared.settings.status_interval / 2;
+        if self
+            .last_seen_reported
+            .is_none_or(|at| at.elapsed() >= interval)
+        {
+            self.last_seen_reported = Some(Instant::now());
+            self.shared
+                .status_update(StatusUpdate::Seen { id: device.clone() });
+        }
+    }
+
+    fn deny_publish(&mut self, topic: &str, pkid: u16, qos: u8, denial: Denial) -> Option<End> {
+        self.shared.metrics.deny(denial);
+        tracing::info!(peer = %self.peer, who = %self.who(), topic, %denial, "publish denied");
+        if let Role::Device(id) = &self.role {
+            let id = id.clone();
+            self.shared.warn(
+                &id,
+                "PublishDenied",
+                format!("publish to {topic:?} denied: {denial}"),
+            );
+            self.report_error(
+                &id,
+                topic,
+                &Rejection {
+                    reason: denial.as_str(),
+                    field: String::new(),
+                    message: format!("the device may not publish to {topic:?}"),
+                },
+            );
+        }
+        match (self.version, qos) {
+            (Version::V5, 1) => {
+                self.send(Outgoing::PubAck {
+                    pkid,
+                    code: AckCode::NotAuthorized,
+                    reason: Some(format!("{denial}: {topic}")),
+                });
+                None
+            }
+            (Version::V5, _) => None,
+            (Version::V4, _) => {
+                // MQTT 3.1.1 has no way to refuse a publish but closing the connection.
+                Some(End::Killed)
+            }
+        }
+    }
+
+    /// Send a rejection to the device's errors topic, if it subscribed to it.
+    fn report_error(&mut self, device: &Identity, topic: &str, rejection: &Rejection) {
+        let payload = serde_json::json!({
+            "topic": topic,
+            "reason": rejection.reason,
+            "field": rejection.field,
+            "message": rejection.message,
+        });
+        self.deliver(Deliver {
+            topic: device.downlink(&Downlink::Errors).into(),
+            payload: Bytes::from(payload.to_string()),
+            qos: 0,
+            command: None,
+        });
+    }
+
+    async fn on_subscribe(&mut self, pkid: u16, filters: Vec<(String, u8)>) {
+        let limit = self.shared.settings.max_filters_per_subscribe;
+        let mut codes = Vec::with_capacity(filters.len());
+        let mut granted = Vec::new();
+        for (i, (filter, qos)) in filters.into_iter().enumerate() {
+            if i >= limit {
+                self.shared.metrics.protocol_errors.inc("TooManyFilters");
+                codes.push(SubCode::QuotaExceeded);
+                continue;
+            }
+            let verdict = match &self.role {
+                Role::Device(id) => topic::authorize_device_filter(id, &filter),
+                Role::Application(id) => {
+                    topic::authorize_application_filter(&id.namespace, &filter)
+                }
+            };
+            match verdict {
+                Ok(()) => {
+                    // QoS 2 is granted as QoS 1 (documented); everything else as asked.
+                    let qos = qos.min(1);
+                    codes.push(SubCode::Granted(qos));
+                    granted.push((filter, qos));
+                }
+                Err(denial) => {
+                    self.shared.metrics.deny(denial);
+                    tracing::info!(peer = %self.peer, who = %self.who(), filter, %denial, "subscription denied");
+                    if let Role::Device(id) = &self.role {
+                        let id = id.clone();
+                        self.shared.warn(
+                            &id,
+                            "SubscribeDenied",
+                            format!("subscription to {filter:?} denied: {denial}"),
+                        );
+                    }
+                    codes.push(if denial == Denial::InvalidTopic {
+                        SubCode::InvalidFilter
+                    } else {
+                        SubCode::NotAuthorized
+                    });
+                }
+            }
+        }
+        {
+            let mut subscriptions = self.subscriptions.write();
+            for (filter, qos) in &granted {
+                match subscriptions.iter_mut().find(|(f, _)| f == filter) {
+                    Some(existing) => existing.1 = *qos,
+                    None => subscriptions.push((filter.clone(), *qos)),
+                }
+            }
+        }
+        self.send(Outgoing::SubAck { pkid, codes });
+        if !granted.is_empty() && matches!(self.role, Role::Device(_)) {
+            self.offer_downlink().await;
+        }
+    }
+
+    /// After a (re)subscription: the desired attributes, and every command waiting for the
+    /// device (each goes only where a subscription matches).
+    async fn offer_downlink(&mut self) {
+        let Role::Device(id) = &self.role else {
+            return;
+        };
+        let id = id.clone();
+        let desired = self
+            .shared
+            .registry
+            .read()
+            .device(&id)
+            .map(ingest::desired_payload);
+        if let Some(payload) = desired {
+            self.deliver(Deliver {
+                topic: id.downlink(&Downlink::Desired).into(),
+                payload,
+                qos: 1,
+                command: None,
+            });
+        }
+        let now = jiff::Timestamp::now();
+        let waiting = self.shared.commands.lock().deliverable(&id, now);
+        for command in waiting {
+            self.deliver(Deliver {
+                topic: id.downlink(&Downlink::Command(&command.name)).into(),
+                payload: Bytes::from(command.payload(now).to_string()),
+                qos: 1,
+                command: Some(command.name),
+            });
+        }
+    }
+
+    /// Send a downlink message if a subscription matches it.
+    fn deliver(&mut self, deliver: Deliver) {
+        let granted = self
+            .subscriptions
+            .read()
+            .iter()
+            .filter(|(f, _)| topic::matches(&deliver.topic, f))
+            .map(|(_, q)| *q)
+            .max();
+        let Some(granted) = granted else {
+            return;
+        };
+        if let Some(name) = &deliver.command {
+            if self.sent_commands.contains(name) {
+                return;
+            }
+            self.sent_commands.insert(name.clone());
+            if let Role::Device(id) = &self.role {
+                self.shared.command_sent(id, name);
+            }
+        }
+        let deliver = Deliver {
+            qos: deliver.qos.min(granted),
+            ..deliver
+        };
+        if deliver.qos == 1 && self.inflight.len() >= self.window {
+            if self.waiting.len() >= self.shared.settings.offline_queue {
+                self.waiting.pop_front();
+            }
+            self.waiting.push_back(deliver);
+            return;
+        }
+        self.write_publish(deliver);
+    }
+
+    fn write_publish(&mut self, deliver: Deliver) {
+        let pkid = if deliver.qos == 1 {
+            let pkid = self.free_pkid();
+            self.inflight.insert(pkid, deliver.clone());
+            pkid
+        } else {
+            0
+        };
+        self.send(Outgoing::Publish {
+            topic: deliver.topic.to_string(),
+            pkid,
+            qos: deliver.qos,
+            payload: deliver.payload,
+        });
+    }
+
+    fn free_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+            if !self.inflight.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    async fn finish(mut self, end: End, conn: u64, kill: &Kill, info: &ConnectInfo) {
+        if let (End::Killed, Some((code, reason))) = (&end, kill.reason()) {
+            tracing::info!(peer = %self.peer, who = %self.who(), %reason, "closing the session");
+            self.send(Outgoing::Disconnect { code, reason });
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+        self.shared
+            .metrics
+            .sessions_open
+            .fetch_sub(1, Ordering::Relaxed);
+        let shared = self.shared.clone();
+        match self.role.clone() {
+            Role::Application(id) => {
+                shared.north.detach(&id.namespace, conn);
+                shared.apps.remove(&id, conn);
+            }
+            Role::Device(id) => {
+                let still_ours = shared.devices.remove(&id, conn);
+                let persistent = !info.clean && info.session_expiry != Some(0);
+                if persistent && still_ours {
+                    let mut queue: Vec<Deliver> = self.inflight.drain().map(|(_, d)| d).collect();
+                    queue.extend(self.waiting.drain(..));
+                    let expiry = info
+                        .session_expiry
+                        .map(|s| Duration::from_secs(u64::from(s)))
+                        .unwrap_or(shared.settings.session_expiry)
+                        .min(shared.settings.session_expiry);
+                    shared.devices.store(
+                        &id,
+                        Stored {
+                            subscriptions: self.subscriptions.read().clone(),
+                            queue,
+                            expires: Instant::now(),
+                        },
+                        expiry,
+                        shared.settings.offline_queue,
+                    );
+                }
+                let will_due = matches!(end, End::Abnormal | End::Clean { with_will: true });
+                if will_due && let Some(will) = &info.will {
+                    publish_will(&shared, &id, will).await;
+                }
+                if still_ours {
+                    shared.status_update(StatusUpdate::Disconnected { id: id.clone() });
+                    ingest::presence(&shared, &id, false, &self.peer.to_string()).await;
+                }
+            }
+        }
+        tracing::debug!(peer = %self.peer, "session ended");
+    }
+}
+
+/// A will goes through the same validation and ingest as any uplink.
+async fn publish_will(shared: &Arc<Shared>, id: &Identity, will: &codec::Will) {
+    let Ok(uplink) = topic::classify_publish(id, &will.topic) else {
+        return;
+    };
+    match ingest::judge(shared, id, &uplink, &will.payload) {
+        Ok(accepted) => {
+            let _ = shared.ingest.send(accepted).await;
+        }
+        Err(rejection) => {
+            shared.metrics.rejected.inc(rejection.reason);
+            tracing::info!(device = %id, reason = rejection.reason, "will message rejected");
+        }
+    }
+}
+
+/// Read more bytes into `buf`, growing it only while the connection is busy.
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < IDLE_READ / 2 {
+        let busy = buf.len() >= IDLE_READ / 2;
+        buf.reserve(if busy { BUSY_READ } else { IDLE_READ });
+    }
+    let n = stream.read_buf(buf).await?;
+    Ok(n)
+}

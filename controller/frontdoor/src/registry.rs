@@ -1,0 +1,420 @@
+//! The registry index (pure): devices, models and credentials as the API's watches last showed
+//! them, so that authenticating a connection or validating a message is an in-memory lookup.
+//!
+//! Passwords are never kept: the index holds an HMAC-SHA256 of each under a key drawn at start
+//! (the passwords are 256-bit random strings, so a fast keyed hash is enough), and compares in
+//! constant time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use devplane_api::constants::labels;
+use devplane_api::v1alpha1::{
+    ConnectionStatus, Device, DeviceModel, DeviceModelSpec, Lifecycle, Phase, Protocol,
+};
+use devplane_core::ResolvedModel;
+use devplane_core::model::{ModelKey, ModelSource, resolve};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
+use ring::hmac;
+use serde_json::Value;
+
+use crate::topic::Identity;
+
+/// The secret keys the credentials controller writes.
+const PASSWORD: &str = "password";
+const PREVIOUS_PASSWORD: &str = "previous-password";
+const PREVIOUS_EXPIRES: &str = "previous-password-expires-at";
+
+/// An HMAC of a password, as the index and a session keep it.
+pub type PasswordTag = [u8; 32];
+
+/// What the front door knows of one device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceEntry {
+    /// `metadata.uid`: a re-created device is a new device.
+    pub uid: String,
+    /// `spec.lifecycle`.
+    pub lifecycle: Lifecycle,
+    /// `status.phase`.
+    pub phase: Option<Phase>,
+    /// The model it conforms to.
+    pub model: ModelKey,
+    /// `spec.desired`.
+    pub desired: BTreeMap<String, Value>,
+    /// `metadata.generation`.
+    pub generation: i64,
+    /// Protocols it may use directly (none: it goes through a gateway).
+    pub protocols: Vec<Protocol>,
+    /// `status.connection` as last written.
+    pub connection: Option<ConnectionStatus>,
+    /// `status.reported` as last written.
+    pub reported: BTreeMap<String, Value>,
+    /// `status.conditions`.
+    pub conditions: Vec<Condition>,
+}
+
+impl DeviceEntry {
+    /// The entry of a Device object.
+    pub fn from_device(device: &Device) -> DeviceEntry {
+        let namespace = device.namespace().unwrap_or_default();
+        let status = device.status.clone().unwrap_or_default();
+        DeviceEntry {
+            uid: device.uid().unwrap_or_default(),
+            lifecycle: device.spec.lifecycle,
+            phase: status.phase,
+            model: ModelKey::from_ref(&device.spec.model_ref, &namespace),
+            desired: device.spec.desired.clone(),
+            generation: device.metadata.generation.unwrap_or_default(),
+            protocols: device.spec.connection.direct_protocols(),
+            connection: status.connection,
+            reported: status.reported,
+            conditions: status.conditions,
+        }
+    }
+
+    /// Whether the device is in Maintenance (its data is flagged northbound).
+    pub fn in_maintenance(&self) -> bool {
+        self.lifecycle == Lifecycle::Maintenance || self.phase == Some(Phase::Maintenance)
+    }
+
+    /// Why the device may not hold a session over `protocol`, if it may not.
+    pub fn refusal(&self, protocol: Protocol) -> Option<String> {
+        if self.lifecycle == Lifecycle::Decommissioned || self.phase == Some(Phase::Decommissioned)
+        {
+            return Some("the device is decommissioned".into());
+        }
+        if self.lifecycle == Lifecycle::Planned || matches!(self.phase, None | Some(Phase::Planned))
+        {
+            return Some("the device is planned: it has no credentials yet".into());
+        }
+        if !self.protocols.contains(&protocol) {
+            return Some(format!(
+                "the device may not connect directly over {}",
+                protocol.as_str()
+            ));
+        }
+        None
+    }
+}
+
+/// A principal's credentials: the current password and, during a rotation's overlap, the
+/// previous one with its end.
+#[derive(Clone, Debug, PartialEq)]
+struct Credential {
+    current: PasswordTag,
+    previous: Option<(PasswordTag, jiff::Timestamp)>,
+}
+
+/// Why a connection is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Unknown user name or wrong password (the two are not told apart).
+    BadCredentials,
+    /// The identity exists but may not connect now, with why.
+    NotAuthorized(String),
+}
+
+/// Which kind of principal a Secret's credentials belong to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum PrincipalKind {
+    Device,
+    Application,
+}
+
+/// The index.
+pub struct Registry {
+    key: hmac::Key,
+    devices: HashMap<Identity, DeviceEntry>,
+    credentials: HashMap<(PrincipalKind, Identity), Credential>,
+    /// Secret (namespace, name) → whose credentials it holds.
+    secret_owners: HashMap<(String, String), (PrincipalKind, Identity)>,
+    models: BTreeMap<ModelKey, DeviceModelSpec>,
+    resolved: HashMap<ModelKey, Result<Arc<ResolvedModel>, String>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct Models<'a>(&'a BTreeMap<ModelKey, DeviceModelSpec>);
+
+impl ModelSource for Models<'_> {
+    fn model(&self, key: &ModelKey) -> Option<&DeviceModelSpec> {
+        self.0.get(key)
+    }
+}
+
+impl Registry {
+    /// An empty index with a fresh random HMAC key.
+    pub fn new() -> Registry {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        Registry {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            devices: HashMap::new(),
+            credentials: HashMap::new(),
+            secret_owners: HashMap::new(),
+            models: BTreeMap::new(),
+            resolved: HashMap::new(),
+        }
+    }
+
+    /// The HMAC of a password under this index's key.
+    pub fn tag(&self, password: &[u8]) -> PasswordTag {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(&self.key, password).as_ref());
+        out
+    }
+
+    fn verify(&self, password: &[u8], tag: &PasswordTag) -> bool {
+        hmac::verify(&self.key, password, tag).is_ok()
+    }
+
+    // --- devices -------------------------------------------------------------------------
+
+    /// Record a Device; returns the entry it replaces.
+    pub fn apply_device(&mut self, device: &Device) -> Option<DeviceEntry> {
+        let id = Identity::new(device.namespace().unwrap_or_default(), device.name_any());
+        self.devices.insert(id, DeviceEntry::from_device(device))
+    }
+
+    /// Forget a Device; returns its entry.
+    pub fn delete_device(&mut self, id: &Identity) -> Option<DeviceEntry> {
+        self.devices.remove(id)
+    }
+
+    /// Keep only the devices in `keep` (after a re-list); returns the forgotten ones.
+    pub fn retain_devices(&mut self, keep: &HashSet<Identity>) -> Vec<Identity> {
+        let gone: Vec<Identity> = self
+            .devices
+            .keys()
+            .filter(|id| !keep.contains(id))
+            .cloned()
+            .collect();
+        for id in &gone {
+            self.devices.remove(id);
+        }
+        gone
+    }
+
+    /// A device's entry.
+    pub fn device(&self, id: &Identity) -> Option<&DeviceEntry> {
+        self.devices.get(id)
+    }
+
+    /// How many devices the index holds.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    // --- models --------------------------------------------------------------------------
+
+    /// Record a DeviceModel (every resolution is redone lazily).
+    pub fn apply_model(&mut self, model: &DeviceModel) {
+        let key = ModelKey::new(model.namespace().unwrap_or_default(), model.name_any());
+        if self.models.get(&key) != Some(&model.spec) {
+            self.models.insert(key, model.spec.clone());
+            self.resolved.clear();
+        }
+    }
+
+    /// Forget a DeviceModel.
+    pub fn delete_model(&mut self, key: &ModelKey) {
+        if self.models.remove(key).is_some() {
+            self.resolved.clear();
+        }
+    }
+
+    /// Keep only the models in `keep` (after a re-list).
+    pub fn retain_models(&mut self, keep: &HashSet<ModelKey>) {
+        let before = self.models.len();
+        self.models.retain(|k, _| keep.contains(k));
+        if self.models.len() != before {
+            self.resolved.clear();
+        }
+    }
+
+    /// The resolved model of a device if it is resolved already (a read-only lookup).
+    pub fn cached_model(&self, id: &Identity) -> Option<Result<Arc<ResolvedModel>, String>> {
+        let key = &self.devices.get(id)?.model;
+        self.resolved.get(key).cloned()
+    }
+
+    /// The resolved model of a device, or why there is none.
+    pub fn model_of(&mut self, id: &Identity) -> Result<Arc<ResolvedModel>, String> {
+        let key = match self.devices.get(id) {
+            Some(d) => d.model.clone(),
+            None => return Err(format!("device {id} is not known")),
+        };
+        if let Some(hit) = self.resolved.get(&key) {
+            return hit.clone();
+        }
+        let result = resolve(&Models(&self.models), &key)
+            .map(Arc::new)
+            .map_err(|e| format!("model {key} does not resolve: {e}"));
+        self.resolved.insert(key, result.clone());
+        result
+    }
+
+    // --- credentials ---------------------------------------------------------------------
+
+    fn owner_of(secret: &Secret) -> Option<(PrincipalKind, Identity)> {
+        let namespace = secret.namespace()?;
+        let labels = secret.labels();
+        if let Some(device) = labels.get(labels::DEVICE) {
+            return Some((PrincipalKind::Device, Identity::new(namespace, device)));
+        }
+        let app = labels.get(labels::APPLICATION)?;
+        Some((PrincipalKind::Application, Identity::new(namespace, app)))
+    }
+
+    /// Record a credentials Secret (one labelled with its device or application); returns the
+    /// identity whose credentials changed.
+    pub fn apply_secret(&mut self, secret: &Secret) -> Option<Identity> {
+        let (kind, id) = Self::owner_of(secret)?;
+        let text = |key: &str| secret.data.as_ref()?.get(key).map(|v| v.0.clone());
+        let secret_key = (secret.namespace().unwrap_or_default(), secret.name_any());
+        let Some(password) = text(PASSWORD) else {
+            self.forget_secret(&secret_key);
+            return Some(id);
+        };
+        let previous = text(PREVIOUS_PASSWORD).and_then(|old| {
+            let expires = String::from_utf8(text(PREVIOUS_EXPIRES)?).ok()?;
+            Some((self.tag(&old), expires.parse().ok()?))
+        });
+        let credential = Credential {
+            current: self.tag(&password),
+            previous,
+        };
+        self.secret_owners.insert(secret_key, (kind, id.clone()));
+        self.credentials.insert((kind, id.clone()), credential);
+        Some(id)
+    }
+
+    fn forget_secret(&mut self, secret_key: &(String, String)) -> Option<Identity> {
+        let owner = self.secret_owners.remove(secret_key)?;
+        self.credentials.remove(&owner);
+        Some(owner.1)
+    }
+
+    /// Forget a Secret; returns the identity that lost its credentials.
+    pub fn delete_secret(&mut self, namespace: &str, name: &str) -> Option<Identity> {
+        self.forget_secret(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Keep only the Secrets in `keep` (namespace, name) after a re-list; returns who lost
+    /// credentials.
+    pub fn retain_secrets(&mut self, keep: &HashSet<(String, String)>) -> Vec<Identity> {
+        let gone: Vec<(String, String)> = self
+            .secret_owners
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        gone.iter().filter_map(|k| self.forget_secret(k)).collect()
+    }
+
+    fn check_password(
+        &self,
+        kind: PrincipalKind,
+        id: &Identity,
+        password: &[u8],
+        now: jiff::Timestamp,
+    ) -> Result<PasswordTag, Refusal> {
+        let credential = self
+            .credentials
+            .get(&(kind, id.clone()))
+            .ok_or(Refusal::BadCredentials)?;
+        if self.verify(password, &credential.current) {
+            return Ok(credential.current);
+        }
+        match &credential.previous {
+            Some((tag, until)) if now < *until && self.verify(password, tag) => Ok(*tag),
+            _ => Err(Refusal::BadCredentials),
+        }
+    }
+
+    /// Authenticate a device over `protocol`: `{ns}/{name}` and its password. A device whose
+    /// lifecycle or connection settings forbid it is refused as not authorized.
+    pub fn authenticate_device(
+        &self,
+        username: &str,
+        password: &[u8],
+        protocol: Protocol,
+        now: jiff::Timestamp,
+    ) -> Result<(Identity, PasswordTag), Refusal> {
+        let id = Identity::from_username(username).ok_or(Refusal::BadCredentials)?;
+        let device = self.devices.get(&id).ok_or(Refusal::BadCredentials)?;
+        if let Some(why) = device.refusal(protocol) {
+            return Err(Refusal::NotAuthorized(why));
+        }
+        let tag = self.check_password(PrincipalKind::Device, &id, password, now)?;
+        Ok((id, tag))
+    }
+
+    /// Authenticate an application: `{ns}/{name}` of an Application and its password.
+    pub fn authenticate_application(
+        &self,
+        username: &str,
+        password: &[u8],
+        now: jiff::Timestamp,
+    ) -> Result<(Identity, PasswordTag), Refusal> {
+        let id = Identity::from_username(username).ok_or(Refusal::BadCredentials)?;
+        let tag = self.check_password(PrincipalKind::Application, &id, password, now)?;
+        Ok((id, tag))
+    }
+
+    /// Why a live device session (logged in with `tag`) must end now, if it must: the device is
+    /// gone or may no longer connect, or its password was revoked or rotated out.
+    pub fn device_session_problem(
+        &self,
+        id: &Identity,
+        tag: &PasswordTag,
+        protocol: Protocol,
+        now: jiff::Timestamp,
+    ) -> Option<String> {
+        let Some(device) = self.devices.get(id) else {
+            return Some("the device was deleted".into());
+        };
+        if let Some(why) = device.refusal(protocol) {
+            return Some(why);
+        }
+        self.credential_problem(PrincipalKind::Device, id, tag, now)
+    }
+
+    /// Why a live application session must end now, if it must.
+    pub fn application_session_problem(
+        &self,
+        id: &Identity,
+        tag: &PasswordTag,
+        now: jiff::Timestamp,
+    ) -> Option<String> {
+        self.credential_problem(PrincipalKind::Application, id, tag, now)
+    }
+
+    fn credential_problem(
+        &self,
+        kind: PrincipalKind,
+        id: &Identity,
+        tag: &PasswordTag,
+        now: jiff::Timestamp,
+    ) -> Option<String> {
+        let Some(credential) = self.credentials.get(&(kind, id.clone())) else {
+            return Some("the credentials were revoked".into());
+        };
+        if credential.current == *tag {
+            return None;
+        }
+        match &credential.previous {
+            Some((old, until)) if old == tag && now < *until => None,
+            _ => Some("the password was rotated out".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

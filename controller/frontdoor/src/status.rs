@@ -1,0 +1,453 @@
+//! Writing what the front door observes back to the API, in batches and rate-limited: status
+//! is no telemetry store.
+//!
+//! - Devices: `status.connection` (state, last seen, protocol, address, replica), `status.reported`
+//!   and the `Connected` / `TwinSynced` conditions, by server-side apply with the front door's
+//!   own field manager. A connect, a disconnect or new reported values are written within a
+//!   flush tick; "last seen" alone at most once per interval per device.
+//! - DeviceCommands: `Sent` when delivered, `Succeeded` / `Failed` with the output when the
+//!   device answers (merge patches, so the controller's fields stay).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use devplane_api::constants::conditions::{CONNECTED, TWIN_SYNCED};
+use devplane_api::constants::field_managers;
+use devplane_api::v1alpha1::{
+    CommandPhase, ConnectionState, ConnectionStatus, Device, DeviceCommand, Protocol,
+};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::topic::Identity;
+use crate::uplink::CommandResponse;
+
+/// Something to record in a Device's status.
+#[derive(Debug)]
+pub enum StatusUpdate {
+    /// A session started.
+    Connected {
+        /// The device.
+        id: Identity,
+        /// Peer address.
+        address: String,
+        /// Protocol.
+        protocol: Protocol,
+    },
+    /// The session ended.
+    Disconnected {
+        /// The device.
+        id: Identity,
+    },
+    /// The device was heard from.
+    Seen {
+        /// The device.
+        id: Identity,
+    },
+    /// Reported attribute values.
+    Reported {
+        /// The device.
+        id: Identity,
+        /// Values.
+        values: BTreeMap<String, Value>,
+    },
+    /// The desired attributes changed: TwinSynced is to be recomputed.
+    DesiredChanged {
+        /// The device.
+        id: Identity,
+    },
+}
+
+/// Something to record in a DeviceCommand's status.
+#[derive(Debug)]
+pub enum CommandUpdate {
+    /// Delivered to the device.
+    Sent {
+        /// Namespace.
+        namespace: String,
+        /// Command name.
+        name: String,
+    },
+    /// The device answered.
+    Completed {
+        /// Namespace.
+        namespace: String,
+        /// Command name.
+        name: String,
+        /// The answer.
+        response: CommandResponse,
+    },
+}
+
+#[derive(Default)]
+struct Pending {
+    online: Option<(bool, Option<(String, Protocol)>)>,
+    seen: bool,
+    reported: BTreeMap<String, Value>,
+    recheck: bool,
+}
+
+impl Pending {
+    fn urgent(&self) -> bool {
+        self.online.is_some() || !self.reported.is_empty() || self.recheck
+    }
+}
+
+/// What this writer last wrote for a device (its fields; fresher than the watch).
+struct Written {
+    connection: ConnectionStatus,
+    reported: BTreeMap<String, Value>,
+    at: Instant,
+}
+
+fn now_time() -> Time {
+    let now = jiff::Timestamp::now();
+    Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+/// Whether reported values match every desired value; the keys that differ otherwise.
+pub fn twin_differences(
+    desired: &BTreeMap<String, Value>,
+    reported: &BTreeMap<String, Value>,
+) -> Vec<String> {
+    desired
+        .iter()
+        .filter(|(k, v)| reported.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// The device status writer: runs until shutdown, then writes what is pending once more.
+pub async fn run_device_writer(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<StatusUpdate>,
+    shutdown: CancellationToken,
+) {
+    let mut pending: HashMap<Identity, Pending> = HashMap::new();
+    let mut written: HashMap<Identity, Written> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            update = rx.recv() => match update {
+                Some(update) => {
+                    record(&mut pending, update);
+                    while let Ok(more) = rx.try_recv() {
+                        record(&mut pending, more);
+                    }
+                    continue;
+                }
+                None => true,
+            },
+            _ = tick.tick() => false,
+            _ = shutdown.cancelled() => true,
+        };
+        if stopping {
+            while let Ok(more) = rx.try_recv() {
+                record(&mut pending, more);
+            }
+        }
+        flush(&shared, &mut pending, &mut written, stopping).await;
+        if stopping {
+            return;
+        }
+    }
+}
+
+fn record(pending: &mut HashMap<Identity, Pending>, update: StatusUpdate) {
+    match update {
+        StatusUpdate::Connected {
+            id,
+            address,
+            protocol,
+        } => {
+            let p = pending.entry(id).or_default();
+            p.online = Some((true, Some((address, protocol))));
+            p.seen = true;
+        }
+        StatusUpdate::Disconnected { id } => {
+            let p = pending.entry(id).or_default();
+            p.online = Some((false, None));
+            p.seen = true;
+        }
+        StatusUpdate::Seen { id } => pending.entry(id).or_default().seen = true,
+        StatusUpdate::Reported { id, values } => {
+            let p = pending.entry(id).or_default();
+            p.reported.extend(values);
+            p.seen = true;
+        }
+        StatusUpdate::DesiredChanged { id } => pending.entry(id).or_default().recheck = true,
+    }
+}
+
+async fn flush(
+    shared: &Arc<Shared>,
+    pending: &mut HashMap<Identity, Pending>,
+    written: &mut HashMap<Identity, Written>,
+    everything: bool,
+) {
+    let interval = shared.settings.status_interval;
+    let due: Vec<Identity> = pending
+        .iter()
+        .filter(|(id, p)| {
+            everything
+                || p.urgent()
+                || (p.seen && written.get(*id).is_none_or(|w| w.at.elapsed() >= interval))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    let mut writes = Vec::new();
+    for id in due {
+        let Some(p) = pending.remove(&id) else {
+            continue;
+        };
+        if let Some(patch) = build(shared, &id, p, written) {
+            writes.push((id, patch));
+        }
+    }
+    let results: Vec<(Identity, bool)> = futures::stream::iter(writes)
+        .map(|(id, patch)| {
+            let shared = shared.clone();
+            async move {
+                let api: Api<Device> = Api::namespaced(shared.client.clone(), &id.namespace);
+                let result = api
+                    .patch_status(
+                        &id.name,
+                        &PatchParams::apply(field_managers::FRONTDOOR).force(),
+                        &Patch::Apply(&patch),
+                    )
+                    .await;
+                match result {
+                    Ok(_) => (id, true),
+                    Err(kube::Error::Api(s)) if s.code == 404 => (id, true),
+                    Err(e) => {
+                        tracing::warn!(device = %id, error = %devplane_core::report::chain(&e), "cannot write device status");
+                        (id, false)
+                    }
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for (id, ok) in results {
+        shared
+            .metrics
+            .status_writes
+            .inc(if ok { "ok" } else { "error" });
+        if let Some(w) = written.get(&id)
+            && w.connection.state == ConnectionState::Offline
+        {
+            // Offline and written: nothing more will come for it until it reconnects.
+            written.remove(&id);
+        }
+    }
+}
+
+/// The status patch for one device, or None when there is nothing to write.
+fn build(
+    shared: &Shared,
+    id: &Identity,
+    p: Pending,
+    written: &mut HashMap<Identity, Written>,
+) -> Option<Value> {
+    let registry = shared.registry.read();
+    let entry = registry.device(id)?;
+    let previous = written.get(id);
+    let mut connection = previous
+        .map(|w| w.connection.clone())
+        .or_else(|| entry.connection.clone())
+        .unwrap_or_default();
+    let mut reported = previous
+        .map(|w| w.reported.clone())
+        .unwrap_or_else(|| entry.reported.clone());
+    let now = now_time();
+    let replica = shared.settings.replica.clone();
+    match p.online {
+        Some((true, Some((address, protocol)))) => {
+            connection.state = ConnectionState::Online;
+            connection.protocol = Some(protocol);
+            connection.address = Some(address);
+            connection.front_door = Some(replica.clone());
+            connection.connected_at = Some(now.clone());
+            if connection.first_connected.is_none() {
+                connection.first_connected = Some(now.clone());
+            }
+        }
+        Some((false, _)) => {
+            // Another replica took the device over: its Online stands.
+            let elsewhere = connection.state == ConnectionState::Online
+                && connection
+                    .front_door
+                    .as_ref()
+                    .is_some_and(|r| *r != replica);
+            if elsewhere {
+                return None;
+            }
+            connection.state = ConnectionState::Offline;
+        }
+        _ => {}
+    }
+    if p.seen {
+        connection.last_seen = Some(now.clone());
+    }
+    reported.extend(p.reported);
+
+    let mut conditions: Vec<Condition> = entry
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == CONNECTED || c.type_ == TWIN_SYNCED)
+        .cloned()
+        .collect();
+    let online = connection.state == ConnectionState::Online;
+    devplane_api::conditions::set(
+        &mut conditions,
+        CONNECTED,
+        online,
+        if online { "Online" } else { "Offline" },
+        match (&connection.address, online) {
+            (Some(address), true) => format!(
+                "connected over {} from {address} to {replica}",
+                connection.protocol.map(|p| p.as_str()).unwrap_or("mqtt")
+            ),
+            _ => "no live session".to_string(),
+        },
+        Some(entry.generation),
+        &now,
+    );
+    let differences = twin_differences(&entry.desired, &reported);
+    devplane_api::conditions::set(
+        &mut conditions,
+        TWIN_SYNCED,
+        differences.is_empty(),
+        if differences.is_empty() {
+            "InSync"
+        } else {
+            "Differs"
+        },
+        if differences.is_empty() {
+            "reported attributes match every desired value".to_string()
+        } else {
+            format!(
+                "reported differs from desired for: {}",
+                differences.join(", ")
+            )
+        },
+        Some(entry.generation),
+        &now,
+    );
+    drop(registry);
+    let patch = json!({
+        "apiVersion": Device::api_version(&()),
+        "kind": Device::kind(&()),
+        "status": {
+            "connection": connection,
+            "reported": reported,
+            "conditions": conditions,
+        },
+    });
+    written.insert(
+        id.clone(),
+        Written {
+            connection,
+            reported,
+            at: Instant::now(),
+        },
+    );
+    Some(patch)
+}
+
+/// The DeviceCommand status writer.
+pub async fn run_command_writer(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<CommandUpdate>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let update = tokio::select! {
+            next = rx.recv() => match next {
+                Some(u) => u,
+                None => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        // In order: a fast answer must not be overwritten by its own "Sent".
+        write_command(&shared, update).await;
+    }
+}
+
+async fn write_command(shared: &Shared, update: CommandUpdate) {
+    let now = now_time();
+    let (namespace, name, status) = match update {
+        CommandUpdate::Sent { namespace, name } => (
+            namespace,
+            name,
+            json!({
+                "phase": CommandPhase::Sent,
+                "sentAt": now,
+                "reason": "Delivered",
+                "message": format!("delivered to the device by {}", shared.settings.replica),
+            }),
+        ),
+        CommandUpdate::Completed {
+            namespace,
+            name,
+            response,
+        } => (
+            namespace,
+            name,
+            json!({
+                "phase": if response.succeeded { CommandPhase::Succeeded } else { CommandPhase::Failed },
+                "output": response.output,
+                "reason": if response.succeeded { "Succeeded" } else { "DeviceReportedFailure" },
+                "message": response.message.unwrap_or_else(|| {
+                    if response.succeeded { "the device carried the command out".into() } else { "the device reported a failure".into() }
+                }),
+                "completedAt": now,
+            }),
+        ),
+    };
+    let api: Api<DeviceCommand> = Api::namespaced(shared.client.clone(), &namespace);
+    let patch = json!({ "status": status });
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(e) => {
+                tracing::warn!(command = %format!("{namespace}/{name}"), attempt, error = %devplane_core::report::chain(&e), "cannot write command status; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_twin_is_synced_when_every_desired_value_is_reported() {
+        let desired = BTreeMap::from([("interval".to_string(), json!(600))]);
+        let mut reported = BTreeMap::from([("interval".to_string(), json!(300))]);
+        assert_eq!(twin_differences(&desired, &reported), vec!["interval"]);
+        reported.insert("interval".into(), json!(600));
+        reported.insert("extra".into(), json!(true));
+        assert!(twin_differences(&desired, &reported).is_empty());
+        assert!(twin_differences(&BTreeMap::new(), &BTreeMap::new()).is_empty());
+    }
+}

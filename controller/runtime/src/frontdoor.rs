@@ -1,0 +1,166 @@
+//! Wiring of the device front door: binding its listeners, its metrics on the admin endpoint,
+//! and `devplane frontdoor` (the front door alone, against any Kubernetes API).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use devplane_frontdoor::metrics::Metrics;
+use devplane_frontdoor::{Listeners, Settings};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Admin};
+use crate::cli::{FrontdoorArgs, FrontdoorListenArgs};
+
+/// Bound front-door listeners and their addresses.
+pub struct Bound {
+    /// The listeners.
+    pub listeners: Listeners,
+    /// Device MQTT address.
+    pub mqtt: SocketAddr,
+    /// Device MQTTS address, if on.
+    pub mqtts: Option<SocketAddr>,
+    /// Application MQTT address.
+    pub app: SocketAddr,
+}
+
+async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    Ok((listener, local))
+}
+
+/// Bind the listeners (MQTTS only with a TLS configuration).
+pub async fn bind(
+    args: &FrontdoorListenArgs,
+    tls: Option<rustls::ServerConfig>,
+) -> Result<Bound, String> {
+    let (mqtt, mqtt_addr) = bind_one(args.mqtt_addr).await?;
+    let (app, app_addr) = bind_one(args.app_mqtt_addr).await?;
+    let (mqtts, mqtts_addr) = match (args.mqtts_addr, tls) {
+        (Some(addr), Some(config)) => {
+            let (listener, local) = bind_one(addr).await?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            (Some((listener, acceptor)), Some(local))
+        }
+        (Some(addr), None) => {
+            return Err(format!(
+                "--mqtts-addr {addr} needs a certificate (--tls-cert-file and --tls-key-file)"
+            ));
+        }
+        (None, _) => (None, None),
+    };
+    Ok(Bound {
+        listeners: Listeners { mqtt, mqtts, app },
+        mqtt: mqtt_addr,
+        mqtts: mqtts_addr,
+        app: app_addr,
+    })
+}
+
+/// Front-door settings from the command line.
+pub fn settings(args: &FrontdoorListenArgs, replica: String) -> Settings {
+    Settings {
+        replica,
+        status_interval: Duration::from_secs(args.status_interval_seconds.max(1)),
+        ..Settings::default()
+    }
+}
+
+/// The front door's counters, read at each scrape.
+struct FrontDoorCollector(Arc<Metrics>);
+
+impl std::fmt::Debug for FrontDoorCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrontDoorCollector")
+    }
+}
+
+impl Collector for FrontDoorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in self.0.expose() {
+            if family.counter {
+                let kind = ConstCounter::new(0u64).metric_type();
+                let mut metric = encoder.encode_descriptor(family.name, family.help, None, kind)?;
+                for (label, value) in family.values {
+                    let counter = ConstCounter::new(value);
+                    match family.label {
+                        Some(name) => counter.encode(metric.encode_family(&[(name, label)])?)?,
+                        None => {
+                            counter.encode(metric.encode_family(&Vec::<(&str, &str)>::new())?)?
+                        }
+                    }
+                }
+            } else {
+                let kind = ConstGauge::new(0i64).metric_type();
+                let metric = encoder.encode_descriptor(family.name, family.help, None, kind)?;
+                let value = family.values.first().map(|(_, v)| *v).unwrap_or_default();
+                ConstGauge::new(value as i64).encode(metric)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Register the front door's counters into `admin`.
+pub fn register(admin: &Admin, metrics: Arc<Metrics>) {
+    admin.with_registry(|registry| {
+        registry.register_collector(Box::new(FrontDoorCollector(metrics)));
+    });
+}
+
+/// Run `devplane frontdoor` until SIGTERM or SIGINT.
+pub async fn run(args: &FrontdoorArgs) -> Result<(), String> {
+    let client = crate::controller::client_from(args.kubeconfig.as_deref()).await?;
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            Some(crate::pki::server_config(&read(cert)?, &read(key)?)?)
+        }
+        _ => None,
+    };
+    let bound = bind(&args.listen, tls).await?;
+    print_addresses(&bound);
+    let stop = CancellationToken::new();
+    tokio::spawn(crate::up::stop_on_signal(stop.clone()));
+    let admin = Admin::new();
+    let metrics = Arc::new(Metrics::default());
+    register(&admin, metrics.clone());
+    let admin_task = tokio::spawn(admin::serve(args.admin_addr, admin.clone(), stop.clone()));
+    let replica = args
+        .identity
+        .clone()
+        .unwrap_or_else(crate::controller::default_identity);
+    admin.set_ready();
+    let result = devplane_frontdoor::run(
+        client,
+        settings(&args.listen, replica),
+        bound.listeners,
+        metrics,
+        stop.clone(),
+    )
+    .await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
+    result.map_err(|e| devplane_core::report::chain(&e))
+}
+
+/// Print where the listeners are (tests and scripts read these lines).
+pub fn print_addresses(bound: &Bound) {
+    println!("device MQTT listening on mqtt://{}", bound.mqtt);
+    if let Some(addr) = bound.mqtts {
+        println!("device MQTT over TLS listening on mqtts://{addr}");
+    }
+    println!("application MQTT listening on mqtt://{}", bound.app);
+}

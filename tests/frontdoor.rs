@@ -1,0 +1,1306 @@
+//! The device front door against `devplane up`, with real clients: Debian's mosquitto_pub and
+//! mosquitto_sub (MQTT 3.1.1 and 5), Python paho-mqtt 2.x, and raw sockets for malformed
+//! packets. Each test starts its own `devplane up` with the fixture below.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Devplane, repo, stderr, stdout, wait_until};
+
+/// Two namespaces, a model with every kind of feature, devices in each lifecycle, and an
+/// application per namespace.
+const FIXTURE: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: plant}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other}
+---
+apiVersion: iot.devplane.io/v1alpha1
+kind: DeviceModel
+metadata: {name: probe, namespace: plant}
+spec:
+  version: 1.0.0
+  attributes:
+    - identifier: interval
+      dataType: {type: int, unit: s, min: 10, max: 600}
+      writable: true
+  measurePoints:
+    - identifier: temperature
+      dataType: {type: double, unit: Cel, min: -40, max: 85}
+    - identifier: mode
+      dataType:
+        type: enum
+        enumValues: [{value: eco}, {value: boost}]
+  services:
+    - identifier: reboot
+      inputs:
+        - identifier: delay
+          dataType: {type: int, min: 0}
+      outputs:
+        - identifier: uptime
+          dataType: {type: int, min: 0}
+          required: true
+  events:
+    - identifier: overheat
+      outputs:
+        - identifier: peak
+          dataType: {type: double}
+          required: true
+---
+apiVersion: iot.devplane.io/v1alpha1
+kind: Device
+metadata: {name: sensor-a, namespace: plant}
+spec:
+  modelRef: {name: probe}
+  desired: {interval: 60}
+---
+apiVersion: iot.devplane.io/v1alpha1
+kind: Device
+metadata: {name: sensor-b, namespace: plant}
+spec:
+  modelRef: {name: probe}
+---
+apiVersion: iot.devplane.io/v1alpha1
+kind: Device
+metadata: {name: sensor-planned, namespace: plant}
+spec:
+  modelRef: {name: probe}
+  lifecycle: Planned
+---
+apiVersion: iot.devplane.io/v1alpha1
+kind: Application
+metadata: {name: dash, namespace: plant}
+spec:
+  description: the plant dashboard
+---
+apiVersion: iot.devplane.io/v1alpha1
+kind: DeviceModel
+metadata: {name: probe, namespace: other}
+spec:
+  version: 1.0.0
+  measurePoints:
+    - identifier: temperature
+      dataType: {type: double, min: -40, max: 85}
+---
+apiVersion: iot.devplane.io/v1alpha1
+kind: Device
+metadata: {name: sensor-x, namespace: other}
+spec:
+  modelRef: {name: probe}
+---
+apiVersion: iot.devplane.io/v1alpha1
+kind: Application
+metadata: {name: spy, namespace: other}
+spec: {}
+"#;
+
+/// `devplane up` with the fixture applied and every device and application Ready.
+struct Plant {
+    devplane: Devplane,
+}
+
+impl Plant {
+    fn start() -> Plant {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Plant {
+        let devplane = Devplane::start(extra);
+        devplane.apply_yaml(FIXTURE);
+        for (kind, namespace) in [("device", "plant"), ("device", "other")] {
+            devplane.kubectl_ok(&[
+                "wait",
+                "--for=condition=Ready",
+                kind,
+                "--all",
+                "-n",
+                namespace,
+                "--timeout=60s",
+            ]);
+        }
+        devplane.kubectl_ok(&[
+            "wait",
+            "--for=condition=Ready",
+            "application",
+            "--all",
+            "-A",
+            "--timeout=60s",
+        ]);
+        Plant { devplane }
+    }
+
+    fn password(&self, namespace: &str, device: &str) -> String {
+        self.devplane
+            .secret_value(namespace, &format!("{device}-credentials"), "password")
+    }
+
+    fn app_password(&self, namespace: &str, app: &str) -> String {
+        self.devplane
+            .secret_value(namespace, &format!("{app}-app-credentials"), "password")
+    }
+
+    fn host_port(addr: &str) -> (String, String) {
+        let (host, port) = addr.rsplit_once(':').expect("host:port");
+        (host.to_string(), port.to_string())
+    }
+
+    /// mosquitto_pub or mosquitto_sub as `user`, with `args` after the connection options.
+    fn mosquitto(&self, tool: &str, v5: bool, user: &str, password: &str, args: &[&str]) -> Output {
+        let (host, port) = Self::host_port(&self.devplane.mqtt_addr());
+        let mut command = Command::new(tool);
+        command.args(["-h", &host, "-p", &port, "-u", user, "-P", password]);
+        if v5 {
+            command.args(["-V", "mqttv5"]);
+        }
+        command.args(args);
+        run_with_timeout(command, Duration::from_secs(20))
+    }
+
+    /// The paho-mqtt helper (`tests/python/mqtt_device.py`) against the device listener.
+    fn paho(&self, user: &str, password: &str, version: &str, args: &[&str]) -> Command {
+        self.paho_at(&self.devplane.mqtt_addr(), user, password, version, args)
+    }
+
+    /// The paho-mqtt helper against the application listener.
+    fn paho_app(&self, user: &str, password: &str, args: &[&str]) -> Command {
+        self.paho_at(&self.devplane.app_addr(), user, password, "5", args)
+    }
+
+    fn paho_at(
+        &self,
+        addr: &str,
+        user: &str,
+        password: &str,
+        version: &str,
+        args: &[&str],
+    ) -> Command {
+        let (host, port) = Self::host_port(addr);
+        let mut command = Command::new("python3");
+        command
+            .arg(repo().join("tests/python/mqtt_device.py"))
+            .args([&host, &port, user, password, version])
+            .args(args);
+        command
+    }
+
+    fn jsonpath(&self, kind: &str, namespace: &str, name: &str, path: &str) -> String {
+        self.devplane.kubectl_ok(&[
+            "get",
+            kind,
+            name,
+            "-n",
+            namespace,
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    }
+}
+
+/// Run a command to its end, killing it after `timeout`.
+fn run_with_timeout(mut command: Command, timeout: Duration) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the client runs");
+    finish(child, timeout)
+}
+
+fn finish(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("client output")
+}
+
+/// A background client whose output lines are collected as they come.
+struct Background {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Background {
+    fn spawn(mut command: Command) -> Background {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the client runs");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        Background { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    fn wait_for_line(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        let mut found = String::new();
+        wait_until(what, timeout, || {
+            match self.lines().into_iter().find(|l| matches(l)) {
+                Some(l) => {
+                    found = l;
+                    true
+                }
+                None => false,
+            }
+        });
+        found
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return self.lines();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("client did not finish in {timeout:?}: {:?}", self.lines());
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn output_lines(output: &Output) -> Vec<String> {
+    stdout(output).lines().map(str::to_string).collect()
+}
+
+fn connack(plant: &Plant, user: &str, password: &str, version: &str) -> String {
+    let output = run_with_timeout(
+        plant.paho(user, password, version, &["connect"]),
+        Duration::from_secs(20),
+    );
+    stdout(&output).trim().to_string()
+}
+
+#[test]
+fn devices_connect_with_their_secret_and_bad_or_unauthorized_logins_are_refused() {
+    let plant = Plant::start();
+    let password = plant.password("plant", "sensor-a");
+    let telemetry = r#"{"points": {"temperature": 21.5}}"#;
+    for v5 in [false, true] {
+        let output = plant.mosquitto(
+            "mosquitto_pub",
+            v5,
+            "plant/sensor-a",
+            &password,
+            &[
+                "-q",
+                "1",
+                "-t",
+                "d/plant/sensor-a/telemetry",
+                "-m",
+                telemetry,
+            ],
+        );
+        assert!(
+            output.status.success(),
+            "mosquitto_pub (v5: {v5}) publishes: {}",
+            stderr(&output)
+        );
+    }
+    let refused = |user: &str, password: &str, v5: bool| {
+        let output = plant.mosquitto(
+            "mosquitto_pub",
+            v5,
+            user,
+            password,
+            &["-t", "d/x/y/telemetry", "-m", "{}"],
+        );
+        assert!(!output.status.success(), "{user} must be refused");
+        stderr(&output)
+    };
+    assert!(refused("plant/sensor-a", "wrong", false).contains("bad user name or password"));
+    assert!(refused("plant/nobody", &password, false).contains("bad user name or password"));
+    assert!(refused("plant/sensor-a", "wrong", true).contains("Bad User Name or Password"));
+    let planned = plant.password_or_empty("plant", "sensor-planned");
+    assert!(refused("plant/sensor-planned", &planned, false).contains("not authorised"));
+    assert!(refused("plant/sensor-planned", &planned, true).contains("Not authorized"));
+
+    // paho-mqtt sees the exact codes: 0x86 / 0x87 on v5, 4 / 5 on v3.1.1.
+    assert_eq!(
+        connack(&plant, "plant/sensor-a", &password, "5"),
+        "connack 0"
+    );
+    assert_eq!(
+        connack(&plant, "plant/sensor-a", &password, "3"),
+        "connack 0"
+    );
+    assert_eq!(
+        connack(&plant, "plant/sensor-a", "wrong", "5"),
+        "connack 134"
+    );
+    assert_eq!(connack(&plant, "plant/nobody", "x", "5"), "connack 134");
+    assert_eq!(
+        connack(&plant, "plant/sensor-planned", "x", "5"),
+        "connack 135"
+    );
+    // The exact v3.1.1 bytes (paho reports v3.1.1 codes as their v5 equivalents): return code
+    // 4 for bad credentials, 5 for not authorized.
+    let addr = plant.devplane.mqtt_addr();
+    let raw_code = |user: &str, password: &str| {
+        let (got, closed) = send_raw(&addr, &connect_packet(4, user, password), false);
+        assert!(closed, "a refused connection is closed");
+        got
+    };
+    assert_eq!(raw_code("plant/sensor-a", "wrong"), vec![0x20, 2, 0, 4]);
+    assert_eq!(raw_code("plant/nobody", "x"), vec![0x20, 2, 0, 4]);
+    assert_eq!(raw_code("plant/sensor-planned", "x"), vec![0x20, 2, 0, 5]);
+
+    // A decommissioned device is refused, with its old password.
+    let b_password = plant.password("plant", "sensor-b");
+    assert_eq!(
+        connack(&plant, "plant/sensor-b", &b_password, "5"),
+        "connack 0"
+    );
+    plant.devplane.kubectl_ok(&[
+        "patch",
+        "device",
+        "sensor-b",
+        "-n",
+        "plant",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"lifecycle":"Decommissioned"}}"#,
+    ]);
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Decommissioned",
+        "device/sensor-b",
+        "-n",
+        "plant",
+        "--timeout=30s",
+    ]);
+    assert_eq!(
+        connack(&plant, "plant/sensor-b", &b_password, "5"),
+        "connack 135"
+    );
+    assert_eq!(raw_code("plant/sensor-b", &b_password), vec![0x20, 2, 0, 5]);
+    let metrics = plant.devplane.metrics();
+    assert!(
+        metrics.contains("devplane_frontdoor_connections_refused_total{reason=\"NotAuthorized\"}"),
+        "{metrics}"
+    );
+}
+
+impl Plant {
+    /// A device's password, or an empty string when it has none (a Planned device).
+    fn password_or_empty(&self, namespace: &str, device: &str) -> String {
+        let output = self.devplane.kubectl(&[
+            "get",
+            "secret",
+            &format!("{device}-credentials"),
+            "-n",
+            namespace,
+        ]);
+        if output.status.success() {
+            self.password(namespace, device)
+        } else {
+            String::new()
+        }
+    }
+}
+
+fn denied_count(metrics: &str, reason: &str) -> u64 {
+    let prefix = format!("devplane_frontdoor_denied_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_device_cannot_subscribe_to_or_publish_on_topics_that_are_not_its_own() {
+    let plant = Plant::start();
+    let password = plant.password("plant", "sensor-a");
+    // Subscriptions: another device's tree, everything, a wildcard over devices, $SYS.
+    for filter in [
+        "d/plant/sensor-b/#",
+        "#",
+        "+/plant/sensor-a/#",
+        "d/+/sensor-a/#",
+        "$SYS/#",
+    ] {
+        for (v5, code) in [(false, "128"), (true, "135")] {
+            let output = plant.mosquitto(
+                "mosquitto_sub",
+                v5,
+                "plant/sensor-a",
+                &password,
+                &["-t", filter, "-d", "-W", "1"],
+            );
+            let text = stdout(&output);
+            assert!(
+                text.contains(&format!("Subscribed (mid: 1): {code}")),
+                "{filter} (v5: {v5}) must get SUBACK {code}:\n{text}"
+            );
+        }
+    }
+    // Its own tree is granted.
+    let output = plant.mosquitto(
+        "mosquitto_sub",
+        true,
+        "plant/sensor-a",
+        &password,
+        &["-t", "d/plant/sensor-a/#", "-d", "-W", "1", "-q", "1"],
+    );
+    assert!(
+        stdout(&output).contains("Subscribed (mid: 1): 1"),
+        "{}",
+        stdout(&output)
+    );
+
+    // Publishing as another device: v5 gets PUBACK 0x87, v3.1.1 loses the connection.
+    let output = run_with_timeout(
+        plant.paho(
+            "plant/sensor-a",
+            &password,
+            "5",
+            &[
+                "publish",
+                "d/plant/sensor-b/telemetry",
+                r#"{"points":{"temperature":1}}"#,
+            ],
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(
+        output_lines(&output)
+            .iter()
+            .any(|l| l.starts_with("puback 0 135")),
+        "{}",
+        stdout(&output)
+    );
+    let output = plant.mosquitto(
+        "mosquitto_pub",
+        false,
+        "plant/sensor-a",
+        &password,
+        &["-q", "1", "-t", "d/plant/sensor-b/telemetry", "-m", "{}"],
+    );
+    assert!(
+        !output.status.success() || stderr(&output).contains("lost"),
+        "a v3.1.1 publish as another device ends the connection: {}",
+        stderr(&output)
+    );
+    let metrics = plant.devplane.metrics();
+    assert!(denied_count(&metrics, "ForeignTopic") >= 3, "{metrics}");
+    assert!(denied_count(&metrics, "Wildcard") >= 6, "{metrics}");
+    assert!(denied_count(&metrics, "SystemTopic") >= 2, "{metrics}");
+    // A (rate-limited) Warning Event names the device.
+    let events = plant.devplane.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        "plant",
+        "--field-selector=involvedObject.name=sensor-a,type=Warning",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        events
+            .lines()
+            .any(|r| r == "SubscribeDenied" || r == "PublishDenied"),
+        "{events}"
+    );
+}
+
+#[test]
+fn invalid_values_are_rejected_with_reasons_and_only_valid_data_goes_northbound() {
+    let plant = Plant::start();
+    let password = plant.password("plant", "sensor-a");
+    let app_password = plant.app_password("plant", "dash");
+    let reader = Background::spawn(plant.paho_app(
+        "plant/dash",
+        &app_password,
+        &["read", "20", "north/plant/+/telemetry"],
+    ));
+    reader.wait_for_line("the application subscribed", Duration::from_secs(20), |l| {
+        l.starts_with("suback")
+    });
+    let output = run_with_timeout(
+        plant.paho(
+            "plant/sensor-a",
+            &password,
+            "5",
+            &[
+                "publish",
+                "d/plant/sensor-a/telemetry",
+                r#"{"points":{"temperature":5000}}"#,
+                "d/plant/sensor-a/telemetry",
+                r#"{"points":{"pressure":1}}"#,
+                "d/plant/sensor-a/telemetry",
+                r#"{"ts": 1700000000000, "points":{"temperature":21.5,"mode":"eco"}}"#,
+                "d/plant/sensor-a/events/overheat",
+                r#"{"params":{"peak":"hot"}}"#,
+            ],
+        ),
+        Duration::from_secs(20),
+    );
+    let lines = output_lines(&output);
+    let ack = |i: usize| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!("puback {i} ")))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(
+        ack(0).starts_with("puback 0 153 InvalidValue at points.temperature"),
+        "{lines:?}"
+    );
+    assert!(
+        ack(1).starts_with("puback 1 153 UnknownPoint at points.pressure"),
+        "{lines:?}"
+    );
+    assert_eq!(ack(2).trim(), "puback 2 0", "{lines:?}");
+    assert!(
+        ack(3).starts_with("puback 3 153 InvalidValue at params.peak"),
+        "{lines:?}"
+    );
+    // The same reasons on the errors topic.
+    let errors: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("message d/plant/sensor-a/errors "))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains(r#""field":"points.temperature""#)
+                && l.contains(r#""reason":"InvalidValue""#)),
+        "{lines:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains(r#""field":"points.pressure""#)
+                && l.contains(r#""reason":"UnknownPoint""#)),
+        "{lines:?}"
+    );
+    // The northbound reader gets the valid sample, normalized, and nothing else.
+    let valid = reader.wait_for_line(
+        "the valid sample northbound",
+        Duration::from_secs(20),
+        |l| l.starts_with("message north/plant/sensor-a/telemetry "),
+    );
+    assert!(valid.contains(r#""temperature":21.5"#), "{valid}");
+    assert!(valid.contains(r#""model":"plant/probe""#), "{valid}");
+    assert!(valid.contains(r#""receivedAt""#), "{valid}");
+    std::thread::sleep(Duration::from_millis(500));
+    let north: Vec<String> = reader
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("message "))
+        .collect();
+    assert_eq!(
+        north.len(),
+        1,
+        "only the valid message goes northbound: {north:?}"
+    );
+    assert!(!north[0].contains("5000") && !north[0].contains("pressure"));
+}
+
+#[test]
+fn presence_shows_online_while_connected_and_offline_after() {
+    let plant = Plant::start();
+    let password = plant.password("plant", "sensor-a");
+    let mut device =
+        Background::spawn(plant.paho("plant/sensor-a", &password, "3", &["respond", "4", "{}"]));
+    device.wait_for_line("subscribed", Duration::from_secs(20), |l| l == "subscribed");
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Connected",
+        "device/sensor-a",
+        "-n",
+        "plant",
+        "--timeout=20s",
+    ]);
+    // The first connect moves the phase on.
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Servicing",
+        "device/sensor-a",
+        "-n",
+        "plant",
+        "--timeout=20s",
+    ]);
+    let listing = plant
+        .devplane
+        .kubectl_ok(&["get", "devices", "-n", "plant"]);
+    let row = listing
+        .lines()
+        .find(|l| l.starts_with("sensor-a "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        row.contains("Online") && row.contains("Servicing"),
+        "{listing}"
+    );
+    let last_seen = plant.jsonpath(
+        "device",
+        "plant",
+        "sensor-a",
+        "{.status.connection.lastSeen}",
+    );
+    let seen: jiff::Timestamp = last_seen.parse().expect("lastSeen is a time");
+    assert!(
+        (jiff::Timestamp::now().as_second() - seen.as_second()).abs() < 60,
+        "recent last seen: {last_seen}"
+    );
+    device.wait_exit(Duration::from_secs(20));
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Connected=False",
+        "device/sensor-a",
+        "-n",
+        "plant",
+        "--timeout=20s",
+    ]);
+    assert_eq!(
+        plant.jsonpath("device", "plant", "sensor-a", "{.status.connection.state}"),
+        "Offline"
+    );
+}
+
+fn create_command(plant: &Plant, name: &str, device: &str, timeout: u32) {
+    plant.devplane.apply_yaml(&format!(
+        r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: DeviceCommand
+metadata: {{name: {name}, namespace: plant}}
+spec:
+  device: {device}
+  service: reboot
+  params: {{delay: 0}}
+  timeoutSeconds: {timeout}
+"#
+    ));
+}
+
+fn wait_phase(plant: &Plant, command: &str, phase: &str) {
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        &format!("--for=jsonpath={{.status.phase}}={phase}"),
+        &format!("devicecommand/{command}"),
+        "-n",
+        "plant",
+        "--timeout=60s",
+    ]);
+}
+
+#[test]
+fn commands_reach_connected_devices_time_out_for_absent_ones_and_wait_for_late_ones() {
+    let plant = Plant::start();
+    let a = plant.password("plant", "sensor-a");
+    let b = plant.password("plant", "sensor-b");
+    let responder = Background::spawn(plant.paho(
+        "plant/sensor-a",
+        &a,
+        "5",
+        &["respond", "30", r#"{"uptime": 42}"#],
+    ));
+    responder.wait_for_line("subscribed", Duration::from_secs(20), |l| l == "subscribed");
+    create_command(&plant, "reboot-a", "sensor-a", 30);
+    create_command(&plant, "reboot-absent", "sensor-b", 3);
+    wait_phase(&plant, "reboot-a", "Succeeded");
+    assert_eq!(
+        plant.jsonpath(
+            "devicecommand",
+            "plant",
+            "reboot-a",
+            "{.status.output.uptime}"
+        ),
+        "42"
+    );
+    assert!(
+        !plant
+            .jsonpath("devicecommand", "plant", "reboot-a", "{.status.sentAt}")
+            .is_empty()
+    );
+    let delivered = responder.wait_for_line("the command downlink", Duration::from_secs(5), |l| {
+        l.starts_with("message d/plant/sensor-a/commands/reboot-a ")
+    });
+    assert!(delivered.contains(r#""service":"reboot""#), "{delivered}");
+    wait_phase(&plant, "reboot-absent", "TimedOut");
+
+    // A command for a device that is away is delivered when it connects: here to mosquitto_sub.
+    create_command(&plant, "reboot-late", "sensor-b", 60);
+    wait_until("reboot-late validated", Duration::from_secs(20), || {
+        plant.jsonpath("devicecommand", "plant", "reboot-late", "{.status.reason}")
+            == "WaitingForDelivery"
+    });
+    let output = plant.mosquitto(
+        "mosquitto_sub",
+        true,
+        "plant/sensor-b",
+        &b,
+        &[
+            "-t",
+            "d/plant/sensor-b/#",
+            "-q",
+            "1",
+            "-v",
+            "-C",
+            "2",
+            "-W",
+            "15",
+        ],
+    );
+    let text = stdout(&output);
+    let command = text
+        .lines()
+        .find(|l| l.starts_with("d/plant/sensor-b/commands/reboot-late "))
+        .unwrap_or_default();
+    assert!(
+        command.contains(r#""service":"reboot""#) && command.contains(r#""delay":0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("d/plant/sensor-b/attributes/desired "),
+        "{text}"
+    );
+    wait_phase(&plant, "reboot-late", "Sent");
+    // The answer comes from another client of the same device, with mosquitto_pub.
+    let output = plant.mosquitto(
+        "mosquitto_pub",
+        false,
+        "plant/sensor-b",
+        &b,
+        &[
+            "-q",
+            "1",
+            "-t",
+            "d/plant/sensor-b/commands/reboot-late/response",
+            "-m",
+            r#"{"status": "Succeeded", "output": {"uptime": 7}}"#,
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    wait_phase(&plant, "reboot-late", "Succeeded");
+    assert_eq!(
+        plant.jsonpath(
+            "devicecommand",
+            "plant",
+            "reboot-late",
+            "{.status.output.uptime}"
+        ),
+        "7"
+    );
+}
+
+#[test]
+fn a_desired_change_reaches_the_device_and_the_twin_syncs_once_reported() {
+    let plant = Plant::start();
+    let a = plant.password("plant", "sensor-a");
+    let responder =
+        Background::spawn(plant.paho("plant/sensor-a", &a, "3", &["respond", "30", "{}"]));
+    responder.wait_for_line(
+        "the desired values at subscribe",
+        Duration::from_secs(20),
+        |l| {
+            l.starts_with("message d/plant/sensor-a/attributes/desired ")
+                && l.contains(r#""interval":60"#)
+        },
+    );
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=TwinSynced",
+        "device/sensor-a",
+        "-n",
+        "plant",
+        "--timeout=20s",
+    ]);
+    plant.devplane.kubectl_ok(&[
+        "patch",
+        "device",
+        "sensor-a",
+        "-n",
+        "plant",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"desired":{"interval":120}}}"#,
+    ]);
+    let line = responder.wait_for_line("the new desired value", Duration::from_secs(20), |l| {
+        l.starts_with("message d/plant/sensor-a/attributes/desired ")
+            && l.contains(r#""interval":120"#)
+    });
+    assert!(line.contains(r#""generation":2"#), "{line}");
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.reported.interval}=120",
+        "device/sensor-a",
+        "-n",
+        "plant",
+        "--timeout=20s",
+    ]);
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=TwinSynced",
+        "device/sensor-a",
+        "-n",
+        "plant",
+        "--timeout=20s",
+    ]);
+}
+
+#[test]
+fn decommissioning_closes_the_session_within_a_second_and_refuses_the_reconnect() {
+    let plant = Plant::start();
+    let a = plant.password("plant", "sensor-a");
+    let device = Background::spawn(plant.paho("plant/sensor-a", &a, "5", &["respond", "60", "{}"]));
+    device.wait_for_line("subscribed", Duration::from_secs(20), |l| l == "subscribed");
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Connected",
+        "device/sensor-a",
+        "-n",
+        "plant",
+        "--timeout=20s",
+    ]);
+    plant.devplane.kubectl_ok(&[
+        "patch",
+        "device",
+        "sensor-a",
+        "-n",
+        "plant",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"lifecycle":"Decommissioned"}}"#,
+    ]);
+    let patched = Instant::now();
+    let disconnected = device.wait_for_line("the disconnect", Duration::from_secs(10), |l| {
+        l.starts_with("disconnected")
+    });
+    let elapsed = patched.elapsed();
+    assert!(
+        elapsed <= Duration::from_secs(1),
+        "closed {elapsed:?} after the patch returned ({disconnected})"
+    );
+    assert!(
+        disconnected.contains("152"),
+        "v5 DISCONNECT 0x98 administrative action: {disconnected}"
+    );
+    drop(device);
+    assert_eq!(connack(&plant, "plant/sensor-a", &a, "5"), "connack 135");
+}
+
+#[test]
+fn an_application_reads_its_own_namespace_and_is_refused_another() {
+    let plant = Plant::start();
+    let dash = plant.app_password("plant", "dash");
+    let spy = plant.app_password("other", "spy");
+    let prefix = plant.jsonpath("application", "plant", "dash", "{.status.topicPrefix}");
+    assert_eq!(prefix, "north/plant/");
+    let endpoint = plant
+        .devplane
+        .secret_value("plant", "dash-app-credentials", "mqtt-endpoint");
+    assert_eq!(endpoint, format!("mqtt://{}", plant.devplane.app_addr()));
+
+    let dash_reader = Background::spawn(plant.paho_app(
+        "plant/dash",
+        &dash,
+        &[
+            "read",
+            "15",
+            "north/plant/#",
+            "north/other/#",
+            "north/+/sensor-x/#",
+            "#",
+        ],
+    ));
+    let suback = dash_reader.wait_for_line("dash SUBACK", Duration::from_secs(20), |l| {
+        l.starts_with("suback")
+    });
+    assert_eq!(
+        suback, "suback 1 135 135 135",
+        "own namespace granted, others refused"
+    );
+    let spy_reader =
+        Background::spawn(plant.paho_app("other/spy", &spy, &["read", "15", "north/other/#"]));
+    spy_reader.wait_for_line("spy SUBACK", Duration::from_secs(20), |l| l == "suback 1");
+    // dash's password is not spy's, and an application cannot log in as a device or publish.
+    assert_eq!(
+        stdout(&run_with_timeout(
+            plant.paho_at(
+                &plant.devplane.app_addr(),
+                "other/spy",
+                &dash,
+                "5",
+                &["connect"]
+            ),
+            Duration::from_secs(20)
+        ))
+        .trim(),
+        "connack 134"
+    );
+    assert_eq!(connack(&plant, "plant/dash", &dash, "5"), "connack 134");
+
+    let x = plant.password("other", "sensor-x");
+    let a = plant.password("plant", "sensor-a");
+    for (user, password, namespace, device) in [
+        ("other/sensor-x", &x, "other", "sensor-x"),
+        ("plant/sensor-a", &a, "plant", "sensor-a"),
+    ] {
+        let output = run_with_timeout(
+            plant.paho(
+                user,
+                password,
+                "5",
+                &[
+                    "publish",
+                    &format!("d/{namespace}/{device}/telemetry"),
+                    r#"{"points":{"temperature":3}}"#,
+                ],
+            ),
+            Duration::from_secs(20),
+        );
+        assert!(
+            stdout(&output).contains("puback 0 0"),
+            "{}",
+            stdout(&output)
+        );
+    }
+    spy_reader.wait_for_line("other's data for spy", Duration::from_secs(20), |l| {
+        l.starts_with("message north/other/sensor-x/telemetry ")
+    });
+    dash_reader.wait_for_line("plant's data for dash", Duration::from_secs(20), |l| {
+        l.starts_with("message north/plant/sensor-a/telemetry ")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !dash_reader
+            .lines()
+            .iter()
+            .any(|l| l.contains("north/other/")),
+        "dash never sees namespace other: {:?}",
+        dash_reader.lines()
+    );
+    assert!(
+        !spy_reader
+            .lines()
+            .iter()
+            .any(|l| l.contains("north/plant/")),
+        "spy never sees namespace plant: {:?}",
+        spy_reader.lines()
+    );
+}
+
+fn metric_value(metrics: &str, line_prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn under_a_slow_consumer_every_message_acked_to_the_device_reaches_the_northbound_stream() {
+    let plant = Plant::start();
+    let a = plant.password("plant", "sensor-a");
+    let dash = plant.app_password("plant", "dash");
+    const COUNT: &str = "1500";
+    let mut reader = Background::spawn(plant.paho_app(
+        "plant/dash",
+        &dash,
+        &["slowread", COUNT, "0.002", "north/plant/sensor-a/telemetry"],
+    ));
+    reader.wait_for_line("subscribed", Duration::from_secs(20), |l| l == "subscribed");
+    let mut publisher = Background::spawn(plant.paho(
+        "plant/sensor-a",
+        &a,
+        "3",
+        &[
+            "flood",
+            COUNT,
+            "d/plant/sensor-a/telemetry",
+            r#"{"points":{"temperature":20}}"#,
+        ],
+    ));
+    let published = publisher.wait_exit(Duration::from_secs(150));
+    assert!(
+        published.contains(&format!("acked {COUNT}")),
+        "{published:?}"
+    );
+    let read = reader.wait_exit(Duration::from_secs(150));
+    assert!(read.contains(&format!("received {COUNT}")), "{read:?}");
+    let metrics = plant.devplane.metrics();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "devplane_frontdoor_uplink_accepted_total{kind=\"telemetry\"} "
+        ),
+        COUNT.parse::<u64>().expect("count"),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "devplane_frontdoor_northbound_dropped_total "),
+        0
+    );
+}
+
+#[test]
+fn with_two_front_door_replicas_a_command_reaches_a_device_on_either() {
+    let plant = Plant::start();
+    let free = || format!("127.0.0.1:{}", crate::support::free_port());
+    let (mqtt, app, admin) = (free(), free(), free());
+    let log = std::fs::File::create(plant.devplane.dir.join("frontdoor-2.log")).expect("log");
+    let mut second = Command::new(env!("CARGO_BIN_EXE_devplane"))
+        .args(["frontdoor", "--kubeconfig"])
+        .arg(plant.devplane.kubeconfig())
+        .args([
+            "--mqtt-addr",
+            &mqtt,
+            "--app-mqtt-addr",
+            &app,
+            "--admin-addr",
+            &admin,
+            "--identity",
+            "replica-2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("devplane frontdoor starts");
+    wait_until(
+        "the second replica listens",
+        Duration::from_secs(30),
+        || TcpStream::connect(&mqtt).is_ok(),
+    );
+    let a = plant.password("plant", "sensor-a");
+    let b = plant.password("plant", "sensor-b");
+    let on_first = Background::spawn(plant.paho(
+        "plant/sensor-a",
+        &a,
+        "5",
+        &["respond", "40", r#"{"uptime": 1}"#],
+    ));
+    let (host, port) = Plant::host_port(&mqtt);
+    let mut on_second_cmd = Command::new("python3");
+    on_second_cmd
+        .arg(repo().join("tests/python/mqtt_device.py"))
+        .args([
+            host.as_str(),
+            port.as_str(),
+            "plant/sensor-b",
+            b.as_str(),
+            "5",
+            "respond",
+            "40",
+            r#"{"uptime": 2}"#,
+        ]);
+    let on_second = Background::spawn(on_second_cmd);
+    on_first.wait_for_line("a subscribed", Duration::from_secs(20), |l| {
+        l == "subscribed"
+    });
+    on_second.wait_for_line("b subscribed", Duration::from_secs(30), |l| {
+        l == "subscribed"
+    });
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.connection.frontDoor}=replica-2",
+        "device/sensor-b",
+        "-n",
+        "plant",
+        "--timeout=30s",
+    ]);
+    create_command(&plant, "to-first", "sensor-a", 30);
+    create_command(&plant, "to-second", "sensor-b", 30);
+    wait_phase(&plant, "to-first", "Succeeded");
+    wait_phase(&plant, "to-second", "Succeeded");
+    assert_eq!(
+        plant.jsonpath(
+            "devicecommand",
+            "plant",
+            "to-second",
+            "{.status.output.uptime}"
+        ),
+        "2"
+    );
+    assert_eq!(
+        plant.jsonpath(
+            "devicecommand",
+            "plant",
+            "to-first",
+            "{.status.output.uptime}"
+        ),
+        "1"
+    );
+    // Each command went to its device once, from the replica that holds it.
+    assert_eq!(
+        on_second
+            .lines()
+            .iter()
+            .filter(|l| l.contains("commands/to-second "))
+            .count(),
+        1
+    );
+    assert!(!on_second.lines().iter().any(|l| l.contains("to-first")));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(second.id().to_string())
+        .status();
+    let _ = finish_child(&mut second);
+}
+
+fn finish_child(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// A v3.1.1 CONNECT with a user name and password.
+fn connect_packet(level: u8, user: &str, password: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0b1100_0010, 0, 30];
+    for field in ["raw-client", user, password] {
+        body.extend((field.len() as u16).to_be_bytes());
+        body.extend(field.as_bytes());
+    }
+    let mut packet = vec![0x10];
+    packet.extend(remaining_length(body.len()));
+    packet.extend(body);
+    packet
+}
+
+fn remaining_length(mut len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            return out;
+        }
+    }
+}
+
+/// Send bytes on a new connection (then end our side, if `half_close`) and read until the
+/// server closes it (or 5 s pass); returns what came back and whether the server closed.
+fn send_raw(addr: &str, bytes: &[u8], half_close: bool) -> (Vec<u8>, bool) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(bytes).expect("write");
+    if half_close {
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half close");
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (got, closed)
+}
+
+#[test]
+fn malformed_packets_close_only_their_own_connection() {
+    let plant = Plant::start();
+    let addr = plant.devplane.mqtt_addr();
+    let a = plant.password("plant", "sensor-a");
+    let b = plant.password("plant", "sensor-b");
+    let bystander = Background::spawn(plant.paho(
+        "plant/sensor-b",
+        &b,
+        "5",
+        &["respond", "90", r#"{"uptime": 5}"#],
+    ));
+    bystander.wait_for_line("subscribed", Duration::from_secs(20), |l| l == "subscribed");
+
+    let connect = connect_packet(4, "plant/sensor-a", &a);
+    // Wrong protocol level: MQTT 3.1 gets CONNACK 1 and a close; level 6 just a close.
+    let (got, closed) = send_raw(&addr, &connect_packet(3, "plant/sensor-a", &a), false);
+    assert!(closed);
+    assert_eq!(
+        got,
+        vec![0x20, 0x02, 0x00, 0x01],
+        "CONNACK refused protocol version"
+    );
+    let (_, closed) = send_raw(&addr, &connect_packet(6, "plant/sensor-a", &a), false);
+    assert!(closed, "level 6 is closed");
+    // A truncated packet, then the client ends its side: the server closes too.
+    let (got, closed) = send_raw(&addr, &connect[..connect.len() / 2], true);
+    assert!(
+        closed && got.is_empty(),
+        "a truncated CONNECT gets no answer and a close"
+    );
+    // Oversize: a PUBLISH announcing 1 MiB after a good CONNECT.
+    let mut oversize = connect.clone();
+    oversize.extend([0x30]);
+    oversize.extend(remaining_length(1 << 20));
+    oversize.extend([0, 1, b'x']);
+    let (got, closed) = send_raw(&addr, &oversize, false);
+    assert!(closed, "oversize closes");
+    assert_eq!(
+        &got[..4],
+        &[0x20, 0x02, 0x00, 0x00],
+        "the CONNECT itself was accepted"
+    );
+    // A PUBLISH whose topic is not UTF-8.
+    let mut bad_topic = connect.clone();
+    bad_topic.extend([0x30, 0x05, 0x00, 0x03, 0xff, 0xfe, 0xfd]);
+    let (_, closed) = send_raw(&addr, &bad_topic, false);
+    assert!(closed, "a non-UTF-8 topic closes");
+    // Garbage instead of CONNECT.
+    let (_, closed) = send_raw(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    assert!(closed, "garbage closes");
+
+    // The other session still works, and the server still accepts new ones.
+    create_command(&plant, "still-alive", "sensor-b", 30);
+    wait_phase(&plant, "still-alive", "Succeeded");
+    assert_eq!(connack(&plant, "plant/sensor-a", &a, "3"), "connack 0");
+    let log = plant.devplane.log_text();
+    assert!(
+        log.contains("protocol error") || log.contains("bad CONNECT"),
+        "clear log lines"
+    );
+    assert!(log.contains("not UTF-8"), "the log says what was wrong");
+}
