@@ -9,7 +9,8 @@ VERSION is 3 (MQTT 3.1.1) or 5. Modes:
                                ("message <topic> <payload>")
   respond SECONDS OUTPUT_JSON  subscribe to the device's tree; print "message <topic> <payload>"
                                for each downlink; answer every command with status Succeeded and
-                               OUTPUT_JSON, report desired values back; exit after SECONDS
+                               OUTPUT_JSON, report desired values back; exit after SECONDS or
+                               when the server closes the session ("disconnected <code>")
   read SECONDS FILTER...       subscribe (QoS 1) to the filters; print "suback <codes>" and
                                "message <topic> <payload>"; exit after SECONDS
   flood COUNT TOPIC PAYLOAD    publish COUNT QoS 1 messages as fast as the window allows and
@@ -72,9 +73,12 @@ def main():
 
     prefix = "d/" + user + "/"
 
+    gone = threading.Event()
+
     def on_disconnect(c, userdata, flags, reason_code, properties):
         code = reason_code.value if hasattr(reason_code, "value") else int(reason_code)
         emit(f"disconnected {code}")
+        gone.set()
 
     client.on_disconnect = on_disconnect
 
@@ -121,7 +125,9 @@ def main():
         client.on_message = on_message
         client.subscribe(prefix + "#", qos=1)
         emit("subscribed")
-        time.sleep(seconds)
+        # Until the time is up or the server closes the session (no reconnecting).
+        gone.wait(seconds)
+        client.loop_stop()
     elif mode == "read":
         seconds, filters = float(args[0]), args[1:]
 

@@ -359,5 +359,60 @@ pub fn parse_text(kind: DataKind, text: &str) -> Result<Value, ValueError> {
     }
 }
 
+/// A valid value of `ty`, placed at `position` (0.0 to 1.0) of its range where it has one: what
+/// a simulated device reports. Enums take the value at that position of their list.
+pub fn sample(ty: TypeView<'_>, position: f64, now_ms: i64) -> Value {
+    let position = position.clamp(0.0, 1.0);
+    let (low, high) = match (ty.min, ty.max) {
+        (Some(min), Some(max)) => (min, max),
+        (Some(min), None) => (min, min + 100.0),
+        (None, Some(max)) => (max - 100.0, max),
+        (None, None) => (0.0, 100.0),
+    };
+    let number = low + (high - low) * position;
+    match ty.kind {
+        DataKind::Bool => Value::Bool(position >= 0.5),
+        DataKind::Int => {
+            // Round inward so the value stays inside the bounds.
+            let n = number.round().clamp(low.ceil(), high.floor());
+            Value::from(n as i64)
+        }
+        DataKind::Float | DataKind::Double => serde_json::Number::from_f64(
+            (number * 1000.0).round().clamp(low * 1000.0, high * 1000.0) / 1000.0,
+        )
+        .map(Value::Number)
+        .unwrap_or(Value::from(0)),
+        DataKind::String => {
+            let max = ty.max_length.map(|m| m as usize).unwrap_or(16);
+            Value::String("simulated".chars().take(max).collect())
+        }
+        DataKind::Enum => ty
+            .enum_values
+            .get(((ty.enum_values.len().saturating_sub(1)) as f64 * position).round() as usize)
+            .map(|e| Value::String(e.value.clone()))
+            .unwrap_or(Value::Null),
+        DataKind::Timestamp => Value::from(now_ms.max(0)),
+        DataKind::Struct => Value::Object(
+            ty.fields
+                .iter()
+                .map(|f| {
+                    (
+                        f.identifier.clone(),
+                        sample((&f.data_type).into(), position, now_ms),
+                    )
+                })
+                .collect(),
+        ),
+        DataKind::Array => {
+            let count = ty.max_items.unwrap_or(3).min(3) as usize;
+            let items = ty
+                .items
+                .map(|element| vec![sample(element.into(), position, now_ms); count])
+                .unwrap_or_default();
+            Value::Array(items)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

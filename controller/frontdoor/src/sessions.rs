@@ -68,6 +68,10 @@ pub struct Handle {
     pub kill: Kill,
     /// The password it logged in with, as an HMAC (so a rotation or revocation can end it).
     pub tag: PasswordTag,
+    /// When it started.
+    pub started: jiff::Timestamp,
+    /// Cancelled once the session has ended and stored what it keeps.
+    pub finished: CancellationToken,
 }
 
 /// A persistent session's state while its client is away.
@@ -193,6 +197,8 @@ mod tests {
                 tx,
                 kill: Kill::default(),
                 tag: [0; 32],
+                started: jiff::Timestamp::now(),
+                finished: CancellationToken::new(),
             },
             rx,
         )

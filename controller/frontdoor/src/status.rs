@@ -263,7 +263,17 @@ fn build(
 ) -> Option<Value> {
     let registry = shared.registry.read();
     let entry = registry.device(id)?;
-    let previous = written.get(id);
+    let replica = shared.settings.replica.clone();
+    // Another replica holds the device now (the API says so): its status stands, and ours is
+    // out of date.
+    let elsewhere = entry.connection.as_ref().is_some_and(|c| {
+        c.state == ConnectionState::Online && c.front_door.as_ref().is_some_and(|r| *r != replica)
+    });
+    if elsewhere && !matches!(p.online, Some((true, _))) {
+        written.remove(id);
+        return None;
+    }
+    let previous = written.get(id).filter(|_| !elsewhere);
     let mut connection = previous
         .map(|w| w.connection.clone())
         .or_else(|| entry.connection.clone())
@@ -272,7 +282,6 @@ fn build(
         .map(|w| w.reported.clone())
         .unwrap_or_else(|| entry.reported.clone());
     let now = now_time();
-    let replica = shared.settings.replica.clone();
     match p.online {
         Some((true, Some((address, protocol)))) => {
             connection.state = ConnectionState::Online;
@@ -284,18 +293,7 @@ fn build(
                 connection.first_connected = Some(now.clone());
             }
         }
-        Some((false, _)) => {
-            // Another replica took the device over: its Online stands.
-            let elsewhere = connection.state == ConnectionState::Online
-                && connection
-                    .front_door
-                    .as_ref()
-                    .is_some_and(|r| *r != replica);
-            if elsewhere {
-                return None;
-            }
-            connection.state = ConnectionState::Offline;
-        }
+        Some((false, _)) => connection.state = ConnectionState::Offline,
         _ => {}
     }
     if p.seen {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use devplane_api::constants::labels;
-use devplane_api::v1alpha1::{Device, DeviceCommand, DeviceModel, Protocol};
+use devplane_api::v1alpha1::{ConnectionState, Device, DeviceCommand, DeviceModel, Protocol};
 use devplane_core::model::ModelKey;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -246,6 +246,16 @@ fn on_device(shared: &Shared, device: &Device) {
     if !check_sessions(shared, &id) {
         return;
     }
+    if let Some(handle) = shared.devices.get(&id)
+        && let Some(replica) = connected_elsewhere(shared, &new, handle.started)
+    {
+        // No replica-to-replica channel: the other replica's presence write is the signal.
+        handle.kill.kill(
+            CloseCode::SessionTakenOver,
+            format!("the device connected again, to front door {replica}"),
+        );
+        return;
+    }
     let desired_changed = old.as_ref().is_some_and(|o| o.desired != new.desired);
     if desired_changed && let Some(handle) = shared.devices.get(&id) {
         offer(
@@ -259,6 +269,22 @@ fn on_device(shared: &Shared, device: &Device) {
         );
         shared.status_update(StatusUpdate::DesiredChanged { id });
     }
+}
+
+/// The replica that took the device over after our session started, if another did.
+fn connected_elsewhere(
+    shared: &Shared,
+    entry: &crate::registry::DeviceEntry,
+    started: jiff::Timestamp,
+) -> Option<String> {
+    let connection = entry.connection.as_ref()?;
+    let replica = connection.front_door.as_ref()?;
+    let newer = connection
+        .connected_at
+        .as_ref()
+        .is_some_and(|at| at.0.as_second() > started.as_second());
+    (connection.state == ConnectionState::Online && *replica != shared.settings.replica && newer)
+        .then(|| replica.clone())
 }
 
 fn on_device_gone(shared: &Shared, id: &Identity) {

@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::BenchApiArgs;
 
+mod mqtt;
+pub use mqtt::run as mqtt;
+
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 const DEVICES: &str = "/apis/iot.devplane.io/v1alpha1/namespaces/bench/devices";

@@ -33,6 +33,9 @@ pub enum Command {
     /// Run the device front door alone against any Kubernetes API (scale-out replicas): MQTT
     /// for devices and the northbound application listener.
     Frontdoor(FrontdoorArgs),
+    /// Simulate devices of a model over MQTT with their own credentials: telemetry from the
+    /// model (optionally a share invalid), desired values reported back, commands answered.
+    Simulate(SimulateArgs),
     /// Check manifests offline: schemas, model resolution, references between files, attribute
     /// values, batches and commands. Exits 1 when it finds a problem.
     Validate(ValidateArgs),
@@ -110,6 +113,41 @@ pub struct FrontdoorListenArgs {
     pub status_interval_seconds: u64,
 }
 
+/// Arguments of `devplane simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Namespace of the devices.
+    #[arg(short = 'n', long)]
+    pub namespace: String,
+    /// Create (or reuse) devices of this model through an OnboardingBatch `simulate-<model>`.
+    #[arg(long, requires = "count", conflicts_with = "selector")]
+    pub model: Option<String>,
+    /// How many devices of --model.
+    #[arg(long, requires = "model")]
+    pub count: Option<u64>,
+    /// Simulate the existing devices matching this label selector instead.
+    #[arg(long, short = 'l')]
+    pub selector: Option<String>,
+    /// Protocol (mqtt).
+    #[arg(long, default_value = "mqtt")]
+    pub protocol: String,
+    /// Telemetry messages per second, over all devices.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Share of telemetry messages made invalid on purpose (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub invalid_share: f64,
+    /// Stop after this many seconds (default: run until interrupted).
+    #[arg(long = "duration")]
+    pub duration_seconds: Option<u64>,
+    /// Connect here instead of the endpoint in each device's Secret.
+    #[arg(long)]
+    pub mqtt_addr: Option<std::net::SocketAddr>,
+    /// Kubeconfig to use; default: $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
 /// Arguments of `devplane frontdoor`.
 #[derive(Debug, Args)]
 pub struct FrontdoorArgs {
@@ -140,6 +178,32 @@ pub enum BenchCommand {
     Api(BenchApiArgs),
     /// Onboarding throughput: one OnboardingBatch through the controllers.
     Onboard(BenchOnboardArgs),
+    /// The device front door: connections held and RSS per connection, validated QoS 1
+    /// telemetry msg/s and latency, next to Debian's Mosquitto in the same run.
+    Mqtt(BenchMqttArgs),
+}
+
+/// Arguments of `devplane bench mqtt`.
+#[derive(Debug, Args)]
+pub struct BenchMqttArgs {
+    /// Idle authenticated connections to hold (at most about 19,000 within a 20,000-file limit).
+    #[arg(long, default_value_t = 19_000)]
+    pub connections: u64,
+    /// Source addresses 127.0.0.2… the connections are spread over.
+    #[arg(long, default_value_t = 8)]
+    pub sources: u64,
+    /// QoS 1 telemetry messages in the throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
+    /// Publishing devices in the throughput run.
+    #[arg(long, default_value_t = 8)]
+    pub publishers: u64,
+    /// Unacknowledged messages each publisher keeps in flight.
+    #[arg(long, default_value_t = 64)]
+    pub window: u16,
+    /// Skip the Mosquitto baseline.
+    #[arg(long)]
+    pub no_mosquitto: bool,
 }
 
 /// Arguments of `devplane bench onboard`.

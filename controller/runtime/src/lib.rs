@@ -6,8 +6,10 @@ mod cli;
 pub mod controller;
 pub mod frontdoor;
 pub mod leader;
+pub mod mqtt_client;
 pub mod onboard;
 pub mod pki;
+pub mod simulate;
 pub mod up;
 pub mod validate;
 
@@ -30,11 +32,15 @@ pub fn main() -> ExitCode {
         Command::Controller(args) => run_async(async move { controller::run(&args).await }),
         Command::Onboard(args) => onboard_command(&args),
         Command::Frontdoor(args) => run_async(async move { frontdoor::run(&args).await }),
+        Command::Simulate(args) => run_async(async move { simulate::run(&args).await }),
         Command::Bench(cli::BenchCommand::Api(args)) => {
             run_async(async move { bench::run(&args).await })
         }
         Command::Bench(cli::BenchCommand::Onboard(args)) => {
             run_async(async move { bench::onboard(&args).await })
+        }
+        Command::Bench(cli::BenchCommand::Mqtt(args)) => {
+            run_async(async move { bench::mqtt(&args).await })
         }
     }
 }

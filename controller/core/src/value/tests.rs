@@ -220,3 +220,19 @@ fn csv_cells_parse_by_kind() {
     assert!(parse_text(DataKind::Bool, "maybe").is_err());
     assert!(parse_text(DataKind::Double, "NaN").is_err());
 }
+
+#[test]
+fn sampled_values_of_every_point_validate_across_their_range() {
+    let model = resolved("home", "climate-sensor");
+    for (identifier, feature) in &model.measure_points {
+        for position in [0.0, 0.3, 0.5, 1.0] {
+            let ty = (&feature.definition.data_type).into();
+            let value = sample(ty, position, 1_700_000_000_000);
+            assert_eq!(
+                validate(ty, &value),
+                Ok(()),
+                "{identifier} at {position}: {value}"
+            );
+        }
+    }
+}

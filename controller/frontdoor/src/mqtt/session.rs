@@ -147,6 +147,27 @@ where
             return;
         }
     };
+    // A persistent session resumes what the device's previous session kept: end a previous
+    // session that is still open first, so that it stores its state.
+    let (session_present, resumed) = match &role {
+        Role::Device(id) if info.clean => {
+            shared.devices.discard(id);
+            (session_present, resumed)
+        }
+        Role::Device(id) => {
+            if let Some(previous) = shared.devices.get(id) {
+                previous.kill.kill(
+                    CloseCode::SessionTakenOver,
+                    "another connection logged in with the same identity",
+                );
+                let _ = tokio::time::timeout(Duration::from_secs(1), previous.finished.cancelled())
+                    .await;
+            }
+            let resumed = shared.devices.resume(id);
+            (resumed.is_some(), resumed)
+        }
+        Role::Application(_) => (session_present, resumed),
+    };
     let window = usize::from(
         info.receive_maximum
             .unwrap_or(u16::MAX)
@@ -155,6 +176,7 @@ where
     );
     let (tx, rx) = mpsc::channel(shared.settings.session_queue);
     let kill = Kill::default();
+    let finished = tokio_util::sync::CancellationToken::new();
     let conn = shared.devices.next_conn();
     let mut session = Session {
         stream,
@@ -185,6 +207,8 @@ where
         tx: tx.clone(),
         kill: kill.clone(),
         tag,
+        started: jiff::Timestamp::now(),
+        finished: finished.clone(),
     };
     match &role {
         Role::Device(id) => shared.devices.register(id, handle),
@@ -225,6 +249,7 @@ where
         (info.keep_alive > 0).then(|| Duration::from_millis(u64::from(info.keep_alive) * 1500));
     let end = session.run(rx, &kill, keep_alive).await;
     session.finish(end, conn, &kill, &info).await;
+    finished.cancel();
 }
 
 async fn refuse_malformed_connect<S>(
@@ -298,14 +323,7 @@ fn authenticate(
                     ),
                 ));
             }
-            let resumed = if info.clean {
-                shared.devices.discard(&id);
-                None
-            } else {
-                shared.devices.resume(&id)
-            };
-            let present = resumed.is_some();
-            Ok((Role::Device(id), tag, present, resumed))
+            Ok((Role::Device(id), tag, false, None))
         }
         Listener::Application => {
             let (id, tag) = shared

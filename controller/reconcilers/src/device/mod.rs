@@ -195,8 +195,17 @@ pub fn endpoints_for(
     } else {
         protocols.iter().map(|p| p.as_str()).collect()
     };
+    // A secure variant (mqtts, https, coaps) goes with its protocol.
+    fn plain(protocol: &str) -> &str {
+        match protocol {
+            "mqtts" => "mqtt",
+            "https" => "http",
+            "coaps" => "coap",
+            other => other,
+        }
+    }
     all.iter()
-        .filter(|(p, _)| allowed.contains(&p.as_str()))
+        .filter(|(p, _)| allowed.contains(&plain(p)))
         .cloned()
         .collect()
 }

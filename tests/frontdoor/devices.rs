@@ -1,310 +1,13 @@
-//! The device front door against `devplane up`, with real clients: Debian's mosquitto_pub and
-//! mosquitto_sub (MQTT 3.1.1 and 5), Python paho-mqtt 2.x, and raw sockets for malformed
-//! packets. Each test starts its own `devplane up` with the fixture below.
+//! What devices do through the front door: log in, stay inside their own topics, have their
+//! data validated and passed northbound, show presence, get commands and desired values, and
+//! lose their session when decommissioned; applications, backpressure, replicas, bad packets.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Devplane, repo, stderr, stdout, wait_until};
-
-/// Two namespaces, a model with every kind of feature, devices in each lifecycle, and an
-/// application per namespace.
-const FIXTURE: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: plant}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: other}
----
-apiVersion: iot.devplane.io/v1alpha1
-kind: DeviceModel
-metadata: {name: probe, namespace: plant}
-spec:
-  version: 1.0.0
-  attributes:
-    - identifier: interval
-      dataType: {type: int, unit: s, min: 10, max: 600}
-      writable: true
-  measurePoints:
-    - identifier: temperature
-      dataType: {type: double, unit: Cel, min: -40, max: 85}
-    - identifier: mode
-      dataType:
-        type: enum
-        enumValues: [{value: eco}, {value: boost}]
-  services:
-    - identifier: reboot
-      inputs:
-        - identifier: delay
-          dataType: {type: int, min: 0}
-      outputs:
-        - identifier: uptime
-          dataType: {type: int, min: 0}
-          required: true
-  events:
-    - identifier: overheat
-      outputs:
-        - identifier: peak
-          dataType: {type: double}
-          required: true
----
-apiVersion: iot.devplane.io/v1alpha1
-kind: Device
-metadata: {name: sensor-a, namespace: plant}
-spec:
-  modelRef: {name: probe}
-  desired: {interval: 60}
----
-apiVersion: iot.devplane.io/v1alpha1
-kind: Device
-metadata: {name: sensor-b, namespace: plant}
-spec:
-  modelRef: {name: probe}
----
-apiVersion: iot.devplane.io/v1alpha1
-kind: Device
-metadata: {name: sensor-planned, namespace: plant}
-spec:
-  modelRef: {name: probe}
-  lifecycle: Planned
----
-apiVersion: iot.devplane.io/v1alpha1
-kind: Application
-metadata: {name: dash, namespace: plant}
-spec:
-  description: the plant dashboard
----
-apiVersion: iot.devplane.io/v1alpha1
-kind: DeviceModel
-metadata: {name: probe, namespace: other}
-spec:
-  version: 1.0.0
-  measurePoints:
-    - identifier: temperature
-      dataType: {type: double, min: -40, max: 85}
----
-apiVersion: iot.devplane.io/v1alpha1
-kind: Device
-metadata: {name: sensor-x, namespace: other}
-spec:
-  modelRef: {name: probe}
----
-apiVersion: iot.devplane.io/v1alpha1
-kind: Application
-metadata: {name: spy, namespace: other}
-spec: {}
-"#;
-
-/// `devplane up` with the fixture applied and every device and application Ready.
-struct Plant {
-    devplane: Devplane,
-}
-
-impl Plant {
-    fn start() -> Plant {
-        Self::start_with(&[])
-    }
-
-    fn start_with(extra: &[&str]) -> Plant {
-        let devplane = Devplane::start(extra);
-        devplane.apply_yaml(FIXTURE);
-        for (kind, namespace) in [("device", "plant"), ("device", "other")] {
-            devplane.kubectl_ok(&[
-                "wait",
-                "--for=condition=Ready",
-                kind,
-                "--all",
-                "-n",
-                namespace,
-                "--timeout=60s",
-            ]);
-        }
-        devplane.kubectl_ok(&[
-            "wait",
-            "--for=condition=Ready",
-            "application",
-            "--all",
-            "-A",
-            "--timeout=60s",
-        ]);
-        Plant { devplane }
-    }
-
-    fn password(&self, namespace: &str, device: &str) -> String {
-        self.devplane
-            .secret_value(namespace, &format!("{device}-credentials"), "password")
-    }
-
-    fn app_password(&self, namespace: &str, app: &str) -> String {
-        self.devplane
-            .secret_value(namespace, &format!("{app}-app-credentials"), "password")
-    }
-
-    fn host_port(addr: &str) -> (String, String) {
-        let (host, port) = addr.rsplit_once(':').expect("host:port");
-        (host.to_string(), port.to_string())
-    }
-
-    /// mosquitto_pub or mosquitto_sub as `user`, with `args` after the connection options.
-    fn mosquitto(&self, tool: &str, v5: bool, user: &str, password: &str, args: &[&str]) -> Output {
-        let (host, port) = Self::host_port(&self.devplane.mqtt_addr());
-        let mut command = Command::new(tool);
-        command.args(["-h", &host, "-p", &port, "-u", user, "-P", password]);
-        if v5 {
-            command.args(["-V", "mqttv5"]);
-        }
-        command.args(args);
-        run_with_timeout(command, Duration::from_secs(20))
-    }
-
-    /// The paho-mqtt helper (`tests/python/mqtt_device.py`) against the device listener.
-    fn paho(&self, user: &str, password: &str, version: &str, args: &[&str]) -> Command {
-        self.paho_at(&self.devplane.mqtt_addr(), user, password, version, args)
-    }
-
-    /// The paho-mqtt helper against the application listener.
-    fn paho_app(&self, user: &str, password: &str, args: &[&str]) -> Command {
-        self.paho_at(&self.devplane.app_addr(), user, password, "5", args)
-    }
-
-    fn paho_at(
-        &self,
-        addr: &str,
-        user: &str,
-        password: &str,
-        version: &str,
-        args: &[&str],
-    ) -> Command {
-        let (host, port) = Self::host_port(addr);
-        let mut command = Command::new("python3");
-        command
-            .arg(repo().join("tests/python/mqtt_device.py"))
-            .args([&host, &port, user, password, version])
-            .args(args);
-        command
-    }
-
-    fn jsonpath(&self, kind: &str, namespace: &str, name: &str, path: &str) -> String {
-        self.devplane.kubectl_ok(&[
-            "get",
-            kind,
-            name,
-            "-n",
-            namespace,
-            "-o",
-            &format!("jsonpath={path}"),
-        ])
-    }
-}
-
-/// Run a command to its end, killing it after `timeout`.
-fn run_with_timeout(mut command: Command, timeout: Duration) -> Output {
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the client runs");
-    finish(child, timeout)
-}
-
-fn finish(mut child: Child, timeout: Duration) -> Output {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    child.wait_with_output().expect("client output")
-}
-
-/// A background client whose output lines are collected as they come.
-struct Background {
-    child: Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Background {
-    fn spawn(mut command: Command) -> Background {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the client runs");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                sink.lock().expect("lines").push(line);
-            }
-        });
-        Background { child, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("lines").clone()
-    }
-
-    fn wait_for_line(
-        &self,
-        what: &str,
-        timeout: Duration,
-        matches: impl Fn(&str) -> bool,
-    ) -> String {
-        let mut found = String::new();
-        wait_until(what, timeout, || {
-            match self.lines().into_iter().find(|l| matches(l)) {
-                Some(l) => {
-                    found = l;
-                    true
-                }
-                None => false,
-            }
-        });
-        found
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                return self.lines();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("client did not finish in {timeout:?}: {:?}", self.lines());
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn output_lines(output: &Output) -> Vec<String> {
-    stdout(output).lines().map(str::to_string).collect()
-}
-
-fn connack(plant: &Plant, user: &str, password: &str, version: &str) -> String {
-    let output = run_with_timeout(
-        plant.paho(user, password, version, &["connect"]),
-        Duration::from_secs(20),
-    );
-    stdout(&output).trim().to_string()
-}
+use super::*;
+use crate::support::{repo, stderr, stdout, wait_until};
 
 #[test]
 fn devices_connect_with_their_secret_and_bad_or_unauthorized_logins_are_refused() {
@@ -414,33 +117,6 @@ fn devices_connect_with_their_secret_and_bad_or_unauthorized_logins_are_refused(
         metrics.contains("devplane_frontdoor_connections_refused_total{reason=\"NotAuthorized\"}"),
         "{metrics}"
     );
-}
-
-impl Plant {
-    /// A device's password, or an empty string when it has none (a Planned device).
-    fn password_or_empty(&self, namespace: &str, device: &str) -> String {
-        let output = self.devplane.kubectl(&[
-            "get",
-            "secret",
-            &format!("{device}-credentials"),
-            "-n",
-            namespace,
-        ]);
-        if output.status.success() {
-            self.password(namespace, device)
-        } else {
-            String::new()
-        }
-    }
-}
-
-fn denied_count(metrics: &str, reason: &str) -> u64 {
-    let prefix = format!("devplane_frontdoor_denied_total{{reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -694,32 +370,6 @@ fn presence_shows_online_while_connected_and_offline_after() {
         plant.jsonpath("device", "plant", "sensor-a", "{.status.connection.state}"),
         "Offline"
     );
-}
-
-fn create_command(plant: &Plant, name: &str, device: &str, timeout: u32) {
-    plant.devplane.apply_yaml(&format!(
-        r#"
-apiVersion: iot.devplane.io/v1alpha1
-kind: DeviceCommand
-metadata: {{name: {name}, namespace: plant}}
-spec:
-  device: {device}
-  service: reboot
-  params: {{delay: 0}}
-  timeoutSeconds: {timeout}
-"#
-    ));
-}
-
-fn wait_phase(plant: &Plant, command: &str, phase: &str) {
-    plant.devplane.kubectl_ok(&[
-        "wait",
-        &format!("--for=jsonpath={{.status.phase}}={phase}"),
-        &format!("devicecommand/{command}"),
-        "-n",
-        "plant",
-        "--timeout=60s",
-    ]);
 }
 
 #[test]
@@ -1019,14 +669,6 @@ fn an_application_reads_its_own_namespace_and_is_refused_another() {
     );
 }
 
-fn metric_value(metrics: &str, line_prefix: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn under_a_slow_consumer_every_message_acked_to_the_device_reaches_the_northbound_stream() {
     let plant = Plant::start();
@@ -1169,76 +811,74 @@ fn with_two_front_door_replicas_a_command_reaches_a_device_on_either() {
         1
     );
     assert!(!on_second.lines().iter().any(|l| l.contains("to-first")));
+    // A desired change reaches the device on the second replica.
+    plant.devplane.kubectl_ok(&[
+        "patch",
+        "device",
+        "sensor-b",
+        "-n",
+        "plant",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"desired":{"interval":300}}}"#,
+    ]);
+    on_second.wait_for_line("b's desired value", Duration::from_secs(20), |l| {
+        l.starts_with("message d/plant/sensor-b/attributes/desired ")
+            && l.contains(r#""interval":300"#)
+    });
+    // sensor-a moves to the second replica: the first closes its session (taken over, as
+    // the API shows), and commands follow the device.
+    std::thread::sleep(Duration::from_millis(1100)); // a later second than the first session
+    let mut moved_cmd = Command::new("python3");
+    moved_cmd
+        .arg(repo().join("tests/python/mqtt_device.py"))
+        .args([
+            host.as_str(),
+            port.as_str(),
+            "plant/sensor-a",
+            a.as_str(),
+            "5",
+            "respond",
+            "40",
+            r#"{"uptime": 3}"#,
+        ]);
+    let moved = Background::spawn(moved_cmd);
+    moved.wait_for_line(
+        "a subscribed on the second replica",
+        Duration::from_secs(20),
+        |l| l == "subscribed",
+    );
+    let closed = on_first.wait_for_line(
+        "the first replica lets a go",
+        Duration::from_secs(20),
+        |l| l.starts_with("disconnected"),
+    );
+    assert_eq!(closed, "disconnected 142", "session taken over");
+    create_command(&plant, "after-move", "sensor-a", 30);
+    wait_phase(&plant, "after-move", "Succeeded");
+    assert_eq!(
+        plant.jsonpath(
+            "devicecommand",
+            "plant",
+            "after-move",
+            "{.status.output.uptime}"
+        ),
+        "3"
+    );
+    assert_eq!(
+        plant.jsonpath(
+            "device",
+            "plant",
+            "sensor-a",
+            "{.status.connection.frontDoor}"
+        ),
+        "replica-2"
+    );
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(second.id().to_string())
         .status();
     let _ = finish_child(&mut second);
-}
-
-fn finish_child(child: &mut Child) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    child.wait().ok()
-}
-
-/// A v3.1.1 CONNECT with a user name and password.
-fn connect_packet(level: u8, user: &str, password: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0b1100_0010, 0, 30];
-    for field in ["raw-client", user, password] {
-        body.extend((field.len() as u16).to_be_bytes());
-        body.extend(field.as_bytes());
-    }
-    let mut packet = vec![0x10];
-    packet.extend(remaining_length(body.len()));
-    packet.extend(body);
-    packet
-}
-
-fn remaining_length(mut len: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            return out;
-        }
-    }
-}
-
-/// Send bytes on a new connection (then end our side, if `half_close`) and read until the
-/// server closes it (or 5 s pass); returns what came back and whether the server closed.
-fn send_raw(addr: &str, bytes: &[u8], half_close: bool) -> (Vec<u8>, bool) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    stream.write_all(bytes).expect("write");
-    if half_close {
-        stream
-            .shutdown(std::net::Shutdown::Write)
-            .expect("half close");
-    }
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    let closed = loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => got.extend(&buf[..n]),
-            Err(_) => break false,
-        }
-    };
-    (got, closed)
 }
 
 #[test]
