@@ -25,7 +25,6 @@ pub mod uplink;
 pub mod watch;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +66,10 @@ pub struct Settings {
     pub session_expiry: Duration,
     /// Downlink queue per session.
     pub session_queue: usize,
+    /// QoS 1 messages in flight to an application session.
+    pub app_inflight: u16,
+    /// Queue per application session.
+    pub app_queue: usize,
     /// Accepted messages waiting for ingest before publishers get no more PUBACKs.
     pub ingest_queue: usize,
     /// Time a new connection has to send CONNECT.
@@ -84,6 +87,8 @@ impl Default for Settings {
             offline_queue: 100,
             session_expiry: Duration::from_secs(3600),
             session_queue: 16,
+            app_inflight: 256,
+            app_queue: 1024,
             ingest_queue: 4096,
             connect_timeout: Duration::from_secs(10),
         }
@@ -373,9 +378,4 @@ async fn publish_warnings(
             tracing::debug!(error = %devplane_core::report::chain(&e), "cannot publish a warning event");
         }
     }
-}
-
-/// The address a listener is bound to (for messages and tests).
-pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
-    listener.local_addr().ok()
 }

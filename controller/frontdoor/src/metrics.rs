@@ -167,25 +167,4 @@ impl Metrics {
             ),
         ]
     }
-
-    /// The counters in the Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for family in self.expose() {
-            let kind = if family.counter { "counter" } else { "gauge" };
-            out.push_str(&format!("# HELP {} {}\n", family.name, family.help));
-            out.push_str(&format!("# TYPE {} {kind}\n", family.name));
-            let suffix = if family.counter { "_total" } else { "" };
-            for (label, value) in family.values {
-                match family.label {
-                    Some(l) => out.push_str(&format!(
-                        "{}{suffix}{{{l}=\"{label}\"}} {value}\n",
-                        family.name
-                    )),
-                    None => out.push_str(&format!("{}{suffix} {value}\n", family.name)),
-                }
-            }
-        }
-        out
-    }
 }

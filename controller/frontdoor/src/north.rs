@@ -24,7 +24,7 @@ pub struct Sink {
     /// Its filters and granted QoS (updated by the session).
     pub filters: Arc<RwLock<Vec<(String, u8)>>>,
     /// Its queue.
-    pub tx: mpsc::Sender<Deliver>,
+    pub tx: mpsc::Sender<Box<Deliver>>,
 }
 
 /// Application sessions by namespace.
@@ -82,12 +82,12 @@ impl Northbound {
                 .collect()
         };
         for (sink, qos) in targets {
-            let deliver = Deliver {
+            let deliver = Box::new(Deliver {
                 topic: topic.clone(),
                 payload: payload.clone(),
                 qos,
                 command: None,
-            };
+            });
             if qos == 0 {
                 match sink.tx.try_send(deliver) {
                     Ok(()) => metrics.north_delivered.fetch_add(1, Ordering::Relaxed),

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use devplane_api::constants::conditions::{CONNECTED, TWIN_SYNCED};
 use devplane_api::constants::labels;
 use devplane_api::v1alpha1::{
     ConnectionStatus, Device, DeviceModel, DeviceModelSpec, Lifecycle, Phase, Protocol,
@@ -51,7 +52,7 @@ pub struct DeviceEntry {
     pub connection: Option<ConnectionStatus>,
     /// `status.reported` as last written.
     pub reported: BTreeMap<String, Value>,
-    /// `status.conditions`.
+    /// The `Connected` and `TwinSynced` conditions of `status.conditions`.
     pub conditions: Vec<Condition>,
 }
 
@@ -70,7 +71,12 @@ impl DeviceEntry {
             protocols: device.spec.connection.direct_protocols(),
             connection: status.connection,
             reported: status.reported,
-            conditions: status.conditions,
+            // Only the front door's own conditions (it keeps their transition times).
+            conditions: status
+                .conditions
+                .into_iter()
+                .filter(|c| c.type_ == CONNECTED || c.type_ == TWIN_SYNCED)
+                .collect(),
         }
     }
 
@@ -80,22 +86,58 @@ impl DeviceEntry {
     }
 
     /// Why the device may not hold a session over `protocol`, if it may not.
-    pub fn refusal(&self, protocol: Protocol) -> Option<String> {
+    pub fn refusal(&self, protocol: Protocol) -> Option<Ended> {
         if self.lifecycle == Lifecycle::Decommissioned || self.phase == Some(Phase::Decommissioned)
         {
-            return Some("the device is decommissioned".into());
+            return Some(Ended::Decommissioned);
         }
         if self.lifecycle == Lifecycle::Planned || matches!(self.phase, None | Some(Phase::Planned))
         {
-            return Some("the device is planned: it has no credentials yet".into());
+            return Some(Ended::Planned);
         }
         if !self.protocols.contains(&protocol) {
-            return Some(format!(
-                "the device may not connect directly over {}",
-                protocol.as_str()
-            ));
+            return Some(Ended::ProtocolNotAllowed(protocol));
         }
         None
+    }
+}
+
+/// Why a principal may not (or no longer) hold a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The device was deleted.
+    Deleted,
+    /// The device is decommissioned.
+    Decommissioned,
+    /// The device is planned: it has no credentials yet.
+    Planned,
+    /// The device may not connect directly over this protocol.
+    ProtocolNotAllowed(Protocol),
+    /// Its credentials were revoked.
+    Revoked,
+    /// The password it logged in with was rotated out.
+    RotatedOut,
+}
+
+impl Ended {
+    /// Whether an operator's decision about the device ended it (rather than its credentials).
+    pub fn administrative(self) -> bool {
+        matches!(self, Ended::Deleted | Ended::Decommissioned)
+    }
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Deleted => f.write_str("the device was deleted"),
+            Ended::Decommissioned => f.write_str("the device is decommissioned"),
+            Ended::Planned => f.write_str("the device is planned: it has no credentials yet"),
+            Ended::ProtocolNotAllowed(p) => {
+                write!(f, "the device may not connect directly over {}", p.as_str())
+            }
+            Ended::Revoked => f.write_str("the credentials were revoked"),
+            Ended::RotatedOut => f.write_str("the password was rotated out"),
+        }
     }
 }
 
@@ -350,7 +392,7 @@ impl Registry {
         let id = Identity::from_username(username).ok_or(Refusal::BadCredentials)?;
         let device = self.devices.get(&id).ok_or(Refusal::BadCredentials)?;
         if let Some(why) = device.refusal(protocol) {
-            return Err(Refusal::NotAuthorized(why));
+            return Err(Refusal::NotAuthorized(why.to_string()));
         }
         let tag = self.check_password(PrincipalKind::Device, &id, password, now)?;
         Ok((id, tag))
@@ -376,9 +418,9 @@ impl Registry {
         tag: &PasswordTag,
         protocol: Protocol,
         now: jiff::Timestamp,
-    ) -> Option<String> {
+    ) -> Option<Ended> {
         let Some(device) = self.devices.get(id) else {
-            return Some("the device was deleted".into());
+            return Some(Ended::Deleted);
         };
         if let Some(why) = device.refusal(protocol) {
             return Some(why);
@@ -392,7 +434,7 @@ impl Registry {
         id: &Identity,
         tag: &PasswordTag,
         now: jiff::Timestamp,
-    ) -> Option<String> {
+    ) -> Option<Ended> {
         self.credential_problem(PrincipalKind::Application, id, tag, now)
     }
 
@@ -402,16 +444,16 @@ impl Registry {
         id: &Identity,
         tag: &PasswordTag,
         now: jiff::Timestamp,
-    ) -> Option<String> {
+    ) -> Option<Ended> {
         let Some(credential) = self.credentials.get(&(kind, id.clone())) else {
-            return Some("the credentials were revoked".into());
+            return Some(Ended::Revoked);
         };
         if credential.current == *tag {
             return None;
         }
         match &credential.previous {
             Some((old, until)) if old == tag && now < *until => None,
-            _ => Some("the password was rotated out".into()),
+            _ => Some(Ended::RotatedOut),
         }
     }
 }

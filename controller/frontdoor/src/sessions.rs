@@ -16,7 +16,8 @@ use crate::mqtt::codec::CloseCode;
 use crate::registry::PasswordTag;
 use crate::topic::Identity;
 
-/// Something to send to a session's client.
+/// Something to send to a session's client. Queues carry it boxed: a queue allocates slots
+/// for 32 entries up front, and a box keeps that small for each of thousands of sessions.
 #[derive(Clone, Debug)]
 pub struct Deliver {
     /// Topic.
@@ -63,7 +64,7 @@ pub struct Handle {
     /// Connection number (unique in this process).
     pub conn: u64,
     /// Its downlink queue.
-    pub tx: mpsc::Sender<Deliver>,
+    pub tx: mpsc::Sender<Box<Deliver>>,
     /// Its kill switch.
     pub kill: Kill,
     /// The password it logged in with, as an HMAC (so a rotation or revocation can end it).
@@ -165,31 +166,13 @@ impl Sessions {
     pub fn discard(&self, id: &Identity) {
         self.stored.lock().remove(id);
     }
-
-    /// Queue a message for an absent persistent session, if one is stored; returns whether it
-    /// was queued.
-    pub fn queue_offline(&self, id: &Identity, deliver: Deliver, limit: usize) -> bool {
-        let mut stored = self.stored.lock();
-        let Some(state) = stored.get_mut(id) else {
-            return false;
-        };
-        if state.expires <= Instant::now() {
-            stored.remove(id);
-            return false;
-        }
-        if state.queue.len() >= limit {
-            state.queue.remove(0);
-        }
-        state.queue.push(deliver);
-        true
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn handle(sessions: &Sessions) -> (Handle, mpsc::Receiver<Deliver>) {
+    fn handle(sessions: &Sessions) -> (Handle, mpsc::Receiver<Box<Deliver>>) {
         let (tx, rx) = mpsc::channel(1);
         (
             Handle {
@@ -235,22 +218,16 @@ mod tests {
             qos: 1,
             command: None,
         };
-        sessions.store(
-            &id,
-            Stored {
-                subscriptions: vec![("d/ns/d/#".into(), 1)],
-                queue: Vec::new(),
-                expires: Instant::now(),
-            },
-            Duration::from_secs(60),
-            2,
-        );
-        for n in 0..3 {
-            assert!(sessions.queue_offline(&id, deliver(n), 2));
-        }
+        let state = Stored {
+            subscriptions: vec![("d/ns/d/#".into(), 1)],
+            queue: (0..3).map(deliver).collect(),
+            expires: Instant::now(),
+        };
+        sessions.store(&id, state, Duration::from_secs(60), 2);
         let resumed = sessions.resume(&id).expect("stored");
         let kept: Vec<u8> = resumed.queue.iter().map(|d| d.payload[0]).collect();
         assert_eq!(kept, vec![1, 2], "the oldest is dropped at the bound");
+        assert_eq!(resumed.subscriptions.len(), 1);
         assert!(sessions.resume(&id).is_none(), "taken");
         sessions.store(&id, resumed, Duration::ZERO, 2);
         assert!(sessions.resume(&id).is_none(), "expired");

@@ -216,7 +216,8 @@ pub async fn start(shared: Arc<Shared>, shutdown: CancellationToken) {
 
 /// Hand a message to a session's queue without blocking the watch.
 fn offer(handle: &crate::sessions::Handle, deliver: Deliver) {
-    if let Err(tokio::sync::mpsc::error::TrySendError::Full(deliver)) = handle.tx.try_send(deliver)
+    if let Err(tokio::sync::mpsc::error::TrySendError::Full(deliver)) =
+        handle.tx.try_send(Box::new(deliver))
     {
         let tx = handle.tx.clone();
         tokio::spawn(async move {
@@ -304,12 +305,12 @@ fn check_sessions(shared: &Shared, id: &Identity) -> bool {
                 .read()
                 .device_session_problem(id, &handle.tag, Protocol::Mqtt, now);
         if let Some(why) = problem {
-            let code = if why.contains("decommissioned") || why.contains("deleted") {
+            let code = if why.administrative() {
                 CloseCode::AdministrativeAction
             } else {
                 CloseCode::NotAuthorized
             };
-            handle.kill.kill(code, why);
+            handle.kill.kill(code, why.to_string());
             shared.devices.discard(id);
             return false;
         }
@@ -321,7 +322,7 @@ fn check_sessions(shared: &Shared, id: &Identity) -> bool {
             .read()
             .application_session_problem(id, &handle.tag, now);
         if let Some(why) = problem {
-            handle.kill.kill(CloseCode::NotAuthorized, why);
+            handle.kill.kill(CloseCode::NotAuthorized, why.to_string());
         }
     }
     false

@@ -273,18 +273,10 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
     };
     serve(listener, server.router(), tls, stop.clone()).await;
     tracing::info!("shutting down");
-    for task in [
-        controllers,
-        frontdoor_task,
-        admin_task.map(|t| {
-            tokio::spawn(async move {
-                let _ = t.await;
-            })
-        }),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for task in [controllers, frontdoor_task].into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    if let Some(task) = admin_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     server.shutdown();

@@ -65,8 +65,9 @@ enum End {
     Killed,
 }
 
-/// Read buffer sizes: small while idle, large while busy.
-const IDLE_READ: usize = 1024;
+/// Read buffer sizes: small while idle (an idle session is mostly its buffers), large while
+/// busy.
+const IDLE_READ: usize = 256;
 const BUSY_READ: usize = 32 * 1024;
 
 struct Session<S> {
@@ -121,7 +122,7 @@ where
         }
     };
     let version = info.version;
-    let (role, tag, session_present, resumed) = match authenticate(&info, listener, &shared) {
+    let (role, tag) = match authenticate(&info, listener, &shared) {
         Ok(ok) => ok,
         Err((code, reason)) => {
             shared.metrics.connections_refused.inc(match code {
@@ -152,7 +153,7 @@ where
     let (session_present, resumed) = match &role {
         Role::Device(id) if info.clean => {
             shared.devices.discard(id);
-            (session_present, resumed)
+            (false, None)
         }
         Role::Device(id) => {
             if let Some(previous) = shared.devices.get(id) {
@@ -166,15 +167,20 @@ where
             let resumed = shared.devices.resume(id);
             (resumed.is_some(), resumed)
         }
-        Role::Application(_) => (session_present, resumed),
+        Role::Application(_) => (false, None),
+    };
+    // Applications are few and read much: a wider window and a longer queue.
+    let (max_inflight, queue) = match role {
+        Role::Device(_) => (shared.settings.max_inflight, shared.settings.session_queue),
+        Role::Application(_) => (shared.settings.app_inflight, shared.settings.app_queue),
     };
     let window = usize::from(
         info.receive_maximum
             .unwrap_or(u16::MAX)
-            .min(shared.settings.max_inflight)
+            .min(max_inflight)
             .max(1),
     );
-    let (tx, rx) = mpsc::channel(shared.settings.session_queue);
+    let (tx, rx) = mpsc::channel(queue);
     let kill = Kill::default();
     let finished = tokio_util::sync::CancellationToken::new();
     let conn = shared.devices.next_conn();
@@ -287,13 +293,11 @@ async fn refuse_malformed_connect<S>(
     let _ = stream.shutdown().await;
 }
 
-type Authenticated = (Role, PasswordTag, bool, Option<Stored>);
-
 fn authenticate(
     info: &ConnectInfo,
     listener: Listener,
     shared: &Shared,
-) -> Result<Authenticated, (ConnectCode, String)> {
+) -> Result<(Role, PasswordTag), (ConnectCode, String)> {
     let username = info.username.as_deref().unwrap_or("");
     let password = info.password.as_deref().unwrap_or("").as_bytes();
     let now = jiff::Timestamp::now();
@@ -323,7 +327,7 @@ fn authenticate(
                     ),
                 ));
             }
-            Ok((Role::Device(id), tag, false, None))
+            Ok((Role::Device(id), tag))
         }
         Listener::Application => {
             let (id, tag) = shared
@@ -337,7 +341,7 @@ fn authenticate(
                     "applications only read: no will".to_string(),
                 ));
             }
-            Ok((Role::Application(id), tag, false, None))
+            Ok((Role::Application(id), tag))
         }
     }
 }
@@ -365,7 +369,7 @@ where
         }
         let ok = self.stream.write_all(&self.output).await.is_ok();
         self.output.clear();
-        if self.output.capacity() > BUSY_READ * 4 {
+        if self.output.capacity() > IDLE_READ * 16 {
             self.output = BytesMut::new();
         }
         ok
@@ -373,7 +377,7 @@ where
 
     async fn run(
         &mut self,
-        mut rx: mpsc::Receiver<Deliver>,
+        mut rx: mpsc::Receiver<Box<Deliver>>,
         kill: &Kill,
         keep_alive: Option<Duration>,
     ) -> End {
@@ -401,17 +405,22 @@ where
                 _ = kill.killed() => Some(End::Killed),
                 read = read_more(&mut self.stream, &mut self.input) => match read {
                     Ok(0) | Err(_) => Some(End::Abnormal),
-                    Ok(_) => {
+                    Ok(n) => {
                         deadline = keep_alive.map(|k| Instant::now() + k);
-                        self.process_input(kill).await
+                        let end = self.process_input(kill).await;
+                        if n < IDLE_READ && self.input.is_empty() && self.input.capacity() > IDLE_READ * 4 {
+                            // A burst is over: give the large buffer back.
+                            self.input = BytesMut::with_capacity(IDLE_READ);
+                        }
+                        end
                     }
                 },
                 Some(deliver) = rx.recv(), if room => {
-                    self.deliver(deliver);
+                    self.deliver(*deliver);
                     // Take what else is queued while there is room, then write once.
                     while self.inflight.len() < self.window {
                         match rx.try_recv() {
-                            Ok(more) => self.deliver(more),
+                            Ok(more) => self.deliver(*more),
                             Err(_) => break,
                         }
                     }
@@ -439,13 +448,7 @@ where
         loop {
             let packet = match codec::read(self.version, &mut self.input, limit) {
                 Ok(packet) => packet,
-                Err(DecodeError::Incomplete) => {
-                    if self.input.is_empty() && self.input.capacity() > BUSY_READ * 2 {
-                        // A burst is over: give the large buffer back.
-                        self.input = BytesMut::with_capacity(IDLE_READ);
-                    }
-                    return None;
-                }
+                Err(DecodeError::Incomplete) => return None,
                 Err(e) => return Some(self.protocol_error(e)),
             };
             if let Some(end) = self.handle(packet, kill).await {
