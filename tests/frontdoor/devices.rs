@@ -89,24 +89,8 @@ fn devices_connect_with_their_secret_and_bad_or_unauthorized_logins_are_refused(
         connack(&plant, "plant/sensor-b", &b_password, "5"),
         "connack 0"
     );
-    plant.devplane.kubectl_ok(&[
-        "patch",
-        "device",
-        "sensor-b",
-        "-n",
-        "plant",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"lifecycle":"Decommissioned"}}"#,
-    ]);
-    plant.devplane.kubectl_ok(&[
-        "wait",
-        "--for=jsonpath={.status.phase}=Decommissioned",
-        "device/sensor-b",
-        "-n",
-        "plant",
-        "--timeout=30s",
-    ]);
+    plant.patch_device("sensor-b", r#"{"spec":{"lifecycle":"Decommissioned"}}"#);
+    plant.wait_device("sensor-b", "--for=jsonpath={.status.phase}=Decommissioned");
     assert_eq!(
         connack(&plant, "plant/sensor-b", &b_password, "5"),
         "connack 135"
@@ -317,23 +301,9 @@ fn presence_shows_online_while_connected_and_offline_after() {
     let mut device =
         Background::spawn(plant.paho("plant/sensor-a", &password, "3", &["respond", "4", "{}"]));
     device.wait_for_line("subscribed", Duration::from_secs(20), |l| l == "subscribed");
-    plant.devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Connected",
-        "device/sensor-a",
-        "-n",
-        "plant",
-        "--timeout=20s",
-    ]);
+    plant.wait_device("sensor-a", "--for=condition=Connected");
     // The first connect moves the phase on.
-    plant.devplane.kubectl_ok(&[
-        "wait",
-        "--for=jsonpath={.status.phase}=Servicing",
-        "device/sensor-a",
-        "-n",
-        "plant",
-        "--timeout=20s",
-    ]);
+    plant.wait_device("sensor-a", "--for=jsonpath={.status.phase}=Servicing");
     let listing = plant
         .devplane
         .kubectl_ok(&["get", "devices", "-n", "plant"]);
@@ -358,14 +328,7 @@ fn presence_shows_online_while_connected_and_offline_after() {
         "recent last seen: {last_seen}"
     );
     device.wait_exit(Duration::from_secs(20));
-    plant.devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Connected=False",
-        "device/sensor-a",
-        "-n",
-        "plant",
-        "--timeout=20s",
-    ]);
+    plant.wait_device("sensor-a", "--for=condition=Connected=False");
     assert_eq!(
         plant.jsonpath("device", "plant", "sensor-a", "{.status.connection.state}"),
         "Offline"
@@ -486,45 +449,15 @@ fn a_desired_change_reaches_the_device_and_the_twin_syncs_once_reported() {
                 && l.contains(r#""interval":60"#)
         },
     );
-    plant.devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=TwinSynced",
-        "device/sensor-a",
-        "-n",
-        "plant",
-        "--timeout=20s",
-    ]);
-    plant.devplane.kubectl_ok(&[
-        "patch",
-        "device",
-        "sensor-a",
-        "-n",
-        "plant",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"desired":{"interval":120}}}"#,
-    ]);
+    plant.wait_device("sensor-a", "--for=condition=TwinSynced");
+    plant.patch_device("sensor-a", r#"{"spec":{"desired":{"interval":120}}}"#);
     let line = responder.wait_for_line("the new desired value", Duration::from_secs(20), |l| {
         l.starts_with("message d/plant/sensor-a/attributes/desired ")
             && l.contains(r#""interval":120"#)
     });
     assert!(line.contains(r#""generation":2"#), "{line}");
-    plant.devplane.kubectl_ok(&[
-        "wait",
-        "--for=jsonpath={.status.reported.interval}=120",
-        "device/sensor-a",
-        "-n",
-        "plant",
-        "--timeout=20s",
-    ]);
-    plant.devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=TwinSynced",
-        "device/sensor-a",
-        "-n",
-        "plant",
-        "--timeout=20s",
-    ]);
+    plant.wait_device("sensor-a", "--for=jsonpath={.status.reported.interval}=120");
+    plant.wait_device("sensor-a", "--for=condition=TwinSynced");
 }
 
 #[test]
@@ -533,24 +466,8 @@ fn decommissioning_closes_the_session_within_a_second_and_refuses_the_reconnect(
     let a = plant.password("plant", "sensor-a");
     let device = Background::spawn(plant.paho("plant/sensor-a", &a, "5", &["respond", "60", "{}"]));
     device.wait_for_line("subscribed", Duration::from_secs(20), |l| l == "subscribed");
-    plant.devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Connected",
-        "device/sensor-a",
-        "-n",
-        "plant",
-        "--timeout=20s",
-    ]);
-    plant.devplane.kubectl_ok(&[
-        "patch",
-        "device",
-        "sensor-a",
-        "-n",
-        "plant",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"lifecycle":"Decommissioned"}}"#,
-    ]);
+    plant.wait_device("sensor-a", "--for=condition=Connected");
+    plant.patch_device("sensor-a", r#"{"spec":{"lifecycle":"Decommissioned"}}"#);
     let patched = Instant::now();
     let disconnected = device.wait_for_line("the disconnect", Duration::from_secs(10), |l| {
         l.starts_with("disconnected")
@@ -771,14 +688,10 @@ fn with_two_front_door_replicas_a_command_reaches_a_device_on_either() {
     on_second.wait_for_line("b subscribed", Duration::from_secs(30), |l| {
         l == "subscribed"
     });
-    plant.devplane.kubectl_ok(&[
-        "wait",
+    plant.wait_device(
+        "sensor-b",
         "--for=jsonpath={.status.connection.frontDoor}=replica-2",
-        "device/sensor-b",
-        "-n",
-        "plant",
-        "--timeout=30s",
-    ]);
+    );
     create_command(&plant, "to-first", "sensor-a", 30);
     create_command(&plant, "to-second", "sensor-b", 30);
     wait_phase(&plant, "to-first", "Succeeded");
@@ -812,16 +725,7 @@ fn with_two_front_door_replicas_a_command_reaches_a_device_on_either() {
     );
     assert!(!on_second.lines().iter().any(|l| l.contains("to-first")));
     // A desired change reaches the device on the second replica.
-    plant.devplane.kubectl_ok(&[
-        "patch",
-        "device",
-        "sensor-b",
-        "-n",
-        "plant",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"desired":{"interval":300}}}"#,
-    ]);
+    plant.patch_device("sensor-b", r#"{"spec":{"desired":{"interval":300}}}"#);
     on_second.wait_for_line("b's desired value", Duration::from_secs(20), |l| {
         l.starts_with("message d/plant/sensor-b/attributes/desired ")
             && l.contains(r#""interval":300"#)

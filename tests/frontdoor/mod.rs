@@ -192,6 +192,32 @@ impl Plant {
         command
     }
 
+    /// A merge patch to a device of namespace plant.
+    fn patch_device(&self, device: &str, patch: &str) {
+        self.devplane.kubectl_ok(&[
+            "patch",
+            "device",
+            device,
+            "-n",
+            "plant",
+            "--type=merge",
+            "-p",
+            patch,
+        ]);
+    }
+
+    /// `kubectl wait --for=…` on a device of namespace plant.
+    fn wait_device(&self, device: &str, condition: &str) {
+        self.devplane.kubectl_ok(&[
+            "wait",
+            condition,
+            &format!("device/{device}"),
+            "-n",
+            "plant",
+            "--timeout=30s",
+        ]);
+    }
+
     fn jsonpath(&self, kind: &str, namespace: &str, name: &str, path: &str) -> String {
         self.devplane.kubectl_ok(&[
             "get",

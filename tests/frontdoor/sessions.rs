@@ -294,12 +294,66 @@ fn simulated_devices_publish_report_desired_values_and_get_rejections_counted() 
     assert!(number_after("· accepted ") > 0, "{summary}");
     assert!(number_after("· rejected ") > 0, "{summary}");
     assert!(summary.contains("InvalidValue"), "{summary}");
-    plant.devplane.kubectl_ok(&[
-        "wait",
-        "--for=jsonpath={.status.phase}=Servicing",
-        "device/probe-sim-0001",
-        "-n",
-        "plant",
-        "--timeout=20s",
-    ]);
+    plant.wait_device("probe-sim-0001", "--for=jsonpath={.status.phase}=Servicing");
+}
+
+#[test]
+fn data_of_a_device_in_maintenance_is_marked_northbound() {
+    let plant = Plant::start();
+    let a = plant.password("plant", "sensor-a");
+    let dash = plant.app_password("plant", "dash");
+    let reader = Background::spawn(plant.paho_app(
+        "plant/dash",
+        &dash,
+        &["read", "30", "north/plant/sensor-a/#"],
+    ));
+    reader.wait_for_line("subscribed", Duration::from_secs(20), |l| {
+        l.starts_with("suback")
+    });
+    let publish = |value: &str| {
+        let output = run_with_timeout(
+            plant.paho(
+                "plant/sensor-a",
+                &a,
+                "5",
+                &[
+                    "publish",
+                    "d/plant/sensor-a/telemetry",
+                    &format!(r#"{{"points":{{"temperature":{value}}}}}"#),
+                ],
+            ),
+            Duration::from_secs(20),
+        );
+        assert!(
+            stdout(&output).contains("puback 0 0"),
+            "{}",
+            stdout(&output)
+        );
+    };
+    publish("11");
+    plant.wait_device("sensor-a", "--for=jsonpath={.status.phase}=Servicing");
+    plant.patch_device("sensor-a", r#"{"spec":{"lifecycle":"Maintenance"}}"#);
+    reader.wait_for_line(
+        "the lifecycle change northbound",
+        Duration::from_secs(20),
+        |l| {
+            l.starts_with("message north/plant/sensor-a/lifecycle ")
+                && l.contains(r#""lifecycle":"Maintenance""#)
+        },
+    );
+    publish("12");
+    let marked = reader.wait_for_line("the marked sample", Duration::from_secs(20), |l| {
+        l.starts_with("message north/plant/sensor-a/telemetry ")
+            && l.contains(r#""temperature":12"#)
+    });
+    assert!(marked.contains(r#""maintenance":true"#), "{marked}");
+    let before = reader
+        .lines()
+        .into_iter()
+        .find(|l| {
+            l.starts_with("message north/plant/sensor-a/telemetry ")
+                && l.contains(r#""temperature":11"#)
+        })
+        .expect("the first sample");
+    assert!(!before.contains("maintenance"), "{before}");
 }

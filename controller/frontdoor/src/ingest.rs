@@ -233,36 +233,43 @@ pub async fn run(
     mut rx: mpsc::Receiver<Accepted>,
     shutdown: CancellationToken,
 ) {
+    let mut batch = Vec::with_capacity(256);
     loop {
-        let accepted = tokio::select! {
+        tokio::select! {
             biased;
-            next = rx.recv() => match next {
-                Some(a) => a,
-                None => return,
+            received = rx.recv_many(&mut batch, 256) => if received == 0 {
+                return;
             },
             _ = shutdown.cancelled() => return,
         };
-        if is_uplink(accepted.kind) {
-            shared.metrics.accepted.inc(accepted.kind);
+        for accepted in batch.drain(..) {
+            handle(&shared, accepted).await;
         }
-        for (topic, payload) in accepted.messages {
-            shared
-                .north
-                .publish(&accepted.namespace, topic, payload, &shared.metrics)
-                .await;
+    }
+}
+
+/// Count one accepted record, fan it out northbound, pass on its status effects.
+async fn handle(shared: &Shared, accepted: Accepted) {
+    if is_uplink(accepted.kind) {
+        shared.metrics.accepted.inc(accepted.kind);
+    }
+    for (topic, payload) in accepted.messages {
+        shared
+            .north
+            .publish(&accepted.namespace, topic, payload, &shared.metrics)
+            .await;
+    }
+    match accepted.effect {
+        Some(Effect::Reported(id, values)) => {
+            shared.status_update(StatusUpdate::Reported { id, values })
         }
-        match accepted.effect {
-            Some(Effect::Reported(id, values)) => {
-                shared.status_update(StatusUpdate::Reported { id, values })
-            }
-            Some(Effect::Command(id, name, response)) => {
-                shared.command_update(CommandUpdate::Completed {
-                    namespace: id.namespace,
-                    name,
-                    response,
-                })
-            }
-            None => {}
+        Some(Effect::Command(id, name, response)) => {
+            shared.command_update(CommandUpdate::Completed {
+                namespace: id.namespace,
+                name,
+                response,
+            })
         }
+        None => {}
     }
 }

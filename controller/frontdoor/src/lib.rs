@@ -89,7 +89,7 @@ impl Default for Settings {
             session_queue: 16,
             app_inflight: 256,
             app_queue: 1024,
-            ingest_queue: 4096,
+            ingest_queue: 1024,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -170,6 +170,48 @@ impl Shared {
     }
 }
 
+/// The receiving ends of the queues [`Shared`] feeds, for the tasks that drain them.
+struct Queues {
+    ingest: mpsc::Receiver<ingest::Accepted>,
+    status: mpsc::UnboundedReceiver<StatusUpdate>,
+    commands: mpsc::UnboundedReceiver<CommandUpdate>,
+    warnings: mpsc::Receiver<Warning>,
+}
+
+impl Shared {
+    fn new(
+        client: kube::Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Shared>, Queues) {
+        let (ingest, ingest_rx) = mpsc::channel(settings.ingest_queue);
+        let (status, status_rx) = mpsc::unbounded_channel();
+        let (command_updates, commands_rx) = mpsc::unbounded_channel();
+        let (warnings, warnings_rx) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            settings,
+            client,
+            registry: RwLock::new(Registry::new()),
+            devices: Sessions::default(),
+            apps: Sessions::default(),
+            commands: Mutex::new(Commands::default()),
+            north: Northbound::default(),
+            metrics,
+            ingest,
+            status,
+            command_updates,
+            warnings,
+        });
+        let queues = Queues {
+            ingest: ingest_rx,
+            status: status_rx,
+            commands: commands_rx,
+            warnings: warnings_rx,
+        };
+        (shared, queues)
+    }
+}
+
 /// Why the front door stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum FrontDoorError {
@@ -186,43 +228,30 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), FrontDoorError> {
-    let (ingest_tx, ingest_rx) = mpsc::channel(settings.ingest_queue);
-    let (status_tx, status_rx) = mpsc::unbounded_channel();
-    let (command_tx, command_rx) = mpsc::unbounded_channel();
-    let (warn_tx, warn_rx) = mpsc::channel(1024);
-    let shared = Arc::new(Shared {
-        settings,
-        client,
-        registry: RwLock::new(Registry::new()),
-        devices: Sessions::default(),
-        apps: Sessions::default(),
-        commands: Mutex::new(Commands::default()),
-        north: Northbound::default(),
-        metrics,
-        ingest: ingest_tx,
-        status: status_tx,
-        command_updates: command_tx,
-        warnings: warn_tx,
-    });
+    let (shared, queues) = Shared::new(client, settings, metrics);
     // Writers stop after the sessions (they write the final Offline), so they get their own
     // token.
     let writers_stop = CancellationToken::new();
     let mut writers = vec![
-        tokio::spawn(ingest::run(shared.clone(), ingest_rx, writers_stop.clone())),
+        tokio::spawn(ingest::run(
+            shared.clone(),
+            queues.ingest,
+            writers_stop.clone(),
+        )),
         tokio::spawn(status::run_device_writer(
             shared.clone(),
-            status_rx,
+            queues.status,
             writers_stop.clone(),
         )),
         tokio::spawn(status::run_command_writer(
             shared.clone(),
-            command_rx,
+            queues.commands,
             writers_stop.clone(),
         )),
     ];
     writers.push(tokio::spawn(publish_warnings(
         shared.clone(),
-        warn_rx,
+        queues.warnings,
         writers_stop.clone(),
     )));
 
@@ -378,4 +407,15 @@ async fn publish_warnings(
             tracing::debug!(error = %devplane_core::report::chain(&e), "cannot publish a warning event");
         }
     }
+}
+
+/// A [`Shared`] over a client that answers nothing (for tests of the session machinery).
+#[cfg(test)]
+pub(crate) fn test_shared() -> (Arc<Shared>, mpsc::Receiver<ingest::Accepted>) {
+    let service = tower::service_fn(|_: http::Request<kube::client::Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(kube::client::Body::empty()))
+    });
+    let client = kube::Client::new(service, "default");
+    let (shared, queues) = Shared::new(client, Settings::default(), Arc::new(Metrics::default()));
+    (shared, queues.ingest)
 }

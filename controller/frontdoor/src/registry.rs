@@ -16,7 +16,7 @@ use devplane_api::v1alpha1::{
 use devplane_core::ResolvedModel;
 use devplane_core::model::{ModelKey, ModelSource, resolve};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use ring::hmac;
 use serde_json::Value;
@@ -52,8 +52,41 @@ pub struct DeviceEntry {
     pub connection: Option<ConnectionStatus>,
     /// `status.reported` as last written.
     pub reported: BTreeMap<String, Value>,
-    /// The `Connected` and `TwinSynced` conditions of `status.conditions`.
-    pub conditions: Vec<Condition>,
+    /// The `Connected` condition as last written.
+    pub connected: Option<Since>,
+    /// The `TwinSynced` condition as last written.
+    pub twin_synced: Option<Since>,
+}
+
+/// A condition of the front door as the registry keeps it: its status and since when (its
+/// reason and message are written anew each time; thousands of devices keep no copies).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Since {
+    /// True or False.
+    pub status: bool,
+    /// `lastTransitionTime`.
+    pub since: Time,
+}
+
+impl Since {
+    fn of(conditions: &[Condition], type_: &str) -> Option<Since> {
+        conditions.iter().find(|c| c.type_ == type_).map(|c| Since {
+            status: c.status == "True",
+            since: c.last_transition_time.clone(),
+        })
+    }
+
+    /// A condition of `type_` with this status and transition time (no reason or message).
+    pub fn condition(&self, type_: &str) -> Condition {
+        Condition {
+            type_: type_.to_string(),
+            status: if self.status { "True" } else { "False" }.to_string(),
+            last_transition_time: self.since.clone(),
+            message: String::new(),
+            reason: String::new(),
+            observed_generation: None,
+        }
+    }
 }
 
 impl DeviceEntry {
@@ -71,12 +104,8 @@ impl DeviceEntry {
             protocols: device.spec.connection.direct_protocols(),
             connection: status.connection,
             reported: status.reported,
-            // Only the front door's own conditions (it keeps their transition times).
-            conditions: status
-                .conditions
-                .into_iter()
-                .filter(|c| c.type_ == CONNECTED || c.type_ == TWIN_SYNCED)
-                .collect(),
+            connected: Since::of(&status.conditions, CONNECTED),
+            twin_synced: Since::of(&status.conditions, TWIN_SYNCED),
         }
     }
 

@@ -203,53 +203,56 @@ async fn flush(
         })
         .map(|(id, _)| id.clone())
         .collect();
-    if due.is_empty() {
-        return;
-    }
-    let mut writes = Vec::new();
-    for id in due {
-        let Some(p) = pending.remove(&id) else {
-            continue;
-        };
-        if let Some(patch) = build(shared, &id, p, written) {
-            writes.push((id, patch));
+    // In chunks: thousands of devices connecting at once must not mean thousands of
+    // patches held in memory at once.
+    for chunk in due.chunks(64) {
+        let mut writes = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            if let Some(p) = pending.remove(id)
+                && let Some(patch) = build(shared, id, p, written)
+            {
+                writes.push((id.clone(), patch));
+            }
+        }
+        let results: Vec<(Identity, bool)> = futures::stream::iter(writes)
+            .map(|(id, patch)| async move {
+                let ok = write_device_status(shared, &id, &patch).await;
+                (id, ok)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (id, ok) in results {
+            shared
+                .metrics
+                .status_writes
+                .inc(if ok { "ok" } else { "error" });
+            if let Some(w) = written.get(&id)
+                && w.connection.state == ConnectionState::Offline
+            {
+                // Offline and written: nothing more will come for it until it reconnects.
+                written.remove(&id);
+            }
         }
     }
-    let results: Vec<(Identity, bool)> = futures::stream::iter(writes)
-        .map(|(id, patch)| {
-            let shared = shared.clone();
-            async move {
-                let api: Api<Device> = Api::namespaced(shared.client.clone(), &id.namespace);
-                let result = api
-                    .patch_status(
-                        &id.name,
-                        &PatchParams::apply(field_managers::FRONTDOOR).force(),
-                        &Patch::Apply(&patch),
-                    )
-                    .await;
-                match result {
-                    Ok(_) => (id, true),
-                    Err(kube::Error::Api(s)) if s.code == 404 => (id, true),
-                    Err(e) => {
-                        tracing::warn!(device = %id, error = %devplane_core::report::chain(&e), "cannot write device status");
-                        (id, false)
-                    }
-                }
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
+}
+
+/// Apply a device status patch; false when it failed (logged).
+async fn write_device_status(shared: &Shared, id: &Identity, patch: &Value) -> bool {
+    let api: Api<Device> = Api::namespaced(shared.client.clone(), &id.namespace);
+    let result = api
+        .patch_status(
+            &id.name,
+            &PatchParams::apply(field_managers::FRONTDOOR).force(),
+            &Patch::Apply(patch),
+        )
         .await;
-    for (id, ok) in results {
-        shared
-            .metrics
-            .status_writes
-            .inc(if ok { "ok" } else { "error" });
-        if let Some(w) = written.get(&id)
-            && w.connection.state == ConnectionState::Offline
-        {
-            // Offline and written: nothing more will come for it until it reconnects.
-            written.remove(&id);
+    match result {
+        Ok(_) => true,
+        Err(kube::Error::Api(s)) if s.code == 404 => true,
+        Err(e) => {
+            tracing::warn!(device = %id, error = %devplane_core::report::chain(&e), "cannot write device status");
+            false
         }
     }
 }
@@ -301,12 +304,13 @@ fn build(
     }
     reported.extend(p.reported);
 
-    let mut conditions: Vec<Condition> = entry
-        .conditions
-        .iter()
-        .filter(|c| c.type_ == CONNECTED || c.type_ == TWIN_SYNCED)
-        .cloned()
-        .collect();
+    let mut conditions: Vec<Condition> = [
+        (CONNECTED, &entry.connected),
+        (TWIN_SYNCED, &entry.twin_synced),
+    ]
+    .into_iter()
+    .filter_map(|(type_, since)| since.as_ref().map(|s| s.condition(type_)))
+    .collect();
     let online = connection.state == ConnectionState::Online;
     devplane_api::conditions::set(
         &mut conditions,

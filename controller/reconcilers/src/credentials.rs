@@ -86,6 +86,41 @@ pub fn plan(want: &Want, current: Option<&Secret>, now: jiff::Timestamp) -> Acti
     }
 }
 
+/// Decide what to do from the cached Secret; anything but "keep" is decided again on a fresh
+/// read, so a cache that has not seen the latest Secret never makes us issue or rotate twice.
+/// Returns the decision and the Secret it was made on.
+pub async fn plan_checked(
+    secrets: &Api<Secret>,
+    secret_name: &str,
+    want: &Want,
+    cached: Option<Secret>,
+    now: jiff::Timestamp,
+) -> Result<(Action, Option<Secret>)> {
+    let action = plan(want, cached.as_ref(), now);
+    if action == Action::Keep {
+        return Ok((action, cached));
+    }
+    let current = secrets
+        .get_opt(secret_name)
+        .await
+        .map_err(api(format!("read Secret {secret_name}")))?;
+    Ok((plan(want, current.as_ref(), now), current))
+}
+
+/// Where an owner's credentials are and when they were issued, for its status.
+pub fn status_of(secret_name: &str, secret: &Secret) -> devplane_api::v1alpha1::CredentialsStatus {
+    devplane_api::v1alpha1::CredentialsStatus {
+        secret_name: secret_name.to_string(),
+        issued_at: secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ISSUED_AT_ANNOTATION))
+            .and_then(|t| t.parse().ok())
+            .map(Time),
+    }
+}
+
 /// When the overlap window of a rotation ends, if one is open.
 pub fn overlap_ends(secret: &Secret) -> Option<jiff::Timestamp> {
     text(secret, PREVIOUS_EXPIRES).and_then(|t| t.parse().ok())

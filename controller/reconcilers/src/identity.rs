@@ -1,12 +1,14 @@
 //! What Devices and Gateways share: the lifecycle state machine, credentials, and the
 //! ModelResolved / CredentialsIssued / Ready conditions.
 
-use devplane_api::constants::conditions::{CREDENTIALS_ISSUED, MODEL_RESOLVED, READY};
+use devplane_api::constants::conditions::{
+    CONNECTED, CREDENTIALS_ISSUED, MODEL_RESOLVED, READY, TWIN_SYNCED,
+};
 use devplane_api::v1alpha1::{CredentialsStatus, Lifecycle, Phase};
 use devplane_core::lifecycle;
 use devplane_core::naming::credentials_secret_name;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -101,17 +103,8 @@ pub async fn reconcile(ctx: &Context, subject: Subject<'_>, manager: &str) -> Re
         issued: lifecycle::has_credentials(next),
         rotation: subject.rotation.clone(),
     };
-    // Decide from the cache; anything but "keep" is decided again on a fresh read, so a cache
-    // that has not seen the latest Secret never makes us issue or rotate twice.
-    let mut current = cached;
-    let mut action = credentials::plan(&want, current.as_ref(), now.0);
-    if action != credentials::Action::Keep {
-        current = secrets
-            .get_opt(&secret_name)
-            .await
-            .map_err(api(format!("read Secret {secret_name}")))?;
-        action = credentials::plan(&want, current.as_ref(), now.0);
-    }
+    let (action, current) =
+        credentials::plan_checked(&secrets, &secret_name, &want, cached, now.0).await?;
     let owner = Owner {
         kind_label: subject.kind_label,
         namespace: subject.namespace,
@@ -208,16 +201,9 @@ pub async fn reconcile(ctx: &Context, subject: Subject<'_>, manager: &str) -> Re
         ),
     }
 
-    let credentials = secret.as_ref().map(|s| CredentialsStatus {
-        secret_name: secret_name.clone(),
-        issued_at: s
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(credentials::ISSUED_AT_ANNOTATION))
-            .and_then(|t| t.parse().ok())
-            .map(Time),
-    });
+    let credentials = secret
+        .as_ref()
+        .map(|s| credentials::status_of(&secret_name, s));
     let requeue_at = secret.as_ref().and_then(credentials::overlap_ends);
     Ok(Outcome {
         phase: next,
@@ -315,6 +301,27 @@ pub async fn announce<K>(
     }
 }
 
+/// Drop from a status about to be applied what the front door writes: `connection`, the
+/// `Connected` and `TwinSynced` conditions, and `more` fields. Applying a stale copy of them
+/// would take them over and overwrite what the front door wrote since.
+pub fn leave_front_door_fields(status: &mut serde_json::Value, more: &[&str]) {
+    let Some(map) = status.as_object_mut() else {
+        return;
+    };
+    map.remove("connection");
+    for field in more {
+        map.remove(*field);
+    }
+    if let Some(serde_json::Value::Array(conditions)) = map.get_mut("conditions") {
+        conditions.retain(|c| {
+            !matches!(
+                c.get("type").and_then(serde_json::Value::as_str),
+                Some(CONNECTED | TWIN_SYNCED)
+            )
+        });
+    }
+}
+
 /// Revoke the credentials of a device or gateway (delete its Secret; gone already is fine).
 pub async fn revoke(ctx: &Context, namespace: &str, owner: &str) -> Result<()> {
     let secret_name = credentials_secret_name(owner);
@@ -323,5 +330,31 @@ pub async fn revoke(ctx: &Context, namespace: &str, owner: &str) -> Result<()> {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(api(format!("revoke Secret {secret_name}"))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_controller_status_leaves_out_what_the_front_door_writes() {
+        let mut status = json!({
+            "phase": "Servicing",
+            "connection": {"state": "Online"},
+            "reported": {"interval": 60},
+            "conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "Connected", "status": "True"},
+                {"type": "TwinSynced", "status": "False"},
+            ],
+        });
+        leave_front_door_fields(&mut status, &["reported"]);
+        assert_eq!(
+            status,
+            json!({"phase": "Servicing", "conditions": [{"type": "Ready", "status": "True"}]})
+        );
     }
 }

@@ -94,19 +94,23 @@ where
 {
     let limit = shared.settings.max_packet_size;
     let mut input = BytesMut::with_capacity(IDLE_READ);
-    let connect = tokio::time::timeout(shared.settings.connect_timeout, async {
-        loop {
-            match codec::read_connect(&mut input, limit) {
-                Err(DecodeError::Incomplete) => {}
-                other => return Some(other),
+    // Cold paths are boxed: an idle session's task is the size of its biggest await point.
+    let connect = Box::pin(tokio::time::timeout(
+        shared.settings.connect_timeout,
+        async {
+            loop {
+                match codec::read_connect(&mut input, limit) {
+                    Err(DecodeError::Incomplete) => {}
+                    other => return Some(other),
+                }
+                input.reserve(IDLE_READ);
+                match stream.read_buf(&mut input).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
             }
-            input.reserve(IDLE_READ);
-            match stream.read_buf(&mut input).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    })
+        },
+    ))
     .await;
     let info = match connect {
         Err(_) => {
@@ -117,7 +121,7 @@ where
         Ok(None) => return,
         Ok(Some(Ok(info))) => info,
         Ok(Some(Err(e))) => {
-            refuse_malformed_connect(&mut stream, peer, &shared, e).await;
+            Box::pin(refuse_malformed_connect(&mut stream, peer, &shared, e)).await;
             return;
         }
     };
@@ -161,8 +165,9 @@ where
                     CloseCode::SessionTakenOver,
                     "another connection logged in with the same identity",
                 );
-                let _ = tokio::time::timeout(Duration::from_secs(1), previous.finished.cancelled())
-                    .await;
+                let wait =
+                    tokio::time::timeout(Duration::from_secs(1), previous.finished.cancelled());
+                let _ = Box::pin(wait).await;
             }
             let resumed = shared.devices.resume(id);
             (resumed.is_some(), resumed)
@@ -246,15 +251,15 @@ where
             address: peer.to_string(),
             protocol: Protocol::Mqtt,
         });
-        ingest::presence(&shared, id, true, &peer.to_string()).await;
+        Box::pin(ingest::presence(&shared, id, true, &peer.to_string())).await;
         if session_present {
-            session.offer_downlink().await;
+            Box::pin(session.offer_downlink()).await;
         }
     }
     let keep_alive =
         (info.keep_alive > 0).then(|| Duration::from_millis(u64::from(info.keep_alive) * 1500));
     let end = session.run(rx, &kill, keep_alive).await;
-    session.finish(end, conn, &kill, &info).await;
+    Box::pin(session.finish(end, conn, &kill, &info)).await;
     finished.cancel();
 }
 
@@ -384,7 +389,7 @@ where
         let mut deadline = keep_alive.map(|k| Instant::now() + k);
         // Clients may send more packets right behind CONNECT, in the same read.
         if !self.input.is_empty()
-            && let Some(end) = self.process_input(kill).await
+            && let Some(end) = Box::pin(self.process_input(kill)).await
         {
             self.flush().await;
             return end;
@@ -407,7 +412,7 @@ where
                     Ok(0) | Err(_) => Some(End::Abnormal),
                     Ok(n) => {
                         deadline = keep_alive.map(|k| Instant::now() + k);
-                        let end = self.process_input(kill).await;
+                        let end = Box::pin(self.process_input(kill)).await;
                         if n < IDLE_READ && self.input.is_empty() && self.input.capacity() > IDLE_READ * 4 {
                             // A burst is over: give the large buffer back.
                             self.input = BytesMut::with_capacity(IDLE_READ);
@@ -882,4 +887,21 @@ async fn read_more<S: AsyncRead + Unpin>(
     }
     let n = stream.read_buf(buf).await?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_session_stays_small() {
+        let (shared, _ingest) = crate::test_shared();
+        let (stream, _peer) = tokio::io::duplex(64);
+        let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let task = serve(stream, peer, Listener::Device, shared);
+        // Every idle device holds one of these futures; the budget keeps it from growing
+        // unnoticed (the rest of a session is its buffers and queue).
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1700, "a session task is {size} bytes");
+    }
 }

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use devplane_api::constants::conditions::{CREDENTIALS_ISSUED, READY};
 use devplane_api::constants::{APPLICATION_SECRET_SUFFIX, field_managers, topics};
-use devplane_api::v1alpha1::{Application, ApplicationStatus, CredentialsStatus};
+use devplane_api::v1alpha1::{Application, ApplicationStatus};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -41,19 +40,12 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
         issued: true,
         rotation: app.annotations().get(ROTATE_ANNOTATION).cloned(),
     };
-    let mut current = ctx
+    let cached = ctx
         .secrets
         .get(&ObjectRef::<Secret>::new(&secret_name).within(&namespace))
         .map(|s| Secret::clone(&s));
-    let mut action = credentials::plan(&want, current.as_ref(), now.0);
-    if action != credentials::Action::Keep {
-        // Decide again on a fresh read: the cache may not have seen our last write.
-        current = secrets
-            .get_opt(&secret_name)
-            .await
-            .map_err(api(format!("read Secret {secret_name}")))?;
-        action = credentials::plan(&want, current.as_ref(), now.0);
-    }
+    let (action, current) =
+        credentials::plan_checked(&secrets, &secret_name, &want, cached, now.0).await?;
     let owner = Owner {
         kind_label: "application",
         namespace: &namespace,
@@ -81,16 +73,9 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     let mut status = ApplicationStatus {
         observed_generation: app.metadata.generation,
         topic_prefix: Some(format!("{}/{namespace}/", topics::NORTH_ROOT)),
-        credentials: secret.as_ref().map(|s| CredentialsStatus {
-            secret_name: secret_name.clone(),
-            issued_at: s
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(credentials::ISSUED_AT_ANNOTATION))
-                .and_then(|t| t.parse().ok())
-                .map(Time),
-        }),
+        credentials: secret
+            .as_ref()
+            .map(|s| credentials::status_of(&secret_name, s)),
         ..old.clone()
     };
     let issued = secret.is_some();

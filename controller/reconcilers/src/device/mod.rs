@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use devplane_api::constants::conditions::{CONNECTED, TWIN_SYNCED};
 use devplane_api::constants::{field_managers, finalizers};
 use devplane_api::v1alpha1::{Device, DeviceStatus, Gateway};
 use devplane_core::model::{ModelKey, ResolveError, ResolvedModel};
@@ -225,20 +224,7 @@ async fn write_status(
     // Only the fields this controller owns; the front door owns connection and reported.
     let mut status_json =
         serde_json::to_value(status).map_err(|e| Error::Serialize("DeviceStatus", e))?;
-    if let Some(map) = status_json.as_object_mut() {
-        map.remove("connection");
-        map.remove("reported");
-        // Connected and TwinSynced are the front door's: applying a stale copy of them would
-        // take them over and overwrite what the front door wrote since.
-        if let Some(serde_json::Value::Array(conditions)) = map.get_mut("conditions") {
-            conditions.retain(|c| {
-                !matches!(
-                    c.get("type").and_then(serde_json::Value::as_str),
-                    Some(CONNECTED | TWIN_SYNCED)
-                )
-            });
-        }
-    }
+    identity::leave_front_door_fields(&mut status_json, &["reported"]);
     let patch = json!({"apiVersion": Device::api_version(&()), "kind": Device::kind(&()), "status": status_json});
     let devices: Api<Device> = Api::namespaced(ctx.client.clone(), namespace);
     devices

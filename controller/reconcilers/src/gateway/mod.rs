@@ -129,10 +129,7 @@ async fn apply(gateway: &Gateway, ctx: &Context) -> Result<Action> {
     if new_status != status {
         let mut status_json =
             serde_json::to_value(&new_status).map_err(|e| Error::Serialize("GatewayStatus", e))?;
-        if let Some(map) = status_json.as_object_mut() {
-            map.remove("connection");
-            map.remove("activeSubDevices");
-        }
+        identity::leave_front_door_fields(&mut status_json, &["activeSubDevices"]);
         let patch = json!({"apiVersion": Gateway::api_version(&()), "kind": Gateway::kind(&()), "status": status_json});
         let gateways: Api<Gateway> = Api::namespaced(ctx.client.clone(), &namespace);
         gateways

@@ -398,8 +398,18 @@ async fn connections(
         }
     }
     figures.connections = held.len();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = rss_bytes(pid).unwrap_or(0);
+    // The server writes every device's presence after its connect; measure once that work is
+    // done and the memory has settled (RSS changes by under 1 % in a second), within 30 s.
+    let mut after = rss_bytes(pid).unwrap_or(0);
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = rss_bytes(pid).unwrap_or(0);
+        let settled = now.abs_diff(after) * 100 < after.max(1);
+        after = now;
+        if settled {
+            break;
+        }
+    }
     if !held.is_empty() {
         figures.rss_per_connection = after.saturating_sub(before) as f64 / held.len() as f64;
     }
