@@ -370,69 +370,66 @@ fn commands_reach_connected_devices_time_out_for_absent_ones_and_wait_for_late_o
     assert!(delivered.contains(r#""service":"reboot""#), "{delivered}");
     wait_phase(&plant, "reboot-absent", "TimedOut");
 
-    // A command for a device that is away is delivered when it connects: here to mosquitto_sub.
-    create_command(&plant, "reboot-late", "sensor-b", 60);
-    wait_until("reboot-late validated", Duration::from_secs(20), || {
-        plant.jsonpath("devicecommand", "plant", "reboot-late", "{.status.reason}")
-            == "WaitingForDelivery"
-    });
-    let output = plant.mosquitto(
-        "mosquitto_sub",
-        true,
-        "plant/sensor-b",
-        &b,
-        &[
-            "-t",
-            "d/plant/sensor-b/#",
-            "-q",
-            "1",
-            "-v",
-            "-C",
-            "2",
-            "-W",
-            "15",
-        ],
-    );
-    let text = stdout(&output);
-    let command = text
-        .lines()
-        .find(|l| l.starts_with("d/plant/sensor-b/commands/reboot-late "))
-        .unwrap_or_default();
-    assert!(
-        command.contains(r#""service":"reboot""#) && command.contains(r#""delay":0"#),
-        "{text}"
-    );
-    assert!(
-        text.contains("d/plant/sensor-b/attributes/desired "),
-        "{text}"
-    );
-    wait_phase(&plant, "reboot-late", "Sent");
-    // The answer comes from another client of the same device, with mosquitto_pub.
-    let output = plant.mosquitto(
-        "mosquitto_pub",
-        false,
-        "plant/sensor-b",
-        &b,
-        &[
-            "-q",
-            "1",
-            "-t",
-            "d/plant/sensor-b/commands/reboot-late/response",
-            "-m",
-            r#"{"status": "Succeeded", "output": {"uptime": 7}}"#,
-        ],
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
-    wait_phase(&plant, "reboot-late", "Succeeded");
-    assert_eq!(
-        plant.jsonpath(
-            "devicecommand",
-            "plant",
-            "reboot-late",
-            "{.status.output.uptime}"
-        ),
-        "7"
-    );
+    // A command for a device that is away is delivered when it connects: here to
+    // mosquitto_sub (MQTT 5, then 3.1.1), answered with mosquitto_pub.
+    for (v5, name, uptime) in [(true, "reboot-late", "7"), (false, "reboot-late-v311", "8")] {
+        create_command(&plant, name, "sensor-b", 60);
+        wait_until("the command validated", Duration::from_secs(20), || {
+            plant.jsonpath("devicecommand", "plant", name, "{.status.reason}")
+                == "WaitingForDelivery"
+        });
+        let output = plant.mosquitto(
+            "mosquitto_sub",
+            v5,
+            "plant/sensor-b",
+            &b,
+            &[
+                "-t",
+                "d/plant/sensor-b/#",
+                "-q",
+                "1",
+                "-v",
+                "-C",
+                "2",
+                "-W",
+                "15",
+            ],
+        );
+        let text = stdout(&output);
+        let command = text
+            .lines()
+            .find(|l| l.starts_with(&format!("d/plant/sensor-b/commands/{name} ")))
+            .unwrap_or_default();
+        assert!(
+            command.contains(r#""service":"reboot""#) && command.contains(r#""delay":0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("d/plant/sensor-b/attributes/desired "),
+            "{text}"
+        );
+        wait_phase(&plant, name, "Sent");
+        let output = plant.mosquitto(
+            "mosquitto_pub",
+            !v5,
+            "plant/sensor-b",
+            &b,
+            &[
+                "-q",
+                "1",
+                "-t",
+                &format!("d/plant/sensor-b/commands/{name}/response"),
+                "-m",
+                &format!(r#"{{"status": "Succeeded", "output": {{"uptime": {uptime}}}}}"#),
+            ],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        wait_phase(&plant, name, "Succeeded");
+        assert_eq!(
+            plant.jsonpath("devicecommand", "plant", name, "{.status.output.uptime}"),
+            uptime
+        );
+    }
 }
 
 #[test]

@@ -89,7 +89,7 @@ impl Default for Settings {
             session_queue: 16,
             app_inflight: 256,
             app_queue: 1024,
-            ingest_queue: 1024,
+            ingest_queue: 256,
             connect_timeout: Duration::from_secs(10),
         }
     }
