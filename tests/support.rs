@@ -116,6 +116,7 @@ impl Devplane {
             for (flag, value) in [
                 ("--mqtt-addr", "127.0.0.1:0"),
                 ("--app-mqtt-addr", "127.0.0.1:0"),
+                ("--http-addr", "127.0.0.1:0"),
                 ("--admin-addr", "127.0.0.1:0"),
             ] {
                 if !self.extra.iter().any(|e| e == flag) {

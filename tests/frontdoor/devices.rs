@@ -644,6 +644,8 @@ fn with_two_front_door_replicas_a_command_reaches_a_device_on_either() {
             &app,
             "--admin-addr",
             &admin,
+            "--http-addr",
+            "127.0.0.1:0",
             "--identity",
             "replica-2",
         ])

@@ -4,6 +4,7 @@
 //! the fixture and the client helpers.
 
 mod devices;
+mod http;
 mod sessions;
 
 use std::io::{Read, Write};

@@ -13,6 +13,7 @@
 //! The front door reads lifecycle and credentials; it never decides them (the controllers do).
 
 pub mod commands;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
@@ -74,6 +75,8 @@ pub struct Settings {
     pub ingest_queue: usize,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: Duration,
+    /// An HTTP device is Online while it made a request within this window.
+    pub http_presence_window: Duration,
 }
 
 impl Default for Settings {
@@ -91,6 +94,7 @@ impl Default for Settings {
             app_queue: 1024,
             ingest_queue: 256,
             connect_timeout: Duration::from_secs(10),
+            http_presence_window: Duration::from_secs(60),
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct Listeners {
     pub mqtts: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     /// Northbound applications.
     pub app: TcpListener,
+    /// Devices over HTTP.
+    pub http: Option<TcpListener>,
 }
 
 /// A warning about a device, for a rate-limited Event.
@@ -135,6 +141,10 @@ pub struct Shared {
     status: mpsc::UnboundedSender<StatusUpdate>,
     command_updates: mpsc::UnboundedSender<CommandUpdate>,
     warnings: mpsc::Sender<Warning>,
+    /// Devices seen over HTTP lately.
+    http_presence: http::HttpPresence,
+    /// Woken when a command becomes deliverable (HTTP long polls wait on it).
+    pub command_arrived: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -201,6 +211,8 @@ impl Shared {
             status,
             command_updates,
             warnings,
+            http_presence: http::HttpPresence::default(),
+            command_arrived: tokio::sync::Notify::new(),
         });
         let queues = Queues {
             ingest: ingest_rx,
@@ -280,6 +292,23 @@ pub async fn run(
             shutdown.clone(),
         )),
     ];
+    if let Some(listener) = listeners.http {
+        let app = http::router(shared.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let stop = shutdown.clone();
+        accepts.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "the device HTTP listener failed");
+            }
+        }));
+        accepts.push(tokio::spawn(http::expire_presence(
+            shared.clone(),
+            shutdown.clone(),
+        )));
+    }
     if let Some((listener, tls)) = listeners.mqtts {
         accepts.push(tokio::spawn(accept(
             listener,
@@ -412,8 +441,8 @@ async fn publish_warnings(
 /// A [`Shared`] over a client that answers nothing (for tests of the session machinery).
 #[cfg(test)]
 pub(crate) fn test_shared() -> (Arc<Shared>, mpsc::Receiver<ingest::Accepted>) {
-    let service = tower::service_fn(|_: http::Request<kube::client::Body>| async {
-        Ok::<_, std::convert::Infallible>(http::Response::new(kube::client::Body::empty()))
+    let service = tower::service_fn(|_: ::http::Request<kube::client::Body>| async {
+        Ok::<_, std::convert::Infallible>(::http::Response::new(kube::client::Body::empty()))
     });
     let client = kube::Client::new(service, "default");
     let (shared, queues) = Shared::new(client, Settings::default(), Arc::new(Metrics::default()));

@@ -334,6 +334,7 @@ fn on_command(shared: &Shared, command: &DeviceCommand) {
     if !entry.deliverable(now) {
         return;
     }
+    shared.command_arrived.notify_waiters();
     if let Some(handle) = shared.devices.get(&device) {
         offer(
             &handle,

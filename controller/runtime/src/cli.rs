@@ -108,6 +108,9 @@ pub struct FrontdoorListenArgs {
     /// Northbound application MQTT listener.
     #[arg(long, env = "DEVPLANE_APP_MQTT_ADDR", default_value = "127.0.0.1:1884")]
     pub app_mqtt_addr: std::net::SocketAddr,
+    /// Device HTTP listener (`/v1/devices/{ns}/{name}/…`).
+    #[arg(long, env = "DEVPLANE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: std::net::SocketAddr,
     /// Seconds between two "last seen" status writes of one device.
     #[arg(long, default_value_t = 30)]
     pub status_interval_seconds: u64,

@@ -27,6 +27,8 @@ pub struct Bound {
     pub mqtts: Option<SocketAddr>,
     /// Application MQTT address.
     pub app: SocketAddr,
+    /// Device HTTP address.
+    pub http: SocketAddr,
 }
 
 async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String> {
@@ -46,6 +48,7 @@ pub async fn bind(
 ) -> Result<Bound, String> {
     let (mqtt, mqtt_addr) = bind_one(args.mqtt_addr).await?;
     let (app, app_addr) = bind_one(args.app_mqtt_addr).await?;
+    let (http, http_addr) = bind_one(args.http_addr).await?;
     let (mqtts, mqtts_addr) = match (args.mqtts_addr, tls) {
         (Some(addr), Some(config)) => {
             let (listener, local) = bind_one(addr).await?;
@@ -60,10 +63,16 @@ pub async fn bind(
         (None, _) => (None, None),
     };
     Ok(Bound {
-        listeners: Listeners { mqtt, mqtts, app },
+        listeners: Listeners {
+            mqtt,
+            mqtts,
+            app,
+            http: Some(http),
+        },
         mqtt: mqtt_addr,
         mqtts: mqtts_addr,
         app: app_addr,
+        http: http_addr,
     })
 }
 
@@ -162,5 +171,6 @@ pub fn print_addresses(bound: &Bound) {
     if let Some(addr) = bound.mqtts {
         println!("device MQTT over TLS listening on mqtts://{addr}");
     }
+    println!("device HTTP listening on http://{}", bound.http);
     println!("application MQTT listening on mqtt://{}", bound.app);
 }

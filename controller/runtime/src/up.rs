@@ -287,12 +287,14 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
 }
 
 /// Front-door endpoints written into credentials Secrets: where this process's front door
-/// listens (HTTP and CoAP keep their default ports until those listeners exist).
+/// listens (CoAP keeps its default port until that listener exists).
 fn frontdoor_endpoints(bound: &crate::frontdoor::Bound, host: &str) -> Vec<(String, String)> {
     let mut endpoints = default_endpoints(host);
     for (protocol, url) in &mut endpoints {
-        if protocol == "mqtt" {
-            *url = format!("mqtt://{}", bound.mqtt);
+        match protocol.as_str() {
+            "mqtt" => *url = format!("mqtt://{}", bound.mqtt),
+            "http" => *url = format!("http://{}", bound.http),
+            _ => {}
         }
     }
     if let Some(mqtts) = bound.mqtts {

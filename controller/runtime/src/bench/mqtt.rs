@@ -253,6 +253,8 @@ async fn start_devplane(
             "127.0.0.1:0",
             "--app-mqtt-addr",
             "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
         ])
         .args([
             "--admin-addr",

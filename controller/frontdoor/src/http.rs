@@ -1,0 +1,378 @@
+//! HTTP for devices: the same identity, authorization and validation as MQTT, over
+//! `/v1/devices/{ns}/{name}/…` with HTTP Basic authentication (the Secret's user name and
+//! password).
+//!
+//! Uplink answers 202 once ingest took the message, 400 with `{"reason","field","message"}`
+//! for an invalid payload, 401 for bad credentials, 403 for another device's path or a device
+//! that may not connect, 413 for an oversize body and 429 (with Retry-After) while ingest is
+//! full. Downlink for devices that only speak HTTP: the desired attributes, and waiting
+//! commands by long poll. Presence follows the requests: Online while the device posted within
+//! the presence window.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use devplane_api::v1alpha1::Protocol;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::ingest;
+use crate::registry::Refusal;
+use crate::status::StatusUpdate;
+use crate::topic::{Denial, Identity, Uplink};
+use crate::uplink::Rejection;
+
+/// Longest a command long poll waits.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// The device HTTP routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let limit = shared.settings.max_packet_size;
+    Router::new()
+        .route("/v1/devices/{ns}/{name}/telemetry", post(telemetry))
+        .route("/v1/devices/{ns}/{name}/events/{event}", post(event))
+        .route(
+            "/v1/devices/{ns}/{name}/attributes/reported",
+            post(reported),
+        )
+        .route("/v1/devices/{ns}/{name}/attributes/desired", get(desired))
+        .route("/v1/devices/{ns}/{name}/commands", get(commands))
+        .route(
+            "/v1/devices/{ns}/{name}/commands/{command}/response",
+            post(response),
+        )
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(shared)
+}
+
+fn problem(status: StatusCode, reason: &str, field: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({"reason": reason, "field": field, "message": message.into()})),
+    )
+        .into_response()
+}
+
+/// The device a request authenticates as, if its path is its own.
+fn authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+    namespace: &str,
+    name: &str,
+) -> Result<Identity, Box<Response>> {
+    let credentials = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok());
+    let unauthorized = |message: &str| {
+        let mut response = problem(StatusCode::UNAUTHORIZED, "BadCredentials", "", message);
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"devplane\""),
+        );
+        response
+    };
+    let Some((username, password)) = credentials.as_deref().and_then(|c| c.rsplit_once(':')) else {
+        shared.metrics.connections_refused.inc("BadCredentials");
+        return Err(Box::new(unauthorized(
+            "HTTP Basic authentication with the device's credentials is required",
+        )));
+    };
+    let now = jiff::Timestamp::now();
+    let result = shared.registry.read().authenticate_device(
+        username,
+        password.as_bytes(),
+        Protocol::Http,
+        now,
+    );
+    let id = match result {
+        Ok((id, _)) => id,
+        Err(Refusal::BadCredentials) => {
+            shared.metrics.connections_refused.inc("BadCredentials");
+            return Err(Box::new(unauthorized("bad user name or password")));
+        }
+        Err(Refusal::NotAuthorized(why)) => {
+            shared.metrics.connections_refused.inc("NotAuthorized");
+            return Err(Box::new(problem(
+                StatusCode::FORBIDDEN,
+                "NotAuthorized",
+                "",
+                why,
+            )));
+        }
+    };
+    if id.namespace != namespace || id.name != name {
+        shared.metrics.deny(Denial::ForeignTopic);
+        shared.warn(
+            &id,
+            "PublishDenied",
+            format!("HTTP request for device {namespace}/{name} denied"),
+        );
+        return Err(Box::new(problem(
+            StatusCode::FORBIDDEN,
+            Denial::ForeignTopic.as_str(),
+            "",
+            format!("device {id} may not act for {namespace}/{name}"),
+        )));
+    }
+    Ok(id)
+}
+
+fn body_or_problem(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Box<Response>> {
+    body.map_err(|e| {
+        let status = e.status();
+        let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "PayloadTooLarge"
+        } else {
+            "InvalidBody"
+        };
+        Box::new(problem(status, reason, "", e.body_text()))
+    })
+}
+
+/// Judge and hand an uplink message to ingest; 202, 400 or 429.
+async fn ingest(
+    shared: &Shared,
+    id: &Identity,
+    address: std::net::SocketAddr,
+    uplink: Uplink<'_>,
+    body: &[u8],
+) -> Response {
+    let accepted = match ingest::judge(shared, id, &uplink, body) {
+        Ok(accepted) => accepted,
+        Err(Rejection {
+            reason,
+            field,
+            message,
+        }) => {
+            shared.metrics.rejected.inc(reason);
+            return problem(StatusCode::BAD_REQUEST, reason, &field, message);
+        }
+    };
+    // Wait a moment for room, then push back on the device rather than queue without bound.
+    match tokio::time::timeout(Duration::from_millis(200), shared.ingest.send(accepted)).await {
+        Ok(Ok(())) => {}
+        _ => {
+            let mut response = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Busy",
+                "",
+                "ingest is full; retry",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return response;
+        }
+    }
+    shared.http_seen(id, address);
+    (StatusCode::ACCEPTED, axum::Json(json!({"accepted": true}))).into_response()
+}
+
+type DevicePath = Path<(String, String)>;
+type Peer = ConnectInfo<std::net::SocketAddr>;
+
+async fn telemetry(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, name)): DevicePath,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = match authorize(&shared, &headers, &ns, &name) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    match body_or_problem(body) {
+        Ok(body) => ingest(&shared, &id, peer, Uplink::Telemetry, &body).await,
+        Err(r) => *r,
+    }
+}
+
+async fn event(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, name, event)): Path<(String, String, String)>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = match authorize(&shared, &headers, &ns, &name) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    match body_or_problem(body) {
+        Ok(body) => ingest(&shared, &id, peer, Uplink::Event(&event), &body).await,
+        Err(r) => *r,
+    }
+}
+
+async fn reported(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, name)): DevicePath,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = match authorize(&shared, &headers, &ns, &name) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    match body_or_problem(body) {
+        Ok(body) => ingest(&shared, &id, peer, Uplink::Reported, &body).await,
+        Err(r) => *r,
+    }
+}
+
+async fn response(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, name, command)): Path<(String, String, String)>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = match authorize(&shared, &headers, &ns, &name) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    match body_or_problem(body) {
+        Ok(body) => ingest(&shared, &id, peer, Uplink::CommandResponse(&command), &body).await,
+        Err(r) => *r,
+    }
+}
+
+async fn desired(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, name)): DevicePath,
+    headers: HeaderMap,
+) -> Response {
+    let id = match authorize(&shared, &headers, &ns, &name) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let payload = shared
+        .registry
+        .read()
+        .device(&id)
+        .map(ingest::desired_payload);
+    match payload {
+        Some(payload) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            payload,
+        )
+            .into_response(),
+        None => problem(StatusCode::NOT_FOUND, "NotFound", "", "the device is gone"),
+    }
+}
+
+/// Query of the command long poll.
+#[derive(Deserialize)]
+struct Wait {
+    #[serde(rename = "waitSeconds", default)]
+    wait_seconds: u64,
+}
+
+async fn commands(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, name)): DevicePath,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Query(wait): Query<Wait>,
+) -> Response {
+    let id = match authorize(&shared, &headers, &ns, &name) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    shared.http_seen(&id, peer);
+    let deadline = Instant::now() + Duration::from_secs(wait.wait_seconds).min(MAX_WAIT);
+    loop {
+        // Register for a wake-up before looking, so a command that arrives in between is seen.
+        let arrived = shared.command_arrived.notified();
+        let now = jiff::Timestamp::now();
+        let waiting = shared.commands.lock().deliverable(&id, now);
+        if !waiting.is_empty() || Instant::now() >= deadline {
+            let list: Vec<Value> = waiting
+                .iter()
+                .map(|c| {
+                    let mut body = c.payload(now);
+                    body["name"] = json!(c.name);
+                    body
+                })
+                .collect();
+            for command in &waiting {
+                shared.command_sent(&id, &command.name);
+            }
+            return (StatusCode::OK, axum::Json(json!({ "commands": list }))).into_response();
+        }
+        let _ = tokio::time::timeout_at(deadline.into(), arrived).await;
+    }
+}
+
+/// HTTP presence: Online while the device made a request within the window.
+#[derive(Default)]
+pub struct HttpPresence(parking_lot::Mutex<HashMap<Identity, Instant>>);
+
+impl Shared {
+    /// An HTTP request of `id`: Online on the first, "last seen" after.
+    pub(crate) fn http_seen(&self, id: &Identity, address: std::net::SocketAddr) {
+        let first = self
+            .http_presence
+            .0
+            .lock()
+            .insert(id.clone(), Instant::now())
+            .is_none();
+        if first {
+            self.status_update(StatusUpdate::Connected {
+                id: id.clone(),
+                address: address.to_string(),
+                protocol: Protocol::Http,
+            });
+        } else {
+            self.status_update(StatusUpdate::Seen { id: id.clone() });
+        }
+    }
+}
+
+/// Mark HTTP devices Offline once they have been quiet for the presence window.
+pub async fn expire_presence(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let window = shared.settings.http_presence_window;
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(window));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let quiet: Vec<Identity> = {
+            let mut seen = shared.http_presence.0.lock();
+            let quiet: Vec<Identity> = seen
+                .iter()
+                .filter(|(_, at)| at.elapsed() >= window)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &quiet {
+                seen.remove(id);
+            }
+            quiet
+        };
+        for id in quiet {
+            shared.status_update(StatusUpdate::Disconnected { id });
+        }
+    }
+}
