@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::BenchApiArgs;
 
+mod http;
 mod mqtt;
+pub use http::{baseline as http_baseline, run as http};
 pub use mqtt::run as mqtt;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;

@@ -184,6 +184,31 @@ pub enum BenchCommand {
     /// The device front door: connections held and RSS per connection, validated QoS 1
     /// telemetry msg/s and latency, next to Debian's Mosquitto in the same run.
     Mqtt(BenchMqttArgs),
+    /// Validated HTTP telemetry requests/s and latency through the front door, beside a bare
+    /// axum handler answering 202 in the same run.
+    Http(BenchHttpArgs),
+    /// The bare HTTP baseline of `devplane bench http` (answers 202 to everything).
+    #[command(hide = true)]
+    HttpBaseline(BenchBaselineArgs),
+}
+
+/// Arguments of `devplane bench http`.
+#[derive(Debug, Args)]
+pub struct BenchHttpArgs {
+    /// Telemetry POSTs to send.
+    #[arg(long, default_value_t = 200_000)]
+    pub requests: u64,
+    /// Keep-alive connections (one device each).
+    #[arg(long, default_value_t = 64)]
+    pub connections: u64,
+}
+
+/// Arguments of `devplane bench http-baseline`.
+#[derive(Debug, Args)]
+pub struct BenchBaselineArgs {
+    /// Where to listen.
+    #[arg(long)]
+    pub addr: std::net::SocketAddr,
 }
 
 /// Arguments of `devplane bench mqtt`.

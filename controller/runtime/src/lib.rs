@@ -42,6 +42,12 @@ pub fn main() -> ExitCode {
         Command::Bench(cli::BenchCommand::Mqtt(args)) => {
             run_async(async move { bench::mqtt(&args).await })
         }
+        Command::Bench(cli::BenchCommand::Http(args)) => {
+            run_async(async move { bench::http(&args).await })
+        }
+        Command::Bench(cli::BenchCommand::HttpBaseline(args)) => {
+            run_async(async move { bench::http_baseline(args.addr).await })
+        }
     }
 }
 

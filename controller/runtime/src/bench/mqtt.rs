@@ -32,10 +32,12 @@ use crate::cli::BenchMqttArgs;
 use crate::mqtt_client::{self, Login};
 
 /// A server under test.
-struct Server {
+pub(super) struct Server {
     name: &'static str,
-    child: Child,
+    pub(super) child: Child,
     devices: SocketAddr,
+    /// The device HTTP listener, where there is one.
+    pub(super) http: Option<SocketAddr>,
     consumer: SocketAddr,
     consumer_login: (String, String),
     consumer_filter: String,
@@ -70,7 +72,7 @@ fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = stat.rsplit_once(')')?.1;
@@ -81,7 +83,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// Start a child and read its standard output until `last` is printed; returns the lines.
-fn start_child(
+pub(super) fn start_child(
     mut command: Command,
     last: &str,
     log: &Path,
@@ -114,7 +116,7 @@ fn start_child(
     }
 }
 
-fn address_after(lines: &[String], prefix: &str) -> Result<SocketAddr, String> {
+pub(super) fn address_after(lines: &[String], prefix: &str) -> Result<SocketAddr, String> {
     lines
         .iter()
         .find_map(|l| l.strip_prefix(prefix))
@@ -124,7 +126,7 @@ fn address_after(lines: &[String], prefix: &str) -> Result<SocketAddr, String> {
 
 /// `devplane up` (API and controllers) and `devplane frontdoor` as separate processes, with
 /// the bench devices onboarded; returns the front door and every device's credentials.
-async fn start_devplane(
+pub(super) async fn start_devplane(
     dir: &Path,
     devices: usize,
 ) -> Result<(Server, Child, Vec<(String, String)>), String> {
@@ -268,6 +270,7 @@ async fn start_devplane(
         name: "devplane front door",
         child,
         devices: address_after(&lines, "device MQTT listening on mqtt://")?,
+        http: Some(address_after(&lines, "device HTTP listening on http://")?),
         consumer: address_after(&lines, "application MQTT listening on mqtt://")?,
         consumer_login: (
             "bench/consumer".into(),
@@ -356,6 +359,7 @@ fn start_mosquitto(dir: &Path, credentials: &[(String, String)]) -> Result<Serve
         name: "mosquitto",
         child,
         devices: addr,
+        http: None,
         consumer: addr,
         consumer_login: ("consumer".into(), consumer_password),
         consumer_filter: "d/bench/+/telemetry".into(),
@@ -419,7 +423,7 @@ async fn connections(
     tokio::time::sleep(Duration::from_secs(3)).await;
 }
 
-fn percentiles(mut values: Vec<f64>) -> (f64, f64) {
+pub(super) fn percentiles(mut values: Vec<f64>) -> (f64, f64) {
     if values.is_empty() {
         return (0.0, 0.0);
     }
