@@ -166,7 +166,7 @@ where
                     "another connection logged in with the same identity",
                 );
                 let wait =
-                    tokio::time::timeout(Duration::from_secs(1), previous.finished.cancelled());
+                    tokio::time::timeout(Duration::from_secs(3), previous.finished.cancelled());
                 let _ = Box::pin(wait).await;
             }
             let resumed = shared.devices.resume(id);
@@ -825,9 +825,12 @@ where
                 shared.apps.remove(&id, conn);
             }
             Role::Device(id) => {
-                let still_ours = shared.devices.remove(&id, conn);
+                // Store a persistent session's state before leaving the table: a connection
+                // that resumes it either finds this session still registered (and waits for it
+                // to finish) or finds the state stored.
+                let ours = shared.devices.get(&id).is_some_and(|h| h.conn == conn);
                 let persistent = !info.clean && info.session_expiry != Some(0);
-                if persistent && still_ours {
+                if persistent && ours {
                     let mut queue: Vec<Deliver> = self.inflight.drain().map(|(_, d)| d).collect();
                     queue.extend(self.waiting.drain(..));
                     let expiry = info
@@ -846,6 +849,7 @@ where
                         shared.settings.offline_queue,
                     );
                 }
+                let still_ours = shared.devices.remove(&id, conn);
                 let will_due = matches!(end, End::Abnormal | End::Clean { with_will: true });
                 if will_due && let Some(will) = &info.will {
                     publish_will(&shared, &id, will).await;
