@@ -299,7 +299,7 @@ fn presence_shows_online_while_connected_and_offline_after() {
     let plant = Plant::start();
     let password = plant.password("plant", "sensor-a");
     let mut device =
-        Background::spawn(plant.paho("plant/sensor-a", &password, "3", &["respond", "4", "{}"]));
+        Background::spawn(plant.paho("plant/sensor-a", &password, "3", &["respond", "10", "{}"]));
     device.wait_for_line("subscribed", Duration::from_secs(20), |l| l == "subscribed");
     plant.wait_device("sensor-a", "--for=condition=Connected");
     // The first connect moves the phase on.
