@@ -43,6 +43,16 @@ pub(super) struct Server {
     consumer_filter: String,
 }
 
+/// A child process that is killed when this goes out of scope (dropping a `Child` does not).
+pub(super) struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -129,7 +139,7 @@ pub(super) fn address_after(lines: &[String], prefix: &str) -> Result<SocketAddr
 pub(super) async fn start_devplane(
     dir: &Path,
     devices: usize,
-) -> Result<(Server, Child, Vec<(String, String)>), String> {
+) -> Result<(Server, Stopped, Vec<(String, String)>), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut up = Command::new(&exe);
     up.args([
@@ -143,6 +153,7 @@ pub(super) async fn start_devplane(
     .arg(dir)
     .env("RUST_LOG", "warn");
     let (up_child, _) = start_child(up, "kubeconfig:", &dir.join("up.log"))?;
+    let up_child = Stopped(up_child);
     let kubeconfig = dir.join("kubeconfig");
     let client = crate::controller::client_from(Some(&kubeconfig)).await?;
     let create = |object: serde_json::Value| {
