@@ -203,15 +203,7 @@ fn a_device_cannot_subscribe_to_or_publish_on_topics_that_are_not_its_own() {
 fn invalid_values_are_rejected_with_reasons_and_only_valid_data_goes_northbound() {
     let plant = Plant::start();
     let password = plant.password("plant", "sensor-a");
-    let app_password = plant.app_password("plant", "dash");
-    let reader = Background::spawn(plant.paho_app(
-        "plant/dash",
-        &app_password,
-        &["read", "20", "north/plant/+/telemetry"],
-    ));
-    reader.wait_for_line("the application subscribed", Duration::from_secs(20), |l| {
-        l.starts_with("suback")
-    });
+    let reader = plant.north_reader("north/plant/+/telemetry", "20");
     let output = run_with_timeout(
         plant.paho(
             "plant/sensor-a",

@@ -68,15 +68,7 @@ fn split_status(text: &str) -> (u16, String) {
 fn http_devices_post_validated_data_with_their_own_credentials_only() {
     let plant = Plant::start();
     let a = plant.password("plant", "sensor-a");
-    let dash = plant.app_password("plant", "dash");
-    let reader = Background::spawn(plant.paho_app(
-        "plant/dash",
-        &dash,
-        &["read", "30", "north/plant/+/telemetry"],
-    ));
-    reader.wait_for_line("subscribed", Duration::from_secs(20), |l| {
-        l.starts_with("suback")
-    });
+    let reader = plant.north_reader("north/plant/+/telemetry", "30");
     let login = Some(("plant/sensor-a", a.as_str()));
     let path = "/v1/devices/plant/sensor-a/telemetry";
 

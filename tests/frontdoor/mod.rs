@@ -193,6 +193,18 @@ impl Plant {
         command
     }
 
+    /// Application dash (namespace plant) reading `filter` northbound for `seconds`, once its
+    /// subscription is granted.
+    fn north_reader(&self, filter: &str, seconds: &str) -> Background {
+        let password = self.app_password("plant", "dash");
+        let reader =
+            Background::spawn(self.paho_app("plant/dash", &password, &["read", seconds, filter]));
+        reader.wait_for_line("the application's SUBACK", Duration::from_secs(20), |l| {
+            l == "suback 1"
+        });
+        reader
+    }
+
     /// A merge patch to a device of namespace plant.
     fn patch_device(&self, device: &str, patch: &str) {
         self.devplane.kubectl_ok(&[

@@ -55,15 +55,7 @@ fn a_will_on_the_devices_own_topic_goes_northbound_and_a_foreign_will_is_refused
     let plant = Plant::start();
     let addr = plant.devplane.mqtt_addr();
     let a = plant.password("plant", "sensor-a");
-    let dash = plant.app_password("plant", "dash");
-    let reader = Background::spawn(plant.paho_app(
-        "plant/dash",
-        &dash,
-        &["read", "20", "north/plant/+/telemetry"],
-    ));
-    reader.wait_for_line("subscribed", Duration::from_secs(20), |l| {
-        l.starts_with("suback")
-    });
+    let reader = plant.north_reader("north/plant/+/telemetry", "20");
 
     let mut foreign = RawConnect::new("plant/sensor-a", &a);
     foreign.will = Some((
@@ -301,15 +293,7 @@ fn simulated_devices_publish_report_desired_values_and_get_rejections_counted() 
 fn data_of_a_device_in_maintenance_is_marked_northbound() {
     let plant = Plant::start();
     let a = plant.password("plant", "sensor-a");
-    let dash = plant.app_password("plant", "dash");
-    let reader = Background::spawn(plant.paho_app(
-        "plant/dash",
-        &dash,
-        &["read", "30", "north/plant/sensor-a/#"],
-    ));
-    reader.wait_for_line("subscribed", Duration::from_secs(20), |l| {
-        l.starts_with("suback")
-    });
+    let reader = plant.north_reader("north/plant/sensor-a/#", "30");
     let publish = |value: &str| {
         let output = run_with_timeout(
             plant.paho(

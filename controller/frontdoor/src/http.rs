@@ -147,15 +147,25 @@ fn body_or_problem(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Box<Res
     })
 }
 
-/// Judge and hand an uplink message to ingest; 202, 400 or 429.
-async fn ingest(
+/// An uplink request: authenticate, judge, hand to ingest; 202, 400, 401, 403, 413 or 429.
+async fn post_uplink(
     shared: &Shared,
-    id: &Identity,
+    headers: &HeaderMap,
+    (namespace, name): (&str, &str),
     address: std::net::SocketAddr,
     uplink: Uplink<'_>,
-    body: &[u8],
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let accepted = match ingest::judge(shared, id, &uplink, body) {
+    let id = match authorize(shared, headers, namespace, name) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let body = match body_or_problem(body) {
+        Ok(body) => body,
+        Err(r) => return *r,
+    };
+    let id = &id;
+    let accepted = match ingest::judge(shared, id, &uplink, &body) {
         Ok(accepted) => accepted,
         Err(Rejection {
             reason,
@@ -196,14 +206,15 @@ async fn telemetry(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let id = match authorize(&shared, &headers, &ns, &name) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
-    match body_or_problem(body) {
-        Ok(body) => ingest(&shared, &id, peer, Uplink::Telemetry, &body).await,
-        Err(r) => *r,
-    }
+    post_uplink(
+        &shared,
+        &headers,
+        (&ns, &name),
+        peer,
+        Uplink::Telemetry,
+        body,
+    )
+    .await
 }
 
 async fn event(
@@ -213,14 +224,15 @@ async fn event(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let id = match authorize(&shared, &headers, &ns, &name) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
-    match body_or_problem(body) {
-        Ok(body) => ingest(&shared, &id, peer, Uplink::Event(&event), &body).await,
-        Err(r) => *r,
-    }
+    post_uplink(
+        &shared,
+        &headers,
+        (&ns, &name),
+        peer,
+        Uplink::Event(&event),
+        body,
+    )
+    .await
 }
 
 async fn reported(
@@ -230,14 +242,15 @@ async fn reported(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let id = match authorize(&shared, &headers, &ns, &name) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
-    match body_or_problem(body) {
-        Ok(body) => ingest(&shared, &id, peer, Uplink::Reported, &body).await,
-        Err(r) => *r,
-    }
+    post_uplink(
+        &shared,
+        &headers,
+        (&ns, &name),
+        peer,
+        Uplink::Reported,
+        body,
+    )
+    .await
 }
 
 async fn response(
@@ -247,14 +260,8 @@ async fn response(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let id = match authorize(&shared, &headers, &ns, &name) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
-    match body_or_problem(body) {
-        Ok(body) => ingest(&shared, &id, peer, Uplink::CommandResponse(&command), &body).await,
-        Err(r) => *r,
-    }
+    let uplink = Uplink::CommandResponse(&command);
+    post_uplink(&shared, &headers, (&ns, &name), peer, uplink, body).await
 }
 
 async fn desired(
