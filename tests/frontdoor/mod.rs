@@ -4,6 +4,7 @@
 //! the fixture and the client helpers.
 
 mod devices;
+mod gateways;
 mod http;
 mod sessions;
 

@@ -13,8 +13,10 @@ pub mod labels {
     pub const BATCH: &str = "iot.devplane.io/batch";
     /// Name of the device a credentials Secret belongs to.
     pub const DEVICE: &str = "iot.devplane.io/device";
-    /// Name of the gateway a credentials Secret belongs to.
+    /// Name of the gateway a credentials Secret belongs to, or that registered a Device.
     pub const GATEWAY: &str = "iot.devplane.io/gateway";
+    /// Namespace of the gateway a Device registered into another namespace goes through.
+    pub const GATEWAY_NAMESPACE: &str = "iot.devplane.io/gateway-namespace";
     /// Name of the Application a credentials Secret belongs to.
     pub const APPLICATION: &str = "iot.devplane.io/application";
     /// Standard Kubernetes label naming the tool that manages an object.

@@ -180,12 +180,20 @@ pub fn judge(
 
 /// Announce a device going online or offline on the northbound stream.
 pub async fn presence(shared: &Shared, device: &Identity, online: bool, address: &str) {
+    let _ = shared
+        .ingest
+        .send(presence_record(device, online, address))
+        .await;
+}
+
+/// The northbound presence record of a device.
+pub fn presence_record(device: &Identity, online: bool, address: &str) -> Accepted {
     let fields = json!({
         "state": if online { "Online" } else { "Offline" },
         "protocol": "mqtt",
         "address": address,
     });
-    let accepted = Accepted {
+    Accepted {
         namespace: device.namespace.clone(),
         kind: "presence",
         messages: vec![(
@@ -193,8 +201,7 @@ pub async fn presence(shared: &Shared, device: &Identity, online: bool, address:
             record(envelope(device, None, false), fields),
         )],
         effect: None,
-    };
-    let _ = shared.ingest.send(accepted).await;
+    }
 }
 
 /// Announce a lifecycle change on the northbound stream (never blocks the watch).

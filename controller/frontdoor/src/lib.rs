@@ -13,6 +13,7 @@
 //! The front door reads lifecycle and credentials; it never decides them (the controllers do).
 
 pub mod commands;
+pub mod gateway;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
@@ -29,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devplane_api::v1alpha1::Device;
+use devplane_api::v1alpha1::{Device, Gateway};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use parking_lot::{Mutex, RwLock};
@@ -43,7 +44,7 @@ use crate::mqtt::codec::CloseCode;
 use crate::mqtt::session::Listener;
 use crate::north::Northbound;
 use crate::registry::Registry;
-use crate::sessions::Sessions;
+use crate::sessions::{Deliver, Handle, Sessions, SubLogins};
 use crate::status::{CommandUpdate, StatusUpdate};
 use crate::topic::Identity;
 
@@ -114,6 +115,7 @@ pub struct Listeners {
 /// A warning about a device, for a rate-limited Event.
 struct Warning {
     device: Identity,
+    gateway: bool,
     reason: &'static str,
     message: String,
 }
@@ -128,6 +130,10 @@ pub struct Shared {
     pub registry: RwLock<Registry>,
     /// Device sessions.
     pub devices: Sessions,
+    /// Gateway sessions.
+    pub gateways: Sessions,
+    /// Sub-devices logged in through gateway sessions.
+    pub sub_logins: SubLogins,
     /// Application sessions.
     pub apps: Sessions,
     /// DeviceCommands by device.
@@ -174,9 +180,29 @@ impl Shared {
     pub fn warn(&self, device: &Identity, reason: &'static str, message: String) {
         let _ = self.warnings.try_send(Warning {
             device: device.clone(),
+            gateway: false,
             reason,
             message,
         });
+    }
+
+    /// A Warning Event on a gateway.
+    pub fn warn_gateway(&self, gateway: &Identity, reason: &'static str, message: String) {
+        let _ = self.warnings.try_send(Warning {
+            device: gateway.clone(),
+            gateway: true,
+            reason,
+            message,
+        });
+    }
+
+    /// Where downlink for a device goes: its own session, or the gateway session it is logged
+    /// in through.
+    pub fn downlink_queue(&self, device: &Identity) -> Option<mpsc::Sender<Box<Deliver>>> {
+        match self.devices.get(device) {
+            Some(Handle { tx, .. }) => Some(tx),
+            None => self.sub_logins.get(device).map(|l| l.tx),
+        }
     }
 }
 
@@ -203,6 +229,8 @@ impl Shared {
             client,
             registry: RwLock::new(Registry::new()),
             devices: Sessions::default(),
+            gateways: Sessions::default(),
+            sub_logins: SubLogins::default(),
             apps: Sessions::default(),
             commands: Mutex::new(Commands::default()),
             north: Northbound::default(),
@@ -319,13 +347,19 @@ pub async fn run(
         )));
     }
     shutdown.cancelled().await;
-    for (_, handle) in shared.devices.all().into_iter().chain(shared.apps.all()) {
+    let sessions = shared
+        .devices
+        .all()
+        .into_iter()
+        .chain(shared.gateways.all());
+    for (_, handle) in sessions.chain(shared.apps.all()) {
         handle
             .kill
             .kill(CloseCode::ShuttingDown, "the front door is shutting down");
     }
     let deadline = Instant::now() + Duration::from_secs(3);
-    while (!shared.devices.is_empty() || !shared.apps.is_empty()) && Instant::now() < deadline {
+    let open = |s: &Shared| !s.devices.is_empty() || !s.gateways.is_empty() || !s.apps.is_empty();
+    while open(&shared) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     writers_stop.cancel();
@@ -412,14 +446,19 @@ async fn publish_warnings(
         if last.len() > 10_000 {
             last.retain(|_, at| at.elapsed() < Duration::from_secs(60));
         }
-        let uid = shared
-            .registry
-            .read()
-            .device(&warning.device)
-            .map(|d| d.uid.clone());
+        let (uid, kind) = {
+            let registry = shared.registry.read();
+            if warning.gateway {
+                let uid = registry.gateway(&warning.device).map(|g| g.uid.clone());
+                (uid, <Gateway as kube::Resource>::kind(&()))
+            } else {
+                let uid = registry.device(&warning.device).map(|d| d.uid.clone());
+                (uid, <Device as kube::Resource>::kind(&()))
+            }
+        };
         let reference = ObjectReference {
             api_version: Some(devplane_api::API_VERSION.into()),
-            kind: Some(<Device as kube::Resource>::kind(&()).into()),
+            kind: Some(kind.into()),
             name: Some(warning.device.name.clone()),
             namespace: Some(warning.device.namespace.clone()),
             uid,

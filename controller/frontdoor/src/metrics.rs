@@ -53,6 +53,10 @@ pub struct Metrics {
     pub protocol_errors: Family,
     /// Status writes to the API, by outcome (`ok`, `error`).
     pub status_writes: Family,
+    /// Sub-device logins by gateways, by result (`ok` or the refusal).
+    pub sub_logins: Family,
+    /// Sub-device registrations by gateways, by result.
+    pub sub_registrations: Family,
 }
 
 /// One metric family for exposition.
@@ -164,6 +168,18 @@ impl Metrics {
                 "Device status writes, by outcome.",
                 "outcome",
                 &self.status_writes,
+            ),
+            family(
+                "devplane_frontdoor_subdevice_logins",
+                "Sub-device logins by gateways, by result.",
+                "result",
+                &self.sub_logins,
+            ),
+            family(
+                "devplane_frontdoor_subdevice_registrations",
+                "Sub-device registrations by gateways, by result.",
+                "result",
+                &self.sub_registrations,
             ),
         ]
     }

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use devplane_api::constants::conditions::{CONNECTED, TWIN_SYNCED};
 use devplane_api::constants::labels;
 use devplane_api::v1alpha1::{
-    ConnectionStatus, Device, DeviceModel, DeviceModelSpec, Lifecycle, Phase, Protocol,
+    ConnectionStatus, Device, DeviceModel, DeviceModelSpec, DynamicRegistration, Gateway,
+    Lifecycle, Phase, Protocol,
 };
 use devplane_core::ResolvedModel;
+use devplane_core::gateway::{Acting, SubDevice, acts_for};
 use devplane_core::model::{ModelKey, ModelSource, resolve};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::ResourceExt;
 use ring::hmac;
 use serde_json::Value;
@@ -56,6 +58,10 @@ pub struct DeviceEntry {
     pub connected: Option<Since>,
     /// The `TwinSynced` condition as last written.
     pub twin_synced: Option<Since>,
+    /// `metadata.labels` (a gateway's selector reads them).
+    pub labels: BTreeMap<String, String>,
+    /// The gateway `spec.connection.gatewayRef` names.
+    pub gateway_ref: Option<String>,
 }
 
 /// A condition of the front door as the registry keeps it: its status and since when (its
@@ -106,7 +112,21 @@ impl DeviceEntry {
             reported: status.reported,
             connected: Since::of(&status.conditions, CONNECTED),
             twin_synced: Since::of(&status.conditions, TWIN_SYNCED),
+            labels: device.labels().clone(),
+            gateway_ref: device.spec.connection.gateway().map(str::to_string),
         }
+    }
+
+    fn as_sub_device<'a>(&'a self, id: &'a Identity) -> SubDevice<'a> {
+        SubDevice {
+            namespace: &id.namespace,
+            gateway_ref: self.gateway_ref.as_deref(),
+            labels: &self.labels,
+        }
+    }
+
+    fn decommissioned(&self) -> bool {
+        self.lifecycle == Lifecycle::Decommissioned || self.phase == Some(Phase::Decommissioned)
     }
 
     /// Whether the device is in Maintenance (its data is flagged northbound).
@@ -116,18 +136,116 @@ impl DeviceEntry {
 
     /// Why the device may not hold a session over `protocol`, if it may not.
     pub fn refusal(&self, protocol: Protocol) -> Option<Ended> {
-        if self.lifecycle == Lifecycle::Decommissioned || self.phase == Some(Phase::Decommissioned)
-        {
-            return Some(Ended::Decommissioned);
+        refusal(self.lifecycle, self.phase, &self.protocols, protocol)
+    }
+}
+
+/// Why a device or gateway in this lifecycle may not hold a session over `protocol`.
+fn refusal(
+    lifecycle: Lifecycle,
+    phase: Option<Phase>,
+    protocols: &[Protocol],
+    protocol: Protocol,
+) -> Option<Ended> {
+    if lifecycle == Lifecycle::Decommissioned || phase == Some(Phase::Decommissioned) {
+        return Some(Ended::Decommissioned);
+    }
+    if lifecycle == Lifecycle::Planned || matches!(phase, None | Some(Phase::Planned)) {
+        return Some(Ended::Planned);
+    }
+    if !protocols.contains(&protocol) {
+        return Some(Ended::ProtocolNotAllowed(protocol));
+    }
+    None
+}
+
+/// What the front door knows of one gateway.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatewayEntry {
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `spec.lifecycle`.
+    pub lifecycle: Lifecycle,
+    /// `status.phase`.
+    pub phase: Option<Phase>,
+    /// The gateway's own model.
+    pub model: ModelKey,
+    /// Protocols it may use.
+    pub protocols: Vec<Protocol>,
+    /// `spec.subDevices.selector`.
+    pub selector: Option<LabelSelector>,
+    /// `spec.subDevices.maxActive`.
+    pub max_active: Option<usize>,
+    /// `spec.dynamicRegistration`.
+    pub registration: DynamicRegistration,
+    /// `status.connection` as last written.
+    pub connection: Option<ConnectionStatus>,
+    /// The `Connected` condition as last written.
+    pub connected: Option<Since>,
+    /// `metadata.generation`.
+    pub generation: i64,
+}
+
+impl GatewayEntry {
+    /// The entry of a Gateway object.
+    pub fn from_gateway(gateway: &Gateway) -> GatewayEntry {
+        let namespace = gateway.namespace().unwrap_or_default();
+        let status = gateway.status.clone().unwrap_or_default();
+        let protocols = if gateway.spec.protocols.is_empty() {
+            vec![Protocol::Mqtt, Protocol::Http, Protocol::Coap]
+        } else {
+            gateway.spec.protocols.clone()
+        };
+        GatewayEntry {
+            uid: gateway.uid().unwrap_or_default(),
+            lifecycle: gateway.spec.lifecycle,
+            phase: status.phase,
+            model: ModelKey::from_ref(&gateway.spec.model_ref, &namespace),
+            protocols,
+            selector: gateway.spec.sub_devices.selector.clone(),
+            max_active: gateway
+                .spec
+                .sub_devices
+                .max_active
+                .map(|n| usize::try_from(n).unwrap_or_default()),
+            registration: gateway.spec.dynamic_registration.clone(),
+            connection: status.connection,
+            connected: Since::of(&status.conditions, CONNECTED),
+            generation: gateway.metadata.generation.unwrap_or_default(),
         }
-        if self.lifecycle == Lifecycle::Planned || matches!(self.phase, None | Some(Phase::Planned))
-        {
-            return Some(Ended::Planned);
+    }
+
+    fn acting<'a>(&'a self, id: &'a Identity) -> Acting<'a> {
+        Acting {
+            namespace: &id.namespace,
+            name: &id.name,
+            selector: self.selector.as_ref(),
         }
-        if !self.protocols.contains(&protocol) {
-            return Some(Ended::ProtocolNotAllowed(protocol));
+    }
+}
+
+/// Why a gateway may not log a device in (the reason it is told).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginRefusal {
+    /// No such device.
+    NotFound,
+    /// The device neither names the gateway nor matches its selector, or is planned.
+    NotAllowed,
+    /// The device is decommissioned.
+    Decommissioned,
+    /// The gateway has `maxActive` sub-devices logged in already.
+    LimitReached,
+}
+
+impl LoginRefusal {
+    /// The reason as the gateway reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginRefusal::NotFound => "NotFound",
+            LoginRefusal::NotAllowed => "NotAllowed",
+            LoginRefusal::Decommissioned => "Decommissioned",
+            LoginRefusal::LimitReached => "LimitReached",
         }
-        None
     }
 }
 
@@ -158,11 +276,11 @@ impl Ended {
 impl std::fmt::Display for Ended {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Ended::Deleted => f.write_str("the device was deleted"),
-            Ended::Decommissioned => f.write_str("the device is decommissioned"),
-            Ended::Planned => f.write_str("the device is planned: it has no credentials yet"),
+            Ended::Deleted => f.write_str("it was deleted"),
+            Ended::Decommissioned => f.write_str("it is decommissioned"),
+            Ended::Planned => f.write_str("it is planned: it has no credentials yet"),
             Ended::ProtocolNotAllowed(p) => {
-                write!(f, "the device may not connect directly over {}", p.as_str())
+                write!(f, "it may not connect directly over {}", p.as_str())
             }
             Ended::Revoked => f.write_str("the credentials were revoked"),
             Ended::RotatedOut => f.write_str("the password was rotated out"),
@@ -191,6 +309,7 @@ pub enum Refusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum PrincipalKind {
     Device,
+    Gateway,
     Application,
 }
 
@@ -198,6 +317,7 @@ enum PrincipalKind {
 pub struct Registry {
     key: hmac::Key,
     devices: HashMap<Identity, DeviceEntry>,
+    gateways: HashMap<Identity, GatewayEntry>,
     credentials: HashMap<(PrincipalKind, Identity), Credential>,
     /// Secret (namespace, name) → whose credentials it holds.
     secret_owners: HashMap<(String, String), (PrincipalKind, Identity)>,
@@ -227,6 +347,7 @@ impl Registry {
         Registry {
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             devices: HashMap::new(),
+            gateways: HashMap::new(),
             credentials: HashMap::new(),
             secret_owners: HashMap::new(),
             models: BTreeMap::new(),
@@ -282,6 +403,79 @@ impl Registry {
         self.devices.len()
     }
 
+    // --- gateways ------------------------------------------------------------------------
+
+    /// Record a Gateway; returns the entry it replaces.
+    pub fn apply_gateway(&mut self, gateway: &Gateway) -> Option<GatewayEntry> {
+        let id = Identity::new(gateway.namespace().unwrap_or_default(), gateway.name_any());
+        self.gateways
+            .insert(id, GatewayEntry::from_gateway(gateway))
+    }
+
+    /// Forget a Gateway; returns its entry.
+    pub fn delete_gateway(&mut self, id: &Identity) -> Option<GatewayEntry> {
+        self.gateways.remove(id)
+    }
+
+    /// Keep only the gateways in `keep` (after a re-list); returns the forgotten ones.
+    pub fn retain_gateways(&mut self, keep: &HashSet<Identity>) -> Vec<Identity> {
+        let gone: Vec<Identity> = self
+            .gateways
+            .keys()
+            .filter(|id| !keep.contains(id))
+            .cloned()
+            .collect();
+        for id in &gone {
+            self.gateways.remove(id);
+        }
+        gone
+    }
+
+    /// A gateway's entry.
+    pub fn gateway(&self, id: &Identity) -> Option<&GatewayEntry> {
+        self.gateways.get(id)
+    }
+
+    /// Whether gateway `gateway` may log `device` in now (`active` sub-devices are logged in
+    /// through it already, not counting `device`).
+    pub fn may_log_in(
+        &self,
+        gateway: &Identity,
+        device: &Identity,
+        active: usize,
+    ) -> Result<(), LoginRefusal> {
+        let entry = self.devices.get(device).ok_or(LoginRefusal::NotFound)?;
+        let gw = self.gateways.get(gateway).ok_or(LoginRefusal::NotAllowed)?;
+        if !acts_for(gw.acting(gateway), entry.as_sub_device(device)) {
+            return Err(LoginRefusal::NotAllowed);
+        }
+        if entry.decommissioned() {
+            return Err(LoginRefusal::Decommissioned);
+        }
+        if entry.lifecycle == Lifecycle::Planned || entry.phase == Some(Phase::Planned) {
+            return Err(LoginRefusal::NotAllowed);
+        }
+        if gw.max_active.is_some_and(|max| active >= max) {
+            return Err(LoginRefusal::LimitReached);
+        }
+        Ok(())
+    }
+
+    /// The devices a gateway may act for, by name.
+    pub fn sub_devices_of(&self, gateway: &Identity) -> Vec<Identity> {
+        let Some(gw) = self.gateways.get(gateway) else {
+            return Vec::new();
+        };
+        let mut subs: Vec<Identity> = self
+            .devices
+            .iter()
+            .filter(|(id, d)| acts_for(gw.acting(gateway), d.as_sub_device(id)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        subs.sort();
+        subs
+    }
+
     // --- models --------------------------------------------------------------------------
 
     /// Record a DeviceModel (every resolution is redone lazily).
@@ -311,23 +505,35 @@ impl Registry {
 
     /// The resolved model of a device if it is resolved already (a read-only lookup).
     pub fn cached_model(&self, id: &Identity) -> Option<Result<Arc<ResolvedModel>, String>> {
-        let key = &self.devices.get(id)?.model;
-        self.resolved.get(key).cloned()
+        self.resolved.get(self.model_key(id)?).cloned()
+    }
+
+    /// The model of a device, or of a gateway (which publishes data of its own).
+    fn model_key(&self, id: &Identity) -> Option<&ModelKey> {
+        match self.devices.get(id) {
+            Some(d) => Some(&d.model),
+            None => self.gateways.get(id).map(|g| &g.model),
+        }
     }
 
     /// The resolved model of a device, or why there is none.
     pub fn model_of(&mut self, id: &Identity) -> Result<Arc<ResolvedModel>, String> {
-        let key = match self.devices.get(id) {
-            Some(d) => d.model.clone(),
+        let key = match self.model_key(id) {
+            Some(key) => key.clone(),
             None => return Err(format!("device {id} is not known")),
         };
-        if let Some(hit) = self.resolved.get(&key) {
+        self.resolve(&key)
+    }
+
+    /// A model resolved, or why it does not resolve.
+    pub fn resolve(&mut self, key: &ModelKey) -> Result<Arc<ResolvedModel>, String> {
+        if let Some(hit) = self.resolved.get(key) {
             return hit.clone();
         }
-        let result = resolve(&Models(&self.models), &key)
+        let result = resolve(&Models(&self.models), key)
             .map(Arc::new)
             .map_err(|e| format!("model {key} does not resolve: {e}"));
-        self.resolved.insert(key, result.clone());
+        self.resolved.insert(key.clone(), result.clone());
         result
     }
 
@@ -338,6 +544,9 @@ impl Registry {
         let labels = secret.labels();
         if let Some(device) = labels.get(labels::DEVICE) {
             return Some((PrincipalKind::Device, Identity::new(namespace, device)));
+        }
+        if let Some(gateway) = labels.get(labels::GATEWAY) {
+            return Some((PrincipalKind::Gateway, Identity::new(namespace, gateway)));
         }
         let app = labels.get(labels::APPLICATION)?;
         Some((PrincipalKind::Application, Identity::new(namespace, app)))
@@ -425,6 +634,50 @@ impl Registry {
         }
         let tag = self.check_password(PrincipalKind::Device, &id, password, now)?;
         Ok((id, tag))
+    }
+
+    /// Authenticate a gateway over `protocol`: `{ns}/{name}` of a Gateway and its password.
+    pub fn authenticate_gateway(
+        &self,
+        username: &str,
+        password: &[u8],
+        protocol: Protocol,
+        now: jiff::Timestamp,
+    ) -> Result<(Identity, PasswordTag), Refusal> {
+        let id = Identity::from_username(username).ok_or(Refusal::BadCredentials)?;
+        let gateway = self.gateways.get(&id).ok_or(Refusal::BadCredentials)?;
+        if let Some(why) = refusal(
+            gateway.lifecycle,
+            gateway.phase,
+            &gateway.protocols,
+            protocol,
+        ) {
+            return Err(Refusal::NotAuthorized(why.to_string()));
+        }
+        let tag = self.check_password(PrincipalKind::Gateway, &id, password, now)?;
+        Ok((id, tag))
+    }
+
+    /// Why a live gateway session must end now, if it must.
+    pub fn gateway_session_problem(
+        &self,
+        id: &Identity,
+        tag: &PasswordTag,
+        protocol: Protocol,
+        now: jiff::Timestamp,
+    ) -> Option<Ended> {
+        let Some(gateway) = self.gateways.get(id) else {
+            return Some(Ended::Deleted);
+        };
+        if let Some(why) = refusal(
+            gateway.lifecycle,
+            gateway.phase,
+            &gateway.protocols,
+            protocol,
+        ) {
+            return Some(why);
+        }
+        self.credential_problem(PrincipalKind::Gateway, id, tag, now)
     }
 
     /// Authenticate an application: `{ns}/{name}` of an Application and its password.

@@ -168,6 +168,70 @@ impl Sessions {
     }
 }
 
+/// A sub-device logged in through a gateway's session: its downlink goes to that session.
+#[derive(Clone)]
+pub struct SubLogin {
+    /// The gateway.
+    pub gateway: Identity,
+    /// The gateway session's connection number.
+    pub conn: u64,
+    /// The gateway session's downlink queue.
+    pub tx: mpsc::Sender<Box<Deliver>>,
+}
+
+/// Sub-devices logged in through gateways, by device. A device is logged in through one
+/// gateway session at a time; the latest login wins.
+#[derive(Default)]
+pub struct SubLogins(Mutex<HashMap<Identity, SubLogin>>);
+
+impl SubLogins {
+    /// Log `device` in through a gateway session; returns the login it replaces, if that was
+    /// another session's.
+    pub fn login(&self, device: &Identity, login: SubLogin) -> Option<SubLogin> {
+        let conn = login.conn;
+        self.0
+            .lock()
+            .insert(device.clone(), login)
+            .filter(|old| old.conn != conn)
+    }
+
+    /// Log `device` out, if it is logged in through session `conn`.
+    pub fn logout(&self, device: &Identity, conn: u64) -> bool {
+        let mut logins = self.0.lock();
+        if logins.get(device).is_some_and(|l| l.conn == conn) {
+            logins.remove(device);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Log `device` out of whichever gateway session holds it.
+    pub fn take(&self, device: &Identity) -> Option<SubLogin> {
+        self.0.lock().remove(device)
+    }
+
+    /// The login of `device`, if it is logged in.
+    pub fn get(&self, device: &Identity) -> Option<SubLogin> {
+        self.0.lock().get(device).cloned()
+    }
+
+    /// Whether `device` is logged in through session `conn`.
+    pub fn is_via(&self, device: &Identity, conn: u64) -> bool {
+        self.0.lock().get(device).is_some_and(|l| l.conn == conn)
+    }
+
+    /// The devices logged in through a gateway (any of its sessions).
+    pub fn of_gateway(&self, gateway: &Identity) -> Vec<Identity> {
+        self.0
+            .lock()
+            .iter()
+            .filter(|(_, l)| l.gateway == *gateway)
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +295,35 @@ mod tests {
         assert!(sessions.resume(&id).is_none(), "taken");
         sessions.store(&id, resumed, Duration::ZERO, 2);
         assert!(sessions.resume(&id).is_none(), "expired");
+    }
+
+    #[test]
+    fn a_sub_device_is_logged_in_through_one_gateway_session_at_a_time() {
+        let logins = SubLogins::default();
+        let meter = Identity::new("ns", "meter");
+        let (tx, _rx) = mpsc::channel(1);
+        let via = |gateway: &str, conn| SubLogin {
+            gateway: Identity::new("ns", gateway),
+            conn,
+            tx: tx.clone(),
+        };
+        assert!(logins.login(&meter, via("gw1", 1)).is_none());
+        assert!(
+            logins.login(&meter, via("gw1", 1)).is_none(),
+            "logging in again through the same session replaces nothing"
+        );
+        let replaced = logins.login(&meter, via("gw2", 2)).expect("taken over");
+        assert_eq!(replaced.gateway.name, "gw1");
+        assert!(!logins.is_via(&meter, 1));
+        assert!(
+            !logins.logout(&meter, 1),
+            "the old session no longer holds it"
+        );
+        assert_eq!(
+            logins.of_gateway(&Identity::new("ns", "gw2")),
+            vec![meter.clone()]
+        );
+        assert!(logins.logout(&meter, 2));
+        assert!(logins.get(&meter).is_none());
     }
 }

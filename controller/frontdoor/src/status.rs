@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use devplane_api::constants::conditions::{CONNECTED, TWIN_SYNCED};
 use devplane_api::constants::field_managers;
 use devplane_api::v1alpha1::{
-    CommandPhase, ConnectionState, ConnectionStatus, Device, DeviceCommand, Protocol,
+    CommandPhase, ConnectionState, ConnectionStatus, Device, DeviceCommand, Gateway, Protocol,
 };
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -63,6 +63,35 @@ pub enum StatusUpdate {
         /// The device.
         id: Identity,
     },
+    /// A gateway logged a sub-device in.
+    ConnectedVia {
+        /// The sub-device.
+        id: Identity,
+        /// The gateway.
+        gateway: Identity,
+        /// The gateway's peer address.
+        address: String,
+    },
+    /// A gateway's own session, or how many sub-devices it has logged in.
+    Gateway {
+        /// The gateway.
+        id: Identity,
+        /// What changed.
+        change: GatewayChange,
+    },
+}
+
+/// A change to a Gateway's status.
+#[derive(Debug)]
+pub enum GatewayChange {
+    /// Its session started, from this address.
+    Connected(String),
+    /// Its session ended.
+    Disconnected,
+    /// It was heard from.
+    Seen,
+    /// Sub-devices logged in through it now.
+    Active(usize),
 }
 
 /// Something to record in a DeviceCommand's status.
@@ -86,9 +115,17 @@ pub enum CommandUpdate {
     },
 }
 
+/// A session that started: from where, over what, through which gateway.
+#[derive(Debug)]
+struct Session {
+    address: String,
+    protocol: Protocol,
+    gateway: Option<String>,
+}
+
 #[derive(Default)]
 struct Pending {
-    online: Option<(bool, Option<(String, Protocol)>)>,
+    online: Option<(bool, Option<Session>)>,
     seen: bool,
     reported: BTreeMap<String, Value>,
     recheck: bool,
@@ -130,17 +167,16 @@ pub async fn run_device_writer(
     mut rx: mpsc::UnboundedReceiver<StatusUpdate>,
     shutdown: CancellationToken,
 ) {
-    let mut pending: HashMap<Identity, Pending> = HashMap::new();
-    let mut written: HashMap<Identity, Written> = HashMap::new();
+    let mut book = Book::default();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = tokio::select! {
             update = rx.recv() => match update {
                 Some(update) => {
-                    record(&mut pending, update);
+                    book.record(update);
                     while let Ok(more) = rx.try_recv() {
-                        record(&mut pending, more);
+                        book.record(more);
                     }
                     continue;
                 }
@@ -151,12 +187,60 @@ pub async fn run_device_writer(
         };
         if stopping {
             while let Ok(more) = rx.try_recv() {
-                record(&mut pending, more);
+                book.record(more);
             }
         }
-        flush(&shared, &mut pending, &mut written, stopping).await;
+        flush(&shared, &mut book.pending, &mut book.written, stopping).await;
+        flush_gateways(&shared, &mut book, stopping).await;
         if stopping {
             return;
+        }
+    }
+}
+
+/// What the writer has to write and what it wrote.
+#[derive(Default)]
+struct Book {
+    pending: HashMap<Identity, Pending>,
+    written: HashMap<Identity, Written>,
+    gateways: HashMap<Identity, GatewayPending>,
+    gateways_written: HashMap<Identity, GatewayWritten>,
+}
+
+/// A gateway's status change waiting to be written.
+#[derive(Default)]
+struct GatewayPending {
+    /// Some(Some(address)): connected; Some(None): disconnected.
+    online: Option<Option<String>>,
+    seen: bool,
+    active: Option<usize>,
+}
+
+/// What this writer last wrote for a gateway.
+struct GatewayWritten {
+    connection: ConnectionStatus,
+    active: usize,
+    at: Instant,
+}
+
+impl Book {
+    fn record(&mut self, update: StatusUpdate) {
+        let StatusUpdate::Gateway { id, change } = update else {
+            record(&mut self.pending, update);
+            return;
+        };
+        let p = self.gateways.entry(id).or_default();
+        match change {
+            GatewayChange::Connected(address) => {
+                p.online = Some(Some(address));
+                p.seen = true;
+            }
+            GatewayChange::Disconnected => {
+                p.online = Some(None);
+                p.seen = true;
+            }
+            GatewayChange::Seen => p.seen = true,
+            GatewayChange::Active(n) => p.active = Some(n),
         }
     }
 }
@@ -169,9 +253,29 @@ fn record(pending: &mut HashMap<Identity, Pending>, update: StatusUpdate) {
             protocol,
         } => {
             let p = pending.entry(id).or_default();
-            p.online = Some((true, Some((address, protocol))));
+            let session = Session {
+                address,
+                protocol,
+                gateway: None,
+            };
+            p.online = Some((true, Some(session)));
             p.seen = true;
         }
+        StatusUpdate::ConnectedVia {
+            id,
+            gateway,
+            address,
+        } => {
+            let p = pending.entry(id).or_default();
+            let session = Session {
+                address,
+                protocol: Protocol::Mqtt,
+                gateway: Some(gateway.to_string()),
+            };
+            p.online = Some((true, Some(session)));
+            p.seen = true;
+        }
+        StatusUpdate::Gateway { .. } => {}
         StatusUpdate::Disconnected { id } => {
             let p = pending.entry(id).or_default();
             p.online = Some((false, None));
@@ -237,6 +341,129 @@ async fn flush(
     }
 }
 
+/// Write the gateways' pending status: connection, `activeSubDevices` and `Connected`.
+async fn flush_gateways(shared: &Arc<Shared>, book: &mut Book, everything: bool) {
+    let interval = shared.settings.status_interval;
+    let due: Vec<Identity> = book
+        .gateways
+        .iter()
+        .filter(|(id, p)| {
+            everything
+                || p.online.is_some()
+                || p.active.is_some()
+                || (p.seen
+                    && book
+                        .gateways_written
+                        .get(*id)
+                        .is_none_or(|w| w.at.elapsed() >= interval))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in due {
+        let Some(p) = book.gateways.remove(&id) else {
+            continue;
+        };
+        let Some(patch) = build_gateway(shared, &id, p, &mut book.gateways_written) else {
+            continue;
+        };
+        let api: Api<Gateway> = Api::namespaced(shared.client.clone(), &id.namespace);
+        let result = api
+            .patch_status(
+                &id.name,
+                &PatchParams::apply(field_managers::FRONTDOOR).force(),
+                &Patch::Apply(&patch),
+            )
+            .await;
+        let ok = match result {
+            Ok(_) => true,
+            Err(kube::Error::Api(s)) if s.code == 404 => true,
+            Err(e) => {
+                tracing::warn!(gateway = %id, error = %devplane_core::report::chain(&e), "cannot write gateway status");
+                false
+            }
+        };
+        shared
+            .metrics
+            .status_writes
+            .inc(if ok { "ok" } else { "error" });
+    }
+}
+
+/// The status patch for one gateway, or None when it is not known.
+fn build_gateway(
+    shared: &Shared,
+    id: &Identity,
+    p: GatewayPending,
+    written: &mut HashMap<Identity, GatewayWritten>,
+) -> Option<Value> {
+    let registry = shared.registry.read();
+    let entry = registry.gateway(id)?;
+    let previous = written.get(id);
+    let mut connection = previous
+        .map(|w| w.connection.clone())
+        .or_else(|| entry.connection.clone())
+        .unwrap_or_default();
+    let active = p.active.or(previous.map(|w| w.active)).unwrap_or_default();
+    let now = now_time();
+    let replica = shared.settings.replica.clone();
+    match p.online {
+        Some(Some(address)) => {
+            connection.state = ConnectionState::Online;
+            connection.protocol = Some(Protocol::Mqtt);
+            connection.address = Some(address);
+            connection.front_door = Some(replica.clone());
+            connection.connected_at = Some(now.clone());
+            if connection.first_connected.is_none() {
+                connection.first_connected = Some(now.clone());
+            }
+        }
+        Some(None) => connection.state = ConnectionState::Offline,
+        None => {}
+    }
+    if p.seen {
+        connection.last_seen = Some(now.clone());
+    }
+    let mut conditions: Vec<Condition> = entry
+        .connected
+        .as_ref()
+        .map(|s| s.condition(CONNECTED))
+        .into_iter()
+        .collect();
+    let online = connection.state == ConnectionState::Online;
+    devplane_api::conditions::set(
+        &mut conditions,
+        CONNECTED,
+        online,
+        if online { "Online" } else { "Offline" },
+        if online {
+            format!("connected with {active} sub-devices logged in, to {replica}")
+        } else {
+            "no live session".to_string()
+        },
+        Some(entry.generation),
+        &now,
+    );
+    drop(registry);
+    let patch = json!({
+        "apiVersion": Gateway::api_version(&()),
+        "kind": Gateway::kind(&()),
+        "status": {
+            "connection": connection,
+            "activeSubDevices": active,
+            "conditions": conditions,
+        },
+    });
+    written.insert(
+        id.clone(),
+        GatewayWritten {
+            connection,
+            active,
+            at: Instant::now(),
+        },
+    );
+    Some(patch)
+}
+
 /// Apply a device status patch; false when it failed (logged).
 async fn write_device_status(shared: &Shared, id: &Identity, patch: &Value) -> bool {
     let api: Api<Device> = Api::namespaced(shared.client.clone(), &id.namespace);
@@ -286,10 +513,11 @@ fn build(
         .unwrap_or_else(|| entry.reported.clone());
     let now = now_time();
     match p.online {
-        Some((true, Some((address, protocol)))) => {
+        Some((true, Some(session))) => {
             connection.state = ConnectionState::Online;
-            connection.protocol = Some(protocol);
-            connection.address = Some(address);
+            connection.protocol = Some(session.protocol);
+            connection.address = Some(session.address);
+            connection.gateway = session.gateway;
             connection.front_door = Some(replica.clone());
             connection.connected_at = Some(now.clone());
             if connection.first_connected.is_none() {

@@ -230,6 +230,123 @@ pub fn authorize_device_filter(device: &Identity, filter: &str) -> Result<(), De
     own_rest(filter, &[DEVICE_ROOT, &device.namespace, &device.name]).map(|_| ())
 }
 
+/// A gateway's request about its sub-devices, published to `d/{ns}/{gw}/subdevices/{request}`
+/// and answered on the same topic + `/response`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayRequest {
+    /// Log sub-devices in.
+    Login,
+    /// Log sub-devices out.
+    Logout,
+    /// The sub-devices the gateway may act for, and which are logged in.
+    Get,
+    /// Create Devices for sub-devices the gateway discovered.
+    Register,
+}
+
+impl GatewayRequest {
+    /// The topic level naming the request.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayRequest::Login => "login",
+            GatewayRequest::Logout => "logout",
+            GatewayRequest::Get => "get",
+            GatewayRequest::Register => "register",
+        }
+    }
+}
+
+/// What a gateway's publish is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatewayPublish<'t> {
+    /// The gateway's own data.
+    Own(Uplink<'t>),
+    /// Data of a sub-device, under its own topics (allowed only while it is logged in).
+    Sub(Identity, Uplink<'t>),
+    /// A request about sub-devices.
+    Request(GatewayRequest),
+}
+
+/// The device whose tree `topic` (or a filter) names: `d/{ns}/{name}/…` with literal levels.
+fn tree_owner(topic: &str) -> Option<Identity> {
+    let mut levels = topic.splitn(4, '/');
+    let (root, namespace, name) = (levels.next()?, levels.next()?, levels.next()?);
+    levels.next()?;
+    let literal = |s: &str| !s.is_empty() && !s.contains(['+', '#']);
+    (root == DEVICE_ROOT && literal(namespace) && literal(name))
+        .then(|| Identity::new(namespace, name))
+}
+
+/// The device a downlink topic goes to.
+pub fn downlink_owner(topic: &str) -> Option<Identity> {
+    tree_owner(topic)
+}
+
+/// Classify a gateway's publish: its own uplink, a request about sub-devices, or uplink under
+/// another device's tree (which the session allows only for a sub-device logged in through
+/// it).
+pub fn classify_gateway_publish<'t>(
+    gateway: &Identity,
+    topic: &'t str,
+) -> Result<GatewayPublish<'t>, Denial> {
+    let own = gateway.device_prefix();
+    if let Some(rest) = topic.strip_prefix(&own)
+        && let Some(request) = rest.strip_prefix("subdevices/")
+    {
+        return match request {
+            "login" => Ok(GatewayPublish::Request(GatewayRequest::Login)),
+            "logout" => Ok(GatewayPublish::Request(GatewayRequest::Logout)),
+            "get" => Ok(GatewayPublish::Request(GatewayRequest::Get)),
+            "register" => Ok(GatewayPublish::Request(GatewayRequest::Register)),
+            _ => Err(Denial::UnknownTopic),
+        };
+    }
+    match classify_publish(gateway, topic) {
+        Ok(uplink) => Ok(GatewayPublish::Own(uplink)),
+        Err(Denial::ForeignTopic) => {
+            let sub = tree_owner(topic).ok_or(Denial::ForeignTopic)?;
+            let uplink = classify_publish(&sub, topic)?;
+            Ok(GatewayPublish::Sub(sub, uplink))
+        }
+        Err(denial) => Err(denial),
+    }
+}
+
+/// Whether a gateway may subscribe to `filter`: inside its own tree, inside the tree of a
+/// sub-device logged in through it, or `d/{ns}/+/…` (which only ever matches what is routed to
+/// the gateway: its own downlink and that of its logged-in sub-devices).
+pub fn authorize_gateway_filter(
+    gateway: &Identity,
+    filter: &str,
+    logged_in: impl Fn(&Identity) -> bool,
+) -> Result<(), Denial> {
+    let levels: Vec<&str> = filter.splitn(4, '/').collect();
+    if let [DEVICE_ROOT, namespace, "+", rest] = levels.as_slice()
+        && !namespace.contains(['+', '#'])
+        && !rest.is_empty()
+        && valid_filter(filter)
+    {
+        return Ok(());
+    }
+    match authorize_device_filter(gateway, filter) {
+        Err(Denial::ForeignTopic) => {}
+        other => return other,
+    }
+    match levels.as_slice() {
+        [DEVICE_ROOT, namespace, name, _] if namespace.contains(['+', '#']) || *name == "#" => {
+            Err(Denial::Wildcard)
+        }
+        [DEVICE_ROOT, _, "#" | "+"] | [DEVICE_ROOT, "#" | "+", ..] => Err(Denial::Wildcard),
+        _ => {
+            let sub = tree_owner(filter).ok_or(Denial::ForeignTopic)?;
+            if !logged_in(&sub) {
+                return Err(Denial::ForeignTopic);
+            }
+            authorize_device_filter(&sub, filter)
+        }
+    }
+}
+
 /// Whether an application of `namespace` may subscribe to `filter`: only under
 /// `north/{namespace}/`.
 pub fn authorize_application_filter(namespace: &str, filter: &str) -> Result<(), Denial> {
@@ -401,5 +518,87 @@ mod tests {
             d.north(&North::Event("e")),
             "north/smart-home/thermo/events/e"
         );
+    }
+
+    #[test]
+    fn a_gateway_publishes_its_own_data_requests_and_sub_device_data() {
+        let gw = Identity::new("plant", "gw1");
+        let cases = [
+            (
+                "d/plant/gw1/telemetry",
+                Ok(GatewayPublish::Own(Uplink::Telemetry)),
+            ),
+            (
+                "d/plant/gw1/subdevices/login",
+                Ok(GatewayPublish::Request(GatewayRequest::Login)),
+            ),
+            (
+                "d/plant/gw1/subdevices/register",
+                Ok(GatewayPublish::Request(GatewayRequest::Register)),
+            ),
+            ("d/plant/gw1/subdevices/reboot", Err(Denial::UnknownTopic)),
+            (
+                "d/plant/meter-1/telemetry",
+                Ok(GatewayPublish::Sub(
+                    Identity::new("plant", "meter-1"),
+                    Uplink::Telemetry,
+                )),
+            ),
+            (
+                "d/other/meter-1/commands/c1/response",
+                Ok(GatewayPublish::Sub(
+                    Identity::new("other", "meter-1"),
+                    Uplink::CommandResponse("c1"),
+                )),
+            ),
+            (
+                "d/plant/meter-1/attributes/desired",
+                Err(Denial::UnknownTopic),
+            ),
+            ("d/plant/+/telemetry", Err(Denial::Wildcard)),
+            ("north/plant/meter-1/telemetry", Err(Denial::ForeignTopic)),
+            ("$SYS/x", Err(Denial::SystemTopic)),
+        ];
+        for (topic, want) in cases {
+            assert_eq!(classify_gateway_publish(&gw, topic), want, "{topic}");
+        }
+    }
+
+    #[test]
+    fn a_gateway_subscribes_to_its_own_tree_and_its_logged_in_sub_devices_only() {
+        let gw = Identity::new("plant", "gw1");
+        let logged_in = |id: &Identity| id.name == "meter-1";
+        let cases = [
+            ("d/plant/gw1/#", Ok(())),
+            ("d/plant/gw1/subdevices/+/response", Ok(())),
+            ("d/plant/meter-1/commands/+", Ok(())),
+            ("d/plant/+/commands/+", Ok(())),
+            ("d/plant/+/#", Ok(())),
+            ("d/plant/meter-2/commands/+", Err(Denial::ForeignTopic)),
+            ("d/plant/meter-2/#", Err(Denial::ForeignTopic)),
+            ("d/+/meter-1/commands/+", Err(Denial::Wildcard)),
+            ("d/plant/#", Err(Denial::Wildcard)),
+            ("d/plant/+", Err(Denial::Wildcard)),
+            ("#", Err(Denial::Wildcard)),
+            ("north/plant/#", Err(Denial::ForeignTopic)),
+            ("d/plant/meter-1/a#", Err(Denial::InvalidTopic)),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(
+                authorize_gateway_filter(&gw, filter, logged_in),
+                want,
+                "{filter}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_owner_of_a_downlink_topic_is_its_tree() {
+        assert_eq!(
+            downlink_owner("d/plant/meter-1/commands/c1"),
+            Some(Identity::new("plant", "meter-1"))
+        );
+        assert_eq!(downlink_owner("d/plant/meter-1"), None);
+        assert_eq!(downlink_owner("north/plant/meter-1/x"), None);
     }
 }

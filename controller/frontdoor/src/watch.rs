@@ -1,5 +1,5 @@
-//! The front door's view of the API: one watch per kind (Devices, DeviceModels, devplane's own
-//! Secrets by label, DeviceCommands) feeding the registry index and the command index, and
+//! The front door's view of the API: one watch per kind (Devices, DeviceModels, Gateways,
+//! devplane's own Secrets by label, DeviceCommands) feeding the registry index and the command index, and
 //! acting on what a change means for live sessions — a decommissioned, deleted or revoked
 //! device is closed at once, a new desired value or a new command goes down to its session.
 
@@ -8,21 +8,25 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use devplane_api::constants::labels;
-use devplane_api::v1alpha1::{ConnectionState, Device, DeviceCommand, DeviceModel, Protocol};
+use devplane_api::v1alpha1::{
+    ConnectionState, Device, DeviceCommand, DeviceModel, Gateway, Protocol,
+};
 use devplane_core::model::ModelKey;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
+use crate::gateway;
 use crate::ingest;
 use crate::mqtt::codec::CloseCode;
-use crate::sessions::Deliver;
-use crate::status::StatusUpdate;
+use crate::registry::LoginRefusal;
+use crate::sessions::{Deliver, SubLogin};
+use crate::status::{GatewayChange, StatusUpdate};
 use crate::topic::{Downlink, Identity};
 
 /// A change the watch reports.
@@ -145,6 +149,31 @@ pub async fn start(shared: Arc<Shared>, shutdown: CancellationToken) {
         },
     ));
 
+    let (tx, rx) = oneshot::channel();
+    waits.push(rx);
+    let s = shared.clone();
+    let mut seen = HashSet::new();
+    tokio::spawn(watch(
+        Api::<Gateway>::all(client.clone()),
+        watcher::Config::default(),
+        shutdown.clone(),
+        tx,
+        move |change| match change {
+            Change::ListStart => seen.clear(),
+            Change::Apply(g) => {
+                seen.insert(identity_of(g));
+                on_gateway(&s, g);
+            }
+            Change::Delete(g) => on_gateway_gone(&s, &identity_of(g)),
+            Change::ListDone => {
+                let gone = s.registry.write().retain_gateways(&seen);
+                for id in gone {
+                    on_gateway_gone(&s, &id);
+                }
+            }
+        },
+    ));
+
     // Only devplane's own Secrets, never all Secrets of the cluster.
     let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
     let (tx, rx) = oneshot::channel();
@@ -215,11 +244,9 @@ pub async fn start(shared: Arc<Shared>, shutdown: CancellationToken) {
 }
 
 /// Hand a message to a session's queue without blocking the watch.
-fn offer(handle: &crate::sessions::Handle, deliver: Deliver) {
-    if let Err(tokio::sync::mpsc::error::TrySendError::Full(deliver)) =
-        handle.tx.try_send(Box::new(deliver))
-    {
-        let tx = handle.tx.clone();
+fn offer(tx: &mpsc::Sender<Box<Deliver>>, deliver: Deliver) {
+    if let Err(mpsc::error::TrySendError::Full(deliver)) = tx.try_send(Box::new(deliver)) {
+        let tx = tx.clone();
         tokio::spawn(async move {
             let _ = tx.send(deliver).await;
         });
@@ -258,9 +285,9 @@ fn on_device(shared: &Shared, device: &Device) {
         return;
     }
     let desired_changed = old.as_ref().is_some_and(|o| o.desired != new.desired);
-    if desired_changed && let Some(handle) = shared.devices.get(&id) {
+    if desired_changed && let Some(tx) = shared.downlink_queue(&id) {
         offer(
-            &handle,
+            &tx,
             Deliver {
                 topic: id.downlink(&Downlink::Desired).into(),
                 payload: ingest::desired_payload(&new),
@@ -294,10 +321,28 @@ fn on_device_gone(shared: &Shared, id: &Identity) {
     check_sessions(shared, id);
 }
 
-/// Close the sessions of `id` that may no longer stay; returns whether a device session of it
-/// is (still) live.
+/// Close the sessions of `id` that may no longer stay; returns whether a device session of it,
+/// or its login through a gateway, is (still) live.
 fn check_sessions(shared: &Shared, id: &Identity) -> bool {
     let now = jiff::Timestamp::now();
+    if let Some(handle) = shared.gateways.get(id) {
+        let problem =
+            shared
+                .registry
+                .read()
+                .gateway_session_problem(id, &handle.tag, Protocol::Mqtt, now);
+        if let Some(why) = problem {
+            let code = if why.administrative() {
+                CloseCode::AdministrativeAction
+            } else {
+                CloseCode::NotAuthorized
+            };
+            handle.kill.kill(code, why.to_string());
+        }
+    }
+    if let Some(login) = shared.sub_logins.get(id) {
+        return check_sub_device(shared, id, &login);
+    }
     if let Some(handle) = shared.devices.get(id) {
         let problem =
             shared
@@ -328,6 +373,57 @@ fn check_sessions(shared: &Shared, id: &Identity) -> bool {
     false
 }
 
+/// Log a sub-device out of its gateway when it may no longer be logged in (deleted,
+/// decommissioned, no longer the gateway's); returns whether it stays logged in.
+fn check_sub_device(shared: &Shared, id: &Identity, login: &SubLogin) -> bool {
+    let verdict = shared.registry.read().may_log_in(&login.gateway, id, 0);
+    let reason = match verdict {
+        Ok(()) | Err(LoginRefusal::LimitReached) => return true,
+        Err(refusal) => refusal,
+    };
+    if !shared.sub_logins.logout(id, login.conn) {
+        return false;
+    }
+    tracing::info!(device = %id, gateway = %login.gateway, reason = reason.as_str(), "sub-device logged out");
+    gateway::notify_logged_out(
+        login,
+        id,
+        reason.as_str(),
+        format!("logged out: {}", reason.as_str()),
+    );
+    shared.status_update(StatusUpdate::Disconnected { id: id.clone() });
+    if shared
+        .ingest
+        .try_send(ingest::presence_record(id, false, ""))
+        .is_err()
+    {
+        tracing::debug!(device = %id, "ingest full: logout not announced northbound");
+    }
+    shared.status_update(StatusUpdate::Gateway {
+        id: login.gateway.clone(),
+        change: GatewayChange::Active(shared.sub_logins.of_gateway(&login.gateway).len()),
+    });
+    false
+}
+
+/// A Gateway changed: its own session may have to end, and its sub-devices may have changed.
+fn on_gateway(shared: &Shared, gateway: &Gateway) {
+    let id = identity_of(gateway);
+    shared.registry.write().apply_gateway(gateway);
+    check_sessions(shared, &id);
+    for device in shared.sub_logins.of_gateway(&id) {
+        check_sessions(shared, &device);
+    }
+}
+
+fn on_gateway_gone(shared: &Shared, id: &Identity) {
+    shared.registry.write().delete_gateway(id);
+    check_sessions(shared, id);
+    for device in shared.sub_logins.of_gateway(id) {
+        check_sessions(shared, &device);
+    }
+}
+
 fn on_command(shared: &Shared, command: &DeviceCommand) {
     let now = jiff::Timestamp::now();
     let (device, entry) = shared.commands.lock().apply(command);
@@ -335,9 +431,9 @@ fn on_command(shared: &Shared, command: &DeviceCommand) {
         return;
     }
     shared.command_arrived.notify_waiters();
-    if let Some(handle) = shared.devices.get(&device) {
+    if let Some(tx) = shared.downlink_queue(&device) {
         offer(
-            &handle,
+            &tx,
             Deliver {
                 topic: device.downlink(&Downlink::Command(&entry.name)).into(),
                 payload: Bytes::from(entry.payload(now).to_string()),

@@ -217,6 +217,10 @@ pub struct ConnectionStatus {
     /// When the current or last session started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The gateway (`namespace/name`) the current or last session goes through, for a
+    /// sub-device; unset for a direct connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 /// Schema of a value whose shape the model defines, not the CRD: any JSON value.

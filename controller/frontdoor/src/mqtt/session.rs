@@ -19,12 +19,13 @@ use super::codec::{
     Version,
 };
 use crate::Shared;
+use crate::gateway::{self, GatewaySession};
 use crate::ingest;
 use crate::north::Sink;
 use crate::registry::{PasswordTag, Refusal};
 use crate::sessions::{Deliver, Handle, Kill, Stored};
-use crate::status::StatusUpdate;
-use crate::topic::{self, Denial, Downlink, Identity};
+use crate::status::{GatewayChange, StatusUpdate};
+use crate::topic::{self, Denial, Downlink, GatewayPublish, Identity};
 use crate::uplink::Rejection;
 
 /// Which listener a connection came in on.
@@ -52,6 +53,7 @@ impl Listener {
 #[derive(Clone, Debug)]
 enum Role {
     Device(Identity),
+    Gateway(Identity),
     Application(Identity),
 }
 
@@ -85,6 +87,8 @@ struct Session<S> {
     waiting: VecDeque<Deliver>,
     sent_commands: HashSet<String>,
     last_seen_reported: Option<Instant>,
+    /// A gateway's sub-device logins (boxed: most sessions are devices).
+    gateway: Option<Box<GatewaySession>>,
 }
 
 /// Serve one connection until it ends.
@@ -172,12 +176,14 @@ where
             let resumed = shared.devices.resume(id);
             (resumed.is_some(), resumed)
         }
-        Role::Application(_) => (false, None),
+        Role::Gateway(_) | Role::Application(_) => (false, None),
     };
     // Applications are few and read much: a wider window and a longer queue.
     let (max_inflight, queue) = match role {
         Role::Device(_) => (shared.settings.max_inflight, shared.settings.session_queue),
-        Role::Application(_) => (shared.settings.app_inflight, shared.settings.app_queue),
+        Role::Gateway(_) | Role::Application(_) => {
+            (shared.settings.app_inflight, shared.settings.app_queue)
+        }
     };
     let window = usize::from(
         info.receive_maximum
@@ -212,6 +218,15 @@ where
             .unwrap_or_default(),
         sent_commands: HashSet::new(),
         last_seen_reported: None,
+        gateway: match &role {
+            Role::Gateway(id) => Some(Box::new(GatewaySession::new(
+                id.clone(),
+                conn,
+                tx.clone(),
+                peer.to_string(),
+            ))),
+            _ => None,
+        },
     };
     let handle = Handle {
         conn,
@@ -221,8 +236,24 @@ where
         started: jiff::Timestamp::now(),
         finished: finished.clone(),
     };
+    if let Role::Device(id) = &role
+        && let Some(login) = shared.sub_logins.take(id)
+    {
+        // One session per device: connecting directly ends its login through a gateway.
+        gateway::notify_logged_out(
+            &login,
+            id,
+            "ConnectedDirectly",
+            "the device connected to the front door itself".into(),
+        );
+        shared.status_update(StatusUpdate::Gateway {
+            id: login.gateway.clone(),
+            change: GatewayChange::Active(shared.sub_logins.of_gateway(&login.gateway).len()),
+        });
+    }
     match &role {
         Role::Device(id) => shared.devices.register(id, handle),
+        Role::Gateway(id) => shared.gateways.register(id, handle),
         Role::Application(id) => {
             shared.apps.register(id, handle);
             shared.north.attach(
@@ -255,6 +286,13 @@ where
         if session_present {
             Box::pin(session.offer_downlink()).await;
         }
+    }
+    if let Role::Gateway(id) = &role {
+        shared.status_update(StatusUpdate::Gateway {
+            id: id.clone(),
+            change: GatewayChange::Connected(peer.to_string()),
+        });
+        Box::pin(ingest::presence(&shared, id, true, &peer.to_string())).await;
     }
     let keep_alive =
         (info.keep_alive > 0).then(|| Duration::from_millis(u64::from(info.keep_alive) * 1500));
@@ -315,13 +353,25 @@ fn authenticate(
     };
     match listener {
         Listener::Device | Listener::DeviceTls => {
-            let (id, tag) = shared
-                .registry
-                .read()
-                .authenticate_device(username, password, Protocol::Mqtt, now)
-                .map_err(refused)?;
+            let (role, tag) = {
+                let registry = shared.registry.read();
+                // Devices and gateways share the `d/{ns}/{name}/` tree and so the user names.
+                match registry.authenticate_device(username, password, Protocol::Mqtt, now) {
+                    Ok((id, tag)) => (Role::Device(id), tag),
+                    Err(Refusal::BadCredentials) => {
+                        let (id, tag) = registry
+                            .authenticate_gateway(username, password, Protocol::Mqtt, now)
+                            .map_err(refused)?;
+                        (Role::Gateway(id), tag)
+                    }
+                    Err(other) => return Err(refused(other)),
+                }
+            };
+            let (Role::Device(id) | Role::Gateway(id)) = &role else {
+                unreachable!("a device listener authenticates devices and gateways");
+            };
             if let Some(will) = &info.will
-                && let Err(denial) = topic::classify_publish(&id, &will.topic)
+                && let Err(denial) = topic::classify_publish(id, &will.topic)
             {
                 shared.metrics.deny(denial);
                 return Err((
@@ -332,7 +382,7 @@ fn authenticate(
                     ),
                 ));
             }
-            Ok((Role::Device(id), tag))
+            Ok((role, tag))
         }
         Listener::Application => {
             let (id, tag) = shared
@@ -358,6 +408,7 @@ where
     fn who(&self) -> String {
         match &self.role {
             Role::Device(id) => format!("device {id}"),
+            Role::Gateway(id) => format!("gateway {id}"),
             Role::Application(id) => format!("application {id}"),
         }
     }
@@ -545,16 +596,27 @@ where
             });
             return Some(End::Abnormal);
         }
-        let device = match &self.role {
-            Role::Device(id) => id.clone(),
+        let (device, uplink) = match &self.role {
+            Role::Device(id) => match topic::classify_publish(id, &topic) {
+                Ok(uplink) => (id.clone(), uplink),
+                Err(denial) => return self.deny_publish(&topic, pkid, qos, denial),
+            },
+            Role::Gateway(id) => {
+                let id = id.clone();
+                match self.classify_for_gateway(&id, &topic) {
+                    Ok(Some(pair)) => pair,
+                    Ok(None) => {
+                        Box::pin(self.gateway_request(&id, &topic, pkid, qos, &payload)).await;
+                        return None;
+                    }
+                    Err(denial) => return self.deny_publish(&topic, pkid, qos, denial),
+                }
+            }
             Role::Application(_) => {
                 return self.deny_publish(&topic, pkid, qos, Denial::ReadOnly);
             }
         };
-        let accepted = match topic::classify_publish(&device, &topic) {
-            Err(denial) => return self.deny_publish(&topic, pkid, qos, denial),
-            Ok(uplink) => ingest::judge(&self.shared, &device, &uplink, &payload),
-        };
+        let accepted = ingest::judge(&self.shared, &device, &uplink, &payload);
         match accepted {
             Err(rejection) => {
                 self.shared.metrics.rejected.inc(rejection.reason);
@@ -591,8 +653,85 @@ where
         }
     }
 
+    /// What a gateway's publish is: data of itself or of a sub-device logged in through it
+    /// (`Some`), a request about sub-devices (`None`), or denied.
+    fn classify_for_gateway<'t>(
+        &self,
+        gateway: &Identity,
+        topic: &'t str,
+    ) -> Result<Option<(Identity, topic::Uplink<'t>)>, Denial> {
+        match topic::classify_gateway_publish(gateway, topic)? {
+            GatewayPublish::Own(uplink) => Ok(Some((gateway.clone(), uplink))),
+            GatewayPublish::Sub(device, uplink) => {
+                let acting = self
+                    .gateway
+                    .as_ref()
+                    .is_some_and(|g| g.acts_for(&self.shared, &device));
+                if acting {
+                    Ok(Some((device, uplink)))
+                } else {
+                    // Not logged in through this session: exactly like another device's topic.
+                    Err(Denial::ForeignTopic)
+                }
+            }
+            GatewayPublish::Request(_) => Ok(None),
+        }
+    }
+
+    /// A gateway's request about its sub-devices: answer it, then offer the downlink of
+    /// sub-devices that just logged in.
+    async fn gateway_request(
+        &mut self,
+        gateway: &Identity,
+        topic: &str,
+        pkid: u16,
+        qos: u8,
+        payload: &[u8],
+    ) {
+        let Ok(GatewayPublish::Request(request)) = topic::classify_gateway_publish(gateway, topic)
+        else {
+            return;
+        };
+        let Some(mut state) = self.gateway.take() else {
+            return;
+        };
+        let answer = state.request(&self.shared, request, payload).await;
+        let response_topic = state.response_topic(request);
+        self.gateway = Some(state);
+        if qos == 1 {
+            self.send(Outgoing::PubAck {
+                pkid,
+                code: AckCode::Success,
+                reason: None,
+            });
+        }
+        self.deliver(Deliver {
+            topic: response_topic.into(),
+            payload: Bytes::from(answer.response.to_string()),
+            qos: 1,
+            command: None,
+        });
+        for deliver in answer.downlink {
+            self.deliver(deliver);
+        }
+        self.seen(gateway);
+    }
+
     /// Note that the device was heard from, at most twice per status interval.
     fn seen(&mut self, device: &Identity) {
+        if let Role::Gateway(gateway) = &self.role {
+            // Each sub-device has its own "last seen"; the writer rate-limits them.
+            let update = if device == gateway {
+                StatusUpdate::Gateway {
+                    id: device.clone(),
+                    change: GatewayChange::Seen,
+                }
+            } else {
+                StatusUpdate::Seen { id: device.clone() }
+            };
+            self.shared.status_update(update);
+            return;
+        }
         let interval = self.shared.settings.status_interval / 2;
         if self
             .last_seen_reported
@@ -607,7 +746,14 @@ where
     fn deny_publish(&mut self, topic: &str, pkid: u16, qos: u8, denial: Denial) -> Option<End> {
         self.shared.metrics.deny(denial);
         tracing::info!(peer = %self.peer, who = %self.who(), topic, %denial, "publish denied");
-        if let Role::Device(id) = &self.role {
+        if let Role::Gateway(id) = &self.role {
+            self.shared.warn_gateway(
+                id,
+                "PublishDenied",
+                format!("publish to {topic:?} denied: {denial}"),
+            );
+        }
+        if let Role::Device(id) | Role::Gateway(id) = &self.role {
             let id = id.clone();
             self.shared.warn(
                 &id,
@@ -669,6 +815,12 @@ where
             }
             let verdict = match &self.role {
                 Role::Device(id) => topic::authorize_device_filter(id, &filter),
+                Role::Gateway(id) => {
+                    let state = self.gateway.as_deref();
+                    topic::authorize_gateway_filter(id, &filter, |sub| {
+                        state.is_some_and(|g| g.acts_for(&self.shared, sub))
+                    })
+                }
                 Role::Application(id) => {
                     topic::authorize_application_filter(&id.namespace, &filter)
                 }
@@ -683,13 +835,13 @@ where
                 Err(denial) => {
                     self.shared.metrics.deny(denial);
                     tracing::info!(peer = %self.peer, who = %self.who(), filter, %denial, "subscription denied");
-                    if let Role::Device(id) = &self.role {
-                        let id = id.clone();
-                        self.shared.warn(
-                            &id,
-                            "SubscribeDenied",
-                            format!("subscription to {filter:?} denied: {denial}"),
-                        );
+                    let message = format!("subscription to {filter:?} denied: {denial}");
+                    match &self.role {
+                        Role::Device(id) => self.shared.warn(id, "SubscribeDenied", message),
+                        Role::Gateway(id) => {
+                            self.shared.warn_gateway(id, "SubscribeDenied", message)
+                        }
+                        Role::Application(_) => {}
                     }
                     codes.push(if denial == Denial::InvalidTopic {
                         SubCode::InvalidFilter
@@ -709,7 +861,7 @@ where
             }
         }
         self.send(Outgoing::SubAck { pkid, codes });
-        if !granted.is_empty() && matches!(self.role, Role::Device(_)) {
+        if !granted.is_empty() && matches!(self.role, Role::Device(_) | Role::Gateway(_)) {
             self.offer_downlink().await;
         }
     }
@@ -717,6 +869,16 @@ where
     /// After a (re)subscription: the desired attributes, and every command waiting for the
     /// device (each goes only where a subscription matches).
     async fn offer_downlink(&mut self) {
+        if let Some(state) = self.gateway.as_mut() {
+            let mut downlink = Vec::new();
+            for device in state.active(&self.shared) {
+                downlink.extend(gateway::sub_device_downlink(&self.shared, &device));
+            }
+            for deliver in downlink {
+                self.deliver(deliver);
+            }
+            return;
+        }
         let Role::Device(id) = &self.role else {
             return;
         };
@@ -764,8 +926,8 @@ where
                 return;
             }
             self.sent_commands.insert(name.clone());
-            if let Role::Device(id) = &self.role {
-                self.shared.command_sent(id, name);
+            if let Some(device) = topic::downlink_owner(&deliver.topic) {
+                self.shared.command_sent(&device, name);
             }
         }
         let deliver = Deliver {
@@ -823,6 +985,22 @@ where
             Role::Application(id) => {
                 shared.north.detach(&id.namespace, conn);
                 shared.apps.remove(&id, conn);
+            }
+            Role::Gateway(id) => {
+                if let Some(mut state) = self.gateway.take() {
+                    state.end(&shared).await;
+                }
+                if shared.gateways.remove(&id, conn) {
+                    shared.status_update(StatusUpdate::Gateway {
+                        id: id.clone(),
+                        change: GatewayChange::Active(0),
+                    });
+                    shared.status_update(StatusUpdate::Gateway {
+                        id: id.clone(),
+                        change: GatewayChange::Disconnected,
+                    });
+                    ingest::presence(&shared, &id, false, &self.peer.to_string()).await;
+                }
             }
             Role::Device(id) => {
                 // Store a persistent session's state before leaving the table: a connection

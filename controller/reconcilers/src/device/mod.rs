@@ -118,15 +118,16 @@ async fn apply(device: &Device, ctx: &Context) -> Result<Action> {
     ctx.record_dependency(Dependant::Device(ObjectRef::from_obj(device)), lineage);
 
     let mut problems = Vec::new();
+    let home = crate::gateway::gateway_namespace(device);
     if let Some(gateway) = device.spec.connection.gateway()
         && ctx
             .gateways
-            .get(&ObjectRef::<Gateway>::new(gateway).within(&namespace))
+            .get(&ObjectRef::<Gateway>::new(gateway).within(home))
             .is_none()
     {
         problems.push(Problem::new(
             "GatewayNotFound",
-            format!("gateway {namespace}/{gateway} does not exist"),
+            format!("gateway {home}/{gateway} does not exist"),
         ));
     }
     if let Ok(model) = &resolved {

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use devplane_api::constants::{field_managers, finalizers};
+use devplane_api::constants::{field_managers, finalizers, labels};
 use devplane_api::v1alpha1::{Device, Gateway, GatewayStatus};
+use devplane_core::gateway::may_act_for;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -22,43 +23,6 @@ use crate::identity::{self, Subject};
 
 /// Controller name in metrics and logs.
 pub const NAME: &str = "gateway";
-
-/// Whether a gateway may act for a device (pure).
-pub fn may_act_for(gateway: &Gateway, device: &Device) -> bool {
-    if gateway.namespace() != device.namespace() {
-        return false;
-    }
-    if device.spec.connection.gateway() == Some(gateway.name_any().as_str()) {
-        return true;
-    }
-    let Some(selector) = &gateway.spec.sub_devices.selector else {
-        return false;
-    };
-    let labels = device.labels();
-    let by_labels = selector
-        .match_labels
-        .as_ref()
-        .is_none_or(|want| want.iter().all(|(k, v)| labels.get(k) == Some(v)));
-    let by_expressions = selector.match_expressions.as_ref().is_none_or(|exprs| {
-        exprs.iter().all(|e| {
-            let value = labels.get(&e.key);
-            let values = e.values.clone().unwrap_or_default();
-            match e.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
-    });
-    let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector
-            .match_expressions
-            .as_ref()
-            .is_none_or(|m| m.is_empty());
-    !empty && by_labels && by_expressions
-}
 
 /// Reconcile one Gateway.
 pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action> {
@@ -166,43 +130,25 @@ pub fn error_policy(_gateway: Arc<Gateway>, error: &Error, _ctx: Arc<Context>) -
 /// The gateways a device change concerns: the one it names and those whose selector may
 /// pick it (all gateways of its namespace with a selector).
 pub fn gateways_for(device: &Device, gateways: &[Arc<Gateway>]) -> Vec<ObjectRef<Gateway>> {
+    let home = gateway_namespace(device);
     gateways
         .iter()
-        .filter(|g| g.namespace() == device.namespace())
         .filter(|g| {
-            device.spec.connection.gateway() == Some(g.name_any().as_str())
-                || g.spec.sub_devices.selector.is_some()
+            let named = device.spec.connection.gateway() == Some(g.name_any().as_str())
+                && g.namespace().as_deref() == Some(home);
+            named || (g.namespace() == device.namespace() && g.spec.sub_devices.selector.is_some())
         })
         .map(|g| ObjectRef::from_obj(g.as_ref()))
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_gateway_acts_for_devices_naming_it_and_those_its_selector_picks() {
-        let gateway: Gateway = serde_yaml::from_str(
-            "apiVersion: iot.devplane.io/v1alpha1\nkind: Gateway\nmetadata: {name: gw, namespace: ns}\nspec:\n  modelRef: {name: m}\n  subDevices: {selector: {matchLabels: {site: s7}}}\n",
-        )
-        .expect("gateway");
-        let device = |yaml: &str| -> Device { serde_yaml::from_str(yaml).expect("device") };
-        let named = device(
-            "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: a, namespace: ns}\nspec: {modelRef: {name: m}, connection: {gatewayRef: {name: gw}}}\n",
-        );
-        let selected = device(
-            "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: b, namespace: ns, labels: {site: s7}}\nspec: {modelRef: {name: m}}\n",
-        );
-        let other = device(
-            "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: c, namespace: ns, labels: {site: s8}}\nspec: {modelRef: {name: m}}\n",
-        );
-        let elsewhere = device(
-            "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: d, namespace: other, labels: {site: s7}}\nspec: {modelRef: {name: m}}\n",
-        );
-        assert!(may_act_for(&gateway, &named));
-        assert!(may_act_for(&gateway, &selected));
-        assert!(!may_act_for(&gateway, &other));
-        assert!(!may_act_for(&gateway, &elsewhere));
-    }
+/// The namespace of the gateway a device's `gatewayRef` names: its own, or the one a gateway
+/// that registered it into another namespace labelled it with.
+pub fn gateway_namespace(device: &Device) -> &str {
+    device
+        .labels()
+        .get(labels::GATEWAY_NAMESPACE)
+        .map(String::as_str)
+        .or(device.metadata.namespace.as_deref())
+        .unwrap_or_default()
 }
