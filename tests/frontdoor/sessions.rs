@@ -230,8 +230,8 @@ fn a_rotated_password_keeps_working_through_the_overlap() {
 }
 
 #[test]
-fn devices_connect_over_tls_with_devplanes_ca() {
-    let plant = Plant::start_with(&["--mqtts-addr", "127.0.0.1:0"]);
+fn devices_connect_over_mqtts_and_https_with_devplanes_ca() {
+    let plant = Plant::start_with(&["--mqtts-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0"]);
     let tls = plant
         .devplane
         .printed_address("device MQTT over TLS listening on mqtts://");
@@ -257,6 +257,51 @@ fn devices_connect_over_tls_with_devplanes_ca() {
     // A client that trusts only the system's CAs, not devplane's, does not get through.
     let output = publish(std::path::Path::new("/etc/ssl/certs/ca-certificates.crt"));
     assert!(!output.status.success(), "an unknown CA is refused");
+
+    // HTTPS: the same routes as HTTP, with the same certificate.
+    let https = plant
+        .devplane
+        .printed_address("device HTTP over TLS listening on https://");
+    let endpoint = plant
+        .devplane
+        .secret_value("plant", "sensor-a-credentials", "https-endpoint");
+    assert_eq!(endpoint, format!("https://{https}"));
+    let post = |cafile: &std::path::Path, password: &str| {
+        let mut command = Command::new("curl");
+        command
+            .args([
+                "-sS",
+                "-w",
+                "\n%{http_code}",
+                "--max-time",
+                "20",
+                "--cacert",
+            ])
+            .arg(cafile)
+            .args(["-u", &format!("plant/sensor-a:{password}")])
+            .args(["-H", "Content-Type: application/json"])
+            .args(["--data-binary", r#"{"points":{"temperature":5}}"#])
+            .arg(format!(
+                "https://{https}/v1/devices/plant/sensor-a/telemetry"
+            ));
+        run_with_timeout(command, Duration::from_secs(25))
+    };
+    let output = post(&ca, &a);
+    assert!(
+        stdout(&output).ends_with("202"),
+        "HTTPS telemetry: {} {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(stdout(&post(&ca, "wrong")).ends_with("401"));
+    let output = post(
+        std::path::Path::new("/etc/ssl/certs/ca-certificates.crt"),
+        &a,
+    );
+    assert!(
+        !output.status.success(),
+        "curl refuses a certificate it cannot verify"
+    );
 }
 
 #[test]

@@ -332,6 +332,63 @@ async fn commands(
     }
 }
 
+/// Serve the device routes over TLS until shutdown: one task per connection, the handshake
+/// bounded by the connect timeout.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let app = router(shared.clone());
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTPS accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (tls, app, stop) = (tls.clone(), app.clone(), shutdown.clone());
+        let timeout = shared.settings.connect_timeout;
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            // The routes read the peer address the way axum::serve provides it.
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    tower::ServiceExt::oneshot(app.clone(), request)
+                },
+            );
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                result = connection => if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                },
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
 /// HTTP presence: Online while the device made a request within the window.
 #[derive(Default)]
 pub struct HttpPresence(parking_lot::Mutex<HashMap<Identity, Instant>>);

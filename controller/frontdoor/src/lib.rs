@@ -110,6 +110,8 @@ pub struct Listeners {
     pub app: TcpListener,
     /// Devices over HTTP.
     pub http: Option<TcpListener>,
+    /// Devices over HTTPS.
+    pub https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
 }
 
 /// A warning about a device, for a rate-limited Event.
@@ -333,6 +335,14 @@ pub async fn run(
             }
         }));
         accepts.push(tokio::spawn(http::expire_presence(
+            shared.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some((listener, tls)) = listeners.https {
+        accepts.push(tokio::spawn(http::serve_tls(
+            listener,
+            tls,
             shared.clone(),
             shutdown.clone(),
         )));

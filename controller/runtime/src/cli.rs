@@ -111,6 +111,9 @@ pub struct FrontdoorListenArgs {
     /// Device HTTP listener (`/v1/devices/{ns}/{name}/…`).
     #[arg(long, env = "DEVPLANE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: std::net::SocketAddr,
+    /// Device HTTP over TLS listener, with a certificate from devplane's CA; off unless given.
+    #[arg(long, env = "DEVPLANE_HTTPS_ADDR")]
+    pub https_addr: Option<std::net::SocketAddr>,
     /// Seconds between two "last seen" status writes of one device.
     #[arg(long, default_value_t = 30)]
     pub status_interval_seconds: u64,

@@ -29,6 +29,8 @@ pub struct Bound {
     pub app: SocketAddr,
     /// Device HTTP address.
     pub http: SocketAddr,
+    /// Device HTTPS address, if on.
+    pub https: Option<SocketAddr>,
 }
 
 async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String> {
@@ -41,39 +43,59 @@ async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String>
     Ok((listener, local))
 }
 
-/// Bind the listeners (MQTTS only with a TLS configuration).
+type TlsListener = (TcpListener, tokio_rustls::TlsAcceptor);
+
+/// Bind a TLS listener if its address is given; it needs the certificate.
+async fn bind_tls(
+    flag: &str,
+    addr: Option<SocketAddr>,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) -> Result<(Option<TlsListener>, Option<SocketAddr>), String> {
+    match (addr, tls) {
+        (Some(addr), Some(config)) => {
+            let (listener, local) = bind_one(addr).await?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+            Ok((Some((listener, acceptor)), Some(local)))
+        }
+        (Some(addr), None) => Err(format!(
+            "{flag} {addr} needs a certificate (--tls-cert-file and --tls-key-file)"
+        )),
+        (None, _) => Ok((None, None)),
+    }
+}
+
+/// Bind the listeners (MQTTS and HTTPS only with a TLS configuration).
 pub async fn bind(
     args: &FrontdoorListenArgs,
     tls: Option<rustls::ServerConfig>,
 ) -> Result<Bound, String> {
+    let tls = tls.map(Arc::new);
     let (mqtt, mqtt_addr) = bind_one(args.mqtt_addr).await?;
     let (app, app_addr) = bind_one(args.app_mqtt_addr).await?;
     let (http, http_addr) = bind_one(args.http_addr).await?;
-    let (mqtts, mqtts_addr) = match (args.mqtts_addr, tls) {
-        (Some(addr), Some(config)) => {
-            let (listener, local) = bind_one(addr).await?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-            (Some((listener, acceptor)), Some(local))
-        }
-        (Some(addr), None) => {
-            return Err(format!(
-                "--mqtts-addr {addr} needs a certificate (--tls-cert-file and --tls-key-file)"
-            ));
-        }
-        (None, _) => (None, None),
-    };
+    let (mqtts, mqtts_addr) = bind_tls("--mqtts-addr", args.mqtts_addr, tls.as_ref()).await?;
+    let (https, https_addr) = bind_tls("--https-addr", args.https_addr, tls.as_ref()).await?;
     Ok(Bound {
         listeners: Listeners {
             mqtt,
             mqtts,
             app,
             http: Some(http),
+            https,
         },
         mqtt: mqtt_addr,
         mqtts: mqtts_addr,
         app: app_addr,
         http: http_addr,
+        https: https_addr,
     })
+}
+
+impl FrontdoorListenArgs {
+    /// Whether a listener needs devplane's server certificate.
+    pub fn needs_tls(&self) -> bool {
+        self.mqtts_addr.is_some() || self.https_addr.is_some()
+    }
 }
 
 /// Front-door settings from the command line.
@@ -172,5 +194,8 @@ pub fn print_addresses(bound: &Bound) {
         println!("device MQTT over TLS listening on mqtts://{addr}");
     }
     println!("device HTTP listening on http://{}", bound.http);
+    if let Some(addr) = bound.https {
+        println!("device HTTP over TLS listening on https://{addr}");
+    }
     println!("application MQTT listening on mqtt://{}", bound.app);
 }

@@ -134,12 +134,15 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
         addr: args.api_addr,
         source,
     })?;
-    let pki = if args.insecure_http && args.frontdoor.mqtts_addr.is_none() {
+    let pki = if args.insecure_http && !args.frontdoor.needs_tls() {
         None
     } else {
         let mut hosts = vec![local.ip().to_string()];
-        if let Some(mqtts) = args.frontdoor.mqtts_addr {
-            hosts.push(mqtts.ip().to_string());
+        for addr in [args.frontdoor.mqtts_addr, args.frontdoor.https_addr]
+            .into_iter()
+            .flatten()
+        {
+            hosts.push(addr.ip().to_string());
         }
         Some(pki::ensure(&data_dir.join("pki"), &hosts)?)
     };
@@ -157,8 +160,8 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
     let frontdoor = if args.no_frontdoor {
         None
     } else {
-        let mqtts_tls = match (&pki, args.frontdoor.mqtts_addr) {
-            (Some(pki), Some(_)) => Some(server_tls(pki)?),
+        let mqtts_tls = match &pki {
+            Some(pki) if args.frontdoor.needs_tls() => Some(server_tls(pki)?),
             _ => None,
         };
         let bound = crate::frontdoor::bind(&args.frontdoor, mqtts_tls)
@@ -299,6 +302,9 @@ fn frontdoor_endpoints(bound: &crate::frontdoor::Bound, host: &str) -> Vec<(Stri
     }
     if let Some(mqtts) = bound.mqtts {
         endpoints.push(("mqtts".into(), format!("mqtts://{mqtts}")));
+    }
+    if let Some(https) = bound.https {
+        endpoints.push(("https".into(), format!("https://{https}")));
     }
     endpoints
 }
