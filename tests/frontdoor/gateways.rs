@@ -579,3 +579,43 @@ fn a_gateway_cannot_act_for_devices_that_are_not_its_own_nor_exceed_its_limits()
         "two subscriptions and three publishes denied and counted:\n{after}"
     );
 }
+
+#[test]
+fn a_simulated_gateway_registers_logs_in_and_publishes_for_its_sub_devices() {
+    let devplane = substation();
+    let output = Command::new(env!("CARGO_BIN_EXE_devplane"))
+        .args(["simulate", "-n", "metering", "--protocol", "gateway"])
+        .args(["--gateway", "substation-logger", "--register"])
+        .args(["--model", "energy-meter", "--count", "3"])
+        .args(["--rate", "30", "--invalid-share", "0.3", "--duration", "4"])
+        .arg("--kubeconfig")
+        .arg(devplane.kubeconfig())
+        .output()
+        .expect("devplane simulate runs");
+    let summary = crate::support::stdout(&output);
+    let log = crate::support::stderr(&output);
+    assert!(output.status.success(), "{summary}\n{log}");
+    assert!(
+        log.contains("the gateway registered 3 sub-devices"),
+        "{log}"
+    );
+    assert!(summary.contains("connected 3/3 (failed 0)"), "{summary}");
+    assert!(
+        super::sessions::number_after(&summary, "· accepted ") > 0,
+        "{summary}"
+    );
+    assert!(
+        super::sessions::number_after(&summary, "· rejected ") > 0,
+        "{summary}"
+    );
+    let gateway = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "substation-logger-energy-meter-0001",
+        "-n",
+        "metering",
+        "-o",
+        "jsonpath={.spec.connection.gatewayRef.name}",
+    ]);
+    assert_eq!(gateway, "substation-logger");
+}

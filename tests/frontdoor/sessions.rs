@@ -307,31 +307,48 @@ fn devices_connect_over_mqtts_and_https_with_devplanes_ca() {
 #[test]
 fn simulated_devices_publish_report_desired_values_and_get_rejections_counted() {
     let plant = Plant::start();
-    let output = Command::new(env!("CARGO_BIN_EXE_devplane"))
-        .args([
-            "simulate", "-n", "plant", "--model", "probe", "--count", "3",
-        ])
-        .args(["--rate", "30", "--invalid-share", "0.3", "--duration", "4"])
-        .arg("--kubeconfig")
-        .arg(plant.devplane.kubeconfig())
-        .output()
-        .expect("devplane simulate runs");
-    let summary = stdout(&output);
-    assert!(output.status.success(), "{summary}\n{}", stderr(&output));
-    assert!(summary.contains("connected 3/3 (failed 0)"), "{summary}");
-    assert!(summary.contains("desired reported 3"), "{summary}");
-    let number_after = |label: &str| -> u64 {
-        summary
-            .split(label)
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    assert!(number_after("· accepted ") > 0, "{summary}");
-    assert!(number_after("· rejected ") > 0, "{summary}");
-    assert!(summary.contains("InvalidValue"), "{summary}");
+    for protocol in ["mqtt", "http"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_devplane"))
+            .args([
+                "simulate", "-n", "plant", "--model", "probe", "--count", "3",
+            ])
+            .args(["--protocol", protocol])
+            .args(["--rate", "30", "--invalid-share", "0.3", "--duration", "4"])
+            .arg("--kubeconfig")
+            .arg(plant.devplane.kubeconfig())
+            .output()
+            .expect("devplane simulate runs");
+        let summary = stdout(&output);
+        assert!(output.status.success(), "{summary}\n{}", stderr(&output));
+        assert!(
+            summary.contains("connected 3/3 (failed 0)"),
+            "{protocol}: {summary}"
+        );
+        assert!(
+            summary.contains("desired reported 3"),
+            "{protocol}: {summary}"
+        );
+        assert!(
+            number_after(&summary, "· accepted ") > 0,
+            "{protocol}: {summary}"
+        );
+        assert!(
+            number_after(&summary, "· rejected ") > 0,
+            "{protocol}: {summary}"
+        );
+        assert!(summary.contains("InvalidValue"), "{protocol}: {summary}");
+    }
     plant.wait_device("probe-sim-0001", "--for=jsonpath={.status.phase}=Servicing");
+}
+
+/// The number after `label` in a `devplane simulate` summary.
+pub(super) fn number_after(summary: &str, label: &str) -> u64 {
+    summary
+        .split(label)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]

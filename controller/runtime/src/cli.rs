@@ -134,9 +134,17 @@ pub struct SimulateArgs {
     /// Simulate the existing devices matching this label selector instead.
     #[arg(long, short = 'l')]
     pub selector: Option<String>,
-    /// Protocol (mqtt).
+    /// Protocol: `mqtt` or `http` (each device connects itself), or `gateway` (one gateway,
+    /// --gateway, logs the devices in as its sub-devices and publishes for them).
     #[arg(long, default_value = "mqtt")]
     pub protocol: String,
+    /// The Gateway (in --namespace) that `--protocol gateway` connects as.
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// With `--protocol gateway`: the gateway registers --count sub-devices of --model itself
+    /// (dynamic registration) instead of an OnboardingBatch creating them.
+    #[arg(long, requires = "gateway")]
+    pub register: bool,
     /// Telemetry messages per second, over all devices.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
@@ -149,6 +157,9 @@ pub struct SimulateArgs {
     /// Connect here instead of the endpoint in each device's Secret.
     #[arg(long)]
     pub mqtt_addr: Option<std::net::SocketAddr>,
+    /// HTTP devices post here instead of the endpoint in each device's Secret.
+    #[arg(long)]
+    pub http_addr: Option<std::net::SocketAddr>,
     /// Kubeconfig to use; default: $KUBECONFIG or ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,

@@ -1,7 +1,10 @@
-//! `devplane simulate`: simulated devices over MQTT, with the credentials from their Secrets.
-//! They publish telemetry generated from their model (a share of it invalid on request),
-//! report desired attributes back and answer commands, while a live summary counts what the
-//! front door accepted and rejected.
+//! `devplane simulate`: simulated devices over MQTT or HTTP with the credentials from their
+//! Secrets, or behind one gateway that logs them in. They publish telemetry generated from
+//! their model (a share of it invalid on request), report desired attributes back and answer
+//! commands, while a live summary counts what the front door accepted and rejected.
+
+mod gateway;
+mod http;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -75,33 +78,149 @@ struct Simulated {
     namespace: String,
     name: String,
     password: String,
+    /// Where it connects (for a sub-device: unused, its gateway connects).
     endpoint: SocketAddr,
     model: Arc<ResolvedModel>,
 }
 
+/// The address in an endpoint URL (`mqtt://host:port`, `http://host:port`).
 fn endpoint_of(url: &str) -> Option<SocketAddr> {
-    url.strip_prefix("mqtt://")?
-        .trim_end_matches('/')
-        .parse()
-        .ok()
+    url.split_once("://")?.1.trim_end_matches('/').parse().ok()
+}
+
+/// How the devices connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Mqtt,
+    Http,
+    Gateway,
 }
 
 /// Run `devplane simulate` until the duration ends or SIGINT/SIGTERM.
 pub async fn run(args: &SimulateArgs) -> Result<(), String> {
-    if args.protocol != "mqtt" {
-        return Err(format!(
-            "protocol {:?} is not supported yet; use --protocol mqtt",
-            args.protocol
-        ));
+    let mode = match args.protocol.as_str() {
+        "mqtt" => Mode::Mqtt,
+        "http" => Mode::Http,
+        "gateway" => Mode::Gateway,
+        other => {
+            return Err(format!(
+                "protocol {other:?} is not supported; use mqtt, http or gateway"
+            ));
+        }
+    };
+    if mode == Mode::Gateway && args.gateway.is_none() {
+        return Err("--protocol gateway needs --gateway NAME".into());
     }
     let client = crate::controller::client_from(args.kubeconfig.as_deref()).await?;
-    let names = devices(&client, args).await?;
+    let names = match (args.register, &args.model, args.count) {
+        (true, Some(model), Some(count)) => gateway::names(args, model, count),
+        (true, _, _) => return Err("--register needs --model and --count".into()),
+        (false, _, _) => devices(&client, args).await?,
+    };
     if names.is_empty() {
         return Err("no devices to simulate".into());
     }
-    let simulated = prepare(&client, args, &names).await?;
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
+    if let Some(name) = &args.gateway
+        && mode == Mode::Gateway
+    {
+        let attributes = match (&args.model, args.register) {
+            (Some(model), true) => {
+                let key = ModelKey::new(args.namespace.clone(), model.clone());
+                let model = resolve(&model_specs(&client).await?, &key)
+                    .map_err(|e| format!("model {key}: {e}"))?;
+                required_attributes(&model)
+            }
+            _ => serde_json::Map::new(),
+        };
+        let login = gateway::connect(&client, args, name).await?;
+        let (session, registered) =
+            gateway::start(login, args, &names, &attributes, &stats).await?;
+        let simulated = prepare(&client, args, &registered, mode).await?;
+        return drive(
+            args,
+            simulated,
+            &stats,
+            &stop,
+            |devices, interval, stats, stop| {
+                vec![tokio::spawn(gateway::simulate(
+                    session,
+                    devices,
+                    interval,
+                    args.invalid_share,
+                    stats,
+                    stop,
+                ))]
+            },
+        )
+        .await;
+    }
+    let simulated = prepare(&client, args, &names, mode).await?;
+    drive(
+        args,
+        simulated,
+        &stats,
+        &stop,
+        |devices, interval, stats, stop| {
+            per_device(devices, interval, args.invalid_share, mode, stats, stop)
+        },
+    )
+    .await
+}
+
+/// One task per device, their starts spread over one interval.
+fn per_device(
+    devices: Vec<Simulated>,
+    interval: Duration,
+    invalid_share: f64,
+    mode: Mode,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let count = devices.len();
+    let http = http::client();
+    devices
+        .into_iter()
+        .enumerate()
+        .map(|(i, device)| {
+            let (stats, stop, http) = (stats.clone(), stop.clone(), http.clone());
+            let offset = interval.mul_f64(i as f64 / count as f64);
+            tokio::spawn(async move {
+                tokio::time::sleep(offset).await;
+                let result = match mode {
+                    Mode::Http => {
+                        http::simulate(&http, &device, interval, invalid_share, &stats, &stop)
+                            .await
+                    }
+                    _ => simulate(&device, interval, invalid_share, &stats, &stop).await,
+                };
+                if let Err(e) = result {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(device = %format!("{}/{}", device.namespace, device.name), error = %e, "simulated device stopped");
+                }
+            })
+        })
+        .collect()
+}
+
+/// Run the device tasks `spawn` starts until the duration ends or a signal, with a live
+/// summary.
+async fn drive(
+    args: &SimulateArgs,
+    simulated: Vec<Simulated>,
+    stats: &Arc<Stats>,
+    stop: &CancellationToken,
+    spawn: impl FnOnce(
+        Vec<Simulated>,
+        Duration,
+        Arc<Stats>,
+        CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), String> {
+    if simulated.is_empty() {
+        return Err("no devices to simulate".into());
+    }
     tokio::spawn(crate::up::stop_on_signal(stop.clone()));
     if let Some(seconds) = args.duration_seconds {
         let stop = stop.clone();
@@ -114,20 +233,7 @@ pub async fn run(args: &SimulateArgs) -> Result<(), String> {
     let per_device = (args.rate / simulated.len() as f64).max(1e-3);
     let interval = Duration::from_secs_f64(1.0 / per_device);
     let count = simulated.len();
-    let mut tasks = Vec::new();
-    for (i, device) in simulated.into_iter().enumerate() {
-        let stats = stats.clone();
-        let stop = stop.clone();
-        let offset = interval.mul_f64(i as f64 / count as f64);
-        let invalid_share = args.invalid_share;
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(offset).await;
-            if let Err(e) = simulate(&device, interval, invalid_share, &stats, &stop).await {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device = %format!("{}/{}", device.namespace, device.name), error = %e, "simulated device stopped");
-            }
-        }));
-    }
+    let tasks = spawn(simulated, interval, stats.clone(), stop.clone());
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -149,12 +255,24 @@ async fn devices(client: &kube::Client, args: &SimulateArgs) -> Result<Vec<Strin
     let api: Api<Device> = Api::namespaced(client.clone(), &args.namespace);
     let selector = match (&args.model, args.count, &args.selector) {
         (Some(model), Some(count), None) => {
-            let batch = format!("simulate-{model}");
+            // Behind a gateway the devices name it, so that it may log them in.
+            let (batch, pattern, template) = match (&args.gateway, args.protocol.as_str()) {
+                (Some(gw), "gateway") => (
+                    format!("simulate-{gw}-{model}"),
+                    format!("{gw}-{model}-{{index:04}}"),
+                    json!({"modelRef": {"name": model}, "connection": {"gatewayRef": {"name": gw}}}),
+                ),
+                _ => (
+                    format!("simulate-{model}"),
+                    format!("{model}-sim-{{index:04}}"),
+                    json!({"modelRef": {"name": model}}),
+                ),
+            };
             let manifest = json!({
                 "apiVersion": "iot.devplane.io/v1alpha1", "kind": "OnboardingBatch",
                 "metadata": {"name": batch, "namespace": args.namespace},
-                "spec": {"template": {"spec": {"modelRef": {"name": model}}},
-                         "items": {"generate": {"count": count, "namePattern": format!("{model}-sim-{{index:04}}")}},
+                "spec": {"template": {"spec": template},
+                         "items": {"generate": {"count": count, "namePattern": pattern}},
                          "deletionPolicy": "Delete"}
             });
             let batches: Api<kube::api::DynamicObject> = Api::namespaced_with(
@@ -198,16 +316,21 @@ async fn devices(client: &kube::Client, args: &SimulateArgs) -> Result<Vec<Strin
     }
 }
 
-/// Credentials, endpoints and resolved models of the devices (waits for their Secrets).
+/// Credentials, endpoints and resolved models of the devices (waits for their Secrets; a
+/// gateway's sub-devices need none).
 async fn prepare(
     client: &kube::Client,
     args: &SimulateArgs,
     names: &[String],
+    mode: Mode,
 ) -> Result<Vec<Simulated>, String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
     let devices: Api<Device> = Api::namespaced(client.clone(), &args.namespace);
     let deadline = Instant::now() + Duration::from_secs(300);
     let by_name = loop {
+        if mode == Mode::Gateway {
+            break HashMap::new();
+        }
         let list = secrets
             .list(&ListParams::default().labels(devplane_api::constants::labels::DEVICE))
             .await
@@ -224,20 +347,7 @@ async fn prepare(
         eprint!("\rsimulate: waiting for {missing} credentials Secrets");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let models: Api<DeviceModel> = Api::all(client.clone());
-    let specs: BTreeMap<ModelKey, DeviceModelSpec> = models
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| format!("list models: {e}"))?
-        .items
-        .into_iter()
-        .map(|m| {
-            (
-                ModelKey::new(m.namespace().unwrap_or_default(), m.name_any()),
-                m.spec,
-            )
-        })
-        .collect();
+    let specs = model_specs(client).await?;
     let mut resolved: HashMap<ModelKey, Arc<ResolvedModel>> = HashMap::new();
     let mut out = Vec::new();
     let text = |s: &Secret, key: &str| {
@@ -247,11 +357,11 @@ async fn prepare(
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
     };
     for name in names {
-        let Some(secret) = by_name.get(&devplane_core::naming::credentials_secret_name(name))
-        else {
+        let secret = by_name.get(&devplane_core::naming::credentials_secret_name(name));
+        if secret.is_none() && mode != Mode::Gateway {
             eprintln!("\nsimulate: {name} has no credentials; skipped");
             continue;
-        };
+        }
         let device = devices
             .get(name)
             .await
@@ -265,24 +375,63 @@ async fn prepare(
                 m
             }
         };
-        let endpoint = match &args.mqtt_addr {
-            Some(addr) => *addr,
-            None => text(secret, "mqtt-endpoint")
+        let (flag, key, given) = match mode {
+            Mode::Http => ("--http-addr", "http-endpoint", args.http_addr),
+            _ => ("--mqtt-addr", "mqtt-endpoint", args.mqtt_addr),
+        };
+        let endpoint = match (given, secret) {
+            (Some(addr), _) => addr,
+            (None, Some(secret)) => text(secret, key)
                 .as_deref()
                 .and_then(endpoint_of)
-                .ok_or_else(|| {
-                    format!("{name}: no mqtt-endpoint in its Secret (use --mqtt-addr)")
-                })?,
+                .ok_or_else(|| format!("{name}: no {key} in its Secret (use {flag})"))?,
+            // A sub-device: its gateway connects.
+            (None, None) => SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         out.push(Simulated {
             namespace: args.namespace.clone(),
             name: name.clone(),
-            password: text(secret, "password").unwrap_or_default(),
+            password: secret.and_then(|s| text(s, "password")).unwrap_or_default(),
             endpoint,
             model,
         });
     }
     Ok(out)
+}
+
+/// Every DeviceModel of the cluster.
+async fn model_specs(client: &kube::Client) -> Result<BTreeMap<ModelKey, DeviceModelSpec>, String> {
+    let models: Api<DeviceModel> = Api::all(client.clone());
+    Ok(models
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("list models: {e}"))?
+        .items
+        .into_iter()
+        .map(|m| {
+            (
+                ModelKey::new(m.namespace().unwrap_or_default(), m.name_any()),
+                m.spec,
+            )
+        })
+        .collect())
+}
+
+/// A value for every required attribute without a default (what a new device must be
+/// configured with).
+fn required_attributes(model: &ResolvedModel) -> serde_json::Map<String, Value> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    model
+        .attributes
+        .iter()
+        .filter(|(_, f)| f.definition.required && f.definition.default.is_none())
+        .map(|(id, f)| {
+            (
+                id.clone(),
+                value::sample((&f.definition.data_type).into(), 0.5, now),
+            )
+        })
+        .collect()
 }
 
 /// Telemetry of every measure point; an invalid message puts one point out of range (or names
