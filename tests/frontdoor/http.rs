@@ -116,6 +116,51 @@ fn http_devices_post_validated_data_with_their_own_credentials_only() {
     let (code, _) = plant.http("POST", path, login, Some(big.as_bytes()));
     assert_eq!(code, 413, "oversize");
 
+    // Malformed requests get clear answers, and the server keeps serving.
+    let addr = plant
+        .devplane
+        .printed_address("device HTTP listening on http://");
+    let basic = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("plant/sensor-a:{a}"))
+    };
+    let text = raw_http(
+        &addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+        )
+        .as_bytes(),
+        false,
+    );
+    assert!(
+        text.starts_with("HTTP/1.1 415") && text.contains("UnsupportedContentType"),
+        "{text}"
+    );
+    let truncated = raw_http(
+        &addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"points\""
+        )
+        .as_bytes(),
+        true,
+    );
+    assert!(
+        !truncated.starts_with("HTTP/1.1 202"),
+        "a body cut short is not accepted: {truncated}"
+    );
+    let garbage = raw_http(&addr, b"\x16\x03\x01\x00\xff garbage\r\n\r\n", true);
+    assert!(
+        garbage.is_empty() || garbage.starts_with("HTTP/1.1 400"),
+        "{garbage}"
+    );
+    let (code, body) = plant.http(
+        "POST",
+        path,
+        login,
+        Some(br#"{"points":{"temperature":20}}"#),
+    );
+    assert_eq!(code, 202, "still serving: {body}");
+
     // Presence follows the requests, with the protocol.
     plant.wait_device("sensor-a", "--for=condition=Connected");
     assert_eq!(
@@ -135,8 +180,8 @@ fn http_devices_post_validated_data_with_their_own_credentials_only() {
         .collect();
     assert_eq!(
         north.len(),
-        1,
-        "only the valid sample went northbound: {north:?}"
+        2,
+        "only the valid samples went northbound: {north:?}"
     );
 }
 
@@ -214,4 +259,20 @@ spec: {device: sensor-a, service: reboot, params: {delay: 1}, timeoutSeconds: 60
         None,
     );
     assert_eq!((code, body.as_str()), (200, r#"{"commands":[]}"#));
+}
+
+/// Write `request` on a new connection, close the writing side if `eof`, and read the answer.
+fn raw_http(addr: &str, request: &[u8], eof: bool) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(request).expect("write");
+    if eof {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }

@@ -4,8 +4,8 @@
 //!
 //! Uplink answers 202 once ingest took the message, 400 with `{"reason","field","message"}`
 //! for an invalid payload, 401 for bad credentials, 403 for another device's path or a device
-//! that may not connect, 413 for an oversize body and 429 (with Retry-After) while ingest is
-//! full. Downlink for devices that only speak HTTP: the desired attributes, and waiting
+//! that may not connect, 413 for an oversize body, 415 for a body that is not JSON and 429
+//! (with Retry-After) while ingest is full. Downlink for devices that only speak HTTP: the desired attributes, and waiting
 //! commands by long poll. Presence follows the requests: Online while the device posted within
 //! the presence window.
 
@@ -147,6 +147,28 @@ fn body_or_problem(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Box<Res
     })
 }
 
+/// 415 for a body declared as anything but JSON (no Content-Type is taken as JSON).
+fn content_type_problem(headers: &HeaderMap) -> Option<Response> {
+    let declared = headers.get(header::CONTENT_TYPE)?;
+    let media = declared
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if media == "application/json" || media.ends_with("+json") {
+        return None;
+    }
+    Some(problem(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedContentType",
+        "",
+        format!("the body must be application/json, not {media:?}"),
+    ))
+}
+
 /// An uplink request: authenticate, judge, hand to ingest; 202, 400, 401, 403, 413 or 429.
 async fn post_uplink(
     shared: &Shared,
@@ -160,6 +182,9 @@ async fn post_uplink(
         Ok(id) => id,
         Err(r) => return *r,
     };
+    if let Some(problem) = content_type_problem(headers) {
+        return problem;
+    }
     let body = match body_or_problem(body) {
         Ok(body) => body,
         Err(r) => return *r,
