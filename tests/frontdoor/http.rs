@@ -9,7 +9,7 @@ use crate::support::{stdout, wait_until};
 
 impl Plant {
     /// curl against the device HTTP listener; returns the status code and the body.
-    fn http(
+    pub(super) fn http(
         &self,
         method: &str,
         path: &str,

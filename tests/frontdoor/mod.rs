@@ -6,6 +6,7 @@
 mod devices;
 mod gateways;
 mod http;
+mod protocols;
 mod sessions;
 
 use std::io::{Read, Write};
