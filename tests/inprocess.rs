@@ -25,7 +25,10 @@ async fn in_process() -> (ApiServer, kube::Client) {
         .await
         .expect("CRDs installed");
     server.spawn_background();
-    let client = kube::Client::new(server.in_process_router("controller"), "default");
+    let client = kube::Client::new(
+        server.in_process_router(devplane_runtime::up::controller_identity()),
+        "default",
+    );
     (server, client)
 }
 

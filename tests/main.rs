@@ -9,5 +9,6 @@ mod inprocess;
 mod kubectl;
 mod leader_election;
 mod python_client;
+mod rbac;
 mod restart;
 mod support;

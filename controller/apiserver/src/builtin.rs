@@ -1,4 +1,5 @@
-//! Built-in kinds (Namespaces, ConfigMaps, Secrets, Events in two views, Leases, CRDs), their
+//! Built-in kinds (Namespaces, ConfigMaps, Secrets, Events in two views, Leases, CRDs, RBAC's
+//! Roles and bindings, ServiceAccounts, and the access reviews), their
 //! schemas (derived from the upstream types in k8s-openapi) and their special rules; and the
 //! resources a CRD defines.
 
@@ -6,9 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use devplane_schema::{CompiledSchema, ErrorType, FieldError, Schema};
+use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SelfSubjectRulesReview};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event as CoreEvent, Namespace, Secret, ServiceAccount,
+};
 use k8s_openapi::api::events::v1::Event as EventsV1Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
@@ -34,6 +39,41 @@ pub enum Builtin {
     Lease,
     /// apiextensions.k8s.io/v1 CustomResourceDefinition.
     Crd,
+    /// rbac.authorization.k8s.io/v1 Role.
+    Role,
+    /// rbac.authorization.k8s.io/v1 ClusterRole.
+    ClusterRole,
+    /// rbac.authorization.k8s.io/v1 RoleBinding.
+    RoleBinding,
+    /// rbac.authorization.k8s.io/v1 ClusterRoleBinding.
+    ClusterRoleBinding,
+    /// core/v1 ServiceAccount (with the `token` subresource).
+    ServiceAccount,
+    /// authorization.k8s.io/v1 SelfSubjectAccessReview (create only, never stored).
+    SelfSubjectAccessReview,
+    /// authorization.k8s.io/v1 SelfSubjectRulesReview (create only, never stored).
+    SelfSubjectRulesReview,
+}
+
+impl Builtin {
+    /// Whether objects of this kind are answered, not stored.
+    pub fn is_review(self) -> bool {
+        matches!(
+            self,
+            Builtin::SelfSubjectAccessReview | Builtin::SelfSubjectRulesReview
+        )
+    }
+
+    /// Whether a write to this kind changes who may do what.
+    pub fn is_rbac(self) -> bool {
+        matches!(
+            self,
+            Builtin::Role
+                | Builtin::ClusterRole
+                | Builtin::RoleBinding
+                | Builtin::ClusterRoleBinding
+        )
+    }
 }
 
 const JSON_SCHEMA_PROPS: &str =
@@ -51,6 +91,13 @@ pub fn definitions() -> &'static BTreeMap<String, Value> {
         generator.subschema_for::<EventsV1Event>();
         generator.subschema_for::<Lease>();
         generator.subschema_for::<CustomResourceDefinition>();
+        generator.subschema_for::<Role>();
+        generator.subschema_for::<ClusterRole>();
+        generator.subschema_for::<RoleBinding>();
+        generator.subschema_for::<ClusterRoleBinding>();
+        generator.subschema_for::<ServiceAccount>();
+        generator.subschema_for::<SelfSubjectAccessReview>();
+        generator.subschema_for::<SelfSubjectRulesReview>();
         generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
         generator.take_definitions(true).into_iter().collect()
     })
@@ -267,6 +314,97 @@ const SPECS: &[BuiltinSpec] = &[
         unconditional_update: false,
         selectable_fields: &[],
     },
+    BuiltinSpec {
+        builtin: Builtin::Role,
+        group: "rbac.authorization.k8s.io",
+        kind: "Role",
+        plural: "roles",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        status: false,
+        storage: "rbac.authorization.k8s.io/roles",
+        unconditional_update: true,
+        selectable_fields: &[],
+    },
+    BuiltinSpec {
+        builtin: Builtin::ClusterRole,
+        group: "rbac.authorization.k8s.io",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        status: false,
+        storage: "rbac.authorization.k8s.io/clusterroles",
+        unconditional_update: true,
+        selectable_fields: &[],
+    },
+    BuiltinSpec {
+        builtin: Builtin::RoleBinding,
+        group: "rbac.authorization.k8s.io",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        status: false,
+        storage: "rbac.authorization.k8s.io/rolebindings",
+        unconditional_update: true,
+        selectable_fields: &[],
+    },
+    BuiltinSpec {
+        builtin: Builtin::ClusterRoleBinding,
+        group: "rbac.authorization.k8s.io",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        status: false,
+        storage: "rbac.authorization.k8s.io/clusterrolebindings",
+        unconditional_update: true,
+        selectable_fields: &[],
+    },
+    BuiltinSpec {
+        builtin: Builtin::ServiceAccount,
+        group: "",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        namespaced: true,
+        short_names: &["sa"],
+        categories: &[],
+        status: false,
+        storage: "core/serviceaccounts",
+        unconditional_update: true,
+        selectable_fields: &[],
+    },
+    BuiltinSpec {
+        builtin: Builtin::SelfSubjectAccessReview,
+        group: "authorization.k8s.io",
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        status: false,
+        storage: "authorization.k8s.io/selfsubjectaccessreviews",
+        unconditional_update: false,
+        selectable_fields: &[],
+    },
+    BuiltinSpec {
+        builtin: Builtin::SelfSubjectRulesReview,
+        group: "authorization.k8s.io",
+        kind: "SelfSubjectRulesReview",
+        plural: "selfsubjectrulesreviews",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        status: false,
+        storage: "authorization.k8s.io/selfsubjectrulesreviews",
+        unconditional_update: false,
+        selectable_fields: &[],
+    },
 ];
 
 /// A built-in kind's schema, its type information, and its OpenAPI name.
@@ -296,6 +434,29 @@ pub fn resources() -> Vec<Resource> {
                     Builtin::Crd => (
                         structural::<CustomResourceDefinition>(),
                         component_name::<CustomResourceDefinition>(),
+                    ),
+                    Builtin::Role => (structural::<Role>(), component_name::<Role>()),
+                    Builtin::ClusterRole => {
+                        (structural::<ClusterRole>(), component_name::<ClusterRole>())
+                    }
+                    Builtin::RoleBinding => {
+                        (structural::<RoleBinding>(), component_name::<RoleBinding>())
+                    }
+                    Builtin::ClusterRoleBinding => (
+                        structural::<ClusterRoleBinding>(),
+                        component_name::<ClusterRoleBinding>(),
+                    ),
+                    Builtin::ServiceAccount => (
+                        structural::<ServiceAccount>(),
+                        component_name::<ServiceAccount>(),
+                    ),
+                    Builtin::SelfSubjectAccessReview => (
+                        structural::<SelfSubjectAccessReview>(),
+                        component_name::<SelfSubjectAccessReview>(),
+                    ),
+                    Builtin::SelfSubjectRulesReview => (
+                        structural::<SelfSubjectRulesReview>(),
+                        component_name::<SelfSubjectRulesReview>(),
                     ),
                 };
                 schema.map(|(c, t)| (c, t, name))

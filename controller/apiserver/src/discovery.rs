@@ -153,6 +153,9 @@ fn subresources(r: &Resource) -> Vec<(&'static str, Vec<&'static str>)> {
     if r.builtin == Some(crate::builtin::Builtin::Namespace) {
         subs.push(("finalize", vec!["update"]));
     }
+    if r.builtin == Some(crate::builtin::Builtin::ServiceAccount) {
+        subs.push(("token", vec!["create"]));
+    }
     subs
 }
 

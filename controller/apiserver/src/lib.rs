@@ -5,6 +5,7 @@
 //! kube-rs clients are its judges.
 
 mod apply;
+pub mod authz;
 pub mod builtin;
 pub mod discovery;
 pub mod error;
@@ -17,6 +18,8 @@ pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod rest;
+mod review;
+pub mod sa_token;
 pub mod selector;
 pub mod server;
 pub mod ssa;

@@ -1,6 +1,7 @@
 //! Decoding the Kubernetes protobuf encoding for the built-in kinds kubectl sends that way
-//! (`kubectl create configmap|secret|namespace` POST `application/vnd.kubernetes.protobuf`).
-//! Responses are always JSON, which those clients also accept.
+//! (`kubectl create configmap|secret|namespace|serviceaccount|role|rolebinding|token` and
+//! `kubectl auth can-i` POST `application/vnd.kubernetes.protobuf`). Responses are always
+//! JSON, which those clients also accept.
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -16,7 +17,7 @@ pub enum ProtobufError {
     Malformed(&'static str),
     /// A kind devplane does not decode from protobuf.
     #[error(
-        "protobuf bodies are accepted for ConfigMap, Secret and Namespace only, not {0}; send JSON"
+        "protobuf bodies are accepted for ConfigMap, Secret, Namespace, ServiceAccount, RBAC kinds, TokenRequest and access reviews only, not {0}; send JSON"
     )]
     Unsupported(String),
 }
@@ -224,6 +225,119 @@ fn object_meta(bytes: &[u8]) -> Result<Value> {
     Ok(Value::Object(meta))
 }
 
+/// A message of string fields (and repeated strings), by field number → (name, repeated).
+fn strings(bytes: &[u8], names: &[(u64, &str, bool)]) -> Result<Map<String, Value>> {
+    let mut out = Map::new();
+    for (number, field) in fields(bytes)? {
+        let Field::Bytes(b) = field else {
+            continue;
+        };
+        let Some((_, name, repeated)) = names.iter().find(|(n, _, _)| *n == number) else {
+            continue;
+        };
+        let value = Value::String(text(b)?);
+        if *repeated {
+            if let Some(list) = out.entry(*name).or_insert_with(|| json!([])).as_array_mut() {
+                list.push(value);
+            }
+        } else if value != Value::String(String::new()) {
+            out.insert((*name).into(), value);
+        }
+    }
+    Ok(out)
+}
+
+fn role_ref(bytes: &[u8]) -> Result<Value> {
+    Ok(Value::Object(strings(
+        bytes,
+        &[
+            (1, "apiGroup", false),
+            (2, "kind", false),
+            (3, "name", false),
+        ],
+    )?))
+}
+
+fn subject(bytes: &[u8]) -> Result<Value> {
+    Ok(Value::Object(strings(
+        bytes,
+        &[
+            (1, "kind", false),
+            (2, "apiGroup", false),
+            (3, "name", false),
+            (4, "namespace", false),
+        ],
+    )?))
+}
+
+fn policy_rule(bytes: &[u8]) -> Result<Value> {
+    Ok(Value::Object(strings(
+        bytes,
+        &[
+            (1, "verbs", true),
+            (2, "apiGroups", true),
+            (3, "resources", true),
+            (4, "resourceNames", true),
+            (5, "nonResourceURLs", true),
+        ],
+    )?))
+}
+
+fn push(object: &mut Map<String, Value>, field: &str, value: Value) {
+    if let Some(list) = object
+        .entry(field)
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+    {
+        list.push(value);
+    }
+}
+
+/// The spec of a SelfSubjectAccessReview.
+fn access_review_spec(bytes: &[u8]) -> Result<Value> {
+    let mut spec = Map::new();
+    for (number, field) in fields(bytes)? {
+        match (number, field) {
+            (1, Field::Bytes(b)) => {
+                let attrs = strings(
+                    b,
+                    &[
+                        (1, "namespace", false),
+                        (2, "verb", false),
+                        (3, "group", false),
+                        (4, "version", false),
+                        (5, "resource", false),
+                        (6, "subresource", false),
+                        (7, "name", false),
+                    ],
+                )?;
+                spec.insert("resourceAttributes".into(), Value::Object(attrs));
+            }
+            (2, Field::Bytes(b)) => {
+                let attrs = strings(b, &[(1, "path", false), (2, "verb", false)])?;
+                spec.insert("nonResourceAttributes".into(), Value::Object(attrs));
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(spec))
+}
+
+/// The spec of a TokenRequest.
+fn token_request_spec(bytes: &[u8]) -> Result<Value> {
+    let mut spec = Map::new();
+    for (number, field) in fields(bytes)? {
+        match (number, field) {
+            (1, Field::Bytes(b)) => push(&mut spec, "audiences", Value::String(text(b)?)),
+            (4, Field::Varint(v)) => {
+                spec.insert("expirationSeconds".into(), Value::from(v as i64));
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(spec))
+}
+
 /// Decode a protobuf request body into the JSON form of the object.
 pub fn decode(body: &[u8]) -> Result<Value> {
     let payload = body
@@ -286,6 +400,75 @@ pub fn decode(body: &[u8]) -> Result<Value> {
             for (number, field) in fields(raw)? {
                 if let (1, Field::Bytes(b)) = (number, field) {
                     object.insert("metadata".into(), object_meta(b)?);
+                }
+            }
+        }
+        ("v1", "ServiceAccount") => {
+            for (number, field) in fields(raw)? {
+                match (number, field) {
+                    (1, Field::Bytes(b)) => {
+                        object.insert("metadata".into(), object_meta(b)?);
+                    }
+                    (4, Field::Varint(v)) => {
+                        object.insert("automountServiceAccountToken".into(), Value::Bool(v != 0));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => {
+            for (number, field) in fields(raw)? {
+                match (number, field) {
+                    (1, Field::Bytes(b)) => {
+                        object.insert("metadata".into(), object_meta(b)?);
+                    }
+                    (2, Field::Bytes(b)) => push(&mut object, "rules", policy_rule(b)?),
+                    _ => {}
+                }
+            }
+        }
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => {
+            for (number, field) in fields(raw)? {
+                match (number, field) {
+                    (1, Field::Bytes(b)) => {
+                        object.insert("metadata".into(), object_meta(b)?);
+                    }
+                    (2, Field::Bytes(b)) => push(&mut object, "subjects", subject(b)?),
+                    (3, Field::Bytes(b)) => {
+                        object.insert("roleRef".into(), role_ref(b)?);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview" | "SelfSubjectRulesReview") => {
+            let rules = kind == "SelfSubjectRulesReview";
+            for (number, field) in fields(raw)? {
+                match (number, field) {
+                    (1, Field::Bytes(b)) => {
+                        object.insert("metadata".into(), object_meta(b)?);
+                    }
+                    (2, Field::Bytes(b)) if rules => {
+                        let spec = strings(b, &[(1, "namespace", false)])?;
+                        object.insert("spec".into(), Value::Object(spec));
+                    }
+                    (2, Field::Bytes(b)) => {
+                        object.insert("spec".into(), access_review_spec(b)?);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            for (number, field) in fields(raw)? {
+                match (number, field) {
+                    (1, Field::Bytes(b)) => {
+                        object.insert("metadata".into(), object_meta(b)?);
+                    }
+                    (2, Field::Bytes(b)) => {
+                        object.insert("spec".into(), token_request_spec(b)?);
+                    }
+                    _ => {}
                 }
             }
         }

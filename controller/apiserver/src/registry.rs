@@ -80,6 +80,9 @@ impl Resource {
 
     /// Verbs for discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.builtin.is_some_and(Builtin::is_review) {
+            return vec!["create"];
+        }
         vec![
             "create",
             "delete",

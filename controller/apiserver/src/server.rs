@@ -1,7 +1,7 @@
 //! The API server: state, routes, authentication, and the tasks that keep it consistent
 //! (CRD registry, garbage collection, namespace and CRD cleanup).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,19 +18,22 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::builtin::crd_resources;
+use crate::authz::{Attributes, Rbac};
+use crate::builtin::{Builtin, crd_resources};
 use crate::error::{ApiError, ApiResult};
 use crate::openapi;
 use crate::registry::{Registry, Resource};
 use crate::request::{self, Query};
 use crate::rest::{self, WriteOptions};
+use crate::sa_token::Signer;
 use crate::{discovery, path};
 
 /// Settings of an API server.
 #[derive(Clone, Debug)]
 pub struct ApiServerConfig {
-    /// Bearer tokens and the user each stands for. Empty: no authentication (tests only).
-    pub tokens: BTreeMap<String, String>,
+    /// Bearer tokens and who each stands for. Empty: no authentication and no authorization
+    /// (tests only). ServiceAccount tokens minted by TokenRequest are accepted besides.
+    pub tokens: BTreeMap<String, Caller>,
     /// How often a watch with `allowWatchBookmarks` gets a bookmark.
     pub bookmark_interval: Duration,
     /// Largest request body.
@@ -56,9 +59,14 @@ impl Default for ApiServerConfig {
     }
 }
 
-/// The caller of a request, set by authentication (or by an in-process client's layer).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller(pub String);
+pub use crate::authz::Caller;
+
+/// Where the key that signs ServiceAccount tokens lives.
+const SIGNING_KEY: &str = "/registry/devplane.io/serviceaccount-signing-key";
+/// Prefix of every RBAC object.
+const RBAC_PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
+/// How long a verified ServiceAccount token is trusted before its account is looked up again.
+const TOKEN_CACHE: Duration = Duration::from_secs(10);
 
 /// Rendered OpenAPI documents by group-version path.
 type OpenApiDocuments = Arc<BTreeMap<String, openapi::Document>>;
@@ -75,6 +83,9 @@ pub struct Inner {
     openapi_cache: Mutex<Option<(u64, OpenApiDocuments)>>,
     /// Watch events decoded once for all watchers.
     pub events: Arc<crate::watch::EventCache>,
+    rbac: RwLock<Arc<Rbac>>,
+    signer: tokio::sync::OnceCell<Arc<Signer>>,
+    verified_tokens: Mutex<HashMap<String, (Caller, std::time::Instant)>>,
 }
 
 impl Inner {
@@ -135,6 +146,88 @@ impl Inner {
         docs
     }
 
+    /// The RBAC objects as last loaded.
+    pub fn rbac(&self) -> Arc<Rbac> {
+        self.rbac.read().clone()
+    }
+
+    /// Reload the RBAC objects from the store.
+    pub async fn refresh_rbac(&self) -> ApiResult<()> {
+        let page = self
+            .store
+            .list(ListOptions {
+                prefix: RBAC_PREFIX.into(),
+                ..ListOptions::default()
+            })
+            .await?;
+        let objects: Vec<Value> = page
+            .items
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect();
+        *self.rbac.write() = Arc::new(Rbac::from_objects(&objects));
+        Ok(())
+    }
+
+    /// The ServiceAccount token signer (its key created in the store on first use).
+    pub async fn signer(&self) -> ApiResult<Arc<Signer>> {
+        self.signer
+            .get_or_try_init(|| async {
+                let fresh: [u8; 32] = rand::random();
+                let encoded =
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, fresh);
+                match self.store.create(SIGNING_KEY, Bytes::from(encoded)).await {
+                    Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(ApiError::from(e)),
+                }
+                let stored = self
+                    .store
+                    .get(SIGNING_KEY)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("the token signing key vanished"))?;
+                let key = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    &stored.value,
+                )
+                .map_err(|e| {
+                    ApiError::internal(format!("the token signing key is corrupt: {e}"))
+                })?;
+                Ok(Arc::new(Signer::new(&key)))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Who a ServiceAccount token stands for, if it is valid and its account still exists.
+    async fn service_account_caller(&self, token: &str) -> Option<Caller> {
+        if let Some((caller, at)) = self.verified_tokens.lock().get(token)
+            && at.elapsed() < TOKEN_CACHE
+        {
+            return Some(caller.clone());
+        }
+        let signer = self.signer().await.ok()?;
+        let claims = signer.verify(token, jiff::Timestamp::now().as_second())?;
+        let key = format!(
+            "/registry/core/serviceaccounts/{}/{}",
+            claims.namespace, claims.name
+        );
+        let account = self.store.get(&key).await.ok()??;
+        let account: Value = serde_json::from_slice(&account.value).ok()?;
+        if account.pointer("/metadata/uid").and_then(Value::as_str) != Some(claims.uid.as_str()) {
+            return None;
+        }
+        let caller = Caller::service_account(&claims.namespace, &claims.name);
+        let mut cache = self.verified_tokens.lock();
+        if cache.len() > 10_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE);
+        }
+        cache.insert(
+            token.to_string(),
+            (caller.clone(), std::time::Instant::now()),
+        );
+        Some(caller)
+    }
+
     fn git_version(&self) -> String {
         format!("v1.{}.0-devplane", self.config.kube_minor)
     }
@@ -157,6 +250,9 @@ impl ApiServer {
             shutdown: CancellationToken::new(),
             openapi_cache: Mutex::new(None),
             events: Arc::default(),
+            rbac: RwLock::new(Arc::default()),
+            signer: tokio::sync::OnceCell::new(),
+            verified_tokens: Mutex::new(HashMap::new()),
         });
         inner.refresh_registry().await?;
         let server = ApiServer { inner };
@@ -165,6 +261,26 @@ impl ApiServer {
                 .ensure(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
                 .await?;
         }
+        // As on a cluster: cluster-admin may do everything, and system:masters has it.
+        server
+            .ensure(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                "rules": [
+                    {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                    {"nonResourceURLs": ["*"], "verbs": ["*"]}
+                ]
+            }))
+            .await?;
+        server
+            .ensure(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": crate::authz::MASTERS}]
+            }))
+            .await?;
+        server.inner.refresh_rbac().await?;
         Ok(server)
     }
 
@@ -254,12 +370,27 @@ impl ApiServer {
         {
             tracing::warn!(error = %e, "cannot refresh the registry");
         }
+        // A deleted (or re-created) ServiceAccount's tokens stop at once on this server.
+        if resource.builtin == Some(crate::builtin::Builtin::ServiceAccount) {
+            self.inner.verified_tokens.lock().clear();
+        }
+        // A new grant or revocation holds for the very next request.
+        if resource
+            .builtin
+            .is_some_and(crate::builtin::Builtin::is_rbac)
+            && let Err(e) = self.inner.refresh_rbac().await
+        {
+            tracing::warn!(error = %e, "cannot reload RBAC");
+        }
     }
 
     /// Start the background tasks: CRD watch (keeps the registry current across processes
     /// sharing a store) and, if configured, the garbage collector and cleanups.
     pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = vec![tokio::spawn(watch_crds(self.inner.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(watch_crds(self.inner.clone())),
+            tokio::spawn(watch_rbac(self.inner.clone())),
+        ];
         if self.inner.config.run_controllers {
             tasks.push(tokio::spawn(crate::gc::run(self.inner.clone())));
             tasks.push(tokio::spawn(crate::gc::expire_events(self.inner.clone())));
@@ -279,11 +410,12 @@ impl ApiServer {
     }
 
     /// A router for in-process clients: every request is made as `caller` (no token; an
-    /// extension cannot be forged over a socket). Handler panics become 500s.
-    pub fn in_process_router(&self, caller: &str) -> Router {
+    /// extension cannot be forged over a socket), authorized like any other. Handler panics
+    /// become 500s.
+    pub fn in_process_router(&self, caller: Caller) -> Router {
         self.routes()
             .layer(tower_http::catch_panic::CatchPanicLayer::new())
-            .layer(axum::Extension(Caller(caller.to_string())))
+            .layer(axum::Extension(caller))
     }
 
     fn routes(&self) -> Router {
@@ -336,9 +468,15 @@ async fn authenticate(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        match token.and_then(|t| find_token(tokens, t)) {
-            Some(user) => {
-                request.extensions_mut().insert(Caller(user));
+        let mut caller = token.and_then(|t| find_token(tokens, t));
+        if caller.is_none()
+            && let Some(token) = token.filter(|t| Signer::looks_like(t))
+        {
+            caller = server.inner.service_account_caller(token).await;
+        }
+        match caller {
+            Some(caller) => {
+                request.extensions_mut().insert(caller);
             }
             None => return ApiError::unauthorized().into_response(),
         }
@@ -347,7 +485,7 @@ async fn authenticate(
 }
 
 /// Look a token up in constant time per entry, so timing does not reveal near-misses.
-fn find_token(tokens: &BTreeMap<String, String>, presented: &str) -> Option<String> {
+fn find_token(tokens: &BTreeMap<String, Caller>, presented: &str) -> Option<Caller> {
     let mut found = None;
     for (token, user) in tokens {
         let equal = token.len() == presented.len()
@@ -446,42 +584,68 @@ async fn openapi_document(State(server): State<ApiServer>, uri: Uri) -> Response
     }
 }
 
+/// The caller an authenticated request carries (none when authentication is off).
+type MaybeCaller = Option<axum::Extension<Caller>>;
+
 async fn resources_core(
     State(server): State<ApiServer>,
+    caller: MaybeCaller,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    resources(server, true, method, uri, headers, body).await
+    let caller = caller.map(|c| c.0);
+    resources(server, caller, true, method, uri, headers, body).await
 }
 
 async fn resources_groups(
     State(server): State<ApiServer>,
+    caller: MaybeCaller,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    resources(server, false, method, uri, headers, body).await
+    let caller = caller.map(|c| c.0);
+    resources(server, caller, false, method, uri, headers, body).await
 }
 
 async fn resources(
     server: ApiServer,
+    caller: Option<Caller>,
     core: bool,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match route(&server, core, method, &uri, headers, body).await {
+    match route(&server, caller.as_ref(), core, method, &uri, headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
+/// The RBAC verb of a request.
+fn verb_of(method: &Method, named: bool, query: &Query) -> &'static str {
+    let watch = query.get("watch").is_some_and(|v| v == "true" || v == "1");
+    match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if named => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn route(
     server: &ApiServer,
+    caller: Option<&Caller>,
     core: bool,
     method: Method,
     uri: &Uri,
@@ -516,21 +680,71 @@ async fn route(
         return Err(ApiError::too_large("the request body is too large"));
     }
     let is_write = method != Method::GET;
+    let query = Query::parse(uri.query())?;
+    let review = resource.builtin.is_some_and(Builtin::is_review);
+    if let Some(caller) = caller
+        && !review
+    {
+        let attrs = Attributes {
+            verb: verb_of(&method, path.name.is_some(), &query).to_string(),
+            group: resource.group.clone(),
+            resource: resource.plural.clone(),
+            subresource: path.subresource.clone(),
+            namespace: path.namespace.clone(),
+            name: path.name.clone(),
+        };
+        if !server.inner.rbac().allows(caller, &attrs) {
+            tracing::info!(user = %caller.user, verb = %attrs.verb, resource = %attrs.resource_path(), namespace = attrs.namespace.as_deref().unwrap_or(""), "forbidden");
+            let mut error = ApiError::forbidden(attrs.forbidden_message(caller));
+            error.details =
+                Some(json!({"name": attrs.name, "group": attrs.group, "kind": attrs.resource}));
+            return Err(error);
+        }
+    }
+    match (resource.builtin, &method, path.subresource.as_deref()) {
+        (Some(Builtin::SelfSubjectAccessReview), &Method::POST, None) => {
+            return crate::review::access_review(&server.inner, caller, &headers, &body);
+        }
+        (Some(Builtin::SelfSubjectRulesReview), &Method::POST, None) => {
+            return crate::review::rules_review(&server.inner, caller, &headers, &body);
+        }
+        (Some(b), _, _) if b.is_review() => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{} only supports create",
+                resource.plural
+            )));
+        }
+        (Some(Builtin::ServiceAccount), &Method::POST, Some("token")) => {
+            let (Some(namespace), Some(name)) = (&path.namespace, &path.name) else {
+                return Err(ApiError::no_route());
+            };
+            return crate::review::token_request(
+                &server.inner,
+                &resource,
+                namespace,
+                name,
+                &headers,
+                &body,
+            )
+            .await;
+        }
+        _ => {}
+    }
     let req = rest::Request {
         method,
         resource: resource.clone(),
         namespace: path.namespace,
         name: path.name,
         subresource: path.subresource,
-        query: Query::parse(uri.query())?,
+        query,
         headers,
         body,
     };
     let response = rest::serve(&server.inner, req).await?;
-    if is_write
-        && resource.builtin == Some(crate::builtin::Builtin::Crd)
-        && response.status().is_success()
-    {
+    let changes_schema_or_grants = resource
+        .builtin
+        .is_some_and(|b| b == Builtin::Crd || b == Builtin::ServiceAccount || b.is_rbac());
+    if is_write && changes_schema_or_grants && response.status().is_success() {
         server.after_write(&resource).await;
     }
     Ok(response)
@@ -575,6 +789,52 @@ async fn watch_crds(inner: Arc<Inner>) {
                     Some(Err(StoreError::Compacted { .. })) | None => break,
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "CRD watch failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keep the RBAC index in step with the store (also with writes of other API servers).
+async fn watch_rbac(inner: Arc<Inner>) {
+    loop {
+        let start = match inner.store.current_revision().await {
+            Ok(rev) => rev,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the store revision");
+                if sleep_or_shutdown(&inner, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Err(e) = inner.refresh_rbac().await {
+            tracing::warn!(error = %e, "cannot reload RBAC");
+        }
+        let mut stream = match inner.store.watch(RBAC_PREFIX, start).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch RBAC objects");
+                if sleep_or_shutdown(&inner, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => return,
+                next = stream.next() => match next {
+                    Some(Ok(_)) => {
+                        if let Err(e) = inner.refresh_rbac().await {
+                            tracing::warn!(error = %e, "cannot reload RBAC");
+                        }
+                    }
+                    Some(Err(StoreError::Compacted { .. })) | None => break,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "RBAC watch failed");
                         break;
                     }
                 }

@@ -454,7 +454,12 @@ pub async fn onboard(args: &crate::cli::BenchOnboardArgs) -> Result<(), String> 
         .map_err(|e| e.to_string())?;
     let target = Target::start(store).await?;
     let stop = CancellationToken::new();
-    let client = kube::Client::new(target.server.in_process_router("controller"), "default");
+    let client = kube::Client::new(
+        target
+            .server
+            .in_process_router(crate::up::controller_identity()),
+        "default",
+    );
     let counts = Arc::new(Counts::default());
     tokio::spawn(devplane_reconcilers::run(
         client,

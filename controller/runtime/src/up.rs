@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use devplane_apiserver::{ApiServer, ApiServerConfig};
+use devplane_apiserver::authz::MASTERS;
+use devplane_apiserver::{ApiServer, ApiServerConfig, Caller};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -108,8 +109,8 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
         Default::default()
     } else {
         [
-            (tokens.admin.clone(), "admin".to_string()),
-            (tokens.controller.clone(), "controller".to_string()),
+            (tokens.admin.clone(), Caller::new("admin", &[MASTERS])),
+            (tokens.controller.clone(), controller_identity()),
         ]
         .into()
     };
@@ -214,7 +215,7 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
     };
     let frontdoor_task = frontdoor.map(|bound| {
         // The front door reads the registry in-process too, under its own identity.
-        let client = kube::Client::new(server.in_process_router("frontdoor"), "default");
+        let client = kube::Client::new(server.in_process_router(frontdoor_identity()), "default");
         let metrics = Arc::new(devplane_frontdoor::metrics::Metrics::default());
         crate::frontdoor::register(&admin, metrics.clone());
         let settings = crate::frontdoor::settings(
@@ -234,7 +235,7 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
         None
     } else {
         // The controllers talk to this server in-process: no socket, no TLS, same API.
-        let client = kube::Client::new(server.in_process_router("controller"), "default");
+        let client = kube::Client::new(server.in_process_router(controller_identity()), "default");
         let settings = devplane_reconcilers::Settings {
             endpoints,
             app_endpoint,
@@ -287,6 +288,18 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     Ok(())
+}
+
+/// Who the controllers are to the API server (in-process, or with the controller token).
+/// They are trusted with everything until the least-privilege roles of the deployment
+/// manifests are installed and enforced for them.
+pub fn controller_identity() -> Caller {
+    Caller::new("system:devplane:controller", &[MASTERS])
+}
+
+/// Who the in-process front door is to the API server (see [`controller_identity`]).
+pub fn frontdoor_identity() -> Caller {
+    Caller::new("system:devplane:frontdoor", &[MASTERS])
 }
 
 /// Front-door endpoints written into credentials Secrets: where this process's front door

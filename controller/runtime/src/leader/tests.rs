@@ -20,7 +20,10 @@ async fn in_process() -> (ApiServer, kube::Client) {
         .await
         .expect("API server");
     server.spawn_background();
-    let client = kube::Client::new(server.in_process_router("controller"), NAMESPACE);
+    let client = kube::Client::new(
+        server.in_process_router(crate::up::controller_identity()),
+        NAMESPACE,
+    );
     (server, client)
 }
 

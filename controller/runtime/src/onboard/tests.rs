@@ -32,7 +32,10 @@ async fn in_process() -> (ApiServer, kube::Client) {
         .expect("API server");
     crate::up::install(&server).await.expect("CRDs installed");
     server.spawn_background();
-    let client = kube::Client::new(server.in_process_router("controller"), "default");
+    let client = kube::Client::new(
+        server.in_process_router(crate::up::controller_identity()),
+        "default",
+    );
     (server, client)
 }
 

@@ -1,0 +1,196 @@
+//! Requests that are answered rather than stored: SelfSubjectAccessReview (`kubectl auth
+//! can-i`), SelfSubjectRulesReview (`kubectl auth can-i --list`) and the ServiceAccount
+//! TokenRequest (`kubectl create token`).
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use crate::authz::{Attributes, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::request;
+use crate::sa_token::Claims;
+use crate::server::Inner;
+
+/// Paths every authenticated user may read (discovery, OpenAPI, version and health).
+pub const PUBLIC_PATHS: &[&str] = &[
+    "/api",
+    "/api/*",
+    "/apis",
+    "/apis/*",
+    "/openapi",
+    "/openapi/*",
+    "/version",
+    "/version/",
+    "/healthz",
+    "/livez",
+    "/readyz",
+];
+
+/// The request body as JSON (kubectl sends these kinds as protobuf).
+fn body_json(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
+    let protobuf = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/vnd.kubernetes.protobuf"));
+    if protobuf {
+        return crate::protobuf::decode(body)
+            .map_err(|e| ApiError::unsupported_media_type(e.to_string()));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+}
+
+fn public_path(path: &str) -> bool {
+    PUBLIC_PATHS.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => path == *p,
+    })
+}
+
+/// Answer a SelfSubjectAccessReview for `caller` (None: authentication is off; all allowed).
+pub fn access_review(
+    inner: &Inner,
+    caller: Option<&Caller>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let mut review = body_json(headers, body)?;
+    let allowed = match (caller, review.pointer("/spec/resourceAttributes")) {
+        (None, _) => true,
+        (Some(caller), Some(attrs)) => {
+            let text = |k: &str| {
+                attrs
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+            };
+            let attrs = Attributes {
+                verb: text("verb").unwrap_or_default(),
+                group: text("group").unwrap_or_default(),
+                resource: text("resource").unwrap_or_default(),
+                subresource: text("subresource"),
+                namespace: text("namespace"),
+                name: text("name"),
+            };
+            inner.rbac().allows(caller, &attrs)
+        }
+        (Some(caller), None) => {
+            let path = review
+                .pointer("/spec/nonResourceAttributes/path")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            caller.groups.iter().any(|g| g == crate::authz::MASTERS) || public_path(path)
+        }
+    };
+    review["status"] = json!({ "allowed": allowed });
+    if let Some(object) = review.as_object_mut() {
+        object.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
+        object.insert("kind".into(), json!("SelfSubjectAccessReview"));
+    }
+    Ok(request::json(201, &review, &[]))
+}
+
+/// Answer a SelfSubjectRulesReview: the caller's rules in `spec.namespace`.
+pub fn rules_review(
+    inner: &Inner,
+    caller: Option<&Caller>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let mut review = body_json(headers, body)?;
+    let namespace = review
+        .pointer("/spec/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    let everything = Caller::new("", &[crate::authz::MASTERS]);
+    let rules = inner
+        .rbac()
+        .rules_for(caller.unwrap_or(&everything), &namespace);
+    let resource_rules: Vec<Value> = rules
+        .iter()
+        .filter(|r| r.resources.is_some())
+        .map(|r| {
+            json!({
+                "verbs": r.verbs,
+                "apiGroups": r.api_groups.clone().unwrap_or_default(),
+                "resources": r.resources.clone().unwrap_or_default(),
+                "resourceNames": r.resource_names.clone().unwrap_or_default(),
+            })
+        })
+        .collect();
+    review["status"] = json!({
+        "resourceRules": resource_rules,
+        "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": PUBLIC_PATHS}],
+        "incomplete": false,
+    });
+    if let Some(object) = review.as_object_mut() {
+        object.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
+        object.insert("kind".into(), json!("SelfSubjectRulesReview"));
+    }
+    Ok(request::json(201, &review, &[]))
+}
+
+/// Shortest and longest token lifetimes, and the default.
+const MIN_SECONDS: i64 = 600;
+const MAX_SECONDS: i64 = 48 * 3600;
+const DEFAULT_SECONDS: i64 = 3600;
+
+/// Mint a token for the ServiceAccount `namespace/name` (a TokenRequest).
+pub async fn token_request(
+    inner: &Inner,
+    resource: &crate::registry::Resource,
+    namespace: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let request_body = if body.is_empty() {
+        json!({})
+    } else {
+        body_json(headers, body)?
+    };
+    let Some((account, _)) = inner.read(resource, Some(namespace), name).await? else {
+        return Err(ApiError::not_found("", "serviceaccounts", name));
+    };
+    let uid = account
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let seconds = request_body
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(DEFAULT_SECONDS);
+    if seconds < MIN_SECONDS {
+        return Err(ApiError::bad_request(format!(
+            "spec.expirationSeconds: may not specify a duration less than {MIN_SECONDS} seconds"
+        )));
+    }
+    let seconds = seconds.min(MAX_SECONDS);
+    let now = jiff::Timestamp::now().as_second();
+    let claims = Claims {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        uid,
+        exp: now + seconds,
+    };
+    let token = inner.signer().await?.mint(&claims);
+    let expires = jiff::Timestamp::from_second(claims.exp)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let answer = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": crate::object::now_seconds()},
+        "spec": {
+            "audiences": request_body.pointer("/spec/audiences").cloned().unwrap_or(json!([])),
+            "expirationSeconds": seconds,
+        },
+        "status": {"token": token, "expirationTimestamp": expires},
+    });
+    Ok(request::json(201, &answer, &[]))
+}

@@ -1,0 +1,241 @@
+//! RBAC in the embedded API server, with real kubectl: ServiceAccounts and their tokens
+//! (`kubectl create token`), Roles and bindings enforced on every request with
+//! kube-apiserver's 403, and `kubectl auth can-i` answering from the same rules.
+
+use std::time::Duration;
+
+use crate::support::{Devplane, stderr, stdout, wait_until};
+
+const GRANTS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: plant}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reader, namespace: plant}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: nobody, namespace: plant}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: device-reader, namespace: plant}
+rules:
+  - apiGroups: [iot.devplane.io]
+    resources: [devices]
+    verbs: [get, list, watch]
+  - apiGroups: [""]
+    resources: [configmaps]
+    resourceNames: [allowed]
+    verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader, namespace: plant}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: device-reader}
+subjects: [{kind: ServiceAccount, name: reader, namespace: plant}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: allowed, namespace: plant}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: hidden, namespace: plant}
+"#;
+
+fn token(devplane: &Devplane, account: &str) -> String {
+    devplane
+        .kubectl_ok(&[
+            "create",
+            "token",
+            account,
+            "-n",
+            "plant",
+            "--duration",
+            "15m",
+        ])
+        .trim()
+        .to_string()
+}
+
+/// kubectl as the bearer of `token`: (success, stdout, stderr).
+fn as_token(devplane: &Devplane, token: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["--token", token];
+    all.extend_from_slice(args);
+    let output = devplane.kubectl(&all);
+    (output.status.success(), stdout(&output), stderr(&output))
+}
+
+#[test]
+fn roles_and_bindings_decide_what_a_service_account_token_may_do() {
+    let devplane = Devplane::start(&[]);
+    devplane.apply_yaml(GRANTS);
+    let reader = token(&devplane, "reader");
+    assert!(reader.starts_with("dpsa."), "{reader}");
+
+    let (ok, out, err) = as_token(&devplane, &reader, &["get", "devices", "-n", "plant"]);
+    assert!(ok, "a granted list: {out}{err}");
+    let (ok, _, err) = as_token(
+        &devplane,
+        &reader,
+        &["get", "configmap", "allowed", "-n", "plant"],
+    );
+    assert!(ok, "a granted name: {err}");
+
+    for (args, message) in [
+        (
+            vec!["get", "devices", "-n", "other"],
+            r#"devices.iot.devplane.io is forbidden: User "system:serviceaccount:plant:reader" cannot list resource "devices" in API group "iot.devplane.io" in the namespace "other""#,
+        ),
+        (
+            vec!["get", "secrets", "-n", "plant"],
+            r#"secrets is forbidden: User "system:serviceaccount:plant:reader" cannot list resource "secrets" in API group "" in the namespace "plant""#,
+        ),
+        (
+            vec!["get", "configmap", "hidden", "-n", "plant"],
+            r#"configmaps "hidden" is forbidden: User "system:serviceaccount:plant:reader" cannot get resource "configmaps" in API group "" in the namespace "plant""#,
+        ),
+        (
+            vec!["delete", "device", "x", "-n", "plant"],
+            r#"cannot delete resource "devices" in API group "iot.devplane.io" in the namespace "plant""#,
+        ),
+        (
+            vec!["get", "namespaces"],
+            r#"cannot list resource "namespaces" in API group "" at the cluster scope"#,
+        ),
+    ] {
+        let (ok, _, err) = as_token(&devplane, &reader, &args);
+        assert!(!ok, "{args:?} must be refused");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+
+    // The raw answer is kube-apiserver's Status.
+    let (code, body) = devplane.curl(
+        "GET",
+        "/api/v1/namespaces/plant/secrets",
+        Some(&reader),
+        None,
+    );
+    assert_eq!(code, 403, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("a Status");
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(status["code"], 403);
+
+    // A token without bindings: discovery and /version only.
+    let nobody = token(&devplane, "nobody");
+    let (ok, _, err) = as_token(&devplane, &nobody, &["api-resources"]);
+    assert!(ok, "discovery stays open: {err}");
+    assert_eq!(devplane.curl("GET", "/version", Some(&nobody), None).0, 200);
+    for path in [
+        "/api/v1/namespaces",
+        "/api/v1/namespaces/plant/configmaps",
+        "/apis/iot.devplane.io/v1alpha1/devices",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    ] {
+        assert_eq!(
+            devplane.curl("GET", path, Some(&nobody), None).0,
+            403,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        devplane
+            .curl("GET", "/api/v1/namespaces", Some("dpsa.forged.token"), None)
+            .0,
+        401
+    );
+
+    // A grant holds for the very next request; so does its removal.
+    devplane.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "nobody-reads",
+        "-n",
+        "plant",
+        "--role=device-reader",
+        "--serviceaccount=plant:nobody",
+    ]);
+    assert!(as_token(&devplane, &nobody, &["get", "devices", "-n", "plant"]).0);
+    devplane.kubectl_ok(&["delete", "rolebinding", "nobody-reads", "-n", "plant"]);
+    assert!(!as_token(&devplane, &nobody, &["get", "devices", "-n", "plant"]).0);
+
+    // Deleting the ServiceAccount ends its tokens.
+    devplane.kubectl_ok(&["delete", "serviceaccount", "reader", "-n", "plant"]);
+    wait_until(
+        "the deleted account's token to stop working",
+        Duration::from_secs(15),
+        || {
+            devplane
+                .curl(
+                    "GET",
+                    "/apis/iot.devplane.io/v1alpha1/namespaces/plant/devices",
+                    Some(&reader),
+                    None,
+                )
+                .0
+                == 401
+        },
+    );
+}
+
+#[test]
+fn kubectl_auth_can_i_answers_from_the_same_rules() {
+    let devplane = Devplane::start(&[]);
+    devplane.apply_yaml(GRANTS);
+    let reader = token(&devplane, "reader");
+    let cases = [
+        (vec!["list", "devices", "-n", "plant"], "yes"),
+        (
+            vec!["watch", "devices.iot.devplane.io", "-n", "plant"],
+            "yes",
+        ),
+        (vec!["create", "devices", "-n", "plant"], "no"),
+        (vec!["list", "devices", "-n", "other"], "no"),
+        (vec!["get", "configmaps/allowed", "-n", "plant"], "yes"),
+        (vec!["get", "configmaps/hidden", "-n", "plant"], "no"),
+        (vec!["list", "secrets", "-n", "plant"], "no"),
+        (vec!["list", "namespaces"], "no"),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(&args);
+        let (_, out, err) = as_token(&devplane, &reader, &all);
+        assert_eq!(out.trim(), want, "can-i {args:?}: {err}");
+    }
+    let (_, out, _) = devplane
+        .kubectl(&["auth", "can-i", "delete", "secrets", "-A"])
+        .pipe(|o| (o.status.success(), stdout(&o), stderr(&o)));
+    assert_eq!(out.trim(), "yes", "the admin may do everything");
+    let (ok, out, err) = as_token(
+        &devplane,
+        &reader,
+        &["auth", "can-i", "--list", "-n", "plant"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("devices.iot.devplane.io") && l.contains("[get list watch]")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("configmaps") && l.contains("[allowed]")),
+        "{out}"
+    );
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+
+impl<T> Pipe for T {}
