@@ -153,7 +153,27 @@ fn roles_and_bindings_decide_what_a_service_account_token_may_do() {
         401
     );
 
-    // A grant holds for the very next request; so does its removal.
+    // A grant holds for the very next request; so does its removal (roles made the
+    // README's way, with kubectl create).
+    devplane.kubectl_ok(&[
+        "create",
+        "role",
+        "model-reader",
+        "-n",
+        "plant",
+        "--verb=get,list",
+        "--resource=devicemodels",
+    ]);
+    devplane.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "nobody-models",
+        "-n",
+        "plant",
+        "--role=model-reader",
+        "--serviceaccount=plant:nobody",
+    ]);
+    assert!(as_token(&devplane, &nobody, &["get", "devicemodels", "-n", "plant"]).0);
     devplane.kubectl_ok(&[
         "create",
         "rolebinding",
@@ -239,3 +259,78 @@ trait Pipe: Sized {
 }
 
 impl<T> Pipe for T {}
+
+#[test]
+fn the_audit_log_records_who_did_what_and_no_secret_data() {
+    let audit_dir = tempfile::tempdir().expect("temp dir");
+    let audit = audit_dir.path().join("audit.log");
+    let devplane = Devplane::start(&["--audit-log", audit.to_str().expect("utf-8 path")]);
+    devplane.apply_yaml(GRANTS);
+    devplane.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "vault",
+        "-n",
+        "plant",
+        "--from-literal=password=hunter2-very-secret",
+    ]);
+    let reader = token(&devplane, "reader");
+    assert!(
+        !as_token(
+            &devplane,
+            &reader,
+            &["get", "secret", "vault", "-n", "plant"]
+        )
+        .0
+    );
+    assert!(as_token(&devplane, &reader, &["get", "devices", "-n", "plant"]).0);
+
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let find = |events: &[serde_json::Value], verb: &str, resource: &str, code: u64| {
+        events.iter().any(|e| {
+            e["user"]["username"] == "system:serviceaccount:plant:reader"
+                && e["verb"] == verb
+                && e["objectRef"]["resource"] == resource
+                && e["objectRef"]["namespace"] == "plant"
+                && e["responseStatus"]["code"] == code
+        })
+    };
+    wait_until(
+        "the audit log to show both requests",
+        Duration::from_secs(10),
+        || {
+            let events = events();
+            find(&events, "get", "secrets", 403) && find(&events, "list", "devices", 200)
+        },
+    );
+    let events = events();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["apiVersion"] == "audit.k8s.io/v1" && e["level"] == "Metadata"),
+        "every line is an audit Event"
+    );
+    assert!(
+        events.iter().any(|e| e["user"]["username"] == "admin"
+            && e["verb"] == "create"
+            && e["objectRef"]["resource"] == "secrets"
+            && e["objectRef"]["name"].is_null()
+            && e["responseStatus"]["code"] == 201),
+        "the admin's create is there too"
+    );
+    let text = std::fs::read_to_string(&audit).expect("audit log");
+    assert!(!text.contains("hunter2"), "no Secret data in the audit log");
+    assert!(!text.contains(&base64_of("hunter2-very-secret")));
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}

@@ -5,6 +5,7 @@
 //! kube-rs clients are its judges.
 
 mod apply;
+pub mod audit;
 pub mod authz;
 pub mod builtin;
 pub mod discovery;

@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{self, Audit};
 use crate::authz::{Attributes, Rbac};
 use crate::builtin::{Builtin, crd_resources};
 use crate::error::{ApiError, ApiResult};
@@ -44,6 +45,8 @@ pub struct ApiServerConfig {
     pub advertise_address: String,
     /// Whether this process runs the garbage collector and the namespace and CRD cleanup.
     pub run_controllers: bool,
+    /// Where to append the audit log (JSON lines), if anywhere.
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiServerConfig {
@@ -55,6 +58,7 @@ impl Default for ApiServerConfig {
             kube_minor: 33,
             advertise_address: "127.0.0.1:6443".into(),
             run_controllers: true,
+            audit_log: None,
         }
     }
 }
@@ -84,6 +88,7 @@ pub struct Inner {
     /// Watch events decoded once for all watchers.
     pub events: Arc<crate::watch::EventCache>,
     rbac: RwLock<Arc<Rbac>>,
+    audit: Option<Audit>,
     signer: tokio::sync::OnceCell<Arc<Signer>>,
     verified_tokens: Mutex<HashMap<String, (Caller, std::time::Instant)>>,
 }
@@ -243,6 +248,12 @@ pub struct ApiServer {
 impl ApiServer {
     /// A server over `store`: loads the CRDs it holds and creates the system namespaces.
     pub async fn new(store: Arc<dyn Store>, config: ApiServerConfig) -> ApiResult<ApiServer> {
+        let audit = match &config.audit_log {
+            Some(path) => Some(Audit::open(path).map_err(|e| {
+                ApiError::internal(format!("cannot open the audit log {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
         let inner = Arc::new(Inner {
             store,
             registry: RwLock::new(Arc::new(Registry::new(Vec::new(), 0))),
@@ -251,6 +262,7 @@ impl ApiServer {
             openapi_cache: Mutex::new(None),
             events: Arc::default(),
             rbac: RwLock::new(Arc::default()),
+            audit,
             signer: tokio::sync::OnceCell::new(),
             verified_tokens: Mutex::new(HashMap::new()),
         });
@@ -391,6 +403,20 @@ impl ApiServer {
             tokio::spawn(watch_crds(self.inner.clone())),
             tokio::spawn(watch_rbac(self.inner.clone())),
         ];
+        if self.inner.audit.is_some() {
+            let inner = self.inner.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let stopping = sleep_or_shutdown(&inner, Duration::from_secs(1)).await;
+                    if let Some(audit) = &inner.audit {
+                        audit.flush();
+                    }
+                    if stopping {
+                        return;
+                    }
+                }
+            }));
+        }
         if self.inner.config.run_controllers {
             tasks.push(tokio::spawn(crate::gc::run(self.inner.clone())));
             tasks.push(tokio::spawn(crate::gc::expire_events(self.inner.clone())));
@@ -478,7 +504,24 @@ async fn authenticate(
             Some(caller) => {
                 request.extensions_mut().insert(caller);
             }
-            None => return ApiError::unauthorized().into_response(),
+            None => {
+                let error = ApiError::unauthorized();
+                if let Some(audit) = &server.inner.audit {
+                    audit.record(&audit::Record {
+                        caller: None,
+                        attributes: None,
+                        version: None,
+                        uri: &request.uri().to_string(),
+                        method: request.method().as_str(),
+                        code: error.code,
+                        failure: Some((error.reason, &error.message)),
+                        source: peer_of(&request),
+                        user_agent: user_agent(request.headers()),
+                        received: jiff::Timestamp::now(),
+                    });
+                }
+                return error.into_response();
+            }
         }
     }
     next.run(request).await
@@ -586,44 +629,96 @@ async fn openapi_document(State(server): State<ApiServer>, uri: Uri) -> Response
 
 /// The caller an authenticated request carries (none when authentication is off).
 type MaybeCaller = Option<axum::Extension<Caller>>;
+/// The client's address, when the listener recorded it.
+type MaybePeer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+fn peer_of(request: &AxumRequest) -> Option<String> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+}
 
 async fn resources_core(
     State(server): State<ApiServer>,
     caller: MaybeCaller,
+    peer: MaybePeer,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = caller.map(|c| c.0);
-    resources(server, caller, true, method, uri, headers, body).await
+    let who = (caller.map(|c| c.0), peer.map(|p| p.0.0.ip().to_string()));
+    resources(server, who, true, method, uri, headers, body).await
 }
 
 async fn resources_groups(
     State(server): State<ApiServer>,
     caller: MaybeCaller,
+    peer: MaybePeer,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = caller.map(|c| c.0);
-    resources(server, caller, false, method, uri, headers, body).await
+    let who = (caller.map(|c| c.0), peer.map(|p| p.0.0.ip().to_string()));
+    resources(server, who, false, method, uri, headers, body).await
 }
 
 async fn resources(
     server: ApiServer,
-    caller: Option<Caller>,
+    (caller, peer): (Option<Caller>, Option<String>),
     core: bool,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match route(&server, caller.as_ref(), core, method, &uri, headers, body).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
+    let received = jiff::Timestamp::now();
+    let agent = user_agent(&headers).map(str::to_string);
+    let method_name = method.as_str().to_string();
+    let mut asked = None;
+    let result = route(
+        &server,
+        caller.as_ref(),
+        &mut asked,
+        core,
+        method,
+        &uri,
+        headers,
+        body,
+    )
+    .await;
+    let (response, failure) = match result {
+        Ok(response) => (response, None),
+        Err(e) => {
+            let failure = (e.reason, e.message.clone());
+            (e.into_response(), Some(failure))
+        }
+    };
+    if let Some(audit) = &server.inner.audit {
+        audit.record(&audit::Record {
+            caller: caller.as_ref(),
+            attributes: asked.as_ref().map(|(a, _)| a),
+            version: asked
+                .as_ref()
+                .map(|(_, v): &(Attributes, String)| v.as_str()),
+            uri: &uri.to_string(),
+            method: &method_name,
+            code: response.status().as_u16(),
+            failure: failure.as_ref().map(|(r, m)| (*r, m.as_str())),
+            source: peer,
+            user_agent: agent.as_deref(),
+            received,
+        });
     }
+    response
 }
 
 /// The RBAC verb of a request.
@@ -646,6 +741,7 @@ fn verb_of(method: &Method, named: bool, query: &Query) -> &'static str {
 async fn route(
     server: &ApiServer,
     caller: Option<&Caller>,
+    asked: &mut Option<(Attributes, String)>,
     core: bool,
     method: Method,
     uri: &Uri,
@@ -682,24 +778,25 @@ async fn route(
     let is_write = method != Method::GET;
     let query = Query::parse(uri.query())?;
     let review = resource.builtin.is_some_and(Builtin::is_review);
+    let attrs = Attributes {
+        verb: verb_of(&method, path.name.is_some(), &query).to_string(),
+        group: resource.group.clone(),
+        resource: resource.plural.clone(),
+        subresource: path.subresource.clone(),
+        namespace: path.namespace.clone(),
+        name: path.name.clone(),
+    };
+    *asked = Some((attrs.clone(), resource.version.clone()));
+    // Access reviews are open to every authenticated user (system:basic-user on a cluster).
     if let Some(caller) = caller
         && !review
+        && !server.inner.rbac().allows(caller, &attrs)
     {
-        let attrs = Attributes {
-            verb: verb_of(&method, path.name.is_some(), &query).to_string(),
-            group: resource.group.clone(),
-            resource: resource.plural.clone(),
-            subresource: path.subresource.clone(),
-            namespace: path.namespace.clone(),
-            name: path.name.clone(),
-        };
-        if !server.inner.rbac().allows(caller, &attrs) {
-            tracing::info!(user = %caller.user, verb = %attrs.verb, resource = %attrs.resource_path(), namespace = attrs.namespace.as_deref().unwrap_or(""), "forbidden");
-            let mut error = ApiError::forbidden(attrs.forbidden_message(caller));
-            error.details =
-                Some(json!({"name": attrs.name, "group": attrs.group, "kind": attrs.resource}));
-            return Err(error);
-        }
+        tracing::info!(user = %caller.user, verb = %attrs.verb, resource = %attrs.resource_path(), namespace = attrs.namespace.as_deref().unwrap_or(""), "forbidden");
+        let mut error = ApiError::forbidden(attrs.forbidden_message(caller));
+        error.details =
+            Some(json!({"name": attrs.name, "group": attrs.group, "kind": attrs.resource}));
+        return Err(error);
     }
     match (resource.builtin, &method, path.subresource.as_deref()) {
         (Some(Builtin::SelfSubjectAccessReview), &Method::POST, None) => {

@@ -78,6 +78,10 @@ pub struct UpArgs {
     /// sends no bearer token over plain HTTP).
     #[arg(long)]
     pub insecure_http: bool,
+    /// Append an audit log here: one JSON line per API request (`audit.k8s.io/v1` Events at
+    /// the Metadata level: who, what, when, the response code; never a body).
+    #[arg(long, env = "DEVPLANE_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
     /// Revisions of history kept for watches to resume from; older resourceVersions get
     /// "410 Gone" and clients re-list.
     #[arg(long, env = "DEVPLANE_HISTORY_REVISIONS", default_value_t = 10_000)]

@@ -117,6 +117,7 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
     let config = ApiServerConfig {
         tokens: token_table,
         advertise_address: args.api_addr.to_string(),
+        audit_log: args.audit_log.clone(),
         ..ApiServerConfig::default()
     };
     let server = ApiServer::new(store, config)
@@ -414,7 +415,12 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // The client's address, for the audit log.
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        );
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
