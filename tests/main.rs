@@ -12,3 +12,4 @@ mod python_client;
 mod rbac;
 mod restart;
 mod support;
+mod webhook;

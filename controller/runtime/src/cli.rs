@@ -33,6 +33,10 @@ pub enum Command {
     /// Run the device front door alone against any Kubernetes API (scale-out replicas): MQTT
     /// for devices and the northbound application listener.
     Frontdoor(FrontdoorArgs),
+    /// Run the validating admission webhook (admission.k8s.io/v1 over TLS): model references
+    /// resolve, attribute and desired values fit them, command parameters fit the service, a
+    /// gateway reference exists.
+    Webhook(WebhookArgs),
     /// Simulate devices of a model over MQTT with their own credentials: telemetry from the
     /// model (optionally a share invalid), desired values reported back, commands answered.
     Simulate(SimulateArgs),
@@ -167,6 +171,26 @@ pub struct SimulateArgs {
     /// Kubeconfig to use; default: $KUBECONFIG or ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// Arguments of `devplane webhook`.
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Kubeconfig to use; default: in-cluster configuration, then $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Where the webhook listens (HTTPS, path /validate).
+    #[arg(long, env = "DEVPLANE_WEBHOOK_ADDR", default_value = "127.0.0.1:9443")]
+    pub addr: std::net::SocketAddr,
+    /// PEM certificate chain of the webhook's serving certificate.
+    #[arg(long)]
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of the serving certificate.
+    #[arg(long)]
+    pub tls_key_file: PathBuf,
+    /// Address of /metrics, /healthz and /readyz (ready once the watches listed everything).
+    #[arg(long, env = "DEVPLANE_ADMIN_ADDR", default_value = "127.0.0.1:8083")]
+    pub admin_addr: std::net::SocketAddr,
 }
 
 /// Arguments of `devplane frontdoor`.

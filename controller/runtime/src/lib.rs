@@ -12,6 +12,7 @@ pub mod pki;
 pub mod simulate;
 pub mod up;
 pub mod validate;
+pub mod webhook;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ pub fn main() -> ExitCode {
         Command::Onboard(args) => onboard_command(&args),
         Command::Frontdoor(args) => run_async(async move { frontdoor::run(&args).await }),
         Command::Simulate(args) => run_async(async move { simulate::run(&args).await }),
+        Command::Webhook(args) => run_async(async move { webhook::run(&args).await }),
         Command::Bench(cli::BenchCommand::Api(args)) => {
             run_async(async move { bench::run(&args).await })
         }
