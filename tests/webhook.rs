@@ -1,5 +1,6 @@
 //! `devplane webhook` against `devplane up`: AdmissionReviews as kube-apiserver sends them, over
-//! TLS, answered from what the webhook's watches see.
+//! TLS, answered from what the webhook's watches see; and the embedded server calling it for
+//! a ValidatingWebhookConfiguration, honouring failurePolicy and dry run.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -22,21 +23,22 @@ impl Drop for Webhook {
 
 /// Start the webhook with devplane up's own serving certificate (valid for 127.0.0.1).
 fn start(devplane: &Devplane) -> Webhook {
-    let log = devplane.dir.join("webhook.out");
+    start_with(devplane, &devplane.dir.join("pki"), "127.0.0.1:0")
+}
+
+/// Start the webhook on `addr` with the certificate in `pki` (apiserver.crt and .key).
+fn start_with(devplane: &Devplane, pki: &std::path::Path, addr: &str) -> Webhook {
+    let log = devplane
+        .dir
+        .join(format!("webhook-{}.out", addr.replace(':', "-")));
     let child = Command::new(env!("CARGO_BIN_EXE_devplane"))
-        .args([
-            "webhook",
-            "--addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
+        .args(["webhook", "--addr", addr, "--admin-addr", "127.0.0.1:0"])
         .arg("--kubeconfig")
         .arg(devplane.kubeconfig())
         .arg("--tls-cert-file")
-        .arg(devplane.dir.join("pki/apiserver.crt"))
+        .arg(pki.join("apiserver.crt"))
         .arg("--tls-key-file")
-        .arg(devplane.dir.join("pki/apiserver.key"))
+        .arg(pki.join("apiserver.key"))
         .stdout(std::fs::File::create(&log).expect("log"))
         .stderr(Stdio::null())
         .spawn()
@@ -176,4 +178,142 @@ fn the_webhook_refuses_what_cel_cannot_check_and_admits_the_rest() {
         device(json!({"modelRef": {"name": "no-such-model"}})),
     );
     assert_eq!(delete["response"]["allowed"], true, "deletes always pass");
+}
+
+/// The webhook registration of the deployment manifests, with the test CA as its caBundle.
+fn registration(ca_pem: &str, failure_policy: &str) -> String {
+    use base64::Engine;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: devplane}}
+webhooks:
+  - name: validate.iot.devplane.io
+    admissionReviewVersions: [v1]
+    sideEffects: None
+    failurePolicy: {failure_policy}
+    timeoutSeconds: 5
+    clientConfig:
+      service: {{name: devplane-webhook, namespace: devplane-system, path: /validate, port: 443}}
+      caBundle: {bundle}
+    rules:
+      - apiGroups: ["iot.devplane.io"]
+        apiVersions: ["v1alpha1"]
+        operations: [CREATE, UPDATE]
+        resources: [devices, devicecommands, gateways]
+        scope: Namespaced
+"#
+    )
+}
+
+const BAD_MODEL: &str = r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: Device
+metadata: {name: stray-meter, namespace: metering}
+spec:
+  modelRef: {name: no-such-model}
+"#;
+
+const OUT_OF_RANGE: &str = r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: Device
+metadata: {name: wild-meter, namespace: metering}
+spec:
+  modelRef: {name: energy-meter}
+  attributes: {modbusAddress: 900}
+"#;
+
+const GOOD: &str = r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: Device
+metadata: {name: fine-meter, namespace: metering}
+spec:
+  modelRef: {name: energy-meter}
+  attributes: {modbusAddress: 8}
+"#;
+
+/// kubectl apply of a manifest from standard input: (success, stdout + stderr).
+fn apply(devplane: &Devplane, yaml: &str, extra: &[&str]) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("/usr/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(devplane.kubeconfig())
+        .args(["apply", "-f", "-"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("manifest written");
+    let output = child.wait_with_output().expect("kubectl output");
+    (
+        output.status.success(),
+        format!("{}{}", stdout(&output), crate::support::stderr(&output)),
+    )
+}
+
+#[test]
+fn the_embedded_server_calls_the_registered_webhook_and_honours_its_failure_policy() {
+    let certificates = tempfile::tempdir().expect("temp dir");
+    let pki = devplane_runtime::pki::ensure(
+        certificates.path(),
+        &["devplane-webhook.devplane-system.svc".to_string()],
+    )
+    .expect("a certificate for the webhook's Service name");
+    let port = crate::support::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let devplane = Devplane::start(&[
+        "--webhook-service",
+        &format!("devplane-system/devplane-webhook={address}"),
+    ]);
+    devplane.kubectl_ok(&["apply", "-f", "examples/00-namespaces.yaml"]);
+    devplane.kubectl_ok(&["apply", "-f", "examples/datalogger-gateway.yaml"]);
+    let webhook = start_with(&devplane, certificates.path(), &address);
+    devplane.apply_yaml(&registration(&pki.ca_cert_pem, "Fail"));
+
+    // Once the webhook's watches have listed the models, a good device passes.
+    wait_until(
+        "a good device to be admitted",
+        Duration::from_secs(20),
+        || apply(&devplane, GOOD, &[]).0,
+    );
+    let (ok, out) = apply(&devplane, BAD_MODEL, &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(r#"admission webhook "validate.iot.devplane.io" denied the request: spec.modelRef: model metering/no-such-model does not resolve"#),
+        "{out}"
+    );
+    let (ok, out) = apply(&devplane, OUT_OF_RANGE, &[]);
+    assert!(!ok && out.contains("spec.attributes"), "{out}");
+    let (ok, out) = apply(&devplane, OUT_OF_RANGE, &["--dry-run=server"]);
+    assert!(
+        !ok && out.contains("denied the request"),
+        "a dry run is checked too: {out}"
+    );
+    assert!(
+        !devplane
+            .kubectl(&["get", "device", "stray-meter", "-n", "metering"])
+            .status
+            .success(),
+        "nothing refused was stored"
+    );
+
+    // The webhook stops: Fail refuses, Ignore admits.
+    drop(webhook);
+    let (ok, out) = apply(&devplane, OUT_OF_RANGE, &[]);
+    assert!(!ok && out.contains("failed calling webhook"), "{out}");
+    devplane.apply_yaml(&registration(&pki.ca_cert_pem, "Ignore"));
+    let (ok, out) = apply(&devplane, OUT_OF_RANGE, &[]);
+    assert!(
+        ok,
+        "failurePolicy Ignore admits while the webhook is down: {out}"
+    );
 }

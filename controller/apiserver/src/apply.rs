@@ -65,6 +65,7 @@ pub async fn serve(
         manager: manager.clone(),
         subresource: subresource.clone(),
         managed_fields_done: true,
+        admission: true,
     };
     // What this apply speaks for: only status on /status; no status on the main resource
     // when status is a subresource.

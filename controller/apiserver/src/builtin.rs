@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use devplane_schema::{CompiledSchema, ErrorType, FieldError, Schema};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SelfSubjectRulesReview};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -53,6 +54,8 @@ pub enum Builtin {
     SelfSubjectAccessReview,
     /// authorization.k8s.io/v1 SelfSubjectRulesReview (create only, never stored).
     SelfSubjectRulesReview,
+    /// admissionregistration.k8s.io/v1 ValidatingWebhookConfiguration.
+    ValidatingWebhookConfiguration,
 }
 
 impl Builtin {
@@ -98,6 +101,7 @@ pub fn definitions() -> &'static BTreeMap<String, Value> {
         generator.subschema_for::<ServiceAccount>();
         generator.subschema_for::<SelfSubjectAccessReview>();
         generator.subschema_for::<SelfSubjectRulesReview>();
+        generator.subschema_for::<ValidatingWebhookConfiguration>();
         generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
         generator.take_definitions(true).into_iter().collect()
     })
@@ -405,6 +409,19 @@ const SPECS: &[BuiltinSpec] = &[
         unconditional_update: false,
         selectable_fields: &[],
     },
+    BuiltinSpec {
+        builtin: Builtin::ValidatingWebhookConfiguration,
+        group: "admissionregistration.k8s.io",
+        kind: "ValidatingWebhookConfiguration",
+        plural: "validatingwebhookconfigurations",
+        namespaced: false,
+        short_names: &[],
+        categories: &["api-extensions"],
+        status: false,
+        storage: "admissionregistration.k8s.io/validatingwebhookconfigurations",
+        unconditional_update: true,
+        selectable_fields: &[],
+    },
 ];
 
 /// A built-in kind's schema, its type information, and its OpenAPI name.
@@ -457,6 +474,10 @@ pub fn resources() -> Vec<Resource> {
                     Builtin::SelfSubjectRulesReview => (
                         structural::<SelfSubjectRulesReview>(),
                         component_name::<SelfSubjectRulesReview>(),
+                    ),
+                    Builtin::ValidatingWebhookConfiguration => (
+                        structural::<ValidatingWebhookConfiguration>(),
+                        component_name::<ValidatingWebhookConfiguration>(),
                     ),
                 };
                 schema.map(|(c, t)| (c, t, name))

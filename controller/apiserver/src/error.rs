@@ -54,6 +54,17 @@ impl ApiError {
         self
     }
 
+    /// A refusal by an admission webhook, with the code it gave.
+    pub fn denied_by_webhook(code: u16, message: impl Into<String>) -> Self {
+        let reason = match code {
+            403 => "Forbidden",
+            422 => "Invalid",
+            409 => "Conflict",
+            _ => "BadRequest",
+        };
+        Self::new(code, reason, message)
+    }
+
     /// 400 BadRequest.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)

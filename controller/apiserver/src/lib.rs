@@ -27,6 +27,7 @@ pub mod ssa;
 pub mod strategic;
 pub mod table;
 pub mod watch;
+pub mod webhooks;
 
 pub use error::{ApiError, ApiResult};
 pub use server::{ApiServer, ApiServerConfig, Caller};

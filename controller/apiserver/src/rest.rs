@@ -97,6 +97,8 @@ pub struct WriteOptions {
     pub subresource: Option<String>,
     /// Managed fields are already computed (server-side apply).
     pub managed_fields_done: bool,
+    /// Run the admission webhooks (client requests; not the server's own writes).
+    pub admission: bool,
 }
 
 impl WriteOptions {
@@ -108,8 +110,17 @@ impl WriteOptions {
             manager: manager.into(),
             subresource: None,
             managed_fields_done: false,
+            admission: false,
         }
     }
+}
+
+/// What a write is about, for admission.
+struct Target<'a> {
+    resource: &'a Resource,
+    subresource: Option<&'a str>,
+    namespace: Option<&'a str>,
+    dry_run: bool,
 }
 
 /// The outcome of a write.
@@ -414,6 +425,42 @@ fn admit(
 
 impl Inner {
     /// Read one object.
+    /// Run the admission webhooks that match a write; Err refuses it.
+    async fn run_webhooks(
+        &self,
+        operation: &'static str,
+        target: &Target<'_>,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> ApiResult<()> {
+        let hooks = self.webhooks();
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let namespace_object = match (
+            target.namespace,
+            self.registry().get("", "v1", "namespaces"),
+        ) {
+            (Some(ns), Some(namespaces)) => self.read(&namespaces, None, ns).await?.map(|(o, _)| o),
+            _ => None,
+        };
+        let labels = namespace_object
+            .as_ref()
+            .and_then(|o| o.pointer("/metadata/labels"))
+            .and_then(Value::as_object);
+        let request = crate::webhooks::Admission {
+            operation,
+            resource: target.resource,
+            subresource: target.subresource,
+            namespace: target.namespace,
+            namespace_labels: labels,
+            object,
+            old,
+            dry_run: target.dry_run,
+        };
+        crate::webhooks::admit(&hooks, &self.config.webhook_services, &request).await
+    }
+
     pub async fn read(
         &self,
         resource: &Resource,
@@ -529,6 +576,15 @@ impl Inner {
             && let Some(ns) = namespace
         {
             self.check_namespace(ns).await?;
+        }
+        if opts.admission {
+            let target = Target {
+                resource,
+                subresource: opts.subresource.as_deref(),
+                namespace,
+                dry_run: opts.dry_run,
+            };
+            self.run_webhooks("CREATE", &target, &object, None).await?;
         }
         if !opts.managed_fields_done {
             ssa::update(
@@ -787,6 +843,16 @@ impl Inner {
         let finished = object::is_terminating(&new)
             && object::finalizers(&new).is_empty()
             && !spec_finalizers_left;
+        if opts.admission {
+            let target = Target {
+                resource,
+                subresource: opts.subresource.as_deref(),
+                namespace: object::namespace(old),
+                dry_run: opts.dry_run,
+            };
+            self.run_webhooks("UPDATE", &target, &new, Some(old))
+                .await?;
+        }
         let new_bytes = encode(resource, &new)?;
         if opts.dry_run {
             let mut shown = new;
@@ -1443,6 +1509,7 @@ fn write_options(req: &Request, subresource: Option<String>) -> ApiResult<WriteO
         manager: req.manager()?,
         subresource,
         managed_fields_done: false,
+        admission: true,
     })
 }
 

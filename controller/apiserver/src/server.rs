@@ -27,6 +27,7 @@ use crate::registry::{Registry, Resource};
 use crate::request::{self, Query};
 use crate::rest::{self, WriteOptions};
 use crate::sa_token::Signer;
+use crate::webhooks::Webhooks;
 use crate::{discovery, path};
 
 /// Settings of an API server.
@@ -47,6 +48,9 @@ pub struct ApiServerConfig {
     pub run_controllers: bool,
     /// Where to append the audit log (JSON lines), if anywhere.
     pub audit_log: Option<std::path::PathBuf>,
+    /// Addresses of the Services admission webhooks name ("namespace/name" → "host:port"):
+    /// there is no cluster network here.
+    pub webhook_services: crate::webhooks::ServiceAddresses,
 }
 
 impl Default for ApiServerConfig {
@@ -59,6 +63,7 @@ impl Default for ApiServerConfig {
             advertise_address: "127.0.0.1:6443".into(),
             run_controllers: true,
             audit_log: None,
+            webhook_services: Default::default(),
         }
     }
 }
@@ -69,6 +74,9 @@ pub use crate::authz::Caller;
 const SIGNING_KEY: &str = "/registry/devplane.io/serviceaccount-signing-key";
 /// Prefix of every RBAC object.
 const RBAC_PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
+/// Prefix of the ValidatingWebhookConfigurations.
+const WEBHOOKS_PREFIX: &str =
+    "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/";
 /// How long a verified ServiceAccount token is trusted before its account is looked up again.
 const TOKEN_CACHE: Duration = Duration::from_secs(10);
 
@@ -88,6 +96,7 @@ pub struct Inner {
     /// Watch events decoded once for all watchers.
     pub events: Arc<crate::watch::EventCache>,
     rbac: RwLock<Arc<Rbac>>,
+    webhooks: RwLock<Arc<Webhooks>>,
     audit: Option<Audit>,
     signer: tokio::sync::OnceCell<Arc<Signer>>,
     verified_tokens: Mutex<HashMap<String, (Caller, std::time::Instant)>>,
@@ -171,6 +180,29 @@ impl Inner {
             .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
             .collect();
         *self.rbac.write() = Arc::new(Rbac::from_objects(&objects));
+        Ok(())
+    }
+
+    /// The admission webhooks as last loaded.
+    pub fn webhooks(&self) -> Arc<Webhooks> {
+        self.webhooks.read().clone()
+    }
+
+    /// Reload the ValidatingWebhookConfigurations from the store.
+    pub async fn refresh_webhooks(&self) -> ApiResult<()> {
+        let page = self
+            .store
+            .list(ListOptions {
+                prefix: WEBHOOKS_PREFIX.into(),
+                ..ListOptions::default()
+            })
+            .await?;
+        let objects: Vec<Value> = page
+            .items
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect();
+        *self.webhooks.write() = Arc::new(Webhooks::from_objects(&objects));
         Ok(())
     }
 
@@ -262,6 +294,7 @@ impl ApiServer {
             openapi_cache: Mutex::new(None),
             events: Arc::default(),
             rbac: RwLock::new(Arc::default()),
+            webhooks: RwLock::new(Arc::default()),
             audit,
             signer: tokio::sync::OnceCell::new(),
             verified_tokens: Mutex::new(HashMap::new()),
@@ -293,6 +326,7 @@ impl ApiServer {
             }))
             .await?;
         server.inner.refresh_rbac().await?;
+        server.inner.refresh_webhooks().await?;
         Ok(server)
     }
 
@@ -386,6 +420,11 @@ impl ApiServer {
         if resource.builtin == Some(crate::builtin::Builtin::ServiceAccount) {
             self.inner.verified_tokens.lock().clear();
         }
+        if resource.builtin == Some(Builtin::ValidatingWebhookConfiguration)
+            && let Err(e) = self.inner.refresh_webhooks().await
+        {
+            tracing::warn!(error = %e, "cannot reload the admission webhooks");
+        }
         // A new grant or revocation holds for the very next request.
         if resource
             .builtin
@@ -399,10 +438,11 @@ impl ApiServer {
     /// Start the background tasks: CRD watch (keeps the registry current across processes
     /// sharing a store) and, if configured, the garbage collector and cleanups.
     pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = vec![
-            tokio::spawn(watch_crds(self.inner.clone())),
-            tokio::spawn(watch_rbac(self.inner.clone())),
-        ];
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> =
+            [Follow::Crds, Follow::Rbac, Follow::Webhooks]
+                .into_iter()
+                .map(|what| tokio::spawn(follow(self.inner.clone(), what)))
+                .collect();
         if self.inner.audit.is_some() {
             let inner = self.inner.clone();
             tasks.push(tokio::spawn(async move {
@@ -838,64 +878,53 @@ async fn route(
         body,
     };
     let response = rest::serve(&server.inner, req).await?;
-    let changes_schema_or_grants = resource
-        .builtin
-        .is_some_and(|b| b == Builtin::Crd || b == Builtin::ServiceAccount || b.is_rbac());
+    let changes_schema_or_grants = resource.builtin.is_some_and(|b| {
+        matches!(
+            b,
+            Builtin::Crd | Builtin::ServiceAccount | Builtin::ValidatingWebhookConfiguration
+        ) || b.is_rbac()
+    });
     if is_write && changes_schema_or_grants && response.status().is_success() {
         server.after_write(&resource).await;
     }
     Ok(response)
 }
 
-/// Keep the registry in step with the CRDs in the store (written by this or another process).
-async fn watch_crds(inner: Arc<Inner>) {
-    let prefix = "/registry/apiextensions.k8s.io/customresourcedefinitions/";
-    loop {
-        let start = match inner.store.current_revision().await {
-            Ok(rev) => rev,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the store revision");
-                if sleep_or_shutdown(&inner, Duration::from_secs(1)).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        if let Err(e) = inner.refresh_registry().await {
-            tracing::warn!(error = %e, "cannot refresh the registry");
+/// What a prefix watch keeps current.
+#[derive(Clone, Copy, Debug)]
+enum Follow {
+    /// The registry, from the CRDs.
+    Crds,
+    /// The RBAC index.
+    Rbac,
+    /// The admission webhooks.
+    Webhooks,
+}
+
+impl Follow {
+    fn prefix(self) -> &'static str {
+        match self {
+            Follow::Crds => "/registry/apiextensions.k8s.io/customresourcedefinitions/",
+            Follow::Rbac => RBAC_PREFIX,
+            Follow::Webhooks => WEBHOOKS_PREFIX,
         }
-        let mut stream = match inner.store.watch(prefix, start).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch CRDs");
-                if sleep_or_shutdown(&inner, Duration::from_secs(1)).await {
-                    return;
-                }
-                continue;
-            }
+    }
+
+    async fn refresh(self, inner: &Inner) {
+        let result = match self {
+            Follow::Crds => inner.refresh_registry().await,
+            Follow::Rbac => inner.refresh_rbac().await,
+            Follow::Webhooks => inner.refresh_webhooks().await,
         };
-        loop {
-            tokio::select! {
-                _ = inner.shutdown.cancelled() => return,
-                next = stream.next() => match next {
-                    Some(Ok(_)) => {
-                        if let Err(e) = inner.refresh_registry().await {
-                            tracing::warn!(error = %e, "cannot refresh the registry");
-                        }
-                    }
-                    Some(Err(StoreError::Compacted { .. })) | None => break,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "CRD watch failed");
-                        break;
-                    }
-                }
-            }
+        if let Err(e) = result {
+            tracing::warn!(what = ?self, error = %e, "cannot reload from the store");
         }
     }
 }
 
-/// Keep the RBAC index in step with the store (also with writes of other API servers).
-async fn watch_rbac(inner: Arc<Inner>) {
+/// Keep one derived index in step with its objects in the store (written by this or another
+/// process sharing the store).
+async fn follow(inner: Arc<Inner>, what: Follow) {
     loop {
         let start = match inner.store.current_revision().await {
             Ok(rev) => rev,
@@ -907,13 +936,11 @@ async fn watch_rbac(inner: Arc<Inner>) {
                 continue;
             }
         };
-        if let Err(e) = inner.refresh_rbac().await {
-            tracing::warn!(error = %e, "cannot reload RBAC");
-        }
-        let mut stream = match inner.store.watch(RBAC_PREFIX, start).await {
+        what.refresh(&inner).await;
+        let mut stream = match inner.store.watch(what.prefix(), start).await {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot watch RBAC objects");
+                tracing::warn!(what = ?what, error = %e, "cannot watch the store");
                 if sleep_or_shutdown(&inner, Duration::from_secs(1)).await {
                     return;
                 }
@@ -924,14 +951,10 @@ async fn watch_rbac(inner: Arc<Inner>) {
             tokio::select! {
                 _ = inner.shutdown.cancelled() => return,
                 next = stream.next() => match next {
-                    Some(Ok(_)) => {
-                        if let Err(e) = inner.refresh_rbac().await {
-                            tracing::warn!(error = %e, "cannot reload RBAC");
-                        }
-                    }
+                    Some(Ok(_)) => what.refresh(&inner).await,
                     Some(Err(StoreError::Compacted { .. })) | None => break,
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "RBAC watch failed");
+                        tracing::warn!(what = ?what, error = %e, "store watch failed");
                         break;
                     }
                 }

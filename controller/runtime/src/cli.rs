@@ -86,6 +86,11 @@ pub struct UpArgs {
     /// the Metadata level: who, what, when, the response code; never a body).
     #[arg(long, env = "DEVPLANE_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
+    /// Where a Service that admission webhooks name is reached, `namespace/name=host:port`
+    /// (repeatable): there is no cluster network here. The webhook's certificate is verified
+    /// for `name.namespace.svc`, as on a cluster.
+    #[arg(long = "webhook-service", value_name = "NS/NAME=HOST:PORT", value_parser = parse_service_address)]
+    pub webhook_services: Vec<(String, String)>,
     /// Revisions of history kept for watches to resume from; older resourceVersions get
     /// "410 Gone" and clients re-list.
     #[arg(long, env = "DEVPLANE_HISTORY_REVISIONS", default_value_t = 10_000)]
@@ -171,6 +176,19 @@ pub struct SimulateArgs {
     /// Kubeconfig to use; default: $KUBECONFIG or ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+}
+
+fn parse_service_address(text: &str) -> Result<(String, String), String> {
+    let (service, address) = text
+        .split_once('=')
+        .ok_or("expected namespace/name=host:port")?;
+    if service.split('/').count() != 2 || service.starts_with('/') || service.ends_with('/') {
+        return Err(format!("{service:?} is not namespace/name"));
+    }
+    if !address.contains(':') {
+        return Err(format!("{address:?} is not host:port"));
+    }
+    Ok((service.to_string(), address.to_string()))
 }
 
 /// Arguments of `devplane webhook`.

@@ -118,6 +118,7 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
         tokens: token_table,
         advertise_address: args.api_addr.to_string(),
         audit_log: args.audit_log.clone(),
+        webhook_services: args.webhook_services.iter().cloned().collect(),
         ..ApiServerConfig::default()
     };
     let server = ApiServer::new(store, config)

@@ -1,0 +1,397 @@
+//! Validating admission webhooks, called as kube-apiserver calls them: every
+//! `ValidatingWebhookConfiguration` webhook whose rules match a create or update (operation,
+//! group, version, resource or `resource/subresource`, scope) and whose `namespaceSelector`
+//! picks the object's namespace gets an `admission.k8s.io/v1` AdmissionReview over HTTPS,
+//! verified with its `caBundle`, within `timeoutSeconds`. A denial refuses the request with the
+//! webhook's message; a webhook that cannot be reached refuses it under `failurePolicy: Fail`
+//! (the default) and is skipped under `Ignore`. A dry run reaches only webhooks whose
+//! `sideEffects` are `None` or `NoneOnDryRun`.
+//!
+//! There is no cluster network here: a webhook named by `clientConfig.service` is reached at
+//! the address the server is configured with for that Service (`--webhook-service
+//! ns/name=host:port`), and its certificate is verified for `name.namespace.svc`, as on a
+//! cluster. `clientConfig.url` works as given.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingWebhook, ValidatingWebhookConfiguration,
+};
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::registry::Resource;
+use crate::selector::LabelSelector;
+
+/// One webhook of a configuration.
+#[derive(Clone, Debug)]
+struct Hook {
+    name: String,
+    spec: ValidatingWebhook,
+}
+
+/// The webhooks of every ValidatingWebhookConfiguration, as last loaded.
+#[derive(Clone, Debug, Default)]
+pub struct Webhooks {
+    hooks: Vec<Hook>,
+}
+
+/// A write about to be admitted.
+pub struct Admission<'a> {
+    /// CREATE or UPDATE.
+    pub operation: &'static str,
+    /// The resource written.
+    pub resource: &'a Resource,
+    /// The subresource written, if any.
+    pub subresource: Option<&'a str>,
+    /// The object's namespace.
+    pub namespace: Option<&'a str>,
+    /// The object's namespace's labels (for namespaceSelector).
+    pub namespace_labels: Option<&'a serde_json::Map<String, Value>>,
+    /// The object as it would be stored.
+    pub object: &'a Value,
+    /// The object before, for an update.
+    pub old: Option<&'a Value>,
+    /// Whether nothing is persisted.
+    pub dry_run: bool,
+}
+
+fn listed(list: &Option<Vec<String>>, wanted: &str) -> bool {
+    list.as_ref()
+        .is_some_and(|l| l.iter().any(|v| v == "*" || v == wanted))
+}
+
+impl Webhooks {
+    /// Index stored ValidatingWebhookConfigurations.
+    pub fn from_objects<'a>(objects: impl IntoIterator<Item = &'a Value>) -> Webhooks {
+        let mut hooks = Vec::new();
+        for object in objects {
+            let Ok(config) =
+                serde_json::from_value::<ValidatingWebhookConfiguration>(object.clone())
+            else {
+                continue;
+            };
+            for spec in config.webhooks.unwrap_or_default() {
+                hooks.push(Hook {
+                    name: spec.name.clone(),
+                    spec,
+                });
+            }
+        }
+        Webhooks { hooks }
+    }
+
+    /// Whether no webhook is configured (the common case: nothing to do).
+    pub fn is_empty(&self) -> bool {
+        self.hooks.is_empty()
+    }
+
+    fn matching<'s>(&'s self, request: &'s Admission<'_>) -> impl Iterator<Item = &'s Hook> + 's {
+        let resource = match request.subresource {
+            Some(sub) => format!("{}/{sub}", request.resource.plural),
+            None => request.resource.plural.clone(),
+        };
+        self.hooks.iter().filter(move |hook| {
+            let rules = hook.spec.rules.as_deref().unwrap_or_default();
+            let by_rule = rules.iter().any(|rule| {
+                let scope_ok = match rule.scope.as_deref() {
+                    Some("Namespaced") => request.resource.namespaced,
+                    Some("Cluster") => !request.resource.namespaced,
+                    _ => true,
+                };
+                scope_ok
+                    && listed(&rule.operations, request.operation)
+                    && listed(&rule.api_groups, &request.resource.group)
+                    && listed(&rule.api_versions, &request.resource.version)
+                    && rule.resources.as_ref().is_some_and(|list| {
+                        list.iter()
+                            .any(|r| r == "*" || *r == resource || r == "*/*")
+                    })
+            });
+            let by_namespace = match (&hook.spec.namespace_selector, request.namespace) {
+                (Some(selector), Some(_)) => LabelSelector::from_label_selector(selector)
+                    .map(|s| s.matches(request.namespace_labels))
+                    .unwrap_or(false),
+                _ => true,
+            };
+            by_rule && by_namespace
+        })
+    }
+}
+
+/// Where the server reaches webhooks named by Service: "namespace/name" → "host:port".
+pub type ServiceAddresses = BTreeMap<String, String>;
+
+/// Run the matching webhooks; Err refuses the write.
+pub async fn admit(
+    webhooks: &Webhooks,
+    services: &ServiceAddresses,
+    request: &Admission<'_>,
+) -> ApiResult<()> {
+    for hook in webhooks.matching(request) {
+        let side_effects = hook.spec.side_effects.as_str();
+        if request.dry_run && !matches!(side_effects, "None" | "NoneOnDryRun") {
+            return Err(ApiError::bad_request(format!(
+                "admission webhook {:?} has sideEffects {side_effects} and does not support dry run",
+                hook.name
+            )));
+        }
+        let fail = hook.spec.failure_policy.as_deref() != Some("Ignore");
+        let review = review(hook, request);
+        let timeout = Duration::from_secs(
+            hook.spec
+                .timeout_seconds
+                .map(|s| s.clamp(1, 30) as u64)
+                .unwrap_or(10),
+        );
+        let answer = tokio::time::timeout(timeout, call(hook, services, &review))
+            .await
+            .unwrap_or_else(|_| Err(format!("timed out after {}s", timeout.as_secs())));
+        match answer {
+            Ok(answer) => {
+                let response = &answer["response"];
+                if response["allowed"].as_bool() != Some(true) {
+                    let message = response
+                        .pointer("/status/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no reason given");
+                    let code = response
+                        .pointer("/status/code")
+                        .and_then(Value::as_u64)
+                        .and_then(|c| u16::try_from(c).ok())
+                        .filter(|c| (400..600).contains(c))
+                        .unwrap_or(400);
+                    return Err(ApiError::denied_by_webhook(
+                        code,
+                        format!(
+                            "admission webhook {:?} denied the request: {message}",
+                            hook.name
+                        ),
+                    ));
+                }
+            }
+            Err(e) if fail => {
+                tracing::warn!(webhook = %hook.name, error = %e, "admission webhook failed; refusing (failurePolicy Fail)");
+                return Err(ApiError::internal(format!(
+                    "Internal error occurred: failed calling webhook {:?}: {e}",
+                    hook.name
+                )));
+            }
+            Err(e) => {
+                tracing::info!(webhook = %hook.name, error = %e, "admission webhook failed; ignored (failurePolicy Ignore)");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn review(hook: &Hook, request: &Admission<'_>) -> Value {
+    let resource = request.resource;
+    let gvk = json!({"group": resource.group, "version": resource.version, "kind": resource.kind});
+    let gvr =
+        json!({"group": resource.group, "version": resource.version, "resource": resource.plural});
+    let mut body = json!({
+        "uid": uuid::Uuid::new_v4().to_string(),
+        "kind": gvk,
+        "resource": gvr,
+        "requestKind": gvk,
+        "requestResource": gvr,
+        "name": crate::object::name(request.object),
+        "operation": request.operation,
+        "userInfo": {},
+        "object": request.object,
+        "oldObject": request.old,
+        "dryRun": request.dry_run,
+    });
+    if let Some(sub) = request.subresource {
+        body["subResource"] = json!(sub);
+    }
+    if let Some(ns) = request.namespace {
+        body["namespace"] = json!(ns);
+    }
+    let _ = &hook.name;
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": body})
+}
+
+/// POST the review to the webhook over TLS; its answer, or why there is none.
+async fn call(hook: &Hook, services: &ServiceAddresses, review: &Value) -> Result<Value, String> {
+    let config = &hook.spec.client_config;
+    let (address, server_name, path) = match (&config.url, &config.service) {
+        (Some(url), _) => {
+            let rest = url
+                .strip_prefix("https://")
+                .ok_or_else(|| format!("webhook URL {url:?} is not https"))?;
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority, |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let address = if authority.contains(':') {
+                authority.to_string()
+            } else {
+                format!("{authority}:443")
+            };
+            (address, host.to_string(), path.to_string())
+        }
+        (None, Some(service)) => {
+            let key = format!("{}/{}", service.namespace, service.name);
+            let address = services.get(&key).cloned().ok_or_else(|| {
+                format!("service {key} has no address here (configure --webhook-service {key}=host:port)")
+            })?;
+            let server_name = format!("{}.{}.svc", service.name, service.namespace);
+            let path = service.path.clone().unwrap_or_else(|| "/".into());
+            (address, server_name, path)
+        }
+        (None, None) => return Err("clientConfig names neither a url nor a service".into()),
+    };
+    let tls = tls_config(config.ca_bundle.as_ref().map(|b| b.0.as_slice()))?;
+    let stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .map_err(|e| format!("connect {address}: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.clone())
+        .map_err(|e| format!("server name {server_name:?}: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS with {address}: {e}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP with {address}: {e}"))?;
+    tokio::spawn(connection);
+    let request = hyper::Request::post(path)
+        .header(hyper::header::HOST, server_name)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(review.to_string())))
+        .map_err(|e| format!("request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("POST to {address}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("the webhook answered {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("the answer is not an AdmissionReview: {e}"))
+}
+
+/// A client configuration trusting the webhook's caBundle (PEM).
+fn tls_config(ca_bundle: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bundle = ca_bundle.ok_or("the webhook has no caBundle")?;
+    // A caBundle is PEM; some write it base64-encoded once more.
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(bundle)
+        .ok();
+    let pem = decoded
+        .as_deref()
+        .filter(|d| d.starts_with(b"-----"))
+        .unwrap_or(bundle);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("caBundle: {e}"))?;
+        roots.add(cert).map_err(|e| format!("caBundle: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hooks() -> Webhooks {
+        let config: Value = serde_yaml::from_str(
+            r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: devplane}
+webhooks:
+  - name: devices.iot.devplane.io
+    admissionReviewVersions: [v1]
+    sideEffects: None
+    clientConfig: {url: "https://127.0.0.1:1/validate"}
+    namespaceSelector:
+      matchExpressions: [{key: devplane.io/skip-admission, operator: DoesNotExist}]
+    rules:
+      - apiGroups: [iot.devplane.io]
+        apiVersions: [v1alpha1]
+        operations: [CREATE, UPDATE]
+        resources: [devices, devicecommands]
+"#,
+        )
+        .expect("config");
+        Webhooks::from_objects([&config])
+    }
+
+    fn resource(plural: &str) -> Resource {
+        crate::builtin::resources()
+            .into_iter()
+            .next()
+            .map(|mut r| {
+                r.group = "iot.devplane.io".into();
+                r.version = "v1alpha1".into();
+                r.plural = plural.into();
+                r.namespaced = true;
+                r
+            })
+            .expect("a resource")
+    }
+
+    #[test]
+    fn rules_and_namespace_selectors_pick_the_webhooks_of_a_write() {
+        let hooks = hooks();
+        let object = json!({"metadata": {"name": "x"}});
+        let plain = serde_json::Map::new();
+        let skipped: serde_json::Map<String, Value> =
+            serde_json::from_value(json!({"devplane.io/skip-admission": "yes"})).expect("labels");
+        let devices = resource("devices");
+        let gateways = resource("gateways");
+        let count = |operation, resource: &Resource, sub, labels| {
+            let request = Admission {
+                operation,
+                resource,
+                subresource: sub,
+                namespace: Some("plant"),
+                namespace_labels: Some(labels),
+                object: &object,
+                old: None,
+                dry_run: false,
+            };
+            hooks.matching(&request).count()
+        };
+        assert_eq!(count("CREATE", &devices, None, &plain), 1);
+        assert_eq!(count("UPDATE", &devices, None, &plain), 1);
+        assert_eq!(count("DELETE", &devices, None, &plain), 0);
+        assert_eq!(count("CREATE", &gateways, None, &plain), 0);
+        assert_eq!(
+            count("UPDATE", &devices, Some("status"), &plain),
+            0,
+            "status is its own resource"
+        );
+        assert_eq!(
+            count("CREATE", &devices, None, &skipped),
+            0,
+            "namespaceSelector"
+        );
+    }
+}
