@@ -49,6 +49,15 @@ fn public_path(path: &str) -> bool {
     })
 }
 
+/// A review with its status, as created (201).
+fn answered(mut review: Value, kind: &str) -> Response {
+    if let Some(object) = review.as_object_mut() {
+        object.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
+        object.insert("kind".into(), json!(kind));
+    }
+    request::json(201, &review, &[])
+}
+
 /// Answer a SelfSubjectAccessReview for `caller` (None: authentication is off; all allowed).
 pub fn access_review(
     inner: &Inner,
@@ -86,11 +95,7 @@ pub fn access_review(
         }
     };
     review["status"] = json!({ "allowed": allowed });
-    if let Some(object) = review.as_object_mut() {
-        object.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
-        object.insert("kind".into(), json!("SelfSubjectAccessReview"));
-    }
-    Ok(request::json(201, &review, &[]))
+    Ok(answered(review, "SelfSubjectAccessReview"))
 }
 
 /// Answer a SelfSubjectRulesReview: the caller's rules in `spec.namespace`.
@@ -127,11 +132,7 @@ pub fn rules_review(
         "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": PUBLIC_PATHS}],
         "incomplete": false,
     });
-    if let Some(object) = review.as_object_mut() {
-        object.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
-        object.insert("kind".into(), json!("SelfSubjectRulesReview"));
-    }
-    Ok(request::json(201, &review, &[]))
+    Ok(answered(review, "SelfSubjectRulesReview"))
 }
 
 /// Shortest and longest token lifetimes, and the default.

@@ -167,20 +167,25 @@ impl Inner {
 
     /// Reload the RBAC objects from the store.
     pub async fn refresh_rbac(&self) -> ApiResult<()> {
+        let objects = self.stored_objects(RBAC_PREFIX).await?;
+        *self.rbac.write() = Arc::new(Rbac::from_objects(&objects));
+        Ok(())
+    }
+
+    /// Every object stored under `prefix` (few: RBAC objects, webhook configurations).
+    async fn stored_objects(&self, prefix: &str) -> ApiResult<Vec<Value>> {
         let page = self
             .store
             .list(ListOptions {
-                prefix: RBAC_PREFIX.into(),
+                prefix: prefix.into(),
                 ..ListOptions::default()
             })
             .await?;
-        let objects: Vec<Value> = page
+        Ok(page
             .items
             .iter()
             .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-            .collect();
-        *self.rbac.write() = Arc::new(Rbac::from_objects(&objects));
-        Ok(())
+            .collect())
     }
 
     /// The admission webhooks as last loaded.
@@ -190,18 +195,7 @@ impl Inner {
 
     /// Reload the ValidatingWebhookConfigurations from the store.
     pub async fn refresh_webhooks(&self) -> ApiResult<()> {
-        let page = self
-            .store
-            .list(ListOptions {
-                prefix: WEBHOOKS_PREFIX.into(),
-                ..ListOptions::default()
-            })
-            .await?;
-        let objects: Vec<Value> = page
-            .items
-            .iter()
-            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-            .collect();
+        let objects = self.stored_objects(WEBHOOKS_PREFIX).await?;
         *self.webhooks.write() = Arc::new(Webhooks::from_objects(&objects));
         Ok(())
     }

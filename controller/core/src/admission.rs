@@ -4,10 +4,9 @@
 //! names exists, and a DeviceCommand's service and parameters fit its device's model. Pure: the
 //! caller supplies what exists.
 
-use std::collections::BTreeMap;
-
 use devplane_api::v1alpha1::{Device, DeviceCommand, Gateway};
 
+use crate::ResolvedModel;
 use crate::model::{ModelKey, ModelSource, resolve};
 use crate::payload::{AttributeCheck, validate_attributes, validate_call};
 
@@ -36,22 +35,7 @@ pub fn review_device(device: &Device, known: &dyn Known) -> Vec<String> {
                     model.version
                 ));
             }
-            for (field, values, check) in [
-                (
-                    "spec.attributes",
-                    &device.spec.attributes,
-                    AttributeCheck::Configured,
-                ),
-                (
-                    "spec.desired",
-                    &device.spec.desired,
-                    AttributeCheck::Desired,
-                ),
-            ] {
-                for e in validate_attributes(&model, values, check) {
-                    problems.push(format!("{field}: {e}"));
-                }
-            }
+            problems.extend(attribute_problems(device, &model));
         }
     }
     if let Some(gateway) = device.spec.connection.gateway() {
@@ -65,6 +49,29 @@ pub fn review_device(device: &Device, known: &dyn Known) -> Vec<String> {
             problems.push(format!(
                 "spec.connection.gatewayRef: gateway {home}/{gateway} does not exist"
             ));
+        }
+    }
+    problems
+}
+
+/// What is wrong with a Device's attribute and desired values for its model, each naming the
+/// field (`spec.attributes: …`, `spec.desired: …`).
+pub fn attribute_problems(device: &Device, model: &ResolvedModel) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (field, values, check) in [
+        (
+            "spec.attributes",
+            &device.spec.attributes,
+            AttributeCheck::Configured,
+        ),
+        (
+            "spec.desired",
+            &device.spec.desired,
+            AttributeCheck::Desired,
+        ),
+    ] {
+        for e in validate_attributes(model, values, check) {
+            problems.push(format!("{field}: {e}"));
         }
     }
     problems
@@ -105,36 +112,6 @@ struct Models<'a>(&'a dyn Known);
 impl ModelSource for Models<'_> {
     fn model(&self, key: &ModelKey) -> Option<&devplane_api::v1alpha1::DeviceModelSpec> {
         self.0.model(key)
-    }
-}
-
-/// What exists, in maps (for the webhook's caches and tests).
-#[derive(Default)]
-pub struct KnownObjects {
-    /// Models by key.
-    pub models: BTreeMap<ModelKey, devplane_api::v1alpha1::DeviceModelSpec>,
-    /// Gateways (namespace, name).
-    pub gateways: std::collections::BTreeSet<(String, String)>,
-    /// Devices (namespace, name) and their model.
-    pub devices: BTreeMap<(String, String), ModelKey>,
-}
-
-impl ModelSource for KnownObjects {
-    fn model(&self, key: &ModelKey) -> Option<&devplane_api::v1alpha1::DeviceModelSpec> {
-        self.models.get(key)
-    }
-}
-
-impl Known for KnownObjects {
-    fn gateway_exists(&self, namespace: &str, name: &str) -> bool {
-        self.gateways
-            .contains(&(namespace.to_string(), name.to_string()))
-    }
-
-    fn device_model(&self, namespace: &str, name: &str) -> Option<ModelKey> {
-        self.devices
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
     }
 }
 

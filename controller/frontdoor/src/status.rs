@@ -366,22 +366,7 @@ async fn flush_gateways(shared: &Arc<Shared>, book: &mut Book, everything: bool)
         let Some(patch) = build_gateway(shared, &id, p, &mut book.gateways_written) else {
             continue;
         };
-        let api: Api<Gateway> = Api::namespaced(shared.client.clone(), &id.namespace);
-        let result = api
-            .patch_status(
-                &id.name,
-                &PatchParams::apply(field_managers::FRONTDOOR).force(),
-                &Patch::Apply(&patch),
-            )
-            .await;
-        let ok = match result {
-            Ok(_) => true,
-            Err(kube::Error::Api(s)) if s.code == 404 => true,
-            Err(e) => {
-                tracing::warn!(gateway = %id, error = %devplane_core::report::chain(&e), "cannot write gateway status");
-                false
-            }
-        };
+        let ok = write_status::<Gateway>(shared, &id, &patch).await;
         shared
             .metrics
             .status_writes
@@ -466,7 +451,19 @@ fn build_gateway(
 
 /// Apply a device status patch; false when it failed (logged).
 async fn write_device_status(shared: &Shared, id: &Identity, patch: &Value) -> bool {
-    let api: Api<Device> = Api::namespaced(shared.client.clone(), &id.namespace);
+    write_status::<Device>(shared, id, patch).await
+}
+
+/// Apply a status patch to a Device or Gateway under the front door's field manager; false
+/// when it failed (logged). One that is gone needs no status.
+async fn write_status<K>(shared: &Shared, id: &Identity, patch: &Value) -> bool
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(shared.client.clone(), &id.namespace);
     let result = api
         .patch_status(
             &id.name,
@@ -478,7 +475,8 @@ async fn write_device_status(shared: &Shared, id: &Identity, patch: &Value) -> b
         Ok(_) => true,
         Err(kube::Error::Api(s)) if s.code == 404 => true,
         Err(e) => {
-            tracing::warn!(device = %id, error = %devplane_core::report::chain(&e), "cannot write device status");
+            let kind = K::kind(&());
+            tracing::warn!(%kind, object = %id, error = %devplane_core::report::chain(&e), "cannot write status");
             false
         }
     }

@@ -2,30 +2,28 @@
 //! what the CRDs' CEL rules cannot check on a real cluster because it needs other objects —
 //! models resolve, attribute and desired values fit them, a command's parameters fit the
 //! service, a gateway reference exists. It reads DeviceModels, Gateways and Devices through
-//! one watch per kind; the checks themselves are `devplane_core::admission`.
+//! one reflector per kind; the checks themselves are `devplane_core::admission`.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use devplane_api::v1alpha1::{Device, DeviceCommand, DeviceModel, Gateway};
-use devplane_core::admission::{self, KnownObjects};
-use devplane_core::model::ModelKey;
+use devplane_api::v1alpha1::{Device, DeviceCommand, DeviceModel, DeviceModelSpec, Gateway};
+use devplane_core::admission;
+use devplane_core::model::{ModelKey, ModelSource};
 use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
-use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
 use crate::cli::WebhookArgs;
-
-type Known = Arc<RwLock<KnownObjects>>;
 
 /// Run `devplane webhook` until SIGTERM or SIGINT.
 pub async fn run(args: &WebhookArgs) -> Result<(), String> {
@@ -45,12 +43,11 @@ pub async fn run(args: &WebhookArgs) -> Result<(), String> {
     tokio::spawn(crate::up::stop_on_signal(stop.clone()));
     let admin = Admin::new();
     let admin_task = tokio::spawn(admin::serve(args.admin_addr, admin.clone(), stop.clone()));
-    let known: Known = Arc::default();
-    let synced = start_watches(&client, &known, &stop);
+    let known = Known::start(&client, &stop);
     let ready = {
-        let admin = admin.clone();
+        let (admin, known) = (admin.clone(), known.clone());
         tokio::spawn(async move {
-            synced.await;
+            known.ready().await;
             admin.set_ready();
         })
     };
@@ -68,142 +65,112 @@ pub fn router(known: Known) -> Router {
         .with_state(known)
 }
 
-/// Keep `known` current from one watch per kind; resolves once each has listed everything.
-fn start_watches(
-    client: &kube::Client,
-    known: &Known,
-    stop: &CancellationToken,
-) -> impl std::future::Future<Output = ()> + use<> {
-    let (models_ready, models) = tokio::sync::oneshot::channel();
-    let (gateways_ready, gateways) = tokio::sync::oneshot::channel();
-    let (devices_ready, devices) = tokio::sync::oneshot::channel();
-    let k = known.clone();
-    tokio::spawn(follow(
-        Api::<DeviceModel>::all(client.clone()),
-        stop.clone(),
-        models_ready,
-        move |event| {
-            let mut known = k.write();
-            match event {
-                Seen::Apply(m) => {
-                    let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
-                    known.models.insert(key, m.spec.clone());
-                }
-                Seen::Delete(m) => {
-                    let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
-                    known.models.remove(&key);
-                }
-                Seen::Relisted(keep) => known
-                    .models
-                    .retain(|k, _| keep.contains(&(k.namespace.clone(), k.name.clone()))),
-            }
-        },
-    ));
-    let k = known.clone();
-    tokio::spawn(follow(
-        Api::<Gateway>::all(client.clone()),
-        stop.clone(),
-        gateways_ready,
-        move |event| {
-            let mut known = k.write();
-            match event {
-                Seen::Apply(g) => {
-                    known
-                        .gateways
-                        .insert((g.namespace().unwrap_or_default(), g.name_any()));
-                }
-                Seen::Delete(g) => {
-                    known
-                        .gateways
-                        .remove(&(g.namespace().unwrap_or_default(), g.name_any()));
-                }
-                Seen::Relisted(keep) => known.gateways.retain(|k| keep.contains(k)),
-            }
-        },
-    ));
-    let k = known.clone();
-    tokio::spawn(follow(
-        Api::<Device>::all(client.clone()),
-        stop.clone(),
-        devices_ready,
-        move |event| {
-            let mut known = k.write();
-            match event {
-                Seen::Apply(d) => {
-                    let namespace = d.namespace().unwrap_or_default();
-                    let model = ModelKey::from_ref(&d.spec.model_ref, &namespace);
-                    known.devices.insert((namespace, d.name_any()), model);
-                }
-                Seen::Delete(d) => {
-                    known
-                        .devices
-                        .remove(&(d.namespace().unwrap_or_default(), d.name_any()));
-                }
-                Seen::Relisted(keep) => known.devices.retain(|k, _| keep.contains(k)),
-            }
-        },
-    ));
-    async move {
-        let _ = models.await;
-        let _ = gateways.await;
-        let _ = devices.await;
+/// What the webhook reads: one reflector per kind.
+#[derive(Clone)]
+pub struct Known {
+    models: reflector::Store<DeviceModel>,
+    gateways: reflector::Store<Gateway>,
+    devices: reflector::Store<Device>,
+}
+
+impl Known {
+    /// Start a reflector per kind; they run until `stop`.
+    pub fn start(client: &kube::Client, stop: &CancellationToken) -> Known {
+        Known {
+            models: reflect(Api::all(client.clone()), stop),
+            gateways: reflect(Api::all(client.clone()), stop),
+            devices: reflect(Api::all(client.clone()), stop),
+        }
+    }
+
+    /// Resolves once every reflector has listed everything.
+    pub async fn ready(&self) {
+        let _ = self.models.wait_until_ready().await;
+        let _ = self.gateways.wait_until_ready().await;
+        let _ = self.devices.wait_until_ready().await;
+    }
+
+    /// What exists now, as the checks read it (the models copied; devices and gateways are
+    /// looked up as needed).
+    fn snapshot(&self) -> Snapshot<'_> {
+        let models = self
+            .models
+            .state()
+            .iter()
+            .map(|m| {
+                let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
+                (key, m.spec.clone())
+            })
+            .collect();
+        Snapshot {
+            known: self,
+            models,
+        }
     }
 }
 
-/// What a watch saw.
-enum Seen<'a, K> {
-    Apply(&'a K),
-    Delete(&'a K),
-    /// A re-list finished: keep only these (namespace, name).
-    Relisted(&'a HashSet<(String, String)>),
-}
-
-/// Follow a kind until `stop`, with backoff; `ready` fires after the first complete list.
-async fn follow<K>(
-    api: Api<K>,
-    stop: CancellationToken,
-    ready: tokio::sync::oneshot::Sender<()>,
-    mut handle: impl FnMut(Seen<'_, K>) + Send,
-) where
+/// A reflector of one kind, restarted with backoff on errors.
+fn reflect<K>(api: Api<K>, stop: &CancellationToken) -> reflector::Store<K>
+where
     K: kube::Resource<DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
         + Send
+        + Sync
         + 'static,
 {
-    let mut ready = Some(ready);
-    let mut listed = HashSet::new();
-    let stream = watcher(api, watcher::Config::default()).default_backoff();
-    let mut stream = std::pin::pin!(stream);
-    loop {
-        let event = tokio::select! {
-            _ = stop.cancelled() => return,
-            event = stream.next() => match event {
-                Some(event) => event,
-                None => return,
-            },
-        };
-        match event {
-            Ok(watcher::Event::Init) => listed.clear(),
-            Ok(watcher::Event::InitApply(o)) => {
-                listed.insert((o.namespace().unwrap_or_default(), o.name_any()));
-                handle(Seen::Apply(&o));
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                next = stream.next() => match next {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => tracing::warn!(
+                        kind = %K::kind(&()),
+                        error = %devplane_core::report::chain(&e),
+                        "watch failed; retrying with backoff"
+                    ),
+                    None => return,
+                },
             }
-            Ok(watcher::Event::Apply(o)) => handle(Seen::Apply(&o)),
-            Ok(watcher::Event::Delete(o)) => handle(Seen::Delete(&o)),
-            Ok(watcher::Event::InitDone) => {
-                handle(Seen::Relisted(&listed));
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(());
-                }
-            }
-            Err(e) => tracing::warn!(
-                kind = %K::kind(&()),
-                error = %devplane_core::report::chain(&e),
-                "watch failed; retrying with backoff"
-            ),
         }
+    });
+    store
+}
+
+/// The objects an admission request is checked against.
+struct Snapshot<'a> {
+    known: &'a Known,
+    models: BTreeMap<ModelKey, DeviceModelSpec>,
+}
+
+impl ModelSource for Snapshot<'_> {
+    fn model(&self, key: &ModelKey) -> Option<&DeviceModelSpec> {
+        self.models.get(key)
+    }
+}
+
+impl admission::Known for Snapshot<'_> {
+    fn gateway_exists(&self, namespace: &str, name: &str) -> bool {
+        self.known
+            .gateways
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_some()
+    }
+
+    fn device_model(&self, namespace: &str, name: &str) -> Option<ModelKey> {
+        self.known
+            .devices
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|d| ModelKey::from_ref(&d.spec.model_ref, namespace))
     }
 }
 
@@ -211,7 +178,7 @@ async fn follow<K>(
 async fn validate(State(known): State<Known>, Json(review): Json<Value>) -> Json<Value> {
     let request = &review["request"];
     let uid = request["uid"].clone();
-    let problems = judge(&known.read(), request);
+    let problems = judge(&known.snapshot(), request);
     let response = if problems.is_empty() {
         json!({"uid": uid, "allowed": true})
     } else {
@@ -229,7 +196,7 @@ async fn validate(State(known): State<Known>, Json(review): Json<Value>) -> Json
 }
 
 /// The problems with the object of an admission request (none: admit).
-pub fn judge(known: &KnownObjects, request: &Value) -> Vec<String> {
+fn judge(known: &dyn admission::Known, request: &Value) -> Vec<String> {
     if request["operation"] == "DELETE" {
         return Vec::new();
     }

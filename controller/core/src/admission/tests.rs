@@ -1,4 +1,36 @@
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::*;
+
+/// What exists, in maps.
+#[derive(Default)]
+struct KnownObjects {
+    /// Models by key.
+    models: BTreeMap<ModelKey, devplane_api::v1alpha1::DeviceModelSpec>,
+    /// Gateways (namespace, name).
+    gateways: BTreeSet<(String, String)>,
+    /// Devices (namespace, name) and their model.
+    devices: BTreeMap<(String, String), ModelKey>,
+}
+
+impl ModelSource for KnownObjects {
+    fn model(&self, key: &ModelKey) -> Option<&devplane_api::v1alpha1::DeviceModelSpec> {
+        self.models.get(key)
+    }
+}
+
+impl Known for KnownObjects {
+    fn gateway_exists(&self, namespace: &str, name: &str) -> bool {
+        self.gateways
+            .contains(&(namespace.to_string(), name.to_string()))
+    }
+
+    fn device_model(&self, namespace: &str, name: &str) -> Option<ModelKey> {
+        self.devices
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+}
 
 fn known() -> KnownObjects {
     let model: devplane_api::v1alpha1::DeviceModel = serde_yaml::from_str(

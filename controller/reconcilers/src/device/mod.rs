@@ -11,7 +11,6 @@ use std::time::Duration;
 use devplane_api::constants::{field_managers, finalizers};
 use devplane_api::v1alpha1::{Device, DeviceStatus, Gateway};
 use devplane_core::model::{ModelKey, ResolveError, ResolvedModel};
-use devplane_core::payload::{self, AttributeCheck};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -85,24 +84,10 @@ fn semver_requirement(text: &str) -> std::result::Result<semver::VersionReq, Str
 
 /// Problems with a device's attribute and desired values (pure).
 pub fn attribute_problems(device: &Device, model: &ResolvedModel) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    for (field, values, check) in [
-        (
-            "spec.attributes",
-            &device.spec.attributes,
-            AttributeCheck::Configured,
-        ),
-        (
-            "spec.desired",
-            &device.spec.desired,
-            AttributeCheck::Desired,
-        ),
-    ] {
-        for e in payload::validate_attributes(model, values, check) {
-            problems.push(Problem::new("InvalidAttributes", format!("{field}: {e}")));
-        }
-    }
-    problems
+    devplane_core::admission::attribute_problems(device, model)
+        .into_iter()
+        .map(|message| Problem::new("InvalidAttributes", message))
+        .collect()
 }
 
 async fn apply(device: &Device, ctx: &Context) -> Result<Action> {
