@@ -75,6 +75,16 @@ pub enum Principal {
     Insecure,
 }
 
+impl Principal {
+    /// The authenticated device, if any.
+    fn device(&self) -> Option<&Identity> {
+        match self {
+            Principal::Device { id, .. } => Some(id),
+            Principal::Insecure => None,
+        }
+    }
+}
+
 /// How messages reach a peer outside a request's answer (separate responses, notifications,
 /// retransmissions).
 #[derive(Clone)]
@@ -202,7 +212,19 @@ impl Endpoint {
         kill: CancellationToken,
         session: u64,
     ) {
-        let old = self.peers.lock().insert(
+        let mut peers = self.peers.lock();
+        // As with MQTT, a new session of a device takes over the older ones: a device that
+        // handshakes again has lost its old session (and its observations with it).
+        let device = principal.device().cloned();
+        let same =
+            |p: &Peer| p.principal.device().is_some() && p.principal.device() == device.as_ref();
+        for old in peers.values().filter(|p| same(p)) {
+            if let Some(kill) = &old.kill {
+                kill.cancel();
+            }
+        }
+        peers.retain(|_, p| !same(p));
+        let old = peers.insert(
             peer,
             Self::new_peer(shared, Link::Dtls(conn), principal, Some(kill), session),
         );
@@ -753,20 +775,29 @@ impl Endpoint {
         }
     }
 
-    /// Push waiting commands to the command observers of their devices (marking them Sent).
+    /// Push waiting commands to the command observers of their devices (marking them Sent);
+    /// every observer of a device gets them.
     async fn notify_commands(&self, shared: &Shared) {
         let mut sends = Vec::new();
         {
             let mut peers = self.peers.lock();
-            for (addr, peer) in peers.iter_mut() {
-                for observer in peer.exchange.observers(Observed::Commands, None) {
-                    let Some(payload) = take_commands(shared, &observer.device) else {
-                        continue;
-                    };
-                    if let Some(bytes) =
-                        notification(&mut peer.exchange, &observer.token, &payload, false)
-                    {
-                        sends.push((peer.link.clone(), *addr, bytes));
+            let devices: HashSet<Identity> = peers
+                .values()
+                .flat_map(|p| p.exchange.observers(Observed::Commands, None))
+                .map(|o| o.device)
+                .collect();
+            for device in devices {
+                let Some(payload) = take_commands(shared, &device) else {
+                    continue;
+                };
+                for (addr, peer) in peers.iter_mut() {
+                    for observer in peer.exchange.observers(Observed::Commands, Some(&device)) {
+                        let exchange = &mut peer.exchange;
+                        if let Some(bytes) =
+                            notification(exchange, &observer.token, &payload, false)
+                        {
+                            sends.push((peer.link.clone(), *addr, bytes));
+                        }
                     }
                 }
             }
@@ -845,7 +876,7 @@ impl Endpoint {
                 }
                 _ = tick.tick() => {
                     ticks += 1;
-                    self.tick(&shared, ticks % 4 == 0).await;
+                    self.tick(&shared, ticks.is_multiple_of(4)).await;
                 }
             }
         }

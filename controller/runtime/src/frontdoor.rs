@@ -11,7 +11,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
@@ -29,6 +29,10 @@ pub struct Bound {
     pub app: SocketAddr,
     /// Device HTTP address.
     pub http: SocketAddr,
+    /// Device plain CoAP address, if on (insecure dev mode).
+    pub coap: Option<SocketAddr>,
+    /// Device CoAP over DTLS address, if on.
+    pub coaps: Option<SocketAddr>,
 }
 
 async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String> {
@@ -41,7 +45,18 @@ async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String>
     Ok((listener, local))
 }
 
-/// Bind the listeners (MQTTS only with a TLS configuration).
+async fn bind_udp(addr: SocketAddr) -> Result<(UdpSocket, SocketAddr), String> {
+    let socket = UdpSocket::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
+    Ok((socket, local))
+}
+
+/// Bind the listeners (MQTTS only with a TLS configuration; plain CoAP only in insecure dev
+/// mode).
 pub async fn bind(
     args: &FrontdoorListenArgs,
     tls: Option<rustls::ServerConfig>,
@@ -62,17 +77,34 @@ pub async fn bind(
         }
         (None, _) => (None, None),
     };
+    let (coap, coap_addr) = if args.coap_insecure_dev {
+        let (socket, local) = bind_udp(args.coap_addr).await?;
+        (Some(socket), Some(local))
+    } else {
+        (None, None)
+    };
+    let (coaps, coaps_addr) = match args.coaps_addr {
+        Some(addr) => {
+            let (socket, local) = bind_udp(addr).await?;
+            (Some(socket), Some(local))
+        }
+        None => (None, None),
+    };
     Ok(Bound {
         listeners: Listeners {
             mqtt,
             mqtts,
             app,
             http: Some(http),
+            coap,
+            coaps,
         },
         mqtt: mqtt_addr,
         mqtts: mqtts_addr,
         app: app_addr,
         http: http_addr,
+        coap: coap_addr,
+        coaps: coaps_addr,
     })
 }
 
@@ -81,6 +113,7 @@ pub fn settings(args: &FrontdoorListenArgs, replica: String) -> Settings {
     Settings {
         replica,
         status_interval: Duration::from_secs(args.status_interval_seconds.max(1)),
+        coap_baseline: args.coap_bench_baseline,
         ..Settings::default()
     }
 }
@@ -172,5 +205,12 @@ pub fn print_addresses(bound: &Bound) {
         println!("device MQTT over TLS listening on mqtts://{addr}");
     }
     println!("device HTTP listening on http://{}", bound.http);
+    if let Some(addr) = bound.coaps {
+        println!("device CoAP over DTLS listening on coaps://{addr}");
+    }
+    if let Some(addr) = bound.coap {
+        tracing::warn!("--coap-insecure-dev: plain CoAP without credentials; for local tests only");
+        println!("device CoAP (insecure, dev only) listening on coap://{addr}");
+    }
     println!("application MQTT listening on mqtt://{}", bound.app);
 }

@@ -1,7 +1,7 @@
-//! `devplane simulate`: simulated devices over MQTT, with the credentials from their Secrets.
-//! They publish telemetry generated from their model (a share of it invalid on request),
-//! report desired attributes back and answer commands, while a live summary counts what the
-//! front door accepted and rejected.
+//! `devplane simulate`: simulated devices over MQTT or CoAP (DTLS with the password as
+//! pre-shared key), with the credentials from their Secrets. They send telemetry generated
+//! from their model (a share of it invalid on request), report desired attributes back and
+//! answer commands, while a live summary counts what the front door accepted and rejected.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::SimulateArgs;
+use crate::coap_client::{self, Request};
 use crate::mqtt_client::{self, Login};
 
 /// What the simulated devices did and what came back.
@@ -79,27 +80,39 @@ struct Simulated {
     model: Arc<ResolvedModel>,
 }
 
-fn endpoint_of(url: &str) -> Option<SocketAddr> {
-    url.strip_prefix("mqtt://")?
+fn endpoint_of(url: &str, scheme: &str) -> Option<SocketAddr> {
+    url.strip_prefix(scheme)?
+        .strip_prefix("://")?
         .trim_end_matches('/')
         .parse()
         .ok()
 }
 
+/// The protocols `devplane simulate` speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wire {
+    Mqtt,
+    /// CoAP over DTLS.
+    Coap,
+}
+
 /// Run `devplane simulate` until the duration ends or SIGINT/SIGTERM.
 pub async fn run(args: &SimulateArgs) -> Result<(), String> {
-    if args.protocol != "mqtt" {
-        return Err(format!(
-            "protocol {:?} is not supported yet; use --protocol mqtt",
-            args.protocol
-        ));
-    }
+    let wire = match args.protocol.as_str() {
+        "mqtt" => Wire::Mqtt,
+        "coap" => Wire::Coap,
+        other => {
+            return Err(format!(
+                "protocol {other:?} is not supported; use --protocol mqtt or coap"
+            ));
+        }
+    };
     let client = crate::controller::client_from(args.kubeconfig.as_deref()).await?;
     let names = devices(&client, args).await?;
     if names.is_empty() {
         return Err("no devices to simulate".into());
     }
-    let simulated = prepare(&client, args, &names).await?;
+    let simulated = prepare(&client, args, &names, wire).await?;
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
     tokio::spawn(crate::up::stop_on_signal(stop.clone()));
@@ -122,7 +135,11 @@ pub async fn run(args: &SimulateArgs) -> Result<(), String> {
         let invalid_share = args.invalid_share;
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
-            if let Err(e) = simulate(&device, interval, invalid_share, &stats, &stop).await {
+            let result = match wire {
+                Wire::Mqtt => simulate(&device, interval, invalid_share, &stats, &stop).await,
+                Wire::Coap => simulate_coap(&device, interval, invalid_share, &stats, &stop).await,
+            };
+            if let Err(e) = result {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(device = %format!("{}/{}", device.namespace, device.name), error = %e, "simulated device stopped");
             }
@@ -203,6 +220,7 @@ async fn prepare(
     client: &kube::Client,
     args: &SimulateArgs,
     names: &[String],
+    wire: Wire,
 ) -> Result<Vec<Simulated>, String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
     let devices: Api<Device> = Api::namespaced(client.clone(), &args.namespace);
@@ -265,13 +283,17 @@ async fn prepare(
                 m
             }
         };
-        let endpoint = match &args.mqtt_addr {
-            Some(addr) => *addr,
-            None => text(secret, "mqtt-endpoint")
+        let (given, scheme, flag) = match wire {
+            Wire::Mqtt => (args.mqtt_addr, "mqtt", "--mqtt-addr"),
+            Wire::Coap => (args.coaps_addr, "coaps", "--coaps-addr"),
+        };
+        let endpoint = match given {
+            Some(addr) => addr,
+            None => text(secret, &format!("{scheme}-endpoint"))
                 .as_deref()
-                .and_then(endpoint_of)
+                .and_then(|url| endpoint_of(url, scheme))
                 .ok_or_else(|| {
-                    format!("{name}: no mqtt-endpoint in its Secret (use --mqtt-addr)")
+                    format!("{name}: no {scheme}-endpoint in its Secret (use {flag})")
                 })?,
         };
         out.push(Simulated {
@@ -391,6 +413,136 @@ async fn simulate(
     Ok(())
 }
 
+/// One device over CoAP with DTLS: telemetry as confirmable POSTs, desired attributes and
+/// commands observed (RFC 7641) and answered.
+async fn simulate_coap(
+    device: &Simulated,
+    interval: Duration,
+    invalid_share: f64,
+    stats: &Arc<Stats>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let user = format!("{}/{}", device.namespace, device.name);
+    let client = Arc::new(
+        coap_client::Client::dtls(device.endpoint, &user, device.password.as_bytes()).await?,
+    );
+    stats.connected.fetch_add(1, Ordering::Relaxed);
+    let prefix = format!("d/{user}/");
+    let (first, mut desired) = client
+        .observe(&format!("{prefix}attributes/desired"))
+        .await?;
+    let (first_commands, mut commands) = client.observe(&format!("{prefix}commands")).await?;
+    let answers = {
+        let (client, prefix, model, stats) = (
+            client.clone(),
+            prefix.clone(),
+            device.model.clone(),
+            stats.clone(),
+        );
+        async move {
+            let handle = |packet: coap_lite::Packet, desired_values: bool| {
+                let body: Value = serde_json::from_slice(&packet.payload).unwrap_or_default();
+                let mut out = Vec::new();
+                if desired_values {
+                    stats.reported.fetch_add(1, Ordering::Relaxed);
+                    out.push((
+                        format!("{prefix}attributes/reported"),
+                        body["values"].clone(),
+                    ));
+                } else {
+                    for command in body["commands"].as_array().into_iter().flatten() {
+                        let name = command["name"].as_str().unwrap_or_default();
+                        let service = command["service"].as_str().unwrap_or_default();
+                        stats.commands.fetch_add(1, Ordering::Relaxed);
+                        out.push((
+                            format!("{prefix}commands/{name}/response"),
+                            json!({"status": "Succeeded", "output": command_output(&model, service)}),
+                        ));
+                    }
+                }
+                out
+            };
+            let mut pending = handle(first, true);
+            pending.extend(handle(first_commands, false));
+            loop {
+                for (path, body) in pending.drain(..) {
+                    let _ = coap_post(&client, &stats, &path, &body).await;
+                }
+                tokio::select! {
+                    Some(p) = desired.recv() => pending = handle(p, true),
+                    Some(p) = commands.recv() => pending = handle(p, false),
+                    else => return,
+                }
+            }
+        }
+    };
+    let answers = tokio::spawn(answers);
+    let mut tick = tokio::time::interval(interval);
+    let path = format!("{prefix}telemetry");
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {
+                let invalid = rand::rng().random::<f64>() < invalid_share;
+                let body = telemetry(&device.model, invalid);
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                if invalid {
+                    stats.sent_invalid.fetch_add(1, Ordering::Relaxed);
+                }
+                let answer = coap_post(&client, stats, &path, &body).await?;
+                if answer.header.code != coap_lite::MessageClass::Response(coap_lite::ResponseType::Changed) {
+                    let body: Value = serde_json::from_slice(&answer.payload).unwrap_or_default();
+                    let reason = body["reason"].as_str().unwrap_or("Unknown").to_string();
+                    *stats.rejected.lock().entry(reason).or_default() += 1;
+                }
+            }
+        }
+    }
+    answers.abort();
+    Ok(())
+}
+
+/// A confirmable POST of a JSON body; counts the answer.
+async fn coap_post(
+    client: &coap_client::Client,
+    stats: &Stats,
+    path: &str,
+    body: &Value,
+) -> Result<coap_lite::Packet, String> {
+    let payload = body.to_string();
+    let request = Request {
+        method: coap_lite::RequestType::Post,
+        path,
+        payload: payload.as_bytes(),
+        confirmable: true,
+        observe: None,
+    };
+    let answer = client.request(&request).await?;
+    stats.acked.fetch_add(1, Ordering::Relaxed);
+    Ok(answer)
+}
+
+/// Output values of a service, generated from the model.
+fn command_output(model: &ResolvedModel, service: &str) -> serde_json::Map<String, Value> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    model
+        .services
+        .get(service)
+        .map(|s| {
+            s.definition
+                .outputs
+                .iter()
+                .map(|o| {
+                    (
+                        o.identifier.clone(),
+                        value::sample((&o.data_type).into(), 0.5, now),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Packet ids for the simulator's QoS 1 publishes (unique enough: a device has few in flight).
 fn next_pkid() -> u16 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -423,23 +575,7 @@ fn answer(
         .strip_prefix("commands/")
         .filter(|c| !c.contains('/'))?;
     let service = body["service"].as_str().unwrap_or_default();
-    let now = jiff::Timestamp::now().as_millisecond();
-    let output: serde_json::Map<String, Value> = model
-        .services
-        .get(service)
-        .map(|s| {
-            s.definition
-                .outputs
-                .iter()
-                .map(|o| {
-                    (
-                        o.identifier.clone(),
-                        value::sample((&o.data_type).into(), 0.5, now),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let output = command_output(model, service);
     stats.commands.fetch_add(1, Ordering::Relaxed);
     Some((
         format!("{prefix}commands/{command}/response"),
