@@ -61,6 +61,7 @@ struct Fixture {
     ingest: tokio::sync::mpsc::Receiver<ingest::Accepted>,
     endpoint: Arc<Endpoint>,
     peer: SocketAddr,
+    device: std::net::UdpSocket,
 }
 
 /// A front door with devices `a` (Servicing) and `b` (Decommissioned), and one peer: a DTLS
@@ -77,7 +78,13 @@ fn fixture(secure: bool) -> Fixture {
         registry.apply_secret(&secret("a", "key-a"));
     }
     let endpoint = Endpoint::new();
-    let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    // The peer is a socket of the test's, which receives what the endpoint sends on its own
+    // (separate responses, notifications).
+    let device = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    device
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let peer = device.local_addr().expect("addr");
     let principal = if secure {
         let tag = shared.registry.read().tag(b"key-a");
         Principal::Device {
@@ -99,6 +106,7 @@ fn fixture(secure: bool) -> Fixture {
         ingest,
         endpoint,
         peer,
+        device,
     }
 }
 
@@ -292,17 +300,27 @@ async fn a_full_ingest_acknowledges_at_once_and_answers_5_03_with_max_age_later(
         "0.00",
         "an empty ACK: the answer comes separately"
     );
-    // The separate response is a confirmable message of ours, waiting for its ACK.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if f.endpoint.peers.lock()[&f.peer].exchange.in_flight() == 1 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let device = f.device.try_clone().expect("socket");
+    let separate = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 2048];
+        let n = device.recv(&mut buf).expect("a separate response");
+        Packet::from_bytes(&buf[..n]).expect("decodes")
     })
     .await
-    .expect("a separate response is in flight");
+    .expect("received");
+    assert_eq!(separate.header.get_type(), MessageType::Confirmable);
+    assert_eq!(separate.get_token(), &[0xab, 7]);
+    assert_eq!(code(&separate), "5.03");
+    assert_eq!(reason(&separate), "Busy");
+    assert_eq!(
+        separate.get_first_option(CoapOption::MaxAge),
+        Some(&vec![1])
+    );
+    assert_eq!(
+        f.endpoint.peers.lock()[&f.peer].exchange.in_flight(),
+        1,
+        "the separate response waits for its ACK"
+    );
 }
 
 #[tokio::test]
