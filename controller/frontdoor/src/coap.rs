@@ -18,39 +18,41 @@
 //!
 //! - [`message`]: the wire (header sniffing, routes, options, responses), pure;
 //! - [`exchange`]: one peer's dedup, observations and retransmissions, pure;
+//! - this module: peers and datagrams (dedup, piggybacked and separate answers), plain CoAP;
+//! - `request`: answering a request (routes, authorization, resources);
+//! - `downlink`: notifications, retransmissions and sweeps;
 //! - `dtls`: the DTLS listener (sessions by peer address over one UDP socket).
 
 pub mod exchange;
 pub mod message;
 
+mod downlink;
 mod dtls;
+mod request;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use coap_lite::{MessageType, Packet, RequestType, ResponseType};
+use coap_lite::{MessageType, Packet, ResponseType};
 use devplane_api::v1alpha1::Protocol;
 use parking_lot::Mutex;
-use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::ingest;
-use crate::registry::{Ended, PasswordTag};
-use crate::status::StatusUpdate;
-use crate::topic::{Denial, Identity, Uplink};
-use crate::uplink::Rejection;
+use crate::registry::PasswordTag;
+use crate::topic::Identity;
 
 pub use dtls::serve as serve_dtls;
-use exchange::{Dedup, Exchange, Observed};
-use message::{Head, OptionError, Reply, Resource, RouteError, Sniff};
+use exchange::{Dedup, Exchange};
+use message::{Head, Reply, Sniff};
 
 /// Longest a request waits for room in ingest before it is answered 5.03.
 const INGEST_WAIT: Duration = Duration::from_millis(200);
@@ -445,442 +447,6 @@ impl Endpoint {
         });
         now
     }
-
-    /// Answer a well-formed request.
-    fn request(
-        &self,
-        shared: &Arc<Shared>,
-        peer: SocketAddr,
-        principal: &Principal,
-        token: &[u8],
-        packet: &Packet,
-    ) -> Outcome {
-        let reply = |r: Reply| Outcome::Reply(r);
-        let method = match packet.header.code {
-            coap_lite::MessageClass::Request(method) => method,
-            _ => RequestType::UnKnown,
-        };
-        let options = match message::options(packet) {
-            Ok(options) => options,
-            Err(OptionError::UnsupportedCritical(number)) => {
-                return reply(Reply::problem(
-                    ResponseType::BadOption,
-                    "UnsupportedOption",
-                    "",
-                    format!(
-                        "critical option {number} is not supported (nor is block-wise transfer)"
-                    ),
-                ));
-            }
-            Err(OptionError::Malformed(number)) => {
-                return reply(Reply::problem(
-                    ResponseType::BadRequest,
-                    "InvalidOption",
-                    "",
-                    format!("option {number} has a malformed value"),
-                ));
-            }
-        };
-        let Some(segments) = message::path(packet) else {
-            return reply(Reply::problem(
-                ResponseType::BadRequest,
-                "InvalidPath",
-                "",
-                "a Uri-Path segment is not UTF-8",
-            ));
-        };
-        if shared.settings.coap_baseline
-            && segments
-                .iter()
-                .map(String::as_str)
-                .eq(message::BASELINE_PATH)
-        {
-            // The bench baseline: the transport alone, no identity or validation.
-            return reply(Reply::empty(ResponseType::Changed));
-        }
-        let target = match message::route(&segments, method) {
-            Ok(target) => target,
-            Err(RouteError::NotFound) => {
-                return reply(Reply::problem(
-                    ResponseType::NotFound,
-                    "NotFound",
-                    "",
-                    format!("no resource /{}", segments.join("/")),
-                ));
-            }
-            Err(RouteError::MethodNotAllowed(allowed)) => {
-                return reply(Reply::problem(
-                    ResponseType::MethodNotAllowed,
-                    "MethodNotAllowed",
-                    "",
-                    format!("use {allowed} on this resource"),
-                ));
-            }
-        };
-        if let Some(accept) = options.accept
-            && accept != message::JSON
-        {
-            return reply(Reply::problem(
-                ResponseType::NotAcceptable,
-                "NotAcceptable",
-                "",
-                format!("only application/json ({}) is served", message::JSON),
-            ));
-        }
-        let id = match self.authorize(shared, principal, target.namespace, target.name) {
-            Ok(id) => id,
-            Err(r) => return reply(r),
-        };
-        match target.resource {
-            Resource::Uplink(uplink) => {
-                if let Some(format) = options.content_format
-                    && format != message::JSON
-                {
-                    shared.metrics.rejected.inc("InvalidJson");
-                    return reply(Reply::problem(
-                        ResponseType::UnsupportedContentFormat,
-                        "UnsupportedContentFormat",
-                        "",
-                        format!(
-                            "Content-Format {format} is not supported; send application/json ({})",
-                            message::JSON
-                        ),
-                    ));
-                }
-                self.uplink(shared, peer, &id, &uplink, &packet.payload)
-            }
-            Resource::Desired => reply(self.desired(shared, peer, &id, token, options.observe)),
-            Resource::Commands => reply(self.commands(shared, peer, &id, token, options.observe)),
-        }
-    }
-
-    /// The device a request may act for: the session's own (DTLS) or the path's (insecure).
-    fn authorize(
-        &self,
-        shared: &Shared,
-        principal: &Principal,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Identity, Reply> {
-        let now = jiff::Timestamp::now();
-        match principal {
-            Principal::Device { id, tag } => {
-                let problem =
-                    shared
-                        .registry
-                        .read()
-                        .device_session_problem(id, tag, Protocol::Coap, now);
-                if let Some(why) = problem {
-                    self.end_session(id);
-                    let (code, reason) = match why {
-                        Ended::Revoked | Ended::RotatedOut => {
-                            (ResponseType::Unauthorized, "BadCredentials")
-                        }
-                        _ => (ResponseType::Forbidden, "NotAuthorized"),
-                    };
-                    shared.metrics.connections_refused.inc(reason);
-                    return Err(Reply::problem(code, reason, "", why.to_string()));
-                }
-                if id.namespace != namespace || id.name != name {
-                    shared.metrics.deny(Denial::ForeignTopic);
-                    shared.warn(
-                        id,
-                        "PublishDenied",
-                        format!("CoAP request for device {namespace}/{name} denied"),
-                    );
-                    return Err(Reply::problem(
-                        ResponseType::Forbidden,
-                        Denial::ForeignTopic.as_str(),
-                        "",
-                        format!("device {id} may not act for {namespace}/{name}"),
-                    ));
-                }
-                Ok(id.clone())
-            }
-            Principal::Insecure => {
-                let id = Identity::new(namespace, name);
-                let refusal = match shared.registry.read().device(&id) {
-                    None => Some(None),
-                    Some(entry) => entry.refusal(Protocol::Coap).map(Some),
-                };
-                match refusal {
-                    None => Ok(id),
-                    Some(None) => Err(Reply::problem(
-                        ResponseType::NotFound,
-                        "UnknownDevice",
-                        "",
-                        format!("there is no device {id}"),
-                    )),
-                    Some(Some(why)) => {
-                        shared.metrics.connections_refused.inc("NotAuthorized");
-                        Err(Reply::problem(
-                            ResponseType::Forbidden,
-                            "NotAuthorized",
-                            "",
-                            why.to_string(),
-                        ))
-                    }
-                }
-            }
-        }
-    }
-
-    /// End every DTLS session of a device (its key or its right to connect is gone).
-    fn end_session(&self, id: &Identity) {
-        for peer in self.peers.lock().values() {
-            if let (Principal::Device { id: of, .. }, Some(kill)) = (&peer.principal, &peer.kill)
-                && of == id
-            {
-                kill.cancel();
-            }
-        }
-    }
-
-    fn uplink(
-        &self,
-        shared: &Arc<Shared>,
-        peer: SocketAddr,
-        id: &Identity,
-        uplink: &Uplink<'_>,
-        payload: &[u8],
-    ) -> Outcome {
-        let accepted = match ingest::judge(shared, id, uplink, payload) {
-            Ok(accepted) => accepted,
-            Err(Rejection {
-                reason,
-                field,
-                message,
-            }) => {
-                shared.metrics.rejected.inc(reason);
-                return Outcome::Reply(Reply::problem(
-                    ResponseType::BadRequest,
-                    reason,
-                    &field,
-                    message,
-                ));
-            }
-        };
-        match shared.ingest.try_send(accepted) {
-            Ok(()) => {
-                shared.seen(Protocol::Coap, id, peer);
-                Outcome::Reply(Reply::empty(ResponseType::Changed))
-            }
-            Err(tokio::sync::mpsc::error::TrySendError::Full(accepted)) => {
-                Outcome::Busy(Box::new(accepted), id.clone())
-            }
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Outcome::Reply(busy()),
-        }
-    }
-
-    /// Register, renew or end an observation per the Observe option; returns the sequence
-    /// number to send when the request observes.
-    fn observation(
-        &self,
-        peer: SocketAddr,
-        id: &Identity,
-        token: &[u8],
-        resource: Observed,
-        observe: Option<u32>,
-        payload: &Bytes,
-    ) -> Option<u32> {
-        let mut peers = self.peers.lock();
-        let state = peers.get_mut(&peer)?;
-        match observe {
-            Some(message::OBSERVE_REGISTER) => {
-                let seq = state.exchange.observe(token, resource, id)?;
-                state.exchange.sent_to_observer(token, payload.clone());
-                Some(seq)
-            }
-            Some(message::OBSERVE_DEREGISTER) => {
-                state.exchange.forget(token);
-                None
-            }
-            _ => None,
-        }
-    }
-
-    fn desired(
-        &self,
-        shared: &Shared,
-        peer: SocketAddr,
-        id: &Identity,
-        token: &[u8],
-        observe: Option<u32>,
-    ) -> Reply {
-        let payload = shared
-            .registry
-            .read()
-            .device(id)
-            .map(ingest::desired_payload);
-        let Some(payload) = payload else {
-            return Reply::problem(ResponseType::NotFound, "NotFound", "", "the device is gone");
-        };
-        shared.seen(Protocol::Coap, id, peer);
-        let seq = self.observation(peer, id, token, Observed::Desired, observe, &payload);
-        Reply {
-            observe: seq,
-            ..Reply::json(ResponseType::Content, payload.to_vec())
-        }
-    }
-
-    fn commands(
-        &self,
-        shared: &Shared,
-        peer: SocketAddr,
-        id: &Identity,
-        token: &[u8],
-        observe: Option<u32>,
-    ) -> Reply {
-        shared.seen(Protocol::Coap, id, peer);
-        let payload = take_commands(shared, id).unwrap_or_else(|| commands_payload(Vec::new()));
-        let seq = self.observation(peer, id, token, Observed::Commands, observe, &payload);
-        Reply {
-            observe: seq,
-            ..Reply::json(ResponseType::Content, payload.to_vec())
-        }
-    }
-
-    /// Notify the desired-attribute observers of `device` (of every device with `None`) whose
-    /// last notification differs from the device's desired attributes now.
-    async fn notify_desired(&self, shared: &Shared, device: Option<&Identity>) {
-        let mut sends = Vec::new();
-        let mut changed = HashSet::new();
-        {
-            // Peers before the registry, everywhere (a consistent order cannot deadlock).
-            let mut peers = self.peers.lock();
-            let registry = shared.registry.read();
-            for (addr, peer) in peers.iter_mut() {
-                for observer in peer.exchange.observers(Observed::Desired, device) {
-                    let Some(entry) = registry.device(&observer.device) else {
-                        continue;
-                    };
-                    let payload = ingest::desired_payload(entry);
-                    if payload == observer.last {
-                        continue;
-                    }
-                    if let Some(bytes) =
-                        notification(&mut peer.exchange, &observer.token, &payload, true)
-                    {
-                        sends.push((peer.link.clone(), *addr, bytes));
-                        changed.insert(observer.device.clone());
-                    }
-                }
-            }
-        }
-        for id in changed {
-            shared.status_update(StatusUpdate::DesiredChanged { id });
-        }
-        for (link, addr, bytes) in sends {
-            link.send(addr, &bytes).await;
-        }
-    }
-
-    /// Push waiting commands to the command observers of their devices (marking them Sent);
-    /// every observer of a device gets them.
-    async fn notify_commands(&self, shared: &Shared) {
-        let mut sends = Vec::new();
-        {
-            let mut peers = self.peers.lock();
-            let devices: HashSet<Identity> = peers
-                .values()
-                .flat_map(|p| p.exchange.observers(Observed::Commands, None))
-                .map(|o| o.device)
-                .collect();
-            for device in devices {
-                let Some(payload) = take_commands(shared, &device) else {
-                    continue;
-                };
-                for (addr, peer) in peers.iter_mut() {
-                    for observer in peer.exchange.observers(Observed::Commands, Some(&device)) {
-                        let exchange = &mut peer.exchange;
-                        if let Some(bytes) =
-                            notification(exchange, &observer.token, &payload, false)
-                        {
-                            sends.push((peer.link.clone(), *addr, bytes));
-                        }
-                    }
-                }
-            }
-        }
-        for (link, addr, bytes) in sends {
-            link.send(addr, &bytes).await;
-        }
-    }
-
-    /// Retransmit what is due; every few ticks also forget idle plain peers and end DTLS
-    /// sessions whose device may no longer connect.
-    async fn tick(&self, shared: &Shared, sweep: bool) {
-        let mut sends = Vec::new();
-        let now = Instant::now();
-        {
-            let mut peers = self.peers.lock();
-            for (addr, peer) in peers.iter_mut() {
-                let due = peer.exchange.due(now);
-                for observer in due.dropped {
-                    tracing::debug!(peer = %addr, device = %observer.device, "a notification went unacknowledged; observation ended");
-                }
-                sends.extend(
-                    due.resend
-                        .into_iter()
-                        .map(|b| (peer.link.clone(), *addr, b)),
-                );
-            }
-            if sweep {
-                let registry = shared.registry.read();
-                let jiff_now = jiff::Timestamp::now();
-                peers.retain(|_, peer| match (&peer.principal, &peer.kill) {
-                    (Principal::Device { id, tag }, Some(kill)) => {
-                        if registry
-                            .device_session_problem(id, tag, Protocol::Coap, jiff_now)
-                            .is_some()
-                        {
-                            kill.cancel();
-                        }
-                        true
-                    }
-                    _ => {
-                        peer.exchange.is_busy()
-                            || now.duration_since(peer.heard) < exchange::EXCHANGE_LIFETIME
-                    }
-                });
-            }
-        }
-        for (link, addr, bytes) in sends {
-            link.send(addr, &bytes).await;
-        }
-    }
-
-    /// Deliver downlink until shutdown: desired changes, new commands, retransmissions.
-    pub async fn downlink(self: Arc<Self>, shared: Arc<Shared>, shutdown: CancellationToken) {
-        let mut desired = shared.desired_changed.subscribe();
-        let mut arrived = std::pin::pin!(shared.command_arrived.notified());
-        arrived.as_mut().enable();
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks = 0u64;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = desired.recv() => match changed {
-                    Ok(id) => self.notify_desired(&shared, Some(&id)).await,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        self.notify_desired(&shared, None).await
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-                _ = &mut arrived => {
-                    // Listen again before looking, so a command arriving meanwhile is seen.
-                    arrived.set(shared.command_arrived.notified());
-                    arrived.as_mut().enable();
-                    self.notify_commands(&shared).await;
-                }
-                _ = tick.tick() => {
-                    ticks += 1;
-                    self.tick(&shared, ticks.is_multiple_of(4)).await;
-                }
-            }
-        }
-    }
 }
 
 fn busy() -> Reply {
@@ -891,55 +457,6 @@ fn busy() -> Reply {
         "ingest is full; retry",
     )
     .max_age(RETRY_SECONDS)
-}
-
-/// `{"commands": [...]}`, as HTTP's long poll answers.
-fn commands_payload(list: Vec<Value>) -> Bytes {
-    Bytes::from(json!({ "commands": list }).to_string())
-}
-
-/// The commands waiting for `id`, marked Sent; None when there are none.
-fn take_commands(shared: &Shared, id: &Identity) -> Option<Bytes> {
-    let now = jiff::Timestamp::now();
-    let waiting = shared.commands.lock().deliverable(id, now);
-    if waiting.is_empty() {
-        return None;
-    }
-    let list = waiting
-        .iter()
-        .map(|c| {
-            let mut body = c.payload(now);
-            body["name"] = json!(c.name);
-            body
-        })
-        .collect();
-    for command in &waiting {
-        shared.command_sent(id, &command.name);
-    }
-    Some(commands_payload(list))
-}
-
-/// A confirmable notification of an observation, registered for retransmission; None when
-/// the peer has too much in flight.
-fn notification(
-    exchange: &mut Exchange,
-    token: &[u8],
-    payload: &Bytes,
-    replaceable: bool,
-) -> Option<Vec<u8>> {
-    let seq = exchange.next_seq(token)?;
-    let message_id = exchange.next_message_id();
-    let reply = Reply {
-        observe: Some(seq),
-        ..Reply::json(ResponseType::Content, payload.to_vec())
-    };
-    let bytes = message::encode(MessageType::Confirmable, message_id, token, &reply);
-    let copy = Bytes::from(bytes.clone());
-    if !exchange.expect_ack(message_id, copy, Some(token), replaceable, Instant::now()) {
-        return None;
-    }
-    exchange.sent_to_observer(token, payload.clone());
-    Some(bytes)
 }
 
 /// Serve plain CoAP (insecure dev mode) on `socket` until shutdown.

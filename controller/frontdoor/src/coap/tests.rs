@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use coap_lite::{CoapOption, MessageClass};
+use coap_lite::{CoapOption, MessageClass, RequestType};
 use devplane_api::v1alpha1::{Device, DeviceModel};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use serde_json::json;
 
+use super::exchange::Observed;
 use super::*;
 
 const MODEL: &str = r#"
