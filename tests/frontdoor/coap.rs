@@ -376,3 +376,44 @@ fn malformed_coap_datagrams_get_clear_errors_and_the_server_keeps_serving() {
         },
     );
 }
+
+#[test]
+fn simulated_coap_devices_send_over_dtls_report_desired_values_and_get_rejections_counted() {
+    let plant = Plant::start();
+    let output = Command::new(env!("CARGO_BIN_EXE_devplane"))
+        .args([
+            "simulate", "-n", "plant", "--model", "probe", "--count", "3",
+        ])
+        .args(["--protocol", "coap"])
+        .args(["--rate", "30", "--invalid-share", "0.3", "--duration", "4"])
+        .arg("--kubeconfig")
+        .arg(plant.devplane.kubeconfig())
+        .output()
+        .expect("devplane simulate runs");
+    let summary = stdout(&output);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{summary}\n{errors}");
+    assert!(summary.contains("connected 3/3 (failed 0)"), "{summary}");
+    assert!(summary.contains("desired reported 3"), "{summary}");
+    let number_after = |label: &str| -> u64 {
+        summary
+            .split(label)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(number_after("· accepted ") > 0, "{summary}");
+    assert!(number_after("· rejected ") > 0, "{summary}");
+    assert!(summary.contains("InvalidValue"), "{summary}");
+    plant.wait_device("probe-sim-0001", "--for=jsonpath={.status.phase}=Servicing");
+    assert_eq!(
+        plant.jsonpath(
+            "device",
+            "plant",
+            "probe-sim-0001",
+            "{.status.connection.protocol}"
+        ),
+        "coap"
+    );
+}

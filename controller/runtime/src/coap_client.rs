@@ -100,13 +100,7 @@ pub struct Request<'a> {
 impl Client {
     /// A client over plain UDP.
     pub async fn plain(server: SocketAddr) -> Result<Client, String> {
-        let socket = UdpSocket::bind(if server.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        })
-        .await
-        .map_err(|e| format!("bind: {e}"))?;
+        let socket = local_socket(server)?;
         socket
             .connect(server)
             .await
@@ -116,13 +110,7 @@ impl Client {
 
     /// A client over DTLS 1.2 with a pre-shared key.
     pub async fn dtls(server: SocketAddr, identity: &str, key: &[u8]) -> Result<Client, String> {
-        let socket = UdpSocket::bind(if server.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        })
-        .await
-        .map_err(|e| format!("bind: {e}"))?;
+        let socket = local_socket(server)?;
         socket
             .connect(server)
             .await
@@ -234,6 +222,16 @@ impl Client {
         }
         result
     }
+}
+
+/// A socket on an ephemeral port of the server's address family.
+fn local_socket(server: SocketAddr) -> Result<UdpSocket, String> {
+    let any: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    crate::frontdoor::udp_socket(any).map_err(|e| format!("bind: {e}"))
 }
 
 fn encode(request: &Request<'_>, message_id: u16, token: &[u8]) -> Result<Vec<u8>, String> {

@@ -46,13 +46,31 @@ async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String>
 }
 
 async fn bind_udp(addr: SocketAddr) -> Result<(UdpSocket, SocketAddr), String> {
-    let socket = UdpSocket::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
+    let socket = udp_socket(addr).map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
     let local = socket
         .local_addr()
         .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
     Ok((socket, local))
+}
+
+/// Kernel buffer asked for each CoAP socket: bursts from many devices must not overflow the
+/// default (about 200 datagrams), which UDP would drop silently.
+const UDP_BUFFER: usize = 4 << 20;
+
+/// A UDP socket bound to `addr` with large kernel buffers (the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`).
+pub fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: a smaller buffer still works, it only drops sooner under bursts.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// Bind the listeners (MQTTS only with a TLS configuration; plain CoAP only in insecure dev

@@ -109,7 +109,6 @@ impl Endpoint {
                 if let Some(format) = options.content_format
                     && format != message::JSON
                 {
-                    shared.metrics.rejected.inc("InvalidJson");
                     return reply(Reply::problem(
                         ResponseType::UnsupportedContentFormat,
                         "UnsupportedContentFormat",
