@@ -90,7 +90,7 @@ impl Endpoint {
 
     /// Retransmit what is due; every few ticks also forget idle plain peers and end DTLS
     /// sessions whose device may no longer connect.
-    async fn tick(&self, shared: &Shared, sweep: bool) {
+    pub(super) async fn tick(&self, shared: &Shared, sweep: bool) {
         let mut sends = Vec::new();
         let now = Instant::now();
         {

@@ -455,3 +455,38 @@ async fn the_bench_baseline_route_is_off_by_default() {
     let answer = f.one(&post(30, "bench/baseline", b"x")).await;
     assert_eq!(code(&answer), "4.04");
 }
+
+#[tokio::test]
+async fn the_sweep_ends_the_dtls_session_of_a_decommissioned_device() {
+    let f = fixture(true);
+    f.endpoint.tick(&f.shared, true).await;
+    let kill = f.endpoint.peers.lock()[&f.peer].kill.clone().expect("kill");
+    assert!(
+        !kill.is_cancelled(),
+        "a device in service keeps its session"
+    );
+    f.shared
+        .registry
+        .write()
+        .apply_device(&device("a", "Decommissioned"));
+    f.endpoint.tick(&f.shared, true).await;
+    assert!(kill.is_cancelled(), "the session is ended");
+}
+
+#[tokio::test]
+async fn idle_plain_peers_are_forgotten() {
+    let f = fixture(false);
+    f.endpoint.tick(&f.shared, true).await;
+    assert_eq!(f.endpoint.peer_count(), 1, "heard just now");
+    let Some(long_ago) = Instant::now().checked_sub(exchange::EXCHANGE_LIFETIME) else {
+        return; // the clock starts at boot: too early to tell
+    };
+    f.endpoint
+        .peers
+        .lock()
+        .get_mut(&f.peer)
+        .expect("peer")
+        .heard = long_ago;
+    f.endpoint.tick(&f.shared, true).await;
+    assert_eq!(f.endpoint.peer_count(), 0);
+}

@@ -5,6 +5,7 @@
 //! hidden `--coap-bench-baseline` flag). The ratio is the cost of identity, validation and
 //! ingest on top of the CoAP transport.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,8 +23,24 @@ struct Figures {
     p50: f64,
     p99: f64,
     changed: usize,
-    failed: usize,
+    /// Answers other than 2.04 (by code) and requests without an answer.
+    failed: BTreeMap<String, usize>,
     cpu_per_100k: f64,
+}
+
+impl Figures {
+    fn failed_text(&self) -> String {
+        let total: usize = self.failed.values().sum();
+        if total == 0 {
+            return "0".into();
+        }
+        let by: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect();
+        format!("{total} ({})", by.join(", "))
+    }
 }
 
 /// `messages` confirmable POSTs from every client (a device each) with `window` in flight.
@@ -35,7 +52,7 @@ async fn load(
     pid: u32,
 ) -> Figures {
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(messages)));
-    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failed = Arc::new(parking_lot::Mutex::new(BTreeMap::<String, usize>::new()));
     let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -60,16 +77,17 @@ async fn load(
                     observe: None,
                 };
                 let sent = Instant::now();
-                match client.request(&request).await {
+                let outcome = match client.request(&request).await {
                     Ok(answer)
                         if answer.header.code == MessageClass::Response(ResponseType::Changed) =>
                     {
                         mine.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        continue;
                     }
-                    _ => {
-                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
+                    Ok(answer) => answer.header.code.to_string(),
+                    Err(_) => "no answer".to_string(),
+                };
+                *failed.lock().entry(outcome).or_default() += 1;
             }
             latencies.lock().await.extend(mine);
         }));
@@ -86,7 +104,7 @@ async fn load(
         p50,
         p99,
         changed,
-        failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+        failed: std::mem::take(&mut *failed.lock()),
         cpu_per_100k: (cpu_seconds(pid).unwrap_or(0.0) - cpu_before) * 100_000.0
             / messages.max(1) as f64,
     }
@@ -187,8 +205,8 @@ async fn run_in(dir: &std::path::Path, args: &BenchCoapArgs) -> Result<(), Strin
         println!(
             "{:<34} {:>22} {:>22}",
             "2.04 / failed",
-            format!("{} / {}", ours.changed, ours.failed),
-            format!("{} / {}", theirs.changed, theirs.failed)
+            format!("{} / {}", ours.changed, ours.failed_text()),
+            format!("{} / {}", theirs.changed, theirs.failed_text())
         );
         println!(
             "{:<34} {:>22} {:>22} {:>8}",
