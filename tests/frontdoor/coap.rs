@@ -201,6 +201,13 @@ fn commands_reach_a_coap_observer_over_dtls_and_its_answer_completes_them() {
         ),
         "7"
     );
+    // The answer came over a second DTLS session of the device; the observing one stays.
+    create_command(&plant, "again-over-coap", "sensor-a", 60);
+    observer.wait_for_line(
+        "the next command notification",
+        Duration::from_secs(30),
+        |l| l.contains(r#""name":"again-over-coap""#),
+    );
 }
 
 #[test]

@@ -60,6 +60,8 @@ const INGEST_WAIT: Duration = Duration::from_millis(200);
 const MAX_WAITING: usize = 256;
 /// Max-Age of a 5.03: when to try again, seconds.
 const RETRY_SECONDS: u32 = 1;
+/// DTLS sessions one device may hold at once.
+const SESSIONS_PER_DEVICE: usize = 4;
 /// Largest datagram read (the UDP maximum).
 const DATAGRAM: usize = 65_536;
 
@@ -215,17 +217,23 @@ impl Endpoint {
         session: u64,
     ) {
         let mut peers = self.peers.lock();
-        // As with MQTT, a new session of a device takes over the older ones: a device that
-        // handshakes again has lost its old session (and its observations with it).
+        // A device may hold a few sessions at once (an observer beside short exchanges, as
+        // libcoap's tools make); beyond that its least recently heard session ends.
         let device = principal.device().cloned();
-        let same =
-            |p: &Peer| p.principal.device().is_some() && p.principal.device() == device.as_ref();
-        for old in peers.values().filter(|p| same(p)) {
-            if let Some(kill) = &old.kill {
-                kill.cancel();
-            }
+        let mine: Vec<(SocketAddr, Instant)> = peers
+            .iter()
+            .filter(|(_, p)| {
+                p.principal.device().is_some() && p.principal.device() == device.as_ref()
+            })
+            .map(|(addr, p)| (*addr, p.heard))
+            .collect();
+        if mine.len() >= SESSIONS_PER_DEVICE
+            && let Some((oldest, _)) = mine.iter().min_by_key(|(_, heard)| *heard)
+            && let Some(old) = peers.remove(oldest)
+            && let Some(kill) = old.kill
+        {
+            kill.cancel();
         }
-        peers.retain(|_, p| !same(p));
         let old = peers.insert(
             peer,
             Self::new_peer(shared, Link::Dtls(conn), principal, Some(kill), session),
