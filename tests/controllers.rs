@@ -108,7 +108,7 @@ fn examples_become_ready_with_credentials_and_phase_provisioned() {
     assert!(
         keys.contains("password")
             && keys.contains("mqtt-endpoint")
-            && keys.contains("coap-endpoint")
+            && keys.contains("coaps-endpoint")
             && !keys.contains("http-endpoint"),
         "{keys}"
     );

@@ -117,6 +117,8 @@ impl Devplane {
                 ("--mqtt-addr", "127.0.0.1:0"),
                 ("--app-mqtt-addr", "127.0.0.1:0"),
                 ("--http-addr", "127.0.0.1:0"),
+                ("--coaps-addr", "127.0.0.1:0"),
+                ("--coap-addr", "127.0.0.1:0"),
                 ("--admin-addr", "127.0.0.1:0"),
             ] {
                 if !self.extra.iter().any(|e| e == flag) {

@@ -1,8 +1,9 @@
 //! The device front door against `devplane up`, with real clients: Debian's mosquitto_pub and
-//! mosquitto_sub (MQTT 3.1.1 and 5), Python paho-mqtt 2.x, and raw sockets for malformed
-//! packets. Each test starts its own `devplane up` with the fixture below; this module holds
-//! the fixture and the client helpers.
+//! mosquitto_sub (MQTT 3.1.1 and 5), Python paho-mqtt 2.x, curl, Debian's coap-client and
+//! Python aiocoap, and raw sockets for malformed packets. Each test starts its own
+//! `devplane up` with the fixture below; this module holds the fixture and the client helpers.
 
+mod coap;
 mod devices;
 mod gateways;
 mod http;

@@ -217,7 +217,7 @@ async fn post_uplink(
             return response;
         }
     }
-    shared.http_seen(id, address);
+    shared.seen(Protocol::Http, id, address);
     (StatusCode::ACCEPTED, axum::Json(json!({"accepted": true}))).into_response()
 }
 
@@ -332,7 +332,7 @@ async fn commands(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    shared.http_seen(&id, peer);
+    shared.seen(Protocol::Http, &id, peer);
     let deadline = Instant::now() + Duration::from_secs(wait.wait_seconds).min(MAX_WAIT);
     loop {
         // Register for a wake-up before looking, so a command that arrives in between is seen.
@@ -414,24 +414,26 @@ pub async fn serve_tls(
     }
 }
 
-/// HTTP presence: Online while the device made a request within the window.
+/// Presence of the devices that speak a request-based protocol (HTTP, CoAP): Online while the
+/// device made a request within the window, with the protocol it last used.
 #[derive(Default)]
-pub struct HttpPresence(parking_lot::Mutex<HashMap<Identity, Instant>>);
+pub struct Presence(parking_lot::Mutex<HashMap<Identity, (Protocol, Instant)>>);
 
 impl Shared {
-    /// An HTTP request of `id`: Online on the first, "last seen" after.
-    pub(crate) fn http_seen(&self, id: &Identity, address: std::net::SocketAddr) {
+    /// A request of `id` over `protocol`: Online on the first (or on a change of protocol),
+    /// "last seen" after.
+    pub(crate) fn seen(&self, protocol: Protocol, id: &Identity, address: std::net::SocketAddr) {
         let first = self
-            .http_presence
+            .presence
             .0
             .lock()
-            .insert(id.clone(), Instant::now())
-            .is_none();
+            .insert(id.clone(), (protocol, Instant::now()))
+            .is_none_or(|(before, _)| before != protocol);
         if first {
             self.status_update(StatusUpdate::Connected {
                 id: id.clone(),
                 address: address.to_string(),
-                protocol: Protocol::Http,
+                protocol,
             });
         } else {
             self.status_update(StatusUpdate::Seen { id: id.clone() });
@@ -439,7 +441,7 @@ impl Shared {
     }
 }
 
-/// Mark HTTP devices Offline once they have been quiet for the presence window.
+/// Mark HTTP and CoAP devices Offline once they have been quiet for the presence window.
 pub async fn expire_presence(shared: Arc<Shared>, shutdown: CancellationToken) {
     let window = shared.settings.http_presence_window;
     let mut tick = tokio::time::interval(Duration::from_secs(1).min(window));
@@ -449,10 +451,10 @@ pub async fn expire_presence(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         let quiet: Vec<Identity> = {
-            let mut seen = shared.http_presence.0.lock();
+            let mut seen = shared.presence.0.lock();
             let quiet: Vec<Identity> = seen
                 .iter()
-                .filter(|(_, at)| at.elapsed() >= window)
+                .filter(|(_, (_, at))| at.elapsed() >= window)
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in &quiet {

@@ -6,12 +6,14 @@
 //!
 //! - [`topic`], [`uplink`], [`registry`], [`commands`]: the pure parts (the protocol's topic tree
 //!   and authorization rule, payload validation, the in-memory index the watches feed);
-//! - [`mqtt`]: the wire (codec adapter, sessions, listeners);
+//! - [`mqtt`], [`http`], [`coap`]: the wires (MQTT sessions and listeners, HTTP routes, CoAP
+//!   over UDP and DTLS);
 //! - [`ingest`], [`north`]: the accepted stream and its fan-out to applications;
 //! - [`status`], [`watch`]: what goes back to the API and what comes from it.
 //!
 //! The front door reads lifecycle and credentials; it never decides them (the controllers do).
 
+pub mod coap;
 pub mod commands;
 pub mod gateway;
 pub mod http;
@@ -34,7 +36,7 @@ use devplane_api::v1alpha1::{Device, Gateway};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use parking_lot::{Mutex, RwLock};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -76,8 +78,21 @@ pub struct Settings {
     pub ingest_queue: usize,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: Duration,
-    /// An HTTP device is Online while it made a request within this window.
+    /// An HTTP or CoAP device is Online while it made a request within this window.
     pub http_presence_window: Duration,
+    /// Largest CoAP message accepted, bytes (no block-wise transfer).
+    pub coap_max_message: usize,
+    /// CoAP peers (plain) or DTLS sessions held per listener.
+    pub coap_max_peers: usize,
+    /// Message IDs remembered per CoAP peer for deduplication.
+    pub coap_dedup_per_peer: usize,
+    /// Observations one CoAP peer may hold.
+    pub coap_observers_per_peer: usize,
+    /// A DTLS session observing nothing ends after this long without a record.
+    pub coap_idle_timeout: Duration,
+    /// Serve `POST /bench/baseline` on the CoAP listeners: 2.04 without identity or validation
+    /// (the same-run baseline of `devplane bench coap`; never in production).
+    pub coap_baseline: bool,
 }
 
 impl Default for Settings {
@@ -96,6 +111,12 @@ impl Default for Settings {
             ingest_queue: 256,
             connect_timeout: Duration::from_secs(10),
             http_presence_window: Duration::from_secs(60),
+            coap_max_message: 16 * 1024,
+            coap_max_peers: 10_000,
+            coap_dedup_per_peer: 128,
+            coap_observers_per_peer: 8,
+            coap_idle_timeout: Duration::from_secs(300),
+            coap_baseline: false,
         }
     }
 }
@@ -112,6 +133,10 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
     /// Devices over HTTPS.
     pub https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// Devices over plain CoAP (insecure dev mode only: no credentials).
+    pub coap: Option<UdpSocket>,
+    /// Devices over CoAP with DTLS (pre-shared keys).
+    pub coaps: Option<UdpSocket>,
 }
 
 /// A warning about a device, for a rate-limited Event.
@@ -149,10 +174,12 @@ pub struct Shared {
     status: mpsc::UnboundedSender<StatusUpdate>,
     command_updates: mpsc::UnboundedSender<CommandUpdate>,
     warnings: mpsc::Sender<Warning>,
-    /// Devices seen over HTTP lately.
-    http_presence: http::HttpPresence,
-    /// Woken when a command becomes deliverable (HTTP long polls wait on it).
+    /// Devices seen over HTTP or CoAP lately.
+    presence: http::Presence,
+    /// Woken when a command becomes deliverable (HTTP long polls and CoAP observers wait on it).
     pub command_arrived: tokio::sync::Notify,
+    /// Devices whose desired attributes changed (CoAP observers are notified).
+    pub desired_changed: tokio::sync::broadcast::Sender<Identity>,
 }
 
 impl Shared {
@@ -241,8 +268,9 @@ impl Shared {
             status,
             command_updates,
             warnings,
-            http_presence: http::HttpPresence::default(),
+            presence: http::Presence::default(),
             command_arrived: tokio::sync::Notify::new(),
+            desired_changed: tokio::sync::broadcast::channel(1024).0,
         });
         let queues = Queues {
             ingest: ingest_rx,
@@ -297,6 +325,10 @@ pub async fn run(
         writers_stop.clone(),
     )));
 
+    if listeners.coaps.is_some() {
+        // Before the first list of Secrets, so every device's key is there.
+        shared.registry.write().keep_device_keys();
+    }
     watch::start(shared.clone(), shutdown.clone()).await;
     if shutdown.is_cancelled() {
         writers_stop.cancel();
@@ -322,6 +354,28 @@ pub async fn run(
             shutdown.clone(),
         )),
     ];
+    let request_based =
+        listeners.http.is_some() || listeners.coap.is_some() || listeners.coaps.is_some();
+    if request_based {
+        accepts.push(tokio::spawn(http::expire_presence(
+            shared.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(socket) = listeners.coap {
+        accepts.push(tokio::spawn(coap::serve_plain(
+            socket,
+            shared.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(socket) = listeners.coaps {
+        accepts.push(tokio::spawn(coap::serve_dtls(
+            socket,
+            shared.clone(),
+            shutdown.clone(),
+        )));
+    }
     if let Some(listener) = listeners.http {
         let app = http::router(shared.clone())
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -334,10 +388,6 @@ pub async fn run(
                 tracing::error!(error = %e, "the device HTTP listener failed");
             }
         }));
-        accepts.push(tokio::spawn(http::expire_presence(
-            shared.clone(),
-            shutdown.clone(),
-        )));
     }
     if let Some((listener, tls)) = listeners.https {
         accepts.push(tokio::spawn(http::serve_tls(

@@ -1,9 +1,11 @@
 //! The registry index (pure): devices, models and credentials as the API's watches last showed
 //! them, so that authenticating a connection or validating a message is an in-memory lookup.
 //!
-//! Passwords are never kept: the index holds an HMAC-SHA256 of each under a key drawn at start
+//! Passwords are not kept: the index holds an HMAC-SHA256 of each under a key drawn at start
 //! (the passwords are 256-bit random strings, so a fast keyed hash is enough), and compares in
-//! constant time.
+//! constant time. The one exception is DTLS with pre-shared keys, where the server must hold
+//! the key itself: with a CoAP-over-DTLS listener on, devices' current passwords are kept in
+//! memory too ([`Registry::keep_device_keys`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -323,6 +325,9 @@ pub struct Registry {
     secret_owners: HashMap<(String, String), (PrincipalKind, Identity)>,
     models: BTreeMap<ModelKey, DeviceModelSpec>,
     resolved: HashMap<ModelKey, Result<Arc<ResolvedModel>, String>>,
+    /// Devices' current passwords, the DTLS pre-shared keys (only with `keep_keys`).
+    keys: HashMap<Identity, Vec<u8>>,
+    keep_keys: bool,
 }
 
 impl Default for Registry {
@@ -352,7 +357,19 @@ impl Registry {
             secret_owners: HashMap::new(),
             models: BTreeMap::new(),
             resolved: HashMap::new(),
+            keys: HashMap::new(),
+            keep_keys: false,
         }
+    }
+
+    /// Keep devices' current passwords from now on: they are the keys of CoAP over DTLS.
+    pub fn keep_device_keys(&mut self) {
+        self.keep_keys = true;
+    }
+
+    /// A device's DTLS pre-shared key (its current password), if it has credentials.
+    pub fn device_key(&self, id: &Identity) -> Option<&[u8]> {
+        self.keys.get(id).map(Vec::as_slice)
     }
 
     /// The HMAC of a password under this index's key.
@@ -570,6 +587,9 @@ impl Registry {
             current: self.tag(&password),
             previous,
         };
+        if self.keep_keys && kind == PrincipalKind::Device {
+            self.keys.insert(id.clone(), password);
+        }
         self.secret_owners.insert(secret_key, (kind, id.clone()));
         self.credentials.insert((kind, id.clone()), credential);
         Some(id)
@@ -577,6 +597,9 @@ impl Registry {
 
     fn forget_secret(&mut self, secret_key: &(String, String)) -> Option<Identity> {
         let owner = self.secret_owners.remove(secret_key)?;
+        if owner.0 == PrincipalKind::Device {
+            self.keys.remove(&owner.1);
+        }
         self.credentials.remove(&owner);
         Some(owner.1)
     }

@@ -270,6 +270,10 @@ fn on_device(shared: &Shared, device: &Device) {
         if (old.lifecycle, old.phase) != (new.lifecycle, new.phase) {
             ingest::lifecycle(shared, &id, &new);
         }
+        if old.desired != new.desired {
+            // CoAP observers (no MQTT session needed); nobody listening is fine.
+            let _ = shared.desired_changed.send(id.clone());
+        }
     }
     if !check_sessions(shared, &id) {
         return;

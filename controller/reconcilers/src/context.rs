@@ -16,7 +16,8 @@ use parking_lot::Mutex;
 /// Settings of the controllers.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Endpoints written into credentials Secrets, by protocol (`mqtt`, `http`, `coap`).
+    /// Endpoints written into credentials Secrets, by protocol (`mqtt`, `http`, `coaps`; a
+    /// secure variant goes with its protocol, and plain `coap` is for local tests only).
     pub endpoints: Vec<(String, String)>,
     /// How long old credentials keep working after a rotation.
     pub rotation_overlap: Duration,
@@ -34,7 +35,7 @@ impl Default for Settings {
             endpoints: vec![
                 ("mqtt".into(), "mqtt://127.0.0.1:1883".into()),
                 ("http".into(), "http://127.0.0.1:8080".into()),
-                ("coap".into(), "coap://127.0.0.1:5683".into()),
+                ("coaps".into(), "coaps://127.0.0.1:5684".into()),
             ],
             rotation_overlap: Duration::from_secs(600),
             batch_concurrency: 32,

@@ -23,8 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::BenchApiArgs;
 
+mod coap;
 mod http;
 mod mqtt;
+pub use coap::run as coap;
 pub use http::{baseline as http_baseline, run as http};
 pub use mqtt::run as mqtt;
 

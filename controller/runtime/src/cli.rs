@@ -30,15 +30,16 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Apply OnboardingBatch manifests and, with --wait, follow them to the end.
     Onboard(OnboardCliArgs),
-    /// Run the device front door alone against any Kubernetes API (scale-out replicas): MQTT
-    /// for devices and the northbound application listener.
+    /// Run the device front door alone against any Kubernetes API (scale-out replicas): MQTT,
+    /// HTTP and CoAP for devices and the northbound application listener.
     Frontdoor(FrontdoorArgs),
     /// Run the validating admission webhook (admission.k8s.io/v1 over TLS): model references
     /// resolve, attribute and desired values fit them, command parameters fit the service, a
     /// gateway reference exists.
     Webhook(WebhookArgs),
-    /// Simulate devices of a model over MQTT with their own credentials: telemetry from the
-    /// model (optionally a share invalid), desired values reported back, commands answered.
+    /// Simulate devices of a model over MQTT, HTTP or CoAP (DTLS) with their own credentials,
+    /// or behind one gateway: telemetry from the model (optionally a share invalid), desired
+    /// values reported back, commands answered.
     Simulate(SimulateArgs),
     /// Check manifests offline: schemas, model resolution, references between files, attribute
     /// values, batches and commands. Exits 1 when it finds a problem.
@@ -127,6 +128,21 @@ pub struct FrontdoorListenArgs {
     /// Device HTTP over TLS listener, with a certificate from devplane's CA; off unless given.
     #[arg(long, env = "DEVPLANE_HTTPS_ADDR")]
     pub https_addr: Option<std::net::SocketAddr>,
+    /// Device CoAP over DTLS 1.2 listener (UDP; PSK identity `{ns}/{name}`, key the device's
+    /// password); off unless given.
+    #[arg(long, env = "DEVPLANE_COAPS_ADDR")]
+    pub coaps_addr: Option<std::net::SocketAddr>,
+    /// Device plain CoAP listener (UDP), served only with --coap-insecure-dev.
+    #[arg(long, env = "DEVPLANE_COAP_ADDR", default_value = "127.0.0.1:5683")]
+    pub coap_addr: std::net::SocketAddr,
+    /// Serve plain CoAP on --coap-addr: no credentials, the path's device is trusted (local
+    /// tests only).
+    #[arg(long)]
+    pub coap_insecure_dev: bool,
+    /// Answer `POST /bench/baseline` on the CoAP listeners without identity or validation
+    /// (the same-run baseline of `devplane bench coap`).
+    #[arg(long, hide = true)]
+    pub coap_bench_baseline: bool,
     /// Seconds between two "last seen" status writes of one device.
     #[arg(long, default_value_t = 30)]
     pub status_interval_seconds: u64,
@@ -147,8 +163,9 @@ pub struct SimulateArgs {
     /// Simulate the existing devices matching this label selector instead.
     #[arg(long, short = 'l')]
     pub selector: Option<String>,
-    /// Protocol: `mqtt` or `http` (each device connects itself), or `gateway` (one gateway,
-    /// --gateway, logs the devices in as its sub-devices and publishes for them).
+    /// Protocol: `mqtt`, `http` or `coap` (CoAP over DTLS with the device's password as PSK):
+    /// each device connects itself; or `gateway` (one gateway, --gateway, logs the devices in
+    /// as its sub-devices and publishes for them).
     #[arg(long, default_value = "mqtt")]
     pub protocol: String,
     /// The Gateway (in --namespace) that `--protocol gateway` connects as.
@@ -173,6 +190,10 @@ pub struct SimulateArgs {
     /// HTTP devices post here instead of the endpoint in each device's Secret.
     #[arg(long)]
     pub http_addr: Option<std::net::SocketAddr>,
+    /// With --protocol coap: send here (CoAP over DTLS) instead of each Secret's
+    /// `coaps-endpoint`.
+    #[arg(long)]
+    pub coaps_addr: Option<std::net::SocketAddr>,
     /// Kubeconfig to use; default: $KUBECONFIG or ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -250,6 +271,27 @@ pub enum BenchCommand {
     /// The bare HTTP baseline of `devplane bench http` (answers 202 to everything).
     #[command(hide = true)]
     HttpBaseline(BenchBaselineArgs),
+    /// Validated CoAP telemetry (confirmable POSTs) msg/s and latency through the front door,
+    /// over plain CoAP and over DTLS, each beside the same listener answering 2.04 without
+    /// identity or validation in the same run.
+    Coap(BenchCoapArgs),
+}
+
+/// Arguments of `devplane bench coap`.
+#[derive(Debug, Args)]
+pub struct BenchCoapArgs {
+    /// Confirmable telemetry POSTs per run.
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
+    /// Devices sending (one UDP socket or DTLS session each).
+    #[arg(long, default_value_t = 16)]
+    pub devices: u64,
+    /// Requests each device keeps in flight.
+    #[arg(long, default_value_t = 16)]
+    pub window: u16,
+    /// Skip the DTLS runs.
+    #[arg(long)]
+    pub no_dtls: bool,
 }
 
 /// Arguments of `devplane bench http`.

@@ -11,7 +11,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
@@ -31,6 +31,10 @@ pub struct Bound {
     pub http: SocketAddr,
     /// Device HTTPS address, if on.
     pub https: Option<SocketAddr>,
+    /// Device plain CoAP address, if on (insecure dev mode).
+    pub coap: Option<SocketAddr>,
+    /// Device CoAP over DTLS address, if on.
+    pub coaps: Option<SocketAddr>,
 }
 
 async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String> {
@@ -64,7 +68,36 @@ async fn bind_tls(
     }
 }
 
-/// Bind the listeners (MQTTS and HTTPS only with a TLS configuration).
+async fn bind_udp(addr: SocketAddr) -> Result<(UdpSocket, SocketAddr), String> {
+    let socket = udp_socket(addr).map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
+    Ok((socket, local))
+}
+
+/// Kernel buffer asked for each CoAP socket: bursts from many devices must not overflow the
+/// default (about 200 datagrams), which UDP would drop silently.
+const UDP_BUFFER: usize = 4 << 20;
+
+/// A UDP socket bound to `addr` with large kernel buffers (the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`).
+pub fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: a smaller buffer still works, it only drops sooner under bursts.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Bind the listeners (MQTTS and HTTPS only with a TLS configuration; plain CoAP only in
+/// insecure dev mode).
 pub async fn bind(
     args: &FrontdoorListenArgs,
     tls: Option<rustls::ServerConfig>,
@@ -75,6 +108,19 @@ pub async fn bind(
     let (http, http_addr) = bind_one(args.http_addr).await?;
     let (mqtts, mqtts_addr) = bind_tls("--mqtts-addr", args.mqtts_addr, tls.as_ref()).await?;
     let (https, https_addr) = bind_tls("--https-addr", args.https_addr, tls.as_ref()).await?;
+    let (coap, coap_addr) = if args.coap_insecure_dev {
+        let (socket, local) = bind_udp(args.coap_addr).await?;
+        (Some(socket), Some(local))
+    } else {
+        (None, None)
+    };
+    let (coaps, coaps_addr) = match args.coaps_addr {
+        Some(addr) => {
+            let (socket, local) = bind_udp(addr).await?;
+            (Some(socket), Some(local))
+        }
+        None => (None, None),
+    };
     Ok(Bound {
         listeners: Listeners {
             mqtt,
@@ -82,12 +128,16 @@ pub async fn bind(
             app,
             http: Some(http),
             https,
+            coap,
+            coaps,
         },
         mqtt: mqtt_addr,
         mqtts: mqtts_addr,
         app: app_addr,
         http: http_addr,
         https: https_addr,
+        coap: coap_addr,
+        coaps: coaps_addr,
     })
 }
 
@@ -103,6 +153,7 @@ pub fn settings(args: &FrontdoorListenArgs, replica: String) -> Settings {
     Settings {
         replica,
         status_interval: Duration::from_secs(args.status_interval_seconds.max(1)),
+        coap_baseline: args.coap_bench_baseline,
         ..Settings::default()
     }
 }
@@ -196,6 +247,13 @@ pub fn print_addresses(bound: &Bound) {
     println!("device HTTP listening on http://{}", bound.http);
     if let Some(addr) = bound.https {
         println!("device HTTP over TLS listening on https://{addr}");
+    }
+    if let Some(addr) = bound.coaps {
+        println!("device CoAP over DTLS listening on coaps://{addr}");
+    }
+    if let Some(addr) = bound.coap {
+        tracing::warn!("--coap-insecure-dev: plain CoAP without credentials; for local tests only");
+        println!("device CoAP (insecure, dev only) listening on coap://{addr}");
     }
     println!("application MQTT listening on mqtt://{}", bound.app);
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod bench;
 mod cli;
+pub mod coap_client;
 pub mod controller;
 pub mod frontdoor;
 pub mod leader;
@@ -50,6 +51,9 @@ pub fn main() -> ExitCode {
         Command::Bench(cli::BenchCommand::HttpBaseline(args)) => {
             run_async(async move { bench::http_baseline(args.addr).await })
         }
+        Command::Bench(cli::BenchCommand::Coap(args)) => {
+            run_async(async move { bench::coap(&args).await })
+        }
     }
 }
 
@@ -80,8 +84,12 @@ fn onboard_command(args: &cli::OnboardCliArgs) -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    // webrtc-dtls warns about every TLS extension a client offers that it does not know.
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if let Ok(quiet) = "webrtc_dtls=error".parse() {
+        filter = filter.add_directive(quiet);
+    }
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,7 +1,8 @@
-//! `devplane simulate`: simulated devices over MQTT or HTTP with the credentials from their
-//! Secrets, or behind one gateway that logs them in. They publish telemetry generated from
-//! their model (a share of it invalid on request), report desired attributes back and answer
-//! commands, while a live summary counts what the front door accepted and rejected.
+//! `devplane simulate`: simulated devices over MQTT, HTTP or CoAP (DTLS with the password as
+//! pre-shared key) with the credentials from their Secrets, or behind one gateway that logs
+//! them in. They send telemetry generated from their model (a share of it invalid on
+//! request), report desired attributes back and answer commands, while a live summary counts
+//! what the front door accepted and rejected.
 
 mod gateway;
 mod http;
@@ -27,6 +28,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::SimulateArgs;
+use crate::coap_client::{self, Request};
 use crate::mqtt_client::{self, Login};
 
 /// What the simulated devices did and what came back.
@@ -83,7 +85,7 @@ struct Simulated {
     model: Arc<ResolvedModel>,
 }
 
-/// The address in an endpoint URL (`mqtt://host:port`, `http://host:port`).
+/// The address in an endpoint URL (`mqtt://host:port`, `coaps://host:port`).
 fn endpoint_of(url: &str) -> Option<SocketAddr> {
     url.split_once("://")?.1.trim_end_matches('/').parse().ok()
 }
@@ -93,6 +95,8 @@ fn endpoint_of(url: &str) -> Option<SocketAddr> {
 enum Mode {
     Mqtt,
     Http,
+    /// CoAP over DTLS.
+    Coap,
     Gateway,
 }
 
@@ -101,10 +105,11 @@ pub async fn run(args: &SimulateArgs) -> Result<(), String> {
     let mode = match args.protocol.as_str() {
         "mqtt" => Mode::Mqtt,
         "http" => Mode::Http,
+        "coap" => Mode::Coap,
         "gateway" => Mode::Gateway,
         other => {
             return Err(format!(
-                "protocol {other:?} is not supported; use mqtt, http or gateway"
+                "protocol {other:?} is not supported; use mqtt, http, coap or gateway"
             ));
         }
     };
@@ -192,6 +197,9 @@ fn per_device(
                     Mode::Http => {
                         http::simulate(&http, &device, interval, invalid_share, &stats, &stop)
                             .await
+                    }
+                    Mode::Coap => {
+                        simulate_coap(&device, interval, invalid_share, &stats, &stop).await
                     }
                     _ => simulate(&device, interval, invalid_share, &stats, &stop).await,
                 };
@@ -377,6 +385,7 @@ async fn prepare(
         };
         let (flag, key, given) = match mode {
             Mode::Http => ("--http-addr", "http-endpoint", args.http_addr),
+            Mode::Coap => ("--coaps-addr", "coaps-endpoint", args.coaps_addr),
             _ => ("--mqtt-addr", "mqtt-endpoint", args.mqtt_addr),
         };
         let endpoint = match (given, secret) {
@@ -540,6 +549,136 @@ async fn simulate(
     Ok(())
 }
 
+/// One device over CoAP with DTLS: telemetry as confirmable POSTs, desired attributes and
+/// commands observed (RFC 7641) and answered.
+async fn simulate_coap(
+    device: &Simulated,
+    interval: Duration,
+    invalid_share: f64,
+    stats: &Arc<Stats>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let user = format!("{}/{}", device.namespace, device.name);
+    let client = Arc::new(
+        coap_client::Client::dtls(device.endpoint, &user, device.password.as_bytes()).await?,
+    );
+    stats.connected.fetch_add(1, Ordering::Relaxed);
+    let prefix = format!("d/{user}/");
+    let (first, mut desired) = client
+        .observe(&format!("{prefix}attributes/desired"))
+        .await?;
+    let (first_commands, mut commands) = client.observe(&format!("{prefix}commands")).await?;
+    let answers = {
+        let (client, prefix, model, stats) = (
+            client.clone(),
+            prefix.clone(),
+            device.model.clone(),
+            stats.clone(),
+        );
+        async move {
+            let handle = |packet: coap_lite::Packet, desired_values: bool| {
+                let body: Value = serde_json::from_slice(&packet.payload).unwrap_or_default();
+                let mut out = Vec::new();
+                if desired_values {
+                    stats.reported.fetch_add(1, Ordering::Relaxed);
+                    out.push((
+                        format!("{prefix}attributes/reported"),
+                        body["values"].clone(),
+                    ));
+                } else {
+                    for command in body["commands"].as_array().into_iter().flatten() {
+                        let name = command["name"].as_str().unwrap_or_default();
+                        let service = command["service"].as_str().unwrap_or_default();
+                        stats.commands.fetch_add(1, Ordering::Relaxed);
+                        out.push((
+                            format!("{prefix}commands/{name}/response"),
+                            json!({"status": "Succeeded", "output": command_output(&model, service)}),
+                        ));
+                    }
+                }
+                out
+            };
+            let mut pending = handle(first, true);
+            pending.extend(handle(first_commands, false));
+            loop {
+                for (path, body) in pending.drain(..) {
+                    let _ = coap_post(&client, &stats, &path, &body).await;
+                }
+                tokio::select! {
+                    Some(p) = desired.recv() => pending = handle(p, true),
+                    Some(p) = commands.recv() => pending = handle(p, false),
+                    else => return,
+                }
+            }
+        }
+    };
+    let answers = tokio::spawn(answers);
+    let mut tick = tokio::time::interval(interval);
+    let path = format!("{prefix}telemetry");
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {
+                let invalid = rand::rng().random::<f64>() < invalid_share;
+                let body = telemetry(&device.model, invalid);
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                if invalid {
+                    stats.sent_invalid.fetch_add(1, Ordering::Relaxed);
+                }
+                let answer = coap_post(&client, stats, &path, &body).await?;
+                if answer.header.code != coap_lite::MessageClass::Response(coap_lite::ResponseType::Changed) {
+                    let body: Value = serde_json::from_slice(&answer.payload).unwrap_or_default();
+                    let reason = body["reason"].as_str().unwrap_or("Unknown").to_string();
+                    *stats.rejected.lock().entry(reason).or_default() += 1;
+                }
+            }
+        }
+    }
+    answers.abort();
+    Ok(())
+}
+
+/// A confirmable POST of a JSON body; counts the answer.
+async fn coap_post(
+    client: &coap_client::Client,
+    stats: &Stats,
+    path: &str,
+    body: &Value,
+) -> Result<coap_lite::Packet, String> {
+    let payload = body.to_string();
+    let request = Request {
+        method: coap_lite::RequestType::Post,
+        path,
+        payload: payload.as_bytes(),
+        confirmable: true,
+        observe: None,
+    };
+    let answer = client.request(&request).await?;
+    stats.acked.fetch_add(1, Ordering::Relaxed);
+    Ok(answer)
+}
+
+/// Output values of a service, generated from the model.
+fn command_output(model: &ResolvedModel, service: &str) -> serde_json::Map<String, Value> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    model
+        .services
+        .get(service)
+        .map(|s| {
+            s.definition
+                .outputs
+                .iter()
+                .map(|o| {
+                    (
+                        o.identifier.clone(),
+                        value::sample((&o.data_type).into(), 0.5, now),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Packet ids for the simulator's QoS 1 publishes (unique enough: a device has few in flight).
 fn next_pkid() -> u16 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -572,23 +711,7 @@ fn answer(
         .strip_prefix("commands/")
         .filter(|c| !c.contains('/'))?;
     let service = body["service"].as_str().unwrap_or_default();
-    let now = jiff::Timestamp::now().as_millisecond();
-    let output: serde_json::Map<String, Value> = model
-        .services
-        .get(service)
-        .map(|s| {
-            s.definition
-                .outputs
-                .iter()
-                .map(|o| {
-                    (
-                        o.identifier.clone(),
-                        value::sample((&o.data_type).into(), 0.5, now),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let output = command_output(model, service);
     stats.commands.fetch_add(1, Ordering::Relaxed);
     Some((
         format!("{prefix}commands/{command}/response"),

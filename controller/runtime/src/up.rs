@@ -210,7 +210,7 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
     };
     let (endpoints, app_endpoint) = match &frontdoor {
         Some(bound) => (
-            frontdoor_endpoints(bound, &local.ip().to_string()),
+            frontdoor_endpoints(bound),
             Some(format!("mqtt://{}", bound.app)),
         ),
         None => (default_endpoints(&local.ip().to_string()), None),
@@ -305,32 +305,34 @@ pub fn frontdoor_identity() -> Caller {
 }
 
 /// Front-door endpoints written into credentials Secrets: where this process's front door
-/// listens (CoAP keeps its default port until that listener exists).
-fn frontdoor_endpoints(bound: &crate::frontdoor::Bound, host: &str) -> Vec<(String, String)> {
-    let mut endpoints = default_endpoints(host);
-    for (protocol, url) in &mut endpoints {
-        match protocol.as_str() {
-            "mqtt" => *url = format!("mqtt://{}", bound.mqtt),
-            "http" => *url = format!("http://{}", bound.http),
-            _ => {}
+/// listens. CoAP appears as `coaps-endpoint` when the DTLS listener is on, and as
+/// `coap-endpoint` only when plain CoAP is (insecure dev mode).
+fn frontdoor_endpoints(bound: &crate::frontdoor::Bound) -> Vec<(String, String)> {
+    let mut endpoints = vec![
+        ("mqtt".into(), format!("mqtt://{}", bound.mqtt)),
+        ("http".into(), format!("http://{}", bound.http)),
+    ];
+    let optional = [
+        ("mqtts", bound.mqtts),
+        ("https", bound.https),
+        ("coaps", bound.coaps),
+        ("coap", bound.coap),
+    ];
+    for (protocol, addr) in optional {
+        if let Some(addr) = addr {
+            endpoints.push((protocol.into(), format!("{protocol}://{addr}")));
         }
-    }
-    if let Some(mqtts) = bound.mqtts {
-        endpoints.push(("mqtts".into(), format!("mqtts://{mqtts}")));
-    }
-    if let Some(https) = bound.https {
-        endpoints.push(("https".into(), format!("https://{https}")));
     }
     endpoints
 }
 
 /// Front-door endpoints written into credentials Secrets (the front door's default ports on
-/// the API host).
+/// the API host; CoAP over DTLS on its IANA port, plain CoAP being for local tests only).
 pub fn default_endpoints(host: &str) -> Vec<(String, String)> {
     vec![
         ("mqtt".into(), format!("mqtt://{host}:1883")),
         ("http".into(), format!("http://{host}:8080")),
-        ("coap".into(), format!("coap://{host}:5683")),
+        ("coaps".into(), format!("coaps://{host}:5684")),
     ]
 }
 

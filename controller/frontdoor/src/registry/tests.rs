@@ -191,3 +191,19 @@ fn applications_and_devices_have_separate_credentials() {
         Err(Refusal::BadCredentials)
     );
 }
+
+#[test]
+fn device_keys_are_kept_only_when_asked_and_follow_the_secret() {
+    let plain = registry(device("Servicing", Some("Provisioned"), "{}"));
+    let id = Identity::new("home", "thermo");
+    assert_eq!(plain.device_key(&id), None, "no DTLS listener, no keys");
+    let mut r = Registry::new();
+    r.keep_device_keys();
+    r.apply_device(&device("Servicing", Some("Provisioned"), "{}"));
+    r.apply_secret(&secret((labels::DEVICE, "thermo"), &[("password", "pw-1")]));
+    assert_eq!(r.device_key(&id), Some(&b"pw-1"[..]));
+    r.apply_secret(&secret((labels::DEVICE, "thermo"), &[("password", "pw-2")]));
+    assert_eq!(r.device_key(&id), Some(&b"pw-2"[..]), "rotated");
+    r.delete_secret("home", "thermo-credentials");
+    assert_eq!(r.device_key(&id), None, "revoked");
+}

@@ -47,7 +47,13 @@ fn endpoints_follow_the_allowed_protocols() {
         ("mqtt".to_string(), "mqtt://h:1883".to_string()),
         ("http".to_string(), "http://h".to_string()),
         ("coap".to_string(), "coap://h".to_string()),
+        ("coaps".to_string(), "coaps://h".to_string()),
     ];
     assert_eq!(endpoints_for(&all, &[Protocol::Mqtt]).len(), 1);
-    assert_eq!(endpoints_for(&all, &[]).len(), 3);
+    assert_eq!(endpoints_for(&all, &[]).len(), 4);
+    assert_eq!(
+        endpoints_for(&all, &[Protocol::Coap]).len(),
+        2,
+        "CoAP over DTLS goes with coap"
+    );
 }

@@ -38,6 +38,8 @@ pub(super) struct Server {
     devices: SocketAddr,
     /// The device HTTP listener, where there is one.
     pub(super) http: Option<SocketAddr>,
+    /// What the server printed when it started (its listeners).
+    pub(super) printed: Vec<String>,
     consumer: SocketAddr,
     consumer_login: (String, String),
     consumer_filter: String,
@@ -139,6 +141,15 @@ pub(super) fn address_after(lines: &[String], prefix: &str) -> Result<SocketAddr
 pub(super) async fn start_devplane(
     dir: &Path,
     devices: usize,
+) -> Result<(Server, Stopped, Vec<(String, String)>), String> {
+    start_devplane_with(dir, devices, &[]).await
+}
+
+/// [`start_devplane`] with more arguments for `devplane frontdoor`.
+pub(super) async fn start_devplane_with(
+    dir: &Path,
+    devices: usize,
+    frontdoor_args: &[&str],
 ) -> Result<(Server, Stopped, Vec<(String, String)>), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut up = Command::new(&exe);
@@ -275,6 +286,7 @@ pub(super) async fn start_devplane(
             "--status-interval-seconds",
             "30",
         ])
+        .args(frontdoor_args)
         .env("RUST_LOG", "warn");
     let (child, lines) = start_child(frontdoor, "application MQTT", &dir.join("frontdoor.log"))?;
     let server = Server {
@@ -282,6 +294,7 @@ pub(super) async fn start_devplane(
         child,
         devices: address_after(&lines, "device MQTT listening on mqtt://")?,
         http: Some(address_after(&lines, "device HTTP listening on http://")?),
+        printed: lines.clone(),
         consumer: address_after(&lines, "application MQTT listening on mqtt://")?,
         consumer_login: (
             "bench/consumer".into(),
@@ -371,6 +384,7 @@ fn start_mosquitto(dir: &Path, credentials: &[(String, String)]) -> Result<Serve
         child,
         devices: addr,
         http: None,
+        printed: Vec::new(),
         consumer: addr,
         consumer_login: ("consumer".into(), consumer_password),
         consumer_filter: "d/bench/+/telemetry".into(),

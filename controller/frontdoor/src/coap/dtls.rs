@@ -1,0 +1,324 @@
+//! The DTLS 1.2 listener: one UDP socket, one session per peer address, handshakes with
+//! pre-shared keys (webrtc-dtls, pure Rust; TLS_PSK_WITH_AES_128_CCM_8 — CoAP's mandatory
+//! suite — plus AES_128_CCM and AES_128_GCM_SHA256).
+//!
+//! webrtc-dtls's own UDP listener keeps every peer forever and handshakes one at a time, so
+//! the front door demultiplexes itself: datagrams go to their session's bounded queue; only a
+//! ClientHello opens a session; sessions are capped, a handshake has `connect_timeout`, and a
+//! session with nothing observed ends after `coap_idle_timeout` without a record. The key is
+//! looked up in the registry during the handshake, by the PSK identity `{ns}/{name}`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use webrtc_dtls::cipher_suite::CipherSuiteId;
+use webrtc_dtls::config::{Config, ExtendedMasterSecretType};
+use webrtc_dtls::conn::DTLSConn;
+use webrtc_util::conn::Conn;
+
+use super::{DATAGRAM, Endpoint, Principal};
+use crate::Shared;
+use crate::registry::PasswordTag;
+use crate::topic::Identity;
+
+/// Records queued for one session before more are dropped (UDP may lose them anyway).
+const SESSION_QUEUE: usize = 64;
+
+/// A session's slot in the demultiplexer.
+struct Slot {
+    generation: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    established: bool,
+}
+
+/// Sessions by peer address.
+#[derive(Default)]
+struct Demux {
+    slots: Mutex<HashMap<SocketAddr, Slot>>,
+    next: AtomicU64,
+}
+
+impl Demux {
+    fn remove(&self, peer: SocketAddr, generation: u64) {
+        let mut slots = self.slots.lock();
+        if slots.get(&peer).is_some_and(|s| s.generation == generation) {
+            slots.remove(&peer);
+        }
+    }
+
+    fn established(&self, peer: SocketAddr, generation: u64) {
+        if let Some(slot) = self.slots.lock().get_mut(&peer)
+            && slot.generation == generation
+        {
+            slot.established = true;
+        }
+    }
+}
+
+/// Whether a datagram starts with a ClientHello of epoch 0 (a new handshake).
+fn is_client_hello(data: &[u8]) -> bool {
+    // Record: type 22 (handshake), version, epoch 0, sequence, length; handshake type 1.
+    data.len() > 13 && data[0] == 22 && data[3] == 0 && data[4] == 0 && data[13] == 1
+}
+
+/// One peer's datagrams, as webrtc-dtls reads and writes them.
+struct PeerConn {
+    socket: Arc<UdpSocket>,
+    peer: SocketAddr,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>,
+    demux: Arc<Demux>,
+    generation: u64,
+}
+
+#[async_trait]
+impl Conn for PeerConn {
+    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+        Err(webrtc_util::Error::Other(
+            "a session's peer is fixed".into(),
+        ))
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        let Some(datagram) = self.rx.lock().await.recv().await else {
+            return Err(webrtc_util::Error::ErrUseClosedNetworkConn);
+        };
+        let n = datagram.len().min(buf.len());
+        buf[..n].copy_from_slice(&datagram[..n]);
+        Ok(n)
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        Ok((self.recv(buf).await?, self.peer))
+    }
+
+    async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
+        Ok(self.socket.send_to(buf, self.peer).await?)
+    }
+
+    async fn send_to(&self, buf: &[u8], _target: SocketAddr) -> webrtc_util::Result<usize> {
+        self.send(buf).await
+    }
+
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.socket.local_addr()?)
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        Some(self.peer)
+    }
+
+    async fn close(&self) -> webrtc_util::Result<()> {
+        self.demux.remove(self.peer, self.generation);
+        self.rx.lock().await.close();
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+/// The server configuration of one handshake: the key of the identity the client names, from
+/// the registry; the identity and the key's tag are left in `chosen`.
+fn config(shared: &Arc<Shared>, chosen: Arc<Mutex<Option<(Identity, PasswordTag)>>>) -> Config {
+    let shared = shared.clone();
+    Config {
+        psk: Some(Arc::new(move |identity: &[u8]| {
+            let found = std::str::from_utf8(identity)
+                .ok()
+                .and_then(Identity::from_username)
+                .and_then(|id| {
+                    let registry = shared.registry.read();
+                    let key = registry.device_key(&id)?.to_vec();
+                    let tag = registry.tag(&key);
+                    Some((id, tag, key))
+                });
+            match found {
+                Some((id, tag, key)) => {
+                    *chosen.lock() = Some((id, tag));
+                    Ok(key)
+                }
+                None => Err(webrtc_dtls::Error::Other(
+                    "unknown PSK identity".to_string(),
+                )),
+            }
+        })),
+        psk_identity_hint: Some(b"devplane".to_vec()),
+        cipher_suites: vec![
+            CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
+            CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
+            CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
+        ],
+        extended_master_secret: ExtendedMasterSecretType::Request,
+        ..Config::default()
+    }
+}
+
+/// Serve CoAP over DTLS on `socket` until shutdown.
+pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let socket = Arc::new(socket);
+    let endpoint = Endpoint::new();
+    tokio::spawn(endpoint.clone().downlink(shared.clone(), shutdown.clone()));
+    let demux = Arc::new(Demux::default());
+    let mut buf = vec![0u8; DATAGRAM];
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(error = %devplane_core::report::chain(&e), "DTLS receive failed");
+                    continue;
+                }
+            },
+        };
+        let data = &buf[..n];
+        let hello = is_client_hello(data);
+        {
+            let mut slots = demux.slots.lock();
+            if let Some(slot) = slots.get(&peer) {
+                if !(hello && slot.established) {
+                    // Full: dropped, as the network might have.
+                    let _ = slot.tx.try_send(data.to_vec());
+                    continue;
+                }
+                // A new handshake from an address with a session: the client started over
+                // (RFC 6347 §4.2.8); the old session ends when its queue closes.
+                slots.remove(&peer);
+            }
+            if !hello {
+                continue;
+            }
+            if slots.len() >= shared.settings.coap_max_peers {
+                shared.metrics.connections_refused.inc("TooManySessions");
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+            let _ = tx.try_send(data.to_vec());
+            let generation = demux.next.fetch_add(1, Ordering::Relaxed) + 1;
+            slots.insert(
+                peer,
+                Slot {
+                    generation,
+                    tx,
+                    established: false,
+                },
+            );
+            let conn = Arc::new(PeerConn {
+                socket: socket.clone(),
+                peer,
+                rx: tokio::sync::Mutex::new(rx),
+                demux: demux.clone(),
+                generation,
+            });
+            tokio::spawn(session(
+                shared.clone(),
+                endpoint.clone(),
+                conn,
+                shutdown.clone(),
+            ));
+        }
+    }
+}
+
+/// One DTLS session: the handshake, then each record as a CoAP datagram.
+async fn session(
+    shared: Arc<Shared>,
+    endpoint: Arc<Endpoint>,
+    raw: Arc<PeerConn>,
+    shutdown: CancellationToken,
+) {
+    let peer = raw.peer;
+    let (demux, generation) = (raw.demux.clone(), raw.generation);
+    let chosen = Arc::new(Mutex::new(None));
+    let handshake = tokio::time::timeout(
+        shared.settings.connect_timeout,
+        DTLSConn::new(raw.clone(), config(&shared, chosen.clone()), false, None),
+    )
+    .await;
+    let conn = match handshake {
+        Ok(Ok(conn)) => Arc::new(conn),
+        Ok(Err(e)) => {
+            shared.metrics.connections_refused.inc("HandshakeFailed");
+            tracing::debug!(%peer, error = %devplane_core::report::chain(&e), "DTLS handshake failed");
+            demux.remove(peer, generation);
+            return;
+        }
+        Err(_) => {
+            shared.metrics.connections_refused.inc("HandshakeFailed");
+            tracing::debug!(%peer, "DTLS handshake timed out");
+            demux.remove(peer, generation);
+            return;
+        }
+    };
+    let Some((id, tag)) = chosen.lock().take() else {
+        let _ = conn.close().await;
+        return;
+    };
+    demux.established(peer, generation);
+    shared.metrics.connections_accepted.inc("coaps");
+    tracing::debug!(%peer, device = %id, "DTLS session established");
+    let kill = CancellationToken::new();
+    endpoint.admit_session(
+        &shared,
+        peer,
+        conn.clone(),
+        Principal::Device { id, tag },
+        kill.clone(),
+        generation,
+    );
+    let idle = shared.settings.coap_idle_timeout;
+    let mut buf = vec![0u8; DATAGRAM];
+    loop {
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = kill.cancelled() => break,
+            read = conn.read(&mut buf, Some(idle)) => read,
+        };
+        match read {
+            Ok(n) => {
+                for reply in endpoint.datagram(&shared, peer, &buf[..n]).await {
+                    if let Err(e) = conn.write(&reply, None).await {
+                        tracing::debug!(%peer, error = %devplane_core::report::chain(&e), "cannot answer over DTLS");
+                    }
+                }
+            }
+            Err(webrtc_dtls::Error::ErrDeadlineExceeded) => {
+                if endpoint.is_idle(peer) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %devplane_core::report::chain(&e), "DTLS session ended");
+                break;
+            }
+        }
+    }
+    endpoint.remove_session(peer, generation);
+    let _ = conn.close().await;
+    demux.remove(peer, generation);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_epoch_zero_client_hello_opens_a_session() {
+        let mut hello = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 60, 1, 0, 0];
+        assert!(is_client_hello(&hello));
+        hello[4] = 1;
+        assert!(!is_client_hello(&hello), "epoch 1 is inside a session");
+        hello[4] = 0;
+        hello[13] = 16;
+        assert!(!is_client_hello(&hello), "a ClientKeyExchange");
+        assert!(!is_client_hello(&[23, 0xfe, 0xfd]), "application data");
+    }
+}
