@@ -10,7 +10,7 @@ use super::*;
 use crate::support::{stdout, wait_until};
 
 /// The libcoap client builds Debian ships (`coap-client` itself is not installed by name).
-const OPENSSL: &str = "coap-client-openssl";
+pub(super) const OPENSSL: &str = "coap-client-openssl";
 const GNUTLS: &str = "coap-client-gnutls";
 
 impl Plant {
@@ -26,7 +26,7 @@ impl Plant {
 
     /// coap-client over DTLS as `identity` with `key`; returns stdout and stderr together
     /// (`-v 6` prints the answer's header, e.g. `t:ACK c:2.04`, and its payload).
-    fn coap_client(
+    pub(super) fn coap_client(
         &self,
         binary: &str,
         (identity, key): (&str, &str),

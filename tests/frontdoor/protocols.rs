@@ -1,6 +1,6 @@
 //! One validation path whatever carries the message: the same invalid payloads get the same
 //! reason and field over MQTT 5 (PUBACK reason string and the errors topic), HTTP (400 body)
-//! and CoAP (4.00 diagnostic payload).
+//! and CoAP over DTLS (4.00 with the problem as payload).
 
 use std::time::Duration;
 
@@ -112,4 +112,34 @@ fn the_same_invalid_payload_gets_the_same_reason_over_every_protocol() {
         })
         .collect();
     assert_eq!(over_http, expected, "HTTP");
+
+    // CoAP over DTLS (libcoap's coap-client): 4.00 with the same problem as its payload.
+    let over_coap: Vec<(String, String)> = CASES
+        .iter()
+        .map(|(path, payload, _, _)| {
+            let out = plant.coap_client(
+                super::coap::OPENSSL,
+                ("plant/sensor-a", password.as_str()),
+                "post",
+                &format!("d/plant/sensor-a/{path}"),
+                Some(payload),
+            );
+            assert!(out.contains("c:4.00"), "CoAP {path} {payload}: {out}");
+            reason_and_field(&problem_in(&out))
+        })
+        .collect();
+    assert_eq!(over_coap, expected, "CoAP");
+}
+
+/// The JSON problem a client printed among its other output.
+fn problem_in(out: &str) -> Value {
+    let at = out
+        .find(r#""reason""#)
+        .and_then(|reason| out[..reason].rfind('{'))
+        .unwrap_or_else(|| panic!("no problem in: {out}"));
+    serde_json::Deserializer::from_str(&out[at..])
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no JSON problem in: {out}"))
 }
