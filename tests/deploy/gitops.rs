@@ -52,6 +52,10 @@ impl Fleet {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.run_with(program, args, &[])
+    }
+
+    fn run_with(&self, program: &str, args: &[&str], env: &[(&str, PathBuf)]) -> Output {
         let program = if program.contains('/') {
             self.repo.join(program)
         } else {
@@ -62,6 +66,7 @@ impl Fleet {
             .current_dir(&self.repo)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", &self.home)
+            .envs(env.iter().map(|(k, v)| (*k, v)))
             .output()
             .expect("runs")
     }
@@ -221,18 +226,35 @@ fn applying_the_fleet_with_an_applyset_prunes_removed_devices_and_shows_no_drift
     fleet.assert_no_drift("sites/north", "right after the apply");
 
     // Settled: 3 devices from Git and 4 from the batch, all provisioned.
-    wait_until(
-        "every north device provisioned",
-        Duration::from_secs(60),
-        || {
-            let phases = phases(&devplane, north);
-            phases.len() == 7 && phases.iter().all(|p| p == "Provisioned")
-        },
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let phases = phases(&devplane, north);
+        if phases.len() == 7 && phases.iter().all(|p| p == "Provisioned") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every north device provisioned: {phases:?}\n{}",
+            devplane.kubectl_ok(&[
+                "get",
+                "devices,devicemodels,gateways,onboardingbatches",
+                "-n",
+                north,
+                "-o",
+                "yaml"
+            ])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     fleet.assert_no_drift("sites/north", "once the controllers settled");
 
-    // Plain `kubectl diff` differs only in the applyset label it does not know about.
-    let raw = fleet.run("kubectl", &["diff", "--server-side", "-k", "sites/north"]);
+    // Plain `kubectl diff` differs only in the applyset label it does not know about (compared
+    // without status, which controllers may write between kubectl's read and its dry run).
+    let raw = fleet.run_with(
+        "kubectl",
+        &["diff", "--server-side", "-k", "sites/north"],
+        &[("KUBECTL_EXTERNAL_DIFF", fleet.repo.join("ci/drift-diff.sh"))],
+    );
     let text = stdout(&raw);
     let changed: Vec<&str> = text
         .lines()

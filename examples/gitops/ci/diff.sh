@@ -9,8 +9,12 @@
 # kubectl diff knows nothing of applysets: its dry run would drop the applyset.kubernetes.io/
 # part-of label that ci/apply.sh sets on every object and report that as a change. So the
 # rendered site is diffed with the label of its applyset (read from the parent's id) added.
+# And kubectl reads the live object before the server computes the merged one, so status that
+# a controller writes in between would show up: ci/drift-diff.sh compares without the fields no
+# repository declares (status, resourceVersion, finalizers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export KUBECTL_EXTERNAL_DIFF="$PWD/ci/drift-diff.sh"
 site="${1:?usage: ci/diff.sh sites/SITE}"
 namespace="$(sed -n 's/^namespace: *//p' "$site/kustomization.yaml")"
 id="$(kubectl get configmap fleet -n "$namespace" \
