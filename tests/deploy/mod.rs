@@ -1,9 +1,11 @@
 //! The in-cluster path: `manifests/deploy` rendered with `kubectl kustomize` and checked object
-//! by object (typed, cross-referenced, least privilege, checkov), the Dockerfile (hadolint), the
-//! Tiltfile (evaluated against stand-ins for Tilt) and the GitOps example against `devplane up`
-//! with real kubectl. The tools come from tests/run; the tests install nothing.
+//! by object (typed, cross-referenced, least privilege, checkov), its roles enforced by
+//! `devplane up` on the controller and the front door, the Dockerfile (hadolint), the Tiltfile
+//! (evaluated against stand-ins for Tilt) and the GitOps example against `devplane up` with
+//! real kubectl. The tools come from tests/run; the tests install nothing.
 
 mod gitops;
+mod identities;
 mod manifests;
 mod scanners;
 mod tilt;
