@@ -3,6 +3,7 @@
 
 mod cli;
 mod controllers;
+mod deploy;
 mod etcd;
 mod frontdoor;
 mod inprocess;

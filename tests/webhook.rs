@@ -180,32 +180,20 @@ fn the_webhook_refuses_what_cel_cannot_check_and_admits_the_rest() {
     assert_eq!(delete["response"]["allowed"], true, "deletes always pass");
 }
 
-/// The webhook registration of the deployment manifests, with the test CA as its caBundle.
+/// The webhook registration of the deployment manifests (`manifests/deploy`, rendered by
+/// kubectl kustomize), with the test CA as its caBundle and the given failure policy.
 fn registration(ca_pem: &str, failure_policy: &str) -> String {
     use base64::Engine;
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    format!(
-        r#"
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata: {{name: devplane}}
-webhooks:
-  - name: validate.iot.devplane.io
-    admissionReviewVersions: [v1]
-    sideEffects: None
-    failurePolicy: {failure_policy}
-    timeoutSeconds: 5
-    clientConfig:
-      service: {{name: devplane-webhook, namespace: devplane-system, path: /validate, port: 443}}
-      caBundle: {bundle}
-    rules:
-      - apiGroups: ["iot.devplane.io"]
-        apiVersions: ["v1alpha1"]
-        operations: [CREATE, UPDATE]
-        resources: [devices, devicecommands, gateways]
-        scope: Namespaced
-"#
-    )
+    let mut configuration = crate::deploy::documents(&crate::deploy::kustomize("manifests/deploy"))
+        .into_iter()
+        .find(|o| o["kind"] == "ValidatingWebhookConfiguration")
+        .expect("the install registers the webhook");
+    for hook in configuration["webhooks"].as_array_mut().expect("webhooks") {
+        hook["clientConfig"]["caBundle"] = bundle.clone().into();
+        hook["failurePolicy"] = failure_policy.into();
+    }
+    serde_yaml::to_string(&configuration).expect("YAML")
 }
 
 const BAD_MODEL: &str = r#"

@@ -168,6 +168,8 @@ pub async fn run(
     let models = cache::<DeviceModel>(&client, watcher::Config::default(), &shutdown);
     let devices = cache::<Device>(&client, watcher::Config::default(), &shutdown);
     let gateways = cache::<Gateway>(&client, watcher::Config::default(), &shutdown);
+    // Every Secret the controllers write carries this label: they watch only those, never all
+    // the Secrets of the cluster (less memory, and nothing read that is not theirs).
     let managed = format!(
         "{}={}",
         devplane_api::constants::labels::MANAGED_BY,
@@ -254,7 +256,7 @@ pub async fn run(
     .with_config(config.clone())
     .owns(
         Api::<Secret>::all(client.clone()),
-        watcher::Config::default(),
+        watcher::Config::default().labels(&managed),
     )
     .watches_stream(
         spec_changes::<DeviceModel>(&client),
@@ -296,7 +298,7 @@ pub async fn run(
     )
     .owns(
         Api::<Secret>::all(client.clone()),
-        watcher::Config::default(),
+        watcher::Config::default().labels(&managed),
     )
     .watches_stream(
         spec_changes::<DeviceModel>(&client),
