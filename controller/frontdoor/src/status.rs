@@ -278,7 +278,13 @@ fn record(pending: &mut HashMap<Identity, Pending>, update: StatusUpdate) {
         StatusUpdate::Gateway { .. } => {}
         StatusUpdate::Disconnected { id } => {
             let p = pending.entry(id).or_default();
-            p.online = Some((false, None));
+            // A session that started and ended within one flush still happened: keep it, so
+            // that the device is recorded as having connected (firstConnected, its address).
+            let session = match p.online.take() {
+                Some((true, session)) => session,
+                _ => None,
+            };
+            p.online = Some((false, session));
             p.seen = true;
         }
         StatusUpdate::Seen { id } => pending.entry(id).or_default().seen = true,
@@ -510,9 +516,8 @@ fn build(
         .map(|w| w.reported.clone())
         .unwrap_or_else(|| entry.reported.clone());
     let now = now_time();
-    match p.online {
-        Some((true, Some(session))) => {
-            connection.state = ConnectionState::Online;
+    if let Some((online, session)) = p.online {
+        if let Some(session) = session {
             connection.protocol = Some(session.protocol);
             connection.address = Some(session.address);
             connection.gateway = session.gateway;
@@ -522,8 +527,11 @@ fn build(
                 connection.first_connected = Some(now.clone());
             }
         }
-        Some((false, _)) => connection.state = ConnectionState::Offline,
-        _ => {}
+        connection.state = if online {
+            ConnectionState::Online
+        } else {
+            ConnectionState::Offline
+        };
     }
     if p.seen {
         connection.last_seen = Some(now.clone());
@@ -667,6 +675,28 @@ async fn write_command(shared: &Shared, update: CommandUpdate) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_that_starts_and_ends_within_one_flush_is_still_recorded() {
+        let mut pending = HashMap::new();
+        let id = Identity::new("ns", "d");
+        record(
+            &mut pending,
+            StatusUpdate::Connected {
+                id: id.clone(),
+                address: "127.0.0.1:5000".into(),
+                protocol: Protocol::Mqtt,
+            },
+        );
+        record(&mut pending, StatusUpdate::Disconnected { id: id.clone() });
+        let (online, session) = pending[&id].online.as_ref().expect("a change");
+        assert!(!online, "it ended Offline");
+        assert_eq!(
+            session.as_ref().map(|s| s.address.as_str()),
+            Some("127.0.0.1:5000"),
+            "the session is kept, so firstConnected gets written"
+        );
+    }
 
     #[test]
     fn the_twin_is_synced_when_every_desired_value_is_reported() {
