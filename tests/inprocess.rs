@@ -26,7 +26,7 @@ async fn in_process() -> (ApiServer, kube::Client) {
         .expect("CRDs installed");
     server.spawn_background();
     let client = kube::Client::new(
-        server.in_process_router(devplane_runtime::up::controller_identity()),
+        server.in_process_router(devplane_runtime::up::admin_identity()),
         "default",
     );
     (server, client)

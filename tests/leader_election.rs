@@ -86,7 +86,7 @@ fn holder(devplane: &Devplane) -> String {
         "lease",
         "devplane-controller",
         "-n",
-        "kube-system",
+        "devplane-system",
         "-o",
         "jsonpath={.spec.holderIdentity}",
     ]);

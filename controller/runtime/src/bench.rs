@@ -457,9 +457,7 @@ pub async fn onboard(args: &crate::cli::BenchOnboardArgs) -> Result<(), String> 
     let target = Target::start(store).await?;
     let stop = CancellationToken::new();
     let client = kube::Client::new(
-        target
-            .server
-            .in_process_router(crate::up::controller_identity()),
+        target.server.in_process_router(crate::up::admin_identity()),
         "default",
     );
     let counts = Arc::new(Counts::default());

@@ -380,7 +380,7 @@ pub struct ControllerArgs {
     #[arg(long, env = "DEVPLANE_ADMIN_ADDR", default_value = "127.0.0.1:8081")]
     pub admin_addr: std::net::SocketAddr,
     /// Namespace of the leader-election Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = "devplane-system")]
     pub lease_namespace: String,
     /// This replica's identity in the Lease; default: host name and process id.
     #[arg(long, env = "DEVPLANE_IDENTITY")]

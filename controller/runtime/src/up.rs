@@ -13,6 +13,7 @@ use devplane_apiserver::{ApiServer, ApiServerConfig, Caller};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -109,7 +110,7 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
         Default::default()
     } else {
         [
-            (tokens.admin.clone(), Caller::new("admin", &[MASTERS])),
+            (tokens.admin.clone(), admin_identity()),
             (tokens.controller.clone(), controller_identity()),
         ]
         .into()
@@ -248,7 +249,7 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
         if store_url.starts_with("etcd://") {
             // Several `devplane up` may share an etcd: only the Lease holder reconciles.
             let lease = crate::leader::LeaseConfig::new(
-                "kube-system",
+                SYSTEM_NAMESPACE,
                 crate::controller::LEASE_NAME,
                 crate::controller::default_identity(),
             );
@@ -292,17 +293,46 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
     Ok(())
 }
 
-/// Who the controllers are to the API server (in-process, or with the controller token).
-/// They are trusted with everything until the least-privilege roles of the deployment
-/// manifests are installed and enforced for them.
+/// The namespace of devplane's own identities and Lease, as the install creates it.
+pub const SYSTEM_NAMESPACE: &str = "devplane-system";
+
+/// Who the controllers are to the API server (in-process, or with the controller token):
+/// the install's ServiceAccount, with exactly the install's roles.
 pub fn controller_identity() -> Caller {
-    Caller::new("system:devplane:controller", &[MASTERS])
+    Caller::service_account(SYSTEM_NAMESPACE, "devplane-controller")
 }
 
-/// Who the in-process front door is to the API server (see [`controller_identity`]).
+/// Who the in-process front door is to the API server: the install's ServiceAccount.
 pub fn frontdoor_identity() -> Caller {
-    Caller::new("system:devplane:frontdoor", &[MASTERS])
+    Caller::service_account(SYSTEM_NAMESPACE, "devplane-frontdoor")
 }
+
+/// A caller that may do everything (the admin; in-process tools and tests).
+pub fn admin_identity() -> Caller {
+    Caller::new("admin", &[MASTERS])
+}
+
+/// The install's namespace, identities and roles (`manifests/deploy/base`), which `devplane
+/// up` applies so that its in-process controllers and front door run as they would in a
+/// cluster.
+const INSTALL_IDENTITIES: [(&str, &str); 4] = [
+    (
+        "namespace.yaml",
+        include_str!("../../../manifests/deploy/base/namespace.yaml"),
+    ),
+    (
+        "rbac/controller.yaml",
+        include_str!("../../../manifests/deploy/base/rbac/controller.yaml"),
+    ),
+    (
+        "rbac/frontdoor.yaml",
+        include_str!("../../../manifests/deploy/base/rbac/frontdoor.yaml"),
+    ),
+    (
+        "rbac/webhook.yaml",
+        include_str!("../../../manifests/deploy/base/rbac/webhook.yaml"),
+    ),
+];
 
 /// Front-door endpoints written into credentials Secrets: where this process's front door
 /// listens. CoAP appears as `coaps-endpoint` when the DTLS listener is on, and as
@@ -353,6 +383,16 @@ pub async fn install(server: &ApiServer) -> Result<(), devplane_apiserver::ApiEr
             devplane_apiserver::ApiError::internal(format!("library file {file}: {e}"))
         })?;
         server.apply(object, "devplane").await?;
+    }
+    for (file, text) in INSTALL_IDENTITIES {
+        for document in serde_yaml::Deserializer::from_str(text) {
+            let object = Value::deserialize(document).map_err(|e| {
+                devplane_apiserver::ApiError::internal(format!("manifests/deploy/base/{file}: {e}"))
+            })?;
+            if !object.is_null() {
+                server.apply(object, "devplane").await?;
+            }
+        }
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ async fn in_process() -> (ApiServer, kube::Client) {
         .expect("API server");
     server.spawn_background();
     let client = kube::Client::new(
-        server.in_process_router(crate::up::controller_identity()),
+        server.in_process_router(crate::up::admin_identity()),
         NAMESPACE,
     );
     (server, client)

@@ -33,7 +33,7 @@ async fn in_process() -> (ApiServer, kube::Client) {
     crate::up::install(&server).await.expect("CRDs installed");
     server.spawn_background();
     let client = kube::Client::new(
-        server.in_process_router(crate::up::controller_identity()),
+        server.in_process_router(crate::up::admin_identity()),
         "default",
     );
     (server, client)
