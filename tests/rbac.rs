@@ -334,3 +334,102 @@ fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+#[test]
+fn kubectl_auth_can_i_answers_for_the_install_identities() {
+    // `devplane up` applies the install's identities and roles (manifests/deploy/base/rbac).
+    let devplane = Devplane::start(&[]);
+    let token_of = |account: &str| {
+        devplane
+            .kubectl_ok(&["create", "token", account, "-n", "devplane-system"])
+            .trim()
+            .to_string()
+    };
+    let controller = token_of("devplane-controller");
+    let frontdoor = token_of("devplane-frontdoor");
+    let cases: [(&str, &[&str], &str); 16] = [
+        (
+            &controller,
+            &["list", "devices.iot.devplane.io", "-A"],
+            "yes",
+        ),
+        (
+            &controller,
+            &[
+                "patch",
+                "devices.iot.devplane.io",
+                "--subresource=status",
+                "-n",
+                "plant",
+            ],
+            "yes",
+        ),
+        (&controller, &["create", "secrets", "-n", "plant"], "yes"),
+        (&controller, &["update", "secrets", "-n", "plant"], "no"),
+        (
+            &controller,
+            &["deletecollection", "secrets", "-n", "plant"],
+            "no",
+        ),
+        (
+            &controller,
+            &["delete", "devices.iot.devplane.io", "-n", "plant"],
+            "no",
+        ),
+        (
+            &controller,
+            &["create", "leases", "-n", "devplane-system"],
+            "yes",
+        ),
+        (
+            &controller,
+            &["create", "leases", "-n", "kube-system"],
+            "no",
+        ),
+        (&controller, &["list", "namespaces"], "no"),
+        (&frontdoor, &["list", "secrets", "-A"], "yes"),
+        (&frontdoor, &["create", "secrets", "-n", "plant"], "no"),
+        (
+            &frontdoor,
+            &[
+                "patch",
+                "devices.iot.devplane.io",
+                "--subresource=status",
+                "-n",
+                "plant",
+            ],
+            "yes",
+        ),
+        (
+            &frontdoor,
+            &["patch", "devices.iot.devplane.io", "-n", "plant"],
+            "no",
+        ),
+        (
+            &frontdoor,
+            &["create", "devices.iot.devplane.io", "-n", "plant"],
+            "yes",
+        ),
+        (
+            &frontdoor,
+            &["delete", "devices.iot.devplane.io", "-n", "plant"],
+            "no",
+        ),
+        (
+            &frontdoor,
+            &["list", "onboardingbatches.iot.devplane.io", "-A"],
+            "no",
+        ),
+    ];
+    for (token, args, want) in cases {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let (_, out, err) = as_token(&devplane, token, &all);
+        let who = if token == controller {
+            "controller"
+        } else {
+            "front door"
+        };
+        assert_eq!(out.trim(), want, "{who} can-i {args:?}: {err}");
+    }
+}
