@@ -366,32 +366,12 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
 ) {
     let app = router(shared.clone());
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTPS accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    let timeout = shared.settings.connect_timeout;
+    crate::accept_each(&listener, &shutdown, |stream, peer| {
         let (tls, app, stop) = (tls.clone(), app.clone(), shutdown.clone());
-        let timeout = shared.settings.connect_timeout;
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(timeout, tls.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+            let Some(stream) = crate::tls_handshake(&tls, stream, peer, timeout).await else {
+                return;
             };
             // The routes read the peer address the way axum::serve provides it.
             let service = hyper::service::service_fn(
@@ -411,7 +391,8 @@ pub async fn serve_tls(
                 _ = stop.cancelled() => {}
             }
         });
-    }
+    })
+    .await;
 }
 
 /// Presence of the devices that speak a request-based protocol (HTTP, CoAP): Online while the

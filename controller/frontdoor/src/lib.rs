@@ -437,20 +437,7 @@ async fn accept(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    accept_each(&listener, &shutdown, |stream, peer| {
         let shared = shared.clone();
         match &tls {
             None => {
@@ -459,18 +446,57 @@ async fn accept(
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(
-                        shared.settings.connect_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await;
-                    match handshake {
-                        Ok(Ok(stream)) => mqtt::session::serve(stream, peer, kind, shared).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    let timeout = shared.settings.connect_timeout;
+                    if let Some(stream) = tls_handshake(&acceptor, stream, peer, timeout).await {
+                        mqtt::session::serve(stream, peer, kind, shared).await;
                     }
                 });
             }
+        }
+    })
+    .await;
+}
+
+/// Accept TCP connections until shutdown and hand each to `handle`; a failing accept (out of
+/// file descriptors and the like) backs off instead of spinning.
+pub(crate) async fn accept_each(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    mut handle: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr),
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        handle(stream, peer);
+    }
+}
+
+/// A TLS handshake bounded by `timeout`; None (logged) when it fails.
+pub(crate) async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
         }
     }
 }

@@ -251,6 +251,19 @@ impl LoginRefusal {
     }
 }
 
+/// Keep only the entries in `keep`; returns the identities forgotten.
+fn retain_identities<V>(map: &mut HashMap<Identity, V>, keep: &HashSet<Identity>) -> Vec<Identity> {
+    let gone: Vec<Identity> = map
+        .keys()
+        .filter(|id| !keep.contains(id))
+        .cloned()
+        .collect();
+    for id in &gone {
+        map.remove(id);
+    }
+    gone
+}
+
 /// Why a principal may not (or no longer) hold a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ended {
@@ -398,16 +411,7 @@ impl Registry {
 
     /// Keep only the devices in `keep` (after a re-list); returns the forgotten ones.
     pub fn retain_devices(&mut self, keep: &HashSet<Identity>) -> Vec<Identity> {
-        let gone: Vec<Identity> = self
-            .devices
-            .keys()
-            .filter(|id| !keep.contains(id))
-            .cloned()
-            .collect();
-        for id in &gone {
-            self.devices.remove(id);
-        }
-        gone
+        retain_identities(&mut self.devices, keep)
     }
 
     /// A device's entry.
@@ -436,16 +440,7 @@ impl Registry {
 
     /// Keep only the gateways in `keep` (after a re-list); returns the forgotten ones.
     pub fn retain_gateways(&mut self, keep: &HashSet<Identity>) -> Vec<Identity> {
-        let gone: Vec<Identity> = self
-            .gateways
-            .keys()
-            .filter(|id| !keep.contains(id))
-            .cloned()
-            .collect();
-        for id in &gone {
-            self.gateways.remove(id);
-        }
-        gone
+        retain_identities(&mut self.gateways, keep)
     }
 
     /// A gateway's entry.
@@ -641,6 +636,62 @@ impl Registry {
         }
     }
 
+    /// Whether a principal may hold a session over `protocol`: None when it does not exist,
+    /// Some(Err(why)) when its lifecycle or settings forbid it. Applications always may.
+    fn standing(
+        &self,
+        kind: PrincipalKind,
+        id: &Identity,
+        protocol: Protocol,
+    ) -> Option<Result<(), Ended>> {
+        let why = match kind {
+            PrincipalKind::Device => self.devices.get(id)?.refusal(protocol),
+            PrincipalKind::Gateway => {
+                let gateway = self.gateways.get(id)?;
+                refusal(
+                    gateway.lifecycle,
+                    gateway.phase,
+                    &gateway.protocols,
+                    protocol,
+                )
+            }
+            PrincipalKind::Application => None,
+        };
+        Some(why.map_or(Ok(()), Err))
+    }
+
+    fn authenticate(
+        &self,
+        kind: PrincipalKind,
+        (username, password): (&str, &[u8]),
+        protocol: Protocol,
+        now: jiff::Timestamp,
+    ) -> Result<(Identity, PasswordTag), Refusal> {
+        let id = Identity::from_username(username).ok_or(Refusal::BadCredentials)?;
+        match self.standing(kind, &id, protocol) {
+            None => return Err(Refusal::BadCredentials),
+            Some(Err(why)) => return Err(Refusal::NotAuthorized(why.to_string())),
+            Some(Ok(())) => {}
+        }
+        let tag = self.check_password(kind, &id, password, now)?;
+        Ok((id, tag))
+    }
+
+    fn session_problem(
+        &self,
+        kind: PrincipalKind,
+        id: &Identity,
+        tag: &PasswordTag,
+        protocol: Protocol,
+        now: jiff::Timestamp,
+    ) -> Option<Ended> {
+        match self.standing(kind, id, protocol) {
+            None => Some(Ended::Deleted),
+            Some(Err(why)) => Some(why),
+            Some(Ok(())) => self.credential_problem(kind, id, tag, now),
+        }
+    }
+
     /// Authenticate a device over `protocol`: `{ns}/{name}` and its password. A device whose
     /// lifecycle or connection settings forbid it is refused as not authorized.
     pub fn authenticate_device(
@@ -650,13 +701,7 @@ impl Registry {
         protocol: Protocol,
         now: jiff::Timestamp,
     ) -> Result<(Identity, PasswordTag), Refusal> {
-        let id = Identity::from_username(username).ok_or(Refusal::BadCredentials)?;
-        let device = self.devices.get(&id).ok_or(Refusal::BadCredentials)?;
-        if let Some(why) = device.refusal(protocol) {
-            return Err(Refusal::NotAuthorized(why.to_string()));
-        }
-        let tag = self.check_password(PrincipalKind::Device, &id, password, now)?;
-        Ok((id, tag))
+        self.authenticate(PrincipalKind::Device, (username, password), protocol, now)
     }
 
     /// Authenticate a gateway over `protocol`: `{ns}/{name}` of a Gateway and its password.
@@ -667,40 +712,7 @@ impl Registry {
         protocol: Protocol,
         now: jiff::Timestamp,
     ) -> Result<(Identity, PasswordTag), Refusal> {
-        let id = Identity::from_username(username).ok_or(Refusal::BadCredentials)?;
-        let gateway = self.gateways.get(&id).ok_or(Refusal::BadCredentials)?;
-        if let Some(why) = refusal(
-            gateway.lifecycle,
-            gateway.phase,
-            &gateway.protocols,
-            protocol,
-        ) {
-            return Err(Refusal::NotAuthorized(why.to_string()));
-        }
-        let tag = self.check_password(PrincipalKind::Gateway, &id, password, now)?;
-        Ok((id, tag))
-    }
-
-    /// Why a live gateway session must end now, if it must.
-    pub fn gateway_session_problem(
-        &self,
-        id: &Identity,
-        tag: &PasswordTag,
-        protocol: Protocol,
-        now: jiff::Timestamp,
-    ) -> Option<Ended> {
-        let Some(gateway) = self.gateways.get(id) else {
-            return Some(Ended::Deleted);
-        };
-        if let Some(why) = refusal(
-            gateway.lifecycle,
-            gateway.phase,
-            &gateway.protocols,
-            protocol,
-        ) {
-            return Some(why);
-        }
-        self.credential_problem(PrincipalKind::Gateway, id, tag, now)
+        self.authenticate(PrincipalKind::Gateway, (username, password), protocol, now)
     }
 
     /// Authenticate an application: `{ns}/{name}` of an Application and its password.
@@ -710,9 +722,13 @@ impl Registry {
         password: &[u8],
         now: jiff::Timestamp,
     ) -> Result<(Identity, PasswordTag), Refusal> {
-        let id = Identity::from_username(username).ok_or(Refusal::BadCredentials)?;
-        let tag = self.check_password(PrincipalKind::Application, &id, password, now)?;
-        Ok((id, tag))
+        // Applications use the northbound listener only; the protocol is not theirs to choose.
+        self.authenticate(
+            PrincipalKind::Application,
+            (username, password),
+            Protocol::Mqtt,
+            now,
+        )
     }
 
     /// Why a live device session (logged in with `tag`) must end now, if it must: the device is
@@ -724,13 +740,18 @@ impl Registry {
         protocol: Protocol,
         now: jiff::Timestamp,
     ) -> Option<Ended> {
-        let Some(device) = self.devices.get(id) else {
-            return Some(Ended::Deleted);
-        };
-        if let Some(why) = device.refusal(protocol) {
-            return Some(why);
-        }
-        self.credential_problem(PrincipalKind::Device, id, tag, now)
+        self.session_problem(PrincipalKind::Device, id, tag, protocol, now)
+    }
+
+    /// Why a live gateway session must end now, if it must.
+    pub fn gateway_session_problem(
+        &self,
+        id: &Identity,
+        tag: &PasswordTag,
+        protocol: Protocol,
+        now: jiff::Timestamp,
+    ) -> Option<Ended> {
+        self.session_problem(PrincipalKind::Gateway, id, tag, protocol, now)
     }
 
     /// Why a live application session must end now, if it must.
@@ -740,7 +761,7 @@ impl Registry {
         tag: &PasswordTag,
         now: jiff::Timestamp,
     ) -> Option<Ended> {
-        self.credential_problem(PrincipalKind::Application, id, tag, now)
+        self.session_problem(PrincipalKind::Application, id, tag, Protocol::Mqtt, now)
     }
 
     fn credential_problem(

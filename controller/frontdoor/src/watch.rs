@@ -24,7 +24,7 @@ use crate::Shared;
 use crate::gateway;
 use crate::ingest;
 use crate::mqtt::codec::CloseCode;
-use crate::registry::LoginRefusal;
+use crate::registry::{LoginRefusal, Registry};
 use crate::sessions::{Deliver, SubLogin};
 use crate::status::{GatewayChange, StatusUpdate};
 use crate::topic::{Downlink, Identity};
@@ -93,33 +93,71 @@ fn identity_of<K: kube::Resource>(object: &K) -> Identity {
     Identity::new(object.namespace().unwrap_or_default(), object.name_any())
 }
 
-/// Start every watch; resolves once each has listed everything once (or on shutdown).
-pub async fn start(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let client = shared.client.clone();
-    let mut waits = Vec::new();
+/// What a change to a kind kept by identity (Devices, Gateways) means.
+struct Handlers<K> {
+    /// Created or updated.
+    apply: fn(&Shared, &K),
+    /// Deleted (or gone at a re-list).
+    gone: fn(&Shared, &Identity),
+    /// After a re-list: keep only these in the registry; returns the forgotten.
+    retain: fn(&mut Registry, &HashSet<Identity>) -> Vec<Identity>,
+}
 
+/// Watch a kind kept in the registry by identity; the receiver fires after the first list.
+fn watch_by_identity<K>(
+    api: Api<K>,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+    handlers: Handlers<K>,
+) -> oneshot::Receiver<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (tx, rx) = oneshot::channel();
-    waits.push(rx);
     let s = shared.clone();
     let mut seen = HashSet::new();
     tokio::spawn(watch(
-        Api::<Device>::all(client.clone()),
+        api,
         watcher::Config::default(),
         shutdown.clone(),
         tx,
         move |change| match change {
             Change::ListStart => seen.clear(),
-            Change::Apply(d) => {
-                seen.insert(identity_of(d));
-                on_device(&s, d);
+            Change::Apply(object) => {
+                seen.insert(identity_of(object));
+                (handlers.apply)(&s, object);
             }
-            Change::Delete(d) => on_device_gone(&s, &identity_of(d)),
+            Change::Delete(object) => (handlers.gone)(&s, &identity_of(object)),
             Change::ListDone => {
-                let gone = s.registry.write().retain_devices(&seen);
+                let gone = (handlers.retain)(&mut s.registry.write(), &seen);
                 for id in gone {
-                    on_device_gone(&s, &id);
+                    (handlers.gone)(&s, &id);
                 }
             }
+        },
+    ));
+    rx
+}
+
+/// Start every watch; resolves once each has listed everything once (or on shutdown).
+pub async fn start(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let client = shared.client.clone();
+    let mut waits = Vec::new();
+
+    waits.push(watch_by_identity(
+        Api::<Device>::all(client.clone()),
+        &shared,
+        &shutdown,
+        Handlers {
+            apply: on_device,
+            gone: on_device_gone,
+            retain: Registry::retain_devices,
         },
     ));
 
@@ -149,28 +187,14 @@ pub async fn start(shared: Arc<Shared>, shutdown: CancellationToken) {
         },
     ));
 
-    let (tx, rx) = oneshot::channel();
-    waits.push(rx);
-    let s = shared.clone();
-    let mut seen = HashSet::new();
-    tokio::spawn(watch(
+    waits.push(watch_by_identity(
         Api::<Gateway>::all(client.clone()),
-        watcher::Config::default(),
-        shutdown.clone(),
-        tx,
-        move |change| match change {
-            Change::ListStart => seen.clear(),
-            Change::Apply(g) => {
-                seen.insert(identity_of(g));
-                on_gateway(&s, g);
-            }
-            Change::Delete(g) => on_gateway_gone(&s, &identity_of(g)),
-            Change::ListDone => {
-                let gone = s.registry.write().retain_gateways(&seen);
-                for id in gone {
-                    on_gateway_gone(&s, &id);
-                }
-            }
+        &shared,
+        &shutdown,
+        Handlers {
+            apply: on_gateway,
+            gone: on_gateway_gone,
+            retain: Registry::retain_gateways,
         },
     ));
 
