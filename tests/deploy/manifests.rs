@@ -857,6 +857,10 @@ fn each_identity_gets_only_what_its_code_calls() {
         verbs_on(&install, frontdoor, "events.k8s.io", "events"),
         set(&["create", "patch"])
     );
+    assert_eq!(
+        verbs_on(&install, frontdoor, "", "namespaces"),
+        set(&["get"])
+    );
     assert!(verbs_on(&install, frontdoor, "coordination.k8s.io", "leases").is_empty());
     // The controller: credentials Secrets without update or deletecollection, its own kinds
     // and their statuses, never Secrets through anything but the credentials role.

@@ -69,6 +69,20 @@ spec:
     maxDevices: 1
 ---
 apiVersion: iot.devplane.io/v1alpha1
+kind: Gateway
+metadata: {name: remote-logger, namespace: metering}
+spec:
+  modelRef: {name: modbus-datalogger}
+  dynamicRegistration:
+    enabled: true
+    allowedModels: [{name: energy-meter}]
+    targetNamespace: metering-annex
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: metering-annex}
+---
+apiVersion: iot.devplane.io/v1alpha1
 kind: Application
 metadata: {name: ops, namespace: metering}
 spec: {}
@@ -618,4 +632,69 @@ fn a_simulated_gateway_registers_logs_in_and_publishes_for_its_sub_devices() {
         "jsonpath={.spec.connection.gatewayRef.name}",
     ]);
     assert_eq!(gateway, "substation-logger");
+}
+
+#[test]
+fn registration_into_another_namespace_needs_that_namespaces_consent() {
+    let devplane = substation();
+    devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "gateway/remote-logger",
+        "-n",
+        "metering",
+        "--timeout=60s",
+    ]);
+    let register = json!({"op": "request", "kind": "register", "body": {"devices": [
+        {"name": "annex-meter", "model": "metering/energy-meter", "attributes": {"modbusAddress": 3}},
+    ]}});
+    let refused = gateway(
+        &devplane,
+        "metering/remote-logger",
+        json!([
+            {"op": "subscribe", "filters": ["d/metering/remote-logger/#"]},
+            register.clone(),
+        ]),
+    );
+    let answer = response(&refused, "register");
+    assert_eq!(
+        results(&answer),
+        vec![pair("annex-meter", "NotAllowed")],
+        "without the annotation: {answer}"
+    );
+    assert!(
+        !devplane
+            .kubectl(&["get", "device", "annex-meter", "-n", "metering-annex"])
+            .status
+            .success(),
+        "nothing was created"
+    );
+    drop(refused);
+
+    devplane.kubectl_ok(&[
+        "annotate",
+        "namespace",
+        "metering-annex",
+        "iot.devplane.io/gateway-registrations-from=plant,metering",
+    ]);
+    let accepted = gateway(
+        &devplane,
+        "metering/remote-logger",
+        json!([
+            {"op": "subscribe", "filters": ["d/metering/remote-logger/#"]},
+            register,
+            {"op": "request", "kind": "login", "body": {"devices": ["metering-annex/annex-meter"]}},
+            {"op": "publish", "topic": "d/metering-annex/annex-meter/telemetry",
+             "payload": {"points": {"hz": 50}}},
+        ]),
+    );
+    assert_eq!(
+        results(&response(&accepted, "register")),
+        vec![pair("annex-meter", "created")]
+    );
+    assert_eq!(
+        results(&response(&accepted, "login")),
+        vec![pair("metering-annex/annex-meter", "ok")]
+    );
+    accepted.wait_for_line("the PUBACK", Duration::from_secs(20), |l| l == "puback 0 ");
 }

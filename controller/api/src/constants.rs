@@ -25,6 +25,13 @@ pub mod labels {
     pub const MANAGED_BY_VALUE: &str = "devplane";
 }
 
+/// Annotations devplane reads.
+pub mod annotations {
+    /// On a Namespace: the namespaces (comma-separated) whose gateways may register Devices
+    /// into it (`dynamicRegistration.targetNamespace`). Without it, only its own gateways may.
+    pub const GATEWAY_REGISTRATIONS_FROM: &str = "iot.devplane.io/gateway-registrations-from";
+}
+
 /// Finalizers devplane puts on objects so it can clean up before they go.
 pub mod finalizers {
     /// On Devices: revoke credentials and close sessions before the device disappears.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use devplane_api::constants::{field_managers, labels};
+use devplane_api::constants::{annotations, field_managers, labels};
 use devplane_api::v1alpha1::{Connection, Device, DeviceSpec, LocalReference, ModelReference};
 use devplane_core::model::ModelKey;
 use devplane_core::naming::object_name_problem;
@@ -351,6 +351,16 @@ impl GatewaySession {
             .target_namespace
             .clone()
             .unwrap_or_else(|| self.id.namespace.clone());
+        if namespace != self.id.namespace
+            && let Err(refusal) = self.accepted_by(shared, &namespace).await
+        {
+            let (reason, message) = refusal;
+            let results: Vec<Value> = wanted
+                .iter()
+                .map(|r| result(&r.name, reason, Some(message.clone())))
+                .collect();
+            return json!({ "devices": results });
+        }
         let api: Api<Device> = Api::namespaced(shared.client.clone(), &namespace);
         let mine = format!(
             "{}={},{}={}",
@@ -504,6 +514,39 @@ impl GatewaySession {
             }
             Ok(Err(e)) => Err(("Unavailable", devplane_core::report::chain(&e))),
             Err(_) => Err(("Unavailable", "the API did not answer in time".into())),
+        }
+    }
+
+    /// Whether `namespace` takes registrations from this gateway's namespace: whoever may write
+    /// a Gateway must not be able to have the front door create Devices anywhere, so the target
+    /// namespace opts in by annotation.
+    async fn accepted_by(
+        &self,
+        shared: &Shared,
+        namespace: &str,
+    ) -> Result<(), (&'static str, String)> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(shared.client.clone());
+        let target = match tokio::time::timeout(API_TIMEOUT, api.get_opt(namespace)).await {
+            Ok(Ok(target)) => target,
+            Ok(Err(e)) => return Err(("Unavailable", devplane_core::report::chain(&e))),
+            Err(_) => return Err(("Unavailable", "the API did not answer in time".into())),
+        };
+        let accepts = target
+            .as_ref()
+            .and_then(|n| n.metadata.annotations.as_ref())
+            .and_then(|a| a.get(annotations::GATEWAY_REGISTRATIONS_FROM))
+            .is_some_and(|from| from.split(',').any(|ns| ns.trim() == self.id.namespace));
+        if accepts {
+            Ok(())
+        } else {
+            Err((
+                "NotAllowed",
+                format!(
+                    "namespace {namespace} does not accept registrations from gateways of {} (annotation {} on the namespace)",
+                    self.id.namespace,
+                    annotations::GATEWAY_REGISTRATIONS_FROM
+                ),
+            ))
         }
     }
 
