@@ -115,14 +115,6 @@ impl WriteOptions {
     }
 }
 
-/// What a write is about, for admission.
-struct Target<'a> {
-    resource: &'a Resource,
-    subresource: Option<&'a str>,
-    namespace: Option<&'a str>,
-    dry_run: bool,
-}
-
 /// The outcome of a write.
 pub struct Written {
     /// The object as stored (with its resourceVersion).
@@ -425,42 +417,6 @@ fn admit(
 
 impl Inner {
     /// Read one object.
-    /// Run the admission webhooks that match a write; Err refuses it.
-    async fn run_webhooks(
-        &self,
-        operation: &'static str,
-        target: &Target<'_>,
-        object: &Value,
-        old: Option<&Value>,
-    ) -> ApiResult<()> {
-        let hooks = self.webhooks();
-        if hooks.is_empty() {
-            return Ok(());
-        }
-        let namespace_object = match (
-            target.namespace,
-            self.registry().get("", "v1", "namespaces"),
-        ) {
-            (Some(ns), Some(namespaces)) => self.read(&namespaces, None, ns).await?.map(|(o, _)| o),
-            _ => None,
-        };
-        let labels = namespace_object
-            .as_ref()
-            .and_then(|o| o.pointer("/metadata/labels"))
-            .and_then(Value::as_object);
-        let request = crate::webhooks::Admission {
-            operation,
-            resource: target.resource,
-            subresource: target.subresource,
-            namespace: target.namespace,
-            namespace_labels: labels,
-            object,
-            old,
-            dry_run: target.dry_run,
-        };
-        crate::webhooks::admit(&hooks, &self.config.webhook_services, &request).await
-    }
-
     pub async fn read(
         &self,
         resource: &Resource,
@@ -578,7 +534,7 @@ impl Inner {
             self.check_namespace(ns).await?;
         }
         if opts.admission {
-            let target = Target {
+            let target = crate::webhooks::Target {
                 resource,
                 subresource: opts.subresource.as_deref(),
                 namespace,
@@ -844,7 +800,7 @@ impl Inner {
             && object::finalizers(&new).is_empty()
             && !spec_finalizers_left;
         if opts.admission {
-            let target = Target {
+            let target = crate::webhooks::Target {
                 resource,
                 subresource: opts.subresource.as_deref(),
                 namespace: object::namespace(old),

@@ -217,6 +217,52 @@ fn review(hook: &Hook, request: &Admission<'_>) -> Value {
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": body})
 }
 
+/// What a write is about, for admission.
+pub(crate) struct Target<'a> {
+    pub(crate) resource: &'a Resource,
+    pub(crate) subresource: Option<&'a str>,
+    pub(crate) namespace: Option<&'a str>,
+    pub(crate) dry_run: bool,
+}
+
+impl crate::server::Inner {
+    /// Run the admission webhooks that match a write; Err refuses it.
+    pub(crate) async fn run_webhooks(
+        &self,
+        operation: &'static str,
+        target: &Target<'_>,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> ApiResult<()> {
+        let hooks = self.webhooks();
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let namespace_object = match (
+            target.namespace,
+            self.registry().get("", "v1", "namespaces"),
+        ) {
+            (Some(ns), Some(namespaces)) => self.read(&namespaces, None, ns).await?.map(|(o, _)| o),
+            _ => None,
+        };
+        let labels = namespace_object
+            .as_ref()
+            .and_then(|o| o.pointer("/metadata/labels"))
+            .and_then(Value::as_object);
+        let request = Admission {
+            operation,
+            resource: target.resource,
+            subresource: target.subresource,
+            namespace: target.namespace,
+            namespace_labels: labels,
+            object,
+            old,
+            dry_run: target.dry_run,
+        };
+        admit(&hooks, &self.config.webhook_services, &request).await
+    }
+}
+
 /// POST the review to the webhook over TLS; its answer, or why there is none.
 async fn call(hook: &Hook, services: &ServiceAddresses, review: &Value) -> Result<Value, String> {
     let config = &hook.spec.client_config;

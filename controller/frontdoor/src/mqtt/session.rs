@@ -22,11 +22,15 @@ use crate::Shared;
 use crate::gateway::{self, GatewaySession};
 use crate::ingest;
 use crate::north::Sink;
-use crate::registry::{PasswordTag, Refusal};
 use crate::sessions::{Deliver, Handle, Kill, Stored};
 use crate::status::{GatewayChange, StatusUpdate};
-use crate::topic::{self, Denial, Downlink, GatewayPublish, Identity};
+use crate::topic::{self, Denial, Downlink, Identity};
 use crate::uplink::Rejection;
+
+mod acting;
+mod connect;
+
+use connect::{authenticate, refuse_malformed_connect};
 
 /// Which listener a connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,106 +305,6 @@ where
     finished.cancel();
 }
 
-async fn refuse_malformed_connect<S>(
-    stream: &mut S,
-    peer: SocketAddr,
-    shared: &Shared,
-    e: DecodeError,
-) where
-    S: AsyncWrite + Unpin,
-{
-    let reason = match &e {
-        DecodeError::UnsupportedVersion { .. } => "UnsupportedVersion",
-        DecodeError::TooLarge { .. } => "PacketTooLarge",
-        DecodeError::NotConnect => "NotConnect",
-        _ => "MalformedConnect",
-    };
-    shared.metrics.protocol_errors.inc(reason);
-    tracing::warn!(%peer, error = %e, "closing a connection: bad CONNECT");
-    if let DecodeError::UnsupportedVersion { .. } = e {
-        // MQTT 3.1 and other levels read a v3.1.1 CONNACK with code 1.
-        let mut out = BytesMut::new();
-        let _ = codec::write(
-            Version::V4,
-            Outgoing::ConnAck {
-                code: ConnectCode::UnsupportedVersion,
-                session_present: false,
-                reason: None,
-                receive_maximum: 0,
-                maximum_packet_size: 0,
-            },
-            &mut out,
-        );
-        let _ = stream.write_all(&out).await;
-    }
-    let _ = stream.shutdown().await;
-}
-
-fn authenticate(
-    info: &ConnectInfo,
-    listener: Listener,
-    shared: &Shared,
-) -> Result<(Role, PasswordTag), (ConnectCode, String)> {
-    let username = info.username.as_deref().unwrap_or("");
-    let password = info.password.as_deref().unwrap_or("").as_bytes();
-    let now = jiff::Timestamp::now();
-    let refused = |r: Refusal| match r {
-        Refusal::BadCredentials => (
-            ConnectCode::BadCredentials,
-            "bad user name or password".to_string(),
-        ),
-        Refusal::NotAuthorized(why) => (ConnectCode::NotAuthorized, why),
-    };
-    match listener {
-        Listener::Device | Listener::DeviceTls => {
-            let (role, tag) = {
-                let registry = shared.registry.read();
-                // Devices and gateways share the `d/{ns}/{name}/` tree and so the user names.
-                match registry.authenticate_device(username, password, Protocol::Mqtt, now) {
-                    Ok((id, tag)) => (Role::Device(id), tag),
-                    Err(Refusal::BadCredentials) => {
-                        let (id, tag) = registry
-                            .authenticate_gateway(username, password, Protocol::Mqtt, now)
-                            .map_err(refused)?;
-                        (Role::Gateway(id), tag)
-                    }
-                    Err(other) => return Err(refused(other)),
-                }
-            };
-            let (Role::Device(id) | Role::Gateway(id)) = &role else {
-                unreachable!("a device listener authenticates devices and gateways");
-            };
-            if let Some(will) = &info.will
-                && let Err(denial) = topic::classify_publish(id, &will.topic)
-            {
-                shared.metrics.deny(denial);
-                return Err((
-                    ConnectCode::NotAuthorized,
-                    format!(
-                        "will topic {:?} is not one of the device's uplink topics ({denial})",
-                        will.topic
-                    ),
-                ));
-            }
-            Ok((role, tag))
-        }
-        Listener::Application => {
-            let (id, tag) = shared
-                .registry
-                .read()
-                .authenticate_application(username, password, now)
-                .map_err(refused)?;
-            if info.will.is_some() {
-                return Err((
-                    ConnectCode::NotAuthorized,
-                    "applications only read: no will".to_string(),
-                ));
-            }
-            Ok((Role::Application(id), tag))
-        }
-    }
-}
-
 impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -651,70 +555,6 @@ where
                 None
             }
         }
-    }
-
-    /// What a gateway's publish is: data of itself or of a sub-device logged in through it
-    /// (`Some`), a request about sub-devices (`None`), or denied.
-    fn classify_for_gateway<'t>(
-        &self,
-        gateway: &Identity,
-        topic: &'t str,
-    ) -> Result<Option<(Identity, topic::Uplink<'t>)>, Denial> {
-        match topic::classify_gateway_publish(gateway, topic)? {
-            GatewayPublish::Own(uplink) => Ok(Some((gateway.clone(), uplink))),
-            GatewayPublish::Sub(device, uplink) => {
-                let acting = self
-                    .gateway
-                    .as_ref()
-                    .is_some_and(|g| g.acts_for(&self.shared, &device));
-                if acting {
-                    Ok(Some((device, uplink)))
-                } else {
-                    // Not logged in through this session: exactly like another device's topic.
-                    Err(Denial::ForeignTopic)
-                }
-            }
-            GatewayPublish::Request(_) => Ok(None),
-        }
-    }
-
-    /// A gateway's request about its sub-devices: answer it, then offer the downlink of
-    /// sub-devices that just logged in.
-    async fn gateway_request(
-        &mut self,
-        gateway: &Identity,
-        topic: &str,
-        pkid: u16,
-        qos: u8,
-        payload: &[u8],
-    ) {
-        let Ok(GatewayPublish::Request(request)) = topic::classify_gateway_publish(gateway, topic)
-        else {
-            return;
-        };
-        let Some(mut state) = self.gateway.take() else {
-            return;
-        };
-        let answer = state.request(&self.shared, request, payload).await;
-        let response_topic = state.response_topic(request);
-        self.gateway = Some(state);
-        if qos == 1 {
-            self.send(Outgoing::PubAck {
-                pkid,
-                code: AckCode::Success,
-                reason: None,
-            });
-        }
-        self.deliver(Deliver {
-            topic: response_topic.into(),
-            payload: Bytes::from(answer.response.to_string()),
-            qos: 1,
-            command: None,
-        });
-        for deliver in answer.downlink {
-            self.deliver(deliver);
-        }
-        self.seen(gateway);
     }
 
     /// Note that the device was heard from, at most twice per status interval.
@@ -1072,18 +912,4 @@ async fn read_more<S: AsyncRead + Unpin>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn an_idle_session_stays_small() {
-        let (shared, _ingest) = crate::test_shared();
-        let (stream, _peer) = tokio::io::duplex(64);
-        let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let task = serve(stream, peer, Listener::Device, shared);
-        // Every idle device holds one of these futures; the budget keeps it from growing
-        // unnoticed (the rest of a session is its buffers and queue).
-        let size = std::mem::size_of_val(&task);
-        assert!(size <= 1700, "a session task is {size} bytes");
-    }
-}
+mod tests;
