@@ -17,6 +17,8 @@ pub mod labels {
     pub const GATEWAY: &str = "iot.devplane.io/gateway";
     /// Namespace of the gateway a Device registered into another namespace goes through.
     pub const GATEWAY_NAMESPACE: &str = "iot.devplane.io/gateway-namespace";
+    /// Name of the ProvisioningPolicy a Device provisioned itself through.
+    pub const PROVISIONING_POLICY: &str = "iot.devplane.io/provisioning-policy";
     /// Name of the Application a credentials Secret belongs to.
     pub const APPLICATION: &str = "iot.devplane.io/application";
     /// Standard Kubernetes label naming the tool that manages an object.
@@ -25,11 +27,15 @@ pub mod labels {
     pub const MANAGED_BY_VALUE: &str = "devplane";
 }
 
-/// Annotations devplane reads.
+/// Annotations devplane reads or writes.
 pub mod annotations {
     /// On a Namespace: the namespaces (comma-separated) whose gateways may register Devices
     /// into it (`dynamicRegistration.targetNamespace`). Without it, only its own gateways may.
     pub const GATEWAY_REGISTRATIONS_FROM: &str = "iot.devplane.io/gateway-registrations-from";
+    /// On a provisioned Device: the serial number it presented when it first provisioned.
+    pub const PROVISIONED_SERIAL: &str = "iot.devplane.io/provisioned-serial";
+    /// On a provisioned Device: it spent the one-time token of its pre-registered entry.
+    pub const PROVISIONED_WITH_TOKEN: &str = "iot.devplane.io/provisioned-with-token";
 }
 
 /// Finalizers devplane puts on objects so it can clean up before they go.
@@ -76,6 +82,10 @@ pub mod field_managers {
     pub const APPLICATION: &str = "devplane-application-controller";
     /// The device front door (connection state, reported attributes, command results).
     pub const FRONTDOOR: &str = "devplane-frontdoor";
+    /// The front door creating Devices for zero-touch provisioning.
+    pub const PROVISIONING: &str = "devplane-provisioning";
+    /// The ProvisioningPolicy controller.
+    pub const PROVISIONING_POLICY: &str = "devplane-provisioningpolicy-controller";
 }
 
 /// Secret type of the credentials devplane issues to devices and gateways.

@@ -5,7 +5,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::v1alpha1::{Application, Device, DeviceCommand, DeviceModel, Gateway, OnboardingBatch};
+use crate::v1alpha1::{
+    Application, Device, DeviceCommand, DeviceModel, Gateway, OnboardingBatch, ProvisioningPolicy,
+};
 
 /// Every devplane CRD, in a stable order (models first, as everything refers to them).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
@@ -14,6 +16,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         Device::crd(),
         Gateway::crd(),
         OnboardingBatch::crd(),
+        ProvisioningPolicy::crd(),
         DeviceCommand::crd(),
         Application::crd(),
     ];

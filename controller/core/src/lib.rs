@@ -12,6 +12,7 @@ pub mod model;
 pub mod naming;
 pub mod onboarding;
 pub mod payload;
+pub mod provisioning;
 pub mod report;
 pub mod value;
 

@@ -153,9 +153,9 @@ pub fn expand(
             add(i, Ok(item.clone()));
         }
     } else if let Some(csv) = &items.csv {
-        let rows = parse_csv(csv).map_err(BatchError::Csv)?;
+        let rows = parse_csv_lines(csv).map_err(BatchError::Csv)?;
         let mut rows = rows.into_iter();
-        let header = rows
+        let (_, header) = rows
             .next()
             .ok_or_else(|| BatchError::Csv("no header row".into()))?;
         let header: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
@@ -164,15 +164,15 @@ pub fn expand(
                 "header {header:?} has no `name` column"
             )));
         }
-        let rows: Vec<Vec<String>> = rows.collect();
+        let rows: Vec<(usize, Vec<String>)> = rows.collect();
         if rows.len() > MAX_ITEMS {
             return Err(BatchError::TooMany(rows.len()));
         }
-        for (i, row) in rows.into_iter().enumerate() {
+        for (i, (line, row)) in rows.into_iter().enumerate() {
             add(
                 i,
                 item_from_row(&header, row, attribute_kind)
-                    .map_err(|e| format!("CSV row {}: {e}", i + 2)),
+                    .map_err(|e| format!("CSV line {line}: {e}")),
             );
         }
     } else if let Some(generate) = &items.generate {
@@ -337,12 +337,21 @@ impl NamePattern {
 /// Parse CSV text (RFC 4180: comma separated, double-quoted fields with `""` escapes, LF or
 /// CRLF line ends). Blank lines are skipped.
 pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
+    Ok(parse_csv_lines(text)?
+        .into_iter()
+        .map(|(_, row)| row)
+        .collect())
+}
+
+/// [`parse_csv`], with the line each row starts on (1-based), so problems can name it.
+pub fn parse_csv_lines(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
     let mut rows = Vec::new();
     let mut row = Vec::new();
     let mut field = String::new();
     let mut chars = text.chars().peekable();
     let mut in_quotes = false;
     let mut line = 1;
+    let mut row_line = 1;
     let mut field_started_quoted = false;
     while let Some(c) = chars.next() {
         if in_quotes {
@@ -376,10 +385,11 @@ pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
                 row.push(std::mem::take(&mut field));
                 field_started_quoted = false;
                 if !(row.len() == 1 && row[0].trim().is_empty()) {
-                    rows.push(std::mem::take(&mut row));
+                    rows.push((row_line, std::mem::take(&mut row)));
                 } else {
                     row.clear();
                 }
+                row_line = line;
             }
             _ if field_started_quoted => {
                 return Err(format!("line {line}: text after a closing quote"));
@@ -393,7 +403,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
     if !field.is_empty() || !row.is_empty() || field_started_quoted {
         row.push(field);
         if !(row.len() == 1 && row[0].trim().is_empty()) {
-            rows.push(row);
+            rows.push((row_line, row));
         }
     }
     Ok(rows)

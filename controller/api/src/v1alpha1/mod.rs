@@ -15,6 +15,8 @@ pub mod device_model;
 pub mod gateway;
 #[allow(clippy::duplicated_attributes)]
 pub mod onboarding_batch;
+#[allow(clippy::duplicated_attributes)]
+pub mod provisioning_policy;
 
 pub use application::*;
 pub use common::*;
@@ -23,3 +25,4 @@ pub use device_command::*;
 pub use device_model::*;
 pub use gateway::*;
 pub use onboarding_batch::*;
+pub use provisioning_policy::*;

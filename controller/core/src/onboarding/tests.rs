@@ -90,9 +90,9 @@ fn csv_rows_become_typed_items_and_bad_rows_fail_alone() {
         [
             (
                 "#2",
-                "CSV row 3: column ratedCurrent: expected int, found string"
+                "CSV line 3: column ratedCurrent: expected int, found string"
             ),
-            ("#3", "CSV row 4: 3 cells, the header has 5"),
+            ("#3", "CSV line 5: 3 cells, the header has 5"),
             (
                 "Meter-4",
                 "name must consist of lower-case letters, digits, '-' and '.'"
