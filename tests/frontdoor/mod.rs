@@ -8,6 +8,7 @@ mod devices;
 mod gateways;
 mod http;
 mod protocols;
+mod provisioning;
 mod sessions;
 
 use std::io::{Read, Write};

@@ -52,6 +52,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/devices/{ns}/{name}/commands/{command}/response",
             post(response),
         )
+        .route("/v1/provision/{ns}/{policy}", post(provision))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
 }
@@ -373,10 +374,19 @@ pub async fn serve_tls(
             let Some(stream) = crate::tls_handshake(&tls, stream, peer, timeout).await else {
                 return;
             };
+            let certificates = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .filter(|chain| !chain.is_empty())
+                .map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
             // The routes read the peer address the way axum::serve provides it.
             let service = hyper::service::service_fn(
                 move |mut request: hyper::Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(certificates) = &certificates {
+                        request.extensions_mut().insert(certificates.clone());
+                    }
                     tower::ServiceExt::oneshot(app.clone(), request)
                 },
             );
@@ -393,6 +403,59 @@ pub async fn serve_tls(
         });
     })
     .await;
+}
+
+/// The client certificate chain of an HTTPS connection (for certificate attestation).
+#[derive(Clone)]
+pub struct PeerCertificates(pub Arc<Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>>);
+
+/// `POST /v1/provision/{ns}/{policy}`: 201 with the new identity, 200 with an existing one,
+/// 403 with the refusal's reason, 400, 404, 415, 429 or 503 (both with Retry-After).
+async fn provision(
+    State(shared): State<Arc<Shared>>,
+    Path((namespace, policy)): Path<(String, String)>,
+    ConnectInfo(address): ConnectInfo<std::net::SocketAddr>,
+    certificates: Option<axum::Extension<PeerCertificates>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Some(problem) = content_type_problem(&headers) {
+        return problem;
+    }
+    let body = match body_or_problem(body) {
+        Ok(body) => body,
+        Err(r) => return *r,
+    };
+    let request: crate::provision::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            let problem = crate::provision::Problem::invalid(format!("the request body: {e}"));
+            return (StatusCode::BAD_REQUEST, axum::Json(problem.body())).into_response();
+        }
+    };
+    let chain = certificates.as_ref().map(|c| c.0.0.as_slice());
+    let policy = Identity::new(namespace, policy);
+    match crate::provision::provision(&shared, &policy, &request, address.ip(), chain).await {
+        Ok(answer) => {
+            let status = if answer.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, axum::Json(answer)).into_response()
+        }
+        Err(problem) => {
+            let status = StatusCode::from_u16(problem.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = (status, axum::Json(problem.body())).into_response();
+            if matches!(status.as_u16(), 429 | 503) {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            response
+        }
+    }
 }
 
 /// Presence of the devices that speak a request-based protocol (HTTP, CoAP): Online while the

@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
 pub mod north;
+pub mod provision;
 pub mod registry;
 pub mod sessions;
 pub mod status;
@@ -93,6 +94,11 @@ pub struct Settings {
     /// Serve `POST /bench/baseline` on the CoAP listeners: 2.04 without identity or validation
     /// (the same-run baseline of `devplane bench coap`; never in production).
     pub coap_baseline: bool,
+    /// Refused provisioning requests one source address may make in a burst before it gets
+    /// 429 (RateLimited).
+    pub provision_failure_burst: u32,
+    /// Refused provisioning requests per second a source address earns back.
+    pub provision_failure_refill: f64,
 }
 
 impl Default for Settings {
@@ -117,6 +123,8 @@ impl Default for Settings {
             coap_observers_per_peer: 8,
             coap_idle_timeout: Duration::from_secs(300),
             coap_baseline: false,
+            provision_failure_burst: 20,
+            provision_failure_refill: 1.0,
         }
     }
 }
@@ -139,10 +147,19 @@ pub struct Listeners {
     pub coaps: Option<UdpSocket>,
 }
 
-/// A warning about a device, for a rate-limited Event.
+/// The kind of object a warning is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum WarningOn {
+    Device,
+    Gateway,
+    /// A ProvisioningPolicy (one Event per reason a minute).
+    Policy,
+}
+
+/// A warning about an object, for a rate-limited Event.
 struct Warning {
     device: Identity,
-    gateway: bool,
+    on: WarningOn,
     reason: &'static str,
     message: String,
 }
@@ -180,6 +197,8 @@ pub struct Shared {
     pub command_arrived: tokio::sync::Notify,
     /// Devices whose desired attributes changed (CoAP observers are notified).
     pub desired_changed: tokio::sync::broadcast::Sender<Identity>,
+    /// Zero-touch provisioning.
+    pub provisioning: provision::Provisioning,
 }
 
 impl Shared {
@@ -209,7 +228,7 @@ impl Shared {
     pub fn warn(&self, device: &Identity, reason: &'static str, message: String) {
         let _ = self.warnings.try_send(Warning {
             device: device.clone(),
-            gateway: false,
+            on: WarningOn::Device,
             reason,
             message,
         });
@@ -219,7 +238,17 @@ impl Shared {
     pub fn warn_gateway(&self, gateway: &Identity, reason: &'static str, message: String) {
         let _ = self.warnings.try_send(Warning {
             device: gateway.clone(),
-            gateway: true,
+            on: WarningOn::Gateway,
+            reason,
+            message,
+        });
+    }
+
+    /// A Warning Event on a ProvisioningPolicy (a refused request).
+    pub fn warn_policy(&self, policy: &Identity, reason: &'static str, message: String) {
+        let _ = self.warnings.try_send(Warning {
+            device: policy.clone(),
+            on: WarningOn::Policy,
             reason,
             message,
         });
@@ -253,6 +282,10 @@ impl Shared {
         let (status, status_rx) = mpsc::unbounded_channel();
         let (command_updates, commands_rx) = mpsc::unbounded_channel();
         let (warnings, warnings_rx) = mpsc::channel(1024);
+        let provisioning = provision::Provisioning::new(
+            settings.provision_failure_burst,
+            settings.provision_failure_refill,
+        );
         let shared = Arc::new(Shared {
             settings,
             client,
@@ -271,6 +304,7 @@ impl Shared {
             presence: http::Presence::default(),
             command_arrived: tokio::sync::Notify::new(),
             desired_changed: tokio::sync::broadcast::channel(1024).0,
+            provisioning,
         });
         let queues = Queues {
             ingest: ingest_rx,
@@ -319,6 +353,10 @@ pub async fn run(
             writers_stop.clone(),
         )),
     ];
+    writers.push(tokio::spawn(provision::run_status_writer(
+        shared.clone(),
+        writers_stop.clone(),
+    )));
     writers.push(tokio::spawn(publish_warnings(
         shared.clone(),
         queues.warnings,
@@ -513,7 +551,7 @@ async fn publish_warnings(
             instance: Some(shared.settings.replica.clone()),
         },
     );
-    let mut last: HashMap<Identity, Instant> = HashMap::new();
+    let mut last: HashMap<(Identity, WarningOn, &'static str), Instant> = HashMap::new();
     loop {
         let warning = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -522,24 +560,41 @@ async fn publish_warnings(
                 None => return,
             },
         };
+        // Devices and gateways: one Event a minute; policies: one a minute per reason.
+        let key = (
+            warning.device.clone(),
+            warning.on,
+            if warning.on == WarningOn::Policy {
+                warning.reason
+            } else {
+                ""
+            },
+        );
         if last
-            .get(&warning.device)
+            .get(&key)
             .is_some_and(|at| at.elapsed() < Duration::from_secs(60))
         {
             continue;
         }
-        last.insert(warning.device.clone(), Instant::now());
+        last.insert(key, Instant::now());
         if last.len() > 10_000 {
             last.retain(|_, at| at.elapsed() < Duration::from_secs(60));
         }
         let (uid, kind) = {
             let registry = shared.registry.read();
-            if warning.gateway {
-                let uid = registry.gateway(&warning.device).map(|g| g.uid.clone());
-                (uid, <Gateway as kube::Resource>::kind(&()))
-            } else {
-                let uid = registry.device(&warning.device).map(|d| d.uid.clone());
-                (uid, <Device as kube::Resource>::kind(&()))
+            match warning.on {
+                WarningOn::Gateway => {
+                    let uid = registry.gateway(&warning.device).map(|g| g.uid.clone());
+                    (uid, <Gateway as kube::Resource>::kind(&()))
+                }
+                WarningOn::Device => {
+                    let uid = registry.device(&warning.device).map(|d| d.uid.clone());
+                    (uid, <Device as kube::Resource>::kind(&()))
+                }
+                WarningOn::Policy => (
+                    shared.provisioning.policy_uid(&warning.device),
+                    <devplane_api::v1alpha1::ProvisioningPolicy as kube::Resource>::kind(&()),
+                ),
             }
         };
         let reference = ObjectReference {
@@ -550,11 +605,15 @@ async fn publish_warnings(
             uid,
             ..Default::default()
         };
+        let action = match warning.on {
+            WarningOn::Policy => "Provision",
+            _ => "Authorize",
+        };
         let event = Event {
             type_: EventType::Warning,
             reason: warning.reason.into(),
             note: Some(warning.message),
-            action: "Authorize".into(),
+            action: action.into(),
             secondary: None,
         };
         if let Err(e) = recorder.publish(&event, &reference).await {

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub sub_logins: Family,
     /// Sub-device registrations by gateways, by result.
     pub sub_registrations: Family,
+    /// Zero-touch provisioning requests, by result (`created`, `existing` or the refusal).
+    pub provisions: Family,
 }
 
 /// One metric family for exposition.
@@ -180,6 +182,12 @@ impl Metrics {
                 "Sub-device registrations by gateways, by result.",
                 "result",
                 &self.sub_registrations,
+            ),
+            family(
+                "devplane_frontdoor_provisions",
+                "Zero-touch provisioning requests, by result (created, existing or the refusal).",
+                "result",
+                &self.provisions,
             ),
         ]
     }

@@ -31,6 +31,8 @@ use crate::topic::Identity;
 const PASSWORD: &str = "password";
 const PREVIOUS_PASSWORD: &str = "previous-password";
 const PREVIOUS_EXPIRES: &str = "previous-password-expires-at";
+/// The Secret's annotation naming the rotation request it answered.
+const ROTATION_ANNOTATION: &str = "iot.devplane.io/rotation";
 
 /// An HMAC of a password, as the index and a session keep it.
 pub type PasswordTag = [u8; 32];
@@ -139,6 +141,14 @@ impl DeviceEntry {
     /// Why the device may not hold a session over `protocol`, if it may not.
     pub fn refusal(&self, protocol: Protocol) -> Option<Ended> {
         refusal(self.lifecycle, self.phase, &self.protocols, protocol)
+    }
+
+    /// Whether its lifecycle lets it hold a session at all (over some protocol, or through a
+    /// gateway).
+    pub fn may_connect(&self) -> bool {
+        !self.decommissioned()
+            && self.lifecycle != Lifecycle::Planned
+            && !matches!(self.phase, None | Some(Phase::Planned))
     }
 }
 
@@ -309,6 +319,8 @@ impl std::fmt::Display for Ended {
 struct Credential {
     current: PasswordTag,
     previous: Option<(PasswordTag, jiff::Timestamp)>,
+    /// The rotation request the Secret last answered (its annotation).
+    rotation: Option<String>,
 }
 
 /// Why a connection is refused.
@@ -578,9 +590,11 @@ impl Registry {
             let expires = String::from_utf8(text(PREVIOUS_EXPIRES)?).ok()?;
             Some((self.tag(&old), expires.parse().ok()?))
         });
+        let rotation = secret.annotations().get(ROTATION_ANNOTATION).cloned();
         let credential = Credential {
             current: self.tag(&password),
             previous,
+            rotation,
         };
         if self.keep_keys && kind == PrincipalKind::Device {
             self.keys.insert(id.clone(), password);
@@ -690,6 +704,13 @@ impl Registry {
             Some(Err(why)) => Some(why),
             Some(Ok(())) => self.credential_problem(kind, id, tag, now),
         }
+    }
+
+    /// Whether a device has credentials: Some with the rotation request they answer.
+    pub fn device_rotation(&self, id: &Identity) -> Option<Option<&str>> {
+        self.credentials
+            .get(&(PrincipalKind::Device, id.clone()))
+            .map(|c| c.rotation.as_deref())
     }
 
     /// Authenticate a device over `protocol`: `{ns}/{name}` and its password. A device whose

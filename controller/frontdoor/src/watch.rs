@@ -1,5 +1,5 @@
 //! The front door's view of the API: one watch per kind (Devices, DeviceModels, Gateways,
-//! devplane's own Secrets by label, DeviceCommands) feeding the registry index and the command index, and
+//! devplane's own Secrets by label, ProvisioningPolicies, DeviceCommands) feeding the registry index and the command index, and
 //! acting on what a change means for live sessions — a decommissioned, deleted or revoked
 //! device is closed at once, a new desired value or a new command goes down to its session.
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use devplane_api::constants::labels;
 use devplane_api::v1alpha1::{
-    ConnectionState, Device, DeviceCommand, DeviceModel, Gateway, Protocol,
+    ConnectionState, Device, DeviceCommand, DeviceModel, Gateway, Protocol, ProvisioningPolicy,
 };
 use devplane_core::model::ModelKey;
 use futures::StreamExt;
@@ -216,6 +216,7 @@ pub async fn start(shared: Arc<Shared>, shutdown: CancellationToken) {
                 let changed = s.registry.write().apply_secret(secret);
                 if let Some(id) = changed {
                     check_sessions(&s, &id);
+                    s.provisioning.wake(&id);
                 }
             }
             Change::Delete(secret) => {
@@ -233,6 +234,26 @@ pub async fn start(shared: Arc<Shared>, shutdown: CancellationToken) {
                     check_sessions(&s, &id);
                 }
             }
+        },
+    ));
+
+    let (tx, rx) = oneshot::channel();
+    waits.push(rx);
+    let s = shared.clone();
+    let mut seen = HashSet::new();
+    tokio::spawn(watch(
+        Api::<ProvisioningPolicy>::all(client.clone()),
+        watcher::Config::default(),
+        shutdown.clone(),
+        tx,
+        move |change| match change {
+            Change::ListStart => seen.clear(),
+            Change::Apply(p) => {
+                seen.insert(identity_of(p));
+                s.provisioning.apply_policy(p);
+            }
+            Change::Delete(p) => s.provisioning.delete_policy(&identity_of(p)),
+            Change::ListDone => s.provisioning.retain_policies(&seen),
         },
     ));
 
@@ -284,6 +305,7 @@ fn on_device(shared: &Shared, device: &Device) {
         let old = registry.apply_device(device);
         (old, registry.device(&id).cloned())
     };
+    shared.provisioning.device_applied(device, &id);
     let Some(new) = new else {
         return;
     };
@@ -345,6 +367,7 @@ fn connected_elsewhere(
 
 fn on_device_gone(shared: &Shared, id: &Identity) {
     shared.registry.write().delete_device(id);
+    shared.provisioning.device_gone(id);
     shared.devices.discard(id);
     check_sessions(shared, id);
 }

@@ -7,6 +7,7 @@
 //! - Gateway: the same for gateways, plus the sub-devices they may act for;
 //! - OnboardingBatch: bulk device creation with progress and a deletion policy;
 //! - DeviceCommand: validation against the model and timeouts;
+//! - ProvisioningPolicy: whether a zero-touch policy can provision, and how many it did;
 //! - Application: credentials of northbound applications.
 //!
 //! Each follows the same shape: dereference (caches and reads) → validate and build (pure) →
@@ -24,13 +25,14 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod onboarding_batch;
+pub mod provisioning_policy;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use devplane_api::v1alpha1::{
-    Application, Device, DeviceCommand, DeviceModel, Gateway, OnboardingBatch,
+    Application, Device, DeviceCommand, DeviceModel, Gateway, OnboardingBatch, ProvisioningPolicy,
 };
 use devplane_core::model::ModelKey;
 use futures::StreamExt;
@@ -375,7 +377,37 @@ pub async fn run(
         ctx.clone(),
     );
 
+    // ProvisioningPolicy: its own changes and the devices carrying its label (only those are
+    // watched).
+    let policy_controller = Controller::new(
+        Api::<ProvisioningPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(
+        ControllerConfig::default()
+            .concurrency(2)
+            .debounce(Duration::from_secs(1)),
+    )
+    .watches(
+        Api::<Device>::all(client.clone()),
+        watcher::Config::default().labels(devplane_api::constants::labels::PROVISIONING_POLICY),
+        |d: Device| {
+            let policy = d
+                .labels()
+                .get(devplane_api::constants::labels::PROVISIONING_POLICY)?
+                .clone();
+            Some(ObjectRef::<ProvisioningPolicy>::new(&policy).within(&d.namespace()?))
+        },
+    )
+    .graceful_shutdown_on(stop())
+    .run(
+        observed(provisioning_policy::NAME, provisioning_policy::reconcile),
+        provisioning_policy::error_policy,
+        ctx.clone(),
+    );
+
     tokio::join!(
+        drive(provisioning_policy::NAME, policy_controller),
         drive(application::NAME, application_controller),
         drive(device_model::NAME, model_controller),
         drive(device::NAME, device_controller),

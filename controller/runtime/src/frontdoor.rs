@@ -96,18 +96,23 @@ pub fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Bind the listeners (MQTTS and HTTPS only with a TLS configuration; plain CoAP only in
+/// Bind the listeners (MQTTS and HTTPS only with a certificate and key, PEM; plain CoAP only in
 /// insecure dev mode).
-pub async fn bind(
-    args: &FrontdoorListenArgs,
-    tls: Option<rustls::ServerConfig>,
-) -> Result<Bound, String> {
-    let tls = tls.map(Arc::new);
+pub async fn bind(args: &FrontdoorListenArgs, tls: Option<(&str, &str)>) -> Result<Bound, String> {
+    let (mqtts_tls, https_tls) = match tls {
+        Some((cert, key)) => (
+            Some(Arc::new(crate::pki::server_config(cert, key)?)),
+            // HTTPS asks for (and does not require) a client certificate: certificate
+            // attestation of zero-touch provisioning reads it.
+            Some(Arc::new(crate::pki::server_config_with(cert, key, true)?)),
+        ),
+        None => (None, None),
+    };
     let (mqtt, mqtt_addr) = bind_one(args.mqtt_addr).await?;
     let (app, app_addr) = bind_one(args.app_mqtt_addr).await?;
     let (http, http_addr) = bind_one(args.http_addr).await?;
-    let (mqtts, mqtts_addr) = bind_tls("--mqtts-addr", args.mqtts_addr, tls.as_ref()).await?;
-    let (https, https_addr) = bind_tls("--https-addr", args.https_addr, tls.as_ref()).await?;
+    let (mqtts, mqtts_addr) = bind_tls("--mqtts-addr", args.mqtts_addr, mqtts_tls.as_ref()).await?;
+    let (https, https_addr) = bind_tls("--https-addr", args.https_addr, https_tls.as_ref()).await?;
     let (coap, coap_addr) = if args.coap_insecure_dev {
         let (socket, local) = bind_udp(args.coap_addr).await?;
         (Some(socket), Some(local))
@@ -203,15 +208,16 @@ pub fn register(admin: &Admin, metrics: Arc<Metrics>) {
 /// Run `devplane frontdoor` until SIGTERM or SIGINT.
 pub async fn run(args: &FrontdoorArgs) -> Result<(), String> {
     let client = crate::controller::client_from(args.kubeconfig.as_deref()).await?;
-    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+    let pems = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => {
             let read = |p: &std::path::Path| {
                 std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
             };
-            Some(crate::pki::server_config(&read(cert)?, &read(key)?)?)
+            Some((read(cert)?, read(key)?))
         }
         _ => None,
     };
+    let tls = pems.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
     let bound = bind(&args.listen, tls).await?;
     print_addresses(&bound);
     let stop = CancellationToken::new();

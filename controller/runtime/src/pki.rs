@@ -176,6 +176,17 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
 
 /// A rustls server configuration from PEM certificate and key.
 pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, String> {
+    server_config_with(cert_pem, key_pem, false)
+}
+
+/// [`server_config`]; with `client_certificates`, clients are asked for a certificate (not
+/// required): the device HTTPS listener, where certificate attestation checks it per
+/// provisioning policy.
+pub fn server_config_with(
+    cert_pem: &str,
+    key_pem: &str,
+    client_certificates: bool,
+) -> Result<rustls::ServerConfig, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
@@ -184,10 +195,17 @@ pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConf
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| format!("server key: {e}"))?;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_no_client_auth()
+        .map_err(|e| format!("TLS versions: {e}"))?;
+    let builder = if client_certificates {
+        builder.with_client_cert_verifier(
+            devplane_frontdoor::provision::x509::OptionalClientCertificates::new(&provider),
+        )
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("TLS configuration: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -164,11 +164,13 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
     let frontdoor = if args.no_frontdoor {
         None
     } else {
-        let mqtts_tls = match &pki {
-            Some(pki) if args.frontdoor.needs_tls() => Some(server_tls(pki)?),
+        let device_tls = match &pki {
+            Some(pki) if args.frontdoor.needs_tls() => {
+                Some((pki.server_cert_pem.as_str(), pki.server_key_pem.as_str()))
+            }
             _ => None,
         };
-        let bound = crate::frontdoor::bind(&args.frontdoor, mqtts_tls)
+        let bound = crate::frontdoor::bind(&args.frontdoor, device_tls)
             .await
             .map_err(UpError::FrontDoor)?;
         crate::frontdoor::print_addresses(&bound);

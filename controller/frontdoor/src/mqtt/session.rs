@@ -134,6 +134,15 @@ where
         }
     };
     let version = info.version;
+    if matches!(listener, Listener::Device | Listener::DeviceTls)
+        && let Some(policy) = super::provision::policy_of(info.username.as_deref())
+    {
+        Box::pin(super::provision::serve(
+            stream, peer, info, input, policy, shared,
+        ))
+        .await;
+        return;
+    }
     let (role, tag) = match authenticate(&info, listener, &shared) {
         Ok(ok) => ok,
         Err((code, reason)) => {
