@@ -479,3 +479,57 @@ mod certificates {
         (ca_cert.pem(), (cert.pem(), key.serialize_pem()))
     }
 }
+
+#[test]
+fn a_device_provisions_over_coap_plain_and_over_dtls_with_its_proof_as_pre_shared_key() {
+    let plant = Plant::with_policies(&["--coap-insecure-dev"]);
+    let coap = plant
+        .devplane
+        .printed_address("device CoAP (insecure, dev only) listening on coap://");
+    let body = derived("0000c0a9").to_string();
+    let mut command = Command::new(super::coap::OPENSSL);
+    command
+        .args(["-v", "6", "-B", "30", "-m", "post", "-e", &body])
+        .arg(format!("coap://{coap}/provision/plant/probes"));
+    let output = run_with_timeout(command, Duration::from_secs(40));
+    let text = format!(
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("c:2.01"), "{text}");
+    assert!(
+        text.contains("\"username\":\"plant/probe-0000c0a9\""),
+        "{text}"
+    );
+
+    // Over DTLS, the PSK identity names the policy and the id, the key is the proof; the body
+    // may be empty.
+    let id = "0000c0aa";
+    let identity = format!("provision/plant/probes/{id}");
+    let out = plant.coap_client(
+        super::coap::OPENSSL,
+        (&identity, &proof(GROUP_KEY, id)),
+        "post",
+        "provision/plant/probes",
+        None,
+    );
+    assert!(out.contains("c:2.01"), "{out}");
+    assert!(
+        out.contains("\"username\":\"plant/probe-0000c0aa\""),
+        "{out}"
+    );
+    // A wrong key fails the handshake: nothing is created.
+    let out = plant.coap_client(
+        super::coap::OPENSSL,
+        (&identity.replace(id, "0000c0ab"), &proof(GROUP_KEY, id)),
+        "post",
+        "provision/plant/probes",
+        None,
+    );
+    assert!(!out.contains("c:2.0"), "{out}");
+    let missing = plant
+        .devplane
+        .kubectl(&["get", "device", "probe-0000c0ab", "-n", "plant"]);
+    assert!(!missing.status.success());
+}

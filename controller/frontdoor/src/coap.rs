@@ -77,6 +77,16 @@ pub enum Principal {
     },
     /// Plain CoAP in insecure dev mode: no credentials, the path's device is trusted.
     Insecure,
+    /// A device provisioning itself over DTLS: its PSK identity
+    /// `provision/{ns}/{policy}/{deviceId}` and its derived key proved who it is.
+    Provisioning {
+        /// The policy.
+        policy: Identity,
+        /// The device id.
+        device_id: String,
+        /// Its derived key, base64 (what it proved in the handshake).
+        proof: String,
+    },
 }
 
 impl Principal {
@@ -84,7 +94,7 @@ impl Principal {
     fn device(&self) -> Option<&Identity> {
         match self {
             Principal::Device { id, .. } => Some(id),
-            Principal::Insecure => None,
+            Principal::Insecure | Principal::Provisioning { .. } => None,
         }
     }
 }
@@ -139,6 +149,8 @@ enum Outcome {
     Reply(Reply),
     /// Ingest is full: acknowledge now, answer when it took the record (a separate response).
     Busy(Box<ingest::Accepted>, Identity),
+    /// Acknowledge now, answer when the work is done (a separate response).
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>),
 }
 
 impl Endpoint {
@@ -355,7 +367,20 @@ impl Endpoint {
         }
         match self.request(shared, peer, &principal, &token, &packet) {
             Outcome::Reply(reply) => self.answer(&head, &token, peer, reply, true),
-            Outcome::Busy(accepted, id) => self.defer(shared, &head, token, peer, accepted, id),
+            Outcome::Busy(accepted, id) => {
+                let ingested = shared.clone();
+                let work = Box::pin(async move {
+                    match tokio::time::timeout(INGEST_WAIT, ingested.ingest.send(*accepted)).await {
+                        Ok(Ok(())) => {
+                            ingested.seen(Protocol::Coap, &id, peer);
+                            Reply::empty(ResponseType::Changed)
+                        }
+                        _ => busy(),
+                    }
+                });
+                self.defer(&head, token, peer, work)
+            }
+            Outcome::Later(work) => self.defer(&head, token, peer, work),
         }
     }
 
@@ -387,16 +412,14 @@ impl Endpoint {
         vec![bytes]
     }
 
-    /// Ingest is full: acknowledge a confirmable request now and answer it separately once
-    /// ingest took the record, or with 5.03 after [`INGEST_WAIT`].
+    /// Acknowledge a confirmable request now and answer it separately once `work` is done
+    /// (ingest took the record, or 5.03 after [`INGEST_WAIT`]; a device provisioned).
     fn defer(
         self: &Arc<Self>,
-        shared: &Arc<Shared>,
         head: &Head,
         token: Vec<u8>,
         peer: SocketAddr,
-        accepted: Box<ingest::Accepted>,
-        id: Identity,
+        work: std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>,
     ) -> Vec<Vec<u8>> {
         let Ok(permit) = self.waiting.clone().try_acquire_owned() else {
             return self.answer(head, &token, peer, busy(), true);
@@ -419,18 +442,10 @@ impl Endpoint {
             };
             (now, state.link.clone())
         };
-        let shared = shared.clone();
         let endpoint = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let reply = match tokio::time::timeout(INGEST_WAIT, shared.ingest.send(*accepted)).await
-            {
-                Ok(Ok(())) => {
-                    shared.seen(Protocol::Coap, &id, peer);
-                    Reply::empty(ResponseType::Changed)
-                }
-                _ => busy(),
-            };
+            let reply = work.await;
             let bytes = {
                 let mut peers = endpoint.peers.lock();
                 let Some(state) = peers.get_mut(&peer) else {

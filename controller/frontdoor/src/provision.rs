@@ -234,8 +234,16 @@ impl Provisioning {
                 base: status.refused,
                 ..Stats::default()
             });
-        // A changed Secret reference must be read anew.
-        self.keys.lock().retain(|(ns, _, _), _| ns != &id.namespace);
+        // A changed spec (another Secret) reads its keys anew; the front door's own status
+        // writes change nothing.
+        let generation = self
+            .policies
+            .read()
+            .get(&id)
+            .and_then(|p| p.object.metadata.generation);
+        if generation != policy.metadata.generation {
+            self.keys.lock().retain(|(ns, _, _), _| ns != &id.namespace);
+        }
         self.policies.write().insert(
             id,
             Arc::new(Policy {
@@ -458,6 +466,61 @@ impl Provisioning {
             .insert(cache_key, (Instant::now(), value.clone()));
         value.ok_or_else(|| missing_key(namespace, secret, key))
     }
+}
+
+/// The key `device_id` derives from `policy`'s group key, for a DTLS handshake (which cannot
+/// wait for the API): from the cached group key, read anew in the background once stale (the
+/// front door reads it when the policy appears, so the first handshake finds it).
+pub fn derived_key(shared: &Arc<Shared>, policy: &Identity, device_id: &str) -> Option<[u8; 32]> {
+    let p = &shared.provisioning;
+    let secret = p
+        .policy(policy)?
+        .object
+        .spec
+        .attestation
+        .symmetric_key
+        .as_ref()?
+        .secret_ref
+        .name
+        .clone();
+    let cache_key = (policy.namespace.clone(), secret, rules::GROUP_KEY);
+    let (fresh, group) = match p.keys.lock().get(&cache_key) {
+        Some((at, value)) => (at.elapsed() < KEY_TTL, value.clone()),
+        None => (false, None),
+    };
+    if !fresh {
+        prefetch(shared, policy);
+    }
+    Some(rules::derive_key(group?.as_slice(), device_id))
+}
+
+/// Read a policy's group key into the cache in the background.
+pub fn prefetch(shared: &Arc<Shared>, policy: &Identity) {
+    let Some(symmetric) = shared
+        .provisioning
+        .policy(policy)
+        .and_then(|p| p.object.spec.attestation.symmetric_key.clone())
+    else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (shared, namespace) = (shared.clone(), policy.namespace.clone());
+    runtime.spawn(async move {
+        let read = shared
+            .provisioning
+            .secret_bytes(
+                &shared.client,
+                &namespace,
+                &symmetric.secret_ref.name,
+                rules::GROUP_KEY,
+            )
+            .await;
+        if let Err(problem) = read {
+            tracing::debug!(%namespace, message = %problem.message, "cannot read a group key");
+        }
+    });
 }
 
 fn missing_key(namespace: &str, secret: &str, key: &str) -> Problem {

@@ -249,8 +249,10 @@ pub async fn start(shared: Arc<Shared>, shutdown: CancellationToken) {
         move |change| match change {
             Change::ListStart => seen.clear(),
             Change::Apply(p) => {
-                seen.insert(identity_of(p));
+                let id = identity_of(p);
                 s.provisioning.apply_policy(p);
+                crate::provision::prefetch(&s, &id);
+                seen.insert(id);
             }
             Change::Delete(p) => s.provisioning.delete_policy(&identity_of(p)),
             Change::ListDone => s.provisioning.retain_policies(&seen),

@@ -25,7 +25,6 @@ use webrtc_util::conn::Conn;
 
 use super::{DATAGRAM, Endpoint, Principal};
 use crate::Shared;
-use crate::registry::PasswordTag;
 use crate::topic::Identity;
 
 /// Records queued for one session before more are dropped (UDP may lose them anyway).
@@ -125,24 +124,41 @@ impl Conn for PeerConn {
     }
 }
 
-/// The server configuration of one handshake: the key of the identity the client names, from
-/// the registry; the identity and the key's tag are left in `chosen`.
-fn config(shared: &Arc<Shared>, chosen: Arc<Mutex<Option<(Identity, PasswordTag)>>>) -> Config {
+/// The key and principal of a PSK identity: a device `{ns}/{name}` (its password, from the
+/// registry) or a device provisioning itself, `provision/{ns}/{policy}/{deviceId}` (its proof:
+/// the base64 text of the key derived from the policy's group key).
+fn psk(shared: &Arc<Shared>, identity: &[u8]) -> Option<(Principal, Vec<u8>)> {
+    let identity = std::str::from_utf8(identity).ok()?;
+    if let Some(rest) = identity.strip_prefix("provision/") {
+        let (policy, device_id) = rest.rsplit_once('/')?;
+        let policy = Identity::from_username(policy)?;
+        // The pre-shared key is the proof as text (base64 of the derived key), which every
+        // client can pass as a string.
+        let key = crate::provision::derived_key(shared, &policy, device_id)?;
+        let proof = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
+        let principal = Principal::Provisioning {
+            policy,
+            device_id: device_id.to_string(),
+            proof: proof.clone(),
+        };
+        return Some((principal, proof.into_bytes()));
+    }
+    let id = Identity::from_username(identity)?;
+    let registry = shared.registry.read();
+    let key = registry.device_key(&id)?.to_vec();
+    let tag = registry.tag(&key);
+    Some((Principal::Device { id, tag }, key))
+}
+
+/// The server configuration of one handshake: the key of the identity the client names
+/// ([`psk`]); its principal is left in `chosen`.
+fn config(shared: &Arc<Shared>, chosen: Arc<Mutex<Option<Principal>>>) -> Config {
     let shared = shared.clone();
     Config {
         psk: Some(Arc::new(move |identity: &[u8]| {
-            let found = std::str::from_utf8(identity)
-                .ok()
-                .and_then(Identity::from_username)
-                .and_then(|id| {
-                    let registry = shared.registry.read();
-                    let key = registry.device_key(&id)?.to_vec();
-                    let tag = registry.tag(&key);
-                    Some((id, tag, key))
-                });
-            match found {
-                Some((id, tag, key)) => {
-                    *chosen.lock() = Some((id, tag));
+            match psk(&shared, identity) {
+                Some((principal, key)) => {
+                    *chosen.lock() = Some(principal);
                     Ok(key)
                 }
                 None => Err(webrtc_dtls::Error::Other(
@@ -258,19 +274,19 @@ async fn session(
             return;
         }
     };
-    let Some((id, tag)) = chosen.lock().take() else {
+    let Some(principal) = chosen.lock().take() else {
         let _ = conn.close().await;
         return;
     };
     demux.established(peer, generation);
     shared.metrics.connections_accepted.inc("coaps");
-    tracing::debug!(%peer, device = %id, "DTLS session established");
+    tracing::debug!(%peer, who = ?principal.device(), "DTLS session established");
     let kill = CancellationToken::new();
     endpoint.admit_session(
         &shared,
         peer,
         conn.clone(),
-        Principal::Device { id, tag },
+        principal,
         kill.clone(),
         generation,
     );

@@ -71,6 +71,20 @@ impl Endpoint {
             // The bench baseline: the transport alone, no identity or validation.
             return reply(Reply::empty(ResponseType::Changed));
         }
+        if let [root, namespace, policy] = segments.as_slice()
+            && root == "provision"
+        {
+            if method != RequestType::Post {
+                return reply(Reply::problem(
+                    ResponseType::MethodNotAllowed,
+                    "MethodNotAllowed",
+                    "",
+                    "use POST on this resource",
+                ));
+            }
+            let policy = Identity::new(namespace.clone(), policy.clone());
+            return provision(shared, peer, principal, policy, &packet.payload);
+        }
         let target = match message::route(&segments, method) {
             Ok(target) => target,
             Err(RouteError::NotFound) => {
@@ -169,6 +183,12 @@ impl Endpoint {
                 }
                 Ok(id.clone())
             }
+            Principal::Provisioning { .. } => Err(Reply::problem(
+                ResponseType::Forbidden,
+                "NotAuthorized",
+                "",
+                "a provisioning session may only POST /provision/{ns}/{policy}",
+            )),
             Principal::Insecure => {
                 let id = Identity::new(namespace, name);
                 let refusal = match shared.registry.read().device(&id) {
@@ -311,4 +331,83 @@ impl Endpoint {
             ..Reply::json(ResponseType::Content, payload.to_vec())
         }
     }
+}
+
+/// `POST /provision/{ns}/{policy}`: the HTTP form's body; answered separately once the device
+/// has its identity (2.01 new, 2.05 existing) or with the refusal (4.00, 4.03, 4.04, 4.29,
+/// 5.03) and `{"reason","message"}`. Over DTLS the PSK identity
+/// `provision/{ns}/{policy}/{deviceId}` with the derived key proved the id, so the body may be
+/// empty; a device session may not provision.
+fn provision(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    principal: &Principal,
+    policy: Identity,
+    payload: &[u8],
+) -> Outcome {
+    let problem = |code, p: crate::provision::Problem| {
+        Outcome::Reply(Reply::problem(code, p.reason, "", p.message))
+    };
+    let parsed = if payload.iter().all(u8::is_ascii_whitespace) {
+        Ok(crate::provision::Request::default())
+    } else {
+        serde_json::from_slice::<crate::provision::Request>(payload)
+    };
+    let mut request = match parsed {
+        Ok(request) => request,
+        Err(e) => {
+            let invalid = crate::provision::Problem::invalid(format!("the request: {e}"));
+            return problem(ResponseType::BadRequest, invalid);
+        }
+    };
+    match principal {
+        Principal::Device { id, .. } => {
+            return Outcome::Reply(Reply::problem(
+                ResponseType::Forbidden,
+                "NotAllowed",
+                "",
+                format!("device {id} has credentials already"),
+            ));
+        }
+        Principal::Provisioning {
+            policy: proved,
+            device_id,
+            proof,
+        } => {
+            if *proved != policy || request.device_id.as_ref().is_some_and(|d| d != device_id) {
+                return Outcome::Reply(Reply::problem(
+                    ResponseType::Forbidden,
+                    "BadProof",
+                    "",
+                    format!("the DTLS session proved device {device_id} of policy {proved}"),
+                ));
+            }
+            request.device_id = Some(device_id.clone());
+            request.proof = Some(proof.clone());
+        }
+        Principal::Insecure => {}
+    }
+    let shared = shared.clone();
+    Outcome::Later(Box::pin(async move {
+        match crate::provision::provision(&shared, &policy, &request, peer.ip(), None).await {
+            Ok(answer) => {
+                let code = if answer.created {
+                    ResponseType::Created
+                } else {
+                    ResponseType::Content
+                };
+                Reply::json(code, serde_json::to_vec(&answer).unwrap_or_default())
+            }
+            Err(p) => {
+                let code = match p.failure {
+                    crate::provision::Failure::Refused => ResponseType::Forbidden,
+                    crate::provision::Failure::NotFound => ResponseType::NotFound,
+                    crate::provision::Failure::Invalid => ResponseType::BadRequest,
+                    crate::provision::Failure::RateLimited => ResponseType::TooManyRequests,
+                    crate::provision::Failure::Unavailable => ResponseType::ServiceUnavailable,
+                };
+                Reply::problem(code, p.reason, "", p.message)
+            }
+        }
+    }))
 }
