@@ -533,3 +533,32 @@ fn a_device_provisions_over_coap_plain_and_over_dtls_with_its_proof_as_pre_share
         .kubectl(&["get", "device", "probe-0000c0ab", "-n", "plant"]);
     assert!(!missing.status.success());
 }
+
+#[test]
+fn simulated_devices_provision_themselves_then_connect_with_what_they_got() {
+    let plant = Plant::with_policies(&[]);
+    let http = plant
+        .devplane
+        .printed_address("device HTTP listening on http://");
+    let mqtt = plant.devplane.mqtt_addr();
+    let output = Command::new(env!("CARGO_BIN_EXE_devplane"))
+        .args(["simulate", "-n", "plant", "--provision", "probes"])
+        .args(["--count", "2", "--id-pattern", "0000ab{index:02}"])
+        .args(["--http-addr", &http, "--mqtt-addr", &mqtt])
+        .args(["--rate", "10", "--duration", "3"])
+        .arg("--kubeconfig")
+        .arg(plant.devplane.kubeconfig())
+        .output()
+        .expect("devplane simulate runs");
+    let summary = stdout(&output);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{summary}\n{errors}");
+    assert!(
+        summary.contains("connected 2/2 (failed 0)"),
+        "{summary}\n{errors}"
+    );
+    assert!(!summary.contains("· accepted 0 "), "{summary}");
+    for device in ["probe-0000ab01", "probe-0000ab02"] {
+        plant.wait_device(device, "--for=jsonpath={.status.phase}=Servicing");
+    }
+}

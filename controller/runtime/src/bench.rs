@@ -26,9 +26,11 @@ use crate::cli::BenchApiArgs;
 mod coap;
 mod http;
 mod mqtt;
+mod provision;
 pub use coap::run as coap;
 pub use http::{baseline as http_baseline, run as http};
 pub use mqtt::run as mqtt;
+pub use provision::run as provision;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 

@@ -155,11 +155,19 @@ pub struct SimulateArgs {
     #[arg(short = 'n', long)]
     pub namespace: String,
     /// Create (or reuse) devices of this model through an OnboardingBatch `simulate-<model>`.
-    #[arg(long, requires = "count", conflicts_with = "selector")]
+    #[arg(long, requires = "count", conflicts_with_all = ["selector", "provision"])]
     pub model: Option<String>,
-    /// How many devices of --model.
-    #[arg(long, requires = "model")]
+    /// How many devices of --model (or to provision with --provision).
+    #[arg(long)]
     pub count: Option<u64>,
+    /// The devices provision themselves first through this ProvisioningPolicy (in
+    /// --namespace, with a symmetric key: each presents the key derived for its id, as a
+    /// factory would have flashed it) over HTTP at --http-addr, then connect with what they got.
+    #[arg(long, requires = "count", conflicts_with = "selector")]
+    pub provision: Option<String>,
+    /// With --provision: the device ids, `{index}` or `{index:N}` replaced by 1…--count.
+    #[arg(long, default_value = "{index:08}")]
+    pub id_pattern: String,
     /// Simulate the existing devices matching this label selector instead.
     #[arg(long, short = 'l')]
     pub selector: Option<String>,
@@ -275,6 +283,20 @@ pub enum BenchCommand {
     /// over plain CoAP and over DTLS, each beside the same listener answering 2.04 without
     /// identity or validation in the same run.
     Coap(BenchCoapArgs),
+    /// Zero-touch provisions per second end to end (request, Device, credentials, answer)
+    /// over HTTP, beside creating the same Devices through the API in the same run.
+    Provision(BenchProvisionArgs),
+}
+
+/// Arguments of `devplane bench provision`.
+#[derive(Debug, Args)]
+pub struct BenchProvisionArgs {
+    /// Devices to provision.
+    #[arg(long, default_value_t = 10_000)]
+    pub devices: u64,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u64,
 }
 
 /// Arguments of `devplane bench coap`.

@@ -6,6 +6,7 @@
 
 mod gateway;
 mod http;
+mod provision;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -117,6 +118,30 @@ pub async fn run(args: &SimulateArgs) -> Result<(), String> {
         return Err("--protocol gateway needs --gateway NAME".into());
     }
     let client = crate::controller::client_from(args.kubeconfig.as_deref()).await?;
+    if let Some(policy) = &args.provision {
+        if mode == Mode::Gateway {
+            return Err(
+                "--provision makes each device connect itself; not with --protocol gateway".into(),
+            );
+        }
+        let count = args.count.ok_or("--provision needs --count")?;
+        let credentials = provision::all(&client, args, policy, count).await?;
+        let mut names: Vec<String> = credentials.keys().cloned().collect();
+        names.sort();
+        let stats = Arc::new(Stats::default());
+        let stop = CancellationToken::new();
+        let simulated = simulated(&client, args, &names, &credentials, mode).await?;
+        return drive(
+            args,
+            simulated,
+            &stats,
+            &stop,
+            |devices, interval, stats, stop| {
+                per_device(devices, interval, args.invalid_share, mode, stats, stop)
+            },
+        )
+        .await;
+    }
     let names = match (args.register, &args.model, args.count) {
         (true, Some(model), Some(count)) => gateway::names(args, model, count),
         (true, _, _) => return Err("--register needs --model and --count".into()),
@@ -324,6 +349,10 @@ async fn devices(client: &kube::Client, args: &SimulateArgs) -> Result<Vec<Strin
     }
 }
 
+/// What a device's credentials Secret (or its provisioning answer) holds: `password` and
+/// `<protocol>-endpoint`, by device name.
+type Credentials = HashMap<String, BTreeMap<String, String>>;
+
 /// Credentials, endpoints and resolved models of the devices (waits for their Secrets; a
 /// gateway's sub-devices need none).
 async fn prepare(
@@ -333,9 +362,8 @@ async fn prepare(
     mode: Mode,
 ) -> Result<Vec<Simulated>, String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
-    let devices: Api<Device> = Api::namespaced(client.clone(), &args.namespace);
     let deadline = Instant::now() + Duration::from_secs(300);
-    let by_name = loop {
+    let by_secret = loop {
         if mode == Mode::Gateway {
             break HashMap::new();
         }
@@ -355,17 +383,36 @@ async fn prepare(
         eprint!("\rsimulate: waiting for {missing} credentials Secrets");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    let credentials: Credentials = names
+        .iter()
+        .filter_map(|name| {
+            let secret = by_secret.get(&devplane_core::naming::credentials_secret_name(name))?;
+            let data = secret.data.as_ref()?;
+            let text = data
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+                .collect();
+            Some((name.clone(), text))
+        })
+        .collect();
+    simulated(client, args, names, &credentials, mode).await
+}
+
+/// The devices to simulate, from their credentials.
+async fn simulated(
+    client: &kube::Client,
+    args: &SimulateArgs,
+    names: &[String],
+    credentials: &Credentials,
+    mode: Mode,
+) -> Result<Vec<Simulated>, String> {
+    let devices: Api<Device> = Api::namespaced(client.clone(), &args.namespace);
     let specs = model_specs(client).await?;
     let mut resolved: HashMap<ModelKey, Arc<ResolvedModel>> = HashMap::new();
     let mut out = Vec::new();
-    let text = |s: &Secret, key: &str| {
-        s.data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-    };
+    let text = |s: &BTreeMap<String, String>, key: &str| s.get(key).cloned();
     for name in names {
-        let secret = by_name.get(&devplane_core::naming::credentials_secret_name(name));
+        let secret = credentials.get(name);
         if secret.is_none() && mode != Mode::Gateway {
             eprintln!("\nsimulate: {name} has no credentials; skipped");
             continue;

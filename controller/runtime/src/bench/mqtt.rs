@@ -48,6 +48,18 @@ pub(super) struct Server {
 /// A child process that is killed when this goes out of scope (dropping a `Child` does not).
 pub(super) struct Stopped(Child);
 
+impl Stopped {
+    /// Kill `child` when this goes out of scope.
+    pub(super) fn new(child: Child) -> Stopped {
+        Stopped(child)
+    }
+
+    /// Its process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Stopped {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -75,6 +87,11 @@ struct Figures {
     consumed: usize,
     cpu_per_100k: f64,
     errors: Vec<String>,
+}
+
+/// The resident set size of a process, bytes.
+pub(super) fn rss_of(pid: u32) -> Option<u64> {
+    rss_bytes(pid)
 }
 
 fn rss_bytes(pid: u32) -> Option<u64> {
