@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 use super::Credentials;
 use crate::cli::SimulateArgs;
 
+/// A provisioned device's name and what its answer holds.
+type Provisioned = (String, BTreeMap<String, String>);
+
 /// Provisions in flight at once.
 const CONCURRENCY: usize = 32;
 
@@ -65,17 +68,16 @@ pub async fn all(
     eprintln!(
         "simulate: {count} devices provision themselves through {namespace}/{policy} at {addr}"
     );
-    let answers: Vec<Result<(String, BTreeMap<String, String>), String>> =
-        futures::stream::iter(1..=count)
-            .map(|index| {
-                let id = pattern.render(index as i64);
-                let body = json!({"deviceId": id, "proof": proof(&group_key, &id)});
-                let (http, uri) = (http.clone(), uri.clone());
-                async move { one(&http, &uri, &id, body).await }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
+    let answers: Vec<Result<Provisioned, String>> = futures::stream::iter(1..=count)
+        .map(|index| {
+            let id = pattern.render(index as i64);
+            let body = json!({"deviceId": id, "proof": proof(&group_key, &id)});
+            let (http, uri) = (http.clone(), uri.clone());
+            async move { one(&http, &uri, &id, body).await }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
     let mut credentials = Credentials::new();
     let mut failures = Vec::new();
     for answer in answers {
@@ -105,7 +107,7 @@ async fn one(
     uri: &str,
     id: &str,
     body: Value,
-) -> Result<(String, BTreeMap<String, String>), String> {
+) -> Result<Provisioned, String> {
     let request = hyper::Request::post(uri)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
