@@ -347,7 +347,7 @@ fn kubectl_auth_can_i_answers_for_the_install_identities() {
     };
     let controller = token_of("devplane-controller");
     let frontdoor = token_of("devplane-frontdoor");
-    let cases: [(&str, &[&str], &str); 16] = [
+    let cases: [(&str, &[&str], &str); 17] = [
         (
             &controller,
             &["list", "devices.iot.devplane.io", "-A"],
@@ -402,9 +402,10 @@ fn kubectl_auth_can_i_answers_for_the_install_identities() {
         ),
         (
             &frontdoor,
-            &["patch", "devices.iot.devplane.io", "-n", "plant"],
+            &["update", "devices.iot.devplane.io", "-n", "plant"],
             "no",
         ),
+        (&frontdoor, &["create", "secrets", "-n", "plant"], "no"),
         (
             &frontdoor,
             &["create", "devices.iot.devplane.io", "-n", "plant"],

@@ -648,7 +648,7 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 fn the_install_and_the_production_overlay_render_into_typed_objects_that_reference_each_other() {
     for dir in INSTALLS {
         let install = Install::render(dir);
-        assert_eq!(install.crds.len(), 6, "{dir}: devplane's six CRDs");
+        assert_eq!(install.crds.len(), 7, "{dir}: devplane's seven CRDs");
         assert_eq!(install.deployments.len(), 3, "{dir}");
         let problems = problems(&install);
         assert!(problems.is_empty(), "{dir}:\n{}", problems.join("\n"));
@@ -831,23 +831,35 @@ fn each_identity_gets_only_what_its_code_calls() {
         }
     }
     let group = "iot.devplane.io";
-    // The front door reads the registry and writes only status, registrations and Events.
+    // The front door reads the registry and writes only status, registrations, provisioned
+    // devices (a create, and a rotation request by patch) and Events; it reads Secrets and
+    // never writes one.
     let frontdoor = "devplane-frontdoor";
     assert_eq!(
         verbs_on(&install, frontdoor, "", "secrets"),
-        set(&["list", "watch"])
+        set(&["get", "list", "watch"])
     );
     assert_eq!(
         verbs_on(&install, frontdoor, group, "devices"),
-        set(&["get", "list", "watch", "create"])
+        set(&["get", "list", "watch", "create", "patch"])
     );
-    for kind in ["devicemodels", "gateways", "devicecommands"] {
+    for kind in [
+        "devicemodels",
+        "gateways",
+        "devicecommands",
+        "provisioningpolicies",
+    ] {
         assert_eq!(
             verbs_on(&install, frontdoor, group, kind),
             set(&["list", "watch"])
         );
     }
-    for status in ["devices/status", "gateways/status", "devicecommands/status"] {
+    for status in [
+        "devices/status",
+        "gateways/status",
+        "devicecommands/status",
+        "provisioningpolicies/status",
+    ] {
         assert_eq!(
             verbs_on(&install, frontdoor, group, status),
             set(&["patch"])

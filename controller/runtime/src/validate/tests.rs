@@ -85,7 +85,7 @@ kind: Device
             "<dir>/bad.yaml#3: Device Bad_Name: metadata.name: \"Bad_Name\": must consist of lower-case letters, digits, '-' and '.'",
             "<dir>/bad.yaml#3: Device Bad_Name: apiVersion: iot.devplane.io/v1beta1 is not served; devplane serves iot.devplane.io/v1alpha1",
             "<dir>/bad.yaml#4: Widget w: kind: Widget is not a kind of iot.devplane.io/v1alpha1 (kinds: Application, Device, DeviceCommand, \
-             DeviceModel, Gateway, OnboardingBatch)",
+             DeviceModel, Gateway, OnboardingBatch, ProvisioningPolicy)",
             "<dir>/bad.yaml#5: Device (unnamed): apiVersion: Required value",
         ]
     );
