@@ -442,8 +442,23 @@ pub struct QrArgs {
 #[derive(Debug, Args)]
 pub struct OnboardCliArgs {
     /// YAML file with one or more OnboardingBatch documents.
-    #[arg(short = 'f', long = "filename")]
-    pub file: PathBuf,
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required_unless_present = "csv",
+        conflicts_with_all = ["csv", "template"]
+    )]
+    pub file: Option<PathBuf>,
+    /// A spreadsheet's CSV export, one row per device, that fills --template: an
+    /// OnboardingBatch's items (columns name, serialNumber, label:<key> and attributes) or a
+    /// ProvisioningPolicy's pre-registered devices (columns serialNumber, deviceId, token).
+    /// Every row is checked first; with one bad row nothing is applied.
+    #[arg(long, requires = "template", value_name = "ROWS.csv")]
+    pub csv: Option<PathBuf>,
+    /// The OnboardingBatch (its spec.items left out) or ProvisioningPolicy (its
+    /// spec.attestation.preRegistered left out) YAML that the rows of --csv fill.
+    #[arg(long, requires = "csv", value_name = "FILE.yaml")]
+    pub template: Option<PathBuf>,
     /// Follow the batches until they are done, with a progress bar, then summarize.
     #[arg(long)]
     pub wait: bool,

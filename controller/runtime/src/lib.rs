@@ -73,7 +73,17 @@ fn onboard_command(args: &cli::OnboardCliArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut options = onboard::OnboardArgs::new(args.file.clone());
+    let mut options = match (&args.file, &args.csv, &args.template) {
+        (_, Some(csv), Some(template)) => onboard::OnboardArgs::from_csv(csv, template),
+        (Some(file), _, _) => onboard::OnboardArgs::new(file),
+        // clap asks for -f or both --csv and --template.
+        _ => {
+            eprintln!(
+                "devplane onboard: give -f FILE, or --csv ROWS.csv with --template FILE.yaml"
+            );
+            return ExitCode::from(2);
+        }
+    };
     options.wait = args.wait;
     options.kubeconfig = args.kubeconfig.clone();
     options.namespace = args.namespace.clone();
