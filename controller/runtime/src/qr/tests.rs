@@ -387,3 +387,40 @@ fn one_file_takes_one_code_and_a_directory_gets_a_png_and_an_svg_per_code() {
         "Policy p gives no code: it lists no device"
     );
 }
+
+#[test]
+fn the_example_links_in_the_docs_are_what_devplane_qr_draws() {
+    let docs = include_str!("../../../../docs/provisioning.md");
+    let group = b"factory group key";
+    let symmetric =
+        provision_codes(AT, &symmetric(), Some(group), Select::Id("0000beef")).expect("a code");
+    let listed = spec(
+        r#"
+template: {spec: {modelRef: {name: thermo-hygrometer}}}
+attestation: {preRegistered: {items: [{serialNumber: SP-0001, deviceId: socket-a, token: k7Qz-19}]}}
+"#,
+    );
+    let at = PolicyAt {
+        name: "sockets",
+        ..AT
+    };
+    let listed = provision_codes(at, &listed, None, Select::Id("socket-a")).expect("a code");
+    let connect = connect_code(
+        "kitchen-1",
+        None,
+        &data(&[
+            ("username", "smart-home/kitchen-1"),
+            ("password", "q8Xv2mN0aLp5Rz7tYc1K"),
+            ("http-endpoint", "http://192.0.2.10:8080"),
+            ("mqtt-endpoint", "mqtt://192.0.2.10:1883"),
+        ]),
+    )
+    .expect("a code");
+    for code in [&symmetric[0], &listed[0], &connect] {
+        let uri = code.link.to_uri();
+        assert!(
+            docs.lines().any(|line| line == uri),
+            "docs/provisioning.md shows {uri}"
+        );
+    }
+}
