@@ -34,6 +34,9 @@ impl fmt::Display for RowProblem {
 
 impl std::error::Error for RowProblem {}
 
+/// The data kind of each attribute of a model, by identifier (None: no such attribute).
+pub type AttributeKinds<'a> = &'a dyn Fn(&str) -> Option<DataKind>;
+
 fn at(line: usize, message: impl Into<String>) -> RowProblem {
     RowProblem {
         line: Some(line),
@@ -56,7 +59,7 @@ fn sorted(mut problems: Vec<RowProblem>) -> Vec<RowProblem> {
 /// line.
 pub fn check_batch_csv(
     text: &str,
-    attribute_kind: Option<&dyn Fn(&str) -> Option<DataKind>>,
+    attribute_kind: Option<AttributeKinds<'_>>,
 ) -> Result<Vec<BatchItem>, Vec<RowProblem>> {
     let rows = parse_csv_lines(text).map_err(|e| {
         vec![RowProblem {
@@ -87,7 +90,7 @@ pub fn check_batch_csv(
         });
     }
     let untyped = |_: &str| None;
-    let kind: &dyn Fn(&str) -> Option<DataKind> = attribute_kind.unwrap_or(&untyped);
+    let kind: AttributeKinds<'_> = attribute_kind.unwrap_or(&untyped);
     let mut first_line_of: HashMap<String, usize> = HashMap::new();
     let mut items = Vec::with_capacity(rows.len());
     for (line, row) in rows {
@@ -130,7 +133,7 @@ pub fn check_batch_csv(
 fn header_problems(
     line: usize,
     header: &[String],
-    attribute_kind: Option<&dyn Fn(&str) -> Option<DataKind>>,
+    attribute_kind: Option<AttributeKinds<'_>>,
 ) -> Vec<RowProblem> {
     let mut problems = Vec::new();
     if !header.iter().any(|h| h == "name") {
@@ -152,15 +155,16 @@ fn header_problems(
             problems.push(at(line, format!("column {number} has no name")));
         } else if column == "label:" {
             problems.push(at(line, format!("column {number}: label: needs a key")));
-        } else if column != "name" && column != "serialNumber" && !column.starts_with("label:") {
-            if let Some(kind) = attribute_kind
-                && kind(column).is_none()
-            {
-                problems.push(at(
-                    line,
-                    format!("column {column:?} is not an attribute of the template's model"),
-                ));
-            }
+        } else if column != "name"
+            && column != "serialNumber"
+            && !column.starts_with("label:")
+            && let Some(kind) = attribute_kind
+            && kind(column).is_none()
+        {
+            problems.push(at(
+                line,
+                format!("column {column:?} is not an attribute of the template's model"),
+            ));
         }
     }
     problems

@@ -16,7 +16,7 @@ use devplane_api::v1alpha1::{
 use devplane_core::model::{ModelKey, resolve};
 use devplane_core::onboarding;
 use devplane_core::provisioning::Rules;
-use devplane_core::spreadsheet::{RowProblem, check_allow_csv, check_batch_csv};
+use devplane_core::spreadsheet::{AttributeKinds, RowProblem, check_allow_csv, check_batch_csv};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde::Deserialize;
@@ -192,7 +192,7 @@ pub fn build_from_csv(
     mut template: Value,
     csv_file: &Path,
     csv: &str,
-    attribute_kind: Option<&dyn Fn(&str) -> Option<DataKind>>,
+    attribute_kind: Option<AttributeKinds<'_>>,
 ) -> Result<Built, OnboardError> {
     let problem = |reason: String| OnboardError::Template {
         file: template_file.to_path_buf(),
