@@ -14,6 +14,7 @@ pub mod onboarding;
 pub mod payload;
 pub mod provisioning;
 pub mod report;
+pub mod spreadsheet;
 pub mod value;
 
 pub use model::{ModelKey, ResolveError, ResolvedModel};

@@ -236,6 +236,20 @@ fn item_from_row(
     row: Vec<String>,
     attribute_kind: &dyn Fn(&str) -> Option<DataKind>,
 ) -> Result<BatchItem, String> {
+    match read_row(header, row, attribute_kind)? {
+        (item, problems) if problems.is_empty() => Ok(item),
+        (_, problems) => Err(problems.join("; ")),
+    }
+}
+
+/// One CSV row as an item with the problems of its cells (each attribute cell that does not
+/// parse as its type, in column order; such cells are left out of the item), or why the row
+/// cannot be read at all (a wrong cell count).
+pub(crate) fn read_row(
+    header: &[String],
+    row: Vec<String>,
+    attribute_kind: &dyn Fn(&str) -> Option<DataKind>,
+) -> Result<(BatchItem, Vec<String>), String> {
     if row.len() != header.len() {
         return Err(format!(
             "{} cells, the header has {}",
@@ -244,6 +258,7 @@ fn item_from_row(
         ));
     }
     let mut item = BatchItem::default();
+    let mut problems = Vec::new();
     for (column, cell) in header.iter().zip(row) {
         if column == "name" {
             item.name = cell.trim().to_string();
@@ -253,15 +268,19 @@ fn item_from_row(
             item.labels.insert(key.to_string(), cell.trim().to_string());
         } else if !cell.is_empty() {
             let value = match attribute_kind(column) {
-                Some(kind) => {
-                    value::parse_text(kind, &cell).map_err(|e| format!("column {column}: {e}"))?
-                }
+                Some(kind) => match value::parse_text(kind, &cell) {
+                    Ok(value) => value,
+                    Err(e) => {
+                        problems.push(format!("column {column}: {e}"));
+                        continue;
+                    }
+                },
                 None => Value::String(cell),
             };
             item.attributes.insert(column.clone(), value);
         }
     }
-    Ok(item)
+    Ok((item, problems))
 }
 
 /// A name pattern: literal text with `{index}` or `{index:N}` placeholders.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// devplane: a Kubernetes-style declarative control plane for IoT devices.
 #[derive(Debug, Parser)]
@@ -28,8 +28,13 @@ pub enum Command {
     /// Run the controllers against any Kubernetes API (in-cluster, a kubeconfig, or
     /// `devplane up --no-controllers`), with leader election through a Lease.
     Controller(ControllerArgs),
-    /// Apply OnboardingBatch manifests and, with --wait, follow them to the end.
+    /// Apply OnboardingBatch manifests (or build one from a spreadsheet's CSV and a template)
+    /// and, with --wait, follow them to the end.
     Onboard(OnboardCliArgs),
+    /// Draw QR codes for devices: provisioning links of a ProvisioningPolicy (one id, or every
+    /// pre-registered device) or connect links of the devices an OnboardingBatch created, as
+    /// PNG and SVG files and a printable HTML sheet.
+    Qr(QrArgs),
     /// Run the device front door alone against any Kubernetes API (scale-out replicas): MQTT,
     /// HTTP and CoAP for devices and the northbound application listener.
     Frontdoor(FrontdoorArgs),
@@ -415,12 +420,67 @@ pub struct ControllerArgs {
     pub frontdoor_host: String,
 }
 
+/// Arguments of `devplane qr`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("devices").required(true).args(["id", "all", "batch"])))]
+pub struct QrArgs {
+    /// Kubeconfig to use; default: $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the policy or the batch.
+    #[arg(short = 'n', long)]
+    pub namespace: String,
+    /// ProvisioningPolicy whose devices get provisioning links (with --id or --all).
+    #[arg(long, conflicts_with = "batch")]
+    pub policy: Option<String>,
+    /// The one device to draw: a device id, or the deviceId or serial number of a
+    /// pre-registered entry.
+    #[arg(long, requires = "policy")]
+    pub id: Option<String>,
+    /// Every pre-registered device of the policy.
+    #[arg(long, requires = "policy")]
+    pub all: bool,
+    /// OnboardingBatch whose devices get connect links (from their credentials Secrets).
+    #[arg(long)]
+    pub batch: Option<String>,
+    /// Base URL of the front door's HTTP(S) listener that devices reach, put into provisioning
+    /// links, e.g. https://devices.example.com:8443 (required with --policy).
+    #[arg(long, conflicts_with = "batch")]
+    pub endpoint: Option<String>,
+    /// Where the codes go: FILE.png or FILE.svg for one code, or a directory that receives
+    /// <id>.png and <id>.svg for each.
+    #[arg(
+        long,
+        value_name = "FILE.png|FILE.svg|DIR",
+        required_unless_present = "sheet"
+    )]
+    pub out: Option<PathBuf>,
+    /// Also write one printable HTML page with every code and its id and serial number below.
+    #[arg(long, value_name = "FILE.html")]
+    pub sheet: Option<PathBuf>,
+}
+
 /// Arguments of `devplane onboard`.
 #[derive(Debug, Args)]
 pub struct OnboardCliArgs {
     /// YAML file with one or more OnboardingBatch documents.
-    #[arg(short = 'f', long = "filename")]
-    pub file: PathBuf,
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required_unless_present = "csv",
+        conflicts_with_all = ["csv", "template"]
+    )]
+    pub file: Option<PathBuf>,
+    /// A spreadsheet's CSV export, one row per device, that fills --template: an
+    /// OnboardingBatch's items (columns name, serialNumber, label:<key> and attributes) or a
+    /// ProvisioningPolicy's pre-registered devices (columns serialNumber, deviceId, token).
+    /// Every row is checked first; with one bad row nothing is applied.
+    #[arg(long, requires = "template", value_name = "ROWS.csv")]
+    pub csv: Option<PathBuf>,
+    /// The OnboardingBatch (its spec.items left out) or ProvisioningPolicy (its
+    /// spec.attestation.preRegistered left out) YAML that the rows of --csv fill.
+    #[arg(long, requires = "csv", value_name = "FILE.yaml")]
+    pub template: Option<PathBuf>,
     /// Follow the batches until they are done, with a progress bar, then summarize.
     #[arg(long)]
     pub wait: bool,

@@ -10,6 +10,7 @@ pub mod leader;
 pub mod mqtt_client;
 pub mod onboard;
 pub mod pki;
+pub mod qr;
 pub mod simulate;
 pub mod up;
 pub mod validate;
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use cli::{Cli, Command, UpArgs, ValidateArgs};
+pub use cli::{Cli, Command, QrArgs, UpArgs, ValidateArgs};
 
 /// Run the command line and return the process exit code.
 pub fn main() -> ExitCode {
@@ -35,6 +36,9 @@ pub fn main() -> ExitCode {
         Command::Onboard(args) => onboard_command(&args),
         Command::Frontdoor(args) => run_async(async move { frontdoor::run(&args).await }),
         Command::Simulate(args) => run_async(async move { simulate::run(&args).await }),
+        Command::Qr(args) => {
+            run_async(async move { qr::run(&args).await.map_err(|e| e.to_string()) })
+        }
         Command::Webhook(args) => run_async(async move { webhook::run(&args).await }),
         Command::Bench(cli::BenchCommand::Api(args)) => {
             run_async(async move { bench::run(&args).await })
@@ -72,7 +76,17 @@ fn onboard_command(args: &cli::OnboardCliArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut options = onboard::OnboardArgs::new(args.file.clone());
+    let mut options = match (&args.file, &args.csv, &args.template) {
+        (_, Some(csv), Some(template)) => onboard::OnboardArgs::from_csv(csv, template),
+        (Some(file), _, _) => onboard::OnboardArgs::new(file),
+        // clap asks for -f or both --csv and --template.
+        _ => {
+            eprintln!(
+                "devplane onboard: give -f FILE, or --csv ROWS.csv with --template FILE.yaml"
+            );
+            return ExitCode::from(2);
+        }
+    };
     options.wait = args.wait;
     options.kubeconfig = args.kubeconfig.clone();
     options.namespace = args.namespace.clone();

@@ -21,8 +21,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+mod from_csv;
 #[cfg(test)]
 mod tests;
+
+pub use from_csv::{Built, Spreadsheet, build_from_csv};
 
 /// Field manager of the applied batches.
 pub const FIELD_MANAGER: &str = "devplane-onboard";
@@ -54,6 +57,9 @@ pub struct OnboardArgs {
     pub namespace: Option<String>,
     /// How long `--wait` waits for all batches together (10 minutes by default).
     pub timeout: Duration,
+    /// Build the one object to apply from a CSV and a template instead (`--csv`,
+    /// `--template`); `file` is then the template.
+    pub spreadsheet: Option<Spreadsheet>,
 }
 
 impl OnboardArgs {
@@ -65,6 +71,19 @@ impl OnboardArgs {
             kubeconfig: None,
             namespace: None,
             timeout: DEFAULT_TIMEOUT,
+            spreadsheet: None,
+        }
+    }
+
+    /// Apply the object built from the rows of `csv` and `template`, without waiting.
+    pub fn from_csv(csv: impl Into<PathBuf>, template: impl Into<PathBuf>) -> Self {
+        let template = template.into();
+        Self {
+            spreadsheet: Some(Spreadsheet {
+                csv: csv.into(),
+                template: template.clone(),
+            }),
+            ..Self::new(template)
         }
     }
 }
@@ -231,6 +250,39 @@ pub enum OnboardError {
         #[source]
         source: kube::Error,
     },
+    /// The template is neither an OnboardingBatch nor a ProvisioningPolicy that rows can fill.
+    #[error("{file}: {reason}", file = file.display())]
+    Template {
+        /// The template named with `--template`.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Rows of the CSV are bad: none was applied.
+    #[error(
+        "{csv}: {count} problem{s}, nothing was applied:{list}",
+        csv = csv.display(),
+        count = problems.len(),
+        s = if problems.len() == 1 { "" } else { "s" },
+        list = problems.iter().map(|p| format!("\n  {p}")).collect::<String>()
+    )]
+    BadRows {
+        /// The CSV named with `--csv`.
+        csv: PathBuf,
+        /// Every problem, by line.
+        problems: Vec<devplane_core::spreadsheet::RowProblem>,
+    },
+    /// The API refused to apply the policy built from a CSV.
+    #[error("cannot apply ProvisioningPolicy {namespace}/{name}: {source}")]
+    ApplyPolicy {
+        /// Namespace of the policy.
+        namespace: String,
+        /// Name of the policy.
+        name: String,
+        /// The API's answer.
+        #[source]
+        source: kube::Error,
+    },
     /// The API refused to apply a batch.
     #[error("cannot apply {KIND} {namespace}/{name}: {source}")]
     Apply {
@@ -283,9 +335,26 @@ pub struct BatchDocument {
 /// Apply the batches of `args.file` and, with `args.wait`, follow them to the end, printing
 /// progress to stderr and a summary to stdout.
 pub async fn run(args: &OnboardArgs) -> Result<OnboardOutcome, OnboardError> {
-    // A bad file fails before any connection is attempted.
-    let documents = read_batches(&args.file)?;
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let (client, documents) = match &args.spreadsheet {
+        // Rows are checked against the model in the cluster: the client comes first.
+        Some(spreadsheet) => {
+            let client = client(args.kubeconfig.as_deref()).await?;
+            match from_csv::read(&client, args, spreadsheet).await? {
+                Built::Batch(document) => (client, vec![document]),
+                Built::Policy(policy) => {
+                    from_csv::apply_policy(&client, args, &policy).await?;
+                    return Ok(OnboardOutcome {
+                        batches: Vec::new(),
+                    });
+                }
+            }
+        }
+        None => {
+            // A bad file fails before any connection is attempted.
+            let documents = read_batches(&args.file)?;
+            (client(args.kubeconfig.as_deref()).await?, documents)
+        }
+    };
     let style = if std::io::stderr().is_terminal() {
         ProgressStyle::Bar
     } else {
@@ -325,45 +394,13 @@ pub fn parse_batches(file: &Path, text: &str) -> Result<Vec<BatchDocument>, Onbo
         if yaml.is_null() {
             continue;
         }
-        let invalid = |name: &str, reason: String| OnboardError::InvalidBatch {
+        let object = serde_json::to_value(&yaml).map_err(|e| OnboardError::InvalidBatch {
             file: file.to_path_buf(),
             document: number,
-            name: name.to_string(),
-            reason,
-        };
-        let object = serde_json::to_value(&yaml).map_err(|e| {
-            invalid(
-                "without a name",
-                format!("not a JSON-compatible object: {e}"),
-            )
+            name: "without a name".to_string(),
+            reason: format!("not a JSON-compatible object: {e}"),
         })?;
-        let api_version = object.get("apiVersion").and_then(|v| v.as_str());
-        let kind = object.get("kind").and_then(|v| v.as_str());
-        if api_version != Some(API_VERSION) || kind != Some(KIND) {
-            return Err(OnboardError::NotABatch {
-                file: file.to_path_buf(),
-                document: number,
-                found: describe(api_version, kind),
-            });
-        }
-        let metadata = &object["metadata"];
-        let name = metadata["name"].as_str().unwrap_or_default().to_string();
-        if name.is_empty() {
-            return Err(invalid(
-                "without a name",
-                "metadata.name is required (generateName cannot be applied)".to_string(),
-            ));
-        }
-        // Decoding into the Rust type catches a missing or mistyped spec before the round trip.
-        if let Err(e) = serde_json::from_value::<OnboardingBatch>(object.clone()) {
-            return Err(invalid(&name, e.to_string()));
-        }
-        batches.push(BatchDocument {
-            document: number,
-            name,
-            namespace: metadata["namespace"].as_str().map(str::to_string),
-            object,
-        });
+        batches.push(batch_document(file, number, object)?);
     }
     if batches.is_empty() {
         return Err(OnboardError::NoBatches {
@@ -371,6 +408,47 @@ pub fn parse_batches(file: &Path, text: &str) -> Result<Vec<BatchDocument>, Onbo
         });
     }
     Ok(batches)
+}
+
+/// Check one document (the `number`th of `file`) as an OnboardingBatch with a name.
+fn batch_document(
+    file: &Path,
+    number: usize,
+    object: serde_json::Value,
+) -> Result<BatchDocument, OnboardError> {
+    let invalid = |name: &str, reason: String| OnboardError::InvalidBatch {
+        file: file.to_path_buf(),
+        document: number,
+        name: name.to_string(),
+        reason,
+    };
+    let api_version = object.get("apiVersion").and_then(|v| v.as_str());
+    let kind = object.get("kind").and_then(|v| v.as_str());
+    if api_version != Some(API_VERSION) || kind != Some(KIND) {
+        return Err(OnboardError::NotABatch {
+            file: file.to_path_buf(),
+            document: number,
+            found: describe(api_version, kind),
+        });
+    }
+    let metadata = &object["metadata"];
+    let name = metadata["name"].as_str().unwrap_or_default().to_string();
+    if name.is_empty() {
+        return Err(invalid(
+            "without a name",
+            "metadata.name is required (generateName cannot be applied)".to_string(),
+        ));
+    }
+    // Decoding into the Rust type catches a missing or mistyped spec before the round trip.
+    if let Err(e) = serde_json::from_value::<OnboardingBatch>(object.clone()) {
+        return Err(invalid(&name, e.to_string()));
+    }
+    Ok(BatchDocument {
+        document: number,
+        namespace: metadata["namespace"].as_str().map(str::to_string),
+        name,
+        object,
+    })
 }
 
 fn describe(api_version: Option<&str>, kind: Option<&str>) -> String {
@@ -383,7 +461,7 @@ fn describe(api_version: Option<&str>, kind: Option<&str>) -> String {
 }
 
 /// A client from `--kubeconfig`, else from the default resolution.
-async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, OnboardError> {
+pub(crate) async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, OnboardError> {
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
@@ -500,13 +578,26 @@ fn namespace_of(
     args: &OnboardArgs,
     client: &kube::Client,
 ) -> Result<String, OnboardError> {
-    match (&document.namespace, &args.namespace) {
-        (Some(own), Some(requested)) if own != requested => Err(OnboardError::InvalidBatch {
+    namespace_for(document.namespace.as_ref(), args, client).map_err(|reason| {
+        OnboardError::InvalidBatch {
             file: args.file.clone(),
             document: document.document,
             name: document.name.clone(),
-            reason: format!("its namespace {own} differs from --namespace {requested}"),
-        }),
+            reason,
+        }
+    })
+}
+
+/// An object's own namespace, else `--namespace`, else the client's default; or why not.
+fn namespace_for(
+    own: Option<&String>,
+    args: &OnboardArgs,
+    client: &kube::Client,
+) -> Result<String, String> {
+    match (own, &args.namespace) {
+        (Some(own), Some(requested)) if own != requested => Err(format!(
+            "its namespace {own} differs from --namespace {requested}"
+        )),
         (Some(own), _) => Ok(own.clone()),
         (None, Some(requested)) => Ok(requested.clone()),
         (None, None) => Ok(client.default_namespace().to_string()),
