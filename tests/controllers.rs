@@ -622,3 +622,30 @@ fn a_batch_with_policy_retain_leaves_its_devices() {
         "the devices stay, no longer owned"
     );
 }
+
+#[test]
+fn devplane_up_serves_the_controllers_metrics_on_its_admin_endpoint() {
+    let devplane = Devplane::start(&[]);
+    devplane.kubectl_ok(&["apply", "-f", "examples/00-namespaces.yaml"]);
+    devplane.kubectl_ok(&["apply", "-f", "examples/smart-home.yaml"]);
+    devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "device",
+        "--all",
+        "-n",
+        "smart-home",
+        "--timeout=60s",
+    ]);
+    let metrics = devplane.metrics();
+    let reconciles = metrics
+        .lines()
+        .find(|l| l.starts_with("devplane_reconciles_total{controller=\"device\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(reconciles >= 1.0, "{metrics}");
+    assert!(metrics.contains("devplane_leader 1"), "{metrics}");
+    // The front door's counters are on the same endpoint.
+    assert!(metrics.contains("devplane_frontdoor_"), "{metrics}");
+}

@@ -51,6 +51,8 @@ pub trait Observer: Send + Sync {
     fn started(&self, controller: &'static str);
     /// A reconcile of `controller` finished after `elapsed`, with an error category on failure.
     fn finished(&self, controller: &'static str, elapsed: Duration, error: Option<&'static str>);
+    /// `objects` of `controller` are now waiting for a retry after a failure.
+    fn waiting(&self, _controller: &'static str, _objects: usize) {}
 }
 
 /// An observer that records nothing.
@@ -88,6 +90,8 @@ pub struct Context {
     reporter: Reporter,
     /// The clock (injected so tests can set time).
     pub clock: fn() -> jiff::Timestamp,
+    /// Consecutive failures per object, for the backoff.
+    pub retries: crate::retry::Retries,
 }
 
 /// An object that depends on a model.
@@ -135,6 +139,7 @@ impl Context {
             dependants: Mutex::new(HashMap::new()),
             resolved: Mutex::new((0, HashMap::new())),
             clock: jiff::Timestamp::now,
+            retries: crate::retry::Retries::default(),
         }
     }
 

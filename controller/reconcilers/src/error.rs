@@ -38,6 +38,26 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether retrying the same input cannot help: the API refused what was written as
+    /// invalid (400, 422), or the object itself is malformed.
+    pub fn is_invalid(&self) -> bool {
+        match self {
+            Error::Api {
+                source: kube::Error::Api(status),
+                ..
+            } => matches!(status.code, 400 | 422),
+            Error::Api { .. } => false,
+            Error::MissingMetadata(_) | Error::Serialize(..) => true,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_invalid(),
+                _ => false,
+            },
+        }
+    }
+}
+
 /// Attach context to a kube error.
 pub fn api(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let context = context.into();

@@ -26,6 +26,7 @@ pub mod gateway;
 pub mod identity;
 pub mod onboarding_batch;
 pub mod provisioning_policy;
+pub mod retry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -120,13 +121,14 @@ where
         })
 }
 
-/// Wrap a reconciler so every run is observed (count, duration, errors by category).
+/// Wrap a reconciler so every run is observed (count, duration, errors by category) and a
+/// success starts the object's backoff over.
 fn observed<K, F, Fut>(
     name: &'static str,
     reconcile: F,
 ) -> impl FnMut(Arc<K>, Arc<Context>) -> ReconcileFuture
 where
-    K: Send + Sync + 'static,
+    K: Resource + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
 {
@@ -135,7 +137,11 @@ where
         Box::pin(async move {
             ctx.observer.started(name);
             let started = Instant::now();
+            let key = (object.namespace(), object.name_any());
             let result = reconcile(object, ctx.clone()).await;
+            if result.is_ok() && ctx.retries.succeeded(name, key.0, key.1) {
+                ctx.observer.waiting(name, ctx.retries.waiting(name));
+            }
             ctx.observer.finished(
                 name,
                 started.elapsed(),

@@ -171,6 +171,7 @@ pub struct ControllerMetrics {
     errors: Family<ErrorLabels, Counter>,
     duration: HistogramFamily,
     in_flight: Family<ControllerLabel, Gauge>,
+    waiting: Family<ControllerLabel, Gauge>,
 }
 
 impl ControllerMetrics {
@@ -185,6 +186,7 @@ impl ControllerMetrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 15))
             }),
             in_flight: Family::default(),
+            waiting: Family::default(),
         };
         admin.with_registry(|registry| {
             registry.register(
@@ -207,6 +209,11 @@ impl ControllerMetrics {
                 "devplane_reconciles_in_flight",
                 "Reconciles running now, by controller",
                 metrics.in_flight.clone(),
+            );
+            registry.register(
+                "devplane_reconcile_retries_waiting",
+                "Objects waiting for a retry after a failed reconcile, by controller",
+                metrics.waiting.clone(),
             );
             registry.register_collector(Box::new(LeaderGauge(leader)));
         });
@@ -303,5 +310,11 @@ impl devplane_reconcilers::Observer for ControllerMetrics {
         if let Some(category) = error {
             self.error(controller, category);
         }
+    }
+
+    fn waiting(&self, controller: &'static str, objects: usize) {
+        self.waiting
+            .get_or_create(&ControllerLabel { controller })
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 }

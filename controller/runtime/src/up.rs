@@ -246,15 +246,17 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
             app_endpoint,
             ..Default::default()
         };
-        let observer: Arc<dyn devplane_reconcilers::Observer> =
-            Arc::new(devplane_reconcilers::NoMetrics);
+        let lease = crate::leader::LeaseConfig::new(
+            SYSTEM_NAMESPACE,
+            crate::controller::LEASE_NAME,
+            crate::controller::default_identity(),
+        );
+        // The controllers' counters on the admin endpoint, as `devplane controller` serves them.
+        let observer: Arc<dyn devplane_reconcilers::Observer> = Arc::new(
+            crate::admin::ControllerMetrics::register(&admin, lease.state.clone()),
+        );
         if store_url.starts_with("etcd://") {
             // Several `devplane up` may share an etcd: only the Lease holder reconciles.
-            let lease = crate::leader::LeaseConfig::new(
-                SYSTEM_NAMESPACE,
-                crate::controller::LEASE_NAME,
-                crate::controller::default_identity(),
-            );
             let stop = stop.clone();
             Some(tokio::spawn(async move {
                 let result = crate::leader::run_as_leader(client.clone(), lease, stop, |token| {
@@ -272,6 +274,7 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
             }))
         } else {
             // The embedded store's directory lock already makes this the only process.
+            lease.state.set(true);
             Some(tokio::spawn(devplane_reconcilers::run(
                 client,
                 settings,

@@ -118,7 +118,6 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
 }
 
 /// What to do after a failed reconcile.
-pub fn error_policy(_app: Arc<Application>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %crate::error::chain(error), category = error.category(), "application reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+pub fn error_policy(app: Arc<Application>, error: &Error, ctx: Arc<Context>) -> Action {
+    crate::retry::error_policy(NAME, app, error, ctx)
 }

@@ -236,9 +236,8 @@ async fn cleanup(device: &Device, ctx: &Context) -> Result<Action> {
 }
 
 /// What to do after a failed reconcile.
-pub fn error_policy(_device: Arc<Device>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %crate::error::chain(error), category = error.category(), "device reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+pub fn error_policy(device: Arc<Device>, error: &Error, ctx: Arc<Context>) -> Action {
+    crate::retry::error_policy(NAME, device, error, ctx)
 }
 
 #[cfg(test)]

@@ -237,7 +237,6 @@ pub async fn reconcile(command: Arc<DeviceCommand>, ctx: Arc<Context>) -> Result
 }
 
 /// What to do after a failed reconcile.
-pub fn error_policy(_command: Arc<DeviceCommand>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %crate::error::chain(error), category = error.category(), "device command reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+pub fn error_policy(command: Arc<DeviceCommand>, error: &Error, ctx: Arc<Context>) -> Action {
+    crate::retry::error_policy(NAME, command, error, ctx)
 }

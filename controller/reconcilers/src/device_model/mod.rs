@@ -123,9 +123,8 @@ async fn write_status(
 }
 
 /// What to do after a failed reconcile.
-pub fn error_policy(_dm: Arc<DeviceModel>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %crate::error::chain(error), category = error.category(), "device model reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+pub fn error_policy(dm: Arc<DeviceModel>, error: &Error, ctx: Arc<Context>) -> Action {
+    crate::retry::error_policy(NAME, dm, error, ctx)
 }
 
 /// Models whose resolution a change of `changed` may affect: those whose lineage includes it

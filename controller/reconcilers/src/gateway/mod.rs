@@ -122,9 +122,8 @@ async fn cleanup(gateway: &Gateway, ctx: &Context) -> Result<Action> {
 }
 
 /// What to do after a failed reconcile.
-pub fn error_policy(_gateway: Arc<Gateway>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %crate::error::chain(error), category = error.category(), "gateway reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+pub fn error_policy(gateway: Arc<Gateway>, error: &Error, ctx: Arc<Context>) -> Action {
+    crate::retry::error_policy(NAME, gateway, error, ctx)
 }
 
 /// The gateways a device change concerns: the one it names and those whose selector may

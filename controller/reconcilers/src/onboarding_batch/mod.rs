@@ -358,7 +358,6 @@ async fn cleanup(batch: &OnboardingBatch, ctx: &Context) -> Result<Action> {
 }
 
 /// What to do after a failed reconcile.
-pub fn error_policy(_batch: Arc<OnboardingBatch>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %crate::error::chain(error), category = error.category(), "onboarding batch reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+pub fn error_policy(batch: Arc<OnboardingBatch>, error: &Error, ctx: Arc<Context>) -> Action {
+    crate::retry::error_policy(NAME, batch, error, ctx)
 }

@@ -180,9 +180,8 @@ fn looks_like_pem_certificate(value: &[u8]) -> bool {
 }
 
 /// What to do after a failed reconcile.
-pub fn error_policy(_policy: Arc<ProvisioningPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %crate::error::chain(error), category = error.category(), "provisioning policy reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+pub fn error_policy(policy: Arc<ProvisioningPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    crate::retry::error_policy(NAME, policy, error, ctx)
 }
 
 #[cfg(test)]
