@@ -185,7 +185,7 @@ fn devplane_onboard_waits_for_a_batch_and_summarizes_it() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        out.contains("Sensor-3") && out.contains("lower-case"),
+        out.contains("Sensor-3") && out.contains("RFC 1123 subdomain"),
         "the failure is listed: {out}"
     );
     assert!(

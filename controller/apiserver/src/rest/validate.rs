@@ -1,59 +1,56 @@
 //! What a written object must satisfy before it is stored: its type meta, its metadata
 //! (names, labels, annotations, owner references, finalizers) and its resource's schema.
 
+use devplane_naming::{self as naming, NameError};
 use devplane_schema::{ErrorType, FieldError};
 use serde_json::Value;
 
-use super::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 use crate::builtin::Builtin;
 use crate::error::{ApiError, ApiResult};
 use crate::object::{self, meta};
 use crate::registry::Resource;
 use crate::request::FieldValidation;
 
-/// Validate names like the API server: DNS-1123 subdomain (Namespaces: label).
-fn name_problem(name: &str, label: bool) -> Option<String> {
-    let max = if label { 63 } else { 253 };
-    if name.is_empty() {
-        return Some("name or generateName is required".into());
-    }
-    if name.len() > max {
-        return Some(format!("must be no more than {max} characters"));
-    }
-    let ok_chars = name.bytes().all(|b| {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (!label && b == b'.')
-    });
-    let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if !ok_chars || !alnum(name.bytes().next()) || !alnum(name.bytes().last()) {
-        let rule = if label {
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
-        } else {
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-        };
-        return Some(rule.into());
-    }
-    None
-}
-
+/// Metadata problems as the Kubernetes API server finds them: one field error per broken rule.
 fn validate_metadata(resource: &Resource, object: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let meta = meta(object);
+    let invalid = |field: &str, value: &str, problem: NameError| {
+        FieldError::new(
+            field,
+            ErrorType::Invalid,
+            Some(&Value::String(value.into())),
+            problem.to_string(),
+        )
+    };
     let name = object::name(object).unwrap_or_default();
-    if let Some(problem) = name_problem(name, resource.builtin == Some(Builtin::Namespace)) {
+    if name.is_empty() {
         errors.push(FieldError::new(
             "metadata.name",
             ErrorType::Invalid,
-            Some(&Value::String(name.into())),
-            problem,
+            Some(&Value::String(String::new())),
+            "name or generateName is required",
         ));
+    } else {
+        let problems = if resource.builtin == Some(Builtin::Namespace) {
+            naming::dns1123_label_problems(name)
+        } else {
+            naming::dns1123_subdomain_problems(name)
+        };
+        errors.extend(
+            problems
+                .into_iter()
+                .map(|p| invalid("metadata.name", name, p)),
+        );
     }
-    for (field, max_value) in [("labels", Some(63)), ("annotations", None)] {
+    for field in ["labels", "annotations"] {
         let Some(entries) = meta.and_then(|m| m.get(field)) else {
             continue;
         };
+        let path = format!("metadata.{field}");
         let Some(entries) = entries.as_object() else {
             errors.push(FieldError::new(
-                format!("metadata.{field}"),
+                path,
                 ErrorType::Invalid,
                 None,
                 "must be a map of strings",
@@ -61,23 +58,25 @@ fn validate_metadata(resource: &Resource, object: &Value) -> Vec<FieldError> {
             continue;
         };
         for (key, value) in entries {
-            if let Some(problem) = qualified_name_problem(key) {
-                errors.push(FieldError::new(
-                    format!("metadata.{field}"),
-                    ErrorType::Invalid,
-                    Some(&Value::String(key.clone())),
-                    problem,
-                ));
-            }
-            match (value.as_str(), max_value) {
-                (None, _) => errors.push(FieldError::new(format!("metadata.{field}.{key}"), ErrorType::Invalid, Some(value), "must be a string")),
-                (Some(v), Some(max)) if v.len() > max || !label_value_ok(v) => errors.push(FieldError::new(
-                    format!("metadata.{field}"),
+            let key_problems = if field == "labels" {
+                naming::qualified_name_problems(key)
+            } else {
+                naming::annotation_key_problems(key)
+            };
+            errors.extend(key_problems.into_iter().map(|p| invalid(&path, key, p)));
+            match value.as_str() {
+                None => errors.push(FieldError::new(
+                    format!("{path}.{key}"),
                     ErrorType::Invalid,
                     Some(value),
-                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+                    "must be a string",
                 )),
-                _ => {}
+                Some(v) if field == "labels" => errors.extend(
+                    naming::label_value_problems(v)
+                        .into_iter()
+                        .map(|p| invalid(&path, v, p)),
+                ),
+                Some(_) => {}
             }
         }
     }
@@ -127,57 +126,22 @@ fn validate_metadata(resource: &Resource, object: &Value) -> Vec<FieldError> {
         .flatten()
         .enumerate()
     {
+        let path = format!("metadata.finalizers[{i}]");
         match finalizer.as_str() {
-            Some(f)
-                if qualified_name_problem(f).is_none()
-                    || f.contains('/')
-                    || matches!(f, FOREGROUND_FINALIZER | ORPHAN_FINALIZER | "kubernetes") => {}
-            _ => errors.push(FieldError::new(
-                format!("metadata.finalizers[{i}]"),
+            Some(f) => errors.extend(
+                naming::qualified_name_problems(f)
+                    .into_iter()
+                    .map(|p| invalid(&path, f, p)),
+            ),
+            None => errors.push(FieldError::new(
+                path,
                 ErrorType::Invalid,
                 Some(finalizer),
-                "must be a qualified name",
+                "must be a string",
             )),
         }
     }
     errors
-}
-
-fn label_value_ok(v: &str) -> bool {
-    let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
-    v.is_empty()
-        || (v
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            && alnum(v.bytes().next())
-            && alnum(v.bytes().last()))
-}
-
-/// Problems with a qualified name (`prefix/name`), like label keys.
-fn qualified_name_problem(key: &str) -> Option<String> {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    if let Some(prefix) = prefix
-        && (prefix.is_empty() || name_problem(prefix, false).is_some())
-    {
-        return Some("prefix part must be a lowercase RFC 1123 subdomain".into());
-    }
-    let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
-    if name.is_empty()
-        || name.len() > 63
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        || !alnum(name.bytes().next())
-        || !alnum(name.bytes().last())
-    {
-        return Some(
-            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (at most 63 characters)".into(),
-        );
-    }
-    None
 }
 
 /// Apply a resource's schema to an object: prune (reporting unknown fields according to the
@@ -254,3 +218,6 @@ pub(super) fn check_type_meta(resource: &Resource, object: &Value) -> ApiResult<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
