@@ -51,6 +51,9 @@ pub fn main() -> ExitCode {
         Command::Bench(cli::BenchCommand::HttpBaseline(args)) => {
             run_async(async move { bench::http_baseline(args.addr).await })
         }
+        Command::Bench(cli::BenchCommand::StoreMemory(args)) => {
+            run_async(async move { bench::store_memory(args.objects).await })
+        }
         Command::Bench(cli::BenchCommand::Coap(args)) => {
             run_async(async move { bench::coap(&args).await })
         }
