@@ -4,26 +4,21 @@
 
 use std::time::Duration;
 
-use crate::support::{Devplane, stderr, stdout, wait_until};
+use crate::support::{
+    Devplane, EVERY_EXAMPLE, READY_TIMEOUT, SMART_HOME, SOLAR_SITE, stderr, stdout, wait_until,
+};
 
+/// Every example applied and settled: the example batch Complete, every device Ready.
 fn apply_examples_and_settle(devplane: &Devplane) {
-    devplane.kubectl_ok(&["apply", "-f", "examples/"]);
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Complete",
-        "onboardingbatch/block-a-inverters",
-        "-n",
-        "solar-farm",
-        "--timeout=120s",
-    ]);
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "device",
-        "--all",
-        "-A",
-        "--timeout=120s",
-    ]);
+    let settled = Duration::from_secs(120);
+    devplane.apply_examples(EVERY_EXAMPLE);
+    devplane.wait_condition(
+        "Complete",
+        Some("solar-farm"),
+        &["onboardingbatch/block-a-inverters"],
+        settled,
+    );
+    devplane.wait_condition("Ready", None, &["device", "--all"], settled);
 }
 
 fn names(devplane: &Devplane, args: &[&str]) -> Vec<String> {
@@ -193,21 +188,7 @@ fn a_settled_system_stops_writing() {
 #[test]
 fn decommissioning_revokes_credentials_and_cannot_be_undone() {
     let devplane = Devplane::start(&[]);
-    devplane.kubectl_ok(&[
-        "apply",
-        "-f",
-        "examples/00-namespaces.yaml",
-        "-f",
-        "examples/smart-home.yaml",
-    ]);
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "device/living-room-climate",
-        "-n",
-        "smart-home",
-        "--timeout=60s",
-    ]);
+    devplane.apply_examples_and_wait(SMART_HOME, "smart-home", &["device/living-room-climate"]);
     assert!(
         devplane
             .kubectl(&[
@@ -286,14 +267,12 @@ fn a_device_waits_for_its_model_and_becomes_ready_when_it_appears() {
     let device = devplane.dir.join("device.yaml");
     std::fs::write(&device, "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: probe, namespace: lab}\nspec: {modelRef: {name: probe-model}}\n").expect("write");
     devplane.kubectl_ok(&["apply", "-f", device.to_str().expect("utf-8")]);
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=ModelResolved=False",
-        "device/probe",
-        "-n",
-        "lab",
-        "--timeout=60s",
-    ]);
+    devplane.wait_condition(
+        "ModelResolved=False",
+        Some("lab"),
+        &["device/probe"],
+        READY_TIMEOUT,
+    );
     let reason = devplane.kubectl_ok(&[
         "get",
         "device",
@@ -319,14 +298,7 @@ fn a_device_waits_for_its_model_and_becomes_ready_when_it_appears() {
     let model = devplane.dir.join("model.yaml");
     std::fs::write(&model, "apiVersion: iot.devplane.io/v1alpha1\nkind: DeviceModel\nmetadata: {name: probe-model, namespace: lab}\nspec:\n  version: 1.0.0\n  extends: [{name: temperature, namespace: devplane-library}]\n").expect("write");
     devplane.kubectl_ok(&["apply", "-f", model.to_str().expect("utf-8")]);
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "device/probe",
-        "-n",
-        "lab",
-        "--timeout=60s",
-    ]);
+    devplane.wait_ready("lab", &["device/probe"]);
     let phase = devplane.kubectl_ok(&[
         "get",
         "device",
@@ -342,13 +314,7 @@ fn a_device_waits_for_its_model_and_becomes_ready_when_it_appears() {
 #[test]
 fn invalid_commands_are_rejected_and_valid_ones_time_out_without_a_device_answer() {
     let devplane = Devplane::start(&[]);
-    devplane.kubectl_ok(&[
-        "apply",
-        "-f",
-        "examples/00-namespaces.yaml",
-        "-f",
-        "examples/smart-home.yaml",
-    ]);
+    devplane.apply_examples(SMART_HOME);
     let write = |name: &str, service: &str, params: &str, timeout: u32| {
         let path = devplane.dir.join(format!("{name}.yaml"));
         std::fs::write(&path, format!("apiVersion: iot.devplane.io/v1alpha1\nkind: DeviceCommand\nmetadata: {{name: {name}, namespace: smart-home}}\nspec: {{device: living-room-climate, service: {service}, params: {params}, timeoutSeconds: {timeout}}}\n")).expect("write");
@@ -404,21 +370,7 @@ fn invalid_commands_are_rejected_and_valid_ones_time_out_without_a_device_answer
 #[test]
 fn credentials_rotate_with_an_overlap_window() {
     let devplane = Devplane::start(&[]);
-    devplane.kubectl_ok(&[
-        "apply",
-        "-f",
-        "examples/00-namespaces.yaml",
-        "-f",
-        "examples/smart-home.yaml",
-    ]);
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "device/living-room-climate",
-        "-n",
-        "smart-home",
-        "--timeout=60s",
-    ]);
+    devplane.apply_examples_and_wait(SMART_HOME, "smart-home", &["device/living-room-climate"]);
     let password = || {
         devplane.kubectl_ok(&[
             "get",
@@ -463,13 +415,7 @@ fn credentials_rotate_with_an_overlap_window() {
 fn a_ten_thousand_item_batch_survives_a_kill_and_is_deleted_with_its_devices() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut first = Devplane::start_in(dir.path(), &[]);
-    first.kubectl_ok(&[
-        "apply",
-        "-f",
-        "examples/00-namespaces.yaml",
-        "-f",
-        "examples/solar-site.yaml",
-    ]);
+    first.apply_examples(SOLAR_SITE);
     let batch = dir.path().join("batch.yaml");
     std::fs::write(
         &batch,
@@ -498,14 +444,12 @@ fn a_ten_thousand_item_batch_survives_a_kill_and_is_deleted_with_its_devices() {
     );
     first.kill();
     let second = Devplane::start_in(dir.path(), &[]);
-    second.kubectl_ok(&[
-        "wait",
-        "--for=condition=Complete",
-        "ob/big",
-        "-n",
-        "solar-farm",
-        "--timeout=600s",
-    ]);
+    second.wait_condition(
+        "Complete",
+        Some("solar-farm"),
+        &["ob/big"],
+        Duration::from_secs(600),
+    );
     let summary = second.kubectl_ok(&[
         "get",
         "ob",
@@ -563,13 +507,7 @@ fn a_ten_thousand_item_batch_survives_a_kill_and_is_deleted_with_its_devices() {
 #[test]
 fn a_batch_with_policy_retain_leaves_its_devices() {
     let devplane = Devplane::start(&[]);
-    devplane.kubectl_ok(&[
-        "apply",
-        "-f",
-        "examples/00-namespaces.yaml",
-        "-f",
-        "examples/solar-site.yaml",
-    ]);
+    devplane.apply_examples(SOLAR_SITE);
     let batch = devplane.dir.join("batch.yaml");
     std::fs::write(
         &batch,
@@ -577,14 +515,7 @@ fn a_batch_with_policy_retain_leaves_its_devices() {
     )
     .expect("write");
     devplane.kubectl_ok(&["apply", "-f", batch.to_str().expect("utf-8")]);
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Complete",
-        "ob/keep",
-        "-n",
-        "solar-farm",
-        "--timeout=60s",
-    ]);
+    devplane.wait_condition("Complete", Some("solar-farm"), &["ob/keep"], READY_TIMEOUT);
     let summary = devplane.kubectl_ok(&[
         "get",
         "ob",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{Devplane, free_port, stdout};
+use crate::support::{Devplane, SMART_HOME, free_port, stdout};
 
 /// An etcd server on free ports, stopped by its process id on drop.
 pub struct Etcd {
@@ -96,13 +96,7 @@ fn two_devplane_processes_on_one_etcd_see_the_same_objects() {
     );
     let a = Devplane::start(&["--store", &store]);
     let b = Devplane::start(&["--store", &store]);
-    a.kubectl_ok(&[
-        "apply",
-        "-f",
-        "examples/00-namespaces.yaml",
-        "-f",
-        "examples/smart-home.yaml",
-    ]);
+    a.apply_examples(SMART_HOME);
     let seen = b.kubectl_ok(&["get", "devices", "-n", "smart-home", "-o", "name"]);
     assert!(
         seen.contains("device.iot.devplane.io/living-room-climate"),

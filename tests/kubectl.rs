@@ -5,23 +5,19 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{Devplane, stderr, stdout, wait_until};
+use crate::support::{Devplane, EVERY_EXAMPLE, stderr, stdout, wait_until};
 
 /// Apply the examples the way an operator would: client-side, strict validation (the default).
-fn apply_examples(devplane: &Devplane) {
-    let out = devplane.kubectl_ok(&["apply", "-f", "examples/"]);
-    assert!(
-        out.contains("device.iot.devplane.io/living-room-climate created"),
-        "{out}"
-    );
-}
-
 #[test]
 fn kubectl_apply_creates_the_examples_and_a_second_apply_changes_nothing() {
     let devplane = Devplane::start(&[]);
     let version = devplane.kubectl_ok(&["version", "-o", "json"]);
     assert!(version.contains("\"minor\": \"33\""), "{version}");
-    apply_examples(&devplane);
+    let created = devplane.apply_examples(EVERY_EXAMPLE);
+    assert!(
+        created.contains("device.iot.devplane.io/living-room-climate created"),
+        "{created}"
+    );
     let again = devplane.kubectl_ok(&["apply", "-f", "examples/"]);
     assert!(
         again.contains("device.iot.devplane.io/living-room-climate unchanged"),
@@ -35,7 +31,7 @@ fn kubectl_apply_creates_the_examples_and_a_second_apply_changes_nothing() {
 #[test]
 fn kubectl_get_shows_printer_columns_categories_and_yaml() {
     let devplane = Devplane::start(&[]);
-    apply_examples(&devplane);
+    devplane.apply_examples(EVERY_EXAMPLE);
     let table = devplane.kubectl_ok(&["get", "devices", "-n", "metering"]);
     let header = table.lines().next().unwrap_or_default();
     for column in ["NAME", "MODEL", "PHASE", "CONNECTION", "LAST SEEN", "AGE"] {
@@ -93,7 +89,7 @@ fn kubectl_get_shows_printer_columns_categories_and_yaml() {
 #[test]
 fn kubectl_get_watch_receives_a_change() {
     let devplane = Devplane::start(&[]);
-    apply_examples(&devplane);
+    devplane.apply_examples(EVERY_EXAMPLE);
     let mut watch = Command::new("/usr/bin/kubectl")
         .arg("--kubeconfig")
         .arg(devplane.kubeconfig())
@@ -149,7 +145,7 @@ fn kubectl_get_watch_receives_a_change() {
 #[test]
 fn kubectl_describe_shows_events_of_the_object() {
     let devplane = Devplane::start(&[]);
-    apply_examples(&devplane);
+    devplane.apply_examples(EVERY_EXAMPLE);
     let uid = devplane.kubectl_ok(&[
         "get",
         "device",
@@ -212,7 +208,7 @@ fn kubectl_explain_prints_field_descriptions() {
 #[test]
 fn kubectl_diff_and_server_dry_run_store_nothing() {
     let devplane = Devplane::start(&[]);
-    apply_examples(&devplane);
+    devplane.apply_examples(EVERY_EXAMPLE);
     let unchanged = devplane.kubectl(&["diff", "-f", "examples/smart-home.yaml"]);
     assert_eq!(
         unchanged.status.code(),
@@ -284,7 +280,7 @@ fn kubectl_diff_and_server_dry_run_store_nothing() {
 #[test]
 fn kubectl_wait_returns_when_the_condition_is_set() {
     let devplane = Devplane::start(&[]);
-    apply_examples(&devplane);
+    devplane.apply_examples(EVERY_EXAMPLE);
     let kubeconfig = devplane.kubeconfig();
     let waiter = Command::new("/usr/bin/kubectl")
         .arg("--kubeconfig")
@@ -352,7 +348,7 @@ fn kubectl_wait_returns_when_the_condition_is_set() {
 #[test]
 fn kubectl_delete_honours_finalizers_and_collects_owned_objects() {
     let devplane = Devplane::start(&[]);
-    apply_examples(&devplane);
+    devplane.apply_examples(EVERY_EXAMPLE);
     let uid = devplane.kubectl_ok(&[
         "get",
         "device",
@@ -444,7 +440,7 @@ fn kubectl_delete_honours_finalizers_and_collects_owned_objects() {
 #[test]
 fn invalid_objects_are_refused_with_the_field_named() {
     let devplane = Devplane::start(&[]);
-    apply_examples(&devplane);
+    devplane.apply_examples(EVERY_EXAMPLE);
     let write = |name: &str, text: &str| {
         let path = devplane.dir.join(name);
         std::fs::write(&path, text).expect("write");
@@ -576,7 +572,7 @@ fn older_kubectl_versions_work_too() {
 #[test]
 fn foreground_and_orphan_deletion_treat_dependents_as_asked() {
     let devplane = Devplane::start(&[]);
-    apply_examples(&devplane);
+    devplane.apply_examples(EVERY_EXAMPLE);
     let owned_by = |owner: &str, name: &str| {
         let uid = devplane.kubectl_ok(&[
             "get",
@@ -677,7 +673,7 @@ fn secret_data_never_reaches_the_log() {
 #[test]
 fn deleting_a_namespace_deletes_everything_in_it() {
     let devplane = Devplane::start(&[]);
-    apply_examples(&devplane);
+    devplane.apply_examples(EVERY_EXAMPLE);
     devplane.kubectl_ok(&["create", "configmap", "c1", "-n", "metering"]);
     let out = devplane.kubectl_ok(&["delete", "namespace", "metering", "--timeout=60s"]);
     assert!(out.contains("deleted"), "{out}");
@@ -708,7 +704,7 @@ fn deleting_a_namespace_deletes_everything_in_it() {
 #[test]
 fn deleting_a_crd_deletes_its_custom_resources_and_its_api() {
     let devplane = Devplane::start(&[]);
-    apply_examples(&devplane);
+    devplane.apply_examples(EVERY_EXAMPLE);
     devplane.kubectl_ok(&[
         "delete",
         "crd",

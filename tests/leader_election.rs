@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Devplane, free_port, stdout, wait_until};
+use crate::support::{Devplane, SMART_HOME, free_port, stdout, wait_until};
 
 struct Replica {
     child: Child,
@@ -101,21 +101,7 @@ fn only_the_lease_holder_reconciles_and_a_killed_leader_is_replaced() {
         holder(&devplane) == "replica-a"
     });
     let mut b = Replica::start(&devplane, "replica-b");
-    devplane.kubectl_ok(&[
-        "apply",
-        "-f",
-        "examples/00-namespaces.yaml",
-        "-f",
-        "examples/smart-home.yaml",
-    ]);
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "device/living-room-climate",
-        "-n",
-        "smart-home",
-        "--timeout=60s",
-    ]);
+    devplane.apply_examples_and_wait(SMART_HOME, "smart-home", &["device/living-room-climate"]);
     assert!(a.device_reconciles() > 0, "the leader reconciles");
     assert_eq!(b.device_reconciles(), 0, "the follower does not");
     assert_eq!(
@@ -142,14 +128,7 @@ fn only_the_lease_holder_reconciles_and_a_killed_leader_is_replaced() {
     let device = devplane.dir.join("device.yaml");
     std::fs::write(&device, "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {name: after-handover, namespace: smart-home}\nspec: {modelRef: {name: thermo-hygrometer}, attributes: {room: attic}}\n").expect("write");
     devplane.kubectl_ok(&["apply", "-f", device.to_str().expect("utf-8")]);
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "device/after-handover",
-        "-n",
-        "smart-home",
-        "--timeout=60s",
-    ]);
+    devplane.wait_ready("smart-home", &["device/after-handover"]);
     assert!(b.device_reconciles() > 0, "the new leader reconciles");
     b.kill();
 }
@@ -157,13 +136,7 @@ fn only_the_lease_holder_reconciles_and_a_killed_leader_is_replaced() {
 #[test]
 fn devplane_onboard_waits_for_a_batch_and_summarizes_it() {
     let devplane = Devplane::start(&[]);
-    devplane.kubectl_ok(&[
-        "apply",
-        "-f",
-        "examples/00-namespaces.yaml",
-        "-f",
-        "examples/smart-home.yaml",
-    ]);
+    devplane.apply_examples(SMART_HOME);
     let batch = devplane.dir.join("batch.yaml");
     std::fs::write(
         &batch,
@@ -185,7 +158,7 @@ fn devplane_onboard_waits_for_a_batch_and_summarizes_it() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        out.contains("Sensor-3") && out.contains("lower-case"),
+        out.contains("Sensor-3") && out.contains("RFC 1123 subdomain"),
         "the failure is listed: {out}"
     );
     assert!(

@@ -4,18 +4,12 @@
 
 use std::process::Command;
 
-use crate::support::{Devplane, repo, stderr, stdout};
+use crate::support::{Devplane, SMART_HOME, repo, stderr, stdout};
 
 #[test]
 fn the_python_kubernetes_client_lists_creates_patches_and_watches() {
     let devplane = Devplane::start(&["--history-revisions", "20"]);
-    devplane.kubectl_ok(&[
-        "apply",
-        "-f",
-        "examples/00-namespaces.yaml",
-        "-f",
-        "examples/smart-home.yaml",
-    ]);
+    devplane.apply_examples(SMART_HOME);
     let output = Command::new("python3")
         .arg(repo().join("tests/python/client_check.py"))
         .arg(devplane.kubeconfig())

@@ -1,7 +1,7 @@
 //! `devplane up` restarted on the same data directory: objects, revisions and watch history
 //! survive a graceful stop and a kill -9.
 
-use crate::support::Devplane;
+use crate::support::{Devplane, SMART_HOME};
 
 fn jsonpath(devplane: &Devplane, args: &[&str]) -> String {
     devplane.kubectl_ok(args)
@@ -11,13 +11,7 @@ fn jsonpath(devplane: &Devplane, args: &[&str]) -> String {
 fn objects_and_watch_history_survive_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut first = Devplane::start_in(dir.path(), &[]);
-    first.kubectl_ok(&[
-        "apply",
-        "-f",
-        "examples/00-namespaces.yaml",
-        "-f",
-        "examples/smart-home.yaml",
-    ]);
+    first.apply_examples(SMART_HOME);
     first.kubectl_ok(&[
         "create",
         "configmap",

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: the devplane binary, a `devplane up` process on a
-//! free port, kubectl against it.
+//! free port, kubectl against it, the examples applied and waited for.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -51,6 +51,22 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     }
     panic!("timed out after {timeout:?} waiting for {what}");
 }
+
+/// The example namespaces and the smart-home example (one device, its model).
+pub const SMART_HOME: &[&str] = &["examples/00-namespaces.yaml", "examples/smart-home.yaml"];
+/// The example namespaces and the solar-site example (inverter models, a batch).
+pub const SOLAR_SITE: &[&str] = &["examples/00-namespaces.yaml", "examples/solar-site.yaml"];
+/// The example namespaces and the datalogger-gateway example (a gateway and its meters).
+pub const DATALOGGER_GATEWAY: &[&str] = &[
+    "examples/00-namespaces.yaml",
+    "examples/datalogger-gateway.yaml",
+];
+/// Every example: kubectl reads the directory's files (not examples/gitops/, a repository of
+/// its own).
+pub const EVERY_EXAMPLE: &[&str] = &["examples/"];
+
+/// How long a test waits for the controllers to make objects Ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A `devplane up` process for one test.
 pub struct Devplane {
@@ -199,6 +215,49 @@ impl Devplane {
             .output()
             .expect("curl runs");
         stdout(&output)
+    }
+
+    /// `kubectl apply` of example manifests (`SMART_HOME`, `EVERY_EXAMPLE`, …), in order;
+    /// kubectl's output.
+    pub fn apply_examples(&self, manifests: &[&str]) -> String {
+        let mut args = vec!["apply"];
+        for manifest in manifests {
+            args.extend(["-f", manifest]);
+        }
+        self.kubectl_ok(&args)
+    }
+
+    /// `kubectl wait --for=condition=<condition>` on `targets` (`kind/name`, or a kind and
+    /// `--all`) in `namespace`, or in every namespace for `None`, for at most `timeout`.
+    pub fn wait_condition(
+        &self,
+        condition: &str,
+        namespace: Option<&str>,
+        targets: &[&str],
+        timeout: Duration,
+    ) {
+        let condition = format!("--for=condition={condition}");
+        let timeout = format!("--timeout={}s", timeout.as_secs());
+        let mut args = vec!["wait", condition.as_str()];
+        args.extend(targets);
+        match namespace {
+            Some(namespace) => args.extend(["-n", namespace]),
+            None => args.push("-A"),
+        }
+        args.push(&timeout);
+        self.kubectl_ok(&args);
+    }
+
+    /// Every one of `targets` (`kind/name`) in `namespace` Ready within [`READY_TIMEOUT`].
+    pub fn wait_ready(&self, namespace: &str, targets: &[&str]) {
+        self.wait_condition("Ready", Some(namespace), targets, READY_TIMEOUT);
+    }
+
+    /// Apply example manifests, then wait until `ready` (`kind/name` in `namespace`) are
+    /// Ready: where most tests of the controllers start.
+    pub fn apply_examples_and_wait(&self, manifests: &[&str], namespace: &str, ready: &[&str]) {
+        self.apply_examples(manifests);
+        self.wait_ready(namespace, ready);
     }
 
     /// `kubectl apply` of a YAML text.

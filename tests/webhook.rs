@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Devplane, stdout, wait_until};
+use crate::support::{DATALOGGER_GATEWAY, Devplane, stdout, wait_until};
 
 struct Webhook {
     child: Child,
@@ -92,8 +92,7 @@ fn review(
 #[test]
 fn the_webhook_refuses_what_cel_cannot_check_and_admits_the_rest() {
     let devplane = Devplane::start(&[]);
-    devplane.kubectl_ok(&["apply", "-f", "examples/00-namespaces.yaml"]);
-    devplane.kubectl_ok(&["apply", "-f", "examples/datalogger-gateway.yaml"]);
+    devplane.apply_examples(DATALOGGER_GATEWAY);
     let webhook = start(&devplane);
     let device = |spec: Value| {
         json!({"apiVersion": "iot.devplane.io/v1alpha1", "kind": "Device",
@@ -262,8 +261,7 @@ fn the_embedded_server_calls_the_registered_webhook_and_honours_its_failure_poli
         "--webhook-service",
         &format!("devplane-system/devplane-webhook={address}"),
     ]);
-    devplane.kubectl_ok(&["apply", "-f", "examples/00-namespaces.yaml"]);
-    devplane.kubectl_ok(&["apply", "-f", "examples/datalogger-gateway.yaml"]);
+    devplane.apply_examples(DATALOGGER_GATEWAY);
     let webhook = start_with(&devplane, certificates.path(), &address);
     devplane.apply_yaml(&registration(&pki.ca_cert_pem, "Fail"));
 

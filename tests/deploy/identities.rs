@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{documents, kustomize};
-use crate::support::{Devplane, wait_until};
+use crate::support::{Devplane, SMART_HOME, wait_until};
 
 /// The install's identities, roles and bindings (and their namespace), as kubectl applies them.
 fn rbac_documents() -> Vec<Value> {
@@ -162,13 +162,7 @@ fn start(edit: impl FnOnce(&mut Vec<Value>)) -> (Devplane, Component, Component)
             "frontdoor-under-test",
         ],
     );
-    devplane.kubectl_ok(&[
-        "apply",
-        "-f",
-        "examples/00-namespaces.yaml",
-        "-f",
-        "examples/smart-home.yaml",
-    ]);
+    devplane.apply_examples(SMART_HOME);
     (devplane, controller, frontdoor)
 }
 
@@ -217,15 +211,13 @@ fn phase(devplane: &Devplane) -> String {
 #[test]
 fn the_controller_and_the_front_door_work_with_only_the_roles_of_the_install() {
     let (devplane, controller, frontdoor) = start(|_| {});
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "device/living-room-climate",
-        "devicemodel/thermo-hygrometer",
-        "-n",
+    devplane.wait_ready(
         "smart-home",
-        "--timeout=60s",
-    ]);
+        &[
+            "device/living-room-climate",
+            "devicemodel/thermo-hygrometer",
+        ],
+    );
     // The Lease in devplane-system names the controller.
     let holder = devplane.kubectl_ok(&[
         "get",
@@ -265,14 +257,7 @@ fn without_its_status_rule_the_front_door_logs_the_403_and_presence_stops() {
             }
         }
     });
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "device/living-room-climate",
-        "-n",
-        "smart-home",
-        "--timeout=60s",
-    ]);
+    devplane.wait_ready("smart-home", &["device/living-room-climate"]);
     let _session = connect_device(&devplane, &frontdoor);
     wait_until(
         "the front door's 403 in its log",

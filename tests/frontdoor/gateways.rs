@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::support::{Devplane, repo, wait_until};
+use crate::support::{DATALOGGER_GATEWAY, Devplane, repo, wait_until};
 
 /// Beside the example (`examples/datalogger-gateway.yaml`): a meter model with a command, a
 /// meter of another site, a retired meter, a second gateway with tight limits, and an
@@ -95,28 +95,21 @@ const TINY: &str = "metering/tiny-logger";
 /// (but the retired meter).
 fn substation() -> Devplane {
     let devplane = Devplane::start(&[]);
-    devplane.kubectl_ok(&["apply", "-f", "examples/00-namespaces.yaml"]);
-    devplane.kubectl_ok(&["apply", "-f", "examples/datalogger-gateway.yaml"]);
+    devplane.apply_examples(DATALOGGER_GATEWAY);
     devplane.apply_yaml(EXTRA);
-    for what in [
-        "gateway/substation-logger",
-        "gateway/tiny-logger",
-        "device/feeder-1-meter",
-        "device/feeder-2-meter",
-        "device/auxiliary-meter",
-        "device/feeder-3-meter",
-        "device/other-site-meter",
-        "application/ops",
-    ] {
-        devplane.kubectl_ok(&[
-            "wait",
-            "--for=condition=Ready",
-            what,
-            "-n",
-            "metering",
-            "--timeout=60s",
-        ]);
-    }
+    devplane.wait_ready(
+        "metering",
+        &[
+            "gateway/substation-logger",
+            "gateway/tiny-logger",
+            "device/feeder-1-meter",
+            "device/feeder-2-meter",
+            "device/auxiliary-meter",
+            "device/feeder-3-meter",
+            "device/other-site-meter",
+            "application/ops",
+        ],
+    );
     devplane
 }
 
@@ -462,14 +455,12 @@ fn a_gateway_registers_sub_devices_within_its_policy_and_idempotently() {
         "substation-logger"
     );
     assert!(device["metadata"]["labels"]["iot.devplane.io/batch"].is_null());
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "device/feeder-9-meter",
-        "-n",
-        "metering",
-        "--timeout=30s",
-    ]);
+    devplane.wait_condition(
+        "Ready",
+        Some("metering"),
+        &["device/feeder-9-meter"],
+        Duration::from_secs(30),
+    );
     assert!(
         devplane
             .metrics()
@@ -637,14 +628,7 @@ fn a_simulated_gateway_registers_logs_in_and_publishes_for_its_sub_devices() {
 #[test]
 fn registration_into_another_namespace_needs_that_namespaces_consent() {
     let devplane = substation();
-    devplane.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "gateway/remote-logger",
-        "-n",
-        "metering",
-        "--timeout=60s",
-    ]);
+    devplane.wait_ready("metering", &["gateway/remote-logger"]);
     let register = json!({"op": "request", "kind": "register", "body": {"devices": [
         {"name": "annex-meter", "model": "metering/energy-meter", "attributes": {"modbusAddress": 3}},
     ]}});

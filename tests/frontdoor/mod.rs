@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Devplane, repo, stdout, wait_until};
+use crate::support::{Devplane, READY_TIMEOUT, repo, stdout, wait_until};
 
 /// Two namespaces, a model with every kind of feature, devices in each lifecycle, and an
 /// application per namespace.
@@ -121,25 +121,15 @@ impl Plant {
     fn start_with(extra: &[&str]) -> Plant {
         let devplane = Devplane::start(extra);
         devplane.apply_yaml(FIXTURE);
-        for (kind, namespace) in [("device", "plant"), ("device", "other")] {
-            devplane.kubectl_ok(&[
-                "wait",
-                "--for=condition=Ready",
-                kind,
-                "--all",
-                "-n",
-                namespace,
-                "--timeout=60s",
-            ]);
+        for namespace in ["plant", "other"] {
+            devplane.wait_condition(
+                "Ready",
+                Some(namespace),
+                &["device", "--all"],
+                READY_TIMEOUT,
+            );
         }
-        devplane.kubectl_ok(&[
-            "wait",
-            "--for=condition=Ready",
-            "application",
-            "--all",
-            "-A",
-            "--timeout=60s",
-        ]);
+        devplane.wait_condition("Ready", None, &["application", "--all"], READY_TIMEOUT);
         Plant { devplane }
     }
 

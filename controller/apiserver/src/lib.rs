@@ -18,7 +18,7 @@ pub mod path;
 pub mod protobuf;
 pub mod registry;
 pub mod request;
-pub mod rest;
+mod rest;
 mod review;
 pub mod sa_token;
 pub mod selector;

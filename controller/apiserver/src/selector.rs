@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use devplane_naming as naming;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as ApiLabelSelector;
 use serde_json::{Map, Value};
 
@@ -572,11 +573,7 @@ impl Parser {
 }
 
 // ---------------------------------------------------------------------------
-// Validation of label keys and values (apimachinery util/validation)
-
-const QUALIFIED_NAME_MESSAGE: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
-const LABEL_VALUE_MESSAGE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-const DNS1123_SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+// Validation of label keys and values (Kubernetes' name rules, from devplane-naming)
 
 /// `field: Invalid value: "value": detail`, as apimachinery's field errors print.
 fn invalid(field: &str, value: &str, detail: &str) -> String {
@@ -587,82 +584,20 @@ fn invalid_list(field: &str, values: &[String], detail: &str) -> String {
     format!("{field}: Invalid value: {values:?}: {detail}")
 }
 
-/// `[A-Za-z0-9]` at both ends, `[-A-Za-z0-9_.]` between.
-fn is_qualified_name_part(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    match (bytes.first(), bytes.last()) {
-        (Some(first), Some(last)) => {
-            first.is_ascii_alphanumeric()
-                && last.is_ascii_alphanumeric()
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        }
-        _ => false,
-    }
-}
-
-fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.split('.').all(|label| {
-            let bytes = label.as_bytes();
-            match (bytes.first(), bytes.last()) {
-                (Some(first), Some(last)) => {
-                    let ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-                    ok(first) && ok(last) && bytes.iter().all(|b| ok(b) || *b == b'-')
-                }
-                _ => false,
-            }
-        })
-}
-
 /// Problems with a label key (`[prefix/]name`); empty when valid.
 fn qualified_name_errors(value: &str) -> Vec<String> {
-    let mut errors = Vec::new();
-    let parts: Vec<&str> = value.split('/').collect();
-    let name = match parts.as_slice() {
-        [name] => *name,
-        [prefix, name] => {
-            if prefix.is_empty() {
-                errors.push("prefix part must be non-empty".to_string());
-            } else {
-                if prefix.len() > 253 {
-                    errors.push("prefix part must be no more than 253 characters".to_string());
-                }
-                if !is_dns1123_subdomain(prefix) {
-                    errors.push(format!("prefix part {DNS1123_SUBDOMAIN_MESSAGE}"));
-                }
-            }
-            *name
-        }
-        _ => {
-            errors.push(format!(
-                "a qualified name {QUALIFIED_NAME_MESSAGE} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
-            ));
-            return errors;
-        }
-    };
-    if name.is_empty() {
-        errors.push("name part must be non-empty".to_string());
-    } else if name.len() > 63 {
-        errors.push("name part must be no more than 63 characters".to_string());
-    }
-    if !is_qualified_name_part(name) {
-        errors.push(format!("name part {QUALIFIED_NAME_MESSAGE}"));
-    }
-    errors
+    naming::qualified_name_problems(value)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// Problems with a label value (empty or a qualified-name part, at most 63 characters).
 fn label_value_errors(value: &str) -> Vec<String> {
-    let mut errors = Vec::new();
-    if value.len() > 63 {
-        errors.push("must be no more than 63 characters".to_string());
-    }
-    if !value.is_empty() && !is_qualified_name_part(value) {
-        errors.push(LABEL_VALUE_MESSAGE.to_string());
-    }
-    errors
+    naming::label_value_problems(value)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ use devplane_api::v1alpha1::{
 };
 use serde_json::Value;
 
-use crate::naming::{label_value_problem, object_name_problem};
+use crate::naming::{NameError, label_value_problem, object_name_problem};
 use crate::value;
 
 /// Most items one batch may hold.
@@ -67,14 +67,14 @@ pub enum BatchError {
     #[error("batch has {0} items, at most {MAX_ITEMS} allowed")]
     TooMany(usize),
     /// A site or asset that is not a valid label value.
-    #[error("spec.{field} {value:?} {problem}")]
+    #[error("spec.{field}: Invalid value: {value:?}: {problem}")]
     BadLabel {
         /// `site` or `asset`.
         field: &'static str,
         /// The value.
         value: String,
         /// What is wrong with it.
-        problem: &'static str,
+        problem: NameError,
     },
 }
 
@@ -124,21 +124,21 @@ pub fn expand(
         if let Some(problem) = object_name_problem(&item.name) {
             expansion.failures.push(ItemFailure {
                 item: item.name.clone(),
-                reason: format!("name {problem}"),
+                reason: format!("name: Invalid value: {:?}: {problem}", item.name),
             });
         } else if !seen.insert(item.name.clone()) {
             expansion.failures.push(ItemFailure {
                 item: item.name.clone(),
                 reason: "name is used by an earlier item".into(),
             });
-        } else if let Some((key, problem)) = item
+        } else if let Some((key, value, problem)) = item
             .labels
             .iter()
-            .find_map(|(k, v)| label_value_problem(v).map(|p| (k, p)))
+            .find_map(|(k, v)| label_value_problem(v).map(|p| (k, v, p)))
         {
             expansion.failures.push(ItemFailure {
                 item: item.name.clone(),
-                reason: format!("label {key}: value {problem}"),
+                reason: format!("label {key}: Invalid value: {value:?}: {problem}"),
             });
         } else {
             expansion.devices.push(plan(batch_name, spec, item));

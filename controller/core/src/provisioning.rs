@@ -463,7 +463,7 @@ impl Rules {
         if let Some(problem) = object_name_problem(&name) {
             return Err(refuse(
                 Reason::NotAllowed,
-                format!("device name {name}: {problem}"),
+                format!("device name: Invalid value: {name:?}: {problem}"),
             ));
         }
         if self.symmetric_key {

@@ -105,7 +105,10 @@ pub fn check_batch_csv(
             }
         };
         if let Some(problem) = object_name_problem(&item.name) {
-            problems.push(at(line, format!("name {:?} {problem}", item.name)));
+            problems.push(at(
+                line,
+                format!("name: Invalid value: {:?}: {problem}", item.name),
+            ));
         } else if let Some(first) = first_line_of.get(&item.name) {
             problems.push(at(
                 line,
@@ -116,7 +119,10 @@ pub fn check_batch_csv(
         }
         for (key, value) in &item.labels {
             if let Some(problem) = label_value_problem(value) {
-                problems.push(at(line, format!("label {key}: value {value:?} {problem}")));
+                problems.push(at(
+                    line,
+                    format!("label {key}: Invalid value: {value:?}: {problem}"),
+                ));
             }
         }
         items.push(item);
@@ -227,7 +233,10 @@ pub fn check_allow_csv(
         }
         let name = format!("{}{id}", rules.prefix);
         if let Some(problem) = object_name_problem(&name) {
-            problems.push(at(line, format!("device name {name:?} {problem}")));
+            problems.push(at(
+                line,
+                format!("device name: Invalid value: {name:?}: {problem}"),
+            ));
         }
         if let Some(first) = first_line_of.get(id) {
             problems.push(at(

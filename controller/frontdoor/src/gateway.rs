@@ -416,7 +416,10 @@ impl GatewaySession {
         registered: &mut usize,
     ) -> Result<&'static str, (&'static str, String)> {
         if let Some(problem) = object_name_problem(&wanted.name) {
-            return Err(("Invalid", format!("name {:?} {problem}", wanted.name)));
+            return Err((
+                "Invalid",
+                format!("name: Invalid value: {:?}: {problem}", wanted.name),
+            ));
         }
         let model_ref = match wanted.model.split_once('/') {
             Some((ns, name)) => ModelReference {

@@ -1,7 +1,8 @@
 //! `devplane bench api`: throughput and latency of the API server as a client sees it —
 //! creates/s and latency percentiles of 1 KiB custom resources with watchers attached, list
-//! latency at a large object count, memory per stored object — on the embedded store, and
-//! on etcd next to the raw etcd put rate measured in the same run.
+//! latency at a large object count, memory per stored object (of the server and store, and of
+//! the embedded store alone) — on the embedded store, and on etcd next to the raw etcd put
+//! rate measured in the same run.
 //!
 //! The server runs in this process and is reached over loopback HTTP/1.1 (no TLS, so the
 //! figures are the server's, not the cipher's).
@@ -27,10 +28,12 @@ mod coap;
 mod http;
 mod mqtt;
 mod provision;
+mod store;
 pub use coap::run as coap;
 pub use http::{baseline as http_baseline, run as http};
 pub use mqtt::run as mqtt;
 pub use provision::run as provision;
+pub use store::run as store_memory;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -258,6 +261,8 @@ pub async fn run(args: &BenchApiArgs) -> Result<(), String> {
         "devplane bench api: {} creates with {} watchers, {} concurrent clients; list at {} objects",
         args.creates, args.watchers, args.concurrency, args.list_objects
     );
+    // First, in a process of its own: the store alone.
+    let store_alone = store::in_own_process(args.creates).await;
     let dir = tempfile_dir()?;
     let store = devplane_store::open(&format!("file://{}", dir.display()))
         .await
@@ -290,6 +295,13 @@ pub async fn run(args: &BenchApiArgs) -> Result<(), String> {
             "  memory: {:.0} bytes RSS per stored object (server and store in this process, history included)",
             per_object
         );
+    }
+    match store_alone {
+        Ok(per_object) => println!(
+            "  memory: {per_object} bytes RSS per stored object in the store alone ({} objects of 1 KiB in memory, history trimmed to the default retention, own process)",
+            args.creates
+        ),
+        Err(e) => println!("  memory of the store alone: not measured ({e})"),
     }
     if args.list_objects > args.creates {
         let fill = creates(&target, args.creates, args.list_objects, args.concurrency).await;

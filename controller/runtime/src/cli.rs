@@ -284,6 +284,10 @@ pub enum BenchCommand {
     /// The bare HTTP baseline of `devplane bench http` (answers 202 to everything).
     #[command(hide = true)]
     HttpBaseline(BenchBaselineArgs),
+    /// The embedded store alone, RSS per stored object (run by `devplane bench api` in a
+    /// process of its own).
+    #[command(hide = true)]
+    StoreMemory(BenchStoreMemoryArgs),
     /// Validated CoAP telemetry (confirmable POSTs) msg/s and latency through the front door,
     /// over plain CoAP and over DTLS, each beside the same listener answering 2.04 without
     /// identity or validation in the same run.
@@ -338,6 +342,14 @@ pub struct BenchBaselineArgs {
     /// Where to listen.
     #[arg(long)]
     pub addr: std::net::SocketAddr,
+}
+
+/// Arguments of `devplane bench store-memory`.
+#[derive(Debug, Args)]
+pub struct BenchStoreMemoryArgs {
+    /// Objects of 1 KiB to store.
+    #[arg(long, default_value_t = 20_000)]
+    pub objects: u64,
 }
 
 /// Arguments of `devplane bench mqtt`.

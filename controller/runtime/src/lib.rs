@@ -58,6 +58,9 @@ pub fn main() -> ExitCode {
         Command::Bench(cli::BenchCommand::Provision(args)) => {
             run_async(async move { bench::provision(&args).await })
         }
+        Command::Bench(cli::BenchCommand::StoreMemory(args)) => {
+            run_async(async move { bench::store_memory(args.objects).await })
+        }
         Command::Bench(cli::BenchCommand::Coap(args)) => {
             run_async(async move { bench::coap(&args).await })
         }

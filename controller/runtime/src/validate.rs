@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use devplane_core::manifests::{self, Document, Finding};
-use devplane_core::naming::object_name_problem;
-use devplane_schema::CompiledSchema;
+use devplane_core::naming::{self, NameError};
+use devplane_schema::{CompiledSchema, ErrorType, FieldError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -297,13 +297,8 @@ fn check_document(
         finding("", "a manifest must be an object".into());
         return None;
     }
-    if let Some(problem) =
-        object_name_problem(&name).filter(|_| meta.and_then(|m| m.get("generateName")).is_none())
-    {
-        finding("metadata.name", format!("{name:?}: {problem}"));
-    }
-    if let Some(problem) = namespace.as_deref().and_then(object_name_problem) {
-        finding("metadata.namespace", problem.to_string());
+    for error in metadata_problems(&kind, meta) {
+        finding(&error.field, error.message());
     }
     let Some(version) = api_version.strip_prefix(&format!("{}/", devplane_api::GROUP)) else {
         report
@@ -341,6 +336,75 @@ fn check_document(
         finding(&error.field, error.message());
     }
     (admission.unknown_fields.is_empty() && admission.errors.is_empty()).then_some(doc)
+}
+
+/// What the API server would refuse in an object's name, namespace, labels and annotations,
+/// by Kubernetes' name rules (the same checks, from `devplane-naming`).
+fn metadata_problems(kind: &str, meta: Option<&Value>) -> Vec<FieldError> {
+    let text = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+    let invalid = |field: &str, value: &str, problem: NameError| {
+        FieldError::new(
+            field,
+            ErrorType::Invalid,
+            Some(&Value::String(value.into())),
+            problem.to_string(),
+        )
+    };
+    let mut errors = Vec::new();
+    match text("name").filter(|name| !name.is_empty()) {
+        Some(name) => {
+            let problems = if kind == "Namespace" {
+                naming::dns1123_label_problems(name)
+            } else {
+                naming::dns1123_subdomain_problems(name)
+            };
+            errors.extend(
+                problems
+                    .into_iter()
+                    .map(|p| invalid("metadata.name", name, p)),
+            );
+        }
+        None if text("generateName").is_none() => errors.push(FieldError::new(
+            "metadata.name",
+            ErrorType::Required,
+            None,
+            "name or generateName is required",
+        )),
+        None => {}
+    }
+    if let Some(namespace) = text("namespace") {
+        errors.extend(
+            naming::dns1123_label_problems(namespace)
+                .into_iter()
+                .map(|p| invalid("metadata.namespace", namespace, p)),
+        );
+    }
+    for field in ["labels", "annotations"] {
+        let path = format!("metadata.{field}");
+        let entries = meta
+            .and_then(|m| m.get(field))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten();
+        for (key, value) in entries {
+            let key_problems = if field == "labels" {
+                naming::qualified_name_problems(key)
+            } else {
+                naming::annotation_key_problems(key)
+            };
+            errors.extend(key_problems.into_iter().map(|p| invalid(&path, key, p)));
+            if field == "labels"
+                && let Some(value) = value.as_str()
+            {
+                errors.extend(
+                    naming::label_value_problems(value)
+                        .into_iter()
+                        .map(|p| invalid(&path, value, p)),
+                );
+            }
+        }
+    }
+    errors
 }
 
 #[cfg(test)]

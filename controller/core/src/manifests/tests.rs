@@ -180,7 +180,10 @@ spec: {{device: s-1, service: blink, params: {{times: 1}}}}
         found(&yaml),
         [
             "test.yaml#6: DeviceCommand site/c3: metadata.name: defined again (first in test.yaml#5)",
-            "test.yaml#2: OnboardingBatch site/b: spec.items: item S3: name must consist of lower-case letters, digits, '-' and '.'",
+            &*format!(
+                "test.yaml#2: OnboardingBatch site/b: spec.items: item S3: name: Invalid value: \"S3\": {}",
+                crate::naming::NameError::NotDns1123Subdomain
+            ),
             "test.yaml#2: OnboardingBatch site/b: spec.items: item s-2: attribute \"interval\": 0 is out of range: allowed at least 1",
             "test.yaml#3: DeviceCommand site/c1: spec.params.times: input parameter \"times\": 9 is out of range: allowed [1, 5]",
             "test.yaml#4: DeviceCommand site/c2: spec.service: model site/sensor has no service \"explode\"",

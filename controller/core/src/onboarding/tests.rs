@@ -95,7 +95,10 @@ fn csv_rows_become_typed_items_and_bad_rows_fail_alone() {
             ("#3", "CSV line 5: 3 cells, the header has 5"),
             (
                 "Meter-4",
-                "name must consist of lower-case letters, digits, '-' and '.'"
+                &*format!(
+                    "name: Invalid value: \"Meter-4\": {}",
+                    NameError::NotDns1123Subdomain
+                )
             ),
             ("meter-1", "name is used by an earlier item"),
         ]
@@ -131,7 +134,7 @@ fn whole_batch_errors_are_reported() {
         ("  items: {csv: '\"open'}\n", "quoted field is not closed"),
         (
             "  items: {list: []}\n  site: 'bad site'\n",
-            "spec.site \"bad site\"",
+            "spec.site: Invalid value: \"bad site\": a valid label must be",
         ),
     ];
     for (items, expected) in cases {

@@ -42,11 +42,17 @@ meter-7,SN-7,7,8.5
     assert_eq!(
         text,
         [
-            "line 3: name \"Meter-2\" must consist of lower-case letters, digits, '-' and '.'",
+            "line 3: name: Invalid value: \"Meter-2\": a lowercase RFC 1123 subdomain must consist of \
+             lower case alphanumeric characters, '-' or '.', and must start and end with an \
+             alphanumeric character (e.g. 'example.com', regex used for validation is \
+             '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
             "line 4: name meter-1 is used on line 2 already",
             "line 5: 3 cells, the header has 4",
             "line 6: column ratedCurrent: expected int, found string",
-            "line 6: label bay: value \"no good\" must consist of letters, digits, '-', '_' and '.'",
+            "line 6: label bay: Invalid value: \"no good\": a valid label must be an empty string or \
+             consist of alphanumeric characters, '-', '_' or '.', and must start and end with an \
+             alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for \
+             validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
             "line 9: column ratedCurrent: expected int, found string",
         ]
     );
@@ -146,7 +152,11 @@ attestation: {preRegistered: {items: [{serialNumber: placeholder}]}}
     );
     let problems = check_allow_csv("serialNumber\nSN-1\nsn-2\n", &spec).expect_err("upper case");
     assert_eq!(lines(&problems), [Some(2)]);
-    assert!(problems[0].message.starts_with("device name \"SN-1\""));
+    assert!(
+        problems[0]
+            .message
+            .starts_with("device name: Invalid value: \"SN-1\": a lowercase RFC 1123 subdomain")
+    );
     let problems = check_allow_csv("serialNumber\n", &spec).expect_err("no rows");
     assert_eq!(problems[0].to_string(), "line 1: no rows below the header");
 }

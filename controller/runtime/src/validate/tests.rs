@@ -82,11 +82,63 @@ kind: Device
              \"bool\", \"int\", \"float\", \"double\", \"string\", \"enum\", \"timestamp\", \"struct\", \"array\"",
             "<dir>/bad.yaml#2: Device n/d: spec.lifecycle: Unsupported value: \"Retired\": supported values: \"Planned\", \
              \"Servicing\", \"Maintenance\", \"Decommissioned\"",
-            "<dir>/bad.yaml#3: Device Bad_Name: metadata.name: \"Bad_Name\": must consist of lower-case letters, digits, '-' and '.'",
+            &*format!(
+                "<dir>/bad.yaml#3: Device Bad_Name: metadata.name: Invalid value: \"Bad_Name\": {}",
+                NameError::NotDns1123Subdomain
+            ),
             "<dir>/bad.yaml#3: Device Bad_Name: apiVersion: iot.devplane.io/v1beta1 is not served; devplane serves iot.devplane.io/v1alpha1",
             "<dir>/bad.yaml#4: Widget w: kind: Widget is not a kind of iot.devplane.io/v1alpha1 (kinds: Application, Device, DeviceCommand, \
              DeviceModel, Gateway, OnboardingBatch, ProvisioningPolicy)",
             "<dir>/bad.yaml#5: Device (unnamed): apiVersion: Required value",
+        ]
+    );
+}
+
+#[test]
+fn names_namespaces_labels_and_annotations_follow_the_api_servers_rules() {
+    let found = validate_text(
+        "names.yaml",
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: a..b, namespace: a.b}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: a.b}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cm
+  labels: {a.-b/key: v, key: -v, site: ""}
+  annotations: {a/b/c: x, Example.com/Note: any text}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {generateName: cm-}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {}
+"#,
+    );
+    let invalid = |source: &str, object: &str, field: &str, value: &str, problem: NameError| {
+        format!(
+            "<dir>/names.yaml#{source}: ConfigMap {object}: {field}: Invalid value: {value:?}: {problem}"
+        )
+    };
+    assert_eq!(
+        found,
+        [
+            invalid("1", "a.b/a..b", "metadata.name", "a..b", NameError::NotDns1123Subdomain),
+            invalid("1", "a.b/a..b", "metadata.namespace", "a.b", NameError::NotDns1123Label),
+            invalid("2", "a.b", "metadata.name", "a.b", NameError::NotDns1123Label)
+                .replace("ConfigMap", "Namespace"),
+            invalid("3", "cm", "metadata.labels", "a.-b/key", NameError::PrefixNotDns1123Subdomain),
+            invalid("3", "cm", "metadata.labels", "-v", NameError::NotLabelValue),
+            invalid("3", "cm", "metadata.annotations", "a/b/c", NameError::NotQualifiedName),
+            "<dir>/names.yaml#5: ConfigMap (unnamed): metadata.name: Required value: name or generateName is required".into(),
         ]
     );
 }

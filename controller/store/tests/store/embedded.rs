@@ -617,83 +617,54 @@ async fn acknowledged_writes_survive_kill_9() {
     );
 }
 
-/// Set in the child process of the memory test.
-const MEMORY_CHILD_ENV: &str = "DEVPLANE_STORE_MEMORY_CHILD";
-const MEMORY_CHILD_TEST: &str = "embedded::memory_child_reports_bytes_per_object";
-const MEMORY_OBJECTS: usize = 40_000;
-
-fn resident_bytes() -> u64 {
-    let statm = fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("rss pages");
-    pages * 4096
-}
-
-/// Child side of `memory_per_stored_object_stays_well_under_two_kilobytes`.
-#[test]
-#[ignore = "helper process for memory_per_stored_object_stays_well_under_two_kilobytes"]
-fn memory_child_reports_bytes_per_object() {
-    if std::env::var_os(MEMORY_CHILD_ENV).is_none() {
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let store = Embedded::in_memory(manual_options()).expect("memory store");
-        // Warm up the runtime, channels and allocator before the baseline.
-        store.create("warm-up", value("x")).await.expect("create");
-        let baseline = resident_bytes();
-        let retain = EmbeddedOptions::default().retain_revisions;
-        for i in 0..MEMORY_OBJECTS {
-            let payload = bytes::Bytes::from(vec![b'x'; 1024]);
-            let kv = store
-                .create(&format!("/registry/devices/default/device-{i:06}"), payload)
-                .await
-                .expect("create");
-            // Steady state: history trimmed to the default retention as automatic
-            // compaction would, so freed event memory is reused rather than counted.
-            if i % 1000 == 999 && kv.mod_rev > retain {
-                store
-                    .compact(kv.mod_rev - retain + 1)
-                    .await
-                    .expect("compact");
-            }
-        }
-        let grown = resident_bytes().saturating_sub(baseline);
-        println!("BYTES_PER_OBJECT {}", grown / MEMORY_OBJECTS as u64);
-    });
-}
-
+/// Filling a store while its history is trimmed, as automatic compaction does, keeps every
+/// object at the revision it was written and forgets only the compacted history. (What the
+/// objects cost in memory is measured by `devplane bench api`, not asserted here.)
 #[tokio::test]
-async fn memory_per_stored_object_stays_well_under_two_kilobytes() {
-    let output = within(
-        "memory measurement child",
-        tokio::task::spawn_blocking(|| {
-            Command::new(std::env::current_exe().expect("test binary path"))
-                .args([
-                    MEMORY_CHILD_TEST,
-                    "--exact",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(MEMORY_CHILD_ENV, "1")
-                .output()
-        }),
-    )
-    .await
-    .expect("join")
-    .expect("run the memory child");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let per_object: u64 = stdout
-        .lines()
-        .find_map(|line| line.split("BYTES_PER_OBJECT ").nth(1)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no measurement in the child's output:\n{stdout}"));
-    println!("memory: about {per_object} bytes per stored object with a 1 KiB value");
-    assert!(per_object < 1800, "{per_object} bytes per 1 KiB object");
+async fn a_store_filled_while_its_history_is_trimmed_keeps_every_object() {
+    const OBJECTS: usize = 3_000;
+    const RETAIN: Rev = 500;
+    let store = Embedded::in_memory(manual_options()).expect("memory store");
+    let mut written = Vec::new();
+    for i in 0..OBJECTS {
+        let key = format!("/registry/devices/default/device-{i:06}");
+        let kv = store
+            .create(&key, bytes::Bytes::from(vec![b'x'; 1024]))
+            .await
+            .expect("create");
+        if i % 1000 == 999 {
+            store
+                .compact(kv.mod_rev - RETAIN + 1)
+                .await
+                .expect("compact");
+        }
+        written.push((key, kv.mod_rev));
+    }
+    for (key, rev) in &written {
+        let kv = store
+            .get(key)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{key} is lost"));
+        assert_eq!((kv.mod_rev, kv.value.len()), (*rev, 1024), "{key}");
+    }
+    let all = ListOptions {
+        prefix: "/registry/devices/".into(),
+        ..ListOptions::default()
+    };
+    let page = store.list(all.clone()).await.expect("list");
+    assert_eq!(page.items.len(), OBJECTS);
+    let first = written[0].1;
+    assert!(
+        matches!(
+            store
+                .list(ListOptions {
+                    rev: Some(first),
+                    ..all
+                })
+                .await,
+            Err(StoreError::Compacted { .. })
+        ),
+        "revision {first} was compacted"
+    );
 }

@@ -1,0 +1,103 @@
+//! The storage codec: objects between the view a resource serves and the bytes the store
+//! keeps, and request bodies parsed into objects.
+
+use bytes::Bytes;
+use devplane_store::{KeyValue, Rev};
+use serde_json::{Value, json};
+
+use super::Request;
+use crate::builtin::{self, Builtin};
+use crate::error::{ApiError, ApiResult};
+use crate::object::meta_mut;
+use crate::registry::Resource;
+use crate::server::Inner;
+
+/// The object in the representation a resource serves (Events through events.k8s.io/v1 are
+/// renamed; everything gets apiVersion and kind).
+fn to_view(resource: &Resource, mut stored: Value) -> Value {
+    if resource.builtin == Some(Builtin::EventsV1) {
+        return builtin::event_to_v1(stored);
+    }
+    if let Some(map) = stored.as_object_mut() {
+        map.insert("apiVersion".into(), Value::String(resource.api_version()));
+        map.insert("kind".into(), Value::String(resource.kind.clone()));
+    }
+    stored
+}
+
+fn to_storage(resource: &Resource, view: Value) -> Value {
+    if resource.builtin == Some(Builtin::EventsV1) {
+        builtin::event_from_v1(view)
+    } else {
+        view
+    }
+}
+
+/// Stored bytes of an object: JSON without its resourceVersion (that comes from the store).
+pub(super) fn encode(resource: &Resource, view: &Value) -> ApiResult<Bytes> {
+    let mut stored = to_storage(resource, view.clone());
+    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+        meta.remove("selfLink");
+    }
+    serde_json::to_vec(&stored)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("cannot encode object: {e}")))
+}
+
+/// An object read from the store, in the resource's view, with its resourceVersion.
+pub fn decode(resource: &Resource, kv: &KeyValue) -> ApiResult<Value> {
+    let stored: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    let mut view = to_view(resource, stored);
+    meta_mut(&mut view).insert(
+        "resourceVersion".into(),
+        Value::String(kv.mod_rev.to_string()),
+    );
+    Ok(view)
+}
+
+/// Parse an object body by content type: protobuf (as kubectl sends some built-in kinds),
+/// else JSON or YAML.
+pub(super) fn parse_object_body(req: &Request) -> ApiResult<Value> {
+    if req.content_type() == "application/vnd.kubernetes.protobuf" {
+        return crate::protobuf::decode(&req.body)
+            .map_err(|e| ApiError::unsupported_media_type(e.to_string()));
+    }
+    parse_body(&req.body)
+}
+
+/// Parse a request body: JSON, or YAML for apply patches and lenient clients.
+pub(super) fn parse_body(body: &Bytes) -> ApiResult<Value> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => Ok(v),
+        Err(json_error) => serde_yaml::from_slice::<Value>(body).map_err(|_| {
+            ApiError::bad_request(format!(
+                "the request body is not valid JSON or YAML: {json_error}"
+            ))
+        }),
+    }
+}
+
+impl Inner {
+    /// Read one object.
+    pub async fn read(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Option<(Value, Rev)>> {
+        match self.store.get(&resource.key(namespace, name)).await? {
+            None => Ok(None),
+            Some(kv) => Ok(Some((decode(resource, &kv)?, kv.mod_rev))),
+        }
+    }
+}
+
+/// `PartialObjectMetadata` of an object.
+pub fn partial_metadata(object: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({}))})
+}

@@ -1,0 +1,218 @@
+//! Lists: selectors, the revision a list reads at, pages and their continue tokens.
+
+use base64::Engine;
+use devplane_store::{ListOptions, Rev, StoreError};
+use serde_json::{Value, json};
+
+use super::Request;
+use super::codec::decode;
+use crate::builtin::{self, Builtin};
+use crate::error::{ApiError, ApiResult};
+use crate::object;
+use crate::registry::Resource;
+use crate::request::Query;
+use crate::selector::{FieldSelector, LabelSelector, events_v1_field_label, field_value};
+use crate::server::Inner;
+
+/// Selectors of a list or watch, checked against what the resource supports.
+pub struct Selectors {
+    /// Label selector.
+    pub labels: LabelSelector,
+    /// Field selector.
+    pub fields: FieldSelector,
+}
+
+impl Selectors {
+    /// Parse and check the selectors of a request.
+    pub fn parse(resource: &Resource, query: &Query) -> ApiResult<Selectors> {
+        let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        for field in fields.fields() {
+            let supported = matches!(field, "metadata.name" | "metadata.namespace")
+                || resource.selectable_fields.iter().any(|f| f == field);
+            if !supported {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {field}"
+                )));
+            }
+        }
+        Ok(Selectors { labels, fields })
+    }
+
+    /// Whether there is nothing to select by.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    /// Whether an object (in the resource's view) matches.
+    pub fn matches(&self, resource: &Resource, object: &Value) -> bool {
+        if !self.labels.matches(object::labels(object)) {
+            return false;
+        }
+        if self.fields.is_empty() {
+            return true;
+        }
+        // Event selectors use the stored (core/v1) names.
+        let stored;
+        let target = if resource.builtin == Some(Builtin::EventsV1) {
+            stored = builtin::event_from_v1(object.clone());
+            &stored
+        } else {
+            object
+        };
+        self.fields.matches(|field| {
+            let field = match resource.builtin {
+                Some(Builtin::EventsV1) => events_v1_field_label(field).unwrap_or(field),
+                _ => field,
+            };
+            field_value(target, field)
+        })
+    }
+}
+
+/// The continue token of a list page.
+fn continue_token(rev: Rev, last_key: &str) -> String {
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": last_key});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+fn parse_continue(token: &str) -> ApiResult<(Rev, String)> {
+    let bad = || ApiError::bad_request("continue key is not valid");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let rev = value.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
+    let start = value
+        .get("start")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?
+        .to_string();
+    Ok((rev, start))
+}
+
+/// The revision a list reads at, per `resourceVersion` and `resourceVersionMatch`.
+async fn list_revision(inner: &Inner, query: &Query, limit: Option<u64>) -> ApiResult<Option<Rev>> {
+    let rv = query.get("resourceVersion").filter(|v| !v.is_empty());
+    let matching = query.get("resourceVersionMatch").filter(|v| !v.is_empty());
+    if matching.is_some() && rv.is_none() {
+        return Err(ApiError::bad_request(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ));
+    }
+    if matching.is_some() && query.get("continue").is_some_and(|c| !c.is_empty()) {
+        return Err(ApiError::bad_request(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when continue is provided",
+        ));
+    }
+    let Some(rv) = rv else { return Ok(None) };
+    let requested: Rev = rv
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("resourceVersion: Invalid value: {rv:?}")))?;
+    match matching {
+        Some("Exact") if requested == 0 => Err(ApiError::bad_request(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        )),
+        Some("Exact") => Ok(Some(requested)),
+        None if requested != 0 && limit.is_some() => Ok(Some(requested)),
+        None | Some("NotOlderThan") => {
+            let current = inner.store.current_revision().await?;
+            if requested > current {
+                return Err(ApiError::timeout(format!(
+                    "Too large resource version: {requested}, current: {current}"
+                )));
+            }
+            Ok(None)
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "resourceVersionMatch: Unsupported value: {other:?}"
+        ))),
+    }
+}
+
+/// Objects of a list request: (items in view form, list revision, continue token).
+pub async fn list_objects(
+    inner: &Inner,
+    req: &Request,
+    selectors: &Selectors,
+) -> ApiResult<(Vec<Value>, Rev, Option<String>)> {
+    let resource = &req.resource;
+    let limit = req.query.number("limit")?.filter(|l| *l > 0);
+    let continuation = req
+        .query
+        .get("continue")
+        .filter(|c| !c.is_empty())
+        .map(parse_continue)
+        .transpose()?;
+    let (mut rev, mut start_after) = match &continuation {
+        Some((rev, start)) => (Some(*rev), Some(start.clone())),
+        None => (list_revision(inner, &req.query, limit).await?, None),
+    };
+    // metadata.name=x in one namespace is one key: read it directly.
+    if let (Some(name), None, true) = (
+        selectors.fields.required_value("metadata.name"),
+        &continuation,
+        rev.is_none(),
+    ) {
+        let namespace = selectors
+            .fields
+            .required_value("metadata.namespace")
+            .or(req.ns());
+        if !resource.namespaced || namespace.is_some() {
+            let current = inner.store.current_revision().await?;
+            let items = match inner.read(resource, namespace, name).await? {
+                Some((object, _))
+                    if selectors.matches(resource, &object)
+                        && (req.ns().is_none() || object::namespace(&object) == req.ns()) =>
+                {
+                    vec![object]
+                }
+                _ => Vec::new(),
+            };
+            return Ok((items, current, None));
+        }
+    }
+    let prefix = resource.prefix(req.ns());
+    let mut items = Vec::new();
+    let page_size = limit.map(|l| (l as usize).max(100)).unwrap_or(10_000);
+    loop {
+        let page = match inner
+            .store
+            .list(ListOptions {
+                prefix: prefix.clone(),
+                start_after: start_after.clone(),
+                limit: Some(page_size),
+                rev,
+            })
+            .await
+        {
+            Ok(page) => page,
+            Err(StoreError::Compacted { .. }) if continuation.is_some() => {
+                return Err(ApiError::expired(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        rev = Some(page.rev);
+        let count = page.items.len();
+        for (i, kv) in page.items.iter().enumerate() {
+            let object = decode(resource, kv)?;
+            if selectors.matches(resource, &object) {
+                items.push(object);
+            }
+            if let Some(limit) = limit
+                && items.len() as u64 >= limit
+                && (i + 1 < count || page.more)
+            {
+                return Ok((items, page.rev, Some(continue_token(page.rev, &kv.key))));
+            }
+        }
+        if !page.more {
+            return Ok((items, page.rev, None));
+        }
+        start_after = page.items.last().map(|kv| kv.key.clone());
+    }
+}

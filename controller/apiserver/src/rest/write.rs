@@ -1,0 +1,566 @@
+//! The write path: create, update and read-modify-write, with the rules every write
+//! follows (generation, status subresource, finalizers, dry run, managed fields, no-op writes).
+
+use devplane_schema::{ErrorType, FieldError};
+use devplane_store::{Rev, StoreError};
+use serde_json::{Map, Value, json};
+
+use super::codec::encode;
+use super::validate::{admit, check_type_meta};
+use super::{CRD_CLEANUP_FINALIZER, MAX_RETRIES};
+use crate::builtin::{self, Builtin};
+use crate::error::{ApiError, ApiResult};
+use crate::object::{self, meta, meta_mut};
+use crate::registry::Resource;
+use crate::request::FieldValidation;
+use crate::server::Inner;
+use crate::ssa;
+
+/// Everything a write needs to know beyond the object.
+pub struct WriteOptions {
+    /// Persist nothing.
+    pub dry_run: bool,
+    /// Unknown-field handling.
+    pub field_validation: FieldValidation,
+    /// Field manager.
+    pub manager: String,
+    /// Subresource written (`status`, `finalize`), if any.
+    pub subresource: Option<String>,
+    /// Managed fields are already computed (server-side apply).
+    pub managed_fields_done: bool,
+    /// Run the admission webhooks (client requests; not the server's own writes).
+    pub admission: bool,
+}
+
+impl WriteOptions {
+    /// Options of an internal write (garbage collector, namespace controller).
+    pub fn internal(manager: &str) -> WriteOptions {
+        WriteOptions {
+            dry_run: false,
+            field_validation: FieldValidation::Ignore,
+            manager: manager.into(),
+            subresource: None,
+            managed_fields_done: false,
+            admission: false,
+        }
+    }
+}
+
+/// The outcome of a write.
+pub struct Written {
+    /// The object as stored (with its resourceVersion).
+    pub object: Value,
+    /// Warnings for the client.
+    pub warnings: Vec<String>,
+    /// Whether the object was created.
+    pub created: bool,
+}
+
+impl Inner {
+    /// Check that a namespace exists and accepts new objects.
+    async fn check_namespace(&self, namespace: &str) -> ApiResult<()> {
+        let registry = self.registry();
+        let Some(namespaces) = registry.get("", "v1", "namespaces") else {
+            return Ok(());
+        };
+        match self.read(&namespaces, None, namespace).await? {
+            None => Err(ApiError::not_found("", "namespaces", namespace)),
+            Some((ns, _)) if object::is_terminating(&ns) => Err(ApiError::forbidden(format!(
+                "unable to create new content in namespace {namespace} because it is being terminated"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Create an object (POST, or apply to a missing name).
+    pub async fn create(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        mut object: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        if !object.is_object() {
+            return Err(ApiError::bad_request("the object must be a JSON object"));
+        }
+        check_type_meta(resource, &object)?;
+        let body_ns = object::namespace(&object).map(str::to_string);
+        match (resource.namespaced, namespace, body_ns.as_deref()) {
+            (true, Some(path_ns), Some(body_ns)) if path_ns != body_ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            (true, None, _) => {
+                return Err(ApiError::method_not_allowed(
+                    "create needs a namespace in the path",
+                ));
+            }
+            _ => {}
+        }
+        {
+            let meta = meta_mut(&mut object);
+            if let (true, Some(ns)) = (resource.namespaced, namespace) {
+                meta.insert("namespace".into(), Value::String(ns.into()));
+            } else {
+                meta.remove("namespace");
+            }
+            for field in [
+                "resourceVersion",
+                "selfLink",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
+                meta.remove(field);
+            }
+            meta.insert("uid".into(), Value::String(object::new_uid()));
+            meta.insert(
+                "creationTimestamp".into(),
+                Value::String(object::now_seconds()),
+            );
+            meta.insert("generation".into(), Value::from(1));
+        }
+        if resource.status_subresource
+            && resource.builtin.is_none()
+            && let Some(map) = object.as_object_mut()
+        {
+            map.remove("status");
+        }
+        match resource.builtin {
+            Some(Builtin::Namespace) => builtin::prepare_namespace(&mut object),
+            Some(Builtin::Secret) => builtin::prepare_secret(&mut object),
+            Some(Builtin::Crd) => {
+                let errors = builtin::validate_crd(&mut object);
+                if !errors.is_empty() {
+                    return Err(ApiError::invalid(
+                        &resource.kind,
+                        &resource.group,
+                        object::name(&object).unwrap_or_default(),
+                        &errors,
+                    ));
+                }
+                let status = builtin::crd_status(&object, &object::now_seconds());
+                object["status"] = status;
+                let mut finalizers = object::finalizers(&object);
+                if !finalizers.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
+                    finalizers.push(CRD_CLEANUP_FINALIZER.into());
+                    object::set_finalizers(&mut object, &finalizers);
+                }
+            }
+            _ => {}
+        }
+        let generate_name = object::meta_str(&object, "generateName").map(str::to_string);
+        if object::name(&object).is_none()
+            && let Some(base) = &generate_name
+        {
+            meta_mut(&mut object).insert("name".into(), Value::String(generated_name(base)));
+        }
+        let mut warnings = admit(resource, &mut object, None, opts.field_validation)?;
+        if resource.namespaced
+            && let Some(ns) = namespace
+        {
+            self.check_namespace(ns).await?;
+        }
+        if opts.admission {
+            let target = crate::webhooks::Target {
+                resource,
+                subresource: opts.subresource.as_deref(),
+                namespace,
+                dry_run: opts.dry_run,
+            };
+            self.run_webhooks("CREATE", &target, &object, None).await?;
+        }
+        if !opts.managed_fields_done {
+            ssa::update(
+                None,
+                &mut object,
+                &opts.manager,
+                resource.type_info.as_deref(),
+                None,
+                &resource.api_version(),
+                &object::now_seconds(),
+            );
+        }
+        object::drop_empty_metadata(&mut object);
+        if opts.dry_run {
+            meta_mut(&mut object).insert("resourceVersion".into(), Value::String(String::new()));
+            return Ok(Written {
+                object,
+                warnings,
+                created: true,
+            });
+        }
+        // generateName: retry a few times on a collision, as the API server does.
+        for attempt in 0..8 {
+            let name = object::name(&object).unwrap_or_default().to_string();
+            let key = resource.key(namespace, &name);
+            match self.store.create(&key, encode(resource, &object)?).await {
+                Ok(kv) => {
+                    // What was stored is this object; only the revision is new.
+                    meta_mut(&mut object).insert(
+                        "resourceVersion".into(),
+                        Value::String(kv.mod_rev.to_string()),
+                    );
+                    return Ok(Written {
+                        object,
+                        warnings: std::mem::take(&mut warnings),
+                        created: true,
+                    });
+                }
+                Err(StoreError::AlreadyExists { .. }) => match &generate_name {
+                    Some(base)
+                        if attempt < 7
+                            && object::meta_str(&object, "generateName").is_some()
+                            && name.starts_with(base.as_str()) =>
+                    {
+                        meta_mut(&mut object)
+                            .insert("name".into(), Value::String(generated_name(base)));
+                    }
+                    _ => {
+                        return Err(ApiError::already_exists(
+                            &resource.group,
+                            &resource.plural,
+                            &name,
+                        ));
+                    }
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::already_exists(
+            &resource.group,
+            &resource.plural,
+            object::name(&object).unwrap_or_default(),
+        ))
+    }
+
+    /// Replace an object with `new` (the outcome of a PUT or patch), given the current state
+    /// `old` at revision `old_rev`. Applies the status-subresource, generation, finalizer and
+    /// no-op rules. Returns Err(StoreError::Conflict) through ApiError 409 on a lost race.
+    pub async fn update(
+        &self,
+        resource: &Resource,
+        old: &Value,
+        old_rev: Rev,
+        mut new: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, UpdateError> {
+        if !new.is_object() {
+            return Err(ApiError::bad_request("the object must be a JSON object").into());
+        }
+        check_type_meta(resource, &new)?;
+        let name = object::name(old).unwrap_or_default().to_string();
+        if object::name(&new).is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                object::name(&new).unwrap_or_default()
+            ))
+            .into());
+        }
+        if let (Some(new_ns), Some(old_ns)) = (object::namespace(&new), object::namespace(old))
+            && new_ns != old_ns
+        {
+            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request").into());
+        }
+        if let Some(uid) = object::uid(&new)
+            && Some(uid) != object::uid(old)
+        {
+            return Err(ApiError::conflict(
+                &resource.group,
+                &resource.plural,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    object::uid(old).unwrap_or_default()
+                ),
+            )
+            .into());
+        }
+        // The subresource decides which part of the request counts.
+        match opts.subresource.as_deref() {
+            Some("status") => {
+                let status = new.get("status").cloned();
+                let managed = meta(&new).and_then(|m| m.get("managedFields")).cloned();
+                new = old.clone();
+                match status {
+                    Some(s) => new["status"] = s,
+                    None => {
+                        if let Some(map) = new.as_object_mut() {
+                            map.remove("status");
+                        }
+                    }
+                }
+                match managed {
+                    Some(m) => {
+                        meta_mut(&mut new).insert("managedFields".into(), m);
+                    }
+                    None => {
+                        meta_mut(&mut new).remove("managedFields");
+                    }
+                }
+            }
+            Some("finalize") if resource.builtin == Some(Builtin::Namespace) => {
+                let finalizers = new.pointer("/spec/finalizers").cloned();
+                new = old.clone();
+                new["spec"] = json!({});
+                if let Some(f) = finalizers {
+                    new["spec"]["finalizers"] = f;
+                }
+            }
+            Some(other) => {
+                return Err(ApiError::no_route()
+                    .with_message(format!("subresource {other} is not served"))
+                    .into());
+            }
+            None => {
+                if resource.status_subresource {
+                    match old.get("status") {
+                        Some(s) => new["status"] = s.clone(),
+                        None => {
+                            if let Some(map) = new.as_object_mut() {
+                                map.remove("status");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        {
+            let old_meta = meta(old).cloned().unwrap_or_default();
+            let meta = meta_mut(&mut new);
+            for field in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "namespace",
+                "name",
+            ] {
+                match old_meta.get(field) {
+                    Some(v) => meta.insert(field.into(), v.clone()),
+                    None => meta.remove(field),
+                };
+            }
+            meta.remove("resourceVersion");
+            meta.remove("selfLink");
+            if let Some(g) = old_meta.get("generation") {
+                meta.insert("generation".into(), g.clone());
+            }
+        }
+        match resource.builtin {
+            Some(Builtin::Secret) => builtin::prepare_secret(&mut new),
+            Some(Builtin::Crd) => {
+                let errors = builtin::validate_crd(&mut new);
+                if !errors.is_empty() {
+                    return Err(
+                        ApiError::invalid(&resource.kind, &resource.group, &name, &errors).into(),
+                    );
+                }
+                if opts.subresource.is_none() {
+                    let status = builtin::crd_status(&new, &object::now_seconds());
+                    new["status"] = status;
+                }
+            }
+            _ => {}
+        }
+        if let Some(b) = resource.builtin {
+            let errors = builtin::immutability(b, old, &new);
+            if !errors.is_empty() {
+                return Err(
+                    ApiError::invalid(&resource.kind, &resource.group, &name, &errors).into(),
+                );
+            }
+        }
+        if object::is_terminating(old) {
+            let before = object::finalizers(old);
+            if let Some(added) = object::finalizers(&new)
+                .into_iter()
+                .find(|f| !before.contains(f))
+            {
+                let errors = [FieldError::new(
+                    "metadata.finalizers",
+                    ErrorType::Forbidden,
+                    Some(&Value::String(added)),
+                    "no new finalizers can be added if the object is being deleted",
+                )];
+                return Err(
+                    ApiError::invalid(&resource.kind, &resource.group, &name, &errors).into(),
+                );
+            }
+        }
+        let mut old_view = old.clone();
+        if let Some(m) = old_view.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        let warnings = admit(resource, &mut new, Some(&old_view), opts.field_validation)?;
+        if spec_changed(resource, &old_view, &new) {
+            let generation = object::generation(old) + 1;
+            meta_mut(&mut new).insert("generation".into(), Value::from(generation));
+        }
+        if !opts.managed_fields_done {
+            ssa::update(
+                Some(&old_view),
+                &mut new,
+                &opts.manager,
+                resource.type_info.as_deref(),
+                opts.subresource.as_deref(),
+                &resource.api_version(),
+                &object::now_seconds(),
+            );
+        }
+        object::drop_empty_metadata(&mut new);
+        // Both sides lack resourceVersion here, so equal values mean equal stored bytes.
+        if new == old_view {
+            // A no-op write: no new revision, no event.
+            return Ok(Written {
+                object: old.clone(),
+                warnings,
+                created: false,
+            });
+        }
+        let key = resource.key(object::namespace(old), &name);
+        let spec_finalizers_left = resource.builtin == Some(Builtin::Namespace)
+            && new
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+        let finished = object::is_terminating(&new)
+            && object::finalizers(&new).is_empty()
+            && !spec_finalizers_left;
+        if opts.admission {
+            let target = crate::webhooks::Target {
+                resource,
+                subresource: opts.subresource.as_deref(),
+                namespace: object::namespace(old),
+                dry_run: opts.dry_run,
+            };
+            self.run_webhooks("UPDATE", &target, &new, Some(old))
+                .await?;
+        }
+        let new_bytes = encode(resource, &new)?;
+        if opts.dry_run {
+            let mut shown = new;
+            meta_mut(&mut shown)
+                .insert("resourceVersion".into(), Value::String(old_rev.to_string()));
+            return Ok(Written {
+                object: shown,
+                warnings,
+                created: false,
+            });
+        }
+        if finished {
+            // The last finalizer is gone from a terminating object: it goes away now.
+            let event = self
+                .store
+                .delete(&key, Some(old_rev))
+                .await
+                .map_err(UpdateError::from_store)?;
+            let mut last = new;
+            meta_mut(&mut last).insert(
+                "resourceVersion".into(),
+                Value::String(event.rev.to_string()),
+            );
+            return Ok(Written {
+                object: last,
+                warnings,
+                created: false,
+            });
+        }
+        let kv = self
+            .store
+            .update(&key, new_bytes, old_rev)
+            .await
+            .map_err(UpdateError::from_store)?;
+        let mut stored = new;
+        meta_mut(&mut stored).insert(
+            "resourceVersion".into(),
+            Value::String(kv.mod_rev.to_string()),
+        );
+        Ok(Written {
+            object: stored,
+            warnings,
+            created: false,
+        })
+    }
+
+    /// Read-modify-write with retries on lost races: `change` turns the current object into
+    /// the new one (or None for nothing to do).
+    pub async fn modify(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        opts: &WriteOptions,
+        mut change: impl FnMut(&Value) -> ApiResult<Option<Value>>,
+    ) -> ApiResult<Option<Written>> {
+        for _ in 0..MAX_RETRIES {
+            let Some((current, rev)) = self.read(resource, namespace, name).await? else {
+                return Ok(None);
+            };
+            let Some(new) = change(&current)? else {
+                return Ok(Some(Written {
+                    object: current,
+                    warnings: Vec::new(),
+                    created: false,
+                }));
+            };
+            match self.update(resource, &current, rev, new, opts).await {
+                Ok(written) => return Ok(Some(written)),
+                Err(UpdateError::Conflict) => continue,
+                Err(UpdateError::Api(e)) => return Err(e),
+            }
+        }
+        Err(ApiError::stale(&resource.group, &resource.plural, name))
+    }
+}
+
+/// Why an update failed.
+pub enum UpdateError {
+    /// The object changed meanwhile (retry for server-driven writes; 409 for PUT).
+    Conflict,
+    /// Any other failure.
+    Api(ApiError),
+}
+
+impl UpdateError {
+    fn from_store(e: StoreError) -> UpdateError {
+        match e {
+            StoreError::Conflict { .. } | StoreError::NotFound { .. } => UpdateError::Conflict,
+            other => UpdateError::Api(other.into()),
+        }
+    }
+}
+
+impl From<ApiError> for UpdateError {
+    fn from(e: ApiError) -> Self {
+        UpdateError::Api(e)
+    }
+}
+
+/// Whether an update changes more than metadata (and, with the status subresource, status):
+/// then `generation` goes up.
+fn spec_changed(resource: &Resource, old: &Value, new: &Value) -> bool {
+    let ignored = |key: &str| {
+        matches!(key, "metadata" | "apiVersion" | "kind")
+            || (resource.status_subresource && key == "status")
+    };
+    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else {
+        return old != new;
+    };
+    let differs = |a: &Map<String, Value>, b: &Map<String, Value>| {
+        a.iter().any(|(k, v)| !ignored(k) && b.get(k) != Some(v))
+    };
+    differs(old, new) || differs(new, old)
+}
+
+/// A name from `generateName`: the base (cut to 58 characters) and five random characters.
+fn generated_name(base: &str) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let cut: String = base.chars().take(58).collect();
+    let mut rng = rand::rng();
+    let suffix: String = (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{cut}{suffix}")
+}
