@@ -64,7 +64,10 @@ fn every_bad_row_is_reported_with_its_line_and_nothing_is_built() {
     assert_eq!(
         error.to_string(),
         "rows.csv: 4 problems, nothing was applied:\n  \
-         line 3: name \"Meter-2\" must consist of lower-case letters, digits, '-' and '.'\n  \
+         line 3: name: Invalid value: \"Meter-2\": a lowercase RFC 1123 subdomain must consist of \
+         lower case alphanumeric characters, '-' or '.', and must start and end with an \
+         alphanumeric character (e.g. 'example.com', regex used for validation is \
+         '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')\n  \
          line 4: 2 cells, the header has 3\n  \
          line 5: column ratedCurrent: expected int, found string\n  \
          line 5: name meter-1 is used on line 2 already"
@@ -111,7 +114,10 @@ fn a_policy_template_gets_the_rows_as_its_pre_registered_devices() {
     assert_eq!(
         error.to_string(),
         "rows.csv: 1 problem, nothing was applied:\n  \
-         line 3: device name \"th-Not_OK\" must consist of lower-case letters, digits, '-' and '.'"
+         line 3: device name: Invalid value: \"th-Not_OK\": a lowercase RFC 1123 subdomain must \
+         consist of lower case alphanumeric characters, '-' or '.', and must start and end with \
+         an alphanumeric character (e.g. 'example.com', regex used for validation is \
+         '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
     );
     let listed = POLICY.replace(
         "    symmetricKey:",
