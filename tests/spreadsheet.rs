@@ -78,7 +78,10 @@ hall-4,TH-2004,first,landing,often
         stdout(&output)
     );
     assert!(err.contains("2 problems, nothing was applied"), "{err}");
-    assert!(err.contains("line 3: name \"Hall-2\""), "{err}");
+    assert!(
+        err.contains("line 3: name: Invalid value: \"Hall-2\""),
+        "{err}"
+    );
     assert!(
         err.contains("line 5: column reportIntervalSeconds: expected int"),
         "{err}"

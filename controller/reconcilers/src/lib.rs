@@ -27,6 +27,7 @@ pub mod identity;
 pub mod onboarding_batch;
 pub mod provisioning_policy;
 pub mod retry;
+pub mod shared;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,85 +41,42 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 pub use context::{Context, NoMetrics, Observer, Settings};
 pub use error::Error;
-
-/// A reflector of every object of a kind, fed by a background task until `shutdown`.
-fn cache<K>(
-    client: &kube::Client,
-    config: watcher::Config,
-    shutdown: &CancellationToken,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), config))
-        .default_backoff();
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = stream.next() => if next.is_none() { return },
-            }
-        }
-    });
-    reader
-}
+use shared::Watched;
 
 /// A boxed reconcile run.
 type ReconcileFuture = std::pin::Pin<Box<dyn Future<Output = Result<Action, Error>> + Send>>;
 
-/// Every object of a kind whose spec changed (a new generation): status writes of related
-/// objects must not re-reconcile everything that depends on them (a model's device count
-/// changes with every device onboarded).
+/// The objects of a change feed whose spec changed (a new generation), and deletions: status
+/// writes of related objects must not re-reconcile everything that depends on them (a model's
+/// device count changes with every device onboarded).
 fn spec_changes<K>(
-    client: &kube::Client,
+    changes: impl futures::Stream<Item = shared::Change<K>> + Send + 'static,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     // Remember each object's generation: an update that keeps it (a status write) is no
     // trigger; creations, spec changes and deletions are.
     let mut seen: std::collections::HashMap<(Option<String>, String), Option<i64>> =
         std::collections::HashMap::new();
-    watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .filter_map(move |event| {
-            let out = match event {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                    let key = (o.namespace(), o.name_any());
-                    let generation = o.meta().generation;
-                    (seen.insert(key, generation) != Some(generation)).then_some(Ok(o))
-                }
-                Ok(watcher::Event::Delete(o)) => {
-                    seen.remove(&(o.namespace(), o.name_any()));
-                    Some(Ok(o))
-                }
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                Err(e) => Some(Err(e)),
-            };
-            std::future::ready(out)
-        })
+    changes.filter_map(move |change| {
+        let key = (change.object.namespace(), change.object.name_any());
+        let out = if change.deleted {
+            seen.remove(&key);
+            Some(Ok(K::clone(&change.object)))
+        } else {
+            let generation = change.object.meta().generation;
+            (seen.insert(key, generation) != Some(generation)).then(|| Ok(K::clone(&change.object)))
+        };
+        std::future::ready(out)
+    })
 }
 
 /// Wrap a reconciler so every run is observed (count, duration, errors by category) and a
@@ -173,9 +131,11 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     shutdown: CancellationToken,
 ) {
-    let models = cache::<DeviceModel>(&client, watcher::Config::default(), &shutdown);
-    let devices = cache::<Device>(&client, watcher::Config::default(), &shutdown);
-    let gateways = cache::<Gateway>(&client, watcher::Config::default(), &shutdown);
+    // One watch per kind that several controllers need, shared (shared.rs).
+    let all = watcher::Config::default;
+    let models = Watched::<DeviceModel>::start(Api::all(client.clone()), all(), &shutdown);
+    let devices = Watched::<Device>::start(Api::all(client.clone()), all(), &shutdown);
+    let gateways = Watched::<Gateway>::start(Api::all(client.clone()), all(), &shutdown);
     // Every Secret the controllers write carries this label: they watch only those, never all
     // the Secrets of the cluster (less memory, and nothing read that is not theirs).
     let managed = format!(
@@ -183,17 +143,17 @@ pub async fn run(
         devplane_api::constants::labels::MANAGED_BY,
         devplane_api::constants::labels::MANAGED_BY_VALUE
     );
-    let secrets = cache::<Secret>(
-        &client,
+    let secrets = Watched::<Secret>::start(
+        Api::all(client.clone()),
         watcher::Config::default().labels(&managed),
         &shutdown,
     );
     let caches_ready = async {
         let _ = tokio::join!(
-            models.wait_until_ready(),
-            devices.wait_until_ready(),
-            gateways.wait_until_ready(),
-            secrets.wait_until_ready()
+            models.store.wait_until_ready(),
+            devices.store.wait_until_ready(),
+            gateways.store.wait_until_ready(),
+            secrets.store.wait_until_ready()
         );
     };
     tokio::select! {
@@ -202,10 +162,10 @@ pub async fn run(
     }
     let ctx = Arc::new(Context::new(
         client.clone(),
-        models.clone(),
-        devices.clone(),
-        gateways.clone(),
-        secrets,
+        models.store.clone(),
+        devices.store.clone(),
+        gateways.store.clone(),
+        secrets.store.clone(),
         settings,
         observer,
     ));
@@ -220,112 +180,86 @@ pub async fn run(
 
     // DeviceModel: its own changes, models it extends, and its users coming and going.
     let model_ctx = ctx.clone();
-    let model_controller = Controller::new(
-        Api::<DeviceModel>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(
-        ControllerConfig::default()
-            .concurrency(4)
-            .debounce(Duration::from_millis(500)),
-    )
-    .watches_stream(
-        spec_changes::<DeviceModel>(&client),
-        move |changed: DeviceModel| {
-            let key = ModelKey::new(changed.namespace().unwrap_or_default(), changed.name_any());
-            device_model::models_extending(&model_ctx, &key)
-                .into_iter()
-                .map(|k| ObjectRef::<DeviceModel>::new(&k.name).within(&k.namespace))
-                .collect::<Vec<_>>()
-        },
-    )
-    .watches(
-        Api::<Device>::all(client.clone()),
-        watcher::Config::default(),
-        move |d: Device| {
+    let model_controller = Controller::for_stream(models.subscribe(), models.store.clone())
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(4)
+                .debounce(Duration::from_millis(500)),
+        )
+        .watches_stream(
+            spec_changes(models.changes()),
+            move |changed: DeviceModel| {
+                let key =
+                    ModelKey::new(changed.namespace().unwrap_or_default(), changed.name_any());
+                device_model::models_extending(&model_ctx, &key)
+                    .into_iter()
+                    .map(|k| ObjectRef::<DeviceModel>::new(&k.name).within(&k.namespace))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches_stream(devices.subscribe(), move |d: Device| {
             let key = ModelKey::from_ref(&d.spec.model_ref, &d.namespace().unwrap_or_default());
             Some(ObjectRef::<DeviceModel>::new(&key.name).within(&key.namespace))
-        },
-    )
-    .graceful_shutdown_on(stop())
-    .run(
-        observed(device_model::NAME, device_model::reconcile),
-        device_model::error_policy,
-        ctx.clone(),
-    );
+        })
+        .graceful_shutdown_on(stop())
+        .run(
+            observed(device_model::NAME, device_model::reconcile),
+            device_model::error_policy,
+            ctx.clone(),
+        );
 
     // Device: its own changes, its Secret, its model (and what that extends), its gateway.
     let dependants_ctx = ctx.clone();
-    let device_devices = devices.clone();
-    let device_controller = Controller::new(
-        Api::<Device>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(config.clone())
-    .owns(
-        Api::<Secret>::all(client.clone()),
-        watcher::Config::default().labels(&managed),
-    )
-    .watches_stream(
-        spec_changes::<DeviceModel>(&client),
-        move |m: DeviceModel| {
+    let device_devices = devices.store.clone();
+    let device_controller = Controller::for_stream(devices.subscribe(), devices.store.clone())
+        .with_config(config.clone())
+        .owns_stream(secrets.subscribe())
+        .watches_stream(spec_changes(models.changes()), move |m: DeviceModel| {
             let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
             dependants_ctx.devices_depending_on(&key)
-        },
-    )
-    .watches_stream(spec_changes::<Gateway>(&client), move |g: Gateway| {
-        let namespace = g.namespace();
-        let name = g.name_any();
-        device_devices
-            .state()
-            .iter()
-            .filter(|d| {
-                d.namespace() == namespace && d.spec.connection.gateway() == Some(name.as_str())
-            })
-            .map(|d| ObjectRef::from_obj(d.as_ref()))
-            .collect::<Vec<_>>()
-    })
-    .graceful_shutdown_on(stop())
-    .run(
-        observed(device::NAME, device::reconcile),
-        device::error_policy,
-        ctx.clone(),
-    );
+        })
+        .watches_stream(spec_changes(gateways.changes()), move |g: Gateway| {
+            let namespace = g.namespace();
+            let name = g.name_any();
+            device_devices
+                .state()
+                .iter()
+                .filter(|d| {
+                    d.namespace() == namespace && d.spec.connection.gateway() == Some(name.as_str())
+                })
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stop())
+        .run(
+            observed(device::NAME, device::reconcile),
+            device::error_policy,
+            ctx.clone(),
+        );
 
     // Gateway: its own changes, its Secret, its model, and devices it may act for.
     let gateway_dependants = ctx.clone();
-    let gateway_gateways = gateways.clone();
-    let gateway_controller = Controller::new(
-        Api::<Gateway>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(
-        ControllerConfig::default()
-            .concurrency(4)
-            .debounce(Duration::from_millis(200)),
-    )
-    .owns(
-        Api::<Secret>::all(client.clone()),
-        watcher::Config::default().labels(&managed),
-    )
-    .watches_stream(
-        spec_changes::<DeviceModel>(&client),
-        move |m: DeviceModel| {
+    let gateway_gateways = gateways.store.clone();
+    let gateway_controller = Controller::for_stream(gateways.subscribe(), gateways.store.clone())
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(4)
+                .debounce(Duration::from_millis(200)),
+        )
+        .owns_stream(secrets.subscribe())
+        .watches_stream(spec_changes(models.changes()), move |m: DeviceModel| {
             let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
             gateway_dependants.gateways_depending_on(&key)
-        },
-    )
-    .watches(
-        Api::<Device>::all(client.clone()),
-        watcher::Config::default(),
-        move |d: Device| gateway::gateways_for(&d, &gateway_gateways.state()),
-    )
-    .graceful_shutdown_on(stop())
-    .run(
-        observed(gateway::NAME, gateway::reconcile),
-        gateway::error_policy,
-        ctx.clone(),
-    );
+        })
+        .watches_stream(devices.subscribe(), move |d: Device| {
+            gateway::gateways_for(&d, &gateway_gateways.state())
+        })
+        .graceful_shutdown_on(stop())
+        .run(
+            observed(gateway::NAME, gateway::reconcile),
+            gateway::error_policy,
+            ctx.clone(),
+        );
 
     let batch_controller = Controller::new(
         Api::<OnboardingBatch>::all(client.clone()),
@@ -346,20 +280,16 @@ pub async fn run(
     .with_config(config);
     let commands = command_controller.store();
     let command_controller = command_controller
-        .watches(
-            Api::<Device>::all(client.clone()),
-            watcher::Config::default(),
-            move |d: Device| {
-                let namespace = d.namespace();
-                let name = d.name_any();
-                commands
-                    .state()
-                    .iter()
-                    .filter(|c| c.namespace() == namespace && c.spec.device == name)
-                    .map(|c| ObjectRef::from_obj(c.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(devices.subscribe(), move |d: Device| {
+            let namespace = d.namespace();
+            let name = d.name_any();
+            commands
+                .state()
+                .iter()
+                .filter(|c| c.namespace() == namespace && c.spec.device == name)
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(stop())
         .run(
             observed(device_command::NAME, device_command::reconcile),
@@ -372,10 +302,7 @@ pub async fn run(
         watcher::Config::default(),
     )
     .with_config(ControllerConfig::default().concurrency(2))
-    .owns(
-        Api::<Secret>::all(client.clone()),
-        watcher::Config::default().labels(devplane_api::constants::labels::APPLICATION),
-    )
+    .owns_stream(secrets.subscribe())
     .graceful_shutdown_on(stop())
     .run(
         observed(application::NAME, application::reconcile),
@@ -394,17 +321,13 @@ pub async fn run(
             .concurrency(2)
             .debounce(Duration::from_secs(1)),
     )
-    .watches(
-        Api::<Device>::all(client.clone()),
-        watcher::Config::default().labels(devplane_api::constants::labels::PROVISIONING_POLICY),
-        |d: Device| {
-            let policy = d
-                .labels()
-                .get(devplane_api::constants::labels::PROVISIONING_POLICY)?
-                .clone();
-            Some(ObjectRef::<ProvisioningPolicy>::new(&policy).within(&d.namespace()?))
-        },
-    )
+    .watches_stream(devices.subscribe(), |d: Device| {
+        let policy = d
+            .labels()
+            .get(devplane_api::constants::labels::PROVISIONING_POLICY)?
+            .clone();
+        Some(ObjectRef::<ProvisioningPolicy>::new(&policy).within(&d.namespace()?))
+    })
     .graceful_shutdown_on(stop())
     .run(
         observed(provisioning_policy::NAME, provisioning_policy::reconcile),
