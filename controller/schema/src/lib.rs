@@ -364,6 +364,8 @@ impl CompiledSchema {
             if !errors.is_empty() {
                 return Err(errors);
             }
+            let mut compiled = compiled;
+            rules::prune(&mut compiled);
             Some(compiled)
         } else {
             None
@@ -418,10 +420,9 @@ impl CompiledSchema {
             return Vec::new();
         };
         let validator = validator();
-        match validator.validate_compiled(cel, object, old) {
+        match rules::validate(&validator, cel, object, old) {
             Ok(()) => Vec::new(),
             Err(errors) => errors
-                .as_slice()
                 .iter()
                 .map(|e| {
                     let kind = match e.reason.as_deref() {
@@ -451,6 +452,8 @@ pub struct Admission {
     /// Schema and CEL errors.
     pub errors: Vec<FieldError>,
 }
+
+mod rules;
 
 thread_local! {
     static VALIDATOR: std::rc::Rc<kube_cel::Validator> = std::rc::Rc::new(kube_cel::Validator::new());
