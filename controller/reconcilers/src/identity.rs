@@ -214,6 +214,19 @@ pub async fn reconcile(ctx: &Context, subject: Subject<'_>, manager: &str) -> Re
     })
 }
 
+/// The Event reason and note of what happened to the credentials, if anything.
+fn credentials_note(action: &credentials::Action) -> Option<(&'static str, &'static str)> {
+    match action {
+        credentials::Action::Create => Some(("CredentialsIssued", "credentials issued")),
+        credentials::Action::Rotate => Some((
+            "CredentialsRotated",
+            "credentials rotated; the previous password works until the overlap ends",
+        )),
+        credentials::Action::Delete => Some(("CredentialsRevoked", "credentials revoked")),
+        _ => None,
+    }
+}
+
 /// Events for what changed between the old and new phase and conditions.
 pub async fn announce<K>(
     ctx: &Context,
@@ -235,14 +248,23 @@ pub async fn announce<K>(
             outcome.phase
         )
     });
-    let credentials_note = match &outcome.action {
-        credentials::Action::Create => Some(("CredentialsIssued", "credentials issued")),
-        credentials::Action::Rotate => Some((
-            "CredentialsRotated",
-            "credentials rotated; the previous password works until the overlap ends",
-        )),
-        credentials::Action::Delete => Some(("CredentialsRevoked", "credentials revoked")),
-        _ => None,
+    // A device a batch or a policy onboarded gets no Event for its routine first steps
+    // (credentials issued, Provisioned): the batch's and the policy's own milestones say it
+    // once for thousands. Rotations, revocations, other phase changes and warnings still do.
+    let fleet_member = {
+        let labels = object.meta().labels.as_ref();
+        labels.is_some_and(|l| {
+            l.contains_key(devplane_api::constants::labels::BATCH)
+                || l.contains_key(devplane_api::constants::labels::PROVISIONING_POLICY)
+        })
+    };
+    let routine = matches!(outcome.action, credentials::Action::Create)
+        && matches!(old_phase, None | Some(Phase::Planned))
+        && outcome.phase == Phase::Provisioned;
+    let (credentials_note, phase_note) = if fleet_member && routine {
+        (None, None)
+    } else {
+        (credentials_note(&outcome.action), phase_note)
     };
     match (credentials_note, phase_note) {
         (Some((reason, note)), Some(phase)) => {
