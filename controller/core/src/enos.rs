@@ -48,12 +48,7 @@ impl Products {
 
     /// Keep only the models `keep` says to keep (after a re-list).
     pub fn retain(&mut self, keep: impl Fn(&ModelKey) -> bool) {
-        let gone: Vec<ModelKey> = self
-            .by_model
-            .keys()
-            .filter(|m| !keep(m))
-            .cloned()
-            .collect();
+        let gone: Vec<ModelKey> = self.by_model.keys().filter(|m| !keep(m)).cloned().collect();
         for model in gone {
             self.forget(&model);
         }
