@@ -15,6 +15,7 @@
 
 pub mod coap;
 pub mod commands;
+pub mod enos;
 pub mod gateway;
 pub mod http;
 pub mod ingest;
