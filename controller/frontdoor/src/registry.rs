@@ -764,5 +764,7 @@ impl Registry {
 mod credentials;
 mod enos;
 
+pub use enos::{Activation, EnosPrincipal};
+
 #[cfg(test)]
 mod tests;

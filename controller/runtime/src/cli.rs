@@ -151,6 +151,13 @@ pub struct FrontdoorListenArgs {
     /// Seconds between two "last seen" status writes of one device.
     #[arg(long, default_value_t = 30)]
     pub status_interval_seconds: u64,
+    /// Listener for devices speaking the EnOS device protocol (MQTT 3.1.1; see
+    /// docs/enos.md); off unless given.
+    #[arg(long, env = "DEVPLANE_ENOS_MQTT_ADDR")]
+    pub enos_mqtt_addr: Option<std::net::SocketAddr>,
+    /// The EnOS listener over TLS, with a certificate from devplane's CA; off unless given.
+    #[arg(long, env = "DEVPLANE_ENOS_MQTTS_ADDR")]
+    pub enos_mqtts_addr: Option<std::net::SocketAddr>,
 }
 
 /// Arguments of `devplane simulate`.

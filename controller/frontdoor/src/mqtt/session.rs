@@ -15,20 +15,22 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::codec::{
-    self, AckCode, CloseCode, ConnectCode, ConnectInfo, DecodeError, Incoming, Outgoing, SubCode,
-    Version,
+    self, AckCode, CloseCode, ConnectCode, DecodeError, Incoming, Outgoing, SubCode, Version,
 };
 use crate::Shared;
 use crate::gateway::{self, GatewaySession};
 use crate::ingest;
 use crate::north::Sink;
-use crate::sessions::{Deliver, Handle, Kill, Stored};
+use crate::sessions::{Deliver, Handle, Kill};
 use crate::status::{GatewayChange, StatusUpdate};
 use crate::topic::{self, Denial, Downlink, Identity};
 use crate::uplink::Rejection;
 
 mod acting;
 mod connect;
+mod enos;
+mod enos_gateway;
+mod finish;
 
 use connect::{authenticate, refuse_malformed_connect};
 
@@ -41,6 +43,10 @@ pub enum Listener {
     DeviceTls,
     /// Northbound applications.
     Application,
+    /// Devices speaking the EnOS device protocol, plain TCP.
+    Enos,
+    /// Devices speaking the EnOS device protocol, TLS.
+    EnosTls,
 }
 
 impl Listener {
@@ -49,7 +55,13 @@ impl Listener {
             Listener::Device => "mqtt",
             Listener::DeviceTls => "mqtts",
             Listener::Application => "app",
+            Listener::Enos => "enos-mqtt",
+            Listener::EnosTls => "enos-mqtts",
         }
+    }
+
+    fn is_enos(self) -> bool {
+        matches!(self, Listener::Enos | Listener::EnosTls)
     }
 }
 
@@ -93,6 +105,8 @@ struct Session<S> {
     last_seen_reported: Option<Instant>,
     /// A gateway's sub-device logins (boxed: most sessions are devices).
     gateway: Option<Box<GatewaySession>>,
+    /// The EnOS profile's state, on an EnOS listener (boxed: most sessions are native).
+    enos: Option<Box<enos::EnosState>>,
 }
 
 /// Serve one connection until it ends.
@@ -143,7 +157,27 @@ where
         .await;
         return;
     }
-    let (role, tag) = match authenticate(&info, listener, &shared) {
+    let authenticated = if listener.is_enos() {
+        match enos::authenticate(&info, &shared) {
+            Ok(enos::Login::Session(role, tag, state)) => Ok((role, tag, Some(state))),
+            Ok(enos::Login::Activation(activation)) => {
+                Box::pin(crate::enos::activate::serve(
+                    stream,
+                    peer,
+                    info,
+                    input,
+                    *activation,
+                    shared,
+                ))
+                .await;
+                return;
+            }
+            Err(refused) => Err(refused),
+        }
+    } else {
+        authenticate(&info, listener, &shared).map(|(role, tag)| (role, tag, None))
+    };
+    let (role, tag, enos_state) = match authenticated {
         Ok(ok) => ok,
         Err((code, reason)) => {
             shared.metrics.connections_refused.inc(match code {
@@ -240,6 +274,7 @@ where
             ))),
             _ => None,
         },
+        enos: enos_state,
     };
     let handle = Handle {
         conn,
@@ -296,7 +331,8 @@ where
             protocol: Protocol::Mqtt,
         });
         Box::pin(ingest::presence(&shared, id, true, &peer.to_string())).await;
-        if session_present {
+        // EnOS devices get downlink without subscribing.
+        if session_present || session.enos.is_some() {
             Box::pin(session.offer_downlink()).await;
         }
     }
@@ -509,6 +545,9 @@ where
             });
             return Some(End::Abnormal);
         }
+        if self.enos.is_some() {
+            return Box::pin(self.enos_publish(topic, pkid, qos, payload, kill)).await;
+        }
         let (device, uplink) = match &self.role {
             Role::Device(id) => match topic::classify_publish(id, &topic) {
                 Ok(uplink) => (id.clone(), uplink),
@@ -663,6 +702,7 @@ where
                 continue;
             }
             let verdict = match &self.role {
+                _ if self.enos.is_some() => self.enos_filter(&filter),
                 Role::Device(id) => topic::authorize_device_filter(id, &filter),
                 Role::Gateway(id) => {
                     let state = self.gateway.as_deref();
@@ -710,7 +750,11 @@ where
             }
         }
         self.send(Outgoing::SubAck { pkid, codes });
-        if !granted.is_empty() && matches!(self.role, Role::Device(_) | Role::Gateway(_)) {
+        // An EnOS device had its downlink at connect, subscribed or not.
+        if !granted.is_empty()
+            && self.enos.is_none()
+            && matches!(self.role, Role::Device(_) | Role::Gateway(_))
+        {
             self.offer_downlink().await;
         }
     }
@@ -758,24 +802,36 @@ where
         }
     }
 
-    /// Send a downlink message if a subscription matches it.
+    /// Send a downlink message if a subscription matches it (an EnOS device gets it in EnOS
+    /// terms, subscribed or not).
     fn deliver(&mut self, deliver: Deliver) {
-        let granted = self
-            .subscriptions
-            .read()
-            .iter()
-            .filter(|(f, _)| topic::matches(&deliver.topic, f))
-            .map(|(_, q)| *q)
-            .max();
-        let Some(granted) = granted else {
+        if let Some(name) = &deliver.command
+            && self.sent_commands.contains(name)
+        {
             return;
+        }
+        let owner = topic::downlink_owner(&deliver.topic);
+        let (deliver, granted) = if self.enos.is_some() {
+            match self.enos_downlink(deliver) {
+                Some(translated) => (translated, 1),
+                None => return,
+            }
+        } else {
+            let granted = self
+                .subscriptions
+                .read()
+                .iter()
+                .filter(|(f, _)| topic::matches(&deliver.topic, f))
+                .map(|(_, q)| *q)
+                .max();
+            match granted {
+                Some(granted) => (deliver, granted),
+                None => return,
+            }
         };
         if let Some(name) = &deliver.command {
-            if self.sent_commands.contains(name) {
-                return;
-            }
             self.sent_commands.insert(name.clone());
-            if let Some(device) = topic::downlink_owner(&deliver.topic) {
+            if let Some(device) = owner {
                 self.shared.command_sent(&device, name);
             }
         }
@@ -815,94 +871,6 @@ where
             if !self.inflight.contains_key(&self.next_pkid) {
                 return self.next_pkid;
             }
-        }
-    }
-
-    async fn finish(mut self, end: End, conn: u64, kill: &Kill, info: &ConnectInfo) {
-        if let (End::Killed, Some((code, reason))) = (&end, kill.reason()) {
-            tracing::info!(peer = %self.peer, who = %self.who(), %reason, "closing the session");
-            self.send(Outgoing::Disconnect { code, reason });
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
-        self.shared
-            .metrics
-            .sessions_open
-            .fetch_sub(1, Ordering::Relaxed);
-        let shared = self.shared.clone();
-        match self.role.clone() {
-            Role::Application(id) => {
-                shared.north.detach(&id.namespace, conn);
-                shared.apps.remove(&id, conn);
-            }
-            Role::Gateway(id) => {
-                if let Some(mut state) = self.gateway.take() {
-                    state.end(&shared).await;
-                }
-                if shared.gateways.remove(&id, conn) {
-                    shared.status_update(StatusUpdate::Gateway {
-                        id: id.clone(),
-                        change: GatewayChange::Active(0),
-                    });
-                    shared.status_update(StatusUpdate::Gateway {
-                        id: id.clone(),
-                        change: GatewayChange::Disconnected,
-                    });
-                    ingest::presence(&shared, &id, false, &self.peer.to_string()).await;
-                }
-            }
-            Role::Device(id) => {
-                // Store a persistent session's state before leaving the table: a connection
-                // that resumes it either finds this session still registered (and waits for it
-                // to finish) or finds the state stored.
-                let ours = shared.devices.get(&id).is_some_and(|h| h.conn == conn);
-                let persistent = !info.clean && info.session_expiry != Some(0);
-                if persistent && ours {
-                    let mut queue: Vec<Deliver> = self.inflight.drain().map(|(_, d)| d).collect();
-                    queue.extend(self.waiting.drain(..));
-                    let expiry = info
-                        .session_expiry
-                        .map(|s| Duration::from_secs(u64::from(s)))
-                        .unwrap_or(shared.settings.session_expiry)
-                        .min(shared.settings.session_expiry);
-                    shared.devices.store(
-                        &id,
-                        Stored {
-                            subscriptions: self.subscriptions.read().clone(),
-                            queue,
-                            expires: Instant::now(),
-                        },
-                        expiry,
-                        shared.settings.offline_queue,
-                    );
-                }
-                let still_ours = shared.devices.remove(&id, conn);
-                let will_due = matches!(end, End::Abnormal | End::Clean { with_will: true });
-                if will_due && let Some(will) = &info.will {
-                    publish_will(&shared, &id, will).await;
-                }
-                if still_ours {
-                    shared.status_update(StatusUpdate::Disconnected { id: id.clone() });
-                    ingest::presence(&shared, &id, false, &self.peer.to_string()).await;
-                }
-            }
-        }
-        tracing::debug!(peer = %self.peer, "session ended");
-    }
-}
-
-/// A will goes through the same validation and ingest as any uplink.
-async fn publish_will(shared: &Arc<Shared>, id: &Identity, will: &codec::Will) {
-    let Ok(uplink) = topic::classify_publish(id, &will.topic) else {
-        return;
-    };
-    match ingest::judge(shared, id, &uplink, &will.payload) {
-        Ok(accepted) => {
-            let _ = shared.ingest.send(accepted).await;
-        }
-        Err(rejection) => {
-            shared.metrics.rejected.inc(rejection.reason);
-            tracing::info!(device = %id, reason = rejection.reason, "will message rejected");
         }
     }
 }
