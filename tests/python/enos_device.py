@@ -21,9 +21,11 @@ that arrives is printed as "message <topic> <payload>". SCRIPT_JSON is a list of
   {"op": "logout", "device": DEVICE}                      "reply logout <code> <message>"
   {"op": "sub_post", "device": DEVICE, "measurepoints": {...}}
                                                           "reply sub_post <code> <message>"
-  {"op": "serve", "seconds": S, "output": {...}}          for S seconds answer each service
-                                                          invocation ("invoke <service> <params>")
-                                                          with code 200 and the output, and each
+  {"op": "serve", "seconds": S, "output": {...}}          for S seconds (and, like an SDK's
+                                                          handlers, from the connection on)
+                                                          answer each service invocation
+                                                          ("invoke <service> <params>") with
+                                                          code 200 and the output, and each
                                                           measure-point set ("set <params>")
                                                           with code 200
   {"op": "activate"}                                      (mode 3) wait for the secret, print
@@ -50,6 +52,8 @@ DIGESTS = {
     "md5": hashlib.md5,
     "hmacmd5": hashlib.md5,
 }
+
+V5_TO_V3 = {0: 0, 132: 1, 133: 2, 136: 3, 134: 4, 135: 5}
 
 
 def signature(method, client_id, device_key, product_key, timestamp, secret):
@@ -93,7 +97,9 @@ def main():
     next_id = [0]
 
     def on_connect(c, userdata, flags, reason_code, properties):
-        result["connack"] = reason_code.value if hasattr(reason_code, "value") else int(reason_code)
+        code = reason_code.value if hasattr(reason_code, "value") else int(reason_code)
+        # paho reports MQTT 3.1.1 return codes as their MQTT 5 equivalents: print the 3.1.1 one.
+        result["connack"] = V5_TO_V3.get(code, code)
         connected.set()
 
     def on_disconnect(c, userdata, flags, reason_code, properties):
@@ -125,6 +131,9 @@ def main():
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
     client.on_message = on_message
+    # Like an SDK's handlers, the answers are ready before the connection: downlink may come
+    # right behind the CONNACK.
+    serving["output"] = next((s.get("output", {}) for s in steps if s["op"] == "serve"), None)
     try:
         client.connect(host, int(port), keepalive=60)
     except Exception as e:  # a refused v3.1.1 connect may surface as an error
