@@ -219,6 +219,16 @@ fn an_enos_gateway_adds_topology_logs_in_a_meter_posts_for_it_and_is_refused_oth
         "deviceKey": "living-room-climate",
         "secret": plant.secret_of("smart-home", "living-room-climate"),
     });
+    let second = json!({
+        "productKey": "emtr01",
+        "deviceKey": "feeder-2-meter",
+        "secret": plant.secret_of("metering", "feeder-2-meter"),
+    });
+    let third_forged = json!({
+        "productKey": "emtr01",
+        "deviceKey": "auxiliary-meter",
+        "secret": "forged",
+    });
     let mut forged = meter.clone();
     forged["secret"] = json!("forged");
     let login = json!({
@@ -239,6 +249,9 @@ fn an_enos_gateway_adds_topology_logs_in_a_meter_posts_for_it_and_is_refused_oth
             {"op": "login", "device": stranger},
             {"op": "sub_post", "device": stranger, "measurepoints": {"temperature": 21.0}},
             {"op": "post", "measurepoints": {"connectedFieldDevices": 1}},
+            {"op": "login_batch", "devices": [second, third_forged]},
+            {"op": "logout", "device": meter},
+            {"op": "sub_post", "device": meter, "measurepoints": {"cumulativeActiveEnergy": 13.0}},
         ]),
     );
     let topo_adds: Vec<&String> = lines
@@ -276,6 +289,21 @@ fn an_enos_gateway_adds_topology_logs_in_a_meter_posts_for_it_and_is_refused_oth
         "{lines:#?}"
     );
     assert_eq!(line_with(&lines, "reply post "), "reply post 200 success");
+    let batch: Value = serde_json::from_str(
+        line_with(&lines, "reply login_batch 200 ").trim_start_matches("reply login_batch 200 "),
+    )
+    .expect("batch data");
+    assert_eq!(batch["loginedSubDevices"][0]["deviceKey"], "feeder-2-meter");
+    assert_eq!(batch["failedSubDevices"][0]["deviceKey"], "auxiliary-meter");
+    assert_eq!(batch["failedSubDevices"][0]["code"], 401);
+    assert_eq!(
+        line_with(&lines, "reply logout "),
+        "reply logout 200 success"
+    );
+    assert!(
+        sub_posts[3].starts_with("reply sub_post 401 "),
+        "logged out: {lines:#?}"
+    );
     // The meter was Online through the gateway, which its status remembers.
     assert_eq!(
         plant.jsonpath(

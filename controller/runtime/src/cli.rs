@@ -183,9 +183,10 @@ pub struct SimulateArgs {
     /// Simulate the existing devices matching this label selector instead.
     #[arg(long, short = 'l')]
     pub selector: Option<String>,
-    /// Protocol: `mqtt`, `http` or `coap` (CoAP over DTLS with the device's password as PSK):
-    /// each device connects itself; or `gateway` (one gateway, --gateway, logs the devices in
-    /// as its sub-devices and publishes for them).
+    /// Protocol: `mqtt`, `http`, `coap` (CoAP over DTLS with the device's password as PSK) or
+    /// `enos` (the EnOS device protocol at --enos-addr, with the model's product key): each
+    /// device connects itself; or `gateway` (one gateway, --gateway, logs the devices in as its
+    /// sub-devices and publishes for them).
     #[arg(long, default_value = "mqtt")]
     pub protocol: String,
     /// The Gateway (in --namespace) that `--protocol gateway` connects as.
@@ -214,6 +215,9 @@ pub struct SimulateArgs {
     /// `coaps-endpoint`.
     #[arg(long)]
     pub coaps_addr: Option<std::net::SocketAddr>,
+    /// With --protocol enos: the front door's EnOS listener (its --enos-mqtt-addr).
+    #[arg(long)]
+    pub enos_addr: Option<std::net::SocketAddr>,
     /// Kubeconfig to use; default: $KUBECONFIG or ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
