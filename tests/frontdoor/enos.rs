@@ -479,3 +479,40 @@ spec:
     );
     assert_eq!(lines, vec!["connack 4"]);
 }
+
+#[test]
+fn simulated_enos_devices_post_and_get_their_rejections_counted() {
+    let plant = Plant::start_with(&["--enos-mqtt-addr", "127.0.0.1:0"]);
+    plant.devplane.kubectl_ok(&[
+        "patch",
+        "devicemodel",
+        "probe",
+        "-n",
+        "plant",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"enos":{"productKey":"prb001"}}}"#,
+    ]);
+    let output = Command::new(env!("CARGO_BIN_EXE_devplane"))
+        .args([
+            "simulate", "-n", "plant", "--model", "probe", "--count", "3",
+        ])
+        .args(["--protocol", "enos", "--enos-addr", &plant.enos_addr()])
+        .args(["--rate", "30", "--invalid-share", "0.3", "--duration", "4"])
+        .arg("--kubeconfig")
+        .arg(plant.devplane.kubeconfig())
+        .output()
+        .expect("devplane simulate runs");
+    let summary = crate::support::stdout(&output);
+    assert!(
+        output.status.success(),
+        "{summary}\n{}",
+        crate::support::stderr(&output)
+    );
+    assert!(summary.contains("connected 3/3 (failed 0)"), "{summary}");
+    let number_after = super::sessions::number_after;
+    assert!(number_after(&summary, "· accepted ") > 0, "{summary}");
+    assert!(number_after(&summary, "· rejected ") > 0, "{summary}");
+    assert!(summary.contains("InvalidValue"), "{summary}");
+    plant.wait_device("probe-sim-0001", "--for=jsonpath={.status.phase}=Servicing");
+}
