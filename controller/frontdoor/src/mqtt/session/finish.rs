@@ -77,7 +77,9 @@ where
                     );
                 }
                 let still_ours = shared.devices.remove(&id, conn);
-                let will_due = matches!(end, End::Abnormal | End::Clean { with_will: true });
+                // EnOS has no wills: an EnOS session's is ignored.
+                let will_due = matches!(end, End::Abnormal | End::Clean { with_will: true })
+                    && self.enos.is_none();
                 if will_due && let Some(will) = &info.will {
                     publish_will(&shared, &id, will).await;
                 }
