@@ -472,6 +472,38 @@ spec:
     ]);
     let lines = plant.enos_run(activation, json!([{"op": "activate"}]));
     assert_eq!(lines, vec!["connack 5"]);
+    // A second model claiming the product key is refused, naming the holder; the key stays
+    // with the first, and so does dynamic activation.
+    plant.devplane.apply_yaml(
+        r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: DeviceModel
+metadata: {name: thermo-copy, namespace: plant}
+spec: {version: 1.0.0, enos: {productKey: thhy01, dynamicActivation: true}}
+"#,
+    );
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=EnosProductKey=False",
+        "devicemodel/thermo-copy",
+        "-n",
+        "plant",
+        "--timeout=60s",
+    ]);
+    let message = plant.jsonpath(
+        "devicemodel",
+        "plant",
+        "thermo-copy",
+        r#"{.status.conditions[?(@.type=="EnosProductKey")].reason} {.status.conditions[?(@.type=="EnosProductKey")].message}"#,
+    );
+    assert!(
+        message.starts_with("ProductKeyTaken ") && message.contains("smart-home/thermo-hygrometer"),
+        "{message}"
+    );
+    let copies = plant
+        .devplane
+        .kubectl_ok(&["get", "secret", "-n", "plant", "-o", "name"]);
+    assert!(!copies.contains("thermo-copy-enos-product"), "{copies}");
     // The product secret signs nothing else: not as a device secret.
     let lines = plant.enos_run(
         json!({"productKey": "thhy01", "deviceKey": "hall-climate", "secret": product_secret}),
