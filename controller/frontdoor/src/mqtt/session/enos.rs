@@ -486,3 +486,136 @@ where
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use devplane_api::constants::labels;
+    use devplane_api::v1alpha1::{Device, DeviceModel};
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+
+    use super::*;
+    use crate::mqtt::codec::Version;
+
+    fn secret(label: &str, owner: &str, key: &str, value: &str) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.name = Some(format!("{owner}-secret"));
+        s.metadata.namespace = Some("home".into());
+        s.metadata.labels = Some(BTreeMap::from([(label.to_string(), owner.to_string())]));
+        s.data = Some(BTreeMap::from([(
+            key.to_string(),
+            ByteString(value.as_bytes().to_vec()),
+        )]));
+        s
+    }
+
+    fn shared() -> std::sync::Arc<Shared> {
+        let (shared, _ingest) = crate::test_shared();
+        {
+            let mut registry = shared.registry.write();
+            registry.keep_device_keys();
+            let model: DeviceModel = serde_yaml::from_str(
+                "metadata: {name: thermo, namespace: home}\n\
+                 spec: {version: 1.0.0, enos: {productKey: thhy01, dynamicActivation: true}}",
+            )
+            .expect("model");
+            registry.apply_model(&model);
+            for (name, phase) in [("sensor", "Provisioned"), ("planned", "Planned")] {
+                let device: Device = serde_yaml::from_str(&format!(
+                    "metadata: {{name: {name}, namespace: home}}\n\
+                     spec: {{modelRef: {{name: thermo}}}}\n\
+                     status: {{phase: {phase}}}"
+                ))
+                .expect("device");
+                registry.apply_device(&device);
+                registry.apply_secret(&secret(labels::DEVICE, name, "password", "pw"));
+            }
+            registry.apply_secret(&secret(
+                labels::ENOS_PRODUCT,
+                "thermo",
+                "productSecret",
+                "ps",
+            ));
+        }
+        shared
+    }
+
+    fn connect(device_key: &str, mode: u8, secret: &str) -> ConnectInfo {
+        let content = sign::content(device_key, device_key, "thhy01", "1700000000000");
+        ConnectInfo {
+            version: Version::V4,
+            client_id: format!(
+                "{device_key}|securemode={mode},signmethod=hmacsha256,timestamp=1700000000000|"
+            ),
+            keep_alive: 60,
+            clean: true,
+            username: Some(format!("{device_key}&thhy01")),
+            password: Some(sign::sign(
+                sign::SignMethod::Sha256,
+                &content,
+                secret.as_bytes(),
+            )),
+            will: None,
+            session_expiry: None,
+            receive_maximum: None,
+            maximum_packet_size: None,
+        }
+    }
+
+    fn code(result: Result<Login, (ConnectCode, String)>) -> Option<ConnectCode> {
+        result.err().map(|(code, _)| code)
+    }
+
+    #[tokio::test]
+    async fn a_signed_mode_2_login_is_a_device_session_and_a_bad_one_gets_connack_4() {
+        let shared = shared();
+        match authenticate(&connect("sensor", 2, "pw"), &shared) {
+            Ok(Login::Session(Role::Device(id), _, state)) => {
+                assert_eq!(id, Identity::new("home", "sensor"));
+                assert_eq!(
+                    (state.product_key.as_str(), state.device_key.as_str()),
+                    ("thhy01", "sensor")
+                );
+            }
+            _ => panic!("a device session"),
+        }
+        assert_eq!(
+            code(authenticate(&connect("sensor", 2, "wrong"), &shared)),
+            Some(ConnectCode::BadCredentials)
+        );
+        let mut plain = connect("sensor", 2, "pw");
+        plain.client_id = "sensor".into();
+        assert_eq!(
+            code(authenticate(&plain, &shared)),
+            Some(ConnectCode::BadCredentials),
+            "no securemode section"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_device_that_may_not_connect_gets_connack_5() {
+        let shared = shared();
+        assert_eq!(
+            code(authenticate(&connect("planned", 2, "pw"), &shared)),
+            Some(ConnectCode::NotAuthorized)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_mode_3_login_signed_with_the_product_secret_is_an_activation() {
+        let shared = shared();
+        match authenticate(&connect("sensor", 3, "ps"), &shared) {
+            Ok(Login::Activation(activation)) => {
+                assert_eq!(activation.0.device_secret, b"pw");
+            }
+            _ => panic!("an activation"),
+        }
+        assert_eq!(
+            code(authenticate(&connect("sensor", 3, "pw"), &shared)),
+            Some(ConnectCode::BadCredentials),
+            "the device secret is no product secret"
+        );
+    }
+}
