@@ -5,6 +5,7 @@
 
 mod coap;
 mod devices;
+mod enos;
 mod gateways;
 mod http;
 mod protocols;

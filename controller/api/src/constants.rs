@@ -21,6 +21,8 @@ pub mod labels {
     pub const PROVISIONING_POLICY: &str = "iot.devplane.io/provisioning-policy";
     /// Name of the Application a credentials Secret belongs to.
     pub const APPLICATION: &str = "iot.devplane.io/application";
+    /// Name of the DeviceModel an EnOS product Secret belongs to.
+    pub const ENOS_PRODUCT: &str = "iot.devplane.io/enos-product";
     /// Standard Kubernetes label naming the tool that manages an object.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// Value of [`MANAGED_BY`] on everything devplane creates.
@@ -64,6 +66,8 @@ pub mod conditions {
     pub const PROGRESSING: &str = "Progressing";
     /// An OnboardingBatch has created every item it could.
     pub const COMPLETE: &str = "Complete";
+    /// A DeviceModel with `spec.enos` holds its EnOS product key (no older model claims it).
+    pub const ENOS_PRODUCT_KEY: &str = "EnosProductKey";
 }
 
 /// Field managers for server-side apply, one per writer.
@@ -97,6 +101,17 @@ pub const APPLICATION_SECRET_TYPE: &str = "iot.devplane.io/application-credentia
 /// Suffix of an application credentials Secret's name: Application `dashboard` gets Secret
 /// `dashboard-app-credentials` (distinct from a device of the same name).
 pub const APPLICATION_SECRET_SUFFIX: &str = "-app-credentials";
+
+/// The EnOS device-protocol profile: the product Secret a DeviceModel with dynamic activation
+/// gets.
+pub mod enos {
+    /// Suffix of the product Secret's name: model `thermo` gets Secret `thermo-enos-product`.
+    pub const PRODUCT_SECRET_SUFFIX: &str = "-enos-product";
+    /// Key of the product secret in that Secret.
+    pub const PRODUCT_SECRET_KEY: &str = "productSecret";
+    /// Secret type of the product Secret.
+    pub const PRODUCT_SECRET_TYPE: &str = "iot.devplane.io/enos-product";
+}
 
 /// The device protocol's topic roots.
 pub mod topics {

@@ -5,6 +5,7 @@
 //! Nothing here knows tokio or a Kubernetes client; inputs are the API types and plain maps.
 
 pub mod admission;
+pub mod enos;
 pub mod gateway;
 pub mod lifecycle;
 pub mod manifests;

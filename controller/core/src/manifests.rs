@@ -184,6 +184,7 @@ pub fn check(documents: &[Document], library: &[DeviceModel]) -> Vec<Finding> {
     for m in &models {
         checker.model(m);
     }
+    checker.product_keys(&models);
     for d in &devices {
         let at = At {
             source: &d.source,
@@ -242,6 +243,41 @@ impl Checker {
         let result = model::resolve(&self.source, key);
         self.resolved.insert(key.clone(), result.clone());
         result
+    }
+
+    /// A product key names one model: the manifests' first claim (in file order) holds it, as
+    /// the oldest model does in a cluster (see `crate::enos`).
+    fn product_keys(&mut self, models: &[Located<DeviceModel>]) {
+        let mut products = crate::enos::Products::default();
+        for (order, m) in models.iter().enumerate() {
+            let key = m.object.spec.enos.as_ref().map(|e| e.product_key.as_str());
+            products.claim(
+                &ModelKey::new(&m.namespace, &m.name),
+                key,
+                Some(order as i64),
+            );
+        }
+        for m in models {
+            let key = ModelKey::new(&m.namespace, &m.name);
+            if let Some(Err(holder)) = products.key_of(&key) {
+                let label = m.label("DeviceModel");
+                let at = At {
+                    source: &m.source,
+                    object: &label,
+                };
+                let product_key = m
+                    .object
+                    .spec
+                    .enos
+                    .as_ref()
+                    .map(|e| e.product_key.clone())
+                    .unwrap_or_default();
+                self.findings.push(at.finding(
+                    "spec.enos.productKey",
+                    format!("product key {product_key} is claimed by DeviceModel {holder} first"),
+                ));
+            }
+        }
     }
 
     fn model(&mut self, m: &Located<DeviceModel>) {

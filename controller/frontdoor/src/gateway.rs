@@ -210,26 +210,54 @@ impl GatewaySession {
                 results.push(result(name, "NotFound", Some("not a device name".into())));
                 continue;
             };
-            if self.acts_for(shared, &device) {
-                results.push(result(name, "ok", None));
-                continue;
+            match self.log_in_device(shared, &device, downlink).await {
+                Ok(newly) => {
+                    changed |= newly;
+                    results.push(result(name, "ok", None));
+                }
+                Err(refusal) => {
+                    results.push(result(name, refusal.as_str(), Some(login_message(refusal))))
+                }
             }
-            let active = self.active(shared).len();
-            let verdict = shared.registry.read().may_log_in(&self.id, &device, active);
-            if let Err(refusal) = verdict {
-                shared.metrics.sub_logins.inc(refusal.as_str());
-                results.push(result(name, refusal.as_str(), Some(login_message(refusal))));
-                continue;
-            }
-            shared.metrics.sub_logins.inc("ok");
-            self.log_in(shared, &device, downlink).await;
-            changed = true;
-            results.push(result(name, "ok", None));
         }
         if changed {
             self.report_active(shared);
         }
         json!({ "devices": results })
+    }
+
+    /// Log one device in through this session, if the gateway may act for it now; Ok(true)
+    /// when it was not logged in here before. Its desired attributes and waiting commands go
+    /// to `downlink`. The caller reports the active count ([`Self::report_active`]).
+    pub async fn log_in_device(
+        &mut self,
+        shared: &Arc<Shared>,
+        device: &Identity,
+        downlink: &mut Vec<Deliver>,
+    ) -> Result<bool, LoginRefusal> {
+        if self.acts_for(shared, device) {
+            return Ok(false);
+        }
+        let active = self.active(shared).len();
+        let verdict = shared.registry.read().may_log_in(&self.id, device, active);
+        if let Err(refusal) = verdict {
+            shared.metrics.sub_logins.inc(refusal.as_str());
+            return Err(refusal);
+        }
+        shared.metrics.sub_logins.inc("ok");
+        self.log_in(shared, device, downlink).await;
+        Ok(true)
+    }
+
+    /// Log one device out of this session; whether it was logged in here. The caller reports
+    /// the active count.
+    pub async fn log_out_device(&mut self, shared: &Arc<Shared>, device: &Identity) -> bool {
+        if !shared.sub_logins.logout(device, self.conn) {
+            return false;
+        }
+        self.subs.remove(device);
+        went_offline(shared, device, &self.address).await;
+        true
     }
 
     async fn log_in(
@@ -280,9 +308,7 @@ impl GatewaySession {
                 results.push(result(name, "NotFound", Some("not a device name".into())));
                 continue;
             };
-            if shared.sub_logins.logout(&device, self.conn) {
-                self.subs.remove(&device);
-                went_offline(shared, &device, &self.address).await;
+            if self.log_out_device(shared, &device).await {
                 changed = true;
                 results.push(result(name, "ok", None));
                 continue;
@@ -569,7 +595,8 @@ impl GatewaySession {
         }
     }
 
-    fn report_active(&mut self, shared: &Shared) {
+    /// Tell the Gateway's status how many sub-devices are logged in through it.
+    pub fn report_active(&mut self, shared: &Shared) {
         let active = self.active(shared).len();
         shared.status_update(StatusUpdate::Gateway {
             id: self.id.clone(),
@@ -603,7 +630,8 @@ fn too_many(n: usize) -> Value {
     )
 }
 
-fn login_message(refusal: LoginRefusal) -> String {
+/// Why a login was refused, for the gateway.
+pub fn login_message(refusal: LoginRefusal) -> String {
     match refusal {
         LoginRefusal::NotFound => "no such device".into(),
         LoginRefusal::NotAllowed => {

@@ -8,6 +8,7 @@
 //!   and authorization rule, payload validation, the in-memory index the watches feed);
 //! - [`mqtt`], [`http`], [`coap`]: the wires (MQTT sessions and listeners, HTTP routes, CoAP
 //!   over UDP and DTLS);
+//! - [`enos`]: the EnOS device-protocol profile, an adapter onto the same sessions;
 //! - [`ingest`], [`north`]: the accepted stream and its fan-out to applications;
 //! - [`status`], [`watch`]: what goes back to the API and what comes from it.
 //!
@@ -15,6 +16,7 @@
 
 pub mod coap;
 pub mod commands;
+pub mod enos;
 pub mod gateway;
 pub mod http;
 pub mod ingest;
@@ -145,6 +147,10 @@ pub struct Listeners {
     pub coap: Option<UdpSocket>,
     /// Devices over CoAP with DTLS (pre-shared keys).
     pub coaps: Option<UdpSocket>,
+    /// Devices speaking the EnOS device protocol (MQTT 3.1.1), plain TCP.
+    pub enos: Option<TcpListener>,
+    /// Devices speaking the EnOS device protocol, TLS.
+    pub enos_tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
 }
 
 /// The kind of object a warning is about.
@@ -363,8 +369,10 @@ pub async fn run(
         writers_stop.clone(),
     )));
 
-    if listeners.coaps.is_some() {
-        // Before the first list of Secrets, so every device's key is there.
+    let enos = listeners.enos.is_some() || listeners.enos_tls.is_some();
+    if listeners.coaps.is_some() || enos {
+        // Before the first list of Secrets, so every device's key is there: DTLS needs the
+        // pre-shared keys, EnOS logins sign with the secret instead of sending it.
         shared.registry.write().keep_device_keys();
     }
     watch::start(shared.clone(), shutdown.clone()).await;
@@ -440,6 +448,24 @@ pub async fn run(
             listener,
             Some(tls),
             Listener::DeviceTls,
+            shared.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(listener) = listeners.enos {
+        accepts.push(tokio::spawn(accept(
+            listener,
+            None,
+            Listener::Enos,
+            shared.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some((listener, tls)) = listeners.enos_tls {
+        accepts.push(tokio::spawn(accept(
+            listener,
+            Some(tls),
+            Listener::EnosTls,
             shared.clone(),
             shutdown.clone(),
         )));

@@ -31,7 +31,8 @@ impl Family {
 /// Every counter of the front door.
 #[derive(Default)]
 pub struct Metrics {
-    /// Sessions opened, by protocol listener (`mqtt`, `mqtts`, `app`).
+    /// Sessions opened, by protocol listener (`mqtt`, `mqtts`, `app`, `enos-mqtt`,
+    /// `enos-mqtts`; `provision` and `enos-activation` for those connections of their own).
     pub connections_accepted: Family,
     /// Connections refused at CONNECT, by reason.
     pub connections_refused: Family,

@@ -5,21 +5,21 @@
 //! (the passwords are 256-bit random strings, so a fast keyed hash is enough), and compares in
 //! constant time. The one exception is DTLS with pre-shared keys, where the server must hold
 //! the key itself: with a CoAP-over-DTLS listener on, devices' current passwords are kept in
-//! memory too ([`Registry::keep_device_keys`]).
+//! memory too ([`Registry::keep_device_keys`]); so are they, and gateways' too, with the EnOS
+//! listener on, whose logins sign with the secret instead of sending it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use devplane_api::constants::conditions::{CONNECTED, TWIN_SYNCED};
-use devplane_api::constants::labels;
 use devplane_api::v1alpha1::{
     ConnectionStatus, Device, DeviceModel, DeviceModelSpec, DynamicRegistration, Gateway,
     Lifecycle, Phase, Protocol,
 };
 use devplane_core::ResolvedModel;
+use devplane_core::enos::Products;
 use devplane_core::gateway::{Acting, SubDevice, acts_for};
 use devplane_core::model::{ModelKey, ModelSource, resolve};
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::ResourceExt;
 use ring::hmac;
@@ -62,6 +62,8 @@ pub struct DeviceEntry {
     pub connected: Option<Since>,
     /// The `TwinSynced` condition as last written.
     pub twin_synced: Option<Since>,
+    /// `spec.enos.deviceKey`, when set.
+    pub enos_key: Option<String>,
     /// `metadata.labels` (a gateway's selector reads them).
     pub labels: BTreeMap<String, String>,
     /// The gateway `spec.connection.gatewayRef` names.
@@ -116,6 +118,7 @@ impl DeviceEntry {
             reported: status.reported,
             connected: Since::of(&status.conditions, CONNECTED),
             twin_synced: Since::of(&status.conditions, TWIN_SYNCED),
+            enos_key: device.spec.enos.as_ref().and_then(|e| e.device_key.clone()),
             labels: device.labels().clone(),
             gateway_ref: device.spec.connection.gateway().map(str::to_string),
         }
@@ -313,6 +316,14 @@ impl std::fmt::Display for Ended {
     }
 }
 
+/// Passwords kept in memory (only with `keep_keys`): the current one and, during a
+/// rotation's overlap, the previous one.
+#[derive(Clone, Debug, PartialEq)]
+struct PlainKeys {
+    current: Vec<u8>,
+    previous: Option<Vec<u8>>,
+}
+
 /// A principal's credentials: the current password and, during a rotation's overlap, the
 /// previous one with its end.
 #[derive(Clone, Debug, PartialEq)]
@@ -338,6 +349,8 @@ enum PrincipalKind {
     Device,
     Gateway,
     Application,
+    /// An EnOS product (a DeviceModel's product Secret; the identity names the model).
+    Product,
 }
 
 /// The index.
@@ -350,9 +363,16 @@ pub struct Registry {
     secret_owners: HashMap<(String, String), (PrincipalKind, Identity)>,
     models: BTreeMap<ModelKey, DeviceModelSpec>,
     resolved: HashMap<ModelKey, Result<Arc<ResolvedModel>, String>>,
-    /// Devices' current passwords, the DTLS pre-shared keys (only with `keep_keys`).
-    keys: HashMap<Identity, Vec<u8>>,
+    /// Devices' and gateways' passwords: DTLS pre-shared keys and EnOS signing secrets (only
+    /// with `keep_keys`).
+    keys: HashMap<(PrincipalKind, Identity), PlainKeys>,
     keep_keys: bool,
+    /// Which model holds each EnOS product key.
+    products: Products,
+    /// EnOS product secrets by model (dynamic activation).
+    product_secrets: HashMap<ModelKey, Vec<u8>>,
+    /// Devices by (namespace, EnOS device key).
+    enos_devices: HashMap<(String, String), BTreeSet<Identity>>,
 }
 
 impl Default for Registry {
@@ -384,17 +404,23 @@ impl Registry {
             resolved: HashMap::new(),
             keys: HashMap::new(),
             keep_keys: false,
+            products: Products::default(),
+            product_secrets: HashMap::new(),
+            enos_devices: HashMap::new(),
         }
     }
 
-    /// Keep devices' current passwords from now on: they are the keys of CoAP over DTLS.
+    /// Keep devices' and gateways' passwords from now on: they are the keys of CoAP over DTLS
+    /// and what EnOS logins sign with.
     pub fn keep_device_keys(&mut self) {
         self.keep_keys = true;
     }
 
     /// A device's DTLS pre-shared key (its current password), if it has credentials.
     pub fn device_key(&self, id: &Identity) -> Option<&[u8]> {
-        self.keys.get(id).map(Vec::as_slice)
+        self.keys
+            .get(&(PrincipalKind::Device, id.clone()))
+            .map(|k| k.current.as_slice())
     }
 
     /// The HMAC of a password under this index's key.
@@ -413,17 +439,24 @@ impl Registry {
     /// Record a Device; returns the entry it replaces.
     pub fn apply_device(&mut self, device: &Device) -> Option<DeviceEntry> {
         let id = Identity::new(device.namespace().unwrap_or_default(), device.name_any());
-        self.devices.insert(id, DeviceEntry::from_device(device))
+        let entry = DeviceEntry::from_device(device);
+        self.index_enos_key(&id, Some(&entry));
+        self.devices.insert(id, entry)
     }
 
     /// Forget a Device; returns its entry.
     pub fn delete_device(&mut self, id: &Identity) -> Option<DeviceEntry> {
+        self.index_enos_key(id, None);
         self.devices.remove(id)
     }
 
     /// Keep only the devices in `keep` (after a re-list); returns the forgotten ones.
     pub fn retain_devices(&mut self, keep: &HashSet<Identity>) -> Vec<Identity> {
-        retain_identities(&mut self.devices, keep)
+        let gone = retain_identities(&mut self.devices, keep);
+        for id in &gone {
+            self.index_enos_key(id, None);
+        }
+        gone
     }
 
     /// A device's entry.
@@ -505,6 +538,13 @@ impl Registry {
     /// Record a DeviceModel (every resolution is redone lazily).
     pub fn apply_model(&mut self, model: &DeviceModel) {
         let key = ModelKey::new(model.namespace().unwrap_or_default(), model.name_any());
+        let created = model
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second());
+        let product_key = model.spec.enos.as_ref().map(|e| e.product_key.as_str());
+        self.products.claim(&key, product_key, created);
         if self.models.get(&key) != Some(&model.spec) {
             self.models.insert(key, model.spec.clone());
             self.resolved.clear();
@@ -513,6 +553,7 @@ impl Registry {
 
     /// Forget a DeviceModel.
     pub fn delete_model(&mut self, key: &ModelKey) {
+        self.products.forget(key);
         if self.models.remove(key).is_some() {
             self.resolved.clear();
         }
@@ -522,6 +563,7 @@ impl Registry {
     pub fn retain_models(&mut self, keep: &HashSet<ModelKey>) {
         let before = self.models.len();
         self.models.retain(|k, _| keep.contains(k));
+        self.products.retain(|k| keep.contains(k));
         if self.models.len() != before {
             self.resolved.clear();
         }
@@ -561,94 +603,7 @@ impl Registry {
         result
     }
 
-    // --- credentials ---------------------------------------------------------------------
-
-    fn owner_of(secret: &Secret) -> Option<(PrincipalKind, Identity)> {
-        let namespace = secret.namespace()?;
-        let labels = secret.labels();
-        if let Some(device) = labels.get(labels::DEVICE) {
-            return Some((PrincipalKind::Device, Identity::new(namespace, device)));
-        }
-        if let Some(gateway) = labels.get(labels::GATEWAY) {
-            return Some((PrincipalKind::Gateway, Identity::new(namespace, gateway)));
-        }
-        let app = labels.get(labels::APPLICATION)?;
-        Some((PrincipalKind::Application, Identity::new(namespace, app)))
-    }
-
-    /// Record a credentials Secret (one labelled with its device or application); returns the
-    /// identity whose credentials changed.
-    pub fn apply_secret(&mut self, secret: &Secret) -> Option<Identity> {
-        let (kind, id) = Self::owner_of(secret)?;
-        let text = |key: &str| secret.data.as_ref()?.get(key).map(|v| v.0.clone());
-        let secret_key = (secret.namespace().unwrap_or_default(), secret.name_any());
-        let Some(password) = text(PASSWORD) else {
-            self.forget_secret(&secret_key);
-            return Some(id);
-        };
-        let previous = text(PREVIOUS_PASSWORD).and_then(|old| {
-            let expires = String::from_utf8(text(PREVIOUS_EXPIRES)?).ok()?;
-            Some((self.tag(&old), expires.parse().ok()?))
-        });
-        let rotation = secret.annotations().get(ROTATION_ANNOTATION).cloned();
-        let credential = Credential {
-            current: self.tag(&password),
-            previous,
-            rotation,
-        };
-        if self.keep_keys && kind == PrincipalKind::Device {
-            self.keys.insert(id.clone(), password);
-        }
-        self.secret_owners.insert(secret_key, (kind, id.clone()));
-        self.credentials.insert((kind, id.clone()), credential);
-        Some(id)
-    }
-
-    fn forget_secret(&mut self, secret_key: &(String, String)) -> Option<Identity> {
-        let owner = self.secret_owners.remove(secret_key)?;
-        if owner.0 == PrincipalKind::Device {
-            self.keys.remove(&owner.1);
-        }
-        self.credentials.remove(&owner);
-        Some(owner.1)
-    }
-
-    /// Forget a Secret; returns the identity that lost its credentials.
-    pub fn delete_secret(&mut self, namespace: &str, name: &str) -> Option<Identity> {
-        self.forget_secret(&(namespace.to_string(), name.to_string()))
-    }
-
-    /// Keep only the Secrets in `keep` (namespace, name) after a re-list; returns who lost
-    /// credentials.
-    pub fn retain_secrets(&mut self, keep: &HashSet<(String, String)>) -> Vec<Identity> {
-        let gone: Vec<(String, String)> = self
-            .secret_owners
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
-        gone.iter().filter_map(|k| self.forget_secret(k)).collect()
-    }
-
-    fn check_password(
-        &self,
-        kind: PrincipalKind,
-        id: &Identity,
-        password: &[u8],
-        now: jiff::Timestamp,
-    ) -> Result<PasswordTag, Refusal> {
-        let credential = self
-            .credentials
-            .get(&(kind, id.clone()))
-            .ok_or(Refusal::BadCredentials)?;
-        if self.verify(password, &credential.current) {
-            return Ok(credential.current);
-        }
-        match &credential.previous {
-            Some((tag, until)) if now < *until && self.verify(password, tag) => Ok(*tag),
-            _ => Err(Refusal::BadCredentials),
-        }
-    }
+    // --- sessions ----------------------------------------------------------------------
 
     /// Whether a principal may hold a session over `protocol`: None when it does not exist,
     /// Some(Err(why)) when its lifecycle or settings forbid it. Applications always may.
@@ -670,6 +625,7 @@ impl Registry {
                 )
             }
             PrincipalKind::Application => None,
+            PrincipalKind::Product => return None,
         };
         Some(why.map_or(Ok(()), Err))
     }
@@ -804,6 +760,11 @@ impl Registry {
         }
     }
 }
+
+mod credentials;
+mod enos;
+
+pub use enos::{Activation, EnosPrincipal};
 
 #[cfg(test)]
 mod tests;

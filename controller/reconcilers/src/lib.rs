@@ -193,6 +193,7 @@ pub async fn run(
                     ModelKey::new(changed.namespace().unwrap_or_default(), changed.name_any());
                 device_model::models_extending(&model_ctx, &key)
                     .into_iter()
+                    .chain(device_model::enos::rivals(&model_ctx, &changed))
                     .map(|k| ObjectRef::<DeviceModel>::new(&k.name).within(&k.namespace))
                     .collect::<Vec<_>>()
             },

@@ -151,6 +151,13 @@ pub struct FrontdoorListenArgs {
     /// Seconds between two "last seen" status writes of one device.
     #[arg(long, default_value_t = 30)]
     pub status_interval_seconds: u64,
+    /// Listener for devices speaking the EnOS device protocol (MQTT 3.1.1; see
+    /// docs/enos.md); off unless given.
+    #[arg(long, env = "DEVPLANE_ENOS_MQTT_ADDR")]
+    pub enos_mqtt_addr: Option<std::net::SocketAddr>,
+    /// The EnOS listener over TLS, with a certificate from devplane's CA; off unless given.
+    #[arg(long, env = "DEVPLANE_ENOS_MQTTS_ADDR")]
+    pub enos_mqtts_addr: Option<std::net::SocketAddr>,
 }
 
 /// Arguments of `devplane simulate`.
@@ -176,9 +183,10 @@ pub struct SimulateArgs {
     /// Simulate the existing devices matching this label selector instead.
     #[arg(long, short = 'l')]
     pub selector: Option<String>,
-    /// Protocol: `mqtt`, `http` or `coap` (CoAP over DTLS with the device's password as PSK):
-    /// each device connects itself; or `gateway` (one gateway, --gateway, logs the devices in
-    /// as its sub-devices and publishes for them).
+    /// Protocol: `mqtt`, `http`, `coap` (CoAP over DTLS with the device's password as PSK) or
+    /// `enos` (the EnOS device protocol at --enos-addr, with the model's product key): each
+    /// device connects itself; or `gateway` (one gateway, --gateway, logs the devices in as its
+    /// sub-devices and publishes for them).
     #[arg(long, default_value = "mqtt")]
     pub protocol: String,
     /// The Gateway (in --namespace) that `--protocol gateway` connects as.
@@ -207,6 +215,9 @@ pub struct SimulateArgs {
     /// `coaps-endpoint`.
     #[arg(long)]
     pub coaps_addr: Option<std::net::SocketAddr>,
+    /// With --protocol enos: the front door's EnOS listener (its --enos-mqtt-addr).
+    #[arg(long)]
+    pub enos_addr: Option<std::net::SocketAddr>,
     /// Kubeconfig to use; default: $KUBECONFIG or ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,

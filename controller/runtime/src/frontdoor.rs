@@ -35,6 +35,10 @@ pub struct Bound {
     pub coap: Option<SocketAddr>,
     /// Device CoAP over DTLS address, if on.
     pub coaps: Option<SocketAddr>,
+    /// EnOS device-protocol address, if on.
+    pub enos: Option<SocketAddr>,
+    /// EnOS device-protocol over TLS address, if on.
+    pub enos_tls: Option<SocketAddr>,
 }
 
 async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String> {
@@ -113,6 +117,19 @@ pub async fn bind(args: &FrontdoorListenArgs, tls: Option<(&str, &str)>) -> Resu
     let (http, http_addr) = bind_one(args.http_addr).await?;
     let (mqtts, mqtts_addr) = bind_tls("--mqtts-addr", args.mqtts_addr, mqtts_tls.as_ref()).await?;
     let (https, https_addr) = bind_tls("--https-addr", args.https_addr, https_tls.as_ref()).await?;
+    let (enos, enos_addr) = match args.enos_mqtt_addr {
+        Some(addr) => {
+            let (listener, local) = bind_one(addr).await?;
+            (Some(listener), Some(local))
+        }
+        None => (None, None),
+    };
+    let (enos_tls, enos_tls_addr) = bind_tls(
+        "--enos-mqtts-addr",
+        args.enos_mqtts_addr,
+        mqtts_tls.as_ref(),
+    )
+    .await?;
     let (coap, coap_addr) = if args.coap_insecure_dev {
         let (socket, local) = bind_udp(args.coap_addr).await?;
         (Some(socket), Some(local))
@@ -135,6 +152,8 @@ pub async fn bind(args: &FrontdoorListenArgs, tls: Option<(&str, &str)>) -> Resu
             https,
             coap,
             coaps,
+            enos,
+            enos_tls,
         },
         mqtt: mqtt_addr,
         mqtts: mqtts_addr,
@@ -143,13 +162,15 @@ pub async fn bind(args: &FrontdoorListenArgs, tls: Option<(&str, &str)>) -> Resu
         https: https_addr,
         coap: coap_addr,
         coaps: coaps_addr,
+        enos: enos_addr,
+        enos_tls: enos_tls_addr,
     })
 }
 
 impl FrontdoorListenArgs {
     /// Whether a listener needs devplane's server certificate.
     pub fn needs_tls(&self) -> bool {
-        self.mqtts_addr.is_some() || self.https_addr.is_some()
+        self.mqtts_addr.is_some() || self.https_addr.is_some() || self.enos_mqtts_addr.is_some()
     }
 }
 
@@ -260,6 +281,12 @@ pub fn print_addresses(bound: &Bound) {
     if let Some(addr) = bound.coap {
         tracing::warn!("--coap-insecure-dev: plain CoAP without credentials; for local tests only");
         println!("device CoAP (insecure, dev only) listening on coap://{addr}");
+    }
+    if let Some(addr) = bound.enos {
+        println!("device EnOS MQTT listening on mqtt://{addr}");
+    }
+    if let Some(addr) = bound.enos_tls {
+        println!("device EnOS MQTT over TLS listening on mqtts://{addr}");
     }
     println!("application MQTT listening on mqtt://{}", bound.app);
 }

@@ -1,9 +1,10 @@
-//! `devplane simulate`: simulated devices over MQTT, HTTP or CoAP (DTLS with the password as
-//! pre-shared key) with the credentials from their Secrets, or behind one gateway that logs
-//! them in. They send telemetry generated from their model (a share of it invalid on
+//! `devplane simulate`: simulated devices over MQTT, HTTP, CoAP (DTLS with the password as
+//! pre-shared key) or the EnOS device protocol with the credentials from their Secrets, or
+//! behind one gateway that logs them in. They send telemetry generated from their model (a share of it invalid on
 //! request), report desired attributes back and answer commands, while a live summary counts
 //! what the front door accepted and rejected.
 
+mod enos;
 mod gateway;
 mod http;
 mod provision;
@@ -84,6 +85,8 @@ struct Simulated {
     /// Where it connects (for a sub-device: unused, its gateway connects).
     endpoint: SocketAddr,
     model: Arc<ResolvedModel>,
+    /// Its EnOS product and device key (with `--protocol enos`).
+    enos: Option<(String, String)>,
 }
 
 /// The address in an endpoint URL (`mqtt://host:port`, `coaps://host:port`).
@@ -99,6 +102,8 @@ enum Mode {
     /// CoAP over DTLS.
     Coap,
     Gateway,
+    /// The EnOS device protocol.
+    Enos,
 }
 
 /// Run `devplane simulate` until the duration ends or SIGINT/SIGTERM.
@@ -108,12 +113,16 @@ pub async fn run(args: &SimulateArgs) -> Result<(), String> {
         "http" => Mode::Http,
         "coap" => Mode::Coap,
         "gateway" => Mode::Gateway,
+        "enos" => Mode::Enos,
         other => {
             return Err(format!(
-                "protocol {other:?} is not supported; use mqtt, http, coap or gateway"
+                "protocol {other:?} is not supported; use mqtt, http, coap, enos or gateway"
             ));
         }
     };
+    if mode == Mode::Enos && args.enos_addr.is_none() {
+        return Err("--protocol enos needs --enos-addr (the front door's --enos-mqtt-addr)".into());
+    }
     if mode == Mode::Gateway && args.gateway.is_none() {
         return Err("--protocol gateway needs --gateway NAME".into());
     }
@@ -225,6 +234,9 @@ fn per_device(
                     }
                     Mode::Coap => {
                         simulate_coap(&device, interval, invalid_share, &stats, &stop).await
+                    }
+                    Mode::Enos => {
+                        enos::simulate(&device, interval, invalid_share, &stats, &stop).await
                     }
                     _ => simulate(&device, interval, invalid_share, &stats, &stop).await,
                 };
@@ -421,18 +433,21 @@ async fn simulated(
             .get(name)
             .await
             .map_err(|e| format!("get device {name}: {e}"))?;
-        let key = ModelKey::from_ref(&device.spec.model_ref, &args.namespace);
-        let model = match resolved.get(&key) {
+        let model_key = ModelKey::from_ref(&device.spec.model_ref, &args.namespace);
+        let model = match resolved.get(&model_key) {
             Some(m) => m.clone(),
             None => {
-                let m = Arc::new(resolve(&specs, &key).map_err(|e| format!("model {key}: {e}"))?);
-                resolved.insert(key, m.clone());
+                let m = Arc::new(
+                    resolve(&specs, &model_key).map_err(|e| format!("model {model_key}: {e}"))?,
+                );
+                resolved.insert(model_key.clone(), m.clone());
                 m
             }
         };
         let (flag, key, given) = match mode {
             Mode::Http => ("--http-addr", "http-endpoint", args.http_addr),
             Mode::Coap => ("--coaps-addr", "coaps-endpoint", args.coaps_addr),
+            Mode::Enos => ("--enos-addr", "enos-endpoint", args.enos_addr),
             _ => ("--mqtt-addr", "mqtt-endpoint", args.mqtt_addr),
         };
         let endpoint = match (given, secret) {
@@ -444,12 +459,27 @@ async fn simulated(
             // A sub-device: its gateway connects.
             (None, None) => SocketAddr::from(([0, 0, 0, 0], 0)),
         };
+        let enos = match mode {
+            Mode::Enos => {
+                let spec = specs.get(&model_key);
+                let keys = spec.and_then(|spec| enos::keys(&device, spec));
+                if keys.is_none() {
+                    eprintln!(
+                        "\nsimulate: model {model_key} of {name} has no EnOS product key; skipped"
+                    );
+                    continue;
+                }
+                keys
+            }
+            _ => None,
+        };
         out.push(Simulated {
             namespace: args.namespace.clone(),
             name: name.clone(),
             password: secret.and_then(|s| text(s, "password")).unwrap_or_default(),
             endpoint,
             model,
+            enos,
         });
     }
     Ok(out)

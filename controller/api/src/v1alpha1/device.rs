@@ -102,6 +102,30 @@ pub struct DeviceSpec {
     /// Free-text description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// How the device identifies itself over the EnOS device protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enos: Option<EnosDevice>,
+}
+
+/// A Device over the EnOS device protocol: its product is its model's `spec.enos.productKey`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnosDevice {
+    /// The device key it presents; the Device's name when not set. Unique among the devices
+    /// of its model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = super::device_model::ENOS_KEY_PATTERN))]
+    pub device_key: Option<String>,
+}
+
+impl DeviceSpec {
+    /// The EnOS device key of a Device named `name`.
+    pub fn enos_device_key<'a>(&'a self, name: &'a str) -> &'a str {
+        self.enos
+            .as_ref()
+            .and_then(|e| e.device_key.as_deref())
+            .unwrap_or(name)
+    }
 }
 
 /// How a device connects. Exactly one of `direct` and `gatewayRef` is set; an empty connection

@@ -86,6 +86,29 @@ pub struct DeviceModelSpec {
     /// Notifications the device raises.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
+    /// The model as an EnOS product: devices built for the EnOS device protocol connect with
+    /// this product key (see `docs/enos.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enos: Option<EnosProduct>,
+}
+
+/// Pattern of an EnOS product or device key: what fits between the `/` of a topic and the
+/// `&` of a user name.
+pub const ENOS_KEY_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,64}$";
+
+/// A DeviceModel as an EnOS product.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnosProduct {
+    /// The product key devices present (`{deviceKey}&{productKey}`); unique across the
+    /// cluster: a second model claiming a key is refused (condition `EnosProductKey`).
+    #[schemars(regex(pattern = ENOS_KEY_PATTERN))]
+    pub product_key: String,
+    /// Devices of this model may fetch their secret with the product secret (EnOS secure
+    /// mode 3) while they have never connected. The controller keeps the product secret in
+    /// the Secret `<model>-enos-product` (key `productSecret`) while this is on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic_activation: bool,
 }
 
 /// An attribute: a static or slowly changing property of a device.

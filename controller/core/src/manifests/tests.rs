@@ -207,3 +207,30 @@ spec: {version: 1.0.0, extends: [{name: temperature, namespace: devplane-library
 "#;
     assert_eq!(found(yaml), Vec::<String>::new());
 }
+
+#[test]
+fn a_product_key_claimed_twice_is_reported_on_the_second_model() {
+    let yaml = r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: DeviceModel
+metadata: {name: first, namespace: site}
+spec: {version: 1.0.0, enos: {productKey: pk01}}
+---
+apiVersion: iot.devplane.io/v1alpha1
+kind: DeviceModel
+metadata: {name: second, namespace: other}
+spec: {version: 1.0.0, enos: {productKey: pk01}}
+---
+apiVersion: iot.devplane.io/v1alpha1
+kind: DeviceModel
+metadata: {name: third, namespace: other}
+spec: {version: 1.0.0, enos: {productKey: pk02}}
+"#;
+    assert_eq!(
+        found(yaml),
+        vec![
+            "test.yaml#2: DeviceModel other/second: spec.enos.productKey: product key pk01 is \
+             claimed by DeviceModel site/first first"
+        ]
+    );
+}

@@ -15,20 +15,23 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::codec::{
-    self, AckCode, CloseCode, ConnectCode, ConnectInfo, DecodeError, Incoming, Outgoing, SubCode,
-    Version,
+    self, AckCode, CloseCode, ConnectCode, DecodeError, Incoming, Outgoing, Version,
 };
 use crate::Shared;
 use crate::gateway::{self, GatewaySession};
 use crate::ingest;
 use crate::north::Sink;
-use crate::sessions::{Deliver, Handle, Kill, Stored};
+use crate::sessions::{Deliver, Handle, Kill};
 use crate::status::{GatewayChange, StatusUpdate};
 use crate::topic::{self, Denial, Downlink, Identity};
 use crate::uplink::Rejection;
 
 mod acting;
 mod connect;
+mod downlink;
+mod enos;
+mod enos_gateway;
+mod finish;
 
 use connect::{authenticate, refuse_malformed_connect};
 
@@ -41,6 +44,10 @@ pub enum Listener {
     DeviceTls,
     /// Northbound applications.
     Application,
+    /// Devices speaking the EnOS device protocol, plain TCP.
+    Enos,
+    /// Devices speaking the EnOS device protocol, TLS.
+    EnosTls,
 }
 
 impl Listener {
@@ -49,7 +56,13 @@ impl Listener {
             Listener::Device => "mqtt",
             Listener::DeviceTls => "mqtts",
             Listener::Application => "app",
+            Listener::Enos => "enos-mqtt",
+            Listener::EnosTls => "enos-mqtts",
         }
+    }
+
+    fn is_enos(self) -> bool {
+        matches!(self, Listener::Enos | Listener::EnosTls)
     }
 }
 
@@ -93,6 +106,8 @@ struct Session<S> {
     last_seen_reported: Option<Instant>,
     /// A gateway's sub-device logins (boxed: most sessions are devices).
     gateway: Option<Box<GatewaySession>>,
+    /// The EnOS profile's state, on an EnOS listener (boxed: most sessions are native).
+    enos: Option<Box<enos::EnosState>>,
 }
 
 /// Serve one connection until it ends.
@@ -143,7 +158,27 @@ where
         .await;
         return;
     }
-    let (role, tag) = match authenticate(&info, listener, &shared) {
+    let authenticated = if listener.is_enos() {
+        match enos::authenticate(&info, &shared) {
+            Ok(enos::Login::Session(role, tag, state)) => Ok((role, tag, Some(state))),
+            Ok(enos::Login::Activation(activation)) => {
+                Box::pin(crate::enos::activate::serve(
+                    stream,
+                    peer,
+                    info,
+                    input,
+                    *activation,
+                    shared,
+                ))
+                .await;
+                return;
+            }
+            Err(refused) => Err(refused),
+        }
+    } else {
+        authenticate(&info, listener, &shared).map(|(role, tag)| (role, tag, None))
+    };
+    let (role, tag, enos_state) = match authenticated {
         Ok(ok) => ok,
         Err((code, reason)) => {
             shared.metrics.connections_refused.inc(match code {
@@ -240,6 +275,7 @@ where
             ))),
             _ => None,
         },
+        enos: enos_state,
     };
     let handle = Handle {
         conn,
@@ -296,7 +332,8 @@ where
             protocol: Protocol::Mqtt,
         });
         Box::pin(ingest::presence(&shared, id, true, &peer.to_string())).await;
-        if session_present {
+        // EnOS devices get downlink without subscribing.
+        if session_present || session.enos.is_some() {
             Box::pin(session.offer_downlink()).await;
         }
     }
@@ -509,6 +546,9 @@ where
             });
             return Some(End::Abnormal);
         }
+        if self.enos.is_some() {
+            return Box::pin(self.enos_publish(topic, pkid, qos, payload, kill)).await;
+        }
         let (device, uplink) = match &self.role {
             Role::Device(id) => match topic::classify_publish(id, &topic) {
                 Ok(uplink) => (id.clone(), uplink),
@@ -650,260 +690,6 @@ where
             qos: 0,
             command: None,
         });
-    }
-
-    async fn on_subscribe(&mut self, pkid: u16, filters: Vec<(String, u8)>) {
-        let limit = self.shared.settings.max_filters_per_subscribe;
-        let mut codes = Vec::with_capacity(filters.len());
-        let mut granted = Vec::new();
-        for (i, (filter, qos)) in filters.into_iter().enumerate() {
-            if i >= limit {
-                self.shared.metrics.protocol_errors.inc("TooManyFilters");
-                codes.push(SubCode::QuotaExceeded);
-                continue;
-            }
-            let verdict = match &self.role {
-                Role::Device(id) => topic::authorize_device_filter(id, &filter),
-                Role::Gateway(id) => {
-                    let state = self.gateway.as_deref();
-                    topic::authorize_gateway_filter(id, &filter, |sub| {
-                        state.is_some_and(|g| g.acts_for(&self.shared, sub))
-                    })
-                }
-                Role::Application(id) => {
-                    topic::authorize_application_filter(&id.namespace, &filter)
-                }
-            };
-            match verdict {
-                Ok(()) => {
-                    // QoS 2 is granted as QoS 1 (documented); everything else as asked.
-                    let qos = qos.min(1);
-                    codes.push(SubCode::Granted(qos));
-                    granted.push((filter, qos));
-                }
-                Err(denial) => {
-                    self.shared.metrics.deny(denial);
-                    tracing::info!(peer = %self.peer, who = %self.who(), filter, %denial, "subscription denied");
-                    let message = format!("subscription to {filter:?} denied: {denial}");
-                    match &self.role {
-                        Role::Device(id) => self.shared.warn(id, "SubscribeDenied", message),
-                        Role::Gateway(id) => {
-                            self.shared.warn_gateway(id, "SubscribeDenied", message)
-                        }
-                        Role::Application(_) => {}
-                    }
-                    codes.push(if denial == Denial::InvalidTopic {
-                        SubCode::InvalidFilter
-                    } else {
-                        SubCode::NotAuthorized
-                    });
-                }
-            }
-        }
-        {
-            let mut subscriptions = self.subscriptions.write();
-            for (filter, qos) in &granted {
-                match subscriptions.iter_mut().find(|(f, _)| f == filter) {
-                    Some(existing) => existing.1 = *qos,
-                    None => subscriptions.push((filter.clone(), *qos)),
-                }
-            }
-        }
-        self.send(Outgoing::SubAck { pkid, codes });
-        if !granted.is_empty() && matches!(self.role, Role::Device(_) | Role::Gateway(_)) {
-            self.offer_downlink().await;
-        }
-    }
-
-    /// After a (re)subscription: the desired attributes, and every command waiting for the
-    /// device (each goes only where a subscription matches).
-    async fn offer_downlink(&mut self) {
-        if let Some(state) = self.gateway.as_mut() {
-            let mut downlink = Vec::new();
-            for device in state.active(&self.shared) {
-                downlink.extend(gateway::sub_device_downlink(&self.shared, &device));
-            }
-            for deliver in downlink {
-                self.deliver(deliver);
-            }
-            return;
-        }
-        let Role::Device(id) = &self.role else {
-            return;
-        };
-        let id = id.clone();
-        let desired = self
-            .shared
-            .registry
-            .read()
-            .device(&id)
-            .map(ingest::desired_payload);
-        if let Some(payload) = desired {
-            self.deliver(Deliver {
-                topic: id.downlink(&Downlink::Desired).into(),
-                payload,
-                qos: 1,
-                command: None,
-            });
-        }
-        let now = jiff::Timestamp::now();
-        let waiting = self.shared.commands.lock().deliverable(&id, now);
-        for command in waiting {
-            self.deliver(Deliver {
-                topic: id.downlink(&Downlink::Command(&command.name)).into(),
-                payload: Bytes::from(command.payload(now).to_string()),
-                qos: 1,
-                command: Some(command.name),
-            });
-        }
-    }
-
-    /// Send a downlink message if a subscription matches it.
-    fn deliver(&mut self, deliver: Deliver) {
-        let granted = self
-            .subscriptions
-            .read()
-            .iter()
-            .filter(|(f, _)| topic::matches(&deliver.topic, f))
-            .map(|(_, q)| *q)
-            .max();
-        let Some(granted) = granted else {
-            return;
-        };
-        if let Some(name) = &deliver.command {
-            if self.sent_commands.contains(name) {
-                return;
-            }
-            self.sent_commands.insert(name.clone());
-            if let Some(device) = topic::downlink_owner(&deliver.topic) {
-                self.shared.command_sent(&device, name);
-            }
-        }
-        let deliver = Deliver {
-            qos: deliver.qos.min(granted),
-            ..deliver
-        };
-        if deliver.qos == 1 && self.inflight.len() >= self.window {
-            if self.waiting.len() >= self.shared.settings.offline_queue {
-                self.waiting.pop_front();
-            }
-            self.waiting.push_back(deliver);
-            return;
-        }
-        self.write_publish(deliver);
-    }
-
-    fn write_publish(&mut self, deliver: Deliver) {
-        let pkid = if deliver.qos == 1 {
-            let pkid = self.free_pkid();
-            self.inflight.insert(pkid, deliver.clone());
-            pkid
-        } else {
-            0
-        };
-        self.send(Outgoing::Publish {
-            topic: deliver.topic.to_string(),
-            pkid,
-            qos: deliver.qos,
-            payload: deliver.payload,
-        });
-    }
-
-    fn free_pkid(&mut self) -> u16 {
-        loop {
-            self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
-            if !self.inflight.contains_key(&self.next_pkid) {
-                return self.next_pkid;
-            }
-        }
-    }
-
-    async fn finish(mut self, end: End, conn: u64, kill: &Kill, info: &ConnectInfo) {
-        if let (End::Killed, Some((code, reason))) = (&end, kill.reason()) {
-            tracing::info!(peer = %self.peer, who = %self.who(), %reason, "closing the session");
-            self.send(Outgoing::Disconnect { code, reason });
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
-        self.shared
-            .metrics
-            .sessions_open
-            .fetch_sub(1, Ordering::Relaxed);
-        let shared = self.shared.clone();
-        match self.role.clone() {
-            Role::Application(id) => {
-                shared.north.detach(&id.namespace, conn);
-                shared.apps.remove(&id, conn);
-            }
-            Role::Gateway(id) => {
-                if let Some(mut state) = self.gateway.take() {
-                    state.end(&shared).await;
-                }
-                if shared.gateways.remove(&id, conn) {
-                    shared.status_update(StatusUpdate::Gateway {
-                        id: id.clone(),
-                        change: GatewayChange::Active(0),
-                    });
-                    shared.status_update(StatusUpdate::Gateway {
-                        id: id.clone(),
-                        change: GatewayChange::Disconnected,
-                    });
-                    ingest::presence(&shared, &id, false, &self.peer.to_string()).await;
-                }
-            }
-            Role::Device(id) => {
-                // Store a persistent session's state before leaving the table: a connection
-                // that resumes it either finds this session still registered (and waits for it
-                // to finish) or finds the state stored.
-                let ours = shared.devices.get(&id).is_some_and(|h| h.conn == conn);
-                let persistent = !info.clean && info.session_expiry != Some(0);
-                if persistent && ours {
-                    let mut queue: Vec<Deliver> = self.inflight.drain().map(|(_, d)| d).collect();
-                    queue.extend(self.waiting.drain(..));
-                    let expiry = info
-                        .session_expiry
-                        .map(|s| Duration::from_secs(u64::from(s)))
-                        .unwrap_or(shared.settings.session_expiry)
-                        .min(shared.settings.session_expiry);
-                    shared.devices.store(
-                        &id,
-                        Stored {
-                            subscriptions: self.subscriptions.read().clone(),
-                            queue,
-                            expires: Instant::now(),
-                        },
-                        expiry,
-                        shared.settings.offline_queue,
-                    );
-                }
-                let still_ours = shared.devices.remove(&id, conn);
-                let will_due = matches!(end, End::Abnormal | End::Clean { with_will: true });
-                if will_due && let Some(will) = &info.will {
-                    publish_will(&shared, &id, will).await;
-                }
-                if still_ours {
-                    shared.status_update(StatusUpdate::Disconnected { id: id.clone() });
-                    ingest::presence(&shared, &id, false, &self.peer.to_string()).await;
-                }
-            }
-        }
-        tracing::debug!(peer = %self.peer, "session ended");
-    }
-}
-
-/// A will goes through the same validation and ingest as any uplink.
-async fn publish_will(shared: &Arc<Shared>, id: &Identity, will: &codec::Will) {
-    let Ok(uplink) = topic::classify_publish(id, &will.topic) else {
-        return;
-    };
-    match ingest::judge(shared, id, &uplink, &will.payload) {
-        Ok(accepted) => {
-            let _ = shared.ingest.send(accepted).await;
-        }
-        Err(rejection) => {
-            shared.metrics.rejected.inc(rejection.reason);
-            tracing::info!(device = %id, reason = rejection.reason, "will message rejected");
-        }
     }
 }
 

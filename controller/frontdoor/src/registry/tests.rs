@@ -2,6 +2,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 
+use devplane_api::constants::labels;
+use k8s_openapi::api::core::v1::Secret;
+
 use super::*;
 
 fn device(lifecycle: &str, phase: Option<&str>, protocols: &str) -> Device {

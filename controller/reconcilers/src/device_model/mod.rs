@@ -1,11 +1,15 @@
 //! The DeviceModel controller: resolves `extends` (library models in other namespaces
 //! included) and reports Ready or the reason it does not resolve, the resolved feature counts,
-//! the lineage and how many devices and gateways use the model.
+//! the lineage and how many devices and gateways use the model; a model that is an EnOS
+//! product also reports whether it holds its product key, and gets its product Secret while
+//! dynamic activation is on ([`enos`]).
+
+pub mod enos;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use devplane_api::constants::conditions::READY;
+use devplane_api::constants::conditions::{ENOS_PRODUCT_KEY, READY};
 use devplane_api::constants::field_managers;
 use devplane_api::v1alpha1::{DeviceModel, DeviceModelStatus, ResolvedCounts};
 use devplane_core::model::{self, ModelKey};
@@ -82,6 +86,9 @@ pub async fn reconcile(dm: Arc<DeviceModel>, ctx: Arc<Context>) -> Result<Action
             })
             .count();
     status.devices = Some(users as i64);
+    let standing = enos::standing(&enos::products(&ctx), &key, &dm);
+    enos::set_condition(&mut status.conditions, &standing, generation, &now);
+    enos::reconcile_secret(&ctx, &dm, &namespace, &standing).await?;
     if status != old {
         write_status(&ctx, &namespace, &name, &status).await?;
         let was_ready = conditions::is_true(&old.conditions, READY);
@@ -97,8 +104,33 @@ pub async fn reconcile(dm: Arc<DeviceModel>, ctx: Arc<Context>) -> Result<Action
             ctx.event(dm.as_ref(), type_, &reason, "Resolve", note)
                 .await;
         }
+        let was_taken = conditions_false(&old.conditions, ENOS_PRODUCT_KEY);
+        if let enos::Standing::Taken { .. } = standing
+            && !was_taken
+            && let Some(c) = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ENOS_PRODUCT_KEY)
+        {
+            let note = c.message.clone();
+            ctx.event(
+                dm.as_ref(),
+                EventType::Warning,
+                "ProductKeyTaken",
+                "Claim",
+                note,
+            )
+            .await;
+        }
     }
     Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+fn conditions_false(
+    list: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> bool {
+    list.iter().any(|c| c.type_ == type_ && c.status == "False")
 }
 
 async fn write_status(

@@ -63,7 +63,7 @@ pub(super) fn authenticate(
         Refusal::NotAuthorized(why) => (ConnectCode::NotAuthorized, why),
     };
     match listener {
-        Listener::Device | Listener::DeviceTls => {
+        Listener::Device | Listener::DeviceTls | Listener::Enos | Listener::EnosTls => {
             let (role, tag) = {
                 let registry = shared.registry.read();
                 // Devices and gateways share the `d/{ns}/{name}/` tree and so the user names.

@@ -1,0 +1,135 @@
+//! Dynamic activation: a device of a product with dynamic activation on connects in secure
+//! mode 3, signed with the product secret. The front door answers on
+//! `/ext/session/{pk}/{dk}/thing/activate/info` with its product key, device key and device
+//! secret, keeps the connection open until the device's `info_reply`, then closes it; the
+//! device reconnects in mode 2. Nothing else is served on such a connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::envelope;
+use super::topic;
+use crate::Shared;
+use crate::mqtt::codec::{
+    self, AckCode, ConnectCode, ConnectInfo, DecodeError, Incoming, Outgoing, SubCode,
+};
+use crate::registry::Activation;
+
+/// Longest the front door waits for the device's reply.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Serve one activation after its CONNECT: `activation` with the keys the device presented.
+pub async fn serve<S>(
+    mut stream: S,
+    peer: std::net::SocketAddr,
+    info: ConnectInfo,
+    mut input: BytesMut,
+    (activation, product_key, device_key): (Activation, String, String),
+    shared: Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let version = info.version;
+    let limit = shared.settings.max_packet_size;
+    let info_topic = topic::activate_info(&product_key, &device_key);
+    let reply_topic = topic::reply(&info_topic);
+    let mut output = BytesMut::new();
+    let send = |packet: Outgoing, output: &mut BytesMut| {
+        if let Err(e) = codec::write(version, packet, output) {
+            tracing::warn!(%peer, error = %e, "cannot encode a packet");
+        }
+    };
+    send(
+        Outgoing::ConnAck {
+            code: ConnectCode::Success,
+            session_present: false,
+            reason: None,
+            receive_maximum: 1,
+            maximum_packet_size: limit as u32,
+        },
+        &mut output,
+    );
+    let secret = String::from_utf8_lossy(&activation.device_secret).into_owned();
+    let params = json!({
+        "productKey": product_key,
+        "deviceKey": device_key,
+        "deviceSecret": secret,
+    });
+    send(
+        Outgoing::Publish {
+            topic: info_topic,
+            pkid: 1,
+            qos: 1,
+            payload: envelope::request("1", "thing.activate.info", params),
+        },
+        &mut output,
+    );
+    shared.metrics.connections_accepted.inc("enos-activation");
+    tracing::info!(%peer, device = %activation.id, "EnOS dynamic activation: device secret sent");
+    loop {
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                return;
+            }
+            output.clear();
+        }
+        let packet = match codec::read(version, &mut input, limit) {
+            Ok(packet) => packet,
+            Err(DecodeError::Incomplete) => {
+                input.reserve(1024);
+                match tokio::time::timeout(WAIT, stream.read_buf(&mut input)).await {
+                    Ok(Ok(n)) if n > 0 => continue,
+                    _ => return,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "malformed packet on an activation connection");
+                shared.metrics.protocol_errors.inc("Malformed");
+                return;
+            }
+        };
+        match packet {
+            Incoming::Publish {
+                topic, pkid, qos, ..
+            } => {
+                if qos > 0 {
+                    send(
+                        Outgoing::PubAck {
+                            pkid,
+                            code: AckCode::Success,
+                            reason: None,
+                        },
+                        &mut output,
+                    );
+                }
+                if topic == reply_topic {
+                    tracing::info!(%peer, device = %activation.id, "EnOS dynamic activation answered");
+                    let _ = stream.write_all(&output).await;
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+            }
+            Incoming::Subscribe { pkid, filters } => {
+                let codes = filters
+                    .iter()
+                    .map(|(_, qos)| SubCode::Granted((*qos).min(1)))
+                    .collect();
+                send(Outgoing::SubAck { pkid, codes }, &mut output);
+            }
+            Incoming::Unsubscribe { pkid, filters } => send(
+                Outgoing::UnsubAck {
+                    pkid,
+                    count: filters.len(),
+                },
+                &mut output,
+            ),
+            Incoming::PingReq => send(Outgoing::PingResp, &mut output),
+            Incoming::PubAck { .. } => {}
+            Incoming::Disconnect { .. } | Incoming::Unexpected(_) => return,
+        }
+    }
+}
