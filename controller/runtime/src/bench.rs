@@ -379,6 +379,44 @@ pub async fn run(args: &BenchApiArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Run a benchmark in a fresh temporary directory, removed afterwards; a debug build is noted.
+async fn in_temp_dir<F, Fut>(run: F) -> Result<(), String>
+where
+    F: FnOnce(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    if cfg!(debug_assertions) {
+        eprintln!("note: a debug build; measure with `cargo build --release` for real figures");
+    }
+    let dir = tempfile_dir()?;
+    let result = run(dir.clone()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// `debug` or `release`, for the tables' titles.
+fn build_kind() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+/// `ours / theirs` with two decimals, `-` without a baseline.
+fn ratio(ours: f64, theirs: f64) -> String {
+    if theirs > 0.0 {
+        format!("{:.2}", ours / theirs)
+    } else {
+        "-".into()
+    }
+}
+
+/// A latency cell: `p50 / p99 ms`.
+fn latency(p50: f64, p99: f64) -> String {
+    format!("{p50:.2} / {p99:.2} ms")
+}
+
 fn tempfile_dir() -> Result<std::path::PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("devplane-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -112,13 +112,7 @@ async fn load(
 
 /// Run `devplane bench coap`.
 pub async fn run(args: &BenchCoapArgs) -> Result<(), String> {
-    if cfg!(debug_assertions) {
-        eprintln!("note: a debug build; measure with `cargo build --release` for real figures");
-    }
-    let dir = super::tempfile_dir()?;
-    let result = run_in(&dir, args).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    super::in_temp_dir(|dir| async move { run_in(&dir, args).await }).await
 }
 
 async fn run_in(dir: &std::path::Path, args: &BenchCoapArgs) -> Result<(), String> {
@@ -168,21 +162,10 @@ async fn run_in(dir: &std::path::Path, args: &BenchCoapArgs) -> Result<(), Strin
     }
     drop(devplane);
 
-    let build = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
+    let build = super::build_kind();
     println!(
         "devplane bench coap ({build} build): {messages} confirmable telemetry POSTs per run, {devices} devices × {window} in flight"
     );
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            format!("{:.2}", a / b)
-        } else {
-            "-".into()
-        }
-    };
     for (name, ours, theirs) in rows {
         println!();
         println!(
@@ -194,13 +177,13 @@ async fn run_in(dir: &std::path::Path, args: &BenchCoapArgs) -> Result<(), Strin
             "messages/s",
             ours.rate,
             theirs.rate,
-            ratio(ours.rate, theirs.rate)
+            super::ratio(ours.rate, theirs.rate)
         );
         println!(
             "{:<34} {:>22} {:>22}",
             "latency p50 / p99",
-            format!("{:.2} / {:.2} ms", ours.p50, ours.p99),
-            format!("{:.2} / {:.2} ms", theirs.p50, theirs.p99)
+            super::latency(ours.p50, ours.p99),
+            super::latency(theirs.p50, theirs.p99)
         );
         println!(
             "{:<34} {:>22} {:>22}",
@@ -213,7 +196,7 @@ async fn run_in(dir: &std::path::Path, args: &BenchCoapArgs) -> Result<(), Strin
             "server CPU per 100k messages",
             format!("{:.2} s", ours.cpu_per_100k),
             format!("{:.2} s", theirs.cpu_per_100k),
-            ratio(ours.cpu_per_100k, theirs.cpu_per_100k)
+            super::ratio(ours.cpu_per_100k, theirs.cpu_per_100k)
         );
     }
     Ok(())

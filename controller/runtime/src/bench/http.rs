@@ -109,13 +109,7 @@ async fn load(
 
 /// Run `devplane bench http`.
 pub async fn run(args: &BenchHttpArgs) -> Result<(), String> {
-    if cfg!(debug_assertions) {
-        eprintln!("note: a debug build; measure with `cargo build --release` for real figures");
-    }
-    let dir = super::tempfile_dir()?;
-    let result = run_in(&dir, args).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    super::in_temp_dir(|dir| async move { run_in(&dir, args).await }).await
 }
 
 async fn run_in(dir: &std::path::Path, args: &BenchHttpArgs) -> Result<(), String> {
@@ -145,11 +139,7 @@ async fn run_in(dir: &std::path::Path, args: &BenchHttpArgs) -> Result<(), Strin
     let _ = child.kill();
     let _ = child.wait();
 
-    let build = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
+    let build = super::build_kind();
     println!(
         "devplane bench http ({build} build): {requests} telemetry POSTs over {connections} keep-alive connections"
     );
@@ -157,25 +147,18 @@ async fn run_in(dir: &std::path::Path, args: &BenchHttpArgs) -> Result<(), Strin
         "{:<34} {:>22} {:>22} {:>8}",
         "", "devplane front door", "bare axum (202)", "ratio"
     );
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            format!("{:.2}", a / b)
-        } else {
-            "-".into()
-        }
-    };
     println!(
         "{:<34} {:>22.0} {:>22.0} {:>8}",
         "requests/s (202 accepted)",
         ours.rate,
         theirs.rate,
-        ratio(ours.rate, theirs.rate)
+        super::ratio(ours.rate, theirs.rate)
     );
     println!(
         "{:<34} {:>22} {:>22}",
         "latency p50 / p99",
-        format!("{:.2} / {:.2} ms", ours.p50, ours.p99),
-        format!("{:.2} / {:.2} ms", theirs.p50, theirs.p99)
+        super::latency(ours.p50, ours.p99),
+        super::latency(theirs.p50, theirs.p99)
     );
     println!(
         "{:<34} {:>22} {:>22}",
@@ -188,7 +171,7 @@ async fn run_in(dir: &std::path::Path, args: &BenchHttpArgs) -> Result<(), Strin
         "server CPU per 100k requests",
         format!("{:.2} s", ours.cpu_per_100k),
         format!("{:.2} s", theirs.cpu_per_100k),
-        ratio(ours.cpu_per_100k, theirs.cpu_per_100k)
+        super::ratio(ours.cpu_per_100k, theirs.cpu_per_100k)
     );
     Ok(())
 }

@@ -657,23 +657,9 @@ fn kb(bytes: f64) -> String {
     format!("{:.1} KB", bytes / 1024.0)
 }
 
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.2}", a / b)
-    } else {
-        "-".into()
-    }
-}
-
 /// Run `devplane bench mqtt`.
 pub async fn run(args: &BenchMqttArgs) -> Result<(), String> {
-    if cfg!(debug_assertions) {
-        eprintln!("note: a debug build; measure with `cargo build --release` for real figures");
-    }
-    let dir = super::tempfile_dir()?;
-    let result = run_in(&dir, args).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    super::in_temp_dir(|dir| async move { run_in(&dir, args).await }).await
 }
 
 async fn run_in(dir: &Path, args: &BenchMqttArgs) -> Result<(), String> {
@@ -711,11 +697,7 @@ async fn run_in(dir: &Path, args: &BenchMqttArgs) -> Result<(), String> {
 fn print_table(args: &BenchMqttArgs, results: &BTreeMap<&'static str, Figures>) {
     let ours = results.get("devplane front door");
     let theirs = results.get("mosquitto");
-    let build = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
+    let build = super::build_kind();
     println!(
         "devplane bench mqtt ({build} build): {} connections over {} source addresses; {} QoS 1 messages from {} publishers, window {}",
         args.connections, args.sources, args.messages, args.publishers, args.window
@@ -728,7 +710,7 @@ fn print_table(args: &BenchMqttArgs, results: &BTreeMap<&'static str, Figures>) 
         let a = ours.map(f).unwrap_or_else(|| "-".into());
         let b = theirs.map(f).unwrap_or_else(|| "-".into());
         let q = match (r, ours, theirs) {
-            (Some(r), Some(o), Some(t)) => ratio(r(o), r(t)),
+            (Some(r), Some(o), Some(t)) => super::ratio(r(o), r(t)),
             _ => String::new(),
         };
         println!("{label:<42} {a:>20} {b:>20} {q:>12}");

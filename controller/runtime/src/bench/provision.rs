@@ -38,13 +38,7 @@ struct Figures {
 
 /// Run `devplane bench provision`.
 pub async fn run(args: &BenchProvisionArgs) -> Result<(), String> {
-    if cfg!(debug_assertions) {
-        eprintln!("note: a debug build; measure with `cargo build --release` for real figures");
-    }
-    let dir = super::tempfile_dir()?;
-    let result = run_in(&dir, args).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    super::in_temp_dir(|dir| async move { run_in(&dir, args).await }).await
 }
 
 async fn run_in(dir: &std::path::Path, args: &BenchProvisionArgs) -> Result<(), String> {
@@ -76,11 +70,7 @@ async fn run_in(dir: &std::path::Path, args: &BenchProvisionArgs) -> Result<(), 
     let theirs = creates(&client, child.pid(), devices, concurrency).await;
     let rss = super::mqtt::rss_of(child.pid()).unwrap_or(0);
 
-    let build = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
+    let build = super::build_kind();
     println!(
         "devplane bench provision ({build} build): {devices} devices, {concurrency} concurrent HTTP clients, embedded store"
     );
@@ -88,25 +78,18 @@ async fn run_in(dir: &std::path::Path, args: &BenchProvisionArgs) -> Result<(), 
         "{:<36} {:>24} {:>24} {:>8}",
         "", "provision (end to end)", "API create (baseline)", "ratio"
     );
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            format!("{:.2}", a / b)
-        } else {
-            "-".into()
-        }
-    };
     println!(
         "{:<36} {:>24.0} {:>24.0} {:>8}",
         "per second",
         ours.rate,
         theirs.rate,
-        ratio(ours.rate, theirs.rate)
+        super::ratio(ours.rate, theirs.rate)
     );
     println!(
         "{:<36} {:>24} {:>24}",
         "latency p50 / p99",
-        format!("{:.2} / {:.2} ms", ours.p50, ours.p99),
-        format!("{:.2} / {:.2} ms", theirs.p50, theirs.p99)
+        super::latency(ours.p50, ours.p99),
+        super::latency(theirs.p50, theirs.p99)
     );
     println!(
         "{:<36} {:>24} {:>24}",
