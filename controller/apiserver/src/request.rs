@@ -135,6 +135,18 @@ pub fn negotiate(headers: &HeaderMap) -> ApiResult<Representation> {
     )))
 }
 
+/// A JSON response from bytes already encoded.
+pub fn json_bytes(code: u16, body: Vec<u8>) -> axum::response::Response {
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    *response.status_mut() =
+        axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// A JSON response with optional `Warning` headers.
 pub fn json(code: u16, body: &Value, warnings: &[String]) -> axum::response::Response {
     let mut response = axum::response::Response::new(axum::body::Body::from(body.to_string()));

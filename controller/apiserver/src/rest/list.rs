@@ -138,6 +138,24 @@ pub async fn list_objects(
     req: &Request,
     selectors: &Selectors,
 ) -> ApiResult<(Vec<Value>, Rev, Option<String>)> {
+    let mut items = Vec::new();
+    let (rev, token) = list_each(inner, req, selectors, &mut |object| {
+        items.push(object);
+        Ok(())
+    })
+    .await?;
+    Ok((items, rev, token))
+}
+
+/// [`list_objects`], handing each object to `each` as it is read instead of collecting them
+/// (a list of 100,000 objects is serialized as it goes, never held as values all at once).
+/// Returns the list's revision and the continue token of a limited list.
+pub async fn list_each(
+    inner: &Inner,
+    req: &Request,
+    selectors: &Selectors,
+    each: &mut (dyn FnMut(Value) -> ApiResult<()> + Send),
+) -> ApiResult<(Rev, Option<String>)> {
     let resource = &req.resource;
     let limit = req.query.number("limit")?.filter(|l| *l > 0);
     let continuation = req
@@ -162,20 +180,17 @@ pub async fn list_objects(
             .or(req.ns());
         if !resource.namespaced || namespace.is_some() {
             let current = inner.store.current_revision().await?;
-            let items = match inner.read(resource, namespace, name).await? {
-                Some((object, _))
-                    if selectors.matches(resource, &object)
-                        && (req.ns().is_none() || object::namespace(&object) == req.ns()) =>
-                {
-                    vec![object]
-                }
-                _ => Vec::new(),
-            };
-            return Ok((items, current, None));
+            if let Some((object, _)) = inner.read(resource, namespace, name).await?
+                && selectors.matches(resource, &object)
+                && (req.ns().is_none() || object::namespace(&object) == req.ns())
+            {
+                each(object)?;
+            }
+            return Ok((current, None));
         }
     }
     let prefix = resource.prefix(req.ns());
-    let mut items = Vec::new();
+    let mut taken: u64 = 0;
     let page_size = limit.map(|l| (l as usize).max(100)).unwrap_or(10_000);
     loop {
         let page = match inner
@@ -201,17 +216,18 @@ pub async fn list_objects(
         for (i, kv) in page.items.iter().enumerate() {
             let object = decode(resource, kv)?;
             if selectors.matches(resource, &object) {
-                items.push(object);
+                each(object)?;
+                taken += 1;
             }
             if let Some(limit) = limit
-                && items.len() as u64 >= limit
+                && taken >= limit
                 && (i + 1 < count || page.more)
             {
-                return Ok((items, page.rev, Some(continue_token(page.rev, &kv.key))));
+                return Ok((page.rev, Some(continue_token(page.rev, &kv.key))));
             }
         }
         if !page.more {
-            return Ok((items, page.rev, None));
+            return Ok((page.rev, None));
         }
         start_after = page.items.last().map(|kv| kv.key.clone());
     }

@@ -28,7 +28,7 @@ use crate::{ssa, strategic, table};
 pub use codec::{decode, partial_metadata};
 use codec::{parse_body, parse_object_body};
 pub use delete::DeleteOptions;
-pub use list::{Selectors, list_objects};
+pub use list::{Selectors, list_each, list_objects};
 pub use write::{UpdateError, WriteOptions};
 
 /// One request against a resource.
@@ -170,6 +170,9 @@ async fn list(inner: &Inner, req: &Request, representation: Representation) -> A
         ));
     }
     let selectors = Selectors::parse(resource, &req.query)?;
+    if representation == Representation::Object {
+        return list_streamed(inner, req, &selectors).await;
+    }
     let (items, rev, token) = list_objects(inner, req, &selectors).await?;
     let rv = rev.to_string();
     let body = match representation {
@@ -202,6 +205,39 @@ async fn list(inner: &Inner, req: &Request, representation: Representation) -> A
         }
     };
     Ok(request::json(200, &body, &[]))
+}
+
+/// A list of full objects, each serialized into the body as it is read: the envelope's
+/// metadata comes last in the text (JSON objects are unordered), once the revision and the
+/// continue token are known.
+async fn list_streamed(inner: &Inner, req: &Request, selectors: &Selectors) -> ApiResult<Response> {
+    let resource = &req.resource;
+    let mut body = Vec::with_capacity(64 * 1024);
+    body.extend_from_slice(b"{\"kind\":");
+    serde_json::to_writer(&mut body, &resource.list_kind).map_err(encode_error)?;
+    body.extend_from_slice(b",\"apiVersion\":");
+    serde_json::to_writer(&mut body, &resource.api_version()).map_err(encode_error)?;
+    body.extend_from_slice(b",\"items\":[");
+    let mut first = true;
+    let (rev, token) = list_each(inner, req, selectors, &mut |object| {
+        if !std::mem::take(&mut first) {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, &object).map_err(encode_error)
+    })
+    .await?;
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if let Some(t) = &token {
+        meta["continue"] = Value::String(t.clone());
+    }
+    body.extend_from_slice(b"],\"metadata\":");
+    serde_json::to_writer(&mut body, &meta).map_err(encode_error)?;
+    body.push(b'}');
+    Ok(request::json_bytes(200, body))
+}
+
+fn encode_error(e: serde_json::Error) -> ApiError {
+    ApiError::internal(format!("cannot encode a list: {e}"))
 }
 
 fn write_options(req: &Request, subresource: Option<String>) -> ApiResult<WriteOptions> {
