@@ -638,6 +638,12 @@ pub async fn onboard(args: &crate::cli::BenchOnboardArgs) -> Result<(), String> 
             busy.as_secs_f64()
         );
     }
+    if let Some(rss) = rss_bytes() {
+        println!(
+            "  RSS at the end: {:.0} MB (API server, store and history, controllers and their caches, in one process)",
+            rss as f64 / 1e6
+        );
+    }
     stop.cancel();
     target.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
