@@ -598,6 +598,7 @@ async fn attempt(
         .as_ref()
         .map_err(|why| Problem::unavailable(format!("the policy cannot provision: {why}")))?;
     let now = jiff::Timestamp::now();
+    // `attest` checks the window too; checking it first reads no Secret for an expired policy.
     if let Some(refusal) = rules.expired(now) {
         return Err(refused(refusal));
     }

@@ -24,8 +24,8 @@ use crate::Shared;
 use crate::gateway;
 use crate::ingest;
 use crate::mqtt::codec::CloseCode;
-use crate::registry::{LoginRefusal, Registry};
-use crate::sessions::{Deliver, SubLogin};
+use crate::registry::{Ended, LoginRefusal, Registry};
+use crate::sessions::{Deliver, Handle, SubLogin};
 use crate::status::{GatewayChange, StatusUpdate};
 use crate::topic::{Downlink, Identity};
 
@@ -374,6 +374,17 @@ fn on_device_gone(shared: &Shared, id: &Identity) {
     check_sessions(shared, id);
 }
 
+/// End a session that may no longer stay, saying why (an administrative end for a deleted or
+/// decommissioned principal).
+fn close(handle: &Handle, why: Ended) {
+    let code = if why.administrative() {
+        CloseCode::AdministrativeAction
+    } else {
+        CloseCode::NotAuthorized
+    };
+    handle.kill.kill(code, why.to_string());
+}
+
 /// Close the sessions of `id` that may no longer stay; returns whether a device session of it,
 /// or its login through a gateway, is (still) live.
 fn check_sessions(shared: &Shared, id: &Identity) -> bool {
@@ -385,12 +396,7 @@ fn check_sessions(shared: &Shared, id: &Identity) -> bool {
                 .read()
                 .gateway_session_problem(id, &handle.tag, Protocol::Mqtt, now);
         if let Some(why) = problem {
-            let code = if why.administrative() {
-                CloseCode::AdministrativeAction
-            } else {
-                CloseCode::NotAuthorized
-            };
-            handle.kill.kill(code, why.to_string());
+            close(&handle, why);
         }
     }
     if let Some(login) = shared.sub_logins.get(id) {
@@ -403,12 +409,7 @@ fn check_sessions(shared: &Shared, id: &Identity) -> bool {
                 .read()
                 .device_session_problem(id, &handle.tag, Protocol::Mqtt, now);
         if let Some(why) = problem {
-            let code = if why.administrative() {
-                CloseCode::AdministrativeAction
-            } else {
-                CloseCode::NotAuthorized
-            };
-            handle.kill.kill(code, why.to_string());
+            close(&handle, why);
             shared.devices.discard(id);
             return false;
         }

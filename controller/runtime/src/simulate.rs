@@ -47,6 +47,14 @@ struct Stats {
 }
 
 impl Stats {
+    /// One telemetry message sent (invalid on purpose or not).
+    fn count_sent(&self, invalid: bool) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        if invalid {
+            self.sent_invalid.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn line(&self, devices: usize) -> String {
         let rejected = self.rejected.lock();
         let total_rejected: u64 = rejected.values().sum();
@@ -614,10 +622,7 @@ async fn simulate(
                 let mut w = writer.lock().await;
                 w.publish(&topic, payload, QoS::AtLeastOnce, next_pkid())?;
                 w.flush().await?;
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                if invalid {
-                    stats.sent_invalid.fetch_add(1, Ordering::Relaxed);
-                }
+                stats.count_sent(invalid);
             }
         }
     }
@@ -698,10 +703,7 @@ async fn simulate_coap(
             _ = tick.tick() => {
                 let invalid = rand::rng().random::<f64>() < invalid_share;
                 let body = telemetry(&device.model, invalid);
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                if invalid {
-                    stats.sent_invalid.fetch_add(1, Ordering::Relaxed);
-                }
+                stats.count_sent(invalid);
                 let answer = coap_post(&client, stats, &path, &body).await?;
                 if answer.header.code != coap_lite::MessageClass::Response(coap_lite::ResponseType::Changed) {
                     let body: Value = serde_json::from_slice(&answer.payload).unwrap_or_default();

@@ -9,14 +9,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::envelope;
 use super::topic;
 use crate::Shared;
-use crate::mqtt::codec::{
-    self, AckCode, ConnectCode, ConnectInfo, DecodeError, Incoming, Outgoing, SubCode,
-};
+use crate::mqtt::codec::{self, AckCode, ConnectCode, ConnectInfo, Incoming, Outgoing, SubCode};
 use crate::registry::Activation;
 
 /// Longest the front door waits for the device's reply.
@@ -71,22 +69,12 @@ pub async fn serve<S>(
     shared.metrics.connections_accepted.inc("enos-activation");
     tracing::info!(%peer, device = %activation.id, "EnOS dynamic activation: device secret sent");
     loop {
-        if !output.is_empty() {
-            if stream.write_all(&output).await.is_err() {
-                return;
-            }
-            output.clear();
-        }
-        let packet = match codec::read(version, &mut input, limit) {
-            Ok(packet) => packet,
-            Err(DecodeError::Incomplete) => {
-                input.reserve(1024);
-                match tokio::time::timeout(WAIT, stream.read_buf(&mut input)).await {
-                    Ok(Ok(n)) if n > 0 => continue,
-                    _ => return,
-                }
-            }
-            Err(e) => {
+        let next =
+            crate::mqtt::next_packet(&mut stream, version, (&mut input, &mut output), limit, WAIT);
+        let packet = match next.await {
+            None => return,
+            Some(Ok(packet)) => packet,
+            Some(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "malformed packet on an activation connection");
                 shared.metrics.protocol_errors.inc("Malformed");
                 return;

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::Shared;
 use crate::mqtt::codec::{
-    self, AckCode, CloseCode, ConnectCode, ConnectInfo, DecodeError, Incoming, Outgoing, SubCode,
-    Version,
+    self, AckCode, CloseCode, ConnectCode, ConnectInfo, Incoming, Outgoing, SubCode, Version,
 };
 use crate::provision::{self, Request};
 use crate::topic::Identity;
@@ -67,22 +66,11 @@ pub async fn serve<S>(
     );
     shared.metrics.connections_accepted.inc("provision");
     loop {
-        if !output.is_empty() {
-            if stream.write_all(&output).await.is_err() {
-                return;
-            }
-            output.clear();
-        }
-        let packet = match codec::read(version, &mut input, limit) {
-            Ok(packet) => packet,
-            Err(DecodeError::Incomplete) => {
-                input.reserve(4096);
-                match tokio::time::timeout(IDLE, stream.read_buf(&mut input)).await {
-                    Ok(Ok(n)) if n > 0 => continue,
-                    _ => return,
-                }
-            }
-            Err(e) => {
+        let next = super::next_packet(&mut stream, version, (&mut input, &mut output), limit, IDLE);
+        let packet = match next.await {
+            None => return,
+            Some(Ok(packet)) => packet,
+            Some(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "malformed packet on a provisioning connection");
                 shared.metrics.protocol_errors.inc("Malformed");
                 close(&mut stream, version, CloseCode::Malformed, e.to_string()).await;

@@ -144,10 +144,7 @@ pub async fn simulate(
                 let mut w = writer.lock().await;
                 w.publish(&post, payload, QoS::AtLeastOnce, next_pkid())?;
                 w.flush().await?;
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                if invalid {
-                    stats.sent_invalid.fetch_add(1, Ordering::Relaxed);
-                }
+                stats.count_sent(invalid);
             }
         }
     }

@@ -285,10 +285,7 @@ pub async fn simulate(
                     stats.failed.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                if invalid {
-                    stats.sent_invalid.fetch_add(1, Ordering::Relaxed);
-                }
+                stats.count_sent(invalid);
             }
         }
     }

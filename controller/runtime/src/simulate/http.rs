@@ -154,10 +154,7 @@ async fn publish(
         tick.tick().await;
         let invalid = rand::rng().random::<f64>() < invalid_share;
         let payload = Bytes::from(telemetry(&device.model, invalid).to_string());
-        stats.sent.fetch_add(1, Ordering::Relaxed);
-        if invalid {
-            stats.sent_invalid.fetch_add(1, Ordering::Relaxed);
-        }
+        stats.count_sent(invalid);
         uplink(me, "telemetry", payload, stats).await?;
     }
 }
