@@ -28,6 +28,34 @@ fn kubectl_apply_creates_the_examples_and_a_second_apply_changes_nothing() {
     assert!(server_side.contains("serverside-applied"), "{server_side}");
 }
 
+/// A GitOps tool applies the shipped library and the examples server-side, again and again:
+/// values the server already holds (numbers spelled differently, items the controllers left
+/// alone) co-own and never conflict, before and after the controllers wrote status. (Not `-R`:
+/// `examples/gitops/` is a kustomize tree, applied with `-k`.)
+#[test]
+fn server_side_apply_of_the_library_and_examples_never_conflicts() {
+    let devplane = Devplane::start(&[]);
+    let apply = || {
+        let output = devplane.kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            "manifests/library/",
+            "-f",
+            "examples/",
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    assert!(
+        apply().contains("devicemodel.iot.devplane.io/three-phase-measurement serverside-applied")
+    );
+    apply();
+    devplane.wait_ready("solar-farm", &["devicemodel/string-inverter"]);
+    devplane.wait_ready("smart-home", &["device/living-room-climate"]);
+    apply();
+}
+
 #[test]
 fn kubectl_get_shows_printer_columns_categories_and_yaml() {
     let devplane = Devplane::start(&[]);
@@ -435,6 +463,11 @@ fn kubectl_delete_honours_finalizers_and_collects_owned_objects() {
         "--timeout=30s",
     ]);
     assert!(gone.contains("deleted"), "{gone}");
+    let warnings = devplane.reconcile_warnings();
+    assert!(
+        warnings.is_empty(),
+        "deletions log no warning: {warnings:#?}"
+    );
 }
 
 #[test]
@@ -693,6 +726,11 @@ fn deleting_a_namespace_deletes_everything_in_it() {
         "name",
     ]);
     assert!(left.trim().is_empty(), "nothing left: {left}");
+    let warnings = devplane.reconcile_warnings();
+    assert!(
+        warnings.is_empty(),
+        "a namespace's deletion logs no warning: {warnings:#?}"
+    );
     let refused = devplane.kubectl(&["delete", "namespace", "default"]);
     assert!(
         !refused.status.success() && stderr(&refused).contains("may not be deleted"),

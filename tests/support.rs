@@ -382,6 +382,17 @@ impl Devplane {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The controllers' warnings so far: log lines at WARN or ERROR about a reconcile.
+    pub fn reconcile_warnings(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|line| {
+                (line.contains(" WARN ") || line.contains(" ERROR ")) && line.contains("reconcil")
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Stop with SIGTERM (graceful), waiting for the exit; returns whether it exited by itself.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {

@@ -80,6 +80,17 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// 403 Forbidden for a create in a namespace being deleted, with upstream's
+    /// `NamespaceTerminating` cause so controllers can tell it from a permission denial.
+    pub fn namespace_terminating(namespace: &str) -> Self {
+        let message = format!(
+            "unable to create new content in namespace {namespace} because it is being terminated"
+        );
+        Self::forbidden(message.clone()).with_details(json!({
+            "causes": [{"reason": "NamespaceTerminating", "message": message, "field": "metadata.namespace"}]
+        }))
+    }
+
     /// 404 NotFound for an object.
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
         Self::new(

@@ -58,6 +58,33 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the API refused a create because the object's namespace is being deleted: the
+    /// object itself goes with it, so there is nothing to retry.
+    pub fn is_namespace_terminating(&self) -> bool {
+        match self {
+            Error::Api {
+                source: kube::Error::Api(status),
+                ..
+            } => {
+                status.code == 403
+                    && (status.details.as_ref().is_some_and(|details| {
+                        details
+                            .causes
+                            .iter()
+                            .any(|cause| cause.reason == "NamespaceTerminating")
+                    }) || status.message.contains("because it is being terminated"))
+            }
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_namespace_terminating(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// Attach context to a kube error.
 pub fn api(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let context = context.into();

@@ -83,6 +83,10 @@ where
         object.namespace().unwrap_or_default(),
         object.name_any(),
     );
+    if error.is_namespace_terminating() {
+        tracing::debug!(controller, object = %format!("{}/{}", key.1, key.2), error = %chain(error), "namespace is being deleted; the object goes with it");
+        return Action::await_change();
+    }
     let failures = ctx.retries.failed(key.clone());
     ctx.observer
         .waiting(controller, ctx.retries.waiting(controller));

@@ -236,6 +236,19 @@ pub fn value_map(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// Schema of a list of named items (a model's attributes, measure points, services, events,
+/// parameters and struct fields): a list keyed by `identifier`, so server-side apply merges
+/// and owns the items one by one, and the API server refuses a repeated identifier.
+pub fn keyed_by_identifier<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = <Vec<T>>::json_schema(generator);
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["identifier"]),
+    );
+    schema
+}
+
 /// Schema of `conditions`: a list of `metav1.Condition` keyed by `type`, so server-side apply
 /// merges conditions per type.
 pub fn conditions(generator: &mut SchemaGenerator) -> Schema {

@@ -76,15 +76,19 @@ pub struct DeviceModelSpec {
     pub extends: Vec<ModelReference>,
     /// Static or slowly changing properties (serial number, rated power, location).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "common::keyed_by_identifier::<Attribute>")]
     pub attributes: Vec<Attribute>,
     /// Time-series values the device reports (temperature, current, state).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "common::keyed_by_identifier::<MeasurePoint>")]
     pub measure_points: Vec<MeasurePoint>,
     /// Operations the device offers, invoked with DeviceCommands.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "common::keyed_by_identifier::<Service>")]
     pub services: Vec<Service>,
     /// Notifications the device raises.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "common::keyed_by_identifier::<Event>")]
     pub events: Vec<Event>,
     /// The model as an EnOS product: devices built for the EnOS device protocol connect with
     /// this product key (see `docs/enos.md`).
@@ -197,9 +201,11 @@ pub struct Service {
     pub call_type: CallType,
     /// Parameters the caller passes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "common::keyed_by_identifier::<Parameter>")]
     pub inputs: Vec<Parameter>,
     /// Parameters the device returns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "common::keyed_by_identifier::<Parameter>")]
     pub outputs: Vec<Parameter>,
 }
 
@@ -231,6 +237,7 @@ pub struct Event {
     pub severity: Severity,
     /// Parameters the event carries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "common::keyed_by_identifier::<Parameter>")]
     pub outputs: Vec<Parameter>,
 }
 
@@ -346,6 +353,7 @@ pub struct DataType {
     pub enum_values: Vec<EnumValue>,
     /// Fields of a struct.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "common::keyed_by_identifier::<StructField>")]
     pub fields: Vec<StructField>,
     /// Element type of an array.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -408,6 +416,7 @@ pub struct ElementType {
     pub enum_values: Vec<EnumValue>,
     /// Fields of a struct element.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "common::keyed_by_identifier::<StructField>")]
     pub fields: Vec<StructField>,
 }
 

@@ -65,9 +65,9 @@ impl Inner {
         };
         match self.read(&namespaces, None, namespace).await? {
             None => Err(ApiError::not_found("", "namespaces", namespace)),
-            Some((ns, _)) if object::is_terminating(&ns) => Err(ApiError::forbidden(format!(
-                "unable to create new content in namespace {namespace} because it is being terminated"
-            ))),
+            Some((ns, _)) if object::is_terminating(&ns) => {
+                Err(ApiError::namespace_terminating(namespace))
+            }
             Some(_) => Ok(()),
         }
     }

@@ -150,7 +150,37 @@ fn write_canonical(v: &Value, out: &mut String) {
             }
             out.push(']');
         }
+        Value::Number(n) => out.push_str(&canonical_number(n)),
         scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// A number as its value, not its spelling: an integral float is written as the integer
+/// (`-1e+09` and `-1000000000.0` are both `-1000000000`), as upstream compares numbers by value.
+fn canonical_number(n: &serde_json::Number) -> String {
+    match n.as_f64() {
+        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{f:.0}"),
+        _ => n.to_string(),
+    }
+}
+
+/// Whether two values are the same value: numbers compare by value whatever their spelling
+/// (an integer equals the float of the same value), everything else structurally.
+pub(super) fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => i == j,
+            _ => x.as_f64() == y.as_f64() && canonical_number(x) == canonical_number(y),
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(l, r)| same_value(l, r))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, l)| y.get(k).is_some_and(|r| same_value(l, r)))
+        }
+        _ => a == b,
     }
 }
 

@@ -567,6 +567,40 @@ fn two_managers_applying_the_same_value_share_ownership_without_conflict() {
 }
 
 #[test]
+fn equal_numbers_spelled_differently_co_own_without_conflict() {
+    let ints = widget(json!({
+        "size": -1_000_000_000,
+        "endpoints": [{"port": 80, "protocol": "TCP"}],
+        "extra": {"limits": [1.5, 2]}
+    }));
+    let first = apply_as(None, &ints, "devplane", T0);
+    let floats = widget(
+        serde_json::from_str(
+            r#"{"size": -1e+09, "endpoints": [{"port": 80.0, "protocol": "TCP"}],
+                "extra": {"limits": [1.5, 2.0]}}"#,
+        )
+        .expect("json"),
+    );
+    let second = apply_as(Some(&first), &floats, "kubectl", T1);
+    assert_eq!(
+        owned(&second, "kubectl", "Apply"),
+        owned(&second, "devplane", "Apply")
+    );
+    let err = apply(
+        Some(&second),
+        &widget(json!({"size": -999_999_999})),
+        "other",
+        false,
+        Some(&schema()),
+        None,
+        V1,
+        T2,
+    )
+    .expect_err("a different value still conflicts");
+    assert!(matches!(err, ApplyError::Conflicts(_)), "{err:?}");
+}
+
+#[test]
 fn changing_a_field_another_apply_manager_owns_is_a_conflict() {
     let first = apply_as(None, &widget(json!({"size": 3})), "kubectl", T0);
     let err = apply(

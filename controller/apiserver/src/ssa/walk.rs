@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::fieldset::{FieldSet, PathElement, canonical_json};
+use super::fieldset::{FieldSet, PathElement, canonical_json, same_value};
 use super::typed::{NEVER_TRACKED, Shape, Ty, list_item_element, list_item_key, set_item_element};
 
 /// Every field present in `value`, before never-tracked fields are removed.
@@ -106,7 +106,7 @@ fn compare(
         Shape::Leaf => match (lhs, rhs) {
             (None, Some(_)) => out.added.insert(path),
             (Some(_), None) => out.removed.insert(path),
-            (Some(l), Some(r)) if l != r => out.modified.insert(path),
+            (Some(l), Some(r)) if !same_value(l, r) => out.modified.insert(path),
             _ => {}
         },
         Shape::Fields => {
