@@ -27,11 +27,13 @@ use crate::cli::BenchApiArgs;
 mod coap;
 mod http;
 mod mqtt;
+mod onboard;
 mod provision;
 mod store;
 pub use coap::run as coap;
 pub use http::{baseline as http_baseline, run as http};
 pub use mqtt::run as mqtt;
+pub use onboard::run as onboard;
 pub use provision::run as provision;
 pub use store::run as store_memory;
 
@@ -233,9 +235,20 @@ async fn watchers(target: &Arc<Target>, n: usize) -> Result<Vec<Arc<AtomicU64>>,
     Ok(counters)
 }
 
+/// The process's resident set now (`VmRSS`).
 fn rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+/// The process's peak resident set (`VmHWM`).
+fn peak_rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+/// A size field of `/proc/self/status`, in bytes.
+fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
@@ -489,177 +502,4 @@ async fn etcd_comparison(endpoint: &str, args: &BenchApiArgs) -> Result<(), Stri
     );
     target.shutdown();
     Ok(())
-}
-
-/// Run `devplane bench onboard`: an OnboardingBatch of N devices through the controllers, timed
-/// from the batch's creation to Complete and to every device Ready.
-pub async fn onboard(args: &crate::cli::BenchOnboardArgs) -> Result<(), String> {
-    let dir = tempfile_dir()?;
-    let url = match &args.etcd {
-        Some(endpoint) => format!(
-            "etcd://{}/bench-onboard-{}",
-            endpoint.trim_start_matches("etcd://"),
-            std::process::id()
-        ),
-        None => format!("file://{}", dir.display()),
-    };
-    let store = devplane_store::open(&url)
-        .await
-        .map_err(|e| e.to_string())?;
-    let target = Target::start(store).await?;
-    let stop = CancellationToken::new();
-    let client = kube::Client::new(
-        target.server.in_process_router(crate::up::admin_identity()),
-        "default",
-    );
-    let counts = Arc::new(Counts::default());
-    tokio::spawn(devplane_reconcilers::run(
-        client,
-        devplane_reconcilers::Settings::default(),
-        counts.clone(),
-        stop.clone(),
-    ));
-    let model = json!({
-        "apiVersion": "iot.devplane.io/v1alpha1", "kind": "DeviceModel",
-        "metadata": {"name": "meter", "namespace": "bench"},
-        "spec": {"version": "1.0.0", "extends": [{"name": "three-phase-measurement", "namespace": "devplane-library"}, {"name": "energy", "namespace": "devplane-library"}]}
-    });
-    target
-        .request(
-            "POST",
-            "/apis/iot.devplane.io/v1alpha1/namespaces/bench/devicemodels",
-            Some(&model),
-        )
-        .await?;
-    let batch = json!({
-        "apiVersion": "iot.devplane.io/v1alpha1", "kind": "OnboardingBatch",
-        "metadata": {"name": "bench", "namespace": "bench"},
-        "spec": {"site": "bench", "template": {"spec": {"modelRef": {"name": "meter"}}}, "items": {"generate": {"count": args.devices, "namePattern": "meter-{index:06}"}}}
-    });
-    let started = Instant::now();
-    let (status, body) = target
-        .request(
-            "POST",
-            "/apis/iot.devplane.io/v1alpha1/namespaces/bench/onboardingbatches",
-            Some(&batch),
-        )
-        .await?;
-    if status != 201 {
-        return Err(format!(
-            "batch not created: {status} {}",
-            String::from_utf8_lossy(&body)
-        ));
-    }
-    let mut complete = None;
-    let mut ready = None;
-    let mut last_ready_count = 0;
-    while started.elapsed() < Duration::from_secs(args.timeout_seconds) && ready.is_none() {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if complete.is_none() {
-            let (_, body) = target
-                .request(
-                    "GET",
-                    "/apis/iot.devplane.io/v1alpha1/namespaces/bench/onboardingbatches/bench",
-                    None,
-                )
-                .await?;
-            let batch: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-            let done = batch["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Complete" && c["status"] == "True");
-            if done {
-                complete = Some(started.elapsed());
-            }
-            continue;
-        }
-        let (_, body) = target
-            .request(
-                "GET",
-                "/apis/iot.devplane.io/v1alpha1/namespaces/bench/devices",
-                None,
-            )
-            .await?;
-        let list: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        let items = list["items"].as_array().cloned().unwrap_or_default();
-        let ready_count = items
-            .iter()
-            .filter(|d| {
-                d["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-            .count() as u64;
-        if ready_count >= args.devices {
-            ready = Some(started.elapsed());
-        } else {
-            last_ready_count = ready_count;
-        }
-    }
-    let per_second = |d: Option<Duration>| {
-        d.map(|d| {
-            format!(
-                "{:.1} s ({:.0} devices/s)",
-                d.as_secs_f64(),
-                args.devices as f64 / d.as_secs_f64()
-            )
-        })
-        .unwrap_or_else(|| "not reached".into())
-    };
-    println!(
-        "devplane bench onboard: {} devices through the controllers on {}",
-        args.devices,
-        if args.etcd.is_some() {
-            "etcd"
-        } else {
-            "the embedded store"
-        }
-    );
-    println!(
-        "  batch Complete (every device created): {}",
-        per_second(complete)
-    );
-    println!(
-        "  every device Ready (credentials issued, phase Provisioned): {}",
-        per_second(ready)
-    );
-    if ready.is_none() {
-        println!(
-            "  ({last_ready_count} of {} devices were Ready when the bench gave up)",
-            args.devices
-        );
-    }
-    for (controller, (runs, busy)) in counts.0.lock().iter() {
-        println!(
-            "  {controller}: {runs} reconciles, {:.1} s in reconciles",
-            busy.as_secs_f64()
-        );
-    }
-    if let Some(rss) = rss_bytes() {
-        println!(
-            "  RSS at the end: {:.0} MB (API server, store and history, controllers and their caches, in one process)",
-            rss as f64 / 1e6
-        );
-    }
-    stop.cancel();
-    target.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
-}
-
-/// Reconciles and time spent, by controller.
-#[derive(Default)]
-struct Counts(parking_lot::Mutex<std::collections::BTreeMap<&'static str, (u64, Duration)>>);
-
-impl devplane_reconcilers::Observer for Counts {
-    fn started(&self, _: &'static str) {}
-    fn finished(&self, controller: &'static str, elapsed: Duration, _: Option<&'static str>) {
-        let mut counts = self.0.lock();
-        let entry = counts.entry(controller).or_default();
-        entry.0 += 1;
-        entry.1 += elapsed;
-    }
 }
