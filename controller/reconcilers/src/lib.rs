@@ -58,7 +58,7 @@ type ReconcileFuture = std::pin::Pin<Box<dyn Future<Output = Result<Action, Erro
 /// device count changes with every device onboarded).
 fn spec_changes<K>(
     changes: impl futures::Stream<Item = shared::Change<K>> + Send + 'static,
-) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+) -> impl futures::Stream<Item = Arc<K>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
@@ -70,10 +70,10 @@ where
         let key = (change.object.namespace(), change.object.name_any());
         let out = if change.deleted {
             seen.remove(&key);
-            Some(Ok(K::clone(&change.object)))
+            Some(change.object)
         } else {
             let generation = change.object.meta().generation;
-            (seen.insert(key, generation) != Some(generation)).then(|| Ok(K::clone(&change.object)))
+            (seen.insert(key, generation) != Some(generation)).then_some(change.object)
         };
         std::future::ready(out)
     })
@@ -180,15 +180,15 @@ pub async fn run(
 
     // DeviceModel: its own changes, models it extends, and its users coming and going.
     let model_ctx = ctx.clone();
-    let model_controller = Controller::for_stream(models.subscribe(), models.store.clone())
+    let model_controller = Controller::for_shared_stream(models.subscribe(), models.store.clone())
         .with_config(
             ControllerConfig::default()
                 .concurrency(4)
                 .debounce(Duration::from_millis(500)),
         )
-        .watches_stream(
+        .watches_shared_stream(
             spec_changes(models.changes()),
-            move |changed: DeviceModel| {
+            move |changed: Arc<DeviceModel>| {
                 let key =
                     ModelKey::new(changed.namespace().unwrap_or_default(), changed.name_any());
                 device_model::models_extending(&model_ctx, &key)
@@ -198,7 +198,7 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
-        .watches_stream(devices.subscribe(), move |d: Device| {
+        .watches_shared_stream(devices.subscribe(), move |d: Arc<Device>| {
             let key = ModelKey::from_ref(&d.spec.model_ref, &d.namespace().unwrap_or_default());
             Some(ObjectRef::<DeviceModel>::new(&key.name).within(&key.namespace))
         })
@@ -212,14 +212,14 @@ pub async fn run(
     // Device: its own changes, its Secret, its model (and what that extends), its gateway.
     let dependants_ctx = ctx.clone();
     let device_devices = devices.store.clone();
-    let device_controller = Controller::for_stream(devices.subscribe(), devices.store.clone())
+    let device_controller = Controller::for_shared_stream(devices.subscribe(), devices.store.clone())
         .with_config(config.clone())
-        .owns_stream(secrets.subscribe())
-        .watches_stream(spec_changes(models.changes()), move |m: DeviceModel| {
+        .owns_shared_stream(secrets.subscribe())
+        .watches_shared_stream(spec_changes(models.changes()), move |m: Arc<DeviceModel>| {
             let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
             dependants_ctx.devices_depending_on(&key)
         })
-        .watches_stream(spec_changes(gateways.changes()), move |g: Gateway| {
+        .watches_shared_stream(spec_changes(gateways.changes()), move |g: Arc<Gateway>| {
             let namespace = g.namespace();
             let name = g.name_any();
             device_devices
@@ -241,18 +241,18 @@ pub async fn run(
     // Gateway: its own changes, its Secret, its model, and devices it may act for.
     let gateway_dependants = ctx.clone();
     let gateway_gateways = gateways.store.clone();
-    let gateway_controller = Controller::for_stream(gateways.subscribe(), gateways.store.clone())
+    let gateway_controller = Controller::for_shared_stream(gateways.subscribe(), gateways.store.clone())
         .with_config(
             ControllerConfig::default()
                 .concurrency(4)
                 .debounce(Duration::from_millis(200)),
         )
-        .owns_stream(secrets.subscribe())
-        .watches_stream(spec_changes(models.changes()), move |m: DeviceModel| {
+        .owns_shared_stream(secrets.subscribe())
+        .watches_shared_stream(spec_changes(models.changes()), move |m: Arc<DeviceModel>| {
             let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
             gateway_dependants.gateways_depending_on(&key)
         })
-        .watches_stream(devices.subscribe(), move |d: Device| {
+        .watches_shared_stream(devices.subscribe(), move |d: Arc<Device>| {
             gateway::gateways_for(&d, &gateway_gateways.state())
         })
         .graceful_shutdown_on(stop())
@@ -281,7 +281,7 @@ pub async fn run(
     .with_config(config);
     let commands = command_controller.store();
     let command_controller = command_controller
-        .watches_stream(devices.subscribe(), move |d: Device| {
+        .watches_shared_stream(devices.subscribe(), move |d: Arc<Device>| {
             let namespace = d.namespace();
             let name = d.name_any();
             commands
@@ -303,7 +303,7 @@ pub async fn run(
         watcher::Config::default(),
     )
     .with_config(ControllerConfig::default().concurrency(2))
-    .owns_stream(secrets.subscribe())
+    .owns_shared_stream(secrets.subscribe())
     .graceful_shutdown_on(stop())
     .run(
         observed(application::NAME, application::reconcile),
@@ -322,7 +322,7 @@ pub async fn run(
             .concurrency(2)
             .debounce(Duration::from_secs(1)),
     )
-    .watches_stream(devices.subscribe(), |d: Device| {
+    .watches_shared_stream(devices.subscribe(), |d: Arc<Device>| {
         let policy = d
             .labels()
             .get(devplane_api::constants::labels::PROVISIONING_POLICY)?

@@ -4,6 +4,10 @@
 //! shared streams pass on no deletions, which the controllers need (a deleted model
 //! re-validates its devices), hence this small fan-out.
 //!
+//! The cache and the feed hold the same `Arc`s, without `managedFields` (no controller reads
+//! them, and they are often the larger half of an object), and subscribers get those `Arc`s:
+//! a change costs one copy of the object, not one per controller.
+//!
 //! A subscriber that falls behind the buffer misses events; it is then handed every object of
 //! the store, which is enough for level-triggered reconcilers (what lagged is reconciled
 //! again), except that a deletion in the missed stretch triggers nothing.
@@ -13,13 +17,14 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use kube::Resource;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// Changes a subscriber may fall behind by before it is resynchronized from the store.
-const BUFFER: usize = 65_536;
+/// Changes a subscriber may fall behind by before it is resynchronized from the store. The
+/// buffer keeps these versions alive, so it is a memory bound too (a few KB per change).
+const BUFFER: usize = 16_384;
 
 /// One change of an object.
 #[derive(Clone, Debug)]
@@ -55,7 +60,11 @@ where
         let (store, writer) = reflector::store();
         let (changes, _) = broadcast::channel(BUFFER);
         let feed = changes.clone();
-        let events = reflector::reflector(writer, watcher(api, config)).default_backoff();
+        let events = watcher(api, config)
+            .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+            .default_backoff();
+        let events = reflector::reflector(writer, events);
+        let cache = store.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
@@ -70,8 +79,16 @@ where
                 // Nobody subscribed yet is fine: subscribers start from the store.
                 match event {
                     Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                        // The reflector has just stored it (initial objects only at the end of
+                        // the list): share the cache's copy when it is this version.
+                        let object = cache
+                            .get(&ObjectRef::from_obj(&object))
+                            .filter(|cached| {
+                                cached.meta().resource_version == object.meta().resource_version
+                            })
+                            .unwrap_or_else(|| Arc::new(object));
                         let _ = feed.send(Change {
-                            object: Arc::new(object),
+                            object,
                             deleted: false,
                         });
                     }
@@ -96,8 +113,8 @@ where
     /// A stream of the objects that change from now on (deleted ones included), for a
     /// controller's triggers. It first yields every object already in the store, so a
     /// subscriber that starts late misses nothing that exists.
-    pub fn subscribe(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
-        self.changes().map(|change| Ok(K::clone(&change.object)))
+    pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        self.changes().map(|change| change.object)
     }
 
     /// [`Watched::subscribe`], telling deletions apart.
