@@ -22,13 +22,12 @@ use crate::audit::{self, Audit};
 use crate::authz::{Attributes, Rbac};
 use crate::builtin::{Builtin, crd_resources};
 use crate::error::{ApiError, ApiResult};
-use crate::openapi;
-use crate::registry::{Registry, Resource};
+use crate::registry::{Registry, RegistryCache, Resource};
 use crate::request::{self, Query};
 use crate::rest::{self, WriteOptions};
 use crate::sa_token::Signer;
 use crate::webhooks::Webhooks;
-use crate::{discovery, path};
+use crate::{discovery, openapi, path};
 
 /// Settings of an API server.
 #[derive(Clone, Debug)]
@@ -80,9 +79,6 @@ const WEBHOOKS_PREFIX: &str =
 /// How long a verified ServiceAccount token is trusted before its account is looked up again.
 const TOKEN_CACHE: Duration = Duration::from_secs(10);
 
-/// Rendered OpenAPI documents by group-version path.
-type OpenApiDocuments = Arc<BTreeMap<String, openapi::Document>>;
-
 /// Shared state of the server.
 pub struct Inner {
     /// The store.
@@ -92,7 +88,8 @@ pub struct Inner {
     pub config: ApiServerConfig,
     /// Cancelled on shutdown: ends watches and background tasks.
     pub shutdown: CancellationToken,
-    openapi_cache: Mutex<Option<(u64, OpenApiDocuments)>>,
+    /// Rendered OpenAPI v3 documents by group-version path.
+    openapi_cache: RegistryCache<BTreeMap<String, openapi::Document>>,
     /// Watch events decoded once for all watchers.
     pub events: Arc<crate::watch::EventCache>,
     rbac: RwLock<Arc<Rbac>>,
@@ -148,16 +145,9 @@ impl Inner {
     }
 
     fn openapi_documents(&self) -> Arc<BTreeMap<String, openapi::Document>> {
-        let registry = self.registry();
-        let mut cache = self.openapi_cache.lock();
-        if let Some((generation, docs)) = cache.as_ref()
-            && *generation == registry.generation
-        {
-            return docs.clone();
-        }
-        let docs = Arc::new(openapi::documents(&registry, &self.git_version()));
-        *cache = Some((registry.generation, docs.clone()));
-        docs
+        self.openapi_cache.get(&self.registry(), |registry| {
+            openapi::documents(registry, &self.git_version())
+        })
     }
 
     /// The RBAC objects as last loaded.
@@ -285,7 +275,7 @@ impl ApiServer {
             registry: RwLock::new(Arc::new(Registry::new(Vec::new(), 0))),
             config,
             shutdown: CancellationToken::new(),
-            openapi_cache: Mutex::new(None),
+            openapi_cache: RegistryCache::default(),
             events: Arc::default(),
             rbac: RwLock::new(Arc::default()),
             webhooks: RwLock::new(Arc::default()),
