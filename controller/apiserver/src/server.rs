@@ -27,7 +27,7 @@ use crate::request::{self, Query};
 use crate::rest::{self, WriteOptions};
 use crate::sa_token::Signer;
 use crate::webhooks::Webhooks;
-use crate::{discovery, openapi, path};
+use crate::{discovery, openapi, openapi_v2, path};
 
 /// Settings of an API server.
 #[derive(Clone, Debug)]
@@ -90,6 +90,8 @@ pub struct Inner {
     pub shutdown: CancellationToken,
     /// Rendered OpenAPI v3 documents by group-version path.
     openapi_cache: RegistryCache<BTreeMap<String, openapi::Document>>,
+    /// The rendered `/openapi/v2` document.
+    openapi_v2_cache: RegistryCache<openapi_v2::Document>,
     /// Watch events decoded once for all watchers.
     pub events: Arc<crate::watch::EventCache>,
     rbac: RwLock<Arc<Rbac>>,
@@ -147,6 +149,12 @@ impl Inner {
     fn openapi_documents(&self) -> Arc<BTreeMap<String, openapi::Document>> {
         self.openapi_cache.get(&self.registry(), |registry| {
             openapi::documents(registry, &self.git_version())
+        })
+    }
+
+    fn openapi_v2_document(&self) -> Arc<openapi_v2::Document> {
+        self.openapi_v2_cache.get(&self.registry(), |registry| {
+            openapi_v2::Document::build(registry, &self.git_version())
         })
     }
 
@@ -276,6 +284,7 @@ impl ApiServer {
             config,
             shutdown: CancellationToken::new(),
             openapi_cache: RegistryCache::default(),
+            openapi_v2_cache: RegistryCache::default(),
             events: Arc::default(),
             rbac: RwLock::new(Arc::default()),
             webhooks: RwLock::new(Arc::default()),
@@ -476,6 +485,8 @@ impl ApiServer {
             .route("/readyz", get(health))
             .route("/api", get(api_core))
             .route("/apis", get(api_groups))
+            .route("/openapi/v2", get(openapi_v2_document))
+            .route("/swagger-2.0.0.pb-v1", get(swagger_protobuf))
             .route("/openapi/v3", get(openapi_index))
             .route("/openapi/v3/{*path}", get(openapi_document))
             .route("/api/{*rest}", any(resources_core))
@@ -601,6 +612,25 @@ async fn api_core(State(server): State<ApiServer>, headers: HeaderMap) -> Respon
 
 async fn api_groups(State(server): State<ApiServer>, headers: HeaderMap) -> Response {
     discovery::groups(&server.inner.registry(), &headers)
+}
+
+async fn openapi_v2_document(State(server): State<ApiServer>, headers: HeaderMap) -> Response {
+    match openapi_v2::negotiate(&headers) {
+        Some(format) => server
+            .inner
+            .openapi_v2_document()
+            .respond(format, &headers),
+        None => ApiError::not_acceptable(
+            "only application/json and application/com.github.proto-openapi.spec.v2@v1.0+protobuf are served",
+        )
+        .into_response(),
+    }
+}
+
+/// The protobuf document at the path older servers had it; client-go falls back to it.
+async fn swagger_protobuf(State(server): State<ApiServer>, headers: HeaderMap) -> Response {
+    let format = openapi_v2::Format::Protobuf;
+    server.inner.openapi_v2_document().respond(format, &headers)
 }
 
 async fn openapi_index(State(server): State<ApiServer>) -> Response {
