@@ -1,4 +1,4 @@
-//! Real kubectl (the dispatcher's 1.33, and 1.32 and 1.31 called directly) against
+//! Real kubectl (the dispatcher's 1.33, and 1.32 down to 1.27 called directly) against
 //! `devplane up` as a separate process.
 
 use std::io::{BufRead, BufReader};
@@ -531,14 +531,33 @@ fn invalid_objects_are_refused_with_the_field_named() {
     );
 }
 
+/// kubectl 1.27 and 1.28 read `/openapi/v2` (client-go's `OpenAPISchema()`) before `create`,
+/// client-side `apply` and `explain`; later versions read `/openapi/v3`, and every version
+/// reads v2 for `explain --output=plaintext-openapiv2`.
 #[test]
 fn older_kubectl_versions_work_too() {
-    for binary in ["kubectl.1.32", "kubectl.1.31"] {
+    let binaries = [
+        "kubectl.1.32",
+        "kubectl.1.31",
+        "kubectl.1.30",
+        "kubectl.1.29",
+        "kubectl.1.28",
+        "kubectl.1.27",
+    ];
+    for binary in binaries {
         let devplane = Devplane::start(&[]);
         let run = |args: &[&str]| {
             let output = devplane.kubectl_binary(binary, args);
             (output.status.code(), stdout(&output), stderr(&output))
         };
+        let (code, _, err) = run(&[
+            "create",
+            "-f",
+            "examples/00-namespaces.yaml",
+            "-f",
+            "examples/smart-home.yaml",
+        ]);
+        assert_eq!(code, Some(0), "{binary} create: {err}");
         let (code, _, err) = run(&["apply", "-f", "examples/"]);
         assert_eq!(code, Some(0), "{binary} apply: {err}");
         let (_, table, _) = run(&["get", "devices", "-A"]);
@@ -572,10 +591,20 @@ fn older_kubectl_versions_work_too() {
             "examples/smart-home.yaml",
         ]);
         assert_eq!(code, Some(0), "{binary} dry run: {err}");
+        let subdevices = "Which devices the gateway may act for";
         let (_, explained, _) = run(&["explain", "gateway.spec.subDevices"]);
         assert!(
-            explained.contains("selector"),
+            explained.contains("selector") && explained.contains(subdevices),
             "{binary} explain: {explained}"
+        );
+        let (_, explained, _) = run(&[
+            "explain",
+            "gateway.spec.subDevices",
+            "--output=plaintext-openapiv2",
+        ]);
+        assert!(
+            explained.contains("selector") && explained.contains(subdevices),
+            "{binary} explain from /openapi/v2: {explained}"
         );
         let (_, resources, _) = run(&["api-resources", "--api-group=iot.devplane.io"]);
         assert!(

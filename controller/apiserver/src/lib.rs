@@ -1,8 +1,8 @@
 //! A Kubernetes-compatible API server over devplane's store: CRDs and the custom resources
 //! they define, core Namespaces, Secrets, ConfigMaps and Events, events.k8s.io Events and
-//! coordination.k8s.io Leases — with discovery, OpenAPI v3, watch, every patch type, server-side
-//! apply, tables, finalizers, garbage collection and CRD schema enforcement. Real kubectl and
-//! kube-rs clients are its judges.
+//! coordination.k8s.io Leases — with discovery, OpenAPI v2 and v3, watch, every patch type,
+//! server-side apply, tables, finalizers, garbage collection and CRD schema enforcement. Real
+//! kubectl and kube-rs clients are its judges.
 
 mod apply;
 pub mod audit;
@@ -14,6 +14,7 @@ mod gc;
 pub mod jsonpath;
 pub mod object;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod path;
 pub mod protobuf;
 pub mod registry;

@@ -20,6 +20,19 @@ pub struct Document {
 
 /// Every group-version document of a registry, keyed by `api/v1` or `apis/<group>/<version>`.
 pub fn documents(registry: &Registry, server_version: &str) -> BTreeMap<String, Document> {
+    group_versions(registry, server_version)
+        .into_iter()
+        .map(|(key, doc)| {
+            let body = doc.to_string();
+            let hash = content_hash(body.as_bytes());
+            (key, Document { hash, body })
+        })
+        .collect()
+}
+
+/// The document of every group-version as JSON, keyed like [`documents`]; `/openapi/v2` is
+/// derived from them.
+pub fn group_versions(registry: &Registry, server_version: &str) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for (group, versions) in registry.groups() {
         for (version, resources) in versions {
@@ -28,20 +41,17 @@ pub fn documents(registry: &Registry, server_version: &str) -> BTreeMap<String, 
             } else {
                 format!("apis/{group}/{version}")
             };
-            let doc = document(&resources, server_version);
-            let body = doc.to_string();
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            body.hash(&mut hasher);
-            out.insert(
-                key,
-                Document {
-                    hash: format!("{:016X}", hasher.finish()),
-                    body,
-                },
-            );
+            out.insert(key, document(&resources, server_version));
         }
     }
     out
+}
+
+/// A short content hash, as hex: the `hash` query parameter and the ETag of a document.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    format!("{:016X}", hasher.finish())
 }
 
 /// The `/openapi/v3` index.

@@ -202,3 +202,33 @@ pub fn openapi_name(group: &str, version: &str, kind: &str) -> String {
     let reversed: Vec<&str> = group.split('.').rev().collect();
     format!("{}.{version}.{kind}", reversed.join("."))
 }
+
+/// A value derived from the registry (the OpenAPI documents), built on first use and rebuilt
+/// once the registry has changed (a CRD was established or removed).
+#[derive(Debug)]
+pub struct RegistryCache<T> {
+    slot: parking_lot::Mutex<Option<(u64, Arc<T>)>>,
+}
+
+impl<T> Default for RegistryCache<T> {
+    fn default() -> Self {
+        RegistryCache {
+            slot: parking_lot::Mutex::new(None),
+        }
+    }
+}
+
+impl<T> RegistryCache<T> {
+    /// The value for `registry`, built by `build` unless the cached one is of its generation.
+    pub fn get(&self, registry: &Registry, build: impl FnOnce(&Registry) -> T) -> Arc<T> {
+        let mut slot = self.slot.lock();
+        if let Some((generation, value)) = slot.as_ref()
+            && *generation == registry.generation
+        {
+            return value.clone();
+        }
+        let value = Arc::new(build(registry));
+        *slot = Some((registry.generation, value.clone()));
+        value
+    }
+}

@@ -22,13 +22,12 @@ use crate::audit::{self, Audit};
 use crate::authz::{Attributes, Rbac};
 use crate::builtin::{Builtin, crd_resources};
 use crate::error::{ApiError, ApiResult};
-use crate::openapi;
-use crate::registry::{Registry, Resource};
+use crate::registry::{Registry, RegistryCache, Resource};
 use crate::request::{self, Query};
 use crate::rest::{self, WriteOptions};
 use crate::sa_token::Signer;
 use crate::webhooks::Webhooks;
-use crate::{discovery, path};
+use crate::{discovery, openapi, openapi_v2, path};
 
 /// Settings of an API server.
 #[derive(Clone, Debug)]
@@ -80,9 +79,6 @@ const WEBHOOKS_PREFIX: &str =
 /// How long a verified ServiceAccount token is trusted before its account is looked up again.
 const TOKEN_CACHE: Duration = Duration::from_secs(10);
 
-/// Rendered OpenAPI documents by group-version path.
-type OpenApiDocuments = Arc<BTreeMap<String, openapi::Document>>;
-
 /// Shared state of the server.
 pub struct Inner {
     /// The store.
@@ -92,7 +88,10 @@ pub struct Inner {
     pub config: ApiServerConfig,
     /// Cancelled on shutdown: ends watches and background tasks.
     pub shutdown: CancellationToken,
-    openapi_cache: Mutex<Option<(u64, OpenApiDocuments)>>,
+    /// Rendered OpenAPI v3 documents by group-version path.
+    openapi_cache: RegistryCache<BTreeMap<String, openapi::Document>>,
+    /// The rendered `/openapi/v2` document.
+    openapi_v2_cache: RegistryCache<openapi_v2::Document>,
     /// Watch events decoded once for all watchers.
     pub events: Arc<crate::watch::EventCache>,
     rbac: RwLock<Arc<Rbac>>,
@@ -148,16 +147,15 @@ impl Inner {
     }
 
     fn openapi_documents(&self) -> Arc<BTreeMap<String, openapi::Document>> {
-        let registry = self.registry();
-        let mut cache = self.openapi_cache.lock();
-        if let Some((generation, docs)) = cache.as_ref()
-            && *generation == registry.generation
-        {
-            return docs.clone();
-        }
-        let docs = Arc::new(openapi::documents(&registry, &self.git_version()));
-        *cache = Some((registry.generation, docs.clone()));
-        docs
+        self.openapi_cache.get(&self.registry(), |registry| {
+            openapi::documents(registry, &self.git_version())
+        })
+    }
+
+    fn openapi_v2_document(&self) -> Arc<openapi_v2::Document> {
+        self.openapi_v2_cache.get(&self.registry(), |registry| {
+            openapi_v2::Document::build(registry, &self.git_version())
+        })
     }
 
     /// The RBAC objects as last loaded.
@@ -285,7 +283,8 @@ impl ApiServer {
             registry: RwLock::new(Arc::new(Registry::new(Vec::new(), 0))),
             config,
             shutdown: CancellationToken::new(),
-            openapi_cache: Mutex::new(None),
+            openapi_cache: RegistryCache::default(),
+            openapi_v2_cache: RegistryCache::default(),
             events: Arc::default(),
             rbac: RwLock::new(Arc::default()),
             webhooks: RwLock::new(Arc::default()),
@@ -486,6 +485,8 @@ impl ApiServer {
             .route("/readyz", get(health))
             .route("/api", get(api_core))
             .route("/apis", get(api_groups))
+            .route("/openapi/v2", get(openapi_v2_document))
+            .route("/swagger-2.0.0.pb-v1", get(swagger_protobuf))
             .route("/openapi/v3", get(openapi_index))
             .route("/openapi/v3/{*path}", get(openapi_document))
             .route("/api/{*rest}", any(resources_core))
@@ -611,6 +612,25 @@ async fn api_core(State(server): State<ApiServer>, headers: HeaderMap) -> Respon
 
 async fn api_groups(State(server): State<ApiServer>, headers: HeaderMap) -> Response {
     discovery::groups(&server.inner.registry(), &headers)
+}
+
+async fn openapi_v2_document(State(server): State<ApiServer>, headers: HeaderMap) -> Response {
+    match openapi_v2::negotiate(&headers) {
+        Some(format) => server
+            .inner
+            .openapi_v2_document()
+            .respond(format, &headers),
+        None => ApiError::not_acceptable(
+            "only application/json and application/com.github.proto-openapi.spec.v2@v1.0+protobuf are served",
+        )
+        .into_response(),
+    }
+}
+
+/// The protobuf document at the path older servers had it; client-go falls back to it.
+async fn swagger_protobuf(State(server): State<ApiServer>, headers: HeaderMap) -> Response {
+    let format = openapi_v2::Format::Protobuf;
+    server.inner.openapi_v2_document().respond(format, &headers)
 }
 
 async fn openapi_index(State(server): State<ApiServer>) -> Response {
