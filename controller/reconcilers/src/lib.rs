@@ -176,7 +176,9 @@ pub async fn run(
             async move { shutdown.cancelled().await }
         }
     };
-    let config = ControllerConfig::default().concurrency(16);
+    // Devices and commands: enough reconciles at once to keep a remote store (etcd, one round
+    // trip per write) busy; on the embedded store the CPU bounds them anyway.
+    let config = ControllerConfig::default().concurrency(64);
 
     // DeviceModel: its own changes, models it extends, and its users coming and going.
     let model_ctx = ctx.clone();
