@@ -92,6 +92,8 @@ pub struct Context {
     pub clock: fn() -> jiff::Timestamp,
     /// Consecutive failures per object, for the backoff.
     pub retries: crate::retry::Retries,
+    /// The controllers' own writes, whose watch events need no reconcile.
+    pub echoes: crate::echo::Echoes,
 }
 
 /// An object that depends on a model.
@@ -140,6 +142,7 @@ impl Context {
             resolved: Mutex::new((0, HashMap::new())),
             clock: jiff::Timestamp::now,
             retries: crate::retry::Retries::default(),
+            echoes: crate::echo::Echoes::default(),
         }
     }
 

@@ -21,6 +21,7 @@ pub mod credentials;
 pub mod device;
 pub mod device_command;
 pub mod device_model;
+pub mod echo;
 pub mod error;
 pub mod gateway;
 pub mod identity;
@@ -214,13 +215,25 @@ pub async fn run(
     // Device: its own changes, its Secret, its model (and what that extends), its gateway.
     let dependants_ctx = ctx.clone();
     let device_devices = devices.store.clone();
-    let device_controller = Controller::for_shared_stream(devices.subscribe(), devices.store.clone())
+    // Its own writes' echoes are dropped (echo.rs).
+    let device_echoes = ctx.clone();
+    let own_devices = devices.subscribe().filter(move |d| {
+        std::future::ready(!device_echoes.echoes.is_echo(device::NAME, d.as_ref()))
+    });
+    let secret_echoes = ctx.clone();
+    let own_secrets = secrets.subscribe().filter(move |s| {
+        std::future::ready(!secret_echoes.echoes.is_echo(device::NAME, s.as_ref()))
+    });
+    let device_controller = Controller::for_shared_stream(own_devices, devices.store.clone())
         .with_config(config.clone())
-        .owns_shared_stream(secrets.subscribe())
-        .watches_shared_stream(spec_changes(models.changes()), move |m: Arc<DeviceModel>| {
-            let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
-            dependants_ctx.devices_depending_on(&key)
-        })
+        .owns_shared_stream(own_secrets)
+        .watches_shared_stream(
+            spec_changes(models.changes()),
+            move |m: Arc<DeviceModel>| {
+                let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
+                dependants_ctx.devices_depending_on(&key)
+            },
+        )
         .watches_shared_stream(spec_changes(gateways.changes()), move |g: Arc<Gateway>| {
             let namespace = g.namespace();
             let name = g.name_any();
@@ -242,27 +255,34 @@ pub async fn run(
 
     // Gateway: its own changes, its Secret, its model, and devices it may act for.
     let gateway_dependants = ctx.clone();
+    let gateway_echoes = ctx.clone();
     let gateway_gateways = gateways.store.clone();
-    let gateway_controller = Controller::for_shared_stream(gateways.subscribe(), gateways.store.clone())
-        .with_config(
-            ControllerConfig::default()
-                .concurrency(4)
-                .debounce(Duration::from_millis(200)),
-        )
-        .owns_shared_stream(secrets.subscribe())
-        .watches_shared_stream(spec_changes(models.changes()), move |m: Arc<DeviceModel>| {
-            let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
-            gateway_dependants.gateways_depending_on(&key)
-        })
-        .watches_shared_stream(devices.subscribe(), move |d: Arc<Device>| {
-            gateway::gateways_for(&d, &gateway_gateways.state())
-        })
-        .graceful_shutdown_on(stop())
-        .run(
-            observed(gateway::NAME, gateway::reconcile),
-            gateway::error_policy,
-            ctx.clone(),
-        );
+    let gateway_controller =
+        Controller::for_shared_stream(gateways.subscribe(), gateways.store.clone())
+            .with_config(
+                ControllerConfig::default()
+                    .concurrency(4)
+                    .debounce(Duration::from_millis(200)),
+            )
+            .owns_shared_stream(secrets.subscribe().filter(move |s| {
+                std::future::ready(!gateway_echoes.echoes.is_echo(gateway::NAME, s.as_ref()))
+            }))
+            .watches_shared_stream(
+                spec_changes(models.changes()),
+                move |m: Arc<DeviceModel>| {
+                    let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
+                    gateway_dependants.gateways_depending_on(&key)
+                },
+            )
+            .watches_shared_stream(devices.subscribe(), move |d: Arc<Device>| {
+                gateway::gateways_for(&d, &gateway_gateways.state())
+            })
+            .graceful_shutdown_on(stop())
+            .run(
+                observed(gateway::NAME, gateway::reconcile),
+                gateway::error_policy,
+                ctx.clone(),
+            );
 
     let batch_controller = Controller::new(
         Api::<OnboardingBatch>::all(client.clone()),
