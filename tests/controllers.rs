@@ -577,6 +577,12 @@ fn devplane_up_serves_the_controllers_metrics_on_its_admin_endpoint() {
         .unwrap_or(0.0);
     assert!(reconciles >= 1.0, "{metrics}");
     assert!(metrics.contains("devplane_leader 1"), "{metrics}");
+    // Settled: nothing waits for a reconcile (the gauge counts what watch events queued).
+    wait_until("an empty device queue", Duration::from_secs(30), || {
+        devplane
+            .metrics()
+            .contains("devplane_reconcile_queue_depth{controller=\"device\"} 0")
+    });
     // The front door's counters are on the same endpoint.
     assert!(metrics.contains("devplane_frontdoor_"), "{metrics}");
 }

@@ -172,6 +172,7 @@ pub struct ControllerMetrics {
     duration: HistogramFamily,
     in_flight: Family<ControllerLabel, Gauge>,
     waiting: Family<ControllerLabel, Gauge>,
+    queued: Family<ControllerLabel, Gauge>,
 }
 
 impl ControllerMetrics {
@@ -187,6 +188,7 @@ impl ControllerMetrics {
             }),
             in_flight: Family::default(),
             waiting: Family::default(),
+            queued: Family::default(),
         };
         admin.with_registry(|registry| {
             registry.register(
@@ -209,6 +211,11 @@ impl ControllerMetrics {
                 "devplane_reconciles_in_flight",
                 "Reconciles running now, by controller",
                 metrics.in_flight.clone(),
+            );
+            registry.register(
+                "devplane_reconcile_queue_depth",
+                "Objects a watch event asked to reconcile that no reconcile has picked up yet, by controller",
+                metrics.queued.clone(),
             );
             registry.register(
                 "devplane_reconcile_retries_waiting",
@@ -314,6 +321,12 @@ impl devplane_reconcilers::Observer for ControllerMetrics {
 
     fn waiting(&self, controller: &'static str, objects: usize) {
         self.waiting
+            .get_or_create(&ControllerLabel { controller })
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    fn queued(&self, controller: &'static str, objects: usize) {
+        self.queued
             .get_or_create(&ControllerLabel { controller })
             .set(i64::try_from(objects).unwrap_or(i64::MAX));
     }

@@ -32,14 +32,15 @@ pub async fn reconcile(device: Arc<Device>, ctx: Arc<Context>) -> Result<Action>
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let devices: Api<Device> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&devices, finalizers::DEVICE, device, |event| async {
-        match event {
-            Finalizer::Apply(device) => apply(&device, &ctx).await,
-            Finalizer::Cleanup(device) => cleanup(&device, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    crate::error::finalized(
+        finalizer(&devices, finalizers::DEVICE, device, |event| async {
+            match event {
+                Finalizer::Apply(device) => apply(&device, &ctx).await,
+                Finalizer::Cleanup(device) => cleanup(&device, &ctx).await,
+            }
+        })
+        .await,
+    )
 }
 
 /// The model of an object, resolved against the model cache; on success also the version
