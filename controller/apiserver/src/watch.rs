@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use devplane_store::{EventKind, Rev, StoreError};
+use devplane_store::{EventKind, Rev, StoreError, WatchItem};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -165,7 +165,9 @@ pub async fn serve(
             )));
         }
     }
-    let stream = inner.store.watch(&prefix, start).await;
+    // With progress: bookmarks then carry how far the whole store got, so a watcher of a quiet
+    // resource resumes after writes elsewhere without a 410 and a re-list.
+    let stream = inner.store.watch_progress(&prefix, start).await;
     let bookmark_interval = inner.config.bookmark_interval;
     let shutdown = inner.shutdown.clone();
     let cache = inner.events.clone();
@@ -220,7 +222,11 @@ pub async fn serve(
                 next = stream.next() => {
                     let event = match next {
                         None => return,
-                        Some(Ok(event)) => event,
+                        Some(Ok(WatchItem::Event(event))) => event,
+                        Some(Ok(WatchItem::Progress(rev))) => {
+                            last_rev = rev;
+                            continue;
+                        }
                         Some(Err(StoreError::Compacted { requested, compacted })) => {
                             let _ = tx.send(expired_line(&format!("too old resource version: {requested} ({compacted})"))).await;
                             return;
@@ -340,3 +346,6 @@ impl EventCache {
         Some(decoded)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -119,6 +119,19 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// `Err` item it ends as well.
 pub type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<Event>> + Send>>;
 
+/// One item of [`Store::watch_progress`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchItem {
+    /// A committed write of the watched prefix.
+    Event(Event),
+    /// Every event of the watched prefix up to this revision has been delivered: the store got
+    /// this far with writes elsewhere.
+    Progress(Rev),
+}
+
+/// A [`WatchStream`] that also reports progress.
+pub type ProgressStream = Pin<Box<dyn futures::Stream<Item = Result<WatchItem>> + Send>>;
+
 /// The storage contract the API server relies on (modelled on etcd v3 and kine).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -147,6 +160,15 @@ pub trait Store: Send + Sync + 'static {
     /// the current revision. A watcher that falls too far behind gets an in-stream
     /// `Err(Compacted)`, after which the stream ends.
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream>;
+
+    /// [`Store::watch`], with now and then a [`WatchItem::Progress`] while the writes go to
+    /// other prefixes, so a watcher of a quiet prefix knows how far the store got (the API
+    /// server's bookmarks). A store that cannot tell yields events only.
+    async fn watch_progress(&self, prefix: &str, after: Rev) -> Result<ProgressStream> {
+        use futures::StreamExt;
+        let events = self.watch(prefix, after).await?;
+        Ok(Box::pin(events.map(|event| event.map(WatchItem::Event))))
+    }
 
     /// The revision of the latest committed write.
     async fn current_revision(&self) -> Result<Rev>;
