@@ -156,9 +156,43 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// A progress line on stderr every few seconds until dropped — `  … what: 12 s, 3400 done`
+/// — so a long run shows it is alive and how far it got.
+pub(crate) struct Progress(tokio::task::JoinHandle<()>);
+
+impl Progress {
+    /// Report `what`, with the count in `done` (if any).
+    pub(crate) fn start(what: impl Into<String>, done: Option<Arc<AtomicU64>>) -> Progress {
+        let what = what.into();
+        let started = Instant::now();
+        Progress(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(5));
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let count = done
+                    .as_ref()
+                    .map(|d| format!(", {} done", d.load(Ordering::Relaxed)))
+                    .unwrap_or_default();
+                eprintln!(
+                    "  … {what}: {:.0} s{count}",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Create objects `from..to` with `concurrency` clients.
 async fn creates(target: &Arc<Target>, from: u64, to: u64, concurrency: usize) -> Run {
     let next = Arc::new(AtomicU64::new(from));
+    let _progress = Progress::start(format!("creating objects {from}..{to}"), Some(next.clone()));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -444,6 +478,7 @@ async fn etcd_comparison(endpoint: &str, args: &BenchApiArgs) -> Result<(), Stri
         .map_err(|e| format!("etcd: {e}"))?;
     let value = vec![b'x'; 1024];
     let next = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start("raw etcd puts", Some(next.clone()));
     let started = Instant::now();
     let mut tasks = Vec::new();
     let run_id = std::process::id();
@@ -473,6 +508,7 @@ async fn etcd_comparison(endpoint: &str, args: &BenchApiArgs) -> Result<(), Stri
         latencies.extend(task.await.unwrap_or_default());
     }
     let raw_rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    drop(progress);
     latencies.sort_unstable();
     println!("\netcd at {endpoint}");
     println!(
