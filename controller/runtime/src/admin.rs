@@ -331,3 +331,34 @@ impl devplane_reconcilers::Observer for ControllerMetrics {
             .set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 }
+
+/// `apiserver_registered_watchers{group, resource, selector}`: the embedded API server's open
+/// watches, read at each scrape (the selector label shows which watches are narrowed).
+pub struct WatchersGauge(pub devplane_apiserver::ApiServer);
+
+impl std::fmt::Debug for WatchersGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WatchersGauge")
+    }
+}
+
+impl Collector for WatchersGauge {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "apiserver_registered_watchers",
+            "Watches open on the API server, by group, resource and label selector",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for ((group, resource, selector), open) in self.0.open_watches() {
+            let labels = [
+                ("group", group.as_str()),
+                ("resource", resource.as_str()),
+                ("selector", selector.as_str()),
+            ];
+            ConstGauge::new(i64::try_from(open).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
