@@ -119,6 +119,24 @@ impl Target {
         Ok((status, bytes))
     }
 
+    /// A watch of the bench namespace's Devices from `resource_version`.
+    async fn watch_devices(
+        &self,
+        resource_version: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let request = hyper::Request::builder()
+            .uri(format!(
+                "{}{DEVICES}?watch=true&resourceVersion={resource_version}&timeoutSeconds=86400",
+                self.base
+            ))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        self.client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     fn shutdown(&self) {
         self.server.shutdown();
         self.stop.cancel();
@@ -246,18 +264,7 @@ async fn watchers(target: &Arc<Target>, n: usize) -> Result<Vec<Arc<AtomicU64>>,
     for _ in 0..n {
         let counter = Arc::new(AtomicU64::new(0));
         counters.push(counter.clone());
-        let request = hyper::Request::builder()
-            .uri(format!(
-                "{}{DEVICES}?watch=true&resourceVersion={rv}&timeoutSeconds=3600",
-                target.base
-            ))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let response = target
-            .client
-            .request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = target.watch_devices(&rv).await?;
         tokio::spawn(async move {
             let mut body = response.into_body().into_data_stream();
             while let Some(Ok(chunk)) = body.next().await {
