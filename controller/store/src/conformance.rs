@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{Event, EventKind, KeyValue, ListOptions, Rev, Store, StoreError, WatchStream};
+use crate::{Event, EventKind, Guard, KeyValue, ListOptions, Rev, Store, StoreError, WatchStream};
 
 /// A store under test plus whatever must live as long as it (temp dirs, an etcd process).
 pub struct Fixture {
@@ -67,6 +67,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $factory;
             revisions_are_global_and_monotonic,
             create_refuses_an_existing_key,
+            a_guarded_create_needs_its_guard_key_unchanged,
             update_with_a_stale_revision_conflicts_and_carries_the_current_value,
             delete_checks_the_expected_revision_and_returns_the_last_value,
             list_returns_live_keys_under_a_prefix_in_key_order,
@@ -202,6 +203,77 @@ pub async fn create_refuses_an_existing_key(store: Arc<dyn Store>) {
     }
     assert_eq!(current(&store).await, r);
     assert_eq!(step("get", store.get("k")).await.expect("get"), Some(first));
+}
+
+/// A guarded create happens only while the guard's key is at the revision the caller saw.
+/// A failed guard is reported before existence, names the guard's key, carries its current
+/// value, and uses no revision.
+pub async fn a_guarded_create_needs_its_guard_key_unchanged(store: Arc<dyn Store>) {
+    let namespace = create(&store, "ns", "active").await;
+    let guard = Guard {
+        key: "ns".into(),
+        mod_rev: namespace.mod_rev,
+    };
+    let made = step(
+        "guarded create",
+        store.create_guarded("ns/a", value("a"), &guard),
+    )
+    .await
+    .expect("guarded create");
+    assert_eq!(made.mod_rev, current(&store).await);
+    assert_eq!(made.create_rev, made.mod_rev);
+    match step(
+        "guarded create again",
+        store.create_guarded("ns/a", value("b"), &guard),
+    )
+    .await
+    {
+        Err(StoreError::AlreadyExists { key }) => assert_eq!(key, "ns/a"),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    let changed = update(&store, "ns", "terminating", namespace.mod_rev).await;
+    let r = current(&store).await;
+    for key in ["ns/b", "ns/a"] {
+        match step(
+            "create under a changed guard",
+            store.create_guarded(key, value("x"), &guard),
+        )
+        .await
+        {
+            Err(StoreError::Conflict { key, current }) => {
+                assert_eq!(key, "ns");
+                assert_eq!(current, Some(changed.clone()));
+            }
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+    }
+    step("delete the guard key", store.delete("ns", None))
+        .await
+        .expect("delete ns");
+    let gone = Guard {
+        key: "ns".into(),
+        mod_rev: changed.mod_rev,
+    };
+    match step(
+        "create under a deleted guard",
+        store.create_guarded("ns/c", value("x"), &gone),
+    )
+    .await
+    {
+        Err(StoreError::Conflict { key, current }) => {
+            assert_eq!(key, "ns");
+            assert_eq!(current, None);
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(
+        current(&store).await,
+        r + 1,
+        "failed creates must not consume revisions"
+    );
+    for key in ["ns/b", "ns/c"] {
+        assert_eq!(step("get", store.get(key)).await.expect("get"), None);
+    }
 }
 
 /// Updates compare the expected revision; a stale one reports what is stored now.

@@ -11,6 +11,12 @@
 //! resuming at `after = c - 1` gets that event complete. The reported compacted revision is
 //! therefore etcd's compaction revision plus one. Revisions start at 1 in a fresh etcd and
 //! also move when anything else writes to the same etcd cluster.
+//!
+//! Every request is a round trip, so the store remembers (boundedly, see [`recent`]) what it
+//! last read or wrote of each key: [`Store::recent`] answers from that memory, and an update
+//! whose expected revision matches it needs no `prev_kv` to learn the key's `create_rev`.
+
+mod recent;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,9 +29,10 @@ use etcd_client::{
     Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
+use self::recent::RecentValues;
 use crate::{
-    Event, EventKind, KeyValue, ListOptions, ListPage, Result, Rev, Store, StoreError, WatchStream,
-    validate_key, validate_list_options,
+    Event, EventKind, Guard, KeyValue, ListOptions, ListPage, Recent, Result, Rev, Store,
+    StoreError, WatchStream, validate_key, validate_list_options,
 };
 
 /// A failure talking to etcd, naming the operation.
@@ -78,6 +85,10 @@ pub struct EtcdStore {
     /// The highest compacted revision (in this crate's terms) known to this process; etcd
     /// has no call that reports it, so it is learned from our own compactions and probes.
     known_compacted: Arc<AtomicU64>,
+    /// What this process last saw of each key.
+    recent: Arc<RecentValues>,
+    /// Key-value requests sent (reads, transactions, compactions; not watches).
+    requests: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -187,6 +198,8 @@ impl EtcdStore {
             root: format!("{}/", prefix.trim_end_matches('/')),
             endpoints: endpoint_list.clone(),
             known_compacted: Arc::new(AtomicU64::new(0)),
+            recent: Arc::new(RecentValues::new(recent::MAX_ENTRIES, recent::MAX_BYTES)),
+            requests: Arc::new(AtomicU64::new(0)),
         };
         // Connecting is lazy; fail here rather than on the first real request.
         match tokio::time::timeout(CONNECT_CHECK_TIMEOUT, store.current_revision()).await {
@@ -212,6 +225,99 @@ impl EtcdStore {
         &self.root
     }
 
+    /// Key-value requests (reads, transactions, compactions; not watches) this store and its
+    /// clones have sent: each is a round trip to etcd.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The key-value client, counting the request about to be made.
+    fn kv(&self) -> etcd_client::KvClient {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.client.kv_client()
+    }
+
+    /// Remembers `current` (the value of `key`, or its absence) as seen at revision `seen_at`.
+    fn remember(&self, key: &str, current: Option<&KeyValue>, seen_at: Rev) {
+        let recent = match current {
+            Some(kv) => Recent::Value(kv.clone()),
+            None => Recent::Absent,
+        };
+        self.recent.remember(key, recent, seen_at);
+    }
+
+    /// A create transaction, with an optional guard (see [`Store::create_guarded`]). On
+    /// failure the `else` branch reads the guard's key and the key, so the error carries
+    /// what is stored now and no second round trip is needed to learn it.
+    async fn create_txn(&self, key: &str, value: Bytes, guard: Option<&Guard>) -> Result<KeyValue> {
+        validate_key(key)?;
+        let full = self.full_key(key);
+        let mut compares = Vec::new();
+        let mut otherwise = Vec::new();
+        if let Some(guard) = guard {
+            validate_key(&guard.key)?;
+            let guard_full = self.full_key(&guard.key);
+            compares.push(Compare::version(guard_full.clone(), CompareOp::Greater, 0));
+            compares.push(Compare::mod_revision(
+                guard_full.clone(),
+                CompareOp::Equal,
+                to_etcd_rev(guard.mod_rev),
+            ));
+            otherwise.push(TxnOp::get(guard_full, None));
+        }
+        compares.push(Compare::create_revision(full.clone(), CompareOp::Equal, 0));
+        otherwise.push(TxnOp::get(full.clone(), None));
+        let txn = Txn::new()
+            .when(compares)
+            .and_then([TxnOp::put(full, value.to_vec(), None)])
+            .or_else(otherwise);
+        let response = self.kv().txn(txn).await.map_err(request_error("create"))?;
+        let rev = header_rev(response.header(), "create")?;
+        if !response.succeeded() {
+            return Err(self.create_refusal(key, guard, response.op_responses(), rev)?);
+        }
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value,
+            create_rev: rev,
+            mod_rev: rev,
+        };
+        self.remember(key, Some(&kv), rev);
+        Ok(kv)
+    }
+
+    /// Why a create transaction failed, from the values its `else` branch read at `rev`.
+    fn create_refusal(
+        &self,
+        key: &str,
+        guard: Option<&Guard>,
+        responses: Vec<TxnOpResponse>,
+        rev: Rev,
+    ) -> Result<StoreError> {
+        let mut current = responses
+            .into_iter()
+            .map(|response| current_from_else_branch(&self.root, vec![response], "create"));
+        if let Some(guard) = guard {
+            let guarded = current
+                .next()
+                .transpose()?
+                .ok_or_else(|| unexpected("create", "the guard's value was not read"))?;
+            self.remember(&guard.key, guarded.as_ref(), rev);
+            if guarded.as_ref().map(|kv| kv.mod_rev) != Some(guard.mod_rev) {
+                return Ok(StoreError::Conflict {
+                    key: guard.key.clone(),
+                    current: guarded,
+                });
+            }
+        }
+        if let Some(existing) = current.next().transpose()? {
+            self.remember(key, existing.as_ref(), rev);
+        }
+        Ok(StoreError::AlreadyExists {
+            key: key.to_owned(),
+        })
+    }
+
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.root)
     }
@@ -229,12 +335,7 @@ impl EtcdStore {
         let options = GetOptions::new()
             .with_revision(to_etcd_rev(rev))
             .with_count_only();
-        match self
-            .client
-            .kv_client()
-            .get(self.root.clone(), Some(options))
-            .await
-        {
+        match self.kv().get(self.root.clone(), Some(options)).await {
             Ok(_) => Ok(true),
             Err(error) => match revision_refusal(&error) {
                 Some(RevisionRefusal::Compacted) => Ok(false),
@@ -336,47 +437,36 @@ impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         validate_key(key)?;
         let response = self
-            .client
-            .kv_client()
+            .kv()
             .get(self.full_key(key), None)
             .await
             .map_err(request_error("get"))?;
-        response
+        let current = response
             .kvs()
             .first()
             .map(|kv| self.to_key_value(kv, "get"))
-            .transpose()
+            .transpose()?;
+        self.remember(key, current.as_ref(), header_rev(response.header(), "get")?);
+        Ok(current)
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-        validate_key(key)?;
-        let full = self.full_key(key);
-        let txn = Txn::new()
-            .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(full, value.to_vec(), None)]);
-        let response = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(request_error("create"))?;
-        if !response.succeeded() {
-            return Err(StoreError::AlreadyExists {
-                key: key.to_owned(),
-            });
-        }
-        let rev = header_rev(response.header(), "create")?;
-        Ok(KeyValue {
-            key: key.to_owned(),
-            value,
-            create_rev: rev,
-            mod_rev: rev,
-        })
+        self.create_txn(key, value, None).await
+    }
+
+    async fn create_guarded(&self, key: &str, value: Bytes, guard: &Guard) -> Result<KeyValue> {
+        self.create_txn(key, value, Some(guard)).await
     }
 
     async fn update(&self, key: &str, value: Bytes, expected_mod_rev: Rev) -> Result<KeyValue> {
         validate_key(key)?;
         let full = self.full_key(key);
+        // A matching mod_rev means the same incarnation, so a remembered create_rev for that
+        // revision is the key's; otherwise etcd returns it with the previous value.
+        let known_create_rev = self.recent.create_rev_at(key, expected_mod_rev);
+        let put_options = known_create_rev
+            .is_none()
+            .then(|| PutOptions::new().with_prev_key());
         let txn = Txn::new()
             .when([
                 // Without the existence check, expected 0 would match a missing key.
@@ -387,20 +477,14 @@ impl Store for EtcdStore {
                     to_etcd_rev(expected_mod_rev),
                 ),
             ])
-            .and_then([TxnOp::put(
-                full.clone(),
-                value.to_vec(),
-                Some(PutOptions::new().with_prev_key()),
-            )])
+            .and_then([TxnOp::put(full.clone(), value.to_vec(), put_options)])
             .or_else([TxnOp::get(full, None)]);
-        let response = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(request_error("update"))?;
+        let response = self.kv().txn(txn).await.map_err(request_error("update"))?;
+        let rev = header_rev(response.header(), "update")?;
         if !response.succeeded() {
-            return match current_from_else_branch(&self.root, response.op_responses(), "update")? {
+            let current = current_from_else_branch(&self.root, response.op_responses(), "update")?;
+            self.remember(key, current.as_ref(), rev);
+            return match current {
                 None => Err(StoreError::NotFound {
                     key: key.to_owned(),
                 }),
@@ -410,20 +494,24 @@ impl Store for EtcdStore {
                 }),
             };
         }
-        let rev = header_rev(response.header(), "update")?;
-        let create_rev = match response.op_responses().into_iter().next() {
-            Some(TxnOpResponse::Put(put)) => put
-                .prev_key()
-                .map(|prev| from_etcd_rev(prev.create_revision())),
-            _ => None,
+        let create_rev = match known_create_rev {
+            Some(create_rev) => Some(create_rev),
+            None => match response.op_responses().into_iter().next() {
+                Some(TxnOpResponse::Put(put)) => put
+                    .prev_key()
+                    .map(|prev| from_etcd_rev(prev.create_revision())),
+                _ => None,
+            },
         }
         .ok_or_else(|| unexpected("update", "the put did not return the previous value"))?;
-        Ok(KeyValue {
+        let kv = KeyValue {
             key: key.to_owned(),
             value,
             create_rev,
             mod_rev: rev,
-        })
+        };
+        self.remember(key, Some(&kv), rev);
+        Ok(kv)
     }
 
     async fn delete(&self, key: &str, expected_mod_rev: Option<Rev>) -> Result<Event> {
@@ -444,14 +532,12 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(full, None)]);
-        let response = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(request_error("delete"))?;
+        let response = self.kv().txn(txn).await.map_err(request_error("delete"))?;
+        let rev = header_rev(response.header(), "delete")?;
         if !response.succeeded() {
-            return match current_from_else_branch(&self.root, response.op_responses(), "delete")? {
+            let current = current_from_else_branch(&self.root, response.op_responses(), "delete")?;
+            self.remember(key, current.as_ref(), rev);
+            return match current {
                 None => Err(StoreError::NotFound {
                     key: key.to_owned(),
                 }),
@@ -461,7 +547,7 @@ impl Store for EtcdStore {
                 }),
             };
         }
-        let rev = header_rev(response.header(), "delete")?;
+        self.remember(key, None, rev);
         let prev = match response.op_responses().into_iter().next() {
             Some(TxnOpResponse::Delete(deleted)) => deleted
                 .prev_kvs()
@@ -545,12 +631,7 @@ impl Store for EtcdStore {
             if let Some(rev) = rev {
                 options = options.with_revision(to_etcd_rev(rev));
             }
-            let response = match self
-                .client
-                .kv_client()
-                .get(start.clone(), Some(options))
-                .await
-            {
+            let response = match self.kv().get(start.clone(), Some(options)).await {
                 Ok(response) => response,
                 // A chunk of large values can still be too big: read fewer at a time.
                 Err(error) if chunk > 1 && is_too_large(&error) => {
@@ -645,11 +726,14 @@ impl Store for EtcdStore {
         )))
     }
 
+    fn recent(&self, key: &str) -> Option<Recent> {
+        self.recent.get(key)
+    }
+
     async fn current_revision(&self) -> Result<Rev> {
         let options = GetOptions::new().with_count_only();
         let response = self
-            .client
-            .kv_client()
+            .kv()
             .get(self.root.clone(), Some(options))
             .await
             .map_err(request_error("revision read"))?;
@@ -673,12 +757,7 @@ impl Store for EtcdStore {
         }
         let etcd_rev = rev - 1;
         if etcd_rev >= 1 {
-            match self
-                .client
-                .kv_client()
-                .compact(to_etcd_rev(etcd_rev), None)
-                .await
-            {
+            match self.kv().compact(to_etcd_rev(etcd_rev), None).await {
                 Ok(_) => {}
                 // Already compacted further (by us earlier or by someone else).
                 Err(error) if revision_refusal(&error) == Some(RevisionRefusal::Compacted) => {}
