@@ -165,7 +165,12 @@ pub async fn serve(
             )));
         }
     }
-    let stream = inner.store.watch(&prefix, start).await;
+    // Without selectors, no event's old version is looked at (see `transition`).
+    let stream = if selectors.is_empty() {
+        inner.store.watch_without_prev(&prefix, start).await
+    } else {
+        inner.store.watch(&prefix, start).await
+    };
     let bookmark_interval = inner.config.bookmark_interval;
     let shutdown = inner.shutdown.clone();
     let cache = inner.events.clone();
@@ -271,13 +276,15 @@ fn transition(
             .then_some("DELETED")?,
         EventKind::Put => {
             let now = selectors.matches(resource, &current.object);
-            let before = match (&event.prev, selectors.is_empty()) {
-                (None, _) => None,
-                // Without selectors every version matches: no need to decode the old one.
-                (Some(_), true) => Some(true),
-                (Some(prev), false) => rest::decode(resource, prev)
-                    .ok()
-                    .map(|p| selectors.matches(resource, &p)),
+            let before = if selectors.is_empty() {
+                // Every version matches: what counts is whether there was one before.
+                (event.kv.create_rev < event.kv.mod_rev).then_some(true)
+            } else {
+                event
+                    .prev
+                    .as_ref()
+                    .and_then(|prev| rest::decode(resource, prev).ok())
+                    .map(|p| selectors.matches(resource, &p))
             };
             match (before, now) {
                 (None | Some(false), true) => "ADDED",

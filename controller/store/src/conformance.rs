@@ -77,6 +77,7 @@ macro_rules! conformance_suite {
             list_at_a_compacted_revision_is_refused,
             list_at_a_future_revision_is_refused,
             watch_replays_later_events_then_live_ones_in_order,
+            a_watch_without_prev_differs_only_in_the_previous_values_of_puts,
             watch_from_the_current_revision_delivers_only_future_events,
             watch_from_a_compacted_revision_is_refused,
             watch_from_a_future_revision_is_refused,
@@ -642,6 +643,41 @@ pub async fn watch_replays_later_events_then_live_ones_in_order(store: Arc<dyn S
     let d = create(&store, "w/d", "1").await;
     assert_eq!(next_event(&mut stream).await.kv, c);
     assert_eq!(next_event(&mut stream).await.kv, d);
+}
+
+/// A watch without previous values delivers the same events, in the same order, as one
+/// with them; only a `Put` may lack `prev`, and then its revisions tell create from update.
+pub async fn a_watch_without_prev_differs_only_in_the_previous_values_of_puts(
+    store: Arc<dyn Store>,
+) {
+    let r0 = current(&store).await;
+    let a = create(&store, "w/a", "1").await;
+    let a2 = update(&store, "w/a", "2", a.mod_rev).await;
+    create(&store, "w/b", "1").await;
+    step("delete", store.delete("w/a", Some(a2.mod_rev)))
+        .await
+        .expect("delete");
+    let mut full = watch(&store, "w/", r0).await;
+    let mut lean = step("watch_without_prev", store.watch_without_prev("w/", r0))
+        .await
+        .expect("watch_without_prev");
+    for _ in 0..4 {
+        let expected = next_event(&mut full).await;
+        let event = next_event(&mut lean).await;
+        assert_eq!(
+            (event.kind, event.rev, &event.kv),
+            (expected.kind, expected.rev, &expected.kv)
+        );
+        match (event.kind, &event.prev) {
+            (EventKind::Delete, prev) => assert_eq!(prev, &expected.prev),
+            (EventKind::Put, Some(prev)) => assert_eq!(Some(prev), expected.prev.as_ref()),
+            (EventKind::Put, None) => assert_eq!(
+                event.kv.create_rev < event.kv.mod_rev,
+                expected.prev.is_some(),
+                "an update must be told by its revisions"
+            ),
+        }
+    }
 }
 
 /// Watching from the current revision delivers only what is written afterwards.

@@ -371,6 +371,80 @@ impl EtcdStore {
         Ok(self.known_compacted.load(Ordering::SeqCst))
     }
 
+    /// A watch of `prefix` after `after`; with `with_prev`, etcd sends every event's previous
+    /// value, which costs it a read per update and watcher.
+    async fn open_watch(&self, prefix: &str, after: Rev, with_prev: bool) -> Result<WatchStream> {
+        let current = self.current_revision().await?;
+        if after > current {
+            return Err(StoreError::FutureRevision {
+                requested: after,
+                current,
+            });
+        }
+        let known = self.known_compacted.load(Ordering::SeqCst);
+        if after < known.saturating_sub(1) {
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted: known,
+            });
+        }
+        // etcd only reports a compacted start revision asynchronously, inside the stream;
+        // check first so the caller gets the error at once. Revision `after` is readable in
+        // etcd exactly when etcd compacted at or below it, i.e. when `after >= c - 1`.
+        let refused = if after == 0 {
+            self.probe_compacted().await? > 1
+        } else {
+            !self.readable_at(after).await?
+        };
+        if refused {
+            return Err(self.compacted_error(after).await);
+        }
+        let mut options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(to_etcd_rev(after + 1));
+        if with_prev {
+            options = options.with_prev_key();
+        }
+        let stream = self
+            .client
+            .watch_client()
+            .watch(self.full_key(prefix), Some(options))
+            .await
+            .map_err(request_error("watch"))?;
+        let progress = EtcdWatch {
+            stream,
+            pending: VecDeque::new(),
+            root: self.root.clone(),
+            delivered_through: after,
+            known_compacted: Arc::clone(&self.known_compacted),
+            finished: false,
+            // Without prev_kv, etcd's delete events carry no value: it is read separately.
+            lookup: (!with_prev).then(|| self.clone()),
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            progress,
+            |mut progress| async move {
+                let item = progress.next().await?;
+                Some((item, progress))
+            },
+        )))
+    }
+
+    /// The value `key` (as etcd names it) had just before revision `rev`, for a delete event
+    /// that came without it; `None` if etcd no longer has it.
+    async fn value_before(&self, key: &[u8], rev: Rev) -> Result<Option<KeyValue>> {
+        let options = GetOptions::new().with_revision(to_etcd_rev(rev.saturating_sub(1)));
+        match self.kv().get(key.to_vec(), Some(options)).await {
+            Ok(response) => response
+                .kvs()
+                .first()
+                .map(|kv| self.to_key_value(kv, "watch"))
+                .transpose(),
+            Err(error) if revision_refusal(&error).is_some() => Ok(None),
+            Err(error) => Err(request_error("watch")(error)),
+        }
+    }
+
     /// The error for a read at `requested` that etcd refused as compacted.
     async fn compacted_error(&self, requested: Rev) -> StoreError {
         match self.probe_compacted().await {
@@ -674,56 +748,11 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
-        let current = self.current_revision().await?;
-        if after > current {
-            return Err(StoreError::FutureRevision {
-                requested: after,
-                current,
-            });
-        }
-        let known = self.known_compacted.load(Ordering::SeqCst);
-        if after < known.saturating_sub(1) {
-            return Err(StoreError::Compacted {
-                requested: after,
-                compacted: known,
-            });
-        }
-        // etcd only reports a compacted start revision asynchronously, inside the stream;
-        // check first so the caller gets the error at once. Revision `after` is readable in
-        // etcd exactly when etcd compacted at or below it, i.e. when `after >= c - 1`.
-        let refused = if after == 0 {
-            self.probe_compacted().await? > 1
-        } else {
-            !self.readable_at(after).await?
-        };
-        if refused {
-            return Err(self.compacted_error(after).await);
-        }
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(to_etcd_rev(after + 1))
-            .with_prev_key();
-        let stream = self
-            .client
-            .watch_client()
-            .watch(self.full_key(prefix), Some(options))
-            .await
-            .map_err(request_error("watch"))?;
-        let progress = EtcdWatch {
-            stream,
-            pending: VecDeque::new(),
-            root: self.root.clone(),
-            delivered_through: after,
-            known_compacted: Arc::clone(&self.known_compacted),
-            finished: false,
-        };
-        Ok(Box::pin(futures::stream::unfold(
-            progress,
-            |mut progress| async move {
-                let item = progress.next().await?;
-                Some((item, progress))
-            },
-        )))
+        self.open_watch(prefix, after, true).await
+    }
+
+    async fn watch_without_prev(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
+        self.open_watch(prefix, after, false).await
     }
 
     fn recent(&self, key: &str) -> Option<Recent> {
@@ -777,6 +806,9 @@ struct EtcdWatch {
     delivered_through: Rev,
     known_compacted: Arc<AtomicU64>,
     finished: bool,
+    /// Set when etcd sends no previous values: the store that reads a deleted key's last
+    /// value.
+    lookup: Option<EtcdStore>,
 }
 
 impl EtcdWatch {
@@ -823,7 +855,7 @@ impl EtcdWatch {
             }
             // `created` and progress responses carry no events.
             for event in response.events() {
-                match convert_event(&self.root, event) {
+                match self.convert(event).await {
                     Ok(event) => self.pending.push_back(event),
                     Err(error) => {
                         self.finished = true;
@@ -833,16 +865,26 @@ impl EtcdWatch {
             }
         }
     }
+
+    /// One etcd event in this crate's terms, its previous value read if a delete lacks it.
+    async fn convert(&self, event: &etcd_client::Event) -> Result<Event> {
+        let prev = match (event.prev_kv(), &self.lookup, event.kv()) {
+            (Some(prev), _, _) => Some(to_key_value(&self.root, prev, "watch")?),
+            (None, Some(store), Some(kv)) if event.event_type() == EventType::Delete => {
+                store
+                    .value_before(kv.key(), from_etcd_rev(kv.mod_revision()))
+                    .await?
+            }
+            (None, _, _) => None,
+        };
+        convert_event(&self.root, event, prev)
+    }
 }
 
-fn convert_event(root: &str, event: &etcd_client::Event) -> Result<Event> {
+fn convert_event(root: &str, event: &etcd_client::Event, prev: Option<KeyValue>) -> Result<Event> {
     let Some(kv) = event.kv() else {
         return Err(unexpected("watch", "an event without a key"));
     };
-    let prev = event
-        .prev_kv()
-        .map(|prev| to_key_value(root, prev, "watch"))
-        .transpose()?;
     let current = to_key_value(root, kv, "watch")?;
     let rev = current.mod_rev;
     match event.event_type() {
@@ -854,7 +896,8 @@ fn convert_event(root: &str, event: &etcd_client::Event) -> Result<Event> {
         }),
         EventType::Delete => {
             // etcd's delete event carries only the key and the delete revision; the last value
-            // comes from prev_kv, which this backend's compaction rule keeps available.
+            // comes from prev_kv (or a read at the revision before, for a watch without
+            // previous values), which this backend's compaction rule keeps available.
             let kv = match &prev {
                 Some(prev) => KeyValue {
                     mod_rev: rev,

@@ -187,6 +187,15 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Like [`Store::watch`], for callers that do not look at previous values: a `Put` event
+    /// may lack `prev` also when it updates a key (`kv.create_rev < kv.mod_rev` tells an
+    /// update from a create). `Delete` events still carry the last value. The etcd backend
+    /// spares etcd a read per update and watcher this way; the embedded one has the values at
+    /// hand and sends them anyway.
+    async fn watch_without_prev(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
+        self.watch(prefix, after).await
+    }
+
     /// The revision of the latest committed write.
     async fn current_revision(&self) -> Result<Rev>;
 

@@ -265,3 +265,44 @@ async fn a_namespace_deleted_through_the_other_server_refuses_creates_at_once() 
         .await;
     assert_eq!(refused.0, StatusCode::NOT_FOUND, "{}", refused.1);
 }
+
+#[tokio::test]
+async fn a_watch_without_selectors_tells_creates_updates_and_deletes_apart() {
+    let Some((_etcd, a, b)) = two_servers().await else {
+        return;
+    };
+    let request = Request::get(format!("{CONFIG_MAPS}?watch=true&resourceVersion=1"))
+        .body(Body::empty())
+        .expect("request");
+    let response = a.router.clone().oneshot(request).await.expect("watch");
+    let mut body = response.into_body().into_data_stream();
+    let path = format!("{CONFIG_MAPS}/cm");
+    b.create(CONFIG_MAPS, config_map("cm", json!({"a": "1"})))
+        .await;
+    b.merge_patch(&path, json!({"data": {"a": "2"}})).await;
+    b.call(Method::DELETE, &path, None).await;
+    let mut events = Vec::new();
+    let mut pending = Vec::new();
+    while events.len() < 3 {
+        let chunk =
+            tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut body))
+                .await
+                .expect("the watch delivers in time")
+                .expect("the watch goes on")
+                .expect("a chunk");
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let event: Value = serde_json::from_slice(&line).expect("a JSON event");
+            events.push((event["type"].clone(), event["object"]["data"]["a"].clone()));
+        }
+    }
+    assert_eq!(
+        events,
+        [
+            (json!("ADDED"), json!("1")),
+            (json!("MODIFIED"), json!("2")),
+            (json!("DELETED"), json!("2")),
+        ]
+    );
+}
