@@ -257,12 +257,7 @@ impl EtcdStore {
         if let Some(guard) = guard {
             validate_key(&guard.key)?;
             let guard_full = self.full_key(&guard.key);
-            compares.push(Compare::version(guard_full.clone(), CompareOp::Greater, 0));
-            compares.push(Compare::mod_revision(
-                guard_full.clone(),
-                CompareOp::Equal,
-                to_etcd_rev(guard.mod_rev),
-            ));
+            compares.extend(same_revision(&guard_full, guard.mod_rev));
             otherwise.push(TxnOp::get(guard_full, None));
         }
         compares.push(Compare::create_revision(full.clone(), CompareOp::Equal, 0));
@@ -487,6 +482,18 @@ fn to_key_value(
     })
 }
 
+/// Compares that hold when `key` exists at `mod_rev`. A missing key's mod_revision is 0, so
+/// for any other revision one compare suffices (each compare is a read in etcd); for 0 the
+/// existence check keeps a missing key from matching.
+fn same_revision(key: &str, mod_rev: Rev) -> Vec<Compare> {
+    let same = Compare::mod_revision(key, CompareOp::Equal, to_etcd_rev(mod_rev));
+    if mod_rev == 0 {
+        vec![Compare::version(key, CompareOp::Greater, 0), same]
+    } else {
+        vec![same]
+    }
+}
+
 /// The key-values of the `else` branch's get, i.e. what is stored now.
 fn current_from_else_branch(
     root: &str,
@@ -542,15 +549,7 @@ impl Store for EtcdStore {
             .is_none()
             .then(|| PutOptions::new().with_prev_key());
         let txn = Txn::new()
-            .when([
-                // Without the existence check, expected 0 would match a missing key.
-                Compare::version(full.clone(), CompareOp::Greater, 0),
-                Compare::mod_revision(
-                    full.clone(),
-                    CompareOp::Equal,
-                    to_etcd_rev(expected_mod_rev),
-                ),
-            ])
+            .when(same_revision(&full, expected_mod_rev))
             .and_then([TxnOp::put(full.clone(), value.to_vec(), put_options)])
             .or_else([TxnOp::get(full, None)]);
         let response = self.kv().txn(txn).await.map_err(request_error("update"))?;
@@ -591,14 +590,10 @@ impl Store for EtcdStore {
     async fn delete(&self, key: &str, expected_mod_rev: Option<Rev>) -> Result<Event> {
         validate_key(key)?;
         let full = self.full_key(key);
-        let mut compares = vec![Compare::version(full.clone(), CompareOp::Greater, 0)];
-        if let Some(expected) = expected_mod_rev {
-            compares.push(Compare::mod_revision(
-                full.clone(),
-                CompareOp::Equal,
-                to_etcd_rev(expected),
-            ));
-        }
+        let compares = match expected_mod_rev {
+            Some(expected) => same_revision(&full, expected),
+            None => vec![Compare::version(full.clone(), CompareOp::Greater, 0)],
+        };
         let txn = Txn::new()
             .when(compares)
             .and_then([TxnOp::delete(
