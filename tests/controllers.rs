@@ -577,6 +577,82 @@ fn devplane_up_serves_the_controllers_metrics_on_its_admin_endpoint() {
         .unwrap_or(0.0);
     assert!(reconciles >= 1.0, "{metrics}");
     assert!(metrics.contains("devplane_leader 1"), "{metrics}");
+    // Settled: nothing waits for a reconcile (the gauge counts what watch events queued).
+    wait_until("an empty device queue", Duration::from_secs(30), || {
+        devplane
+            .metrics()
+            .contains("devplane_reconcile_queue_depth{controller=\"device\"} 0")
+    });
     // The front door's counters are on the same endpoint.
     assert!(metrics.contains("devplane_frontdoor_"), "{metrics}");
+}
+
+/// The controllers open one watch per kind they need (shared by every controller that needs
+/// it), and they watch only devplane's own Secrets, never all the Secrets of the cluster.
+#[test]
+fn the_controllers_watch_each_kind_once_and_only_devplanes_secrets() {
+    let devplane = Devplane::start(&["--no-frontdoor"]);
+    let kinds = [
+        ("", "secrets", "app.kubernetes.io/managed-by=devplane"),
+        ("iot.devplane.io", "applications", ""),
+        ("iot.devplane.io", "devicecommands", ""),
+        ("iot.devplane.io", "devicemodels", ""),
+        ("iot.devplane.io", "devices", ""),
+        ("iot.devplane.io", "gateways", ""),
+        ("iot.devplane.io", "onboardingbatches", ""),
+        ("iot.devplane.io", "provisioningpolicies", ""),
+    ];
+    let watches = || -> Vec<String> {
+        devplane
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("apiserver_registered_watchers{"))
+            .map(str::to_string)
+            .collect()
+    };
+    wait_until("every controller watch", Duration::from_secs(30), || {
+        watches().len() >= kinds.len()
+    });
+    let expected: Vec<String> = kinds
+        .iter()
+        .map(|(group, resource, selector)| {
+            format!(
+                "apiserver_registered_watchers{{group=\"{group}\",resource=\"{resource}\",selector=\"{selector}\"}} 1"
+            )
+        })
+        .collect();
+    assert_eq!(watches(), expected);
+}
+
+/// A device whose credentials the API refuses as invalid (its Secret's name would pass 253
+/// characters) is refused once, logged with the server's own message, and not retried hot:
+/// the next attempt waits minutes.
+#[test]
+fn invalid_input_is_logged_with_the_servers_message_and_not_retried_hot() {
+    let devplane = Devplane::start(&[]);
+    devplane.apply_examples_and_wait(SMART_HOME, "smart-home", &["devicemodel/thermo-hygrometer"]);
+    let name = "d".repeat(250);
+    devplane.apply_yaml(&format!(
+        "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {{name: {name}, namespace: smart-home}}\nspec: {{modelRef: {{name: thermo-hygrometer}}}}\n"
+    ));
+    let refusals = || -> Vec<String> {
+        devplane
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("reconcile refused as invalid") && l.contains(&name))
+            .map(str::to_string)
+            .collect()
+    };
+    wait_until("the refusal", Duration::from_secs(30), || {
+        !refusals().is_empty()
+    });
+    let first = refusals().remove(0);
+    assert!(
+        first.contains("-credentials\" is invalid: [metadata.name: Invalid value")
+            && first.contains("code: 422"),
+        "the server's message is in the log: {first}"
+    );
+    // A window in which a hot retry (every few seconds) would show.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(refusals().len(), 1, "{:#?}", refusals());
 }

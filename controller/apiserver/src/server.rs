@@ -94,6 +94,8 @@ pub struct Inner {
     openapi_v2_cache: RegistryCache<openapi_v2::Document>,
     /// Watch events decoded once for all watchers.
     pub events: Arc<crate::watch::EventCache>,
+    /// Watches open now, by resource and label selector.
+    pub watches: Arc<crate::watch::OpenWatches>,
     rbac: RwLock<Arc<Rbac>>,
     webhooks: RwLock<Arc<Webhooks>>,
     audit: Option<Audit>,
@@ -272,6 +274,11 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
+    /// The watches open now: (group, resource, label selector) and how many.
+    pub fn open_watches(&self) -> Vec<(crate::watch::WatchKey, usize)> {
+        self.inner.watches.snapshot()
+    }
+
     /// A server over `store`: loads the CRDs it holds and creates the system namespaces.
     pub async fn new(store: Arc<dyn Store>, config: ApiServerConfig) -> ApiResult<ApiServer> {
         let audit = match &config.audit_log {
@@ -288,6 +295,7 @@ impl ApiServer {
             openapi_cache: RegistryCache::default(),
             openapi_v2_cache: RegistryCache::default(),
             events: Arc::default(),
+            watches: Arc::default(),
             rbac: RwLock::new(Arc::default()),
             webhooks: RwLock::new(Arc::default()),
             audit,

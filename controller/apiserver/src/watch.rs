@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use devplane_store::{EventKind, Rev, StoreError};
+use devplane_store::{EventKind, Rev, StoreError, WatchItem};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -99,6 +99,55 @@ fn expired_line(message: &str) -> Bytes {
     Bytes::from(text)
 }
 
+/// What an open watch is counted by: API group, resource (plural) and label selector.
+pub type WatchKey = (String, String, String);
+
+/// The watches open now, by [`WatchKey`] (`apiserver_registered_watchers`, with the selector).
+#[derive(Default)]
+pub struct OpenWatches(parking_lot::Mutex<HashMap<WatchKey, usize>>);
+
+impl OpenWatches {
+    /// Count a watch as open until the returned guard is dropped.
+    fn open(self: &Arc<Self>, key: WatchKey) -> OpenWatch {
+        *self.0.lock().entry(key.clone()).or_default() += 1;
+        OpenWatch {
+            watches: self.clone(),
+            key,
+        }
+    }
+
+    /// Every key with at least one open watch, sorted.
+    pub fn snapshot(&self) -> Vec<(WatchKey, usize)> {
+        let mut open: Vec<_> = self
+            .0
+            .lock()
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (k.clone(), *n))
+            .collect();
+        open.sort();
+        open
+    }
+}
+
+/// One open watch; dropping it closes it.
+struct OpenWatch {
+    watches: Arc<OpenWatches>,
+    key: WatchKey,
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        let mut open = self.watches.0.lock();
+        if let Some(n) = open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Serve a watch request.
 pub async fn serve(
     inner: &Inner,
@@ -107,6 +156,11 @@ pub async fn serve(
 ) -> ApiResult<Response> {
     let resource = req.resource.clone();
     let selectors = Selectors::parse(&resource, &req.query)?;
+    let req_selector = req
+        .query
+        .get("labelSelector")
+        .unwrap_or_default()
+        .to_string();
     let send_initial = req.query.flag("sendInitialEvents");
     let matching = req
         .query
@@ -165,16 +219,27 @@ pub async fn serve(
             )));
         }
     }
-    // Without selectors, no event's old version is looked at (see `transition`).
+    // With progress: bookmarks then carry how far the whole store got, so a watcher of a quiet
+    // resource resumes after writes elsewhere without a 410 and a re-list. Without selectors,
+    // no event's old version is looked at (see `transition`).
     let stream = if selectors.is_empty() {
-        inner.store.watch_without_prev(&prefix, start).await
+        inner
+            .store
+            .watch_progress_without_prev(&prefix, start)
+            .await
     } else {
-        inner.store.watch(&prefix, start).await
+        inner.store.watch_progress(&prefix, start).await
     };
     let bookmark_interval = inner.config.bookmark_interval;
     let shutdown = inner.shutdown.clone();
     let cache = inner.events.clone();
+    let open = inner.watches.open((
+        resource.group.clone(),
+        resource.plural.clone(),
+        req_selector,
+    ));
     tokio::spawn(async move {
+        let _open = open;
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut last_rev = start;
@@ -225,7 +290,11 @@ pub async fn serve(
                 next = stream.next() => {
                     let event = match next {
                         None => return,
-                        Some(Ok(event)) => event,
+                        Some(Ok(WatchItem::Event(event))) => event,
+                        Some(Ok(WatchItem::Progress(rev))) => {
+                            last_rev = rev;
+                            continue;
+                        }
                         Some(Err(StoreError::Compacted { requested, compacted })) => {
                             let _ = tx.send(expired_line(&format!("too old resource version: {requested} ({compacted})"))).await;
                             return;
@@ -347,3 +416,6 @@ impl EventCache {
         Some(decoded)
     }
 }
+
+#[cfg(test)]
+mod tests;

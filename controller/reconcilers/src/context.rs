@@ -53,6 +53,8 @@ pub trait Observer: Send + Sync {
     fn finished(&self, controller: &'static str, elapsed: Duration, error: Option<&'static str>);
     /// `objects` of `controller` are now waiting for a retry after a failure.
     fn waiting(&self, _controller: &'static str, _objects: usize) {}
+    /// `objects` of `controller` are now waiting for a reconcile that a watch event asked for.
+    fn queued(&self, _controller: &'static str, _objects: usize) {}
 }
 
 /// An observer that records nothing.
@@ -92,6 +94,10 @@ pub struct Context {
     pub clock: fn() -> jiff::Timestamp,
     /// Consecutive failures per object, for the backoff.
     pub retries: crate::retry::Retries,
+    /// The controllers' own writes, whose watch events need no reconcile.
+    pub echoes: crate::echo::Echoes,
+    /// Objects waiting for a reconcile, by controller.
+    pub queue: crate::queue::Queue,
 }
 
 /// An object that depends on a model.
@@ -140,6 +146,8 @@ impl Context {
             resolved: Mutex::new((0, HashMap::new())),
             clock: jiff::Timestamp::now,
             retries: crate::retry::Retries::default(),
+            echoes: crate::echo::Echoes::default(),
+            queue: crate::queue::Queue::default(),
         }
     }
 

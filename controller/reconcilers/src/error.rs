@@ -85,6 +85,31 @@ impl Error {
     }
 }
 
+/// The result of kube-runtime's finalizer helper. Adding or removing the finalizer is a JSON
+/// patch with a test of the list as the cache saw it; when the cache is behind (a second
+/// reconcile of a deletion already removed the finalizer and the object is gone, or another
+/// finalizer came or went) the patch fails with 404 or 422. That is no failure: the object's
+/// next watch event, already on its way, brings the reconcile that sees it as it is.
+pub fn finalized(
+    result: std::result::Result<kube::runtime::controller::Action, FinalizerError>,
+) -> Result<kube::runtime::controller::Action> {
+    use kube::runtime::finalizer::Error as F;
+    match result {
+        Ok(action) => Ok(action),
+        Err(
+            F::AddFinalizer(kube::Error::Api(status))
+            | F::RemoveFinalizer(kube::Error::Api(status)),
+        ) if matches!(status.code, 404 | 409 | 422) => {
+            tracing::debug!(code = status.code, message = %status.message, "finalizer patch raced a newer version; waiting for its event");
+            Ok(kube::runtime::controller::Action::await_change())
+        }
+        Err(e) => Err(Error::Finalizer(Box::new(e))),
+    }
+}
+
+/// kube-runtime's finalizer error around ours.
+pub type FinalizerError = kube::runtime::finalizer::Error<Error>;
+
 /// Attach context to a kube error.
 pub fn api(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let context = context.into();

@@ -120,6 +120,12 @@ pub async fn reconcile(ctx: &Context, subject: Subject<'_>, manager: &str) -> Re
         manager,
     };
     let secret = credentials::apply(&target, &action, current, &want, &now).await?;
+    if action != credentials::Action::Keep
+        && let Some(written) = &secret
+    {
+        // The status written next in this same reconcile covers what the Secret's event says.
+        ctx.echoes.wrote(subject.kind_label, written);
+    }
 
     let mut conditions = subject.conditions.clone();
     let generation = subject.generation;

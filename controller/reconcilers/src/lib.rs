@@ -21,11 +21,13 @@ pub mod credentials;
 pub mod device;
 pub mod device_command;
 pub mod device_model;
+pub mod echo;
 pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod onboarding_batch;
 pub mod provisioning_policy;
+pub mod queue;
 pub mod retry;
 pub mod shared;
 
@@ -86,7 +88,7 @@ fn observed<K, F, Fut>(
     reconcile: F,
 ) -> impl FnMut(Arc<K>, Arc<Context>) -> ReconcileFuture
 where
-    K: Resource + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
 {
@@ -94,6 +96,10 @@ where
         let reconcile = reconcile.clone();
         Box::pin(async move {
             ctx.observer.started(name);
+            ctx.observer.queued(
+                name,
+                ctx.queue.left(name, &ObjectRef::from_obj(object.as_ref())),
+            );
             let started = Instant::now();
             let key = (object.namespace(), object.name_any());
             let result = reconcile(object, ctx.clone()).await;
@@ -110,18 +116,80 @@ where
     }
 }
 
-/// Drain a controller's result stream until shutdown.
-async fn drive<S, T, E>(name: &'static str, stream: S)
+/// Drain a controller's result stream until shutdown. An object the scheduler dropped because
+/// it is gone leaves the queue.
+async fn drive<K, S, E>(name: &'static str, ctx: Arc<Context>, stream: S)
 where
-    S: futures::Stream<Item = Result<T, E>>,
-    E: std::fmt::Display,
+    K: Resource<DynamicType = ()>,
+    S: futures::Stream<Item = Result<(ObjectRef<K>, Action), ControllerError<E>>>,
+    E: std::error::Error + 'static,
 {
     let mut stream = std::pin::pin!(stream);
     while let Some(result) = stream.next().await {
         if let Err(e) = result {
+            if let ControllerError::ObjectNotFound(gone) = &e {
+                ctx.observer.queued(name, ctx.queue.left(name, gone));
+            }
             tracing::debug!(controller = name, error = %e, "controller event");
         }
     }
+}
+
+/// Type of the errors a controller's result stream carries.
+type ControllerError<E> = kube::runtime::controller::Error<E, watcher::Error>;
+
+/// A controller's triggers from its own kind, counted into its queue on the way in.
+fn queued<K>(
+    name: &'static str,
+    ctx: &Arc<Context>,
+    triggers: impl futures::Stream<Item = Arc<K>> + Send + 'static,
+) -> impl futures::Stream<Item = Arc<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    let ctx = ctx.clone();
+    triggers.inspect(move |object| {
+        let waiting = ctx
+            .queue
+            .triggered(name, &ObjectRef::from_obj(object.as_ref()));
+        ctx.observer.queued(name, waiting);
+    })
+}
+
+/// A mapper from related objects to a controller's objects, counting what it triggers into the
+/// controller's queue.
+fn counted<Other, K, I>(
+    name: &'static str,
+    ctx: &Arc<Context>,
+    mapper: impl Fn(Arc<Other>) -> I + Send + Sync + 'static,
+) -> impl Fn(Arc<Other>) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()> + 'static,
+    I: IntoIterator<Item = ObjectRef<K>>,
+{
+    let ctx = ctx.clone();
+    move |other| {
+        let refs: Vec<ObjectRef<K>> = mapper(other).into_iter().collect();
+        for r in &refs {
+            let waiting = ctx.queue.triggered(name, r);
+            ctx.observer.queued(name, waiting);
+        }
+        refs
+    }
+}
+
+/// The owner of kind `K` of a child object (as kube-runtime's `owns` finds it).
+fn owner<K>(child: &impl Resource) -> Option<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let reference = child
+        .meta()
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.kind == K::kind(&()) && r.api_version == K::api_version(&()))?;
+    Some(ObjectRef::<K>::new(&reference.name).within(&child.meta().namespace.clone()?))
 }
 
 /// Run every controller until `shutdown` is cancelled.
@@ -182,14 +250,20 @@ pub async fn run(
 
     // DeviceModel: its own changes, models it extends, and its users coming and going.
     let model_ctx = ctx.clone();
-    let model_controller = Controller::for_shared_stream(models.subscribe(), models.store.clone())
-        .with_config(
-            ControllerConfig::default()
-                .concurrency(4)
-                .debounce(Duration::from_millis(500)),
-        )
-        .watches_shared_stream(
-            spec_changes(models.changes()),
+    let model_controller = Controller::for_shared_stream(
+        queued(device_model::NAME, &ctx, models.subscribe()),
+        models.store.clone(),
+    )
+    .with_config(
+        ControllerConfig::default()
+            .concurrency(4)
+            .debounce(Duration::from_millis(500)),
+    )
+    .watches_shared_stream(
+        spec_changes(models.changes()),
+        counted(
+            device_model::NAME,
+            &ctx,
             move |changed: Arc<DeviceModel>| {
                 let key =
                     ModelKey::new(changed.namespace().unwrap_or_default(), changed.name_any());
@@ -199,29 +273,55 @@ pub async fn run(
                     .map(|k| ObjectRef::<DeviceModel>::new(&k.name).within(&k.namespace))
                     .collect::<Vec<_>>()
             },
-        )
-        .watches_shared_stream(devices.subscribe(), move |d: Arc<Device>| {
+        ),
+    )
+    .watches_shared_stream(
+        devices.subscribe(),
+        counted(device_model::NAME, &ctx, |d: Arc<Device>| {
             let key = ModelKey::from_ref(&d.spec.model_ref, &d.namespace().unwrap_or_default());
             Some(ObjectRef::<DeviceModel>::new(&key.name).within(&key.namespace))
-        })
-        .graceful_shutdown_on(stop())
-        .run(
-            observed(device_model::NAME, device_model::reconcile),
-            device_model::error_policy,
-            ctx.clone(),
-        );
+        }),
+    )
+    .graceful_shutdown_on(stop())
+    .run(
+        observed(device_model::NAME, device_model::reconcile),
+        device_model::error_policy,
+        ctx.clone(),
+    );
 
-    // Device: its own changes, its Secret, its model (and what that extends), its gateway.
+    // Device: its own changes, its Secret, its model (and what that extends), its gateway. Its
+    // own writes' echoes are dropped (echo.rs).
+    let device_echoes = ctx.clone();
+    let own_devices = devices.subscribe().filter(move |d| {
+        std::future::ready(!device_echoes.echoes.is_echo(device::NAME, d.as_ref()))
+    });
+    let secret_echoes = ctx.clone();
+    let own_secrets = secrets.subscribe().filter(move |s| {
+        std::future::ready(!secret_echoes.echoes.is_echo(device::NAME, s.as_ref()))
+    });
     let dependants_ctx = ctx.clone();
     let device_devices = devices.store.clone();
-    let device_controller = Controller::for_shared_stream(devices.subscribe(), devices.store.clone())
-        .with_config(config.clone())
-        .owns_shared_stream(secrets.subscribe())
-        .watches_shared_stream(spec_changes(models.changes()), move |m: Arc<DeviceModel>| {
+    let device_controller = Controller::for_shared_stream(
+        queued(device::NAME, &ctx, own_devices),
+        devices.store.clone(),
+    )
+    .with_config(config.clone())
+    .watches_shared_stream(
+        own_secrets,
+        counted(device::NAME, &ctx, |s: Arc<Secret>| {
+            owner::<Device>(s.as_ref())
+        }),
+    )
+    .watches_shared_stream(
+        spec_changes(models.changes()),
+        counted(device::NAME, &ctx, move |m: Arc<DeviceModel>| {
             let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
             dependants_ctx.devices_depending_on(&key)
-        })
-        .watches_shared_stream(spec_changes(gateways.changes()), move |g: Arc<Gateway>| {
+        }),
+    )
+    .watches_shared_stream(
+        spec_changes(gateways.changes()),
+        counted(device::NAME, &ctx, move |g: Arc<Gateway>| {
             let namespace = g.namespace();
             let name = g.name_any();
             device_devices
@@ -232,41 +332,62 @@ pub async fn run(
                 })
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
                 .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(stop())
-        .run(
-            observed(device::NAME, device::reconcile),
-            device::error_policy,
-            ctx.clone(),
-        );
+        }),
+    )
+    .graceful_shutdown_on(stop())
+    .run(
+        observed(device::NAME, device::reconcile),
+        device::error_policy,
+        ctx.clone(),
+    );
 
     // Gateway: its own changes, its Secret, its model, and devices it may act for.
     let gateway_dependants = ctx.clone();
+    let gateway_echoes = ctx.clone();
     let gateway_gateways = gateways.store.clone();
-    let gateway_controller = Controller::for_shared_stream(gateways.subscribe(), gateways.store.clone())
-        .with_config(
-            ControllerConfig::default()
-                .concurrency(4)
-                .debounce(Duration::from_millis(200)),
-        )
-        .owns_shared_stream(secrets.subscribe())
-        .watches_shared_stream(spec_changes(models.changes()), move |m: Arc<DeviceModel>| {
+    let gateway_secrets = secrets.subscribe().filter(move |s| {
+        std::future::ready(!gateway_echoes.echoes.is_echo(gateway::NAME, s.as_ref()))
+    });
+    let gateway_controller = Controller::for_shared_stream(
+        queued(gateway::NAME, &ctx, gateways.subscribe()),
+        gateways.store.clone(),
+    )
+    .with_config(
+        ControllerConfig::default()
+            .concurrency(4)
+            .debounce(Duration::from_millis(200)),
+    )
+    .watches_shared_stream(
+        gateway_secrets,
+        counted(gateway::NAME, &ctx, |s: Arc<Secret>| {
+            owner::<Gateway>(s.as_ref())
+        }),
+    )
+    .watches_shared_stream(
+        spec_changes(models.changes()),
+        counted(gateway::NAME, &ctx, move |m: Arc<DeviceModel>| {
             let key = ModelKey::new(m.namespace().unwrap_or_default(), m.name_any());
             gateway_dependants.gateways_depending_on(&key)
-        })
-        .watches_shared_stream(devices.subscribe(), move |d: Arc<Device>| {
+        }),
+    )
+    .watches_shared_stream(
+        devices.subscribe(),
+        counted(gateway::NAME, &ctx, move |d: Arc<Device>| {
             gateway::gateways_for(&d, &gateway_gateways.state())
-        })
-        .graceful_shutdown_on(stop())
-        .run(
-            observed(gateway::NAME, gateway::reconcile),
-            gateway::error_policy,
-            ctx.clone(),
-        );
+        }),
+    )
+    .graceful_shutdown_on(stop())
+    .run(
+        observed(gateway::NAME, gateway::reconcile),
+        gateway::error_policy,
+        ctx.clone(),
+    );
 
-    let batch_controller = Controller::new(
-        Api::<OnboardingBatch>::all(client.clone()),
-        watcher::Config::default(),
+    // The kinds only one controller needs are watched here, the same way (shared.rs).
+    let batches = Watched::<OnboardingBatch>::start(Api::all(client.clone()), all(), &shutdown);
+    let batch_controller = Controller::for_shared_stream(
+        queued(onboarding_batch::NAME, &ctx, batches.subscribe()),
+        batches.store.clone(),
     )
     .with_config(ControllerConfig::default().concurrency(4))
     .graceful_shutdown_on(stop())
@@ -276,36 +397,45 @@ pub async fn run(
         ctx.clone(),
     );
 
-    let command_controller = Controller::new(
-        Api::<DeviceCommand>::all(client.clone()),
-        watcher::Config::default(),
+    let commands = Watched::<DeviceCommand>::start(Api::all(client.clone()), all(), &shutdown);
+    let command_store = commands.store.clone();
+    let command_controller = Controller::for_shared_stream(
+        queued(device_command::NAME, &ctx, commands.subscribe()),
+        commands.store.clone(),
     )
-    .with_config(config);
-    let commands = command_controller.store();
-    let command_controller = command_controller
-        .watches_shared_stream(devices.subscribe(), move |d: Arc<Device>| {
+    .with_config(config)
+    .watches_shared_stream(
+        devices.subscribe(),
+        counted(device_command::NAME, &ctx, move |d: Arc<Device>| {
             let namespace = d.namespace();
             let name = d.name_any();
-            commands
+            command_store
                 .state()
                 .iter()
                 .filter(|c| c.namespace() == namespace && c.spec.device == name)
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
                 .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(stop())
-        .run(
-            observed(device_command::NAME, device_command::reconcile),
-            device_command::error_policy,
-            ctx.clone(),
-        );
+        }),
+    )
+    .graceful_shutdown_on(stop())
+    .run(
+        observed(device_command::NAME, device_command::reconcile),
+        device_command::error_policy,
+        ctx.clone(),
+    );
 
-    let application_controller = Controller::new(
-        Api::<Application>::all(client.clone()),
-        watcher::Config::default(),
+    let applications = Watched::<Application>::start(Api::all(client.clone()), all(), &shutdown);
+    let application_controller = Controller::for_shared_stream(
+        queued(application::NAME, &ctx, applications.subscribe()),
+        applications.store.clone(),
     )
     .with_config(ControllerConfig::default().concurrency(2))
-    .owns_shared_stream(secrets.subscribe())
+    .watches_shared_stream(
+        secrets.subscribe(),
+        counted(application::NAME, &ctx, |s: Arc<Secret>| {
+            owner::<Application>(s.as_ref())
+        }),
+    )
     .graceful_shutdown_on(stop())
     .run(
         observed(application::NAME, application::reconcile),
@@ -313,24 +443,27 @@ pub async fn run(
         ctx.clone(),
     );
 
-    // ProvisioningPolicy: its own changes and the devices carrying its label (only those are
-    // watched).
-    let policy_controller = Controller::new(
-        Api::<ProvisioningPolicy>::all(client.clone()),
-        watcher::Config::default(),
+    // ProvisioningPolicy: its own changes and the devices carrying its label.
+    let policies = Watched::<ProvisioningPolicy>::start(Api::all(client.clone()), all(), &shutdown);
+    let policy_controller = Controller::for_shared_stream(
+        queued(provisioning_policy::NAME, &ctx, policies.subscribe()),
+        policies.store.clone(),
     )
     .with_config(
         ControllerConfig::default()
             .concurrency(2)
             .debounce(Duration::from_secs(1)),
     )
-    .watches_shared_stream(devices.subscribe(), |d: Arc<Device>| {
-        let policy = d
-            .labels()
-            .get(devplane_api::constants::labels::PROVISIONING_POLICY)?
-            .clone();
-        Some(ObjectRef::<ProvisioningPolicy>::new(&policy).within(&d.namespace()?))
-    })
+    .watches_shared_stream(
+        devices.subscribe(),
+        counted(provisioning_policy::NAME, &ctx, |d: Arc<Device>| {
+            let policy = d
+                .labels()
+                .get(devplane_api::constants::labels::PROVISIONING_POLICY)?
+                .clone();
+            Some(ObjectRef::<ProvisioningPolicy>::new(&policy).within(&d.namespace()?))
+        }),
+    )
     .graceful_shutdown_on(stop())
     .run(
         observed(provisioning_policy::NAME, provisioning_policy::reconcile),
@@ -339,12 +472,12 @@ pub async fn run(
     );
 
     tokio::join!(
-        drive(provisioning_policy::NAME, policy_controller),
-        drive(application::NAME, application_controller),
-        drive(device_model::NAME, model_controller),
-        drive(device::NAME, device_controller),
-        drive(gateway::NAME, gateway_controller),
-        drive(onboarding_batch::NAME, batch_controller),
-        drive(device_command::NAME, command_controller),
+        drive(provisioning_policy::NAME, ctx.clone(), policy_controller),
+        drive(application::NAME, ctx.clone(), application_controller),
+        drive(device_model::NAME, ctx.clone(), model_controller),
+        drive(device::NAME, ctx.clone(), device_controller),
+        drive(gateway::NAME, ctx.clone(), gateway_controller),
+        drive(onboarding_batch::NAME, ctx.clone(), batch_controller),
+        drive(device_command::NAME, ctx.clone(), command_controller),
     );
 }

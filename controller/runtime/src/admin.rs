@@ -172,6 +172,7 @@ pub struct ControllerMetrics {
     duration: HistogramFamily,
     in_flight: Family<ControllerLabel, Gauge>,
     waiting: Family<ControllerLabel, Gauge>,
+    queued: Family<ControllerLabel, Gauge>,
 }
 
 impl ControllerMetrics {
@@ -187,6 +188,7 @@ impl ControllerMetrics {
             }),
             in_flight: Family::default(),
             waiting: Family::default(),
+            queued: Family::default(),
         };
         admin.with_registry(|registry| {
             registry.register(
@@ -209,6 +211,11 @@ impl ControllerMetrics {
                 "devplane_reconciles_in_flight",
                 "Reconciles running now, by controller",
                 metrics.in_flight.clone(),
+            );
+            registry.register(
+                "devplane_reconcile_queue_depth",
+                "Objects a watch event asked to reconcile that no reconcile has picked up yet, by controller",
+                metrics.queued.clone(),
             );
             registry.register(
                 "devplane_reconcile_retries_waiting",
@@ -316,5 +323,42 @@ impl devplane_reconcilers::Observer for ControllerMetrics {
         self.waiting
             .get_or_create(&ControllerLabel { controller })
             .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    fn queued(&self, controller: &'static str, objects: usize) {
+        self.queued
+            .get_or_create(&ControllerLabel { controller })
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+}
+
+/// `apiserver_registered_watchers{group, resource, selector}`: the embedded API server's open
+/// watches, read at each scrape (the selector label shows which watches are narrowed).
+pub struct WatchersGauge(pub devplane_apiserver::ApiServer);
+
+impl std::fmt::Debug for WatchersGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WatchersGauge")
+    }
+}
+
+impl Collector for WatchersGauge {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "apiserver_registered_watchers",
+            "Watches open on the API server, by group, resource and label selector",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for ((group, resource, selector), open) in self.0.open_watches() {
+            let labels = [
+                ("group", group.as_str()),
+                ("resource", resource.as_str()),
+                ("selector", selector.as_str()),
+            ];
+            ConstGauge::new(i64::try_from(open).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }

@@ -119,6 +119,24 @@ impl Target {
         Ok((status, bytes))
     }
 
+    /// A watch of the bench namespace's Devices from `resource_version`.
+    async fn watch_devices(
+        &self,
+        resource_version: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let request = hyper::Request::builder()
+            .uri(format!(
+                "{}{DEVICES}?watch=true&resourceVersion={resource_version}&timeoutSeconds=86400",
+                self.base
+            ))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        self.client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     fn shutdown(&self) {
         self.server.shutdown();
         self.stop.cancel();
@@ -156,9 +174,43 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// A progress line on stderr every few seconds until dropped — `  … what: 12 s, 3400 done`
+/// — so a long run shows it is alive and how far it got.
+pub(crate) struct Progress(tokio::task::JoinHandle<()>);
+
+impl Progress {
+    /// Report `what`, with the count in `done` (if any).
+    pub(crate) fn start(what: impl Into<String>, done: Option<Arc<AtomicU64>>) -> Progress {
+        let what = what.into();
+        let started = Instant::now();
+        Progress(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(5));
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let count = done
+                    .as_ref()
+                    .map(|d| format!(", {} done", d.load(Ordering::Relaxed)))
+                    .unwrap_or_default();
+                eprintln!(
+                    "  … {what}: {:.0} s{count}",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Create objects `from..to` with `concurrency` clients.
 async fn creates(target: &Arc<Target>, from: u64, to: u64, concurrency: usize) -> Run {
     let next = Arc::new(AtomicU64::new(from));
+    let _progress = Progress::start(format!("creating objects {from}..{to}"), Some(next.clone()));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -212,18 +264,7 @@ async fn watchers(target: &Arc<Target>, n: usize) -> Result<Vec<Arc<AtomicU64>>,
     for _ in 0..n {
         let counter = Arc::new(AtomicU64::new(0));
         counters.push(counter.clone());
-        let request = hyper::Request::builder()
-            .uri(format!(
-                "{}{DEVICES}?watch=true&resourceVersion={rv}&timeoutSeconds=3600",
-                target.base
-            ))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let response = target
-            .client
-            .request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = target.watch_devices(&rv).await?;
         tokio::spawn(async move {
             let mut body = response.into_body().into_data_stream();
             while let Some(Ok(chunk)) = body.next().await {
@@ -488,8 +529,13 @@ enum RawWrite {
 /// rate.
 async fn raw_etcd_writes(client: &etcd_client::Client, args: &BenchApiArgs, kind: RawWrite) -> f64 {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let what = match kind {
+        RawWrite::Put => "raw etcd puts (1 KiB)",
+        RawWrite::CreateTxn => "raw etcd create transactions (1 KiB, compare-and-put)",
+    };
     let value = vec![b'x'; 1024];
     let next = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(what, Some(next.clone()));
     let (limit, run_id) = (args.creates, std::process::id());
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -527,11 +573,8 @@ async fn raw_etcd_writes(client: &etcd_client::Client, args: &BenchApiArgs, kind
         latencies.extend(task.await.unwrap_or_default());
     }
     let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    drop(progress);
     latencies.sort_unstable();
-    let what = match kind {
-        RawWrite::Put => "raw etcd puts (1 KiB)",
-        RawWrite::CreateTxn => "raw etcd create transactions (1 KiB, compare-and-put)",
-    };
     println!(
         "  {what}: {rate:.0}/s   p50 {}   p99 {}",
         ms(percentile(&latencies, 0.5)),

@@ -193,6 +193,9 @@ pub async fn run(args: &UpArgs) -> Result<(), UpError> {
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let admin = crate::admin::Admin::new();
+    admin.with_registry(|registry| {
+        registry.register_collector(Box::new(crate::admin::WatchersGauge(server.clone())));
+    });
     let admin_task = match args.admin_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)

@@ -31,8 +31,8 @@ use etcd_client::{
 
 use self::recent::RecentValues;
 use crate::{
-    Event, EventKind, Guard, KeyValue, ListOptions, ListPage, Recent, Result, Rev, Store,
-    StoreError, WatchStream, validate_key, validate_list_options,
+    Event, EventKind, Guard, KeyValue, ListOptions, ListPage, ProgressStream, Recent, Result, Rev,
+    Store, StoreError, WatchItem, WatchStream, validate_key, validate_list_options,
 };
 
 /// A failure talking to etcd, naming the operation.
@@ -746,8 +746,14 @@ impl Store for EtcdStore {
         self.open_watch(prefix, after, true).await
     }
 
-    async fn watch_without_prev(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
-        self.open_watch(prefix, after, false).await
+    async fn watch_progress_without_prev(
+        &self,
+        prefix: &str,
+        after: Rev,
+    ) -> Result<ProgressStream> {
+        use futures::StreamExt;
+        let events = self.open_watch(prefix, after, false).await?;
+        Ok(Box::pin(events.map(|event| event.map(WatchItem::Event))))
     }
 
     fn recent(&self, key: &str) -> Option<Recent> {

@@ -140,6 +140,19 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// `Err` item it ends as well.
 pub type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<Event>> + Send>>;
 
+/// One item of [`Store::watch_progress`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchItem {
+    /// A committed write of the watched prefix.
+    Event(Event),
+    /// Every event of the watched prefix up to this revision has been delivered: the store got
+    /// this far with writes elsewhere.
+    Progress(Rev),
+}
+
+/// A [`WatchStream`] that also reports progress.
+pub type ProgressStream = Pin<Box<dyn futures::Stream<Item = Result<WatchItem>> + Send>>;
+
 /// The storage contract the API server relies on (modelled on etcd v3 and kine).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -187,13 +200,26 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Like [`Store::watch`], for callers that do not look at previous values: a `Put` event
-    /// may lack `prev` also when it updates a key (`kv.create_rev < kv.mod_rev` tells an
-    /// update from a create). `Delete` events still carry the last value. The etcd backend
-    /// spares etcd a read per update and watcher this way; the embedded one has the values at
-    /// hand and sends them anyway.
-    async fn watch_without_prev(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
-        self.watch(prefix, after).await
+    /// [`Store::watch`], with now and then a [`WatchItem::Progress`] while the writes go to
+    /// other prefixes, so a watcher of a quiet prefix knows how far the store got (the API
+    /// server's bookmarks). A store that cannot tell yields events only.
+    async fn watch_progress(&self, prefix: &str, after: Rev) -> Result<ProgressStream> {
+        use futures::StreamExt;
+        let events = self.watch(prefix, after).await?;
+        Ok(Box::pin(events.map(|event| event.map(WatchItem::Event))))
+    }
+
+    /// Like [`Store::watch_progress`], for callers that do not look at previous values: a
+    /// `Put` event may lack `prev` also when it updates a key (`kv.create_rev < kv.mod_rev`
+    /// tells an update from a create). `Delete` events still carry the last value. The etcd
+    /// backend spares etcd a read per update and watcher this way; the embedded one has the
+    /// values at hand and sends them anyway.
+    async fn watch_progress_without_prev(
+        &self,
+        prefix: &str,
+        after: Rev,
+    ) -> Result<ProgressStream> {
+        self.watch_progress(prefix, after).await
     }
 
     /// The revision of the latest committed write.

@@ -32,14 +32,15 @@ pub async fn reconcile(device: Arc<Device>, ctx: Arc<Context>) -> Result<Action>
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let devices: Api<Device> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&devices, finalizers::DEVICE, device, |event| async {
-        match event {
-            Finalizer::Apply(device) => apply(&device, &ctx).await,
-            Finalizer::Cleanup(device) => cleanup(&device, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    crate::error::finalized(
+        finalizer(&devices, finalizers::DEVICE, device, |event| async {
+            match event {
+                Finalizer::Apply(device) => apply(&device, &ctx).await,
+                Finalizer::Cleanup(device) => cleanup(&device, &ctx).await,
+            }
+        })
+        .await,
+    )
 }
 
 /// The model of an object, resolved against the model cache; on success also the version
@@ -160,7 +161,21 @@ async fn apply(device: &Device, ctx: &Context) -> Result<Action> {
         ..status.clone()
     };
     if new_status != status {
-        write_status(ctx, &namespace, &name, &new_status).await?;
+        let written = write_status(ctx, &namespace, &name, &new_status).await?;
+        // Settled: a reconcile of what was just written would change nothing more.
+        let settled = devplane_core::lifecycle::next_phase(
+            Some(outcome.phase),
+            device.spec.lifecycle,
+            new_status
+                .connection
+                .as_ref()
+                .is_some_and(|c| c.first_connected.is_some()),
+        ) == outcome.phase;
+        if settled {
+            ctx.echoes.wrote(NAME, &written);
+        } else {
+            ctx.echoes.forget(NAME, &written);
+        }
         identity::announce(ctx, device, status.phase, &outcome, &status.conditions).await;
     }
     Ok(match outcome.requeue_at {
@@ -206,7 +221,7 @@ async fn write_status(
     namespace: &str,
     name: &str,
     status: &DeviceStatus,
-) -> Result<()> {
+) -> Result<Device> {
     // Only the fields this controller owns; the front door owns connection and reported.
     let mut status_json =
         serde_json::to_value(status).map_err(|e| Error::Serialize("DeviceStatus", e))?;
@@ -220,8 +235,7 @@ async fn write_status(
             &Patch::Apply(&patch),
         )
         .await
-        .map_err(api(format!("write status of Device {namespace}/{name}")))?;
-    Ok(())
+        .map_err(api(format!("write status of Device {namespace}/{name}")))
 }
 
 /// On deletion: revoke the credentials (the Secret would also go by owner reference, but a

@@ -30,14 +30,15 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let gateways: Api<Gateway> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&gateways, finalizers::GATEWAY, gateway, |event| async {
-        match event {
-            Finalizer::Apply(g) => apply(&g, &ctx).await,
-            Finalizer::Cleanup(g) => cleanup(&g, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    crate::error::finalized(
+        finalizer(&gateways, finalizers::GATEWAY, gateway, |event| async {
+            match event {
+                Finalizer::Apply(g) => apply(&g, &ctx).await,
+                Finalizer::Cleanup(g) => cleanup(&g, &ctx).await,
+            }
+        })
+        .await,
+    )
 }
 
 async fn apply(gateway: &Gateway, ctx: &Context) -> Result<Action> {

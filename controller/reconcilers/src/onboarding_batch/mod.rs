@@ -41,19 +41,20 @@ pub async fn reconcile(batch: Arc<OnboardingBatch>, ctx: Arc<Context>) -> Result
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let batches: Api<OnboardingBatch> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(
-        &batches,
-        finalizers::ONBOARDING_BATCH,
-        batch,
-        |event| async {
-            match event {
-                Finalizer::Apply(b) => apply(&b, &ctx).await,
-                Finalizer::Cleanup(b) => cleanup(&b, &ctx).await,
-            }
-        },
+    crate::error::finalized(
+        finalizer(
+            &batches,
+            finalizers::ONBOARDING_BATCH,
+            batch,
+            |event| async {
+                match event {
+                    Finalizer::Apply(b) => apply(&b, &ctx).await,
+                    Finalizer::Cleanup(b) => cleanup(&b, &ctx).await,
+                }
+            },
+        )
+        .await,
     )
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// The Device a planned item becomes (pure).

@@ -42,6 +42,7 @@ async fn metrics_lists_every_controller_metric_after_reconciles_are_recorded() {
     metrics.start("device").finish();
     let running = metrics.start("device");
     metrics.error("device", "NotFound");
+    devplane_reconcilers::Observer::queued(&metrics, "device", 3);
     leader.set(true);
     let router = router(admin);
 
@@ -53,6 +54,7 @@ async fn metrics_lists_every_controller_metric_after_reconciles_are_recorded() {
         r#"devplane_reconcile_errors_total{controller="device",category="NotFound"} 1"#,
         r#"devplane_reconcile_duration_seconds_count{controller="device"} 1"#,
         r#"devplane_reconciles_in_flight{controller="device"} 1"#,
+        r#"devplane_reconcile_queue_depth{controller="device"} 3"#,
         "devplane_leader 1",
         "# TYPE devplane_reconcile_duration_seconds histogram",
         "# EOF",

@@ -116,6 +116,7 @@ pub async fn run(args: &BenchCoapArgs) -> Result<(), String> {
 }
 
 async fn run_in(dir: &std::path::Path, args: &BenchCoapArgs) -> Result<(), String> {
+    let _progress = super::Progress::start("bench coap", None);
     let devices = args.devices.max(1) as usize;
     let window = usize::from(args.window.max(1));
     let messages = args.messages as usize;

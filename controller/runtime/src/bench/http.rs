@@ -113,6 +113,7 @@ pub async fn run(args: &BenchHttpArgs) -> Result<(), String> {
 }
 
 async fn run_in(dir: &std::path::Path, args: &BenchHttpArgs) -> Result<(), String> {
+    let _progress = super::Progress::start("bench http", None);
     let connections = args.connections.max(1) as usize;
     eprintln!("devplane bench http: onboarding {connections} devices");
     let (devplane, _up, credentials) = start_devplane(dir, connections).await?;

@@ -663,6 +663,7 @@ pub async fn run(args: &BenchMqttArgs) -> Result<(), String> {
 }
 
 async fn run_in(dir: &Path, args: &BenchMqttArgs) -> Result<(), String> {
+    let _progress = super::Progress::start("bench mqtt", None);
     let devices = args.connections.max(args.publishers) as usize;
     eprintln!("devplane bench mqtt: onboarding {devices} devices");
     let (mut devplane, _up, credentials) = start_devplane(dir, devices).await?;

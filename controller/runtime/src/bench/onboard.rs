@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{DEVICES, Target, peak_rss_bytes, rss_bytes, tempfile_dir};
+use super::{Target, peak_rss_bytes, rss_bytes, tempfile_dir};
 
 /// How often a progress line is printed (to stderr).
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -206,18 +206,7 @@ async fn watch_devices(
     progress: Progress,
     stop: CancellationToken,
 ) -> Result<(), String> {
-    let request = hyper::Request::builder()
-        .uri(format!(
-            "{}{DEVICES}?watch=true&resourceVersion=0&timeoutSeconds=86400",
-            target.base
-        ))
-        .body(Full::new(bytes::Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let response = target
-        .client
-        .request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = target.watch_devices("0").await?;
     tokio::spawn(async move {
         let mut body = std::pin::pin!(response.into_body().into_data_stream());
         let mut pending: Vec<u8> = Vec::new();

@@ -42,6 +42,7 @@ pub async fn run(args: &BenchProvisionArgs) -> Result<(), String> {
 }
 
 async fn run_in(dir: &std::path::Path, args: &BenchProvisionArgs) -> Result<(), String> {
+    let _progress = super::Progress::start("bench provision", None);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut up = Command::new(&exe);
     up.args(["up", "--store", "memory://", "--insecure-http"])

@@ -34,8 +34,8 @@ use self::compactor::{Retention, compact_to, run_compactor};
 use self::state::{MvccState, WatchStart};
 use self::writer::{Request, Wal, WriteOp, WriteOutcome, Writer};
 use crate::{
-    Event, Guard, KeyValue, ListOptions, ListPage, Result, Rev, Store, StoreError, WatchStream,
-    validate_key, validate_list_options,
+    Event, Guard, KeyValue, ListOptions, ListPage, ProgressStream, Result, Rev, Store, StoreError,
+    WatchItem, WatchStream, validate_key, validate_list_options,
 };
 
 /// Tuning of the embedded backend.
@@ -466,6 +466,18 @@ impl Store for Embedded {
     }
 
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
+        use futures::StreamExt;
+        let items = self.watch_progress(prefix, after).await?;
+        Ok(Box::pin(items.filter_map(|item| {
+            std::future::ready(match item {
+                Ok(WatchItem::Event(event)) => Some(Ok(event)),
+                Ok(WatchItem::Progress(_)) => None,
+                Err(e) => Some(Err(e)),
+            })
+        })))
+    }
+
+    async fn watch_progress(&self, prefix: &str, after: Rev) -> Result<ProgressStream> {
         self.check_open()?;
         let start = self.inner.core.state.read().watch_from(prefix, after)?;
         Ok(watch_stream(
@@ -501,6 +513,8 @@ struct WatchProgress {
     prefix: String,
     /// Every revision up to here has been looked at (replayed, filtered out or delivered).
     seen_through: Rev,
+    /// The last revision the stream yielded (an event or progress).
+    reported: Rev,
     finished: bool,
     /// The store, to catch up from its event log when the live feed ran ahead of this
     /// watcher; weak so that an open stream does not keep a closed store alive.
@@ -509,12 +523,16 @@ struct WatchProgress {
 
 /// Replays the logged events, then follows the live feed. The stream holds no reference to
 /// the store: when the store closes, the feed closes and the stream ends.
-fn watch_stream(start: WatchStart, prefix: String, core: std::sync::Weak<Core>) -> WatchStream {
+/// Revisions of writes elsewhere after which a watch stream reports its progress.
+const PROGRESS_EVERY: Rev = 256;
+
+fn watch_stream(start: WatchStart, prefix: String, core: std::sync::Weak<Core>) -> ProgressStream {
     let progress = WatchProgress {
         replay: start.replay.into_iter(),
         feed: start.feed,
         prefix,
         seen_through: start.seen_through,
+        reported: start.seen_through,
         finished: false,
         core,
     };
@@ -525,7 +543,8 @@ fn watch_stream(start: WatchStart, prefix: String, core: std::sync::Weak<Core>) 
                 return None;
             }
             if let Some(event) = progress.replay.next() {
-                return Some((Ok(Event::clone(&event)), progress));
+                progress.reported = event.rev;
+                return Some((Ok(WatchItem::Event(Event::clone(&event))), progress));
             }
             loop {
                 match progress.feed.recv().await {
@@ -535,7 +554,12 @@ fn watch_stream(start: WatchStart, prefix: String, core: std::sync::Weak<Core>) 
                         }
                         progress.seen_through = event.rev;
                         if event.kv.key.starts_with(&progress.prefix) {
-                            return Some((Ok(Event::clone(&event)), progress));
+                            progress.reported = event.rev;
+                            return Some((Ok(WatchItem::Event(Event::clone(&event))), progress));
+                        }
+                        if event.rev >= progress.reported + PROGRESS_EVERY {
+                            progress.reported = event.rev;
+                            return Some((Ok(WatchItem::Progress(event.rev)), progress));
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
@@ -553,7 +577,11 @@ fn watch_stream(start: WatchStart, prefix: String, core: std::sync::Weak<Core>) 
                             progress.feed = start.feed;
                             progress.seen_through = start.seen_through;
                             if let Some(event) = progress.replay.next() {
-                                return Some((Ok(Event::clone(&event)), progress));
+                                progress.reported = event.rev;
+                                return Some((
+                                    Ok(WatchItem::Event(Event::clone(&event))),
+                                    progress,
+                                ));
                             }
                             continue;
                         }
@@ -569,4 +597,60 @@ fn watch_stream(start: WatchStart, prefix: String, core: std::sync::Weak<Core>) 
             }
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    async fn next(stream: &mut ProgressStream) -> WatchItem {
+        tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("an item in time")
+            .expect("the stream goes on")
+            .expect("no error")
+    }
+
+    #[tokio::test]
+    async fn a_watch_of_a_quiet_prefix_reports_progress_and_a_plain_watch_does_not() {
+        let store = Embedded::in_memory(EmbeddedOptions::default()).expect("store");
+        store
+            .create("/quiet/a", Bytes::from("1"))
+            .await
+            .expect("create");
+        let mut with_progress = store.watch_progress("/quiet/", 1).await.expect("watch");
+        let mut plain = store.watch("/quiet/", 1).await.expect("watch");
+        let writes = PROGRESS_EVERY * 2 + 10;
+        for i in 0..writes {
+            store
+                .create(&format!("/busy/{i}"), Bytes::from("x"))
+                .await
+                .expect("create");
+        }
+        store
+            .create("/quiet/b", Bytes::from("2"))
+            .await
+            .expect("create");
+        assert_eq!(
+            next(&mut with_progress).await,
+            WatchItem::Progress(1 + PROGRESS_EVERY)
+        );
+        assert_eq!(
+            next(&mut with_progress).await,
+            WatchItem::Progress(1 + 2 * PROGRESS_EVERY)
+        );
+        let WatchItem::Event(event) = next(&mut with_progress).await else {
+            panic!("the quiet prefix's write comes next");
+        };
+        assert_eq!(event.kv.key, "/quiet/b");
+        assert_eq!(event.rev, writes + 2);
+        let event = tokio::time::timeout(Duration::from_secs(5), plain.next())
+            .await
+            .expect("in time")
+            .expect("an event")
+            .expect("no error");
+        assert_eq!(event.kv.key, "/quiet/b", "a plain watch has events only");
+    }
 }

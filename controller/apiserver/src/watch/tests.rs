@@ -1,0 +1,84 @@
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::rest::WriteOptions;
+use crate::{ApiServer, ApiServerConfig, Caller};
+
+async fn config_map(server: &ApiServer, name: &str) -> u64 {
+    let resource = server
+        .inner
+        .registry()
+        .get("", "v1", "configmaps")
+        .expect("configmaps");
+    let written = server
+        .inner
+        .create(
+            &resource,
+            Some("default"),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}),
+            &WriteOptions::internal("test"),
+        )
+        .await
+        .expect("created");
+    written.object["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|rv| rv.parse().ok())
+        .expect("a resourceVersion")
+}
+
+#[tokio::test]
+async fn bookmarks_of_a_quiet_resource_carry_the_progress_of_writes_elsewhere() {
+    let store = devplane_store::open("memory://").await.expect("store");
+    let config = ApiServerConfig {
+        bookmark_interval: Duration::from_millis(100),
+        ..ApiServerConfig::default()
+    };
+    let server = ApiServer::new(store, config).await.expect("server");
+    let start = config_map(&server, "first").await;
+    let router = server.in_process_router(Caller::new("admin", &["system:masters"]));
+    let request = Request::get(format!(
+        "/api/v1/namespaces/default/secrets?watch=true&allowWatchBookmarks=true&resourceVersion={start}"
+    ))
+    .body(Body::empty())
+    .expect("request");
+    let response = router.oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), 200);
+    let mut last = 0;
+    for i in 0..600 {
+        last = config_map(&server, &format!("c{i}")).await;
+    }
+    let mut body = response.into_body();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_secs(2), body.frame()).await
+        else {
+            break;
+        };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let event: Value = serde_json::from_slice(line).expect("a JSON line");
+            assert_eq!(event["type"], "BOOKMARK", "no secret was written: {event}");
+            let rv: u64 = event["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|rv| rv.parse().ok())
+                .expect("a resourceVersion");
+            seen.push(rv);
+        }
+        if seen.last().is_some_and(|rv| *rv + 256 > last) {
+            break;
+        }
+    }
+    let newest = seen.last().copied().unwrap_or(0);
+    assert!(
+        newest + 256 > last && newest > start,
+        "bookmarks {seen:?} should follow the writes elsewhere from {start} to {last}"
+    );
+}
