@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{Devplane, SMART_HOME, free_port, stdout};
+use crate::support::{Devplane, SMART_HOME, free_port, stderr, stdout};
 
 /// An etcd server on free ports, stopped by its process id on drop.
 pub struct Etcd {
@@ -148,4 +148,55 @@ fn two_devplane_processes_on_one_etcd_see_the_same_objects() {
         "jsonpath={.data.k}",
     ]);
     assert_eq!(stdout(&through_b), "v");
+}
+
+#[test]
+fn each_process_writes_on_top_of_the_others_changes_and_honours_its_namespace_deletions() {
+    let etcd = Etcd::start();
+    let store = format!(
+        "etcd://{}/devplane-test",
+        etcd.url.trim_start_matches("http://")
+    );
+    let a = Devplane::start(&["--store", &store]);
+    let b = Devplane::start(&["--store", &store]);
+    a.kubectl_ok(&["create", "namespace", "scratch"]);
+    a.kubectl_ok(&[
+        "create",
+        "configmap",
+        "shared",
+        "-n",
+        "scratch",
+        "--from-literal=a=1",
+    ]);
+    // A remembers the object as it wrote it; B changes it; A's patch must keep B's change.
+    b.kubectl_ok(&["label", "configmap", "shared", "-n", "scratch", "from=b"]);
+    a.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "shared",
+        "-n",
+        "scratch",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"b":"2"}}"#,
+    ]);
+    let seen = b.kubectl_ok(&[
+        "get",
+        "configmap",
+        "shared",
+        "-n",
+        "scratch",
+        "-o",
+        "jsonpath={.metadata.labels.from} {.data.a} {.data.b}",
+    ]);
+    assert_eq!(seen.trim(), "b 1 2");
+    // A checked the namespace for its creates; once B deletes it, A refuses new objects.
+    b.kubectl_ok(&["delete", "namespace", "scratch", "--wait=false"]);
+    let refused = a.kubectl(&["create", "configmap", "late", "-n", "scratch"]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    let message = stderr(&refused);
+    assert!(
+        message.contains("being terminated") || message.contains("not found"),
+        "{message}"
+    );
 }

@@ -2,12 +2,13 @@
 
 use axum::response::Response;
 use devplane_schema::{ErrorType, FieldError};
+use devplane_store::Rev;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::object::{self, meta_mut};
 use crate::request;
-use crate::rest::{Request, UpdateError, WriteOptions};
+use crate::rest::{Attempts, Outcome, Request, WriteOptions, Written};
 use crate::server::Inner;
 use crate::ssa;
 
@@ -93,64 +94,107 @@ pub async fn serve(
         }
         _ => {}
     }
-    let now = object::now_seconds();
-    let api_version = resource.api_version();
-    for _ in 0..MAX_RETRIES {
-        let current = inner
-            .read(&resource, req.namespace.as_deref(), name)
-            .await?;
-        let Some((old, rev)) = current else {
-            if subresource.is_some() {
-                return Err(ApiError::not_found(&resource.group, &resource.plural, name));
-            }
-            if precondition.is_some() {
-                return Err(ApiError::not_found(&resource.group, &resource.plural, name));
-            }
-            let mut merged = ssa::apply(
-                None,
-                &config,
-                &manager,
-                force,
-                resource.type_info.as_deref(),
-                None,
-                &api_version,
-                &now,
-            )
-            .map_err(|e| apply_error(&resource, name, e))?;
-            meta_mut(&mut merged).insert("name".into(), Value::String(name.to_string()));
-            let written = inner
-                .create(&resource, req.namespace.as_deref(), merged, &opts)
-                .await;
-            match written {
-                Ok(w) => return Ok(request::json(201, &w.object, &w.warnings)),
-                // Created by someone else meanwhile: apply onto it.
-                Err(e) if e.code == 409 && e.reason == "AlreadyExists" => continue,
-                Err(e) => return Err(e),
-            }
+    let apply = Apply {
+        req,
+        name,
+        subresource: subresource.as_deref(),
+        config: &config,
+        manager: &manager,
+        force,
+        precondition: precondition.as_deref(),
+        opts: &opts,
+        now: object::now_seconds(),
+    };
+    let mut attempts = Attempts::new(MAX_RETRIES);
+    while let Some(current) = attempts
+        .next(inner, &resource, req.namespace.as_deref(), name)
+        .await?
+    {
+        let outcome = match current {
+            None => apply.create(inner).await,
+            Some((old, rev)) => apply.update(inner, old, rev).await,
         };
-        if let Some(want) = &precondition
-            && *want != rev.to_string()
-        {
-            return Err(ApiError::stale(&resource.group, &resource.plural, name));
-        }
-        let merged = ssa::apply(
-            Some(&old),
-            &config,
-            &manager,
-            force,
-            resource.type_info.as_deref(),
-            subresource.as_deref(),
-            &api_version,
-            &now,
-        )
-        .map_err(|e| apply_error(&resource, name, e))?;
-        match inner.update(&resource, &old, rev, merged, &opts).await {
-            Ok(w) => return Ok(request::json(200, &w.object, &w.warnings)),
-            Err(UpdateError::Conflict) => continue,
-            Err(UpdateError::Api(e)) => return Err(e),
+        if let Some(done) = attempts.settle(outcome) {
+            return done.map(|(status, w)| request::json(status, &w.object, &w.warnings));
         }
     }
     Err(ApiError::stale(&resource.group, &resource.plural, name))
+}
+
+/// One apply request, ready for its attempts.
+struct Apply<'a> {
+    req: &'a Request,
+    name: &'a str,
+    subresource: Option<&'a str>,
+    config: &'a Value,
+    manager: &'a str,
+    force: bool,
+    precondition: Option<&'a str>,
+    opts: &'a WriteOptions,
+    now: String,
+}
+
+impl Apply<'_> {
+    /// The attempt when the object does not exist: create it from the configuration.
+    async fn create(&self, inner: &Inner) -> Outcome<(u16, Written)> {
+        let resource = &self.req.resource;
+        if self.subresource.is_some() || self.precondition.is_some() {
+            let missing = ApiError::not_found(&resource.group, &resource.plural, self.name);
+            return Outcome::Decided(Err(missing));
+        }
+        let merged = ssa::apply(
+            None,
+            self.config,
+            self.manager,
+            self.force,
+            resource.type_info.as_deref(),
+            None,
+            &resource.api_version(),
+            &self.now,
+        );
+        let mut merged = match merged {
+            Ok(merged) => merged,
+            Err(e) => return Outcome::Decided(Err(apply_error(resource, self.name, e))),
+        };
+        meta_mut(&mut merged).insert("name".into(), Value::String(self.name.to_string()));
+        let written = inner
+            .create(resource, self.req.namespace.as_deref(), merged, self.opts)
+            .await;
+        match written {
+            Ok(w) if w.persisted => Outcome::Committed((201, w)),
+            Ok(w) => Outcome::Decided(Ok((201, w))),
+            // Created by someone else meanwhile: apply onto it.
+            Err(e) if e.code == 409 && e.reason == "AlreadyExists" => Outcome::Raced,
+            Err(e) => Outcome::Decided(Err(e)),
+        }
+    }
+
+    /// The attempt on the object `old` at revision `rev`.
+    async fn update(&self, inner: &Inner, old: Value, rev: Rev) -> Outcome<(u16, Written)> {
+        let resource = &self.req.resource;
+        if self
+            .precondition
+            .is_some_and(|want| want != rev.to_string())
+        {
+            let stale = ApiError::stale(&resource.group, &resource.plural, self.name);
+            return Outcome::Decided(Err(stale));
+        }
+        let merged = ssa::apply(
+            Some(&old),
+            self.config,
+            self.manager,
+            self.force,
+            resource.type_info.as_deref(),
+            self.subresource,
+            &resource.api_version(),
+            &self.now,
+        );
+        match merged {
+            Ok(merged) => Outcome::from(inner.update(resource, &old, rev, merged, self.opts).await)
+                .map(|w| (200, w)),
+            Err(e) => Outcome::Decided(Err(apply_error(resource, self.name, e))),
+        }
+    }
 }
 
 fn apply_error(

@@ -101,6 +101,8 @@ pub struct Inner {
     audit: Option<Audit>,
     signer: tokio::sync::OnceCell<Arc<Signer>>,
     verified_tokens: Mutex<HashMap<String, (Caller, std::time::Instant)>>,
+    /// Namespaces known to accept new objects (creates are guarded by their revision).
+    pub(crate) active_namespaces: rest::ActiveNamespaces,
 }
 
 impl Inner {
@@ -299,6 +301,7 @@ impl ApiServer {
             audit,
             signer: tokio::sync::OnceCell::new(),
             verified_tokens: Mutex::new(HashMap::new()),
+            active_namespaces: Default::default(),
         });
         inner.refresh_registry().await?;
         let server = ApiServer { inner };

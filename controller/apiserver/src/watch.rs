@@ -220,8 +220,16 @@ pub async fn serve(
         }
     }
     // With progress: bookmarks then carry how far the whole store got, so a watcher of a quiet
-    // resource resumes after writes elsewhere without a 410 and a re-list.
-    let stream = inner.store.watch_progress(&prefix, start).await;
+    // resource resumes after writes elsewhere without a 410 and a re-list. Without selectors,
+    // no event's old version is looked at (see `transition`).
+    let stream = if selectors.is_empty() {
+        inner
+            .store
+            .watch_progress_without_prev(&prefix, start)
+            .await
+    } else {
+        inner.store.watch_progress(&prefix, start).await
+    };
     let bookmark_interval = inner.config.bookmark_interval;
     let shutdown = inner.shutdown.clone();
     let cache = inner.events.clone();
@@ -337,13 +345,15 @@ fn transition(
             .then_some("DELETED")?,
         EventKind::Put => {
             let now = selectors.matches(resource, &current.object);
-            let before = match (&event.prev, selectors.is_empty()) {
-                (None, _) => None,
-                // Without selectors every version matches: no need to decode the old one.
-                (Some(_), true) => Some(true),
-                (Some(prev), false) => rest::decode(resource, prev)
-                    .ok()
-                    .map(|p| selectors.matches(resource, &p)),
+            let before = if selectors.is_empty() {
+                // Every version matches: what counts is whether there was one before.
+                (event.kv.create_rev < event.kv.mod_rev).then_some(true)
+            } else {
+                event
+                    .prev
+                    .as_ref()
+                    .and_then(|prev| rest::decode(resource, prev).ok())
+                    .map(|p| selectors.matches(resource, &p))
             };
             match (before, now) {
                 (None | Some(false), true) => "ADDED",

@@ -24,7 +24,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{Event, EventKind, KeyValue, ListOptions, Rev, Store, StoreError, WatchStream};
+use crate::{
+    Event, EventKind, Guard, KeyValue, ListOptions, Rev, Store, StoreError, WatchItem, WatchStream,
+};
 
 /// A store under test plus whatever must live as long as it (temp dirs, an etcd process).
 pub struct Fixture {
@@ -67,6 +69,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $factory;
             revisions_are_global_and_monotonic,
             create_refuses_an_existing_key,
+            a_guarded_create_needs_its_guard_key_unchanged,
             update_with_a_stale_revision_conflicts_and_carries_the_current_value,
             delete_checks_the_expected_revision_and_returns_the_last_value,
             list_returns_live_keys_under_a_prefix_in_key_order,
@@ -76,6 +79,7 @@ macro_rules! conformance_suite {
             list_at_a_compacted_revision_is_refused,
             list_at_a_future_revision_is_refused,
             watch_replays_later_events_then_live_ones_in_order,
+            a_watch_without_prev_differs_only_in_the_previous_values_of_puts,
             watch_from_the_current_revision_delivers_only_future_events,
             watch_from_a_compacted_revision_is_refused,
             watch_from_a_future_revision_is_refused,
@@ -202,6 +206,77 @@ pub async fn create_refuses_an_existing_key(store: Arc<dyn Store>) {
     }
     assert_eq!(current(&store).await, r);
     assert_eq!(step("get", store.get("k")).await.expect("get"), Some(first));
+}
+
+/// A guarded create happens only while the guard's key is at the revision the caller saw.
+/// A failed guard is reported before existence, names the guard's key, carries its current
+/// value, and uses no revision.
+pub async fn a_guarded_create_needs_its_guard_key_unchanged(store: Arc<dyn Store>) {
+    let namespace = create(&store, "ns", "active").await;
+    let guard = Guard {
+        key: "ns".into(),
+        mod_rev: namespace.mod_rev,
+    };
+    let made = step(
+        "guarded create",
+        store.create_guarded("ns/a", value("a"), &guard),
+    )
+    .await
+    .expect("guarded create");
+    assert_eq!(made.mod_rev, current(&store).await);
+    assert_eq!(made.create_rev, made.mod_rev);
+    match step(
+        "guarded create again",
+        store.create_guarded("ns/a", value("b"), &guard),
+    )
+    .await
+    {
+        Err(StoreError::AlreadyExists { key }) => assert_eq!(key, "ns/a"),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    let changed = update(&store, "ns", "terminating", namespace.mod_rev).await;
+    let r = current(&store).await;
+    for key in ["ns/b", "ns/a"] {
+        match step(
+            "create under a changed guard",
+            store.create_guarded(key, value("x"), &guard),
+        )
+        .await
+        {
+            Err(StoreError::Conflict { key, current }) => {
+                assert_eq!(key, "ns");
+                assert_eq!(current, Some(changed.clone()));
+            }
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+    }
+    step("delete the guard key", store.delete("ns", None))
+        .await
+        .expect("delete ns");
+    let gone = Guard {
+        key: "ns".into(),
+        mod_rev: changed.mod_rev,
+    };
+    match step(
+        "create under a deleted guard",
+        store.create_guarded("ns/c", value("x"), &gone),
+    )
+    .await
+    {
+        Err(StoreError::Conflict { key, current }) => {
+            assert_eq!(key, "ns");
+            assert_eq!(current, None);
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(
+        current(&store).await,
+        r + 1,
+        "failed creates must not consume revisions"
+    );
+    for key in ["ns/b", "ns/c"] {
+        assert_eq!(step("get", store.get(key)).await.expect("get"), None);
+    }
 }
 
 /// Updates compare the expected revision; a stale one reports what is stored now.
@@ -570,6 +645,51 @@ pub async fn watch_replays_later_events_then_live_ones_in_order(store: Arc<dyn S
     let d = create(&store, "w/d", "1").await;
     assert_eq!(next_event(&mut stream).await.kv, c);
     assert_eq!(next_event(&mut stream).await.kv, d);
+}
+
+/// A watch without previous values delivers the same events, in the same order, as a plain
+/// one; only a `Put` may lack `prev`, and then its revisions tell create from update.
+pub async fn a_watch_without_prev_differs_only_in_the_previous_values_of_puts(
+    store: Arc<dyn Store>,
+) {
+    let r0 = current(&store).await;
+    let a = create(&store, "w/a", "1").await;
+    let a2 = update(&store, "w/a", "2", a.mod_rev).await;
+    create(&store, "w/b", "1").await;
+    step("delete", store.delete("w/a", Some(a2.mod_rev)))
+        .await
+        .expect("delete");
+    let mut full = watch(&store, "w/", r0).await;
+    let mut lean = step(
+        "watch_progress_without_prev",
+        store.watch_progress_without_prev("w/", r0),
+    )
+    .await
+    .expect("watch_progress_without_prev");
+    for _ in 0..4 {
+        let expected = next_event(&mut full).await;
+        let event = loop {
+            match step("next watch item", lean.next()).await {
+                Some(Ok(WatchItem::Event(event))) => break event,
+                Some(Ok(WatchItem::Progress(_))) => continue,
+                Some(Err(e)) => panic!("watch stream failed: {e}"),
+                None => panic!("watch stream ended early"),
+            }
+        };
+        assert_eq!(
+            (event.kind, event.rev, &event.kv),
+            (expected.kind, expected.rev, &expected.kv)
+        );
+        match (event.kind, &event.prev) {
+            (EventKind::Delete, prev) => assert_eq!(prev, &expected.prev),
+            (EventKind::Put, Some(prev)) => assert_eq!(Some(prev), expected.prev.as_ref()),
+            (EventKind::Put, None) => assert_eq!(
+                event.kv.create_rev < event.kv.mod_rev,
+                expected.prev.is_some(),
+                "an update must be told by its revisions"
+            ),
+        }
+    }
 }
 
 /// Watching from the current revision delivers only what is written afterwards.

@@ -11,6 +11,12 @@
 //! resuming at `after = c - 1` gets that event complete. The reported compacted revision is
 //! therefore etcd's compaction revision plus one. Revisions start at 1 in a fresh etcd and
 //! also move when anything else writes to the same etcd cluster.
+//!
+//! Every request is a round trip, so the store remembers (boundedly, see [`recent`]) what it
+//! last read or wrote of each key: [`Store::recent`] answers from that memory, and an update
+//! whose expected revision matches it needs no `prev_kv` to learn the key's `create_rev`.
+
+mod recent;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,9 +29,10 @@ use etcd_client::{
     Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
+use self::recent::RecentValues;
 use crate::{
-    Event, EventKind, KeyValue, ListOptions, ListPage, Result, Rev, Store, StoreError, WatchStream,
-    validate_key, validate_list_options,
+    Event, EventKind, Guard, KeyValue, ListOptions, ListPage, ProgressStream, Recent, Result, Rev,
+    Store, StoreError, WatchItem, WatchStream, validate_key, validate_list_options,
 };
 
 /// A failure talking to etcd, naming the operation.
@@ -78,6 +85,10 @@ pub struct EtcdStore {
     /// The highest compacted revision (in this crate's terms) known to this process; etcd
     /// has no call that reports it, so it is learned from our own compactions and probes.
     known_compacted: Arc<AtomicU64>,
+    /// What this process last saw of each key.
+    recent: Arc<RecentValues>,
+    /// Key-value requests sent (reads, transactions, compactions; not watches).
+    requests: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -187,6 +198,8 @@ impl EtcdStore {
             root: format!("{}/", prefix.trim_end_matches('/')),
             endpoints: endpoint_list.clone(),
             known_compacted: Arc::new(AtomicU64::new(0)),
+            recent: Arc::new(RecentValues::new(recent::MAX_ENTRIES, recent::MAX_BYTES)),
+            requests: Arc::new(AtomicU64::new(0)),
         };
         // Connecting is lazy; fail here rather than on the first real request.
         match tokio::time::timeout(CONNECT_CHECK_TIMEOUT, store.current_revision()).await {
@@ -212,6 +225,94 @@ impl EtcdStore {
         &self.root
     }
 
+    /// Key-value requests (reads, transactions, compactions; not watches) this store and its
+    /// clones have sent: each is a round trip to etcd.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The key-value client, counting the request about to be made.
+    fn kv(&self) -> etcd_client::KvClient {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.client.kv_client()
+    }
+
+    /// Remembers `current` (the value of `key`, or its absence) as seen at revision `seen_at`.
+    fn remember(&self, key: &str, current: Option<&KeyValue>, seen_at: Rev) {
+        let recent = match current {
+            Some(kv) => Recent::Value(kv.clone()),
+            None => Recent::Absent,
+        };
+        self.recent.remember(key, recent, seen_at);
+    }
+
+    /// A create transaction, with an optional guard (see [`Store::create_guarded`]). On
+    /// failure the `else` branch reads the guard's key and the key, so the error carries
+    /// what is stored now and no second round trip is needed to learn it.
+    async fn create_txn(&self, key: &str, value: Bytes, guard: Option<&Guard>) -> Result<KeyValue> {
+        validate_key(key)?;
+        let full = self.full_key(key);
+        let mut compares = Vec::new();
+        let mut otherwise = Vec::new();
+        if let Some(guard) = guard {
+            validate_key(&guard.key)?;
+            let guard_full = self.full_key(&guard.key);
+            compares.extend(same_revision(&guard_full, guard.mod_rev));
+            otherwise.push(TxnOp::get(guard_full, None));
+        }
+        compares.push(Compare::create_revision(full.clone(), CompareOp::Equal, 0));
+        otherwise.push(TxnOp::get(full.clone(), None));
+        let txn = Txn::new()
+            .when(compares)
+            .and_then([TxnOp::put(full, value.to_vec(), None)])
+            .or_else(otherwise);
+        let response = self.kv().txn(txn).await.map_err(request_error("create"))?;
+        let rev = header_rev(response.header(), "create")?;
+        if !response.succeeded() {
+            return Err(self.create_refusal(key, guard, response.op_responses(), rev)?);
+        }
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value,
+            create_rev: rev,
+            mod_rev: rev,
+        };
+        self.remember(key, Some(&kv), rev);
+        Ok(kv)
+    }
+
+    /// Why a create transaction failed, from the values its `else` branch read at `rev`.
+    fn create_refusal(
+        &self,
+        key: &str,
+        guard: Option<&Guard>,
+        responses: Vec<TxnOpResponse>,
+        rev: Rev,
+    ) -> Result<StoreError> {
+        let mut current = responses
+            .into_iter()
+            .map(|response| current_from_else_branch(&self.root, vec![response], "create"));
+        if let Some(guard) = guard {
+            let guarded = current
+                .next()
+                .transpose()?
+                .ok_or_else(|| unexpected("create", "the guard's value was not read"))?;
+            self.remember(&guard.key, guarded.as_ref(), rev);
+            if guarded.as_ref().map(|kv| kv.mod_rev) != Some(guard.mod_rev) {
+                return Ok(StoreError::Conflict {
+                    key: guard.key.clone(),
+                    current: guarded,
+                });
+            }
+        }
+        if let Some(existing) = current.next().transpose()? {
+            self.remember(key, existing.as_ref(), rev);
+        }
+        Ok(StoreError::AlreadyExists {
+            key: key.to_owned(),
+        })
+    }
+
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.root)
     }
@@ -229,12 +330,7 @@ impl EtcdStore {
         let options = GetOptions::new()
             .with_revision(to_etcd_rev(rev))
             .with_count_only();
-        match self
-            .client
-            .kv_client()
-            .get(self.root.clone(), Some(options))
-            .await
-        {
+        match self.kv().get(self.root.clone(), Some(options)).await {
             Ok(_) => Ok(true),
             Err(error) => match revision_refusal(&error) {
                 Some(RevisionRefusal::Compacted) => Ok(false),
@@ -268,6 +364,80 @@ impl EtcdStore {
         let compacted = (readable + 1).min(current);
         self.known_compacted.fetch_max(compacted, Ordering::SeqCst);
         Ok(self.known_compacted.load(Ordering::SeqCst))
+    }
+
+    /// A watch of `prefix` after `after`; with `with_prev`, etcd sends every event's previous
+    /// value, which costs it a read per update and watcher.
+    async fn open_watch(&self, prefix: &str, after: Rev, with_prev: bool) -> Result<WatchStream> {
+        let current = self.current_revision().await?;
+        if after > current {
+            return Err(StoreError::FutureRevision {
+                requested: after,
+                current,
+            });
+        }
+        let known = self.known_compacted.load(Ordering::SeqCst);
+        if after < known.saturating_sub(1) {
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted: known,
+            });
+        }
+        // etcd only reports a compacted start revision asynchronously, inside the stream;
+        // check first so the caller gets the error at once. Revision `after` is readable in
+        // etcd exactly when etcd compacted at or below it, i.e. when `after >= c - 1`.
+        let refused = if after == 0 {
+            self.probe_compacted().await? > 1
+        } else {
+            !self.readable_at(after).await?
+        };
+        if refused {
+            return Err(self.compacted_error(after).await);
+        }
+        let mut options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(to_etcd_rev(after + 1));
+        if with_prev {
+            options = options.with_prev_key();
+        }
+        let stream = self
+            .client
+            .watch_client()
+            .watch(self.full_key(prefix), Some(options))
+            .await
+            .map_err(request_error("watch"))?;
+        let progress = EtcdWatch {
+            stream,
+            pending: VecDeque::new(),
+            root: self.root.clone(),
+            delivered_through: after,
+            known_compacted: Arc::clone(&self.known_compacted),
+            finished: false,
+            // Without prev_kv, etcd's delete events carry no value: it is read separately.
+            lookup: (!with_prev).then(|| self.clone()),
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            progress,
+            |mut progress| async move {
+                let item = progress.next().await?;
+                Some((item, progress))
+            },
+        )))
+    }
+
+    /// The value `key` (as etcd names it) had just before revision `rev`, for a delete event
+    /// that came without it; `None` if etcd no longer has it.
+    async fn value_before(&self, key: &[u8], rev: Rev) -> Result<Option<KeyValue>> {
+        let options = GetOptions::new().with_revision(to_etcd_rev(rev.saturating_sub(1)));
+        match self.kv().get(key.to_vec(), Some(options)).await {
+            Ok(response) => response
+                .kvs()
+                .first()
+                .map(|kv| self.to_key_value(kv, "watch"))
+                .transpose(),
+            Err(error) if revision_refusal(&error).is_some() => Ok(None),
+            Err(error) => Err(request_error("watch")(error)),
+        }
     }
 
     /// The error for a read at `requested` that etcd refused as compacted.
@@ -312,6 +482,18 @@ fn to_key_value(
     })
 }
 
+/// Compares that hold when `key` exists at `mod_rev`. A missing key's mod_revision is 0, so
+/// for any other revision one compare suffices (each compare is a read in etcd); for 0 the
+/// existence check keeps a missing key from matching.
+fn same_revision(key: &str, mod_rev: Rev) -> Vec<Compare> {
+    let same = Compare::mod_revision(key, CompareOp::Equal, to_etcd_rev(mod_rev));
+    if mod_rev == 0 {
+        vec![Compare::version(key, CompareOp::Greater, 0), same]
+    } else {
+        vec![same]
+    }
+}
+
 /// The key-values of the `else` branch's get, i.e. what is stored now.
 fn current_from_else_branch(
     root: &str,
@@ -336,71 +518,46 @@ impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         validate_key(key)?;
         let response = self
-            .client
-            .kv_client()
+            .kv()
             .get(self.full_key(key), None)
             .await
             .map_err(request_error("get"))?;
-        response
+        let current = response
             .kvs()
             .first()
             .map(|kv| self.to_key_value(kv, "get"))
-            .transpose()
+            .transpose()?;
+        self.remember(key, current.as_ref(), header_rev(response.header(), "get")?);
+        Ok(current)
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-        validate_key(key)?;
-        let full = self.full_key(key);
-        let txn = Txn::new()
-            .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(full, value.to_vec(), None)]);
-        let response = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(request_error("create"))?;
-        if !response.succeeded() {
-            return Err(StoreError::AlreadyExists {
-                key: key.to_owned(),
-            });
-        }
-        let rev = header_rev(response.header(), "create")?;
-        Ok(KeyValue {
-            key: key.to_owned(),
-            value,
-            create_rev: rev,
-            mod_rev: rev,
-        })
+        self.create_txn(key, value, None).await
+    }
+
+    async fn create_guarded(&self, key: &str, value: Bytes, guard: &Guard) -> Result<KeyValue> {
+        self.create_txn(key, value, Some(guard)).await
     }
 
     async fn update(&self, key: &str, value: Bytes, expected_mod_rev: Rev) -> Result<KeyValue> {
         validate_key(key)?;
         let full = self.full_key(key);
+        // A matching mod_rev means the same incarnation, so a remembered create_rev for that
+        // revision is the key's; otherwise etcd returns it with the previous value.
+        let known_create_rev = self.recent.create_rev_at(key, expected_mod_rev);
+        let put_options = known_create_rev
+            .is_none()
+            .then(|| PutOptions::new().with_prev_key());
         let txn = Txn::new()
-            .when([
-                // Without the existence check, expected 0 would match a missing key.
-                Compare::version(full.clone(), CompareOp::Greater, 0),
-                Compare::mod_revision(
-                    full.clone(),
-                    CompareOp::Equal,
-                    to_etcd_rev(expected_mod_rev),
-                ),
-            ])
-            .and_then([TxnOp::put(
-                full.clone(),
-                value.to_vec(),
-                Some(PutOptions::new().with_prev_key()),
-            )])
+            .when(same_revision(&full, expected_mod_rev))
+            .and_then([TxnOp::put(full.clone(), value.to_vec(), put_options)])
             .or_else([TxnOp::get(full, None)]);
-        let response = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(request_error("update"))?;
+        let response = self.kv().txn(txn).await.map_err(request_error("update"))?;
+        let rev = header_rev(response.header(), "update")?;
         if !response.succeeded() {
-            return match current_from_else_branch(&self.root, response.op_responses(), "update")? {
+            let current = current_from_else_branch(&self.root, response.op_responses(), "update")?;
+            self.remember(key, current.as_ref(), rev);
+            return match current {
                 None => Err(StoreError::NotFound {
                     key: key.to_owned(),
                 }),
@@ -410,33 +567,33 @@ impl Store for EtcdStore {
                 }),
             };
         }
-        let rev = header_rev(response.header(), "update")?;
-        let create_rev = match response.op_responses().into_iter().next() {
-            Some(TxnOpResponse::Put(put)) => put
-                .prev_key()
-                .map(|prev| from_etcd_rev(prev.create_revision())),
-            _ => None,
+        let create_rev = match known_create_rev {
+            Some(create_rev) => Some(create_rev),
+            None => match response.op_responses().into_iter().next() {
+                Some(TxnOpResponse::Put(put)) => put
+                    .prev_key()
+                    .map(|prev| from_etcd_rev(prev.create_revision())),
+                _ => None,
+            },
         }
         .ok_or_else(|| unexpected("update", "the put did not return the previous value"))?;
-        Ok(KeyValue {
+        let kv = KeyValue {
             key: key.to_owned(),
             value,
             create_rev,
             mod_rev: rev,
-        })
+        };
+        self.remember(key, Some(&kv), rev);
+        Ok(kv)
     }
 
     async fn delete(&self, key: &str, expected_mod_rev: Option<Rev>) -> Result<Event> {
         validate_key(key)?;
         let full = self.full_key(key);
-        let mut compares = vec![Compare::version(full.clone(), CompareOp::Greater, 0)];
-        if let Some(expected) = expected_mod_rev {
-            compares.push(Compare::mod_revision(
-                full.clone(),
-                CompareOp::Equal,
-                to_etcd_rev(expected),
-            ));
-        }
+        let compares = match expected_mod_rev {
+            Some(expected) => same_revision(&full, expected),
+            None => vec![Compare::version(full.clone(), CompareOp::Greater, 0)],
+        };
         let txn = Txn::new()
             .when(compares)
             .and_then([TxnOp::delete(
@@ -444,14 +601,12 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(full, None)]);
-        let response = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(request_error("delete"))?;
+        let response = self.kv().txn(txn).await.map_err(request_error("delete"))?;
+        let rev = header_rev(response.header(), "delete")?;
         if !response.succeeded() {
-            return match current_from_else_branch(&self.root, response.op_responses(), "delete")? {
+            let current = current_from_else_branch(&self.root, response.op_responses(), "delete")?;
+            self.remember(key, current.as_ref(), rev);
+            return match current {
                 None => Err(StoreError::NotFound {
                     key: key.to_owned(),
                 }),
@@ -461,7 +616,7 @@ impl Store for EtcdStore {
                 }),
             };
         }
-        let rev = header_rev(response.header(), "delete")?;
+        self.remember(key, None, rev);
         let prev = match response.op_responses().into_iter().next() {
             Some(TxnOpResponse::Delete(deleted)) => deleted
                 .prev_kvs()
@@ -545,12 +700,7 @@ impl Store for EtcdStore {
             if let Some(rev) = rev {
                 options = options.with_revision(to_etcd_rev(rev));
             }
-            let response = match self
-                .client
-                .kv_client()
-                .get(start.clone(), Some(options))
-                .await
-            {
+            let response = match self.kv().get(start.clone(), Some(options)).await {
                 Ok(response) => response,
                 // A chunk of large values can still be too big: read fewer at a time.
                 Err(error) if chunk > 1 && is_too_large(&error) => {
@@ -593,63 +743,27 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
-        let current = self.current_revision().await?;
-        if after > current {
-            return Err(StoreError::FutureRevision {
-                requested: after,
-                current,
-            });
-        }
-        let known = self.known_compacted.load(Ordering::SeqCst);
-        if after < known.saturating_sub(1) {
-            return Err(StoreError::Compacted {
-                requested: after,
-                compacted: known,
-            });
-        }
-        // etcd only reports a compacted start revision asynchronously, inside the stream;
-        // check first so the caller gets the error at once. Revision `after` is readable in
-        // etcd exactly when etcd compacted at or below it, i.e. when `after >= c - 1`.
-        let refused = if after == 0 {
-            self.probe_compacted().await? > 1
-        } else {
-            !self.readable_at(after).await?
-        };
-        if refused {
-            return Err(self.compacted_error(after).await);
-        }
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(to_etcd_rev(after + 1))
-            .with_prev_key();
-        let stream = self
-            .client
-            .watch_client()
-            .watch(self.full_key(prefix), Some(options))
-            .await
-            .map_err(request_error("watch"))?;
-        let progress = EtcdWatch {
-            stream,
-            pending: VecDeque::new(),
-            root: self.root.clone(),
-            delivered_through: after,
-            known_compacted: Arc::clone(&self.known_compacted),
-            finished: false,
-        };
-        Ok(Box::pin(futures::stream::unfold(
-            progress,
-            |mut progress| async move {
-                let item = progress.next().await?;
-                Some((item, progress))
-            },
-        )))
+        self.open_watch(prefix, after, true).await
+    }
+
+    async fn watch_progress_without_prev(
+        &self,
+        prefix: &str,
+        after: Rev,
+    ) -> Result<ProgressStream> {
+        use futures::StreamExt;
+        let events = self.open_watch(prefix, after, false).await?;
+        Ok(Box::pin(events.map(|event| event.map(WatchItem::Event))))
+    }
+
+    fn recent(&self, key: &str) -> Option<Recent> {
+        self.recent.get(key)
     }
 
     async fn current_revision(&self) -> Result<Rev> {
         let options = GetOptions::new().with_count_only();
         let response = self
-            .client
-            .kv_client()
+            .kv()
             .get(self.root.clone(), Some(options))
             .await
             .map_err(request_error("revision read"))?;
@@ -673,12 +787,7 @@ impl Store for EtcdStore {
         }
         let etcd_rev = rev - 1;
         if etcd_rev >= 1 {
-            match self
-                .client
-                .kv_client()
-                .compact(to_etcd_rev(etcd_rev), None)
-                .await
-            {
+            match self.kv().compact(to_etcd_rev(etcd_rev), None).await {
                 Ok(_) => {}
                 // Already compacted further (by us earlier or by someone else).
                 Err(error) if revision_refusal(&error) == Some(RevisionRefusal::Compacted) => {}
@@ -698,6 +807,9 @@ struct EtcdWatch {
     delivered_through: Rev,
     known_compacted: Arc<AtomicU64>,
     finished: bool,
+    /// Set when etcd sends no previous values: the store that reads a deleted key's last
+    /// value.
+    lookup: Option<EtcdStore>,
 }
 
 impl EtcdWatch {
@@ -744,7 +856,7 @@ impl EtcdWatch {
             }
             // `created` and progress responses carry no events.
             for event in response.events() {
-                match convert_event(&self.root, event) {
+                match self.convert(event).await {
                     Ok(event) => self.pending.push_back(event),
                     Err(error) => {
                         self.finished = true;
@@ -754,16 +866,26 @@ impl EtcdWatch {
             }
         }
     }
+
+    /// One etcd event in this crate's terms, its previous value read if a delete lacks it.
+    async fn convert(&self, event: &etcd_client::Event) -> Result<Event> {
+        let prev = match (event.prev_kv(), &self.lookup, event.kv()) {
+            (Some(prev), _, _) => Some(to_key_value(&self.root, prev, "watch")?),
+            (None, Some(store), Some(kv)) if event.event_type() == EventType::Delete => {
+                store
+                    .value_before(kv.key(), from_etcd_rev(kv.mod_revision()))
+                    .await?
+            }
+            (None, _, _) => None,
+        };
+        convert_event(&self.root, event, prev)
+    }
 }
 
-fn convert_event(root: &str, event: &etcd_client::Event) -> Result<Event> {
+fn convert_event(root: &str, event: &etcd_client::Event, prev: Option<KeyValue>) -> Result<Event> {
     let Some(kv) = event.kv() else {
         return Err(unexpected("watch", "an event without a key"));
     };
-    let prev = event
-        .prev_kv()
-        .map(|prev| to_key_value(root, prev, "watch"))
-        .transpose()?;
     let current = to_key_value(root, kv, "watch")?;
     let rev = current.mod_rev;
     match event.event_type() {
@@ -775,7 +897,8 @@ fn convert_event(root: &str, event: &etcd_client::Event) -> Result<Event> {
         }),
         EventType::Delete => {
             // etcd's delete event carries only the key and the delete revision; the last value
-            // comes from prev_kv, which this backend's compaction rule keeps available.
+            // comes from prev_kv (or a read at the revision before, for a watch without
+            // previous values), which this backend's compaction rule keeps available.
             let kv = match &prev {
                 Some(prev) => KeyValue {
                     mod_rev: rev,

@@ -87,6 +87,27 @@ pub struct Event {
     pub prev: Option<KeyValue>,
 }
 
+/// A condition a write holds to: `key` is still at revision `mod_rev`. The API server guards
+/// a create with the namespace it checked, so a namespace deleted meanwhile (also by another
+/// process sharing the store) cannot gain new objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guard {
+    /// The key that must be unchanged.
+    pub key: String,
+    /// Its `mod_rev` when the caller looked.
+    pub mod_rev: Rev,
+}
+
+/// What a backend remembers of a key from this process's own reads and writes, without
+/// asking its server (see [`Store::recent`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recent {
+    /// The key held this value when this process last read or wrote it.
+    Value(KeyValue),
+    /// The key did not exist when this process last read or deleted it.
+    Absent,
+}
+
 /// Parameters of [`Store::list`].
 #[derive(Clone, Debug, Default)]
 pub struct ListOptions {
@@ -141,6 +162,11 @@ pub trait Store: Send + Sync + 'static {
     /// Creates `key`; fails with [`StoreError::AlreadyExists`] if it exists.
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue>;
 
+    /// Like [`Store::create`], but only while `guard.key` is at `guard.mod_rev`. The guard is
+    /// checked first: if it fails, the error is [`StoreError::Conflict`] naming the guard's
+    /// key and carrying its current value (`None` if it is gone), and no revision is used.
+    async fn create_guarded(&self, key: &str, value: Bytes, guard: &Guard) -> Result<KeyValue>;
+
     /// Replaces the value of `key` if its `mod_rev` is `expected_mod_rev`.
     /// Fails with [`StoreError::NotFound`] or [`StoreError::Conflict`].
     async fn update(&self, key: &str, value: Bytes, expected_mod_rev: Rev) -> Result<KeyValue>;
@@ -161,6 +187,19 @@ pub trait Store: Send + Sync + 'static {
     /// `Err(Compacted)`, after which the stream ends.
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream>;
 
+    /// What this process last saw of `key` through this store (a read, a write, or the
+    /// current value a failed write reported), if the backend keeps such a memory; `None`
+    /// when it does not know. The etcd backend keeps a bounded one, to spare a round trip
+    /// before a write; the embedded backend keeps none (its reads are in memory anyway).
+    ///
+    /// The answer may be stale: another process may have written since. Base on it only
+    /// writes whose revision check catches that (`update` and `delete` with the revision
+    /// seen, `create`), and confirm with [`Store::get`] any decision such a check does not
+    /// protect (a refusal, a no-op).
+    fn recent(&self, _key: &str) -> Option<Recent> {
+        None
+    }
+
     /// [`Store::watch`], with now and then a [`WatchItem::Progress`] while the writes go to
     /// other prefixes, so a watcher of a quiet prefix knows how far the store got (the API
     /// server's bookmarks). A store that cannot tell yields events only.
@@ -168,6 +207,19 @@ pub trait Store: Send + Sync + 'static {
         use futures::StreamExt;
         let events = self.watch(prefix, after).await?;
         Ok(Box::pin(events.map(|event| event.map(WatchItem::Event))))
+    }
+
+    /// Like [`Store::watch_progress`], for callers that do not look at previous values: a
+    /// `Put` event may lack `prev` also when it updates a key (`kv.create_rev < kv.mod_rev`
+    /// tells an update from a create). `Delete` events still carry the last value. The etcd
+    /// backend spares etcd a read per update and watcher this way; the embedded one has the
+    /// values at hand and sends them anyway.
+    async fn watch_progress_without_prev(
+        &self,
+        prefix: &str,
+        after: Rev,
+    ) -> Result<ProgressStream> {
+        self.watch_progress(prefix, after).await
     }
 
     /// The revision of the latest committed write.

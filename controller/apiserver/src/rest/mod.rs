@@ -1,11 +1,16 @@
 //! The resource endpoints: get, list, create, update (PUT), patch, delete, deletecollection.
 //! The handlers live here; the rules they follow live beside them: the storage codec
-//! (`codec`), what a written object must satisfy (`validate`), the write path (`write`),
-//! deletion (`delete`) and lists (`list`).
+//! (`codec`), what a written object must satisfy (`validate`), the write path (`write`), the
+//! attempts of a read-modify-write (`attempts`), namespace lifecycle (`lifecycle`), deletion
+//! (`delete`) and lists (`list`).
 
+mod attempts;
 mod codec;
 mod delete;
+mod lifecycle;
 mod list;
+#[cfg(test)]
+mod tests;
 mod validate;
 mod write;
 
@@ -25,11 +30,13 @@ use crate::request::{self, Query, Representation};
 use crate::server::Inner;
 use crate::{ssa, strategic, table};
 
+pub use attempts::{Attempts, Outcome};
 pub use codec::{decode, partial_metadata};
 use codec::{parse_body, parse_object_body};
 pub use delete::DeleteOptions;
+pub use lifecycle::ActiveNamespaces;
 pub use list::{Selectors, list_each, list_objects};
-pub use write::{UpdateError, WriteOptions};
+pub use write::{UpdateError, WriteOptions, Written};
 
 /// One request against a resource.
 pub struct Request {
@@ -279,26 +286,33 @@ async fn put(inner: &Inner, req: Request, sub: Option<String>) -> ApiResult<Resp
             &errors,
         ));
     }
-    for _ in 0..MAX_RETRIES {
-        let (old, rev) = inner
-            .read(&resource, req.ns(), &name)
-            .await?
-            .ok_or_else(|| ApiError::not_found(&resource.group, &resource.plural, &name))?;
-        if let Some(rv) = &client_rv
-            && *rv != rev.to_string()
-        {
-            return Err(ApiError::stale(&resource.group, &resource.plural, &name));
-        }
-        match inner.update(&resource, &old, rev, new.clone(), &opts).await {
-            Ok(written) => return Ok(request::json(200, &written.object, &written.warnings)),
-            Err(UpdateError::Conflict) if client_rv.is_none() => continue,
-            Err(UpdateError::Conflict) => {
-                return Err(ApiError::stale(&resource.group, &resource.plural, &name));
+    let stale = || ApiError::stale(&resource.group, &resource.plural, &name);
+    let mut attempts = Attempts::new(MAX_RETRIES);
+    while let Some(current) = attempts.next(inner, &resource, req.ns(), &name).await? {
+        let outcome = match current {
+            None => Outcome::Decided(Err(ApiError::not_found(
+                &resource.group,
+                &resource.plural,
+                &name,
+            ))),
+            Some((_, rev)) if client_rv.as_ref().is_some_and(|rv| *rv != rev.to_string()) => {
+                Outcome::Decided(Err(stale()))
             }
-            Err(UpdateError::Api(e)) => return Err(e),
+            Some((old, rev)) => {
+                match inner.update(&resource, &old, rev, new.clone(), &opts).await {
+                    // The client named a revision: a lost race is its conflict.
+                    Err(UpdateError::Conflict(_)) if client_rv.is_some() => {
+                        Outcome::Decided(Err(stale()))
+                    }
+                    result => result.into(),
+                }
+            }
+        };
+        if let Some(done) = attempts.settle(outcome) {
+            return done.map(|written| request::json(200, &written.object, &written.warnings));
         }
     }
-    Err(ApiError::stale(&resource.group, &resource.plural, &name))
+    Err(stale())
 }
 
 /// JSON Patch (RFC 6902) with the API server's leniency: `test` for null passes on a missing path.
@@ -339,50 +353,86 @@ async fn patch(inner: &Inner, req: Request, sub: Option<String>) -> ApiResult<Re
     }
     let opts = write_options(&req, sub)?;
     let precondition = object::resource_version(&patch_body).map(str::to_string);
-    for _ in 0..MAX_RETRIES {
-        let (old, rev) = inner
-            .read(&resource, req.ns(), &name)
-            .await?
-            .ok_or_else(|| ApiError::not_found(&resource.group, &resource.plural, &name))?;
-        if let Some(want) = &precondition
-            && *want != rev.to_string()
-        {
-            return Err(ApiError::stale(&resource.group, &resource.plural, &name));
-        }
-        let new = match content_type.as_str() {
-            "application/merge-patch+json" => {
-                let mut doc = old.clone();
-                json_patch::merge(&mut doc, &patch_body);
-                doc
-            }
-            "application/json-patch+json" => json_patch(&old, &patch_body)?,
-            "application/strategic-merge-patch+json" => {
-                if resource.builtin.is_none() {
-                    return Err(ApiError::unsupported_media_type(format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (strategic merge patch is not supported for {})",
-                        crate::error::qualified(&resource.group, &resource.plural)
-                    )));
-                }
-                strategic::apply_strategic(&old, &patch_body, &resource.kind)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?
-            }
-            other => {
-                return Err(ApiError::unsupported_media_type(format!(
-                    "the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"
-                )));
+    let mut attempts = Attempts::new(MAX_RETRIES);
+    while let Some(current) = attempts.next(inner, &resource, req.ns(), &name).await? {
+        let outcome = match current {
+            None => Outcome::Decided(Err(ApiError::not_found(
+                &resource.group,
+                &resource.plural,
+                &name,
+            ))),
+            Some((old, rev)) => {
+                patch_attempt(inner, &req, &opts, &patch_body, &precondition, old, rev).await
             }
         };
-        let mut new = new;
-        if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
-        match inner.update(&resource, &old, rev, new, &opts).await {
-            Ok(written) => return Ok(request::json(200, &written.object, &written.warnings)),
-            Err(UpdateError::Conflict) => continue,
-            Err(UpdateError::Api(e)) => return Err(e),
+        if let Some(done) = attempts.settle(outcome) {
+            return done.map(|written| request::json(200, &written.object, &written.warnings));
         }
     }
     Err(ApiError::stale(&resource.group, &resource.plural, &name))
+}
+
+/// One attempt of a (non-apply) patch on the object `old` at revision `rev`.
+async fn patch_attempt(
+    inner: &Inner,
+    req: &Request,
+    opts: &WriteOptions,
+    patch_body: &Value,
+    precondition: &Option<String>,
+    old: Value,
+    rev: devplane_store::Rev,
+) -> Outcome<Written> {
+    match patched(req, patch_body, precondition, &old, rev) {
+        Ok(new) => inner
+            .update(&req.resource, &old, rev, new, opts)
+            .await
+            .into(),
+        Err(e) => Outcome::Decided(Err(e)),
+    }
+}
+
+/// The object a (non-apply) patch makes of `old` at revision `rev`.
+fn patched(
+    req: &Request,
+    patch_body: &Value,
+    precondition: &Option<String>,
+    old: &Value,
+    rev: devplane_store::Rev,
+) -> ApiResult<Value> {
+    let resource = &req.resource;
+    let name = req.name.as_deref().unwrap_or_default();
+    if let Some(want) = precondition
+        && *want != rev.to_string()
+    {
+        return Err(ApiError::stale(&resource.group, &resource.plural, name));
+    }
+    let mut new = match req.content_type().as_str() {
+        "application/merge-patch+json" => {
+            let mut doc = old.clone();
+            json_patch::merge(&mut doc, patch_body);
+            doc
+        }
+        "application/json-patch+json" => json_patch(old, patch_body)?,
+        "application/strategic-merge-patch+json" => {
+            if resource.builtin.is_none() {
+                return Err(ApiError::unsupported_media_type(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (strategic merge patch is not supported for {})",
+                    crate::error::qualified(&resource.group, &resource.plural)
+                )));
+            }
+            strategic::apply_strategic(old, patch_body, &resource.kind)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
+        other => {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"
+            )));
+        }
+    };
+    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    Ok(new)
 }
 
 /// A `Status` for a completed delete.

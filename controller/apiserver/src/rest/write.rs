@@ -2,9 +2,10 @@
 //! follows (generation, status subresource, finalizers, dry run, managed fields, no-op writes).
 
 use devplane_schema::{ErrorType, FieldError};
-use devplane_store::{Rev, StoreError};
+use devplane_store::{Guard, KeyValue, Rev, StoreError};
 use serde_json::{Map, Value, json};
 
+use super::attempts::{Attempts, Outcome};
 use super::codec::encode;
 use super::validate::{admit, check_type_meta};
 use super::{CRD_CLEANUP_FINALIZER, MAX_RETRIES};
@@ -54,24 +55,11 @@ pub struct Written {
     pub warnings: Vec<String>,
     /// Whether the object was created.
     pub created: bool,
+    /// Whether the store took a write (not for a no-op or a dry run).
+    pub persisted: bool,
 }
 
 impl Inner {
-    /// Check that a namespace exists and accepts new objects.
-    async fn check_namespace(&self, namespace: &str) -> ApiResult<()> {
-        let registry = self.registry();
-        let Some(namespaces) = registry.get("", "v1", "namespaces") else {
-            return Ok(());
-        };
-        match self.read(&namespaces, None, namespace).await? {
-            None => Err(ApiError::not_found("", "namespaces", namespace)),
-            Some((ns, _)) if object::is_terminating(&ns) => {
-                Err(ApiError::namespace_terminating(namespace))
-            }
-            Some(_) => Ok(()),
-        }
-    }
-
     /// Create an object (POST, or apply to a missing name).
     pub async fn create(
         &self,
@@ -155,12 +143,11 @@ impl Inner {
         {
             meta_mut(&mut object).insert("name".into(), Value::String(generated_name(base)));
         }
-        let mut warnings = admit(resource, &mut object, None, opts.field_validation)?;
-        if resource.namespaced
-            && let Some(ns) = namespace
-        {
-            self.check_namespace(ns).await?;
-        }
+        let warnings = admit(resource, &mut object, None, opts.field_validation)?;
+        let guard = match (resource.namespaced, namespace) {
+            (true, Some(ns)) => self.namespace_guard(ns).await?,
+            _ => None,
+        };
         if opts.admission {
             let target = crate::webhooks::Target {
                 resource,
@@ -188,24 +175,52 @@ impl Inner {
                 object,
                 warnings,
                 created: true,
+                persisted: false,
             });
         }
-        // generateName: retry a few times on a collision, as the API server does.
+        let object = self
+            .store_new(resource, namespace, object, generate_name, guard)
+            .await?;
+        Ok(Written {
+            object,
+            warnings,
+            created: true,
+            persisted: true,
+        })
+    }
+
+    /// Store a new object, guarded by its namespace's state when given. A `generateName`
+    /// collision gets a new name, a changed namespace is checked again; a few times each, as
+    /// the API server does.
+    async fn store_new(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        mut object: Value,
+        generate_name: Option<String>,
+        mut guard: Option<Guard>,
+    ) -> ApiResult<Value> {
         for attempt in 0..8 {
             let name = object::name(&object).unwrap_or_default().to_string();
             let key = resource.key(namespace, &name);
-            match self.store.create(&key, encode(resource, &object)?).await {
+            let value = encode(resource, &object)?;
+            let stored = match &guard {
+                Some(guard) => self.store.create_guarded(&key, value, guard).await,
+                None => self.store.create(&key, value).await,
+            };
+            match stored {
                 Ok(kv) => {
                     // What was stored is this object; only the revision is new.
                     meta_mut(&mut object).insert(
                         "resourceVersion".into(),
                         Value::String(kv.mod_rev.to_string()),
                     );
-                    return Ok(Written {
-                        object,
-                        warnings: std::mem::take(&mut warnings),
-                        created: true,
-                    });
+                    return Ok(object);
+                }
+                // The namespace changed since it was checked (only a guard can conflict).
+                Err(StoreError::Conflict { current, .. }) if guard.is_some() => {
+                    let ns = namespace.unwrap_or_default();
+                    guard = Some(self.namespace_changed(ns, current)?);
                 }
                 Err(StoreError::AlreadyExists { .. }) => match &generate_name {
                     Some(base)
@@ -416,6 +431,7 @@ impl Inner {
                 object: old.clone(),
                 warnings,
                 created: false,
+                persisted: false,
             });
         }
         let key = resource.key(object::namespace(old), &name);
@@ -446,6 +462,7 @@ impl Inner {
                 object: shown,
                 warnings,
                 created: false,
+                persisted: false,
             });
         }
         if finished {
@@ -464,6 +481,7 @@ impl Inner {
                 object: last,
                 warnings,
                 created: false,
+                persisted: true,
             });
         }
         let kv = self
@@ -480,11 +498,12 @@ impl Inner {
             object: stored,
             warnings,
             created: false,
+            persisted: true,
         })
     }
 
     /// Read-modify-write with retries on lost races: `change` turns the current object into
-    /// the new one (or None for nothing to do).
+    /// the new one (or None for nothing to do). `Ok(None)`: there is no such object.
     pub async fn modify(
         &self,
         resource: &Resource,
@@ -493,21 +512,28 @@ impl Inner {
         opts: &WriteOptions,
         mut change: impl FnMut(&Value) -> ApiResult<Option<Value>>,
     ) -> ApiResult<Option<Written>> {
-        for _ in 0..MAX_RETRIES {
-            let Some((current, rev)) = self.read(resource, namespace, name).await? else {
-                return Ok(None);
+        let mut attempts = Attempts::new(MAX_RETRIES);
+        while let Some(current) = attempts.next(self, resource, namespace, name).await? {
+            let Some((current, rev)) = current else {
+                if let Some(done) = attempts.settle(Outcome::Decided(Ok(None))) {
+                    return done;
+                }
+                continue;
             };
-            let Some(new) = change(&current)? else {
-                return Ok(Some(Written {
+            let outcome = match change(&current) {
+                Err(e) => Outcome::Decided(Err(e)),
+                Ok(None) => Outcome::Decided(Ok(Some(Written {
                     object: current,
                     warnings: Vec::new(),
                     created: false,
-                }));
+                    persisted: false,
+                }))),
+                Ok(Some(new)) => {
+                    Outcome::from(self.update(resource, &current, rev, new, opts).await).map(Some)
+                }
             };
-            match self.update(resource, &current, rev, new, opts).await {
-                Ok(written) => return Ok(Some(written)),
-                Err(UpdateError::Conflict) => continue,
-                Err(UpdateError::Api(e)) => return Err(e),
+            if let Some(done) = attempts.settle(outcome) {
+                return done;
             }
         }
         Err(ApiError::stale(&resource.group, &resource.plural, name))
@@ -516,8 +542,9 @@ impl Inner {
 
 /// Why an update failed.
 pub enum UpdateError {
-    /// The object changed meanwhile (retry for server-driven writes; 409 for PUT).
-    Conflict,
+    /// The object changed meanwhile (retry for server-driven writes; 409 for PUT). Carries
+    /// what the store holds now (`None`: the object is gone), so a retry needs no read.
+    Conflict(Option<KeyValue>),
     /// Any other failure.
     Api(ApiError),
 }
@@ -525,7 +552,8 @@ pub enum UpdateError {
 impl UpdateError {
     fn from_store(e: StoreError) -> UpdateError {
         match e {
-            StoreError::Conflict { .. } | StoreError::NotFound { .. } => UpdateError::Conflict,
+            StoreError::Conflict { current, .. } => UpdateError::Conflict(current),
+            StoreError::NotFound { .. } => UpdateError::Conflict(None),
             other => UpdateError::Api(other.into()),
         }
     }

@@ -34,7 +34,7 @@ use self::compactor::{Retention, compact_to, run_compactor};
 use self::state::{MvccState, WatchStart};
 use self::writer::{Request, Wal, WriteOp, WriteOutcome, Writer};
 use crate::{
-    Event, KeyValue, ListOptions, ListPage, ProgressStream, Result, Rev, Store, StoreError,
+    Event, Guard, KeyValue, ListOptions, ListPage, ProgressStream, Result, Rev, Store, StoreError,
     WatchItem, WatchStream, validate_key, validate_list_options,
 };
 
@@ -405,6 +405,24 @@ impl Store for Embedded {
             .submit(WriteOp::Create {
                 key: key.to_owned(),
                 value,
+                guard: None,
+            })
+            .await?
+        {
+            WriteOutcome::Stored(kv) => Ok(kv),
+            WriteOutcome::Deleted(_) => Err(unexpected_outcome("create")),
+        }
+    }
+
+    async fn create_guarded(&self, key: &str, value: Bytes, guard: &Guard) -> Result<KeyValue> {
+        validate_key(key)?;
+        validate_key(&guard.key)?;
+        self.check_value(&value)?;
+        match self
+            .submit(WriteOp::Create {
+                key: key.to_owned(),
+                value,
+                guard: Some(guard.clone()),
             })
             .await?
         {

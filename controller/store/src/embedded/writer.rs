@@ -18,7 +18,7 @@ use super::Core;
 use super::disk::DiskError;
 use super::state::Mutation;
 use super::wal::{SegmentWriter, encode_record};
-use crate::{Event, KeyValue, Rev, StoreError};
+use crate::{Event, Guard, KeyValue, Rev, StoreError};
 
 /// A write as requested by a caller.
 #[derive(Debug)]
@@ -26,6 +26,8 @@ pub(crate) enum WriteOp {
     Create {
         key: String,
         value: Bytes,
+        /// Another key that must still be at a revision (see [`Guard`]).
+        guard: Option<Guard>,
     },
     Update {
         key: String,
@@ -204,13 +206,28 @@ impl Writer {
                 | WriteOp::Update { key, .. }
                 | WriteOp::Delete { key, .. } => key.clone(),
             };
-            let latest = match overlay.get(&key) {
+            let latest_of = |key: &str| match overlay.get(key) {
                 Some(latest) => latest.clone(),
-                None => state.latest(&key),
+                None => state.latest(key),
             };
+            if let WriteOp::Create {
+                guard: Some(guard), ..
+            } = &op
+            {
+                let guarded = latest_of(&guard.key);
+                if guarded.as_ref().map(|kv| kv.mod_rev) != Some(guard.mod_rev) {
+                    let error = StoreError::Conflict {
+                        key: guard.key.clone(),
+                        current: guarded,
+                    };
+                    refused.push((reply, error));
+                    continue;
+                }
+            }
+            let latest = latest_of(&key);
             let decision = match (op, latest) {
                 (WriteOp::Create { .. }, Some(_)) => Err(StoreError::AlreadyExists { key }),
-                (WriteOp::Create { key, value }, None) => {
+                (WriteOp::Create { key, value, .. }, None) => {
                     Ok((Mutation::Put { key, value }, next_rev, false))
                 }
                 (WriteOp::Update { .. } | WriteOp::Delete { .. }, None) => {
