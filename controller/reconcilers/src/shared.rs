@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Changes a subscriber may fall behind by before it is resynchronized from the store. The
 /// buffer keeps these versions alive, so it is a memory bound too (a few KB per change).
-const BUFFER: usize = 16_384;
+const BUFFER: usize = 65_536;
 
 /// One change of an object.
 #[derive(Clone, Debug)]
