@@ -31,4 +31,5 @@ pub mod watch;
 pub mod webhooks;
 
 pub use error::{ApiError, ApiResult};
+pub use rest::validate::name_and_label_errors;
 pub use server::{ApiServer, ApiServerConfig, Caller};

@@ -584,32 +584,15 @@ async fn simulate(
     stats.connected.fetch_add(1, Ordering::Relaxed);
     let writer = Arc::new(tokio::sync::Mutex::new(writer));
     let answers = {
-        let writer = writer.clone();
-        let stats = stats.clone();
         let prefix = prefix.clone();
         let model = device.model.clone();
-        tokio::spawn(async move {
-            while let Ok(packet) = reader.next().await {
-                match packet {
-                    v4::Packet::PubAck(_) => {
-                        stats.acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    v4::Packet::Publish(p) => {
-                        let mut w = writer.lock().await;
-                        if p.qos == QoS::AtLeastOnce {
-                            let _ = w.queue(v4::Packet::PubAck(v4::PubAck::new(p.pkid)));
-                        }
-                        if let Some((topic, payload)) =
-                            answer(&model, &prefix, &p.topic, &p.payload, &stats)
-                        {
-                            let _ = w.publish(&topic, payload, QoS::AtLeastOnce, next_pkid());
-                        }
-                        let _ = w.flush().await;
-                    }
-                    _ => {}
-                }
-            }
-        })
+        let answer_stats = stats.clone();
+        answer_publishes(
+            reader,
+            writer.clone(),
+            stats.clone(),
+            move |topic, payload| answer(&model, &prefix, topic, payload, &answer_stats),
+        )
     };
     let mut tick = tokio::time::interval(interval);
     let topic = format!("{prefix}telemetry");
@@ -765,6 +748,36 @@ fn next_pkid() -> u16 {
 }
 
 /// React to a downlink message: report desired values, answer commands, count errors.
+/// Serve a simulated connection's incoming packets until it closes: count PUBACKs,
+/// acknowledge QoS 1 publishes, and publish what `answer` makes of each (topic and payload).
+fn answer_publishes(
+    mut reader: mqtt_client::Reader,
+    writer: Arc<tokio::sync::Mutex<mqtt_client::Writer>>,
+    stats: Arc<Stats>,
+    answer: impl Fn(&str, &[u8]) -> Option<(String, Bytes)> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(packet) = reader.next().await {
+            match packet {
+                v4::Packet::PubAck(_) => {
+                    stats.acked.fetch_add(1, Ordering::Relaxed);
+                }
+                v4::Packet::Publish(p) => {
+                    let mut w = writer.lock().await;
+                    if p.qos == QoS::AtLeastOnce {
+                        let _ = w.queue(v4::Packet::PubAck(v4::PubAck::new(p.pkid)));
+                    }
+                    if let Some((topic, payload)) = answer(&p.topic, &p.payload) {
+                        let _ = w.publish(&topic, payload, QoS::AtLeastOnce, next_pkid());
+                    }
+                    let _ = w.flush().await;
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
 fn answer(
     model: &ResolvedModel,
     prefix: &str,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use devplane_core::manifests::{self, Document, Finding};
-use devplane_core::naming::{self, NameError};
+use devplane_core::naming;
 use devplane_schema::{CompiledSchema, ErrorType, FieldError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -339,70 +339,34 @@ fn check_document(
 }
 
 /// What the API server would refuse in an object's name, namespace, labels and annotations,
-/// by Kubernetes' name rules (the same checks, from `devplane-naming`).
+/// by Kubernetes' name rules (the API server's own checks).
 fn metadata_problems(kind: &str, meta: Option<&Value>) -> Vec<FieldError> {
     let text = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
-    let invalid = |field: &str, value: &str, problem: NameError| {
-        FieldError::new(
-            field,
-            ErrorType::Invalid,
-            Some(&Value::String(value.into())),
-            problem.to_string(),
-        )
-    };
-    let mut errors = Vec::new();
-    match text("name").filter(|name| !name.is_empty()) {
-        Some(name) => {
-            let problems = if kind == "Namespace" {
-                naming::dns1123_label_problems(name)
-            } else {
-                naming::dns1123_subdomain_problems(name)
-            };
-            errors.extend(
-                problems
-                    .into_iter()
-                    .map(|p| invalid("metadata.name", name, p)),
-            );
-        }
-        None if text("generateName").is_none() => errors.push(FieldError::new(
+    let mut errors = devplane_apiserver::name_and_label_errors(
+        kind == "Namespace",
+        meta.and_then(Value::as_object),
+    );
+    if text("name").is_none_or(str::is_empty) && text("generateName").is_none() {
+        errors.push(FieldError::new(
             "metadata.name",
             ErrorType::Required,
             None,
             "name or generateName is required",
-        )),
-        None => {}
+        ));
     }
     if let Some(namespace) = text("namespace") {
         errors.extend(
             naming::dns1123_label_problems(namespace)
                 .into_iter()
-                .map(|p| invalid("metadata.namespace", namespace, p)),
+                .map(|p| {
+                    FieldError::new(
+                        "metadata.namespace",
+                        ErrorType::Invalid,
+                        Some(&Value::String(namespace.into())),
+                        p.to_string(),
+                    )
+                }),
         );
-    }
-    for field in ["labels", "annotations"] {
-        let path = format!("metadata.{field}");
-        let entries = meta
-            .and_then(|m| m.get(field))
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten();
-        for (key, value) in entries {
-            let key_problems = if field == "labels" {
-                naming::qualified_name_problems(key)
-            } else {
-                naming::annotation_key_problems(key)
-            };
-            errors.extend(key_problems.into_iter().map(|p| invalid(&path, key, p)));
-            if field == "labels"
-                && let Some(value) = value.as_str()
-            {
-                errors.extend(
-                    naming::label_value_problems(value)
-                        .into_iter()
-                        .map(|p| invalid(&path, value, p)),
-                );
-            }
-        }
     }
     errors
 }

@@ -11,7 +11,7 @@ mod lifecycle;
 mod list;
 #[cfg(test)]
 mod tests;
-mod validate;
+pub(crate) mod validate;
 mod write;
 
 use std::sync::Arc;

@@ -11,28 +11,31 @@ use crate::object::{self, meta};
 use crate::registry::Resource;
 use crate::request::FieldValidation;
 
-/// Metadata problems as the Kubernetes API server finds them: one field error per broken rule.
-fn validate_metadata(resource: &Resource, object: &Value) -> Vec<FieldError> {
+/// A name rule broken by `value` at `field`.
+fn invalid(field: &str, value: &str, problem: NameError) -> FieldError {
+    FieldError::new(
+        field,
+        ErrorType::Invalid,
+        Some(&Value::String(value.into())),
+        problem.to_string(),
+    )
+}
+
+/// An object's name and its label and annotation entries checked by Kubernetes' name rules:
+/// one field error per broken rule (a Namespace's name must be a DNS-1123 label, any other a
+/// subdomain). An empty name is left to the caller (`generateName` may stand in). The API
+/// server and `devplane validate` both use this.
+pub fn name_and_label_errors(
+    namespace_kind: bool,
+    meta: Option<&serde_json::Map<String, Value>>,
+) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let meta = meta(object);
-    let invalid = |field: &str, value: &str, problem: NameError| {
-        FieldError::new(
-            field,
-            ErrorType::Invalid,
-            Some(&Value::String(value.into())),
-            problem.to_string(),
-        )
-    };
-    let name = object::name(object).unwrap_or_default();
-    if name.is_empty() {
-        errors.push(FieldError::new(
-            "metadata.name",
-            ErrorType::Invalid,
-            Some(&Value::String(String::new())),
-            "name or generateName is required",
-        ));
-    } else {
-        let problems = if resource.builtin == Some(Builtin::Namespace) {
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !name.is_empty() {
+        let problems = if namespace_kind {
             naming::dns1123_label_problems(name)
         } else {
             naming::dns1123_subdomain_problems(name)
@@ -80,6 +83,25 @@ fn validate_metadata(resource: &Resource, object: &Value) -> Vec<FieldError> {
             }
         }
     }
+    errors
+}
+
+/// Metadata problems as the Kubernetes API server finds them: one field error per broken rule.
+fn validate_metadata(resource: &Resource, object: &Value) -> Vec<FieldError> {
+    let meta = meta(object);
+    let mut errors = Vec::new();
+    if object::name(object).unwrap_or_default().is_empty() {
+        errors.push(FieldError::new(
+            "metadata.name",
+            ErrorType::Invalid,
+            Some(&Value::String(String::new())),
+            "name or generateName is required",
+        ));
+    }
+    errors.extend(name_and_label_errors(
+        resource.builtin == Some(Builtin::Namespace),
+        meta,
+    ));
     for (i, owner) in meta
         .and_then(|m| m.get("ownerReferences"))
         .and_then(Value::as_array)

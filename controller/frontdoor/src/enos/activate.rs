@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::envelope;
 use super::topic;
 use crate::Shared;
-use crate::mqtt::codec::{self, AckCode, ConnectCode, ConnectInfo, Incoming, Outgoing, SubCode};
+use crate::mqtt::codec::{AckCode, ConnectInfo, Incoming, Outgoing, SubCode};
 use crate::registry::Activation;
 
 /// Longest the front door waits for the device's reply.
@@ -35,42 +35,29 @@ pub async fn serve<S>(
     let limit = shared.settings.max_packet_size;
     let info_topic = topic::activate_info(&product_key, &device_key);
     let reply_topic = topic::reply(&info_topic);
-    let mut output = BytesMut::new();
-    let send = |packet: Outgoing, output: &mut BytesMut| {
-        if let Err(e) = codec::write(version, packet, output) {
-            tracing::warn!(%peer, error = %e, "cannot encode a packet");
-        }
-    };
-    send(
-        Outgoing::ConnAck {
-            code: ConnectCode::Success,
-            session_present: false,
-            reason: None,
-            receive_maximum: 1,
-            maximum_packet_size: limit as u32,
-        },
-        &mut output,
-    );
+    let mut output = crate::mqtt::Replies::accepting(version, peer, limit);
     let secret = String::from_utf8_lossy(&activation.device_secret).into_owned();
     let params = json!({
         "productKey": product_key,
         "deviceKey": device_key,
         "deviceSecret": secret,
     });
-    send(
-        Outgoing::Publish {
-            topic: info_topic,
-            pkid: 1,
-            qos: 1,
-            payload: envelope::request("1", "thing.activate.info", params),
-        },
-        &mut output,
-    );
+    output.send(Outgoing::Publish {
+        topic: info_topic,
+        pkid: 1,
+        qos: 1,
+        payload: envelope::request("1", "thing.activate.info", params),
+    });
     shared.metrics.connections_accepted.inc("enos-activation");
     tracing::info!(%peer, device = %activation.id, "EnOS dynamic activation: device secret sent");
     loop {
-        let next =
-            crate::mqtt::next_packet(&mut stream, version, (&mut input, &mut output), limit, WAIT);
+        let next = crate::mqtt::next_packet(
+            &mut stream,
+            version,
+            (&mut input, &mut output.bytes),
+            limit,
+            WAIT,
+        );
         let packet = match next.await {
             None => return,
             Some(Ok(packet)) => packet,
@@ -85,18 +72,15 @@ pub async fn serve<S>(
                 topic, pkid, qos, ..
             } => {
                 if qos > 0 {
-                    send(
-                        Outgoing::PubAck {
-                            pkid,
-                            code: AckCode::Success,
-                            reason: None,
-                        },
-                        &mut output,
-                    );
+                    output.send(Outgoing::PubAck {
+                        pkid,
+                        code: AckCode::Success,
+                        reason: None,
+                    });
                 }
                 if topic == reply_topic {
                     tracing::info!(%peer, device = %activation.id, "EnOS dynamic activation answered");
-                    let _ = stream.write_all(&output).await;
+                    let _ = stream.write_all(&output.bytes).await;
                     let _ = stream.shutdown().await;
                     return;
                 }
@@ -106,16 +90,13 @@ pub async fn serve<S>(
                     .iter()
                     .map(|(_, qos)| SubCode::Granted((*qos).min(1)))
                     .collect();
-                send(Outgoing::SubAck { pkid, codes }, &mut output);
+                output.send(Outgoing::SubAck { pkid, codes });
             }
-            Incoming::Unsubscribe { pkid, filters } => send(
-                Outgoing::UnsubAck {
-                    pkid,
-                    count: filters.len(),
-                },
-                &mut output,
-            ),
-            Incoming::PingReq => send(Outgoing::PingResp, &mut output),
+            Incoming::Unsubscribe { pkid, filters } => output.send(Outgoing::UnsubAck {
+                pkid,
+                count: filters.len(),
+            }),
+            Incoming::PingReq => output.send(Outgoing::PingResp),
             Incoming::PubAck { .. } => {}
             Incoming::Disconnect { .. } | Incoming::Unexpected(_) => return,
         }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::Shared;
 use crate::mqtt::codec::{
-    self, AckCode, CloseCode, ConnectCode, ConnectInfo, Incoming, Outgoing, SubCode, Version,
+    self, AckCode, CloseCode, ConnectInfo, Incoming, Outgoing, SubCode, Version,
 };
 use crate::provision::{self, Request};
 use crate::topic::Identity;
@@ -48,25 +48,16 @@ pub async fn serve<S>(
     let version = info.version;
     let limit = shared.settings.max_packet_size;
     let (request_topic, response_topic) = topics(&policy);
-    let mut output = BytesMut::new();
-    let send = |packet: Outgoing, output: &mut BytesMut| {
-        if let Err(e) = codec::write(version, packet, output) {
-            tracing::warn!(%peer, error = %e, "cannot encode a packet");
-        }
-    };
-    send(
-        Outgoing::ConnAck {
-            code: ConnectCode::Success,
-            session_present: false,
-            reason: None,
-            receive_maximum: 1,
-            maximum_packet_size: limit as u32,
-        },
-        &mut output,
-    );
+    let mut output = crate::mqtt::Replies::accepting(version, peer, limit);
     shared.metrics.connections_accepted.inc("provision");
     loop {
-        let next = super::next_packet(&mut stream, version, (&mut input, &mut output), limit, IDLE);
+        let next = super::next_packet(
+            &mut stream,
+            version,
+            (&mut input, &mut output.bytes),
+            limit,
+            IDLE,
+        );
         let packet = match next.await {
             None => return,
             Some(Ok(packet)) => packet,
@@ -89,16 +80,13 @@ pub async fn serve<S>(
                         }
                     })
                     .collect();
-                send(Outgoing::SubAck { pkid, codes }, &mut output);
+                output.send(Outgoing::SubAck { pkid, codes });
             }
-            Incoming::Unsubscribe { pkid, filters } => send(
-                Outgoing::UnsubAck {
-                    pkid,
-                    count: filters.len(),
-                },
-                &mut output,
-            ),
-            Incoming::PingReq => send(Outgoing::PingResp, &mut output),
+            Incoming::Unsubscribe { pkid, filters } => output.send(Outgoing::UnsubAck {
+                pkid,
+                count: filters.len(),
+            }),
+            Incoming::PingReq => output.send(Outgoing::PingResp),
             Incoming::PubAck { .. } => {}
             Incoming::Disconnect { .. } => return,
             Incoming::Publish {
@@ -111,40 +99,31 @@ pub async fn serve<S>(
                     let reason =
                         format!("a provisioning connection publishes only on {request_topic}");
                     if version == Version::V5 && qos > 0 {
-                        send(
-                            Outgoing::PubAck {
-                                pkid,
-                                code: AckCode::NotAuthorized,
-                                reason: Some(reason),
-                            },
-                            &mut output,
-                        );
+                        output.send(Outgoing::PubAck {
+                            pkid,
+                            code: AckCode::NotAuthorized,
+                            reason: Some(reason),
+                        });
                         continue;
                     }
-                    let _ = stream.write_all(&output).await;
+                    let _ = stream.write_all(&output.bytes).await;
                     close(&mut stream, version, CloseCode::NotAuthorized, reason).await;
                     return;
                 }
                 if qos > 0 {
-                    send(
-                        Outgoing::PubAck {
-                            pkid,
-                            code: AckCode::Success,
-                            reason: None,
-                        },
-                        &mut output,
-                    );
+                    output.send(Outgoing::PubAck {
+                        pkid,
+                        code: AckCode::Success,
+                        reason: None,
+                    });
                 }
                 let answer = answer(&shared, &policy, &info, &payload, peer).await;
-                send(
-                    Outgoing::Publish {
-                        topic: response_topic.clone(),
-                        pkid: 0,
-                        qos: 0,
-                        payload: Bytes::from(answer.to_string()),
-                    },
-                    &mut output,
-                );
+                output.send(Outgoing::Publish {
+                    topic: response_topic.clone(),
+                    pkid: 0,
+                    qos: 0,
+                    payload: Bytes::from(answer.to_string()),
+                });
             }
             Incoming::Unexpected(what) => {
                 shared.metrics.protocol_errors.inc("ProtocolError");

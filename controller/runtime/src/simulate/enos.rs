@@ -92,12 +92,10 @@ pub async fn simulate(
         password: &password,
         keep_alive: 60,
     };
-    let (mut reader, writer) = mqtt_client::connect(device.endpoint, None, &login).await?;
+    let (reader, writer) = mqtt_client::connect(device.endpoint, None, &login).await?;
     stats.connected.fetch_add(1, Ordering::Relaxed);
     let writer = Arc::new(tokio::sync::Mutex::new(writer));
     let answers = {
-        let writer = writer.clone();
-        let stats = stats.clone();
         let device = Simulated {
             namespace: device.namespace.clone(),
             name: device.name.clone(),
@@ -106,28 +104,13 @@ pub async fn simulate(
             model: device.model.clone(),
             enos: None,
         };
-        tokio::spawn(async move {
-            while let Ok(packet) = reader.next().await {
-                match packet {
-                    v4::Packet::PubAck(_) => {
-                        stats.acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    v4::Packet::Publish(p) => {
-                        let mut w = writer.lock().await;
-                        if p.qos == QoS::AtLeastOnce {
-                            let _ = w.queue(v4::Packet::PubAck(v4::PubAck::new(p.pkid)));
-                        }
-                        if let Some((reply, payload)) =
-                            answer(&device, &p.topic, &p.payload, &stats)
-                        {
-                            let _ = w.publish(&reply, payload, QoS::AtLeastOnce, next_pkid());
-                        }
-                        let _ = w.flush().await;
-                    }
-                    _ => {}
-                }
-            }
-        })
+        let answer_stats = stats.clone();
+        super::answer_publishes(
+            reader,
+            writer.clone(),
+            stats.clone(),
+            move |topic, payload| answer(&device, topic, payload, &answer_stats),
+        )
     };
     let post = format!("/sys/{product_key}/{device_key}/thing/measurepoint/post");
     let mut tick = tokio::time::interval(interval);

@@ -227,9 +227,7 @@ pub async fn simulate(
     stats: Arc<Stats>,
     stop: CancellationToken,
 ) {
-    let Session {
-        mut reader, writer, ..
-    } = session;
+    let Session { reader, writer, .. } = session;
     if devices.is_empty() {
         return;
     }
@@ -239,33 +237,17 @@ pub async fn simulate(
         .collect();
     let writer = Arc::new(tokio::sync::Mutex::new(writer));
     let answers = {
-        let writer = writer.clone();
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            while let Ok(packet) = reader.next().await {
-                match packet {
-                    v4::Packet::PubAck(_) => {
-                        stats.acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    v4::Packet::Publish(p) => {
-                        let mut w = writer.lock().await;
-                        if p.qos == QoS::AtLeastOnce {
-                            let _ = w.queue(v4::Packet::PubAck(v4::PubAck::new(p.pkid)));
-                        }
-                        let sub =
-                            p.topic.splitn(4, '/').take(3).collect::<Vec<_>>().join("/") + "/";
-                        if let Some(model) = models.get(&sub)
-                            && let Some((topic, payload)) =
-                                answer(model, &sub, &p.topic, &p.payload, &stats)
-                        {
-                            let _ = w.publish(&topic, payload, QoS::AtLeastOnce, next_pkid());
-                        }
-                        let _ = w.flush().await;
-                    }
-                    _ => {}
-                }
-            }
-        })
+        let answer_stats = stats.clone();
+        super::answer_publishes(
+            reader,
+            writer.clone(),
+            stats.clone(),
+            move |topic, payload| {
+                let sub = topic.splitn(4, '/').take(3).collect::<Vec<_>>().join("/") + "/";
+                let model = models.get(&sub)?;
+                answer(model, &sub, topic, payload, &answer_stats)
+            },
+        )
     };
     let mut tick = tokio::time::interval(interval.div_f64(devices.len() as f64));
     let mut next = 0;

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use super::*;
+use devplane_core::naming::NameError;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
