@@ -9,9 +9,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use devplane_store::{EventKind, Rev, StoreError, WatchItem};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -288,25 +288,37 @@ pub async fn serve(
                     }
                 }
                 next = stream.next() => {
-                    let event = match next {
-                        None => return,
-                        Some(Ok(WatchItem::Event(event))) => event,
-                        Some(Ok(WatchItem::Progress(rev))) => {
-                            last_rev = rev;
-                            continue;
+                    // Everything the store has ready goes out as one chunk: a burst of events
+                    // costs each watcher one write, not one per event.
+                    let mut chunk = BytesMut::new();
+                    let mut item = Some(next);
+                    let mut taken = 0;
+                    let mut end = None;
+                    while let Some(next) = item.take() {
+                        match step(next, &mut last_rev) {
+                            Step::Event(event) => {
+                                if let Some(line) = transition(&cache, &resource, &selectors, &event, &mut encoder) {
+                                    chunk.extend_from_slice(&line);
+                                }
+                            }
+                            Step::Progress => {}
+                            Step::End(last) => {
+                                end = Some(last);
+                                break;
+                            }
                         }
-                        Some(Err(StoreError::Compacted { requested, compacted })) => {
-                            let _ = tx.send(expired_line(&format!("too old resource version: {requested} ({compacted})"))).await;
-                            return;
+                        taken += 1;
+                        if taken < COALESCE_EVENTS && chunk.len() < COALESCE_BYTES {
+                            item = stream.next().now_or_never();
                         }
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "watch stream failed");
-                            return;
+                    }
+                    if !chunk.is_empty() && tx.send(chunk.freeze()).await.is_err() {
+                        return;
+                    }
+                    if let Some(last) = end {
+                        if let Some(line) = last {
+                            let _ = tx.send(line).await;
                         }
-                    };
-                    last_rev = event.rev;
-                    let Some(line) = transition(&cache, &resource, &selectors, &event, &mut encoder) else { continue };
-                    if tx.send(line).await.is_err() {
                         return;
                     }
                 }
@@ -327,6 +339,45 @@ pub async fn serve(
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(response)
+}
+
+/// Events sent to a watcher in one chunk at most.
+const COALESCE_EVENTS: usize = 64;
+/// Bytes of events after which a chunk goes out.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// What an item of the store's watch stream is for a client's watch.
+enum Step {
+    Event(devplane_store::Event),
+    /// The store got this far (already recorded).
+    Progress,
+    /// The watch ends, with this last line for the client, if any.
+    End(Option<Bytes>),
+}
+
+/// The step `next` is; progress and events move `last_rev`.
+fn step(next: Option<devplane_store::Result<WatchItem>>, last_rev: &mut Rev) -> Step {
+    match next {
+        None => Step::End(None),
+        Some(Ok(WatchItem::Event(event))) => {
+            *last_rev = event.rev;
+            Step::Event(event)
+        }
+        Some(Ok(WatchItem::Progress(rev))) => {
+            *last_rev = rev;
+            Step::Progress
+        }
+        Some(Err(StoreError::Compacted {
+            requested,
+            compacted,
+        })) => Step::End(Some(expired_line(&format!(
+            "too old resource version: {requested} ({compacted})"
+        )))),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "watch stream failed");
+            Step::End(None)
+        }
+    }
 }
 
 /// The watch event a store event becomes for this watcher: selectors turn updates into ADDED

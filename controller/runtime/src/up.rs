@@ -410,10 +410,9 @@ async fn compact_periodically(store: Arc<dyn devplane_store::Store>, retain: u64
     let mut ticker = tokio::time::interval(Duration::from_secs(60));
     loop {
         ticker.tick().await;
-        let Ok(current) = store.current_revision().await else {
+        let Ok(target) = store.revision_writes_ago(retain).await else {
             continue;
         };
-        let target = current.saturating_sub(retain);
         let compacted = store.compacted_revision().await.unwrap_or(0);
         if target > compacted
             && let Err(e) = store.compact(target).await

@@ -1,22 +1,27 @@
 //! The etcd v3 backend.
 //!
 //! Keys live under `<prefix>/` (default prefix `/devplane`, so key `k` is stored as
-//! `/devplane/k`). The mapping follows kube-apiserver's use of etcd: `mod_rev` is etcd's
-//! `mod_revision`, a list's revision is the response header's revision, writes are
-//! compare-and-swap transactions, watches start at `after + 1` with `prev_kv`.
+//! `/devplane/k`). The mapping follows kube-apiserver's use of etcd: writes are
+//! compare-and-swap transactions, a list's revision is the response header's, watches carry
+//! `prev_kv`. One difference: concurrent creates share transactions ([`batch`]), so a store
+//! revision is etcd's revision scaled, plus the write's position in it ([`revs`]); a key's
+//! `mod_rev` still identifies its etcd `mod_revision`.
 //!
-//! Compaction is shifted by one so that this backend behaves exactly like the embedded one:
-//! `compact(c)` compacts etcd at `c - 1`. etcd keeps the newest version at or below its
-//! compaction revision, so the `prev` value of the event at `c` stays readable, and a watch
-//! resuming at `after = c - 1` gets that event complete. The reported compacted revision is
-//! therefore etcd's compaction revision plus one. Revisions start at 1 in a fresh etcd and
-//! also move when anything else writes to the same etcd cluster.
+//! Compaction is shifted by one etcd revision so that this backend behaves exactly like the
+//! embedded one: `compact(c)` compacts etcd at the etcd revision before `c`'s. etcd keeps the
+//! newest version at or below its compaction revision, so the `prev` value of the events at
+//! `c` stays readable, and a watch resuming at `after = c - 1` gets those events complete.
+//! Revisions start low in a fresh etcd and also move when anything else writes to the same
+//! etcd cluster.
 //!
 //! Every request is a round trip, so the store remembers (boundedly, see [`recent`]) what it
 //! last read or wrote of each key: [`Store::recent`] answers from that memory, and an update
 //! whose expected revision matches it needs no `prev_kv` to learn the key's `create_rev`.
 
+mod batch;
+mod hub;
 mod recent;
+mod revs;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -89,6 +94,10 @@ pub struct EtcdStore {
     recent: Arc<RecentValues>,
     /// Key-value requests sent (reads, transactions, compactions; not watches).
     requests: Arc<AtomicU64>,
+    /// The queue of creates committed together; `None` in the clone that commits them.
+    creates: Option<batch::Creates>,
+    /// The shared etcd watches.
+    hubs: Arc<hub::Hubs>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -133,14 +142,6 @@ fn revision_refusal(error: &etcd_client::Error) -> Option<RevisionRefusal> {
     }
 }
 
-fn to_etcd_rev(rev: Rev) -> i64 {
-    i64::try_from(rev).unwrap_or(i64::MAX)
-}
-
-fn from_etcd_rev(rev: i64) -> Rev {
-    Rev::try_from(rev).unwrap_or(0)
-}
-
 /// The smallest key greater than every key starting with `prefix`.
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -159,7 +160,7 @@ fn header_rev(
     operation: &'static str,
 ) -> Result<Rev> {
     header
-        .map(|h| from_etcd_rev(h.revision()))
+        .map(|h| revs::through(h.revision()))
         .ok_or_else(|| unexpected(operation, "response has no header"))
 }
 
@@ -193,14 +194,17 @@ impl EtcdStore {
                 endpoints: endpoint_list.clone(),
                 source,
             })?;
-        let store = EtcdStore {
+        let mut store = EtcdStore {
             client,
             root: format!("{}/", prefix.trim_end_matches('/')),
             endpoints: endpoint_list.clone(),
             known_compacted: Arc::new(AtomicU64::new(0)),
             recent: Arc::new(RecentValues::new(recent::MAX_ENTRIES, recent::MAX_BYTES)),
             requests: Arc::new(AtomicU64::new(0)),
+            creates: None,
+            hubs: Arc::default(),
         };
+        store.creates = Some(batch::Creates::start(store.clone()));
         // Connecting is lazy; fail here rather than on the first real request.
         match tokio::time::timeout(CONNECT_CHECK_TIMEOUT, store.current_revision()).await {
             Ok(Ok(_)) => Ok(store),
@@ -246,26 +250,10 @@ impl EtcdStore {
         self.recent.remember(key, recent, seen_at);
     }
 
-    /// A create transaction, with an optional guard (see [`Store::create_guarded`]). On
-    /// failure the `else` branch reads the guard's key and the key, so the error carries
-    /// what is stored now and no second round trip is needed to learn it.
+    /// A create transaction, with an optional guard (see [`Store::create_guarded`]), alone in
+    /// its etcd revision.
     async fn create_txn(&self, key: &str, value: Bytes, guard: Option<&Guard>) -> Result<KeyValue> {
-        validate_key(key)?;
-        let full = self.full_key(key);
-        let mut compares = Vec::new();
-        let mut otherwise = Vec::new();
-        if let Some(guard) = guard {
-            validate_key(&guard.key)?;
-            let guard_full = self.full_key(&guard.key);
-            compares.extend(same_revision(&guard_full, guard.mod_rev));
-            otherwise.push(TxnOp::get(guard_full, None));
-        }
-        compares.push(Compare::create_revision(full.clone(), CompareOp::Equal, 0));
-        otherwise.push(TxnOp::get(full.clone(), None));
-        let txn = Txn::new()
-            .when(compares)
-            .and_then([TxnOp::put(full, value.to_vec(), None)])
-            .or_else(otherwise);
+        let txn = self.create_request(key, &value, guard, revs::LAST)?;
         let response = self.kv().txn(txn).await.map_err(request_error("create"))?;
         let rev = header_rev(response.header(), "create")?;
         if !response.succeeded() {
@@ -279,6 +267,35 @@ impl EtcdStore {
         };
         self.remember(key, Some(&kv), rev);
         Ok(kv)
+    }
+
+    /// The transaction of a create at `position` in its etcd revision: put if the key is
+    /// absent (and the guard's key unchanged). Otherwise the `else` branch reads the guard's
+    /// key and the key, so the error carries what is stored now and no second round trip is
+    /// needed to learn it.
+    fn create_request(
+        &self,
+        key: &str,
+        value: &[u8],
+        guard: Option<&Guard>,
+        position: u64,
+    ) -> Result<Txn> {
+        validate_key(key)?;
+        let full = self.full_key(key);
+        let mut compares = Vec::new();
+        let mut otherwise = Vec::new();
+        if let Some(guard) = guard {
+            validate_key(&guard.key)?;
+            let guard_full = self.full_key(&guard.key);
+            compares.extend(same_revision(&guard_full, guard.mod_rev));
+            otherwise.push(TxnOp::get(guard_full, None));
+        }
+        compares.push(Compare::create_revision(full.clone(), CompareOp::Equal, 0));
+        otherwise.push(TxnOp::get(full.clone(), None));
+        Ok(Txn::new()
+            .when(compares)
+            .and_then([TxnOp::put(full, revs::seal(value, position), None)])
+            .or_else(otherwise))
     }
 
     /// Why a create transaction failed, from the values its `else` branch read at `rev`.
@@ -313,6 +330,20 @@ impl EtcdStore {
         })
     }
 
+    /// A create, committed with whatever other creates are ready (see [`batch`]).
+    async fn create_queued(
+        &self,
+        key: &str,
+        value: Bytes,
+        guard: Option<&Guard>,
+    ) -> Result<KeyValue> {
+        validate_key(key)?;
+        match &self.creates {
+            Some(creates) => creates.create(key, value, guard).await,
+            None => self.create_txn(key, value, guard).await,
+        }
+    }
+
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.root)
     }
@@ -325,11 +356,10 @@ impl EtcdStore {
         to_key_value(&self.root, kv, operation)
     }
 
-    /// Whether etcd can still read at `rev` (etcd refuses revisions below its compaction).
-    async fn readable_at(&self, rev: Rev) -> Result<bool> {
-        let options = GetOptions::new()
-            .with_revision(to_etcd_rev(rev))
-            .with_count_only();
+    /// Whether etcd can still read at its revision `etcd_rev` (etcd refuses revisions below
+    /// its compaction).
+    async fn readable_at(&self, etcd_rev: i64) -> Result<bool> {
+        let options = GetOptions::new().with_revision(etcd_rev).with_count_only();
         match self.kv().get(self.root.clone(), Some(options)).await {
             Ok(_) => Ok(true),
             Err(error) => match revision_refusal(&error) {
@@ -344,13 +374,16 @@ impl EtcdStore {
     async fn probe_compacted(&self) -> Result<Rev> {
         let known = self.known_compacted.load(Ordering::SeqCst);
         let current = self.current_revision().await?;
-        let guess = known.saturating_sub(1).max(1);
-        if guess >= current || self.readable_at(guess).await? {
+        let current_etcd = revs::etcd(current);
+        // etcd compacted at `c` reports `revs::compacted(c)`; the revision below is the
+        // first one that may have become unreadable since.
+        let guess = (revs::etcd(known) - 1).max(1);
+        if guess >= current_etcd || self.readable_at(guess).await? {
             return Ok(known);
         }
-        // `guess` is unreadable and `current` is readable: binary search for the smallest
-        // readable revision, which is etcd's compaction revision.
-        let (mut unreadable, mut readable) = (guess, current);
+        // `guess` is unreadable and the current revision is readable: binary search for the
+        // smallest readable revision, which is etcd's compaction revision.
+        let (mut unreadable, mut readable) = (guess, current_etcd);
         while readable - unreadable > 1 {
             let middle = unreadable + (readable - unreadable) / 2;
             if self.readable_at(middle).await? {
@@ -361,7 +394,7 @@ impl EtcdStore {
         }
         // Someone else may have compacted etcd at its current revision; the current revision
         // must stay readable, so the reported value never exceeds it.
-        let compacted = (readable + 1).min(current);
+        let compacted = revs::compacted(readable).min(current);
         self.known_compacted.fetch_max(compacted, Ordering::SeqCst);
         Ok(self.known_compacted.load(Ordering::SeqCst))
     }
@@ -384,19 +417,20 @@ impl EtcdStore {
             });
         }
         // etcd only reports a compacted start revision asynchronously, inside the stream;
-        // check first so the caller gets the error at once. Revision `after` is readable in
-        // etcd exactly when etcd compacted at or below it, i.e. when `after >= c - 1`.
-        let refused = if after == 0 {
-            self.probe_compacted().await? > 1
+        // check first so the caller gets the error at once. etcd revision `e` is readable
+        // exactly when etcd compacted at or below it.
+        let etcd_after = revs::watched_after(after);
+        let refused = if etcd_after == 0 {
+            self.probe_compacted().await? > revs::compacted(0)
         } else {
-            !self.readable_at(after).await?
+            !self.readable_at(etcd_after).await?
         };
         if refused {
             return Err(self.compacted_error(after).await);
         }
         let mut options = WatchOptions::new()
             .with_prefix()
-            .with_start_revision(to_etcd_rev(after + 1));
+            .with_start_revision(etcd_after + 1);
         if with_prev {
             options = options.with_prev_key();
         }
@@ -411,6 +445,7 @@ impl EtcdStore {
             pending: VecDeque::new(),
             root: self.root.clone(),
             delivered_through: after,
+            skip_through: after,
             known_compacted: Arc::clone(&self.known_compacted),
             finished: false,
             // Without prev_kv, etcd's delete events carry no value: it is read separately.
@@ -428,7 +463,7 @@ impl EtcdStore {
     /// The value `key` (as etcd names it) had just before revision `rev`, for a delete event
     /// that came without it; `None` if etcd no longer has it.
     async fn value_before(&self, key: &[u8], rev: Rev) -> Result<Option<KeyValue>> {
-        let options = GetOptions::new().with_revision(to_etcd_rev(rev.saturating_sub(1)));
+        let options = GetOptions::new().with_revision((revs::etcd(rev) - 1).max(1));
         match self.kv().get(key.to_vec(), Some(options)).await {
             Ok(response) => response
                 .kvs()
@@ -474,11 +509,25 @@ fn to_key_value(
             format!("key {:?} is not UTF-8", String::from_utf8_lossy(kv.key())),
         ));
     };
+    let Ok((position, value)) = revs::open(kv.value()) else {
+        return Err(unexpected(
+            operation,
+            format!("the value of {key:?} has a malformed revision envelope"),
+        ));
+    };
+    let mod_rev = revs::at(kv.mod_revision(), position);
+    // A key's creating write is known exactly while it is the key's latest write; after an
+    // update, the creation is named by its whole etcd revision.
+    let create_rev = match kv.create_revision() {
+        0 => 0,
+        created if created == kv.mod_revision() => mod_rev,
+        created => revs::through(created),
+    };
     Ok(KeyValue {
         key: key.to_owned(),
-        value: Bytes::copy_from_slice(kv.value()),
-        create_rev: from_etcd_rev(kv.create_revision()),
-        mod_rev: from_etcd_rev(kv.mod_revision()),
+        value: Bytes::copy_from_slice(value),
+        create_rev,
+        mod_rev,
     })
 }
 
@@ -486,7 +535,9 @@ fn to_key_value(
 /// for any other revision one compare suffices (each compare is a read in etcd); for 0 the
 /// existence check keeps a missing key from matching.
 fn same_revision(key: &str, mod_rev: Rev) -> Vec<Compare> {
-    let same = Compare::mod_revision(key, CompareOp::Equal, to_etcd_rev(mod_rev));
+    // A key is written at most once per etcd revision, so its etcd revision identifies the
+    // version.
+    let same = Compare::mod_revision(key, CompareOp::Equal, revs::etcd(mod_rev));
     if mod_rev == 0 {
         vec![Compare::version(key, CompareOp::Greater, 0), same]
     } else {
@@ -532,11 +583,11 @@ impl Store for EtcdStore {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-        self.create_txn(key, value, None).await
+        self.create_queued(key, value, None).await
     }
 
     async fn create_guarded(&self, key: &str, value: Bytes, guard: &Guard) -> Result<KeyValue> {
-        self.create_txn(key, value, Some(guard)).await
+        self.create_queued(key, value, Some(guard)).await
     }
 
     async fn update(&self, key: &str, value: Bytes, expected_mod_rev: Rev) -> Result<KeyValue> {
@@ -550,7 +601,11 @@ impl Store for EtcdStore {
             .then(|| PutOptions::new().with_prev_key());
         let txn = Txn::new()
             .when(same_revision(&full, expected_mod_rev))
-            .and_then([TxnOp::put(full.clone(), value.to_vec(), put_options)])
+            .and_then([TxnOp::put(
+                full.clone(),
+                revs::seal(&value, revs::LAST),
+                put_options,
+            )])
             .or_else([TxnOp::get(full, None)]);
         let response = self.kv().txn(txn).await.map_err(request_error("update"))?;
         let rev = header_rev(response.header(), "update")?;
@@ -567,12 +622,14 @@ impl Store for EtcdStore {
                 }),
             };
         }
+        // No longer the key's latest write, the creation is named by its whole etcd revision
+        // (see `to_key_value`).
         let create_rev = match known_create_rev {
-            Some(create_rev) => Some(create_rev),
+            Some(create_rev) => Some(revs::through(revs::etcd(create_rev))),
             None => match response.op_responses().into_iter().next() {
                 Some(TxnOpResponse::Put(put)) => put
                     .prev_key()
-                    .map(|prev| from_etcd_rev(prev.create_revision())),
+                    .map(|prev| revs::through(prev.create_revision())),
                 _ => None,
             },
         }
@@ -648,7 +705,7 @@ impl Store for EtcdStore {
                 });
             }
             // etcd has no revision 0 (it reads "latest" instead); the state at 0 is empty.
-            Some(0) => {
+            Some(rev) if revs::etcd(rev) == 0 => {
                 let compacted = self.probe_compacted().await?;
                 if compacted > 0 {
                     return Err(StoreError::Compacted {
@@ -658,7 +715,7 @@ impl Store for EtcdStore {
                 }
                 return Ok(ListPage {
                     items: Vec::new(),
-                    rev: 0,
+                    rev,
                     more: false,
                 });
             }
@@ -698,7 +755,7 @@ impl Store for EtcdStore {
                 .with_range(range_end.clone())
                 .with_limit(take as i64);
             if let Some(rev) = rev {
-                options = options.with_revision(to_etcd_rev(rev));
+                options = options.with_revision(revs::etcd(rev));
             }
             let response = match self.kv().get(start.clone(), Some(options)).await {
                 Ok(response) => response,
@@ -721,7 +778,12 @@ impl Store for EtcdStore {
                 rev = Some(header_rev(response.header(), "list")?);
             }
             for kv in response.kvs() {
-                items.push(self.to_key_value(kv, "list")?);
+                let kv = self.to_key_value(kv, "list")?;
+                // Read at a revision inside a batch of creates, etcd's revision also holds the
+                // batch's later creates: they did not exist yet.
+                if rev.is_none_or(|rev| kv.mod_rev <= rev) {
+                    items.push(kv);
+                }
             }
             more = response.more();
             match response.kvs().last() {
@@ -743,7 +805,7 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
-        self.open_watch(prefix, after, true).await
+        self.hubs.watch(self, prefix, after, true).await
     }
 
     async fn watch_progress_without_prev(
@@ -752,7 +814,7 @@ impl Store for EtcdStore {
         after: Rev,
     ) -> Result<ProgressStream> {
         use futures::StreamExt;
-        let events = self.open_watch(prefix, after, false).await?;
+        let events = self.hubs.watch(self, prefix, after, false).await?;
         Ok(Box::pin(events.map(|event| event.map(WatchItem::Event))))
     }
 
@@ -770,6 +832,13 @@ impl Store for EtcdStore {
         header_rev(response.header(), "revision read")
     }
 
+    async fn revision_writes_ago(&self, writes: u64) -> Result<Rev> {
+        // Every etcd revision holds at least one write.
+        let current = revs::etcd(self.current_revision().await?);
+        let writes = i64::try_from(writes).unwrap_or(i64::MAX);
+        Ok(revs::through(current.saturating_sub(writes).max(0)))
+    }
+
     async fn compacted_revision(&self) -> Result<Rev> {
         self.probe_compacted().await
     }
@@ -785,9 +854,11 @@ impl Store for EtcdStore {
         if rev <= self.known_compacted.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let etcd_rev = rev - 1;
+        // Keep etcd's revision before `rev` readable: it holds the previous values of the
+        // events of `rev`'s etcd revision.
+        let etcd_rev = revs::etcd(rev) - 1;
         if etcd_rev >= 1 {
-            match self.kv().compact(to_etcd_rev(etcd_rev), None).await {
+            match self.kv().compact(etcd_rev, None).await {
                 Ok(_) => {}
                 // Already compacted further (by us earlier or by someone else).
                 Err(error) if revision_refusal(&error) == Some(RevisionRefusal::Compacted) => {}
@@ -805,6 +876,9 @@ struct EtcdWatch {
     pending: VecDeque<Event>,
     root: String,
     delivered_through: Rev,
+    /// The revision the watch started after: etcd may deliver earlier events of the same etcd
+    /// revision, which are skipped.
+    skip_through: Rev,
     known_compacted: Arc<AtomicU64>,
     finished: bool,
     /// Set when etcd sends no previous values: the store that reads a deleted key's last
@@ -841,7 +915,7 @@ impl EtcdWatch {
             if response.canceled() {
                 self.finished = true;
                 if response.compact_revision() > 0 {
-                    let compacted = from_etcd_rev(response.compact_revision()) + 1;
+                    let compacted = revs::compacted(response.compact_revision());
                     self.known_compacted.fetch_max(compacted, Ordering::SeqCst);
                     return Some(Err(StoreError::Compacted {
                         requested: self.delivered_through,
@@ -857,6 +931,7 @@ impl EtcdWatch {
             // `created` and progress responses carry no events.
             for event in response.events() {
                 match self.convert(event).await {
+                    Ok(event) if event.rev <= self.skip_through => {}
                     Ok(event) => self.pending.push_back(event),
                     Err(error) => {
                         self.finished = true;
@@ -873,7 +948,7 @@ impl EtcdWatch {
             (Some(prev), _, _) => Some(to_key_value(&self.root, prev, "watch")?),
             (None, Some(store), Some(kv)) if event.event_type() == EventType::Delete => {
                 store
-                    .value_before(kv.key(), from_etcd_rev(kv.mod_revision()))
+                    .value_before(kv.key(), revs::through(kv.mod_revision()))
                     .await?
             }
             (None, _, _) => None,

@@ -222,8 +222,15 @@ pub trait Store: Send + Sync + 'static {
         self.watch_progress(prefix, after).await
     }
 
-    /// The revision of the latest committed write.
+    /// The revision of the latest committed write (or one that covers it: revisions need not
+    /// be consecutive).
     async fn current_revision(&self) -> Result<Rev>;
+
+    /// A revision at least `writes` writes before the current one: compacting there keeps the
+    /// newest `writes` writes. Backends whose revisions are not consecutive override this.
+    async fn revision_writes_ago(&self, writes: u64) -> Result<Rev> {
+        Ok(self.current_revision().await?.saturating_sub(writes))
+    }
 
     /// The oldest revision that can still be read (see the crate docs); `0` before any
     /// compaction.

@@ -79,6 +79,33 @@ impl EtcdServer {
         }
     }
 
+    /// The value of one of etcd's own metrics (a line `name value` of its `/metrics`), e.g.
+    /// `etcd_debugging_mvcc_watcher_total`, the watches open on it.
+    pub fn metric(&self, name: &str) -> Result<f64, String> {
+        use std::io::{Read, Write};
+        let address = self.endpoint.trim_start_matches("http://");
+        let mut connection =
+            std::net::TcpStream::connect(address).map_err(|e| format!("{address}: {e}"))?;
+        connection
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            connection,
+            "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n"
+        )
+        .map_err(|e| format!("{address}: {e}"))?;
+        let mut text = String::new();
+        connection
+            .read_to_string(&mut text)
+            .map_err(|e| format!("{address}: {e}"))?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .ok_or_else(|| format!("etcd reports no metric {name}"))?
+            .trim()
+            .parse()
+            .map_err(|e| format!("metric {name}: {e}"))
+    }
+
     /// The last lines etcd logged (for failure messages).
     pub fn log_tail(&self) -> String {
         log_tail(&self.log_path)

@@ -35,14 +35,53 @@ fn to_storage(resource: &Resource, view: Value) -> Value {
 
 /// Stored bytes of an object: JSON without its resourceVersion (that comes from the store).
 pub(super) fn encode(resource: &Resource, view: &Value) -> ApiResult<Bytes> {
-    let mut stored = to_storage(resource, view.clone());
-    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-        meta.remove("selfLink");
-    }
-    serde_json::to_vec(&stored)
+    let encoded = if resource.builtin == Some(Builtin::EventsV1) {
+        serde_json::to_vec(&Stored(&to_storage(resource, view.clone())))
+    } else {
+        serde_json::to_vec(&Stored(view))
+    };
+    encoded
         .map(Bytes::from)
         .map_err(|e| ApiError::internal(format!("cannot encode object: {e}")))
+}
+
+/// An object as stored: its metadata without `resourceVersion` and `selfLink`, serialized
+/// without copying the object.
+struct Stored<'a>(&'a Value);
+
+impl serde::Serialize for Stored<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(object) = self.0 else {
+            return self.0.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(Some(object.len()))?;
+        for (key, value) in object {
+            match value {
+                Value::Object(meta) if key == "metadata" => {
+                    map.serialize_entry(key, &StoredMetadata(meta))?;
+                }
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// Metadata as stored.
+struct StoredMetadata<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for StoredMetadata<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.0 {
+            if key != "resourceVersion" && key != "selfLink" {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// An object read from the store, in the resource's view, with its resourceVersion.

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use devplane_store::testing::EtcdServer;
 use devplane_store::{EtcdStore, Guard, KeyValue, ListOptions, Recent, Store, StoreError};
 
-use crate::support::{value, within};
+use crate::support::{next_event, value, within};
 
 #[tokio::test]
 async fn etcd_urls_open_stores_whose_prefixes_do_not_see_each_other() {
@@ -188,4 +189,183 @@ async fn a_write_is_one_round_trip() {
         .await
         .expect("delete");
     assert_eq!(store.requests_sent() - before, 3);
+}
+
+/// Creates that arrive together share etcd transactions, each keeping its own outcome: the
+/// new keys are written, an existing key is refused, and two creates of one key never share a
+/// transaction (one wins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_that_arrive_together_share_transactions() {
+    let Some(server) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let (store, _) = two_processes(&server).await;
+    store
+        .create("burst/taken", value("first"))
+        .await
+        .expect("create taken");
+    let before = store.requests_sent();
+    let keys: Vec<String> = (0..300)
+        .map(|i| format!("burst/{:03}", i % 250))
+        .chain(std::iter::once("burst/taken".to_owned()))
+        .collect();
+    let tasks: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { (key.clone(), store.create(&key, value(&key)).await) })
+        })
+        .collect();
+    let mut created = std::collections::BTreeMap::new();
+    let mut refused = Vec::new();
+    for task in tasks {
+        match within("create", task).await.expect("create task") {
+            (key, Ok(kv)) => {
+                assert_eq!(kv.value, value(&key));
+                assert!(created.insert(key, kv).is_none(), "a key created twice");
+            }
+            (key, Err(StoreError::AlreadyExists { key: refused_key })) => {
+                assert_eq!(key, refused_key);
+                refused.push(key);
+            }
+            (key, Err(other)) => panic!("create {key}: {other}"),
+        }
+    }
+    let requests = store.requests_sent() - before;
+    assert_eq!(created.len(), 250, "each distinct new key is created once");
+    assert_eq!(refused.len(), 51, "repeated and existing keys are refused");
+    assert!(requests < 150, "301 creates took {requests} round trips");
+    let page = store
+        .list(ListOptions {
+            prefix: "burst/".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.items.len(), 251);
+    for kv in &page.items {
+        let expected = created
+            .get(&kv.key)
+            .map_or_else(|| value("first"), |made| made.value.clone());
+        assert_eq!(kv.value, expected, "{}", kv.key);
+        if let Some(made) = created.get(&kv.key) {
+            assert_eq!(kv.mod_rev, made.mod_rev, "{}", kv.key);
+        }
+    }
+}
+
+/// Values that start with a zero byte, which the backend's revision envelope also does, are
+/// stored and read back unchanged, alone or created together with others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_starting_with_a_zero_byte_round_trip() {
+    let Some(server) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let (store, _) = two_processes(&server).await;
+    let odd = |i: usize| Bytes::from(format!("\0s\0\0{i}"));
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create(&format!("zero/{i:02}"), odd(i)).await })
+        })
+        .collect();
+    for task in tasks {
+        within("create", task)
+            .await
+            .expect("create task")
+            .expect("create");
+    }
+    let first = store.get("zero/00").await.expect("get").expect("present");
+    assert_eq!(first.value, odd(0));
+    let updated = store
+        .update("zero/00", odd(99), first.mod_rev)
+        .await
+        .expect("update");
+    assert_eq!(store.get("zero/00").await.expect("get"), Some(updated));
+    let page = store
+        .list(ListOptions {
+            prefix: "zero/".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    for (i, kv) in page.items.iter().enumerate().skip(1) {
+        assert_eq!(kv.value, odd(i));
+    }
+}
+
+/// Watches open on `server` (etcd's own count), once it equals `want`.
+async fn wait_for_etcd_watches(server: &EtcdServer, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = server
+            .metric("etcd_debugging_mvcc_watcher_total")
+            .expect("etcd metrics");
+        if open == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "etcd has {open} watches open, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Watchers of one prefix share one etcd watch: each gets every event once, a watcher that
+/// joins later replays the recent events after its start, one that starts before what the
+/// shared watch holds gets an etcd watch of its own, and the etcd watches close when the
+/// watchers go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_of_one_prefix_share_one_etcd_watch() {
+    let Some(server) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let (store, _) = two_processes(&server).await;
+    let early = store
+        .create("shared/0", value("0"))
+        .await
+        .expect("create 0");
+    let start = store.current_revision().await.expect("current");
+    let mut watchers = Vec::new();
+    for _ in 0..10 {
+        watchers.push(
+            within("watch", store.watch("shared/", start))
+                .await
+                .expect("watch"),
+        );
+    }
+    wait_for_etcd_watches(&server, 1.0).await;
+    let mut written = Vec::new();
+    for i in 1..=5 {
+        written.push(
+            store
+                .create(&format!("shared/{i}"), value(&i.to_string()))
+                .await
+                .expect("create"),
+        );
+    }
+    for watcher in &mut watchers {
+        for kv in &written {
+            assert_eq!(&next_event(watcher).await.kv, kv);
+        }
+    }
+    // Joins the hub: the events after the second write, then live ones.
+    let mut late = within("watch", store.watch("shared/", written[1].mod_rev))
+        .await
+        .expect("late watch");
+    for kv in &written[2..] {
+        assert_eq!(&next_event(&mut late).await.kv, kv);
+    }
+    // Before the hub's start: an etcd watch of its own.
+    let mut older = within("watch", store.watch("shared/", early.mod_rev - 1))
+        .await
+        .expect("older watch");
+    assert_eq!(next_event(&mut older).await.kv, early);
+    for kv in &written {
+        assert_eq!(&next_event(&mut older).await.kv, kv);
+    }
+    wait_for_etcd_watches(&server, 2.0).await;
+    drop((watchers, late, older));
+    wait_for_etcd_watches(&server, 0.0).await;
 }
