@@ -20,6 +20,13 @@
 //!   This is etcd's rule (after etcd's `compact(c)`, a watch starting at revision `c` works),
 //!   and both backends implement exactly it.
 //!
+//! # Term index
+//!
+//! A caller may ask a backend to index values by terms it extracts from them
+//! ([`Store::index_terms`]; the API server's terms are labels) and then list only the keys
+//! carrying a term ([`Store::list_by_terms`]). The embedded backend keeps such an index; etcd
+//! does not, and its callers scan.
+//!
 //! # Backends
 //!
 //! [`open`] picks a backend from a URL:

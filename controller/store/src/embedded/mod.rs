@@ -7,6 +7,8 @@
 //! * Writes go to one writer thread (module `writer`) that syncs the WAL once per batch and only
 //!   then makes the batch visible.
 //! * Compaction (module `compactor`) runs in the background by retention, or on request.
+//! * Once asked, a term index (module `term_index`) follows every write, so that a list by
+//!   terms reads only the keys that carry one.
 
 mod compactor;
 mod disk;
