@@ -3,13 +3,13 @@
 //! [`TermExtractor`] finds in a value).
 //!
 //! The index answers for every readable revision without keeping a copy per version:
-//! * `current` holds the keys whose latest version carries the term, so a list at the latest
-//!   revision reads exactly the matching keys;
-//! * `former` holds the keys that stopped carrying it (changed or deleted) at a revision that
-//!   reads can still see, with that revision. A list at an older revision reads both: a
-//!   superset, since a key may have gained the term only later. The keys written since that
-//!   revision are few (the retained history is short), so the list checks those by their value
-//!   at it ([`TermIndex::carries_any`]) and stays exact.
+//! * `current` holds, per term, the keys whose latest version carries it, so a list at the
+//!   latest revision reads exactly the matching keys;
+//! * `former` holds the (term, key) pairs where the key stopped carrying the term (changed or
+//!   deleted) at a revision that reads can still see, with that revision. A list at an older
+//!   revision reads both: a superset, since a key may have gained the term only later. The
+//!   keys written since that revision are few (the retained history is short), so the list
+//!   checks those by their value at it ([`TermIndex::carries_any`]) and stays exact.
 //!
 //! Compaction drops the former entries no readable revision needs any more.
 
@@ -20,35 +20,106 @@ use std::sync::Arc;
 
 use crate::{Rev, TermExtractor};
 
-/// The keys of one term.
-#[derive(Debug, Default)]
-struct Postings {
-    /// Keys whose latest version carries the term.
-    current: BTreeSet<Arc<str>>,
-    /// Keys that stopped carrying the term, with the revision at which they did.
-    former: BTreeMap<Arc<str>, Rev>,
+/// Most keys a term keeps in a sorted vector before it moves them to a B-tree: many terms
+/// name one object or a few (a label with a unique value), and a B-tree node costs ~200 bytes.
+const FEW_KEYS: usize = 8;
+
+/// The keys whose latest version carries one term, in key order.
+#[derive(Debug)]
+enum KeySet {
+    /// Up to [`FEW_KEYS`] keys, sorted.
+    Few(Vec<Arc<str>>),
+    /// More.
+    Many(BTreeSet<Arc<str>>),
 }
 
-impl Postings {
+impl KeySet {
+    fn insert(&mut self, key: &Arc<str>) {
+        match self {
+            KeySet::Few(keys) => match keys.binary_search(key) {
+                Ok(_) => {}
+                Err(_) if keys.len() == FEW_KEYS => {
+                    let mut many: BTreeSet<Arc<str>> = keys.drain(..).collect();
+                    many.insert(Arc::clone(key));
+                    *self = KeySet::Many(many);
+                }
+                Err(at) => {
+                    keys.reserve_exact(1);
+                    keys.insert(at, Arc::clone(key));
+                }
+            },
+            KeySet::Many(keys) => {
+                keys.insert(Arc::clone(key));
+            }
+        }
+    }
+
+    /// Removes `key`; whether it was there.
+    fn remove(&mut self, key: &Arc<str>) -> bool {
+        match self {
+            KeySet::Few(keys) => match keys.binary_search(key) {
+                Ok(at) => {
+                    keys.remove(at);
+                    true
+                }
+                Err(_) => false,
+            },
+            KeySet::Many(keys) => keys.remove(key),
+        }
+    }
+
     fn is_empty(&self) -> bool {
-        self.current.is_empty() && self.former.is_empty()
+        match self {
+            KeySet::Few(keys) => keys.is_empty(),
+            KeySet::Many(keys) => keys.is_empty(),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        match self {
+            KeySet::Few(keys) => keys.len(),
+            KeySet::Many(keys) => keys.len(),
+        }
+    }
+
+    /// The keys from `start` on, in order.
+    fn range<'a>(&'a self, start: Bound<&'a str>) -> KeySource<'a> {
+        match self {
+            KeySet::Few(keys) => {
+                let first = keys.partition_point(|key| match start {
+                    Bound::Included(bound) => &**key < bound,
+                    Bound::Excluded(bound) => &**key <= bound,
+                    Bound::Unbounded => false,
+                });
+                Box::new(keys[first..].iter().map(|key| &**key))
+            }
+            KeySet::Many(keys) => Box::new(
+                keys.range::<str, _>((start, Bound::Unbounded))
+                    .map(|key| &**key),
+            ),
+        }
     }
 }
 
 /// The term index: interned terms, each with its keys.
 pub(crate) struct TermIndex {
     extract: TermExtractor,
-    postings: HashMap<Arc<str>, Postings>,
-    /// Every term loss recorded in `former`, in revision order, so that compaction finds
-    /// what it may forget without visiting every term.
+    /// Per term, the keys whose latest version carries it.
+    current: HashMap<Arc<str>, KeySet>,
+    /// (term, key) pairs that stopped carrying the term at a revision still readable, with
+    /// that revision. Few: only changes within the retained history.
+    former: BTreeMap<(Arc<str>, Arc<str>), Rev>,
+    /// Every entry of `former` as it was made, in revision order, so that compaction finds
+    /// what it may forget without visiting the rest.
     losses: VecDeque<(Rev, Arc<str>, Arc<str>)>,
 }
 
 impl std::fmt::Debug for TermIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TermIndex")
-            .field("terms", &self.postings.len())
-            .field("losses", &self.losses.len())
+            .field("terms", &self.current.len())
+            .field("former", &self.former.len())
             .finish_non_exhaustive()
     }
 }
@@ -58,7 +129,8 @@ impl TermIndex {
     pub(crate) fn new(extract: TermExtractor) -> Self {
         TermIndex {
             extract,
-            postings: HashMap::new(),
+            current: HashMap::new(),
+            former: BTreeMap::new(),
             losses: VecDeque::new(),
         }
     }
@@ -92,27 +164,36 @@ impl TermIndex {
     }
 
     fn gain(&mut self, key: &Arc<str>, term: &str) {
-        let postings = match self.postings.get_mut(term) {
-            Some(postings) => postings,
-            None => self.postings.entry(Arc::from(term)).or_default(),
+        let term = match self.current.get_key_value(term) {
+            Some((term, _)) => Arc::clone(term),
+            None => Arc::from(term),
         };
         // While the key carries the term, `current` covers every revision a read may ask for.
-        postings.former.remove(key);
-        postings.current.insert(Arc::clone(key));
+        if !self.former.is_empty() {
+            self.former.remove(&(Arc::clone(&term), Arc::clone(key)));
+        }
+        self.current
+            .entry(term)
+            .or_insert_with(|| KeySet::Few(Vec::new()))
+            .insert(key);
     }
 
     fn lose(&mut self, key: &Arc<str>, term: &str, rev: Rev) {
-        let Some((term, _)) = self.postings.get_key_value(term) else {
+        let Some(term) = self.current.get_key_value(term).map(|(t, _)| Arc::clone(t)) else {
             return;
         };
-        let term = Arc::clone(term);
-        let Some(postings) = self.postings.get_mut(&term) else {
+        let Some(keys) = self.current.get_mut(&term) else {
             return;
         };
-        if postings.current.remove(key) {
-            postings.former.insert(Arc::clone(key), rev);
-            self.losses.push_back((rev, term, Arc::clone(key)));
+        if !keys.remove(key) {
+            return;
         }
+        if keys.is_empty() {
+            self.current.remove(&term);
+        }
+        self.former
+            .insert((Arc::clone(&term), Arc::clone(key)), rev);
+        self.losses.push_back((rev, term, Arc::clone(key)));
     }
 
     /// Forgets the losses that no read at or above `compacted` can see (a read at `r` needs
@@ -126,15 +207,10 @@ impl TermIndex {
             let Some((lost, term, key)) = self.losses.pop_front() else {
                 break;
             };
-            let Some(postings) = self.postings.get_mut(&term) else {
-                continue;
-            };
-            // A later loss of the same key replaced this one; it is forgotten in its turn.
-            if postings.former.get(&key) == Some(&lost) {
-                postings.former.remove(&key);
-            }
-            if postings.is_empty() {
-                self.postings.remove(&term);
+            let pair = (term, key);
+            // A later loss of the same pair replaced this one; it is forgotten in its turn.
+            if self.former.get(&pair) == Some(&lost) {
+                self.former.remove(&pair);
             }
         }
     }
@@ -154,29 +230,38 @@ impl TermIndex {
             _ => Bound::Included(prefix),
         };
         let mut sources: Vec<KeySource<'a>> = Vec::new();
-        for postings in terms.iter().filter_map(|t| self.postings.get(t.as_str())) {
-            let current = postings
-                .current
-                .range::<str, _>((start, Bound::Unbounded))
-                .map(|key| &**key);
-            sources.push(Box::new(current));
-            let former = postings
-                .former
-                .range::<str, _>((start, Bound::Unbounded))
-                .filter(move |(_, lost)| **lost > rev)
-                .map(|(key, _)| &**key);
-            sources.push(Box::new(former));
+        for term in terms {
+            if let Some(keys) = self.current.get(term.as_str()) {
+                sources.push(keys.range(start));
+            }
+            if !self.former.is_empty() {
+                sources.push(self.former_range(term, start, rev));
+            }
         }
         MergedKeys::new(sources).take_while(move |key| key.starts_with(prefix))
+    }
+
+    /// The keys from `start` on that lost `term` after `rev`, in order.
+    fn former_range<'a>(&'a self, term: &str, start: Bound<&str>, rev: Rev) -> KeySource<'a> {
+        let term: Arc<str> = Arc::from(term);
+        let lower = match start {
+            Bound::Included(key) => Bound::Included((Arc::clone(&term), Arc::from(key))),
+            Bound::Excluded(key) => Bound::Excluded((Arc::clone(&term), Arc::from(key))),
+            Bound::Unbounded => Bound::Included((Arc::clone(&term), Arc::from(""))),
+        };
+        Box::new(
+            self.former
+                .range((lower, Bound::Unbounded))
+                .take_while(move |((t, _), _)| *t == term)
+                .filter(move |(_, lost)| **lost > rev)
+                .map(|((_, key), _)| &**key),
+        )
     }
 
     /// How many (term, key) entries the index holds: current and former.
     #[cfg(test)]
     pub(crate) fn entries(&self) -> usize {
-        self.postings
-            .values()
-            .map(|p| p.current.len() + p.former.len())
-            .sum()
+        self.current.values().map(KeySet::len).sum::<usize>() + self.former.len()
     }
 }
 
@@ -211,5 +296,66 @@ impl<'a> Iterator for MergedKeys<'a> {
             }
         }
         Some(smallest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> TermIndex {
+        TermIndex::new(Arc::new(|value: &[u8]| {
+            vec![String::from_utf8_lossy(value).into_owned()]
+        }))
+    }
+
+    fn gain(index: &mut TermIndex, key: &str, term: &str, rev: Rev) {
+        index.record(&Arc::from(key), &[], &[term.to_owned()], rev);
+    }
+
+    fn read<'a>(index: &'a TermIndex, term: &str, start_after: Option<&'a str>) -> Vec<&'a str> {
+        index
+            .candidates(&[term.to_owned()], "k", start_after, Rev::MAX)
+            .collect()
+    }
+
+    #[test]
+    fn a_term_with_many_keys_reads_the_same_as_one_with_few() {
+        let mut index = index();
+        // Inserted out of order, past the point where the keys move to a B-tree.
+        let keys: Vec<String> = (0..2 * FEW_KEYS)
+            .rev()
+            .map(|i| format!("k{i:02}"))
+            .collect();
+        for (rev, key) in keys.iter().enumerate() {
+            gain(&mut index, key, "many", rev as Rev + 1);
+            if rev < 3 {
+                gain(&mut index, key, "few", rev as Rev + 1);
+            }
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(read(&index, "many", None), sorted);
+        assert_eq!(read(&index, "many", Some("k13")), vec!["k14", "k15"]);
+        assert_eq!(read(&index, "few", None), vec!["k13", "k14", "k15"]);
+        assert_eq!(read(&index, "few", Some("k13")), vec!["k14", "k15"]);
+        assert_eq!(read(&index, "few", Some("k139")), vec!["k14", "k15"]);
+        assert!(read(&index, "none", None).is_empty());
+    }
+
+    #[test]
+    fn a_term_whose_last_key_leaves_is_dropped_once_compaction_passes_the_loss() {
+        let mut index = index();
+        let key: Arc<str> = Arc::from("k1");
+        index.record(&key, &[], &["t".to_owned()], 1);
+        index.record(&key, &["t".to_owned()], &[], 2);
+        assert!(index.current.is_empty());
+        assert_eq!(index.entries(), 1, "reads before revision 2 still see k1");
+        let at_one: Vec<&str> = index.candidates(&["t".to_owned()], "", None, 1).collect();
+        assert_eq!(at_one, vec!["k1"]);
+        let at_two: Vec<&str> = index.candidates(&["t".to_owned()], "", None, 2).collect();
+        assert!(at_two.is_empty());
+        index.forget_before(2);
+        assert_eq!(index.entries(), 0);
     }
 }
