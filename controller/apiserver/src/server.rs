@@ -303,6 +303,11 @@ impl ApiServer {
             verified_tokens: Mutex::new(HashMap::new()),
             active_namespaces: Default::default(),
         });
+        // Label-selected lists read the store's label index where the backend keeps one.
+        inner
+            .store
+            .index_terms(crate::rest::label_index::extractor())
+            .await?;
         inner.refresh_registry().await?;
         let server = ApiServer { inner };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {

@@ -25,7 +25,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::{
-    Event, EventKind, Guard, KeyValue, ListOptions, Rev, Store, StoreError, WatchItem, WatchStream,
+    Event, EventKind, Guard, KeyValue, ListOptions, Rev, Store, StoreError, TermExtractor,
+    WatchItem, WatchStream,
 };
 
 /// A store under test plus whatever must live as long as it (temp dirs, an etcd process).
@@ -76,6 +77,7 @@ macro_rules! conformance_suite {
             a_list_larger_than_one_backend_response_is_complete,
             paginated_lists_at_a_fixed_revision_stay_consistent_while_writes_happen,
             list_at_an_old_revision_returns_the_old_state,
+            a_list_by_terms_reads_exactly_the_keys_that_carry_a_term,
             list_at_a_compacted_revision_is_refused,
             list_at_a_future_revision_is_refused,
             watch_replays_later_events_then_live_ones_in_order,
@@ -548,6 +550,98 @@ pub async fn list_at_an_old_revision_returns_the_old_state(store: Arc<dyn Store>
     );
     let latest = list(&store, prefixed("", None)).await;
     assert_eq!(keys_and_values(&latest.items), pairs(&[("a", "2")]));
+}
+
+/// Terms of a conformance value: its comma-separated parts (`"shard=1,site=x"`).
+fn comma_terms() -> TermExtractor {
+    Arc::new(|value: &[u8]| {
+        String::from_utf8_lossy(value)
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+async fn list_by_terms(
+    store: &Arc<dyn Store>,
+    opts: ListOptions,
+    terms: &[&str],
+) -> crate::ListPage {
+    let terms: Vec<String> = terms.iter().map(|t| (*t).to_owned()).collect();
+    step("list_by_terms", store.list_by_terms(opts.clone(), &terms))
+        .await
+        .unwrap_or_else(|e| panic!("list_by_terms {opts:?} {terms:?}: {e}"))
+        .expect("an indexing backend answers")
+}
+
+fn keys(items: &[KeyValue]) -> Vec<&str> {
+    items.iter().map(|kv| kv.key.as_str()).collect()
+}
+
+/// A backend that indexes terms lists exactly the keys whose value carries one, at the
+/// latest and at an older revision, page by page; one that does not says so.
+pub async fn a_list_by_terms_reads_exactly_the_keys_that_carry_a_term(store: Arc<dyn Store>) {
+    create(&store, "t/a", "shard=1,site=x").await;
+    let indexed = step("index_terms", store.index_terms(comma_terms()))
+        .await
+        .expect("index_terms");
+    if !indexed {
+        let answer = step(
+            "list_by_terms",
+            store.list_by_terms(prefixed("", None), &["shard=1".into()]),
+        )
+        .await
+        .expect("list_by_terms");
+        assert!(answer.is_none(), "a backend without an index has no answer");
+        return;
+    }
+    let b = create(&store, "t/b", "shard=2").await;
+    let c = create(&store, "t/c", "shard=1").await;
+    create(&store, "u/d", "shard=1").await;
+    let before = current(&store).await;
+    let a = store.get("t/a").await.expect("get").expect("t/a exists");
+    update(&store, "t/a", "shard=2", a.mod_rev).await;
+    step("delete", store.delete("t/c", Some(c.mod_rev)))
+        .await
+        .expect("delete t/c");
+    create(&store, "t/e", "shard=1").await;
+    update(&store, "t/b", "shard=2,site=y", b.mod_rev).await;
+
+    let latest = list_by_terms(&store, prefixed("t/", None), &["shard=1"]).await;
+    assert_eq!(keys_and_values(&latest.items), pairs(&[("t/e", "shard=1")]));
+    assert_eq!(latest.rev, current(&store).await);
+    let either = list_by_terms(&store, prefixed("t/", None), &["shard=2", "shard=1"]).await;
+    assert_eq!(keys(&either.items), vec!["t/a", "t/b", "t/e"]);
+    let old = list_by_terms(&store, prefixed("", Some(before)), &["shard=1"]).await;
+    assert_eq!(
+        keys_and_values(&old.items),
+        pairs(&[
+            ("t/a", "shard=1,site=x"),
+            ("t/c", "shard=1"),
+            ("u/d", "shard=1")
+        ])
+    );
+    let old_site = list_by_terms(&store, prefixed("", Some(before)), &["site=y"]).await;
+    assert!(old_site.items.is_empty(), "t/b carries site=y only later");
+
+    let mut paged = Vec::new();
+    let mut start_after = None;
+    loop {
+        let opts = ListOptions {
+            start_after: start_after.clone(),
+            limit: Some(1),
+            ..prefixed("", Some(before))
+        };
+        let page = list_by_terms(&store, opts, &["shard=1"]).await;
+        assert_eq!(page.rev, before);
+        paged.extend(page.items.iter().map(|kv| kv.key.clone()));
+        start_after = page.items.last().map(|kv| kv.key.clone());
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(paged, vec!["t/a", "t/c", "u/d"]);
 }
 
 /// After `compact(c)`, reads at `c` work and reads below it are refused.

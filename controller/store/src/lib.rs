@@ -20,6 +20,13 @@
 //!   This is etcd's rule (after etcd's `compact(c)`, a watch starting at revision `c` works),
 //!   and both backends implement exactly it.
 //!
+//! # Term index
+//!
+//! A caller may ask a backend to index values by terms it extracts from them
+//! ([`Store::index_terms`]; the API server's terms are labels) and then list only the keys
+//! carrying a term ([`Store::list_by_terms`]). The embedded backend keeps such an index; etcd
+//! does not, and its callers scan.
+//!
 //! # Backends
 //!
 //! [`open`] picks a backend from a URL:
@@ -133,6 +140,11 @@ pub struct ListPage {
     pub more: bool,
 }
 
+/// Finds the index terms of a stored value (see [`Store::index_terms`]): opaque strings to
+/// the store; the API server's are labels. Runs on every write, so it must be quick, and it
+/// must not fail: a value it cannot read simply has no terms.
+pub type TermExtractor = Arc<dyn Fn(&[u8]) -> Vec<String> + Send + Sync>;
+
 /// Result type of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -220,6 +232,29 @@ pub trait Store: Send + Sync + 'static {
         after: Rev,
     ) -> Result<ProgressStream> {
         self.watch_progress(prefix, after).await
+    }
+
+    /// Asks the backend to index every value by the terms `extract` finds in it (what it
+    /// holds now and every later write), so that [`Store::list_by_terms`] reads only the
+    /// keys that carry a term. Returns whether the backend does; one that keeps no index
+    /// returns `false` (the default). Asking again replaces the extractor and the index.
+    async fn index_terms(&self, _extract: TermExtractor) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// [`Store::list`] of only the keys whose value at the list revision carries at least one
+    /// of `terms` (as the extractor given to [`Store::index_terms`] finds them), read from the
+    /// index instead of every value. Pages, limits and revisions work as for `list`, with
+    /// `more` telling whether more matching keys may follow. At the latest revision the page
+    /// holds exactly the matching keys; at an older one it may also hold keys that carry a term
+    /// only at a later revision, so callers check what they read. `None` when the backend
+    /// keeps no index: the caller then lists and filters itself.
+    async fn list_by_terms(
+        &self,
+        _opts: ListOptions,
+        _terms: &[String],
+    ) -> Result<Option<ListPage>> {
+        Ok(None)
     }
 
     /// The revision of the latest committed write (or one that covers it: revisions need not

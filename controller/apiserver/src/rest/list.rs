@@ -1,11 +1,12 @@
 //! Lists: selectors, the revision a list reads at, pages and their continue tokens.
 
 use base64::Engine;
-use devplane_store::{KeyValue, ListOptions, Rev, StoreError};
-use serde_json::{Map, Value, json};
+use devplane_store::{KeyValue, ListOptions, ListPage, Rev, StoreError};
+use serde_json::{Value, json};
 
 use super::Request;
 use super::codec::decode;
+use super::label_index::{LabelsOnly, selector_terms};
 use crate::builtin::{self, Builtin};
 use crate::error::{ApiError, ApiResult};
 use crate::object;
@@ -191,19 +192,17 @@ pub async fn list_each(
     }
     let prefix = resource.prefix(req.ns());
     let pairs = required_pairs(&selectors.labels);
+    let mut terms = selector_terms(&selectors.labels);
     let mut taken: u64 = 0;
     let page_size = limit.map(|l| (l as usize).max(100)).unwrap_or(10_000);
     loop {
-        let page = match inner
-            .store
-            .list(ListOptions {
-                prefix: prefix.clone(),
-                start_after: start_after.clone(),
-                limit: Some(page_size),
-                rev,
-            })
-            .await
-        {
+        let opts = ListOptions {
+            prefix: prefix.clone(),
+            start_after: start_after.clone(),
+            limit: Some(page_size),
+            rev,
+        };
+        let page = match read_page(inner, opts, &mut terms).await {
             Ok(page) => page,
             Err(StoreError::Compacted { .. }) if continuation.is_some() => {
                 return Err(ApiError::expired(
@@ -215,7 +214,9 @@ pub async fn list_each(
         rev = Some(page.rev);
         let count = page.items.len();
         for (i, kv) in page.items.iter().enumerate() {
-            if !labels_may_match(&selectors.labels, &pairs, kv) {
+            // Items read through the label index carry a selected label; the full check
+            // below decides the rest.
+            if terms.is_none() && !labels_may_match(&selectors.labels, &pairs, kv) {
                 continue;
             }
             let object = decode(resource, kv)?;
@@ -237,17 +238,21 @@ pub async fn list_each(
     }
 }
 
-/// Only `metadata.labels` of a stored object.
-#[derive(serde::Deserialize)]
-struct LabelsOnly {
-    #[serde(default)]
-    metadata: MetadataLabels,
-}
-
-#[derive(Default, serde::Deserialize)]
-struct MetadataLabels {
-    #[serde(default)]
-    labels: Option<Map<String, Value>>,
+/// One page of a list: read through the store's label index when the selector names labels
+/// and the store keeps one, else all objects of the range. A store without an index answers
+/// `None`, and `terms` is cleared so that later pages scan directly.
+async fn read_page(
+    inner: &Inner,
+    opts: ListOptions,
+    terms: &mut Option<Vec<String>>,
+) -> Result<ListPage, StoreError> {
+    if let Some(wanted) = terms.as_deref() {
+        match inner.store.list_by_terms(opts.clone(), wanted).await? {
+            Some(page) => return Ok(page),
+            None => *terms = None,
+        }
+    }
+    inner.store.list(opts).await
 }
 
 /// Whether a stored object may match a label selector, read from its labels alone: skipping

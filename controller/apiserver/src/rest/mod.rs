@@ -2,13 +2,16 @@
 //! The handlers live here; the rules they follow live beside them: the storage codec
 //! (`codec`), what a written object must satisfy (`validate`), the write path (`write`), the
 //! attempts of a read-modify-write (`attempts`), namespace lifecycle (`lifecycle`), deletion
-//! (`delete`) and lists (`list`).
+//! (`delete`), lists (`list`) and the labels the store indexes for them (`label_index`).
 
 mod attempts;
 mod codec;
 mod delete;
+pub mod label_index;
 mod lifecycle;
 mod list;
+#[cfg(test)]
+mod list_tests;
 #[cfg(test)]
 mod tests;
 pub(crate) mod validate;

@@ -7,12 +7,15 @@
 //! * Writes go to one writer thread (module `writer`) that syncs the WAL once per batch and only
 //!   then makes the batch visible.
 //! * Compaction (module `compactor`) runs in the background by retention, or on request.
+//! * Once asked, a term index (module `term_index`) follows every write, so that a list by
+//!   terms reads only the keys that carry one.
 
 mod compactor;
 mod disk;
 mod recovery;
 mod snapshot;
 mod state;
+mod term_index;
 mod wal;
 mod writer;
 
@@ -35,7 +38,7 @@ use self::state::{MvccState, WatchStart};
 use self::writer::{Request, Wal, WriteOp, WriteOutcome, Writer};
 use crate::{
     Event, Guard, KeyValue, ListOptions, ListPage, ProgressStream, Result, Rev, Store, StoreError,
-    WatchItem, WatchStream, validate_key, validate_list_options,
+    TermExtractor, WatchItem, WatchStream, validate_key, validate_list_options,
 };
 
 /// Tuning of the embedded backend.
@@ -463,6 +466,22 @@ impl Store for Embedded {
         self.check_open()?;
         validate_list_options(&opts)?;
         self.inner.core.state.read().list(&opts)
+    }
+
+    async fn index_terms(&self, extract: TermExtractor) -> Result<bool> {
+        self.check_open()?;
+        // Indexing what is stored reads every value: off the async threads.
+        let core = Arc::clone(&self.inner.core);
+        tokio::task::spawn_blocking(move || core.state.write().index_terms(extract))
+            .await
+            .map_err(|e| StoreError::Internal(format!("indexing task failed: {e}")))?;
+        Ok(true)
+    }
+
+    async fn list_by_terms(&self, opts: ListOptions, terms: &[String]) -> Result<Option<ListPage>> {
+        self.check_open()?;
+        validate_list_options(&opts)?;
+        self.inner.core.state.read().list_by_terms(&opts, terms)
     }
 
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream> {

@@ -9,7 +9,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
-use crate::{Event, EventKind, KeyValue, ListOptions, ListPage, Rev, StoreError};
+use super::term_index::TermIndex;
+use crate::{Event, EventKind, KeyValue, ListOptions, ListPage, Rev, StoreError, TermExtractor};
 
 /// One version of a key. `value == None` is a tombstone (the key was deleted at `mod_rev`).
 #[derive(Clone, Debug)]
@@ -41,6 +42,11 @@ impl KeyHistory {
     fn push(&mut self, version: Version) {
         self.versions.reserve_exact(1);
         self.versions.push(version);
+    }
+
+    /// Whether the key has a version newer than `rev`.
+    fn written_after(&self, rev: Rev) -> bool {
+        self.versions.last().is_some_and(|v| v.mod_rev > rev)
     }
 
     fn latest_live(&self) -> Option<&Version> {
@@ -75,6 +81,51 @@ fn key_value(key: &str, version: &Version) -> Option<KeyValue> {
         create_rev: version.create_rev,
         mod_rev: version.mod_rev,
     })
+}
+
+/// The history of `key`, created empty if the key is new, with the shared key.
+fn history_entry<'a>(
+    keys: &'a mut BTreeMap<Arc<str>, KeyHistory>,
+    key: &str,
+) -> (Arc<str>, &'a mut KeyHistory) {
+    let shared = match keys.get_key_value(key) {
+        Some((shared, _)) => Arc::clone(shared),
+        None => Arc::from(key),
+    };
+    let history = keys.entry(Arc::clone(&shared)).or_default();
+    (shared, history)
+}
+
+/// The history of `key` if there is one, with the shared key.
+fn existing_history<'a>(
+    keys: &'a mut BTreeMap<Arc<str>, KeyHistory>,
+    key: &str,
+) -> Option<(Arc<str>, &'a mut KeyHistory)> {
+    let shared = Arc::clone(keys.get_key_value(key)?.0);
+    let history = keys.get_mut(key)?;
+    Some((shared, history))
+}
+
+/// One page of keys in key order: the live versions at `rev`, at most `limit` of them.
+fn page_of<'a>(
+    keys: impl Iterator<Item = (&'a str, &'a KeyHistory)>,
+    rev: Rev,
+    limit: Option<usize>,
+) -> ListPage {
+    let limit = limit.unwrap_or(usize::MAX);
+    let mut items = Vec::new();
+    let mut more = false;
+    for (key, history) in keys {
+        let Some(version) = history.live_at(rev) else {
+            continue;
+        };
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        items.extend(key_value(key, version));
+    }
+    ListPage { items, rev, more }
 }
 
 /// A committed write to apply at the next revision.
@@ -132,12 +183,15 @@ pub(crate) struct SnapshotEntry {
 /// per revision; every key keeps all versions above the floor plus, if live, the newest one
 /// at or below it.
 pub(crate) struct MvccState {
-    keys: BTreeMap<String, KeyHistory>,
+    /// Keys are shared with the term index, which holds them without copying.
+    keys: BTreeMap<Arc<str>, KeyHistory>,
     current: Rev,
     compacted: Rev,
     events: VecDeque<LoggedEvent>,
     /// Live event feed for watchers; `None` once the store is closed (which ends streams).
     feed: Option<broadcast::Sender<Arc<Event>>>,
+    /// Which keys carry which term, once a caller asked for it (see [`MvccState::index_terms`]).
+    index: Option<TermIndex>,
 }
 
 impl MvccState {
@@ -150,6 +204,7 @@ impl MvccState {
             compacted: 0,
             events: VecDeque::new(),
             feed: Some(feed),
+            index: None,
         }
     }
 
@@ -163,7 +218,7 @@ impl MvccState {
         let mut state = MvccState::new(feed_capacity);
         for entry in entries {
             state.keys.insert(
-                entry.key,
+                Arc::from(entry.key),
                 KeyHistory {
                     versions: vec![Version {
                         mod_rev: entry.mod_rev,
@@ -216,7 +271,7 @@ impl MvccState {
         }
         let event = match mutation {
             Mutation::Put { key, value } => {
-                let history = self.keys.entry(key.clone()).or_default();
+                let (shared, history) = history_entry(&mut self.keys, &key);
                 let prev = history.latest_live().and_then(|v| key_value(&key, v));
                 let create_rev = prev.as_ref().map_or(rev, |p| p.create_rev);
                 history.push(Version {
@@ -224,6 +279,8 @@ impl MvccState {
                     create_rev,
                     value: Some(value.clone()),
                 });
+                let before = prev.as_ref().map(|p| &p.value[..]);
+                self.index_change(&shared, before, Some(&value), rev);
                 Event {
                     kind: EventKind::Put,
                     rev,
@@ -237,7 +294,7 @@ impl MvccState {
                 }
             }
             Mutation::Delete { key } => {
-                let Some(history) = self.keys.get_mut(&key) else {
+                let Some((shared, history)) = existing_history(&mut self.keys, &key) else {
                     return Err(ApplyError::DeleteOfMissingKey { key });
                 };
                 let Some(prev) = history.latest_live().and_then(|v| key_value(&key, v)) else {
@@ -248,6 +305,7 @@ impl MvccState {
                     create_rev: prev.create_rev,
                     value: None,
                 });
+                self.index_change(&shared, Some(&prev.value), None, rev);
                 Event {
                     kind: EventKind::Delete,
                     rev,
@@ -272,6 +330,38 @@ impl MvccState {
         Ok(event)
     }
 
+    /// Tells the term index (if any) that `key` changed at `rev` from the value `before` to
+    /// `after` (`None`: absent).
+    fn index_change(
+        &mut self,
+        key: &Arc<str>,
+        before: Option<&[u8]>,
+        after: Option<&[u8]>,
+        rev: Rev,
+    ) {
+        if let Some(index) = &mut self.index {
+            let before = index.terms(before);
+            let after = index.terms(after);
+            index.record(key, &before, &after, rev);
+        }
+    }
+
+    /// Starts indexing values by the terms `extract` finds in them, replacing an index
+    /// there was: every retained version is indexed now, every later write as it is applied.
+    pub(crate) fn index_terms(&mut self, extract: TermExtractor) {
+        let mut index = TermIndex::new(extract);
+        for (key, history) in &self.keys {
+            let mut before = Vec::new();
+            for version in &history.versions {
+                let after = index.terms(version.value.as_deref());
+                index.record(key, &before, &after, version.mod_rev);
+                before = after;
+            }
+        }
+        index.forget_before(self.compacted);
+        self.index = Some(index);
+    }
+
     /// Lists at `opts.rev` (or the latest revision).
     pub(crate) fn list(&self, opts: &ListOptions) -> Result<ListPage, StoreError> {
         let rev = opts.rev.unwrap_or(self.current);
@@ -282,24 +372,38 @@ impl MvccState {
             }
             _ => Bound::Included(opts.prefix.as_str()),
         };
-        let limit = opts.limit.unwrap_or(usize::MAX);
-        let mut items = Vec::new();
-        let mut more = false;
         let range = self
             .keys
             .range::<str, _>((start, Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(opts.prefix.as_str()));
-        for (key, history) in range {
-            let Some(version) = history.live_at(rev) else {
-                continue;
-            };
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            items.extend(key_value(key, version));
-        }
-        Ok(ListPage { items, rev, more })
+            .take_while(|(key, _)| key.starts_with(opts.prefix.as_str()))
+            .map(|(key, history)| (&**key, history));
+        Ok(page_of(range, rev, opts.limit))
+    }
+
+    /// Lists like [`MvccState::list`], only the keys whose value at the list revision carries
+    /// one of `terms`; `None` when no index is kept. The index is exact for keys not written
+    /// since that revision; the few that were are checked by their value at it.
+    pub(crate) fn list_by_terms(
+        &self,
+        opts: &ListOptions,
+        terms: &[String],
+    ) -> Result<Option<ListPage>, StoreError> {
+        let Some(index) = &self.index else {
+            return Ok(None);
+        };
+        let rev = opts.rev.unwrap_or(self.current);
+        self.check_readable(rev)?;
+        let candidates = index
+            .candidates(terms, &opts.prefix, opts.start_after.as_deref(), rev)
+            .filter_map(|key| self.keys.get_key_value(key))
+            .filter(|(_, history)| {
+                !history.written_after(rev)
+                    || history
+                        .live_at(rev)
+                        .is_some_and(|v| index.carries_any(v.value.as_deref(), terms))
+            })
+            .map(|(key, history)| (&**key, history));
+        Ok(Some(page_of(candidates, rev, opts.limit)))
     }
 
     fn check_readable(&self, rev: Rev) -> Result<(), StoreError> {
@@ -383,11 +487,14 @@ impl MvccState {
             }
         }
         for key in touched {
-            if let Some(history) = self.keys.get_mut(&key)
+            if let Some(history) = self.keys.get_mut(key.as_str())
                 && history.prune(new_floor)
             {
-                self.keys.remove(&key);
+                self.keys.remove(key.as_str());
             }
+        }
+        if let Some(index) = &mut self.index {
+            index.forget_before(rev);
         }
         self.compacted = rev;
         Ok(true)
@@ -423,7 +530,7 @@ impl MvccState {
             .filter_map(|(key, history)| {
                 let version = history.live_at(rev)?;
                 Some(SnapshotEntry {
-                    key: key.clone(),
+                    key: key.to_string(),
                     create_rev: version.create_rev,
                     mod_rev: version.mod_rev,
                     value: version.value.clone()?,
@@ -575,6 +682,174 @@ mod tests {
         // A window that covers everything keeps everything.
         let long_ago = Instant::now() - std::time::Duration::from_secs(60);
         assert_eq!(state.retention_target(3, Some(long_ago)), 1);
+    }
+
+    /// Terms of a test value: its comma-separated parts (`"shard=1,site=a"`).
+    fn comma_terms() -> TermExtractor {
+        Arc::new(|value: &[u8]| {
+            String::from_utf8_lossy(value)
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+    }
+
+    fn indexed() -> MvccState {
+        let mut state = MvccState::new(16);
+        state.index_terms(comma_terms());
+        state
+    }
+
+    fn by_terms(state: &MvccState, terms: &[&str], opts: ListOptions) -> Vec<String> {
+        let terms: Vec<String> = terms.iter().map(|t| t.to_string()).collect();
+        state
+            .list_by_terms(&opts, &terms)
+            .unwrap()
+            .expect("an index")
+            .items
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect()
+    }
+
+    fn at(rev: Rev) -> ListOptions {
+        ListOptions {
+            rev: Some(rev),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_list_by_terms_reads_the_keys_whose_latest_value_carries_a_term() {
+        let mut state = indexed();
+        put(&mut state, "/d/a", "shard=1,site=x");
+        put(&mut state, "/d/b", "shard=2,site=x");
+        put(&mut state, "/d/c", "shard=1");
+        put(&mut state, "/other/d", "shard=1");
+        assert_eq!(
+            by_terms(&state, &["shard=1"], ListOptions::default()),
+            vec!["/d/a", "/d/c", "/other/d"]
+        );
+        let under_d = ListOptions {
+            prefix: "/d/".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            by_terms(&state, &["shard=1"], under_d.clone()),
+            vec!["/d/a", "/d/c"]
+        );
+        assert_eq!(
+            by_terms(&state, &["shard=2", "shard=1"], under_d),
+            vec!["/d/a", "/d/b", "/d/c"],
+            "several terms read their union, in key order and each key once"
+        );
+        assert!(by_terms(&state, &["shard=9"], ListOptions::default()).is_empty());
+        assert!(
+            MvccState::new(16)
+                .list_by_terms(&ListOptions::default(), &["shard=1".into()])
+                .unwrap()
+                .is_none(),
+            "without an index there is no answer"
+        );
+    }
+
+    #[test]
+    fn updates_and_deletes_move_keys_between_terms_and_old_revisions_still_see_them() {
+        let mut state = indexed();
+        put(&mut state, "a", "shard=1"); // 1
+        put(&mut state, "b", "shard=1"); // 2
+        put(&mut state, "a", "shard=2"); // 3
+        delete(&mut state, "b"); // 4
+        put(&mut state, "b", "shard=2"); // 5
+        put(&mut state, "a", "shard=1"); // 6
+        assert_eq!(by_terms(&state, &["shard=1"], at(6)), vec!["a"]);
+        assert_eq!(by_terms(&state, &["shard=2"], at(6)), vec!["b"]);
+        assert_eq!(by_terms(&state, &["shard=1"], at(2)), vec!["a", "b"]);
+        assert!(
+            by_terms(&state, &["shard=1"], at(4)).is_empty(),
+            "a carries shard=1 again only later, b is deleted"
+        );
+        assert_eq!(
+            by_terms(&state, &["shard=2"], at(3)),
+            vec!["a"],
+            "b carries shard=2 only later"
+        );
+        assert_eq!(by_terms(&state, &["shard=2"], at(4)), vec!["a"]);
+        assert!(by_terms(&state, &["shard=2"], at(2)).is_empty());
+    }
+
+    #[test]
+    fn pages_by_terms_continue_after_the_last_key_at_the_same_revision() {
+        let mut state = indexed();
+        for i in 0..10 {
+            put(
+                &mut state,
+                &format!("k{i}"),
+                if i % 2 == 0 { "even" } else { "odd" },
+            );
+        }
+        let rev = state.current();
+        put(&mut state, "k2", "odd");
+        let mut seen = Vec::new();
+        let mut start_after = None;
+        loop {
+            let page = state
+                .list_by_terms(
+                    &ListOptions {
+                        start_after: start_after.clone(),
+                        limit: Some(2),
+                        rev: Some(rev),
+                        ..Default::default()
+                    },
+                    &["even".into()],
+                )
+                .unwrap()
+                .expect("an index");
+            seen.extend(page.items.iter().map(|kv| kv.key.clone()));
+            start_after = page.items.last().map(|kv| kv.key.clone());
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(seen, vec!["k0", "k2", "k4", "k6", "k8"]);
+    }
+
+    #[test]
+    fn compaction_forgets_what_no_readable_revision_needs() {
+        let mut state = indexed();
+        put(&mut state, "a", "shard=1"); // 1
+        put(&mut state, "b", "shard=1"); // 2
+        put(&mut state, "a", "shard=2"); // 3
+        delete(&mut state, "b"); // 4
+        let index = |s: &MvccState| s.index.as_ref().map(TermIndex::entries);
+        assert_eq!(
+            index(&state),
+            Some(3),
+            "a and b as former shard=1, a as current shard=2"
+        );
+        assert!(state.compact(3).unwrap());
+        assert_eq!(by_terms(&state, &["shard=1"], at(3)), vec!["b"]);
+        assert_eq!(
+            index(&state),
+            Some(2),
+            "a's loss at 3 is not readable any more"
+        );
+        assert!(state.compact(4).unwrap());
+        assert_eq!(index(&state), Some(1));
+        assert!(by_terms(&state, &["shard=1"], at(4)).is_empty());
+    }
+
+    #[test]
+    fn an_index_asked_for_later_covers_the_retained_history() {
+        let mut state = MvccState::new(16);
+        put(&mut state, "a", "shard=1"); // 1
+        put(&mut state, "a", "shard=2"); // 2
+        put(&mut state, "b", "shard=1"); // 3
+        state.index_terms(comma_terms());
+        assert_eq!(by_terms(&state, &["shard=1"], at(3)), vec!["b"]);
+        assert_eq!(by_terms(&state, &["shard=1"], at(1)), vec!["a"]);
+        assert_eq!(by_terms(&state, &["shard=2"], at(3)), vec!["a"]);
     }
 
     #[test]
