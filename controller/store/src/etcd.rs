@@ -164,6 +164,10 @@ fn header_rev(
         .ok_or_else(|| unexpected(operation, "response has no header"))
 }
 
+/// How long a watch waits for etcd before asking how far etcd got, so a watcher of a quiet
+/// prefix learns of writes elsewhere (its bookmarks carry them).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// Keys per etcd range request when listing.
 const ETCD_LIST_CHUNK: usize = 500;
 
@@ -401,7 +405,12 @@ impl EtcdStore {
 
     /// A watch of `prefix` after `after`; with `with_prev`, etcd sends every event's previous
     /// value, which costs it a read per update and watcher.
-    async fn open_watch(&self, prefix: &str, after: Rev, with_prev: bool) -> Result<WatchStream> {
+    async fn open_watch(
+        &self,
+        prefix: &str,
+        after: Rev,
+        with_prev: bool,
+    ) -> Result<ProgressStream> {
         let current = self.current_revision().await?;
         if after > current {
             return Err(StoreError::FutureRevision {
@@ -805,6 +814,18 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
+        use futures::StreamExt;
+        let items = self.hubs.watch(self, prefix, after, true).await?;
+        Ok(Box::pin(items.filter_map(|item| {
+            futures::future::ready(match item {
+                Ok(WatchItem::Event(event)) => Some(Ok(event)),
+                Ok(WatchItem::Progress(_)) => None,
+                Err(error) => Some(Err(error)),
+            })
+        })))
+    }
+
+    async fn watch_progress(&self, prefix: &str, after: Rev) -> Result<ProgressStream> {
         self.hubs.watch(self, prefix, after, true).await
     }
 
@@ -813,9 +834,7 @@ impl Store for EtcdStore {
         prefix: &str,
         after: Rev,
     ) -> Result<ProgressStream> {
-        use futures::StreamExt;
-        let events = self.hubs.watch(self, prefix, after, false).await?;
-        Ok(Box::pin(events.map(|event| event.map(WatchItem::Event))))
+        self.hubs.watch(self, prefix, after, false).await
     }
 
     fn recent(&self, key: &str) -> Option<Recent> {
@@ -888,22 +907,34 @@ struct EtcdWatch {
 
 impl EtcdWatch {
     /// The next item, or `None` once the stream has ended.
-    async fn next(&mut self) -> Option<Result<Event>> {
+    async fn next(&mut self) -> Option<Result<WatchItem>> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 self.delivered_through = event.rev;
-                return Some(Ok(event));
+                return Some(Ok(WatchItem::Event(event)));
             }
             if self.finished {
                 return None;
             }
-            let response = match self.stream.message().await {
-                Ok(Some(response)) => response,
-                Ok(None) => {
+            let response = match tokio::time::timeout(PROGRESS_EVERY, self.stream.message()).await {
+                Ok(Ok(Some(response))) => response,
+                // Quiet: ask etcd how far it got (it answers once this watch has caught up).
+                Err(_) => match self.stream.request_progress().await {
+                    Ok(()) => continue,
+                    Err(source) => {
+                        self.finished = true;
+                        return Some(Err(EtcdError::Request {
+                            operation: "watch progress",
+                            source,
+                        }
+                        .into()));
+                    }
+                },
+                Ok(Ok(None)) => {
                     self.finished = true;
                     return Some(Err(unexpected("watch", "etcd closed the watch stream")));
                 }
-                Err(source) => {
+                Ok(Err(source)) => {
                     self.finished = true;
                     return Some(Err(EtcdError::Request {
                         operation: "watch",
@@ -928,7 +959,18 @@ impl EtcdWatch {
                     format!("etcd canceled the watch: {reason}"),
                 )));
             }
-            // `created` and progress responses carry no events.
+            if response.events().is_empty() && !response.created() {
+                // A progress notification: every event up to its revision has been sent.
+                let Some(header) = response.header() else {
+                    continue;
+                };
+                let rev = revs::through(header.revision());
+                if rev > self.delivered_through {
+                    self.delivered_through = rev;
+                    return Some(Ok(WatchItem::Progress(rev)));
+                }
+                continue;
+            }
             for event in response.events() {
                 match self.convert(event).await {
                     Ok(event) if event.rev <= self.skip_through => {}

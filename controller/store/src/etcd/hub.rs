@@ -20,7 +20,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{Notify, mpsc};
 
 use super::EtcdStore;
-use crate::{Event, Result, Rev, StoreError, WatchStream};
+use crate::{Event, ProgressStream, Result, Rev, StoreError, WatchItem};
 
 /// Recent events a hub keeps for watchers that join late or resume.
 const RECENT: usize = 4096;
@@ -41,7 +41,7 @@ impl Hubs {
         prefix: &str,
         after: Rev,
         with_prev: bool,
-    ) -> Result<WatchStream> {
+    ) -> Result<ProgressStream> {
         let key = (prefix.to_owned(), with_prev);
         let mut hubs = self.hubs.lock().await;
         if let Some(hub) = hubs.get(&key).and_then(Weak::upgrade) {
@@ -89,12 +89,12 @@ struct Subscriber {
     id: u64,
     /// Events at or before this revision are not for this subscriber.
     after: Rev,
-    events: mpsc::Sender<Result<Event>>,
+    events: mpsc::Sender<Result<WatchItem>>,
 }
 
 /// The outcome of joining a hub.
 enum Joined {
-    Stream(WatchStream),
+    Stream(ProgressStream),
     /// The hub's recent events do not reach back to the start revision.
     TooOld,
     Closed,
@@ -102,7 +102,7 @@ enum Joined {
 
 impl Hub {
     /// A hub fed by `source`, a watch after `floor`.
-    fn start(source: WatchStream, floor: Rev) -> Arc<Hub> {
+    fn start(source: ProgressStream, floor: Rev) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             state: Mutex::new(State {
                 recent: VecDeque::new(),
@@ -135,7 +135,7 @@ impl Hub {
         let (events, receiver) = mpsc::channel(RECENT + LAG);
         for event in state.recent.iter().filter(|event| event.rev > after) {
             // The channel has room for every recent event.
-            let _ = events.try_send(Ok(event.clone()));
+            let _ = events.try_send(Ok(WatchItem::Event(event.clone())));
         }
         let id = state.next_id;
         state.next_id += 1;
@@ -149,11 +149,12 @@ impl Hub {
     }
 
     /// Hands the source's events to the subscribers until it ends or nobody listens.
-    async fn run(self: Arc<Self>, mut source: WatchStream) {
+    async fn run(self: Arc<Self>, mut source: ProgressStream) {
         loop {
             tokio::select! {
                 item = source.next() => match item {
-                    Some(Ok(event)) => self.publish(event),
+                    Some(Ok(WatchItem::Event(event))) => self.publish(event),
+                    Some(Ok(WatchItem::Progress(rev))) => self.progress(rev),
                     Some(Err(error)) => return self.close(Some(error)),
                     None => return self.close(None),
                 },
@@ -172,7 +173,10 @@ impl Hub {
         let mut state = self.lock();
         state.subscribers.retain(|subscriber| {
             event.rev <= subscriber.after
-                || match subscriber.events.try_send(Ok(event.clone())) {
+                || match subscriber
+                    .events
+                    .try_send(Ok(WatchItem::Event(event.clone())))
+                {
                     Ok(()) => true,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         tracing::debug!(
@@ -190,6 +194,15 @@ impl Hub {
             state.floor = oldest.rev;
         }
         state.recent.push_back(event);
+    }
+
+    /// Tells every subscriber that the watch got to `rev`; one whose queue is full learns it
+    /// from its next event instead.
+    fn progress(&self, rev: Rev) {
+        let state = self.lock();
+        for subscriber in state.subscribers.iter().filter(|s| rev > s.after) {
+            let _ = subscriber.events.try_send(Ok(WatchItem::Progress(rev)));
+        }
     }
 
     /// Ends the hub; each subscriber gets `error` (in its own copy) after its events.
@@ -231,13 +244,13 @@ fn copy_of(error: &StoreError) -> StoreError {
 struct Subscription {
     hub: Arc<Hub>,
     id: u64,
-    receiver: mpsc::Receiver<Result<Event>>,
+    receiver: mpsc::Receiver<Result<WatchItem>>,
     /// The stream has ended (after an error, if any).
     ended: bool,
 }
 
 impl Stream for Subscription {
-    type Item = Result<Event>;
+    type Item = Result<WatchItem>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.ended {

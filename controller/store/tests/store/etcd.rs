@@ -369,3 +369,34 @@ async fn watchers_of_one_prefix_share_one_etcd_watch() {
     drop((watchers, late, older));
     wait_for_etcd_watches(&server, 0.0).await;
 }
+
+/// A watch of a quiet prefix learns from etcd how far it got with writes elsewhere, so a
+/// watcher's bookmarks move on and it resumes without a re-list after a compaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_of_a_quiet_prefix_reports_the_progress_of_writes_elsewhere() {
+    use devplane_store::WatchItem;
+    use futures::StreamExt;
+    let Some(server) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let (store, _) = two_processes(&server).await;
+    let start = store.current_revision().await.expect("current");
+    let mut quiet = within("watch", store.watch_progress("quiet/", start))
+        .await
+        .expect("watch");
+    let mut last = start;
+    for i in 0..3 {
+        last = store
+            .create(&format!("busy/{i}"), value("x"))
+            .await
+            .expect("create")
+            .mod_rev;
+    }
+    loop {
+        match within("progress", quiet.next()).await {
+            Some(Ok(WatchItem::Progress(rev))) if rev >= last => break,
+            Some(Ok(WatchItem::Progress(rev))) => assert!(rev > start, "progress {rev}"),
+            other => panic!("expected progress on a quiet prefix, got {other:?}"),
+        }
+    }
+}
