@@ -3,7 +3,7 @@
 //! 410 ERROR event (never an HTTP 410: clients only re-list on the in-stream form).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -34,17 +34,13 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn cached_line(&mut self, kind: &str, decoded: &Decoded) -> Bytes {
+    /// The line of a cached event: for the full object, the one line every such watcher
+    /// shares.
+    fn cached_line(&mut self, kind: &'static str, decoded: &Decoded) -> Option<Bytes> {
         if self.representation != Representation::Object {
-            return self.line(kind, decoded.object.clone());
+            return Some(self.line(kind, decoded.object()?.clone()));
         }
-        let mut text = String::with_capacity(decoded.json.len() + 32);
-        text.push_str("{\"type\":\"");
-        text.push_str(kind);
-        text.push_str("\",\"object\":");
-        text.push_str(&decoded.json);
-        text.push_str("}\n");
-        Bytes::from(text)
+        Some(decoded.line(kind))
     }
 
     fn line(&mut self, kind: &str, object: Value) -> Bytes {
@@ -390,12 +386,17 @@ fn transition(
     encoder: &mut Encoder,
 ) -> Option<Bytes> {
     let current = cache.decoded(resource, &event.kv)?;
+    // Without selectors every object matches, and the parsed object is not needed.
+    let matches = |decoded: &Decoded| {
+        selectors.is_empty()
+            || decoded
+                .object()
+                .is_some_and(|o| selectors.matches(resource, o))
+    };
     let kind = match event.kind {
-        EventKind::Delete => selectors
-            .matches(resource, &current.object)
-            .then_some("DELETED")?,
+        EventKind::Delete => matches(&current).then_some("DELETED")?,
         EventKind::Put => {
-            let now = selectors.matches(resource, &current.object);
+            let now = matches(&current);
             let before = if selectors.is_empty() {
                 // Every version matches: what counts is whether there was one before.
                 (event.kv.create_rev < event.kv.mod_rev).then_some(true)
@@ -414,16 +415,69 @@ fn transition(
             }
         }
     };
-    Some(encoder.cached_line(kind, &current))
+    encoder.cached_line(kind, &current)
 }
 
 /// A store event's object decoded into a resource's view and serialized once, shared by every
 /// watcher of that resource (ten watchers cost one decode and one encode, not ten).
+///
+/// The cache keeps only the JSON: a parsed object costs several times its JSON in memory,
+/// and watchers of full objects without selectors — most of them — never look at it.
 pub struct Decoded {
-    /// The object.
-    pub object: Value,
-    /// Its JSON.
-    pub json: String,
+    /// The object's JSON.
+    json: String,
+    /// The object, parsed from `json` when a watcher first needs it (selectors, other views).
+    object: OnceLock<Option<Value>>,
+    /// The event line of each type (see [`EVENT_TYPES`]), built when first sent and shared.
+    lines: [OnceLock<Bytes>; 3],
+}
+
+/// The event types a cached object is sent as, in the order of [`Decoded::lines`].
+const EVENT_TYPES: [&str; 3] = ["ADDED", "MODIFIED", "DELETED"];
+
+impl Decoded {
+    /// The object in the resource's view (`stored_len`: the length of its stored JSON),
+    /// kept as JSON.
+    fn new(object: &Value, stored_len: usize) -> Option<Decoded> {
+        // Room for what the view adds (apiVersion, kind, resourceVersion), so that the JSON
+        // is written into one allocation instead of one that doubled past its length.
+        let mut json = Vec::with_capacity(stored_len + 128);
+        serde_json::to_writer(&mut json, object).ok()?;
+        let json = String::from_utf8(json).ok()?;
+        Some(Decoded {
+            json,
+            object: OnceLock::new(),
+            lines: Default::default(),
+        })
+    }
+
+    /// The object, parsed once on first use; `None` if it does not parse (never expected:
+    /// the JSON was written from a value).
+    pub fn object(&self) -> Option<&Value> {
+        self.object
+            .get_or_init(|| serde_json::from_str(&self.json).ok())
+            .as_ref()
+    }
+
+    /// The watch event line `{"type":kind,"object":…}` for a full-object watcher.
+    fn line(&self, kind: &'static str) -> Bytes {
+        let Some(slot) = EVENT_TYPES.iter().position(|t| *t == kind) else {
+            return event_line(kind, &self.json);
+        };
+        self.lines[slot]
+            .get_or_init(|| event_line(kind, &self.json))
+            .clone()
+    }
+}
+
+/// `{"type":kind,"object":json}` and a newline, in one allocation of its exact size.
+fn event_line(kind: &str, json: &str) -> Bytes {
+    let parts = ["{\"type\":\"", kind, "\",\"object\":", json, "}\n"];
+    let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        text.push_str(part);
+    }
+    Bytes::from(text)
 }
 
 /// Decoded events by (resource view, revision), and their insertion order for eviction.
@@ -452,8 +506,7 @@ impl EventCache {
             return Some(hit.clone());
         }
         let object = rest::decode(resource, kv).ok()?;
-        let json = object.to_string();
-        let decoded = Arc::new(Decoded { object, json });
+        let decoded = Arc::new(Decoded::new(&object, kv.value.len())?);
         let mut guard = self.entries.lock();
         let (map, order) = &mut *guard;
         if map.insert(key.clone(), decoded.clone()).is_none() {

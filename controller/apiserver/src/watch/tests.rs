@@ -82,3 +82,18 @@ async fn bookmarks_of_a_quiet_resource_carry_the_progress_of_writes_elsewhere() 
         "bookmarks {seen:?} should follow the writes elsewhere from {start} to {last}"
     );
 }
+
+#[test]
+fn a_cached_event_is_sent_as_its_json_wrapped_in_the_event_type_and_parses_back() {
+    let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "7"}, "data": {"k": "v"}});
+    let decoded = super::Decoded::new(&object, 64).expect("encodes");
+    for kind in ["ADDED", "MODIFIED", "DELETED"] {
+        let line = decoded.line(kind);
+        let event: Value = serde_json::from_slice(&line).expect("a JSON line");
+        assert_eq!(event, json!({"type": kind, "object": object}));
+        assert!(line.ends_with(b"}\n"));
+        // Built once, then shared by every watcher.
+        assert_eq!(decoded.line(kind).as_ptr(), line.as_ptr());
+    }
+    assert_eq!(decoded.object(), Some(&object));
+}

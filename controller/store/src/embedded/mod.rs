@@ -49,8 +49,8 @@ pub struct EmbeddedOptions {
     pub retain_revisions: u64,
     /// Automatic compaction also keeps every event younger than this. Default: no window.
     pub retain_for: Option<Duration>,
-    /// How often automatic compaction runs; `None` disables it (explicit `compact` still
-    /// works). Default 5 s.
+    /// How often automatic compaction runs (and sooner when the event log holds twice
+    /// `retain_revisions`); `None` disables it (explicit `compact` still works). Default 5 s.
     pub compaction_interval: Option<Duration>,
     /// A WAL segment is sealed and a new one started once it reaches this size. Default 64 MiB.
     pub segment_bytes: u64,

@@ -247,6 +247,11 @@ impl MvccState {
         self.compacted.saturating_sub(1)
     }
 
+    /// Events in the log (those above the floor).
+    pub(crate) fn logged_events(&self) -> usize {
+        self.events.len()
+    }
+
     pub(crate) fn key_count(&self) -> usize {
         self.keys.len()
     }
