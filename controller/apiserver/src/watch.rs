@@ -286,7 +286,7 @@ pub async fn serve(
                 next = stream.next() => {
                     // Everything the store has ready goes out as one chunk: a burst of events
                     // costs each watcher one write, not one per event.
-                    let mut chunk = BytesMut::new();
+                    let mut chunk = Chunk::default();
                     let mut item = Some(next);
                     let mut taken = 0;
                     let mut end = None;
@@ -294,7 +294,7 @@ pub async fn serve(
                         match step(next, &mut last_rev) {
                             Step::Event(event) => {
                                 if let Some(line) = transition(&cache, &resource, &selectors, &event, &mut encoder) {
-                                    chunk.extend_from_slice(&line);
+                                    chunk.push(line);
                                 }
                             }
                             Step::Progress => {}
@@ -308,7 +308,9 @@ pub async fn serve(
                             item = stream.next().now_or_never();
                         }
                     }
-                    if !chunk.is_empty() && tx.send(chunk.freeze()).await.is_err() {
+                    if let Some(chunk) = chunk.take()
+                        && tx.send(chunk).await.is_err()
+                    {
                         return;
                     }
                     if let Some(last) = end {
@@ -341,6 +343,40 @@ pub async fn serve(
 const COALESCE_EVENTS: usize = 64;
 /// Bytes of events after which a chunk goes out.
 const COALESCE_BYTES: usize = 64 * 1024;
+
+/// Lines for one write to a watcher: a single line as it is (shared with the other
+/// watchers), several copied together.
+#[derive(Default)]
+struct Chunk {
+    single: Option<Bytes>,
+    joined: BytesMut,
+}
+
+impl Chunk {
+    fn push(&mut self, line: Bytes) {
+        if self.single.is_none() && self.joined.is_empty() {
+            self.single = Some(line);
+            return;
+        }
+        if let Some(first) = self.single.take() {
+            self.joined.extend_from_slice(&first);
+        }
+        self.joined.extend_from_slice(&line);
+    }
+
+    fn len(&self) -> usize {
+        self.single.as_ref().map_or(self.joined.len(), Bytes::len)
+    }
+
+    /// The lines, if any.
+    fn take(self) -> Option<Bytes> {
+        match self.single {
+            Some(line) => Some(line),
+            None if self.joined.is_empty() => None,
+            None => Some(self.joined.freeze()),
+        }
+    }
+}
 
 /// What an item of the store's watch stream is for a client's watch.
 enum Step {

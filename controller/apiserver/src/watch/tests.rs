@@ -6,6 +6,9 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use bytes::Bytes;
+
+use super::Chunk;
 use crate::rest::WriteOptions;
 use crate::{ApiServer, ApiServerConfig, Caller};
 
@@ -96,4 +99,22 @@ fn a_cached_event_is_sent_as_its_json_wrapped_in_the_event_type_and_parses_back(
         assert_eq!(decoded.line(kind).as_ptr(), line.as_ptr());
     }
     assert_eq!(decoded.object(), Some(&object));
+}
+
+#[test]
+fn a_chunk_of_one_line_shares_it_and_several_lines_are_joined() {
+    assert_eq!(Chunk::default().take(), None);
+    let line = Bytes::from_static(b"{\"type\":\"ADDED\"}\n");
+    let mut one = Chunk::default();
+    one.push(line.clone());
+    let single = one.take().expect("a line");
+    assert_eq!(single.as_ptr(), line.as_ptr(), "one line is sent as it is");
+    let mut two = Chunk::default();
+    two.push(line.clone());
+    two.push(Bytes::from_static(b"{\"type\":\"DELETED\"}\n"));
+    assert_eq!(two.len(), line.len() * 2 + 2);
+    assert_eq!(
+        two.take().expect("lines"),
+        Bytes::from_static(b"{\"type\":\"ADDED\"}\n{\"type\":\"DELETED\"}\n")
+    );
 }
