@@ -18,7 +18,7 @@ use bytes::Bytes;
 use etcd_client::{Txn, TxnOp, TxnOpResponse};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{EtcdStore, header_rev, request_error, revs, unexpected};
+use super::{EtcdStore, header_rev, request_error, revs, same_revision, unexpected};
 use crate::{Guard, KeyValue, Result, StoreError};
 
 /// Transactions on their way to etcd at once. etcd's cost is mostly per transaction, so fewer
@@ -142,44 +142,70 @@ async fn commit(store: &EtcdStore, batch: Vec<Pending>) {
         }
         return;
     }
-    match commit_together(store, &batch).await {
-        Ok(results) => {
+    let outcome = match commit_together(store, &batch).await {
+        Ok(Some(results)) => {
             for (pending, result) in batch.into_iter().zip(results) {
                 let _ = pending.reply.send(result);
             }
+            return;
         }
-        Err(error) => {
-            // The shared transaction failed as a whole (etcd unreachable, a limit): each create
-            // is tried alone, and reports its own outcome.
-            tracing::debug!(error = %error, creates = batch.len(), "a batch of etcd creates failed; trying each alone");
-            let alone = batch.into_iter().map(|pending| async move {
-                let result = store
-                    .create_txn(&pending.key, pending.value, pending.guard.as_ref())
-                    .await;
-                let _ = pending.reply.send(result);
-            });
-            futures::future::join_all(alone).await;
-        }
+        // The shared guard changed: each create learns how from its own transaction.
+        Ok(None) => None,
+        Err(error) => Some(error),
+    };
+    // Also when the shared transaction failed as a whole (etcd unreachable, a limit): each
+    // create is tried alone, and reports its own outcome.
+    if let Some(error) = outcome {
+        tracing::debug!(error = %error, creates = batch.len(), "a batch of etcd creates failed; trying each alone");
     }
+    let alone = batch.into_iter().map(|pending| async move {
+        let result = store
+            .create_txn(&pending.key, pending.value, pending.guard.as_ref())
+            .await;
+        let _ = pending.reply.send(result);
+    });
+    futures::future::join_all(alone).await;
 }
 
-/// One transaction of the creates' own transactions; each create's outcome.
-async fn commit_together(store: &EtcdStore, batch: &[Pending]) -> Result<Vec<Result<KeyValue>>> {
+/// The guard every guarded create of `batch` names, if they name the same one: it is checked
+/// once for the whole transaction instead of once per create (each check is a read in etcd).
+fn shared_guard(batch: &[Pending]) -> Option<&Guard> {
+    let mut guards = batch.iter().filter_map(|pending| pending.guard.as_ref());
+    let first = guards.next()?;
+    guards.all(|guard| guard == first).then_some(first)
+}
+
+/// One transaction of the creates' own transactions; each create's outcome, or `None` if the
+/// guard they share has changed.
+async fn commit_together(
+    store: &EtcdStore,
+    batch: &[Pending],
+) -> Result<Option<Vec<Result<KeyValue>>>> {
+    let shared = shared_guard(batch);
     let mut creates = Vec::with_capacity(batch.len());
     for (index, pending) in batch.iter().enumerate() {
         let position = revs::position(index, batch.len());
+        let guard = pending.guard.as_ref().filter(|_| shared.is_none());
         creates.push(TxnOp::txn(store.create_request(
             &pending.key,
             &pending.value,
-            pending.guard.as_ref(),
+            guard,
             position,
         )?));
     }
+    let mut txn = Txn::new();
+    if let Some(guard) = shared {
+        crate::validate_key(&guard.key)?;
+        txn = txn.when(same_revision(&store.full_key(&guard.key), guard.mod_rev));
+    }
     let response = store
         .kv()
-        .txn(Txn::new().and_then(creates))
+        .txn(txn.and_then(creates))
         .await
         .map_err(request_error("create"))?;
+    if !response.succeeded() {
+        return Ok(None);
+    }
     let etcd_rev = header_rev(response.header(), "create")?;
     let etcd_rev = revs::etcd(etcd_rev);
     let responses = response.op_responses();
@@ -189,21 +215,26 @@ async fn commit_together(store: &EtcdStore, batch: &[Pending]) -> Result<Vec<Res
             format!("{} answers to {} creates", responses.len(), batch.len()),
         ));
     }
-    Ok(batch
-        .iter()
-        .zip(responses)
-        .enumerate()
-        .map(|(index, (pending, response))| {
-            let rev = revs::at(etcd_rev, revs::position(index, batch.len()));
-            outcome(store, pending, response, rev)
-        })
-        .collect())
+    Ok(Some(
+        batch
+            .iter()
+            .zip(responses)
+            .enumerate()
+            .map(|(index, (pending, response))| {
+                let rev = revs::at(etcd_rev, revs::position(index, batch.len()));
+                let guard = pending.guard.as_ref().filter(|_| shared.is_none());
+                outcome(store, pending, guard, response, rev)
+            })
+            .collect(),
+    ))
 }
 
-/// The outcome of one create from its nested transaction's answer; `rev` is its revision.
+/// The outcome of one create from its nested transaction's answer; `rev` is its revision,
+/// `guard` its guard if its own transaction checked it.
 fn outcome(
     store: &EtcdStore,
     pending: &Pending,
+    guard: Option<&Guard>,
     response: TxnOpResponse,
     rev: crate::Rev,
 ) -> Result<KeyValue> {
@@ -213,12 +244,7 @@ fn outcome(
     // The header revision of everything in this transaction.
     let seen_at = revs::through(revs::etcd(rev));
     if !response.succeeded() {
-        return Err(store.create_refusal(
-            &pending.key,
-            pending.guard.as_ref(),
-            response.op_responses(),
-            seen_at,
-        )?);
+        return Err(store.create_refusal(&pending.key, guard, response.op_responses(), seen_at)?);
     }
     let kv = KeyValue {
         key: pending.key.clone(),

@@ -400,3 +400,68 @@ async fn a_watch_of_a_quiet_prefix_reports_the_progress_of_writes_elsewhere() {
         }
     }
 }
+
+/// Guarded creates that arrive together check their shared guard once; when it has changed,
+/// each still gets its own refusal naming the guard, and creates under the current guard
+/// succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guarded_creates_that_arrive_together_share_the_guard_check() {
+    let Some(server) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let (store, _) = two_processes(&server).await;
+    let namespace = store.create("ns", value("active")).await.expect("ns");
+    let stale = Guard {
+        key: "ns".into(),
+        mod_rev: namespace.mod_rev,
+    };
+    let changed = store
+        .update("ns", value("terminating"), namespace.mod_rev)
+        .await
+        .expect("update ns");
+    let current = Guard {
+        key: "ns".into(),
+        mod_rev: changed.mod_rev,
+    };
+    let creates = |guard: Guard, prefix: &'static str| {
+        (0..60)
+            .map(|i| {
+                let (store, guard) = (store.clone(), guard.clone());
+                tokio::spawn(async move {
+                    store
+                        .create_guarded(&format!("ns/{prefix}{i:02}"), value("x"), &guard)
+                        .await
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = store.requests_sent();
+    for task in creates(stale, "refused-") {
+        match within("create", task).await.expect("task") {
+            Err(StoreError::Conflict { key, current }) => {
+                assert_eq!(key, "ns");
+                assert_eq!(current, Some(changed.clone()));
+            }
+            other => panic!("expected a conflict on the guard, got {other:?}"),
+        }
+    }
+    for task in creates(current, "made-") {
+        within("create", task)
+            .await
+            .expect("task")
+            .expect("a create under the current guard");
+    }
+    assert!(
+        store.requests_sent() - before < 150,
+        "the creates were not committed together"
+    );
+    let page = store
+        .list(ListOptions {
+            prefix: "ns/".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.items.len(), 60);
+    assert!(page.items.iter().all(|kv| kv.key.starts_with("ns/made-")));
+}
