@@ -3,19 +3,15 @@
 //! the latest and at an older revision.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, header};
+use axum::http::Method;
 use bytes::Bytes;
 use devplane_store::{
     Event, Guard, KeyValue, ListOptions, ListPage, ProgressStream, Result, Rev, Store, WatchStream,
 };
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 use crate::{ApiServer, ApiServerConfig, Caller};
 
@@ -75,29 +71,9 @@ async fn router(indexed: bool) -> Router {
     server.in_process_router(Caller::new("admin", &["system:masters"]))
 }
 
-/// A request through the router: status and JSON body.
+/// A request through the router that must succeed: its JSON body.
 async fn call(router: &Router, method: Method, path: &str, body: Option<(&str, Value)>) -> Value {
-    let mut request = Request::builder().method(method).uri(path);
-    let body = match body {
-        Some((content_type, value)) => {
-            request = request.header(header::CONTENT_TYPE, content_type);
-            Body::from(value.to_string())
-        }
-        None => Body::empty(),
-    };
-    let request = request.body(body).expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(10), router.clone().oneshot(request))
-        .await
-        .expect("the handler answers in time")
-        .expect("infallible router");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let (status, body) = super::tests::call_router(router, method, path, body).await;
     assert!(status.is_success(), "{path}: {status} {body}");
     body
 }

@@ -49,33 +49,7 @@ impl Server {
         path: &str,
         body: Option<(&str, Value)>,
     ) -> (StatusCode, Value) {
-        let mut request = Request::builder().method(method).uri(path);
-        let body = match body {
-            Some((content_type, value)) => {
-                request = request.header(header::CONTENT_TYPE, content_type);
-                Body::from(value.to_string())
-            }
-            None => Body::empty(),
-        };
-        let request = request.body(body).expect("request");
-        let response = tokio::time::timeout(
-            Duration::from_secs(10),
-            self.router.clone().oneshot(request),
-        )
-        .await
-        .expect("the handler answers in time")
-        .expect("infallible router");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        call_router(&self.router, method, path, body).await
     }
 
     async fn create(&self, path: &str, object: Value) -> Value {
@@ -305,4 +279,38 @@ async fn a_watch_without_selectors_tells_creates_updates_and_deletes_apart() {
             (json!("DELETED"), json!("2")),
         ]
     );
+}
+
+/// A request through `router`, with a JSON body of the given content type: status and JSON
+/// body (`null` if the body is not JSON).
+pub(super) async fn call_router(
+    router: &axum::Router,
+    method: Method,
+    path: &str,
+    body: Option<(&str, Value)>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    let body = match body {
+        Some((content_type, value)) => {
+            request = request.header(header::CONTENT_TYPE, content_type);
+            Body::from(value.to_string())
+        }
+        None => Body::empty(),
+    };
+    let request = request.body(body).expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(10), router.clone().oneshot(request))
+        .await
+        .expect("the handler answers in time")
+        .expect("infallible router");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
