@@ -55,15 +55,18 @@ impl Hubs {
             }
         }
         let source = store.open_watch(prefix, after, with_prev).await?;
-        let hub = Hub::start(source, after);
+        let hub = Hub::new(after);
+        // Joined before the hub runs, so even an immediate failure of the etcd watch reaches
+        // this watcher.
+        let Joined::Stream(stream) = hub.join(after) else {
+            return Err(StoreError::Internal(
+                "a new etcd watch hub refused its first watcher".into(),
+            ));
+        };
+        tokio::spawn(Arc::clone(&hub).run(source));
         hubs.retain(|_, hub| hub.strong_count() > 0);
         hubs.insert(key, Arc::downgrade(&hub));
-        match hub.join(after) {
-            Joined::Stream(stream) => Ok(stream),
-            Joined::TooOld | Joined::Closed => Err(StoreError::Internal(
-                "a new etcd watch hub refused its first watcher".into(),
-            )),
-        }
+        Ok(stream)
     }
 }
 
@@ -101,9 +104,9 @@ enum Joined {
 }
 
 impl Hub {
-    /// A hub fed by `source`, a watch after `floor`.
-    fn start(source: ProgressStream, floor: Rev) -> Arc<Hub> {
-        let hub = Arc::new(Hub {
+    /// A hub for a watch after `floor`; [`Hub::run`] feeds it.
+    fn new(floor: Rev) -> Arc<Hub> {
+        Arc::new(Hub {
             state: Mutex::new(State {
                 recent: VecDeque::new(),
                 floor,
@@ -112,9 +115,7 @@ impl Hub {
                 closed: false,
             }),
             idle: Notify::new(),
-        });
-        tokio::spawn(Arc::clone(&hub).run(source));
-        hub
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
