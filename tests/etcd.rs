@@ -87,15 +87,22 @@ impl Drop for Etcd {
     }
 }
 
-#[test]
-fn two_devplane_processes_on_one_etcd_see_the_same_objects() {
-    let etcd = Etcd::start();
+/// Two `devplane up` processes sharing one etcd prefix.
+fn two_processes_on(etcd: &Etcd) -> (Devplane, Devplane) {
     let store = format!(
         "etcd://{}/devplane-test",
         etcd.url.trim_start_matches("http://")
     );
-    let a = Devplane::start(&["--store", &store]);
-    let b = Devplane::start(&["--store", &store]);
+    (
+        Devplane::start(&["--store", &store]),
+        Devplane::start(&["--store", &store]),
+    )
+}
+
+#[test]
+fn two_devplane_processes_on_one_etcd_see_the_same_objects() {
+    let etcd = Etcd::start();
+    let (a, b) = two_processes_on(&etcd);
     a.apply_examples(SMART_HOME);
     let seen = b.kubectl_ok(&["get", "devices", "-n", "smart-home", "-o", "name"]);
     assert!(
@@ -153,12 +160,7 @@ fn two_devplane_processes_on_one_etcd_see_the_same_objects() {
 #[test]
 fn each_process_writes_on_top_of_the_others_changes_and_honours_its_namespace_deletions() {
     let etcd = Etcd::start();
-    let store = format!(
-        "etcd://{}/devplane-test",
-        etcd.url.trim_start_matches("http://")
-    );
-    let a = Devplane::start(&["--store", &store]);
-    let b = Devplane::start(&["--store", &store]);
+    let (a, b) = two_processes_on(&etcd);
     a.kubectl_ok(&["create", "namespace", "scratch"]);
     a.kubectl_ok(&[
         "create",

@@ -552,8 +552,8 @@ pub async fn list_at_an_old_revision_returns_the_old_state(store: Arc<dyn Store>
     assert_eq!(keys_and_values(&latest.items), pairs(&[("a", "2")]));
 }
 
-/// Terms of a conformance value: its comma-separated parts (`"shard=1,site=x"`).
-fn comma_terms() -> TermExtractor {
+/// Terms of a test value: its comma-separated parts (`"shard=1,site=x"`).
+pub fn comma_terms() -> TermExtractor {
     Arc::new(|value: &[u8]| {
         String::from_utf8_lossy(value)
             .split(',')

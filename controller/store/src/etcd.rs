@@ -22,16 +22,16 @@ mod batch;
 mod hub;
 mod recent;
 mod revs;
+mod watch;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
-    Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 
 use self::recent::RecentValues;
@@ -449,24 +449,9 @@ impl EtcdStore {
             .watch(self.full_key(prefix), Some(options))
             .await
             .map_err(request_error("watch"))?;
-        let progress = EtcdWatch {
-            stream,
-            pending: VecDeque::new(),
-            root: self.root.clone(),
-            delivered_through: after,
-            skip_through: after,
-            known_compacted: Arc::clone(&self.known_compacted),
-            finished: false,
-            // Without prev_kv, etcd's delete events carry no value: it is read separately.
-            lookup: (!with_prev).then(|| self.clone()),
-        };
-        Ok(Box::pin(futures::stream::unfold(
-            progress,
-            |mut progress| async move {
-                let item = progress.next().await?;
-                Some((item, progress))
-            },
-        )))
+        // Without prev_kv, etcd's delete events carry no value: it is read separately.
+        let lookup = (!with_prev).then(|| self.clone());
+        Ok(watch::EtcdWatch::new(stream, self, after, lookup).into_stream())
     }
 
     /// The value `key` (as etcd names it) had just before revision `rev`, for a delete event
@@ -886,158 +871,6 @@ impl Store for EtcdStore {
         }
         self.known_compacted.fetch_max(rev, Ordering::SeqCst);
         Ok(())
-    }
-}
-
-/// State of one etcd watch stream.
-struct EtcdWatch {
-    stream: etcd_client::WatchStream,
-    pending: VecDeque<Event>,
-    root: String,
-    delivered_through: Rev,
-    /// The revision the watch started after: etcd may deliver earlier events of the same etcd
-    /// revision, which are skipped.
-    skip_through: Rev,
-    known_compacted: Arc<AtomicU64>,
-    finished: bool,
-    /// Set when etcd sends no previous values: the store that reads a deleted key's last
-    /// value.
-    lookup: Option<EtcdStore>,
-}
-
-impl EtcdWatch {
-    /// The next item, or `None` once the stream has ended.
-    async fn next(&mut self) -> Option<Result<WatchItem>> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                self.delivered_through = event.rev;
-                return Some(Ok(WatchItem::Event(event)));
-            }
-            if self.finished {
-                return None;
-            }
-            let response = match tokio::time::timeout(PROGRESS_EVERY, self.stream.message()).await {
-                Ok(Ok(Some(response))) => response,
-                // Quiet: ask etcd how far it got (it answers once this watch has caught up).
-                Err(_) => match self.stream.request_progress().await {
-                    Ok(()) => continue,
-                    Err(source) => {
-                        self.finished = true;
-                        return Some(Err(EtcdError::Request {
-                            operation: "watch progress",
-                            source,
-                        }
-                        .into()));
-                    }
-                },
-                Ok(Ok(None)) => {
-                    self.finished = true;
-                    return Some(Err(unexpected("watch", "etcd closed the watch stream")));
-                }
-                Ok(Err(source)) => {
-                    self.finished = true;
-                    return Some(Err(EtcdError::Request {
-                        operation: "watch",
-                        source,
-                    }
-                    .into()));
-                }
-            };
-            if response.canceled() {
-                self.finished = true;
-                if response.compact_revision() > 0 {
-                    let compacted = revs::compacted(response.compact_revision());
-                    self.known_compacted.fetch_max(compacted, Ordering::SeqCst);
-                    return Some(Err(StoreError::Compacted {
-                        requested: self.delivered_through,
-                        compacted,
-                    }));
-                }
-                let reason = response.cancel_reason().to_owned();
-                return Some(Err(unexpected(
-                    "watch",
-                    format!("etcd canceled the watch: {reason}"),
-                )));
-            }
-            if response.events().is_empty() && !response.created() {
-                // A progress notification: every event up to its revision has been sent.
-                let Some(header) = response.header() else {
-                    continue;
-                };
-                let rev = revs::through(header.revision());
-                if rev > self.delivered_through {
-                    self.delivered_through = rev;
-                    return Some(Ok(WatchItem::Progress(rev)));
-                }
-                continue;
-            }
-            for event in response.events() {
-                match self.convert(event).await {
-                    Ok(event) if event.rev <= self.skip_through => {}
-                    Ok(event) => self.pending.push_back(event),
-                    Err(error) => {
-                        self.finished = true;
-                        return Some(Err(error));
-                    }
-                }
-            }
-        }
-    }
-
-    /// One etcd event in this crate's terms, its previous value read if a delete lacks it.
-    async fn convert(&self, event: &etcd_client::Event) -> Result<Event> {
-        let prev = match (event.prev_kv(), &self.lookup, event.kv()) {
-            (Some(prev), _, _) => Some(to_key_value(&self.root, prev, "watch")?),
-            (None, Some(store), Some(kv)) if event.event_type() == EventType::Delete => {
-                store
-                    .value_before(kv.key(), revs::through(kv.mod_revision()))
-                    .await?
-            }
-            (None, _, _) => None,
-        };
-        convert_event(&self.root, event, prev)
-    }
-}
-
-fn convert_event(root: &str, event: &etcd_client::Event, prev: Option<KeyValue>) -> Result<Event> {
-    let Some(kv) = event.kv() else {
-        return Err(unexpected("watch", "an event without a key"));
-    };
-    let current = to_key_value(root, kv, "watch")?;
-    let rev = current.mod_rev;
-    match event.event_type() {
-        EventType::Put => Ok(Event {
-            kind: EventKind::Put,
-            rev,
-            kv: current,
-            prev,
-        }),
-        EventType::Delete => {
-            // etcd's delete event carries only the key and the delete revision; the last value
-            // comes from prev_kv (or a read at the revision before, for a watch without
-            // previous values), which this backend's compaction rule keeps available.
-            let kv = match &prev {
-                Some(prev) => KeyValue {
-                    mod_rev: rev,
-                    ..prev.clone()
-                },
-                None => {
-                    tracing::warn!(key = %current.key, rev, "etcd delete event without the previous value");
-                    KeyValue {
-                        key: current.key,
-                        value: Bytes::new(),
-                        create_rev: 0,
-                        mod_rev: rev,
-                    }
-                }
-            };
-            Ok(Event {
-                kind: EventKind::Delete,
-                rev,
-                kv,
-                prev,
-            })
-        }
     }
 }
 

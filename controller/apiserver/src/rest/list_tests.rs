@@ -78,6 +78,17 @@ async fn call(router: &Router, method: Method, path: &str, body: Option<(&str, V
     body
 }
 
+/// Creates `object` at `path`, which must succeed.
+async fn create(router: &Router, path: &str, object: Value) {
+    call(
+        router,
+        Method::POST,
+        path,
+        Some(("application/json", object)),
+    )
+    .await;
+}
+
 fn config_maps(namespace: &str) -> String {
     format!("/api/v1/namespaces/{namespace}/configmaps")
 }
@@ -88,26 +99,14 @@ async fn fill(router: &Router) -> String {
     for namespace in ["a", "b"] {
         let object =
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
-        call(
-            router,
-            Method::POST,
-            "/api/v1/namespaces",
-            Some(("application/json", object)),
-        )
-        .await;
+        create(router, "/api/v1/namespaces", object).await;
         for i in 0..10 {
             let object = json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": format!("cm-{i}"), "labels": {"shard": (i % 3).to_string()}},
             });
             let path = config_maps(namespace);
-            call(
-                router,
-                Method::POST,
-                &path,
-                Some(("application/json", object)),
-            )
-            .await;
+            create(router, &path, object).await;
         }
     }
     let before = call(router, Method::GET, "/api/v1/configmaps", None).await;
@@ -214,13 +213,7 @@ async fn a_continued_label_selected_list_keeps_its_revision_across_relabels() {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": format!("cm-{i}"), "labels": {"shard": "1"}},
         });
-        call(
-            &router,
-            Method::POST,
-            &path,
-            Some(("application/json", object)),
-        )
-        .await;
+        create(&router, &path, object).await;
     }
     let first = call(
         &router,
@@ -243,13 +236,7 @@ async fn a_continued_label_selected_list_keeps_its_revision_across_relabels() {
     )
     .await;
     let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm-9", "labels": {"shard": "1"}}});
-    call(
-        &router,
-        Method::POST,
-        &path,
-        Some(("application/json", object)),
-    )
-    .await;
+    create(&router, &path, object).await;
     let rest = call(
         &router,
         Method::GET,

@@ -548,6 +548,7 @@ impl MvccState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance::comma_terms;
 
     fn put(state: &mut MvccState, key: &str, value: &str) -> Arc<Event> {
         let rev = state.current() + 1;
@@ -687,17 +688,6 @@ mod tests {
         // A window that covers everything keeps everything.
         let long_ago = Instant::now() - std::time::Duration::from_secs(60);
         assert_eq!(state.retention_target(3, Some(long_ago)), 1);
-    }
-
-    /// Terms of a test value: its comma-separated parts (`"shard=1,site=a"`).
-    fn comma_terms() -> TermExtractor {
-        Arc::new(|value: &[u8]| {
-            String::from_utf8_lossy(value)
-                .split(',')
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
     }
 
     fn indexed() -> MvccState {
