@@ -10,6 +10,7 @@
 //! * Once asked, a term index (module `term_index`) follows every write, so that a list by
 //!   terms reads only the keys that carry one.
 
+mod arena;
 mod compactor;
 mod disk;
 mod recovery;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use super::arena::ValueArena;
 use super::term_index::TermIndex;
 use crate::{Event, EventKind, KeyValue, ListOptions, ListPage, Rev, StoreError, TermExtractor};
 
@@ -53,9 +54,10 @@ impl KeyHistory {
         self.versions.last().filter(|v| v.value.is_some())
     }
 
-    /// Drops versions no read at or above `floor` can see. Returns `true` when nothing is
-    /// left, i.e. the key is gone as of `floor` and has not been written since.
-    fn prune(&mut self, floor: Rev) -> bool {
+    /// Drops versions no read at or above `floor` can see, telling `arena` of their values.
+    /// Returns `true` when nothing is left, i.e. the key is gone as of `floor` and has not
+    /// been written since.
+    fn prune(&mut self, floor: Rev, arena: &mut ValueArena) -> bool {
         // Index of the newest version at or below the floor: everything before it is unseen.
         if let Some(keep_from) = self.versions.iter().rposition(|v| v.mod_rev <= floor) {
             let drop_floor_version = self.versions[keep_from].value.is_none();
@@ -64,7 +66,11 @@ impl KeyHistory {
             } else {
                 keep_from
             };
-            self.versions.drain(..first_kept);
+            for dropped in self.versions.drain(..first_kept) {
+                if let Some(value) = &dropped.value {
+                    arena.release(value);
+                }
+            }
             // Most keys settle at one version; do not keep room for the burst that is gone.
             if self.versions.capacity() > 2 * self.versions.len().max(1) {
                 self.versions.shrink_to_fit();
@@ -192,6 +198,8 @@ pub(crate) struct MvccState {
     feed: Option<broadcast::Sender<Arc<Event>>>,
     /// Which keys carry which term, once a caller asked for it (see [`MvccState::index_terms`]).
     index: Option<TermIndex>,
+    /// The memory of the values in `keys`.
+    arena: ValueArena,
 }
 
 impl MvccState {
@@ -205,6 +213,7 @@ impl MvccState {
             events: VecDeque::new(),
             feed: Some(feed),
             index: None,
+            arena: ValueArena::default(),
         }
     }
 
@@ -217,13 +226,14 @@ impl MvccState {
     ) -> Self {
         let mut state = MvccState::new(feed_capacity);
         for entry in entries {
+            let value = state.arena.keep(&entry.value);
             state.keys.insert(
                 Arc::from(entry.key),
                 KeyHistory {
                     versions: vec![Version {
                         mod_rev: entry.mod_rev,
                         create_rev: entry.create_rev,
-                        value: Some(entry.value),
+                        value: Some(value),
                     }],
                 },
             );
@@ -276,6 +286,7 @@ impl MvccState {
         }
         let event = match mutation {
             Mutation::Put { key, value } => {
+                let value = self.arena.keep(&value);
                 let (shared, history) = history_entry(&mut self.keys, &key);
                 let prev = history.latest_live().and_then(|v| key_value(&key, v));
                 let create_rev = prev.as_ref().map_or(rev, |p| p.create_rev);
@@ -493,7 +504,7 @@ impl MvccState {
         }
         for key in touched {
             if let Some(history) = self.keys.get_mut(key.as_str())
-                && history.prune(new_floor)
+                && history.prune(new_floor, &mut self.arena)
             {
                 self.keys.remove(key.as_str());
             }
@@ -502,7 +513,31 @@ impl MvccState {
             index.forget_before(rev);
         }
         self.compacted = rev;
+        self.evacuate_sparse_chunks();
         Ok(true)
+    }
+
+    /// Moves the values out of the arena's sparse chunks, if it has enough of them, so that
+    /// those chunks are freed once the log's events that show their values are compacted.
+    fn evacuate_sparse_chunks(&mut self) {
+        let sparse = self.arena.sparse_chunks();
+        if sparse.is_empty() {
+            return;
+        }
+        for history in self.keys.values_mut() {
+            for version in &mut history.versions {
+                if let Some(value) = &mut version.value
+                    && let Some(moved) = self.arena.evacuate(&sparse, value)
+                {
+                    *value = moved;
+                }
+            }
+        }
+    }
+
+    /// Bytes of the arena chunks that hold the store's values.
+    pub(crate) fn value_chunk_bytes(&self) -> usize {
+        self.arena.tracked_bytes()
     }
 
     /// The compaction target that keeps the newest `retain_revisions` revisions and, if a
@@ -658,6 +693,36 @@ mod tests {
             state.compact(6),
             Err(StoreError::FutureRevision { .. })
         ));
+    }
+
+    #[test]
+    fn compaction_moves_the_values_of_chunks_that_updates_left_sparse() {
+        let mut state = MvccState::new(16);
+        let value = |key: usize, round: usize| format!("{key:05}-{round}-{}", "x".repeat(1000));
+        let keys = 4_000;
+        for key in 0..keys {
+            put(&mut state, &format!("k{key:05}"), &value(key, 0));
+        }
+        let filled = state.value_chunk_bytes();
+        // Every other key is written again: the chunks of the first round become half dead.
+        for key in (0..keys).step_by(2) {
+            put(&mut state, &format!("k{key:05}"), &value(key, 1));
+        }
+        assert!(state.value_chunk_bytes() > filled);
+        assert!(state.compact(state.current()).unwrap());
+        // The survivors of the first round moved: the store holds about one round's chunks.
+        let live = keys * value(0, 0).len();
+        assert!(
+            state.value_chunk_bytes() < live + live / 4,
+            "{} bytes of chunks for {live} live bytes",
+            state.value_chunk_bytes()
+        );
+        let listed = keys_at(&state, state.current());
+        assert_eq!(listed.len(), keys);
+        for (key, (listed_key, listed_value)) in listed.iter().enumerate() {
+            assert_eq!(listed_key, &format!("k{key:05}"));
+            assert_eq!(listed_value, &value(key, if key % 2 == 0 { 1 } else { 0 }));
+        }
     }
 
     #[test]

@@ -228,10 +228,7 @@ impl Writer {
             let decision = match (op, latest) {
                 (WriteOp::Create { .. }, Some(_)) => Err(StoreError::AlreadyExists { key }),
                 (WriteOp::Create { key, value, .. }, None) => Ok((
-                    Mutation::Put {
-                        key,
-                        value: kept(&value),
-                    },
+                    Mutation::Put { key, value },
                     next_rev,
                     false,
                 )),
@@ -247,7 +244,6 @@ impl Writer {
                     Some(current),
                 ) => {
                     if current.mod_rev == expected {
-                        let value = kept(&value);
                         Ok((Mutation::Put { key, value }, current.create_rev, false))
                     } else {
                         Err(StoreError::Conflict {
@@ -326,17 +322,4 @@ impl Writer {
             Err(error) => tracing::warn!(%error, "cannot start a new WAL segment"),
         }
     }
-}
-
-/// A value as the store keeps it: copied here, on the writer thread, into an allocation of
-/// exactly its length.
-///
-/// The store holds a value for as long as its key lives. A caller's `Bytes` may view a larger
-/// buffer — `Bytes::from` a serializer's `Vec`, whose capacity doubled past the length (a
-/// 1.1 KiB object in a 2 KiB allocation), or a slice of a request body — which would stay
-/// pinned whole. And allocated on this one thread, the values fill the allocator's pages of
-/// this thread densely, instead of sharing pages with the short-lived buffers of request
-/// handling on the runtime's threads, whose holes keep those pages resident once freed.
-fn kept(value: &Bytes) -> Bytes {
-    Bytes::copy_from_slice(value)
 }
