@@ -45,6 +45,10 @@ pub async fn run(objects: u64) -> Result<(), String> {
         .ok_or("no VmRSS in /proc/self/status")?
         .saturating_sub(baseline);
     println!("{FIGURE}{}", grown / objects.max(1));
+    println!(
+        "of which value chunks: {} bytes per object",
+        store.stats().value_chunk_bytes / objects.max(1)
+    );
     Ok(())
 }
 

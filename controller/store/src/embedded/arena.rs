@@ -103,8 +103,7 @@ impl ValueArena {
     /// to make that worth a walk over every key; empty otherwise.
     pub(crate) fn sparse_chunks(&self) -> SparseChunks {
         let dead = self.sealed_capacity - self.sealed_live;
-        if dead < MIN_DEAD_FOR_EVACUATION || dead * 100 <= self.sealed_capacity * MAX_DEAD_PERCENT
-        {
+        if dead < MIN_DEAD_FOR_EVACUATION || dead * 100 <= self.sealed_capacity * MAX_DEAD_PERCENT {
             return SparseChunks::default();
         }
         let starts = self
@@ -220,7 +219,9 @@ mod tests {
     fn a_sealed_chunk_is_forgotten_when_its_last_value_is_released() {
         let mut arena = ValueArena::default();
         let per_chunk = CHUNK / 1000;
-        let first: Vec<Bytes> = (0..per_chunk).map(|i| arena.keep(&value(i, 1000))).collect();
+        let first: Vec<Bytes> = (0..per_chunk)
+            .map(|i| arena.keep(&value(i, 1000)))
+            .collect();
         let second = arena.keep(&value(99, 1000));
         assert_eq!(arena.tracked_bytes(), 2 * CHUNK);
         for bytes in &first {

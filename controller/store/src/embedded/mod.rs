@@ -129,6 +129,9 @@ pub struct EmbeddedStats {
     pub segments_created: u64,
     /// Snapshots written by compaction.
     pub snapshots_written: u64,
+    /// Bytes of the chunks the values are packed into (values over 8 KiB, allocated one by
+    /// one, are not counted).
+    pub value_chunk_bytes: u64,
 }
 
 #[derive(Default)]
@@ -349,6 +352,7 @@ impl Embedded {
             wal_syncs: counters.wal_syncs.load(Ordering::Relaxed),
             segments_created: counters.segments_created.load(Ordering::Relaxed),
             snapshots_written: counters.snapshots_written.load(Ordering::Relaxed),
+            value_chunk_bytes: self.inner.core.state.read().value_chunk_bytes() as u64,
         }
     }
 

@@ -227,11 +227,9 @@ impl Writer {
             let latest = latest_of(&key);
             let decision = match (op, latest) {
                 (WriteOp::Create { .. }, Some(_)) => Err(StoreError::AlreadyExists { key }),
-                (WriteOp::Create { key, value, .. }, None) => Ok((
-                    Mutation::Put { key, value },
-                    next_rev,
-                    false,
-                )),
+                (WriteOp::Create { key, value, .. }, None) => {
+                    Ok((Mutation::Put { key, value }, next_rev, false))
+                }
                 (WriteOp::Update { .. } | WriteOp::Delete { .. }, None) => {
                     Err(StoreError::NotFound { key })
                 }
