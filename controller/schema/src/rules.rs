@@ -3,7 +3,7 @@
 //! with a large metadata (managed fields) and no rules there paid for it on every write. The
 //! compiled tree is pruned once to the paths that lead to rules — a node with rules keeps its
 //! whole subtree, so the defaults its rules see are unchanged — and rules are run from the
-//! top-level fields down, never converting the whole object.
+//! nodes that carry them, never converting the objects around them.
 
 use kube_cel::CompiledSchema;
 use kube_cel::ValidationError;
@@ -43,46 +43,66 @@ pub fn prune(node: &mut CompiledSchema) {
     }
 }
 
-/// Run the rules of a pruned tree on `object` (and `old` for transition rules). A root without
-/// rules of its own and without combinators is entered field by field.
+/// Run the rules of a pruned tree on `object` (and `old` for transition rules). A node
+/// without rules of its own and without combinators, items or additional properties is
+/// entered field by field, so kube-cel converts only the values of the nodes that carry
+/// rules (on a Device, `spec.connection` rather than the whole `spec`).
 pub fn validate(
     validator: &kube_cel::Validator,
     root: &CompiledSchema,
     object: &Value,
     old: Option<&Value>,
 ) -> Result<(), Vec<ValidationError>> {
-    let enter = root.validations.is_empty()
-        && root.items.is_none()
-        && root.additional_properties.is_none()
-        && root.all_of.is_empty()
-        && root.one_of.is_empty()
-        && root.any_of.is_empty();
-    if !enter {
-        return validator
-            .validate_compiled(root, object, old)
-            .map_err(|e| e.as_slice().to_vec());
-    }
     let mut errors = Vec::new();
-    for (name, child) in &root.properties {
-        let Some(value) = object.get(name) else {
-            continue;
-        };
-        let before = old.and_then(|o| o.get(name));
-        if let Err(found) = validator.validate_compiled(child, value, before) {
-            errors.extend(found.as_slice().iter().cloned().map(|mut e| {
-                e.field_path = if e.field_path.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{name}.{}", e.field_path)
-                };
-                e
-            }));
-        }
-    }
+    validate_at("", validator, root, object, old, &mut errors);
     if errors.is_empty() {
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// [`validate`] of the node at `path` (empty at the root), adding what it finds to `errors`
+/// with field paths from the root.
+fn validate_at(
+    path: &str,
+    validator: &kube_cel::Validator,
+    node: &CompiledSchema,
+    value: &Value,
+    old: Option<&Value>,
+    errors: &mut Vec<ValidationError>,
+) {
+    let enter = node.validations.is_empty()
+        && node.items.is_none()
+        && node.additional_properties.is_none()
+        && node.all_of.is_empty()
+        && node.one_of.is_empty()
+        && node.any_of.is_empty()
+        && value.is_object();
+    if enter {
+        for (name, child) in &node.properties {
+            let Some(field) = value.get(name) else {
+                continue;
+            };
+            let child_path = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            let before = old.and_then(|o| o.get(name));
+            validate_at(&child_path, validator, child, field, before, errors);
+        }
+        return;
+    }
+    if let Err(found) = validator.validate_compiled(node, value, old) {
+        errors.extend(found.as_slice().iter().cloned().map(|mut e| {
+            e.field_path = match (path.is_empty(), e.field_path.is_empty()) {
+                (true, _) => e.field_path,
+                (false, true) => path.to_owned(),
+                (false, false) => format!("{path}.{}", e.field_path),
+            };
+            e
+        }));
     }
 }
 
