@@ -268,7 +268,7 @@ async fn watchers(target: &Arc<Target>, n: usize) -> Result<Vec<Arc<AtomicU64>>,
         tokio::spawn(async move {
             let mut body = response.into_body().into_data_stream();
             while let Some(Ok(chunk)) = body.next().await {
-                let lines = chunk.iter().filter(|b| **b == b'\n').count() as u64;
+                let lines = memchr::memchr_iter(b'\n', &chunk).count() as u64;
                 counter.fetch_add(lines, Ordering::Relaxed);
             }
         });
