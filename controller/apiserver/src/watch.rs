@@ -19,7 +19,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::object;
 use crate::registry::Resource;
 use crate::request::Representation;
-use crate::rest::{self, Request, Selectors, partial_metadata};
+use crate::rest::{self, Listed, Request, Selectors, partial_metadata};
 use crate::server::Inner;
 use crate::table;
 
@@ -41,6 +41,17 @@ impl Encoder {
             return Some(self.line(kind, decoded.object()?.clone()));
         }
         Some(decoded.line(kind))
+    }
+
+    /// The ADDED line of an object of the initial state: for the full object, written from
+    /// its stored bytes.
+    fn initial_line(&mut self, item: Listed<'_>) -> ApiResult<Bytes> {
+        if self.representation != Representation::Object {
+            return Ok(self.line("ADDED", item.into_object()?));
+        }
+        let mut json = Vec::new();
+        item.write_json(&mut json)?;
+        Ok(event_line("ADDED", &json))
     }
 
     fn line(&mut self, kind: &str, object: Value) -> Bytes {
@@ -204,8 +215,11 @@ pub async fn serve(
     if requested.unwrap_or(0) == 0 || send_initial {
         let mut list_req = req;
         list_req.query = crate::request::Query::parse(None)?;
-        let (items, rev, _) = rest::list_objects(inner, &list_req, &selectors).await?;
-        initial = items;
+        let (rev, _) = rest::list_each(inner, &list_req, &selectors, &mut |item| {
+            initial.push(encoder.initial_line(item)?);
+            Ok(())
+        })
+        .await?;
         start = rev;
     } else if let Some(r) = requested {
         let current = inner.store.current_revision().await?;
@@ -239,8 +253,8 @@ pub async fn serve(
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut last_rev = start;
-        for object in initial {
-            if tx.send(encoder.line("ADDED", object)).await.is_err() {
+        for line in initial {
+            if tx.send(line).await.is_err() {
                 return;
             }
         }
@@ -454,14 +468,14 @@ fn transition(
     encoder.cached_line(kind, &current)
 }
 
-/// A store event's object decoded into a resource's view and serialized once, shared by every
-/// watcher of that resource (ten watchers cost one decode and one encode, not ten).
+/// A store event's object in a resource's view, its JSON written once from the stored bytes
+/// (see [`rest::view_json`]) and shared by every watcher of that resource.
 ///
 /// The cache keeps only the JSON: a parsed object costs several times its JSON in memory,
 /// and watchers of full objects without selectors — most of them — never look at it.
 pub struct Decoded {
     /// The object's JSON.
-    json: String,
+    json: Vec<u8>,
     /// The object, parsed from `json` when a watcher first needs it (selectors, other views).
     object: OnceLock<Option<Value>>,
     /// The event line of each type (see [`EVENT_TYPES`]), built when first sent and shared.
@@ -472,26 +486,20 @@ pub struct Decoded {
 const EVENT_TYPES: [&str; 3] = ["ADDED", "MODIFIED", "DELETED"];
 
 impl Decoded {
-    /// The object in the resource's view (`stored_len`: the length of its stored JSON),
-    /// kept as JSON.
-    fn new(object: &Value, stored_len: usize) -> Option<Decoded> {
-        // Room for what the view adds (apiVersion, kind, resourceVersion), so that the JSON
-        // is written into one allocation instead of one that doubled past its length.
-        let mut json = Vec::with_capacity(stored_len + 128);
-        serde_json::to_writer(&mut json, object).ok()?;
-        let json = String::from_utf8(json).ok()?;
-        Some(Decoded {
+    /// The object whose JSON in the resource's view is `json`.
+    fn new(json: Vec<u8>) -> Decoded {
+        Decoded {
             json,
             object: OnceLock::new(),
             lines: Default::default(),
-        })
+        }
     }
 
     /// The object, parsed once on first use; `None` if it does not parse (never expected:
-    /// the JSON was written from a value).
+    /// the JSON is that of a stored object).
     pub fn object(&self) -> Option<&Value> {
         self.object
-            .get_or_init(|| serde_json::from_str(&self.json).ok())
+            .get_or_init(|| serde_json::from_slice(&self.json).ok())
             .as_ref()
     }
 
@@ -507,11 +515,17 @@ impl Decoded {
 }
 
 /// `{"type":kind,"object":json}` and a newline, in one allocation of its exact size.
-fn event_line(kind: &str, json: &str) -> Bytes {
-    let parts = ["{\"type\":\"", kind, "\",\"object\":", json, "}\n"];
-    let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+fn event_line(kind: &str, json: &[u8]) -> Bytes {
+    let parts = [
+        b"{\"type\":\"".as_slice(),
+        kind.as_bytes(),
+        b"\",\"object\":",
+        json,
+        b"}\n",
+    ];
+    let mut text = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
     for part in parts {
-        text.push_str(part);
+        text.extend_from_slice(part);
     }
     Bytes::from(text)
 }
@@ -541,8 +555,7 @@ impl EventCache {
         if let Some(hit) = self.entries.lock().0.get(&key) {
             return Some(hit.clone());
         }
-        let object = rest::decode(resource, kv).ok()?;
-        let decoded = Arc::new(Decoded::new(&object, kv.value.len())?);
+        let decoded = Arc::new(Decoded::new(rest::view_json(resource, kv).ok()?));
         let mut guard = self.entries.lock();
         let (map, order) = &mut *guard;
         if map.insert(key.clone(), decoded.clone()).is_none() {

@@ -129,10 +129,20 @@ impl Inner {
         namespace: Option<&str>,
         name: &str,
     ) -> ApiResult<Option<(Value, Rev)>> {
-        match self.store.get(&resource.key(namespace, name)).await? {
+        match self.read_stored(resource, namespace, name).await? {
             None => Ok(None),
             Some(kv) => Ok(Some((decode(resource, &kv)?, kv.mod_rev))),
         }
+    }
+
+    /// Read one object as the store holds it.
+    pub async fn read_stored(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Option<KeyValue>> {
+        Ok(self.store.get(&resource.key(namespace, name)).await?)
     }
 }
 

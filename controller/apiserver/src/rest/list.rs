@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::Request;
 use super::codec::decode;
 use super::label_index::{LabelsOnly, selector_terms};
+use super::view_json::write_view_json;
 use crate::builtin::{self, Builtin};
 use crate::error::{ApiError, ApiResult};
 use crate::object;
@@ -140,22 +141,46 @@ pub async fn list_objects(
     selectors: &Selectors,
 ) -> ApiResult<(Vec<Value>, Rev, Option<String>)> {
     let mut items = Vec::new();
-    let (rev, token) = list_each(inner, req, selectors, &mut |object| {
-        items.push(object);
+    let (rev, token) = list_each(inner, req, selectors, &mut |item| {
+        items.push(item.into_object()?);
         Ok(())
     })
     .await?;
     Ok((items, rev, token))
 }
 
+/// One object of a list as the store holds it, with its view when the selectors needed that.
+pub struct Listed<'a> {
+    resource: &'a Resource,
+    kv: &'a KeyValue,
+    object: Option<Value>,
+}
+
+impl Listed<'_> {
+    /// The object in the resource's view.
+    pub fn into_object(self) -> ApiResult<Value> {
+        match self.object {
+            Some(object) => Ok(object),
+            None => decode(self.resource, self.kv),
+        }
+    }
+
+    /// Append the object's JSON in the resource's view to `out`, written from the stored
+    /// bytes (see [`write_view_json`]).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> ApiResult<()> {
+        write_view_json(self.resource, self.kv, out)
+    }
+}
+
 /// [`list_objects`], handing each object to `each` as it is read instead of collecting them
-/// (a list of 100,000 objects is serialized as it goes, never held as values all at once).
-/// Returns the list's revision and the continue token of a limited list.
+/// (a list of 100,000 objects is serialized as it goes, never held as values all at once;
+/// without selectors, an object is only decoded if `each` asks for its value). Returns the
+/// list's revision and the continue token of a limited list.
 pub async fn list_each(
     inner: &Inner,
     req: &Request,
     selectors: &Selectors,
-    each: &mut (dyn FnMut(Value) -> ApiResult<()> + Send),
+    each: &mut (dyn FnMut(Listed<'_>) -> ApiResult<()> + Send),
 ) -> ApiResult<(Rev, Option<String>)> {
     let resource = &req.resource;
     let limit = req.query.number("limit")?.filter(|l| *l > 0);
@@ -181,11 +206,17 @@ pub async fn list_each(
             .or(req.ns());
         if !resource.namespaced || namespace.is_some() {
             let current = inner.store.current_revision().await?;
-            if let Some((object, _)) = inner.read(resource, namespace, name).await?
-                && selectors.matches(resource, &object)
-                && (req.ns().is_none() || object::namespace(&object) == req.ns())
-            {
-                each(object)?;
+            if let Some(kv) = inner.read_stored(resource, namespace, name).await? {
+                let object = decode(resource, &kv)?;
+                if selectors.matches(resource, &object)
+                    && (req.ns().is_none() || object::namespace(&object) == req.ns())
+                {
+                    each(Listed {
+                        resource,
+                        kv: &kv,
+                        object: Some(object),
+                    })?;
+                }
             }
             return Ok((current, None));
         }
@@ -219,9 +250,21 @@ pub async fn list_each(
             if terms.is_none() && !labels_may_match(&selectors.labels, &pairs, kv) {
                 continue;
             }
-            let object = decode(resource, kv)?;
-            if selectors.matches(resource, &object) {
-                each(object)?;
+            // Without selectors every object matches, and none needs decoding here.
+            let object = if selectors.is_empty() {
+                None
+            } else {
+                Some(decode(resource, kv)?)
+            };
+            if object
+                .as_ref()
+                .is_none_or(|object| selectors.matches(resource, object))
+            {
+                each(Listed {
+                    resource,
+                    kv,
+                    object,
+                })?;
                 taken += 1;
             }
             if let Some(limit) = limit

@@ -2,7 +2,8 @@
 //! The handlers live here; the rules they follow live beside them: the storage codec
 //! (`codec`), what a written object must satisfy (`validate`), the write path (`write`), the
 //! attempts of a read-modify-write (`attempts`), namespace lifecycle (`lifecycle`), deletion
-//! (`delete`), lists (`list`) and the labels the store indexes for them (`label_index`).
+//! (`delete`), lists (`list`) and the labels the store indexes for them (`label_index`), and
+//! the JSON of stored objects served as they are (`view_json`).
 
 mod attempts;
 mod codec;
@@ -15,6 +16,7 @@ mod list_tests;
 #[cfg(test)]
 mod tests;
 pub(crate) mod validate;
+mod view_json;
 mod write;
 
 use std::sync::Arc;
@@ -38,7 +40,8 @@ pub use codec::{decode, partial_metadata};
 use codec::{parse_body, parse_object_body};
 pub use delete::DeleteOptions;
 pub use lifecycle::ActiveNamespaces;
-pub use list::{Selectors, list_each, list_objects};
+pub use list::{Listed, Selectors, list_each, list_objects};
+pub use view_json::view_json;
 pub use write::{UpdateError, WriteOptions, Written};
 
 /// One request against a resource.
@@ -143,14 +146,18 @@ async fn get(
 ) -> ApiResult<Response> {
     check_subresource(&req.resource, sub)?;
     let name = req.required_name()?;
-    let (object, _) = inner
-        .read(&req.resource, req.ns(), name)
+    let kv = inner
+        .read_stored(&req.resource, req.ns(), name)
         .await?
         .ok_or_else(|| ApiError::not_found(&req.resource.group, &req.resource.plural, name))?;
     Ok(match representation {
-        Representation::Object => request::json(200, &object, &[]),
-        Representation::Metadata => request::json(200, &partial_metadata(&object), &[]),
+        // Served as stored: no value is built.
+        Representation::Object => request::json_bytes(200, view_json(&req.resource, &kv)?),
+        Representation::Metadata => {
+            request::json(200, &partial_metadata(&decode(&req.resource, &kv)?), &[])
+        }
         Representation::Table => {
+            let object = decode(&req.resource, &kv)?;
             let include = table::IncludeObject::parse(req.query.get("includeObject"));
             let rv = object::resource_version(&object)
                 .unwrap_or_default()
@@ -229,11 +236,11 @@ async fn list_streamed(inner: &Inner, req: &Request, selectors: &Selectors) -> A
     serde_json::to_writer(&mut body, &resource.api_version()).map_err(encode_error)?;
     body.extend_from_slice(b",\"items\":[");
     let mut first = true;
-    let (rev, token) = list_each(inner, req, selectors, &mut |object| {
+    let (rev, token) = list_each(inner, req, selectors, &mut |item| {
         if !std::mem::take(&mut first) {
             body.push(b',');
         }
-        serde_json::to_writer(&mut body, &object).map_err(encode_error)
+        item.write_json(&mut body)
     })
     .await?;
     let mut meta = json!({"resourceVersion": rev.to_string()});

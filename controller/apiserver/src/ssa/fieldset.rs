@@ -1,5 +1,6 @@
 //! Sets of field paths as a trie, with the `fieldsV1` wire encoding.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -328,6 +329,35 @@ impl FieldSet {
                 self.members.insert(last.clone());
             }
             [first, rest @ ..] => self.children.entry(first.clone()).or_default().insert(rest),
+        }
+    }
+
+    /// Add `pe` as a member, with the paths of `below` under it.
+    pub(super) fn insert_with(&mut self, pe: PathElement, below: FieldSet) {
+        if !below.is_empty() {
+            match self.children.entry(pe.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(below);
+                }
+                Entry::Occupied(mut slot) => slot.get_mut().union_with(&below),
+            }
+        }
+        self.members.insert(pe);
+    }
+
+    /// Remove the paths of `other` in place: [`FieldSet::difference`] without copying what
+    /// stays.
+    pub(super) fn subtract(&mut self, other: &FieldSet) {
+        for pe in &other.members {
+            self.members.remove(pe);
+        }
+        for (pe, theirs) in &other.children {
+            if let Some(mine) = self.children.get_mut(pe) {
+                mine.subtract(theirs);
+                if mine.is_empty() {
+                    self.children.remove(pe);
+                }
+            }
         }
     }
 

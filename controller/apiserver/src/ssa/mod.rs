@@ -158,7 +158,7 @@ pub fn apply(
         Managed::decode(live_value.pointer("/metadata/managedFields")).unwrap_or_default();
     if managed.is_empty() && live.is_some() {
         // Nothing tracked the existing fields: someone owns them before this apply runs.
-        let existing = Comparison::of(&empty, live_value, ty).added;
+        let existing = Comparison::added_by_create(live_value, ty);
         let existing = scope_to_subresource(&existing, subresource);
         if !existing.is_empty() {
             managed.entries.insert(
@@ -253,10 +253,9 @@ pub fn update(
         return;
     }
     let ty = Ty::Root(schema);
-    let empty = Value::Object(Map::new());
-    let old_value = old.unwrap_or(&empty);
-    let from_old =
-        || Managed::decode(old_value.pointer("/metadata/managedFields")).unwrap_or_default();
+    let from_old = || {
+        Managed::decode(old.and_then(|o| o.pointer("/metadata/managedFields"))).unwrap_or_default()
+    };
     let supplied = new.pointer("/metadata/managedFields");
     let mut managed = if subresource.is_some() {
         // managedFields cannot be written through a subresource.
@@ -274,11 +273,20 @@ pub fn update(
         return;
     }
 
-    let diff = Comparison::of(old_value, new, ty);
-    let changed = diff.added.union(&diff.modified);
-    let lost = changed.union(&diff.removed);
+    // What the manager changed, and what other managers lose (`None`: the same).
+    let (changed, lost) = match old {
+        // A create adds every field and changes or removes none: no comparison is needed.
+        None => (Comparison::added_by_create(new, ty), None),
+        Some(old) => {
+            let diff = Comparison::of(old, new, ty);
+            let changed = diff.added.union(&diff.modified);
+            let lost = changed.union(&diff.removed);
+            (changed, Some(lost))
+        }
+    };
+    let lost = lost.as_ref().unwrap_or(&changed);
     for entry in managed.entries.values_mut() {
-        entry.set = entry.set.difference(&lost);
+        entry.set = entry.set.difference(lost);
     }
     if !changed.is_empty() {
         let key = ManagerKey::update(manager, api_version, subresource.unwrap_or_default());
@@ -287,7 +295,11 @@ pub fn update(
             time: None,
             set: FieldSet::new(),
         });
-        entry.set.union_with(&changed);
+        if entry.set.is_empty() {
+            entry.set = changed;
+        } else {
+            entry.set.union_with(&changed);
+        }
         entry.time = Some(normalize_time(now));
     }
     finish(new, managed);

@@ -207,6 +207,11 @@ fn set_operations_work_path_by_path() {
     assert!(a.intersection(&FieldSet::new()).is_empty());
     assert!(a.difference(&a).is_empty());
     assert!(!a.is_empty());
+    for (x, y) in [(&a, &b), (&b, &a), (&a, &a)] {
+        let mut in_place = x.clone();
+        in_place.subtract(y);
+        assert_eq!(in_place, x.difference(y));
+    }
 }
 
 #[test]
@@ -916,6 +921,92 @@ fn update_on_create_owns_everything_including_new_containers() {
             "operation": "Update",
             "time": T0
         })
+    );
+}
+
+/// Objects of every shape a create records: associative lists (with duplicate keys, items
+/// without keys, defaulted key fields), sets with repeats, atomic lists and maps, deduced
+/// maps, the metadata the server owns, and values whose type is not what the schema says.
+fn created_objects() -> Vec<Value> {
+    vec![
+        json!({
+            "apiVersion": V1,
+            "kind": "Widget",
+            "metadata": {
+                "name": "w", "namespace": "default", "uid": "u", "generation": 1,
+                "creationTimestamp": T0, "resourceVersion": "5",
+                "labels": {"app": "x", "tier": "web"}, "annotations": {"note": "n"},
+                "finalizers": ["a/b", "c", "a/b"],
+                "ownerReferences": [{"uid": "o1", "kind": "K", "name": "o", "apiVersion": "v1"}, {"kind": "no uid"}],
+                "managedFields": [{"manager": "m", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {}}]
+            },
+            "spec": {
+                "size": 3, "color": "red",
+                "ports": [{"name": "a", "port": 1}, {"name": "a", "port": 2, "protocol": "UDP"}, {"port": 3}, "odd"],
+                "endpoints": [{"port": 80}, {"port": 80, "protocol": "TCP"}, {"port": 81, "protocol": "UDP"}],
+                "tags": ["x", "y", "x"], "args": ["-v", "-v"],
+                "selector": {"a": "b"}, "env": {"A": "1", "B": ""},
+                "extra": {"deep": {"x": [1, {"y": 2}], "z": {}}, "empty": null}
+            },
+            "status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]}
+        }),
+        json!({"apiVersion": V1, "kind": "Widget", "metadata": {}, "spec": {}, "status": null}),
+        json!({"metadata": {"labels": {}}, "spec": {"ports": {"a": 1}, "tags": "x", "selector": [1], "size": {"n": 1}}}),
+        json!({"spec": "text", "data": {"a": {"b": [1, 2]}, "c": {}}, "x": null, "y": []}),
+        json!({}),
+    ]
+}
+
+#[test]
+fn a_create_records_exactly_what_comparing_with_an_empty_object_adds() {
+    let schema = schema();
+    let empty = json!({});
+    for object in created_objects() {
+        for ty in [Ty::Root(Some(&schema)), Ty::Root(None)] {
+            let compared = Comparison::of(&empty, &object, ty);
+            assert!(compared.modified.is_empty() && compared.removed.is_empty());
+            assert_eq!(
+                Comparison::added_by_create(&object, ty),
+                compared.added,
+                "{object}"
+            );
+        }
+        // The creator owns what the comparison adds.
+        let added = Comparison::of(&empty, &object, Ty::Root(Some(&schema))).added;
+        let created = update_as(None, &object, "creator", T1);
+        let recorded = entry(&created, "creator", "Update").map(|e| e["fieldsV1"].clone());
+        let expected = (!added.is_empty()).then(|| added.to_fields_v1());
+        assert_eq!(recorded, expected, "{object}");
+    }
+}
+
+#[test]
+fn a_create_with_client_managed_fields_takes_the_fields_it_writes_from_them() {
+    let mut object = widget(json!({"size": 3, "color": "red"}));
+    object["metadata"]["managedFields"] = json!([{
+        "manager": "other",
+        "operation": "Update",
+        "apiVersion": V1,
+        "time": T0,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:size": {}, "f:gone": {}}}
+    }, {
+        "manager": "only-written-fields",
+        "operation": "Apply",
+        "time": T0,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:color": {}}}
+    }]);
+    let created = update_as(None, &object, "creator", T1);
+    assert_eq!(owned(&created, "other", "Update"), vec![".spec.gone"]);
+    assert_eq!(entry(&created, "only-written-fields", "Apply"), None);
+    assert_eq!(
+        owned(&created, "creator", "Update"),
+        vec![".spec", ".spec.color", ".spec.size"]
+    );
+    assert_eq!(
+        entry(&created, "creator", "Update").expect("entry")["time"],
+        T1
     );
 }
 

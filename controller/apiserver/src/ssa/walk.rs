@@ -76,6 +76,14 @@ impl Comparison {
         c
     }
 
+    /// The fields a new object adds, never-tracked ones left out: the `added` of comparing it
+    /// with an empty object (nothing is modified or removed), without the comparison.
+    pub fn added_by_create(new: &Value, ty: Ty<'_>) -> FieldSet {
+        let mut added = appeared(new, ty);
+        added.subtract(&NEVER_TRACKED);
+        added
+    }
+
     /// Whether nothing tracked changed.
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.modified.is_empty() && self.removed.is_empty()
@@ -152,6 +160,45 @@ fn compare(
             _ => {}
         }
     }
+}
+
+/// The paths below a value that appears where there was none, as [`compare`] adds them:
+/// every node is a member (containers included), associative-list items by key (the first of
+/// duplicate keys), set items by value.
+fn appeared(value: &Value, ty: Ty<'_>) -> FieldSet {
+    let mut set = FieldSet::new();
+    match ty.shape(value) {
+        Shape::Leaf => {}
+        Shape::Fields => {
+            let Value::Object(obj) = value else {
+                return set;
+            };
+            for (key, child) in obj {
+                let below = appeared(child, ty.child(key).ty);
+                set.insert_with(PathElement::Field(key.clone()), below);
+            }
+        }
+        Shape::MapList { keys, item } => {
+            let Value::Array(items) = value else {
+                return set;
+            };
+            for (i, it) in items.iter().enumerate() {
+                let pe = list_item_element(it, keys, item, i);
+                if !set.has_member(&pe) {
+                    set.insert_with(pe, appeared(it, item));
+                }
+            }
+        }
+        Shape::Set => {
+            let Value::Array(items) = value else {
+                return set;
+            };
+            for it in items {
+                set.insert_with(set_item_element(it), FieldSet::new());
+            }
+        }
+    }
+    set
 }
 
 /// Items of an associative list by element; the first of duplicate keys wins.

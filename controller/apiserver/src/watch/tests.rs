@@ -89,7 +89,7 @@ async fn bookmarks_of_a_quiet_resource_carry_the_progress_of_writes_elsewhere() 
 #[test]
 fn a_cached_event_is_sent_as_its_json_wrapped_in_the_event_type_and_parses_back() {
     let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "7"}, "data": {"k": "v"}});
-    let decoded = super::Decoded::new(&object, 64).expect("encodes");
+    let decoded = super::Decoded::new(serde_json::to_vec(&object).expect("encodes"));
     for kind in ["ADDED", "MODIFIED", "DELETED"] {
         let line = decoded.line(kind);
         let event: Value = serde_json::from_slice(&line).expect("a JSON line");
@@ -116,5 +116,90 @@ fn a_chunk_of_one_line_shares_it_and_several_lines_are_joined() {
     assert_eq!(
         two.take().expect("lines"),
         Bytes::from_static(b"{\"type\":\"ADDED\"}\n{\"type\":\"DELETED\"}\n")
+    );
+}
+
+/// The body of a request through the router that must succeed.
+async fn read_json(router: &axum::Router, request: Request<Body>) -> Value {
+    let response = tokio::time::timeout(Duration::from_secs(10), router.clone().oneshot(request))
+        .await
+        .expect("the handler answers in time")
+        .expect("infallible router");
+    assert!(response.status().is_success(), "{}", response.status());
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    serde_json::from_slice(&bytes).expect("a JSON body")
+}
+
+/// The event stream of a watch.
+async fn open_watch(router: &axum::Router, path: &str) -> Body {
+    let request = Request::get(path).body(Body::empty()).expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), 200);
+    response.into_body()
+}
+
+/// The first event of a watch's stream.
+async fn first_event(events: &mut Body) -> Value {
+    let frame = tokio::time::timeout(Duration::from_secs(10), events.frame())
+        .await
+        .expect("an event in time")
+        .expect("an event")
+        .expect("a frame");
+    let data = frame.into_data().expect("data");
+    let line = data.split(|b| *b == b'\n').next().expect("a line");
+    serde_json::from_slice(line).expect("a JSON line")
+}
+
+#[tokio::test]
+async fn an_object_reads_the_same_through_get_list_and_watch_as_it_was_created() {
+    let store = devplane_store::open("memory://").await.expect("store");
+    let config = ApiServerConfig {
+        run_controllers: false,
+        ..ApiServerConfig::default()
+    };
+    let server = ApiServer::new(store, config).await.expect("server");
+    let router = server.in_process_router(Caller::new("admin", &["system:masters"]));
+    let path = "/api/v1/namespaces/default/configmaps";
+    let get = |path: String| Request::get(path).body(Body::empty()).expect("request");
+    let before = read_json(&router, get(path.to_string())).await;
+    let rv = before["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("a list revision")
+        .to_string();
+    let mut watch = open_watch(&router, &format!("{path}?watch=true&resourceVersion={rv}")).await;
+
+    let object = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "a", "labels": {"app": "x"}, "annotations": {"note": "é \"q\"\n"}},
+        "data": {"k": "v", "nested": "{\"json\": [1]}"}
+    });
+    let request = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(object.to_string()))
+        .expect("request");
+    let created = read_json(&router, request).await;
+    assert_eq!(created["metadata"]["labels"]["app"], "x");
+
+    let event = first_event(&mut watch).await;
+    assert_eq!(event, json!({"type": "ADDED", "object": created}));
+    assert_eq!(read_json(&router, get(format!("{path}/a"))).await, created);
+    for query in [
+        "",
+        "?labelSelector=app%3Dx",
+        "?fieldSelector=metadata.name%3Da",
+    ] {
+        let list = read_json(&router, get(format!("{path}{query}"))).await;
+        assert_eq!(list["items"], json!([created]), "{query}");
+    }
+    let mut initial = open_watch(&router, &format!("{path}?watch=true")).await;
+    assert_eq!(
+        first_event(&mut initial).await,
+        json!({"type": "ADDED", "object": created})
     );
 }
