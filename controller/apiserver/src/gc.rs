@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use devplane_store::{EventKind, KeyValue, ListOptions, StoreError};
+use devplane_store::{EventKind, KeyValue, ListOptions, StoreError, WatchItem};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -68,9 +68,41 @@ fn parse_key(key: &str) -> Option<(String, Option<String>, String)> {
     }
 }
 
+/// The part of a stored object's metadata the collector reads.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CollectedMetadata {
+    uid: Option<Value>,
+    owner_references: Option<Value>,
+    deletion_timestamp: Option<Value>,
+    finalizers: Option<Value>,
+}
+
+/// The object `{"metadata": {…}}` with only the fields the collector reads, parsed from the
+/// stored JSON without building the rest (a spec, a status, managed fields), since the
+/// collector sees every write of every resource.
+fn collected_metadata(stored: &[u8]) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        metadata: Option<CollectedMetadata>,
+    }
+    let metadata = serde_json::from_slice::<Stored>(stored).ok()?.metadata?;
+    let fields = [
+        ("uid", metadata.uid),
+        ("ownerReferences", metadata.owner_references),
+        ("deletionTimestamp", metadata.deletion_timestamp),
+        ("finalizers", metadata.finalizers),
+    ];
+    let metadata: serde_json::Map<String, Value> = fields
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+        .collect();
+    Some(serde_json::json!({ "metadata": metadata }))
+}
+
 impl Index {
     fn insert(&mut self, kv: &KeyValue, work: &mut VecDeque<Work>) {
-        let Ok(object) = serde_json::from_slice::<Value>(&kv.value) else {
+        let Some(object) = collected_metadata(&kv.value) else {
             return;
         };
         let Some((storage, namespace, name)) = parse_key(&kv.key) else {
@@ -211,7 +243,12 @@ async fn run_once(inner: &Arc<Inner>) -> Result<(), StoreError> {
         }
         start_after = page.items.last().map(|kv| kv.key.clone());
     }
-    let mut stream = inner.store.watch("/registry/", rev.unwrap_or(0)).await?;
+    // Without previous values: the collector reads only the new object of a put and the key
+    // of a delete, and on etcd a watch with them costs etcd a read per event.
+    let mut stream = inner
+        .store
+        .watch_progress_without_prev("/registry/", rev.unwrap_or(0))
+        .await?;
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     resync.tick().await;
     loop {
@@ -236,7 +273,8 @@ async fn run_once(inner: &Arc<Inner>) -> Result<(), StoreError> {
             next = stream.next() => match next {
                 None => return Err(StoreError::Compacted { requested: 0, compacted: 0 }),
                 Some(Err(e)) => return Err(e),
-                Some(Ok(event)) => match event.kind {
+                Some(Ok(WatchItem::Progress(_))) => {}
+                Some(Ok(WatchItem::Event(event))) => match event.kind {
                     EventKind::Put => index.insert(&event.kv, &mut work),
                     EventKind::Delete => index.delete(&event.kv.key, &mut work),
                 },
@@ -657,7 +695,46 @@ pub async fn expire_once(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn the_collector_reads_the_same_metadata_from_its_partial_parse_as_from_the_whole_object() {
+        let objects = [
+            json!({"metadata": {"name": "a", "uid": "u1"}, "spec": {"big": [1, 2, 3]}}),
+            json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {
+                    "name": "b", "uid": "u2", "deletionTimestamp": "2026-11-29T00:00:00Z",
+                    "finalizers": ["foregroundDeletion", "other"],
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "ConfigMap", "name": "a", "uid": "u1",
+                         "blockOwnerDeletion": true}
+                    ],
+                    "managedFields": [{"manager": "m", "fieldsV1": {"f:data": {}}}]
+                },
+                "data": {"k": "v"}
+            }),
+            json!({"metadata": {"uid": "u3", "deletionTimestamp": null, "finalizers": null}}),
+        ];
+        for object in objects {
+            let stored = serde_json::to_vec(&object).unwrap();
+            let partial = collected_metadata(&stored).expect("metadata");
+            assert_eq!(object::uid(&partial), object::uid(&object));
+            assert_eq!(
+                object::owner_references(&partial),
+                object::owner_references(&object)
+            );
+            assert_eq!(
+                object::is_terminating(&partial),
+                object::is_terminating(&object)
+            );
+            assert_eq!(object::finalizers(&partial), object::finalizers(&object));
+        }
+        assert!(collected_metadata(b"{\"spec\": {}}").is_none());
+        assert!(collected_metadata(b"[1]").is_none());
+    }
 
     #[tokio::test]
     async fn events_older_than_the_ttl_are_deleted_and_newer_ones_kept() {

@@ -159,6 +159,8 @@ fn device(i: u64) -> Value {
 }
 
 struct Run {
+    created: u64,
+    elapsed: Duration,
     creates_per_second: f64,
     p50: Duration,
     p99: Duration,
@@ -241,6 +243,8 @@ async fn creates(target: &Arc<Target>, from: u64, to: u64, concurrency: usize) -
     let elapsed = started.elapsed();
     latencies.sort_unstable();
     Run {
+        created: latencies.len() as u64,
+        elapsed,
         creates_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
@@ -477,9 +481,16 @@ fn tempfile_dir() -> Result<std::path::PathBuf, String> {
     Ok(dir)
 }
 
-/// Raw etcd put rate and API creates over etcd, same size, concurrency and count. The rate of
-/// raw create transactions (compare-and-put, which every create through the API needs) is
-/// shown besides: on etcd 3.4 a transaction costs etcd several times a plain put.
+/// Rounds of the etcd comparison. etcd's speed moves between moments of one run (its store
+/// grows, its garbage collector runs), so a single phase of each is a poor baseline: raw puts
+/// and API creates alternate, each round on fresh keys, and the rates are taken over all
+/// rounds.
+const ETCD_ROUNDS: u64 = 3;
+
+/// Raw etcd put rate and API creates over etcd, same size, concurrency and count, in
+/// [`ETCD_ROUNDS`] alternating rounds. The rate of raw create transactions (compare-and-put,
+/// which every create through the API needs) is shown besides: on etcd 3.4 a transaction
+/// costs etcd several times a plain put.
 async fn etcd_comparison(endpoint: &str, args: &BenchApiArgs) -> Result<(), String> {
     let endpoint = endpoint.trim_start_matches("etcd://").to_string();
     let client = etcd_client::Client::connect([format!("http://{endpoint}")], None)
@@ -487,33 +498,72 @@ async fn etcd_comparison(endpoint: &str, args: &BenchApiArgs) -> Result<(), Stri
         .map_err(|e| format!("etcd: {e}"))?;
     let run_id = std::process::id();
     println!("\netcd at {endpoint}");
-    let raw_rate = raw_etcd_writes(&client, args, RawWrite::Put).await;
-    let txn_rate = raw_etcd_writes(&client, args, RawWrite::CreateTxn).await;
+    let txn = raw_etcd_writes(&client, args, RawWrite::CreateTxn, 0).await;
+    txn.print("raw etcd create transactions (1 KiB, compare-and-put)");
     let store = devplane_store::open(&format!("etcd://{endpoint}/bench-api-{run_id}"))
         .await
         .map_err(|e| e.to_string())?;
     let target = Arc::new(Target::start(store).await?);
     let counters = watchers(&target, args.watchers).await?;
-    let run = creates(&target, 0, args.creates, args.concurrency).await;
-    let delivered = wait_for(&counters, args.creates, Duration::from_secs(120)).await;
+    let (mut raw_total, mut api_total) = (Totals::default(), Totals::default());
+    let mut api_errors = 0;
+    for round in 0..ETCD_ROUNDS {
+        let from = round * args.creates;
+        let raw = raw_etcd_writes(&client, args, RawWrite::Put, from).await;
+        let api = creates(&target, from, from + args.creates, args.concurrency).await;
+        println!(
+            "  round {}: raw etcd puts {:.0}/s (p99 {}), API creates {:.0}/s (p99 {}): {}",
+            round + 1,
+            raw.rate,
+            ms(raw.p99),
+            api.creates_per_second,
+            ms(api.p99),
+            ratio(api.creates_per_second, raw.rate)
+        );
+        raw_total.add(raw.written, raw.elapsed);
+        api_total.add(api.created, api.elapsed);
+        api_errors += api.errors;
+    }
+    let delivered = wait_for(
+        &counters,
+        ETCD_ROUNDS * args.creates,
+        Duration::from_secs(120),
+    )
+    .await;
+    let (raw_rate, api_rate) = (raw_total.rate(), api_total.rate());
+    println!("  raw etcd puts (1 KiB), all rounds: {raw_rate:.0}/s");
     println!(
-        "  API creates over etcd: {:.0}/s   p50 {}   p99 {}   errors {}   (watch delivery {} after the last create)",
-        run.creates_per_second,
-        ms(run.p50),
-        ms(run.p99),
-        run.errors,
+        "  API creates over etcd, all rounds: {api_rate:.0}/s   errors {api_errors}   (watch delivery {} after the last create)",
         ms(delivered)
     );
     println!(
-        "  overhead: API creates/s ÷ raw etcd puts/s = {:.2}",
-        run.creates_per_second / raw_rate
+        "  overhead: API creates/s ÷ raw etcd puts/s = {}",
+        ratio(api_rate, raw_rate)
     );
     println!(
-        "  overhead: API creates/s ÷ raw etcd create transactions/s = {:.2}",
-        run.creates_per_second / txn_rate
+        "  overhead: API creates/s ÷ raw etcd create transactions/s = {}",
+        ratio(api_rate, txn.rate)
     );
     target.shutdown();
     Ok(())
+}
+
+/// Writes and time summed over rounds.
+#[derive(Default)]
+struct Totals {
+    count: u64,
+    elapsed: Duration,
+}
+
+impl Totals {
+    fn add(&mut self, count: u64, elapsed: Duration) {
+        self.count += count;
+        self.elapsed += elapsed;
+    }
+
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
 }
 
 /// A kind of raw etcd write.
@@ -525,18 +575,23 @@ enum RawWrite {
     CreateTxn,
 }
 
-/// `args.creates` raw writes of 1 KiB, `args.concurrency` at a time: prints and returns the
-/// rate.
-async fn raw_etcd_writes(client: &etcd_client::Client, args: &BenchApiArgs, kind: RawWrite) -> f64 {
+/// `args.creates` raw writes of 1 KiB to keys `from..from + args.creates`, `args.concurrency`
+/// at a time.
+async fn raw_etcd_writes(
+    client: &etcd_client::Client,
+    args: &BenchApiArgs,
+    kind: RawWrite,
+    from: u64,
+) -> RawRun {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
     let what = match kind {
         RawWrite::Put => "raw etcd puts (1 KiB)",
         RawWrite::CreateTxn => "raw etcd create transactions (1 KiB, compare-and-put)",
     };
     let value = vec![b'x'; 1024];
-    let next = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(from));
     let progress = Progress::start(what, Some(next.clone()));
-    let (limit, run_id) = (args.creates, std::process::id());
+    let (limit, run_id) = (from + args.creates, std::process::id());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
@@ -572,13 +627,34 @@ async fn raw_etcd_writes(client: &etcd_client::Client, args: &BenchApiArgs, kind
     for task in tasks {
         latencies.extend(task.await.unwrap_or_default());
     }
-    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
     drop(progress);
     latencies.sort_unstable();
-    println!(
-        "  {what}: {rate:.0}/s   p50 {}   p99 {}",
-        ms(percentile(&latencies, 0.5)),
-        ms(percentile(&latencies, 0.99))
-    );
-    rate
+    RawRun {
+        written: latencies.len() as u64,
+        elapsed,
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+    }
+}
+
+/// The outcome of [`raw_etcd_writes`].
+struct RawRun {
+    written: u64,
+    elapsed: Duration,
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl RawRun {
+    fn print(&self, what: &str) {
+        println!(
+            "  {what}: {:.0}/s   p50 {}   p99 {}",
+            self.rate,
+            ms(self.p50),
+            ms(self.p99)
+        );
+    }
 }

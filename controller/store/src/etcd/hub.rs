@@ -6,6 +6,12 @@
 //! subscriber. A new watcher whose start revision the hub still covers joins it (replaying
 //! the recent events after its start); an older start gets an etcd watch of its own.
 //!
+//! A hub also serves watchers of narrower prefixes, filtered, when it has no hub of their own
+//! prefix and covers their start: the API server's garbage collector watches all of
+//! `/registry/`, so every watch of one resource would otherwise have etcd send each of its
+//! events twice. A start older than the broad hub's recent events gets a hub of its own
+//! prefix, as before.
+//!
 //! A subscriber that falls [`LAG`] events behind is dropped with an error; its client
 //! resumes from the last event it saw, from the hub's recent events if they still reach back
 //! that far. A hub ends when its last subscriber leaves or its etcd watch fails (every
@@ -15,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use tokio::sync::{Notify, mpsc};
@@ -26,6 +33,11 @@ use crate::{Event, ProgressStream, Result, Rev, StoreError, WatchItem};
 const RECENT: usize = 4096;
 /// Events a subscriber may have waiting before it is dropped.
 const LAG: usize = 16_384;
+/// How often a subscriber of a narrower prefix than its hub's is told the hub's progress, as
+/// events of other keys go by: etcd reports progress only on a quiet watch, and the broad
+/// watch is rarely quiet, so this is how a quiet resource's watchers keep up (their
+/// bookmarks).
+const FILTERED_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// The hubs of one store, by prefix and whether events carry previous values.
 #[derive(Default)]
@@ -45,7 +57,7 @@ impl Hubs {
         let key = (prefix.to_owned(), with_prev);
         let mut hubs = self.hubs.lock().await;
         if let Some(hub) = hubs.get(&key).and_then(Weak::upgrade) {
-            match hub.join(after) {
+            match hub.join(after, None) {
                 Joined::Stream(stream) => return Ok(stream),
                 Joined::TooOld => {
                     drop(hubs);
@@ -54,11 +66,14 @@ impl Hubs {
                 Joined::Closed => {}
             }
         }
+        if let Some(stream) = join_broader(&hubs, prefix, after, with_prev) {
+            return Ok(stream);
+        }
         let source = store.open_watch(prefix, after, with_prev).await?;
         let hub = Hub::new(after);
         // Joined before the hub runs, so even an immediate failure of the etcd watch reaches
         // this watcher.
-        let Joined::Stream(stream) = hub.join(after) else {
+        let Joined::Stream(stream) = hub.join(after, None) else {
             return Err(StoreError::Internal(
                 "a new etcd watch hub refused its first watcher".into(),
             ));
@@ -68,6 +83,32 @@ impl Hubs {
         hubs.insert(key, Arc::downgrade(&hub));
         Ok(stream)
     }
+}
+
+/// A subscription to the narrowest running hub of a prefix that contains `prefix` (and sends
+/// previous values if the watcher needs them) whose recent events reach back to `after`.
+fn join_broader(
+    hubs: &HashMap<(String, bool), Weak<Hub>>,
+    prefix: &str,
+    after: Rev,
+    with_prev: bool,
+) -> Option<ProgressStream> {
+    let mut broader: Vec<(&str, Arc<Hub>)> = hubs
+        .iter()
+        .filter(|((hub_prefix, hub_prev), _)| {
+            hub_prefix.len() < prefix.len()
+                && prefix.starts_with(hub_prefix.as_str())
+                && (*hub_prev || !with_prev)
+        })
+        .filter_map(|((hub_prefix, _), hub)| Some((hub_prefix.as_str(), hub.upgrade()?)))
+        .collect();
+    broader.sort_by_key(|(hub_prefix, _)| std::cmp::Reverse(hub_prefix.len()));
+    broader
+        .into_iter()
+        .find_map(|(_, hub)| match hub.join(after, Some(prefix)) {
+            Joined::Stream(stream) => Some(stream),
+            Joined::TooOld | Joined::Closed => None,
+        })
 }
 
 /// One shared etcd watch.
@@ -92,6 +133,11 @@ struct Subscriber {
     id: u64,
     /// Events at or before this revision are not for this subscriber.
     after: Rev,
+    /// Only events of keys under this prefix are, for a subscriber of a narrower prefix than
+    /// the hub's.
+    only: Option<String>,
+    /// When this subscriber of a narrower prefix was last told the hub's progress.
+    progress_at: Instant,
     events: mpsc::Sender<Result<WatchItem>>,
 }
 
@@ -124,8 +170,9 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A subscription after `after`: the recent events after it now, then live ones.
-    fn join(self: &Arc<Self>, after: Rev) -> Joined {
+    /// A subscription after `after`: the recent events after it now, then live ones; with
+    /// `only`, just those of keys under that prefix.
+    fn join(self: &Arc<Self>, after: Rev, only: Option<&str>) -> Joined {
         let mut state = self.lock();
         if state.closed {
             return Joined::Closed;
@@ -134,13 +181,20 @@ impl Hub {
             return Joined::TooOld;
         }
         let (events, receiver) = mpsc::channel(RECENT + LAG);
-        for event in state.recent.iter().filter(|event| event.rev > after) {
+        let wanted = |event: &&Event| event.rev > after && covers(only, event);
+        for event in state.recent.iter().filter(wanted) {
             // The channel has room for every recent event.
             let _ = events.try_send(Ok(WatchItem::Event(event.clone())));
         }
         let id = state.next_id;
         state.next_id += 1;
-        state.subscribers.push(Subscriber { id, after, events });
+        state.subscribers.push(Subscriber {
+            id,
+            after,
+            only: only.map(str::to_owned),
+            progress_at: Instant::now(),
+            events,
+        });
         Joined::Stream(Box::pin(Subscription {
             hub: Arc::clone(self),
             id,
@@ -172,22 +226,34 @@ impl Hub {
 
     fn publish(&self, event: Event) {
         let mut state = self.lock();
-        state.subscribers.retain(|subscriber| {
-            event.rev <= subscriber.after
-                || match subscriber
-                    .events
-                    .try_send(Ok(WatchItem::Event(event.clone())))
-                {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::debug!(
-                            rev = event.rev,
-                            "an etcd watcher fell {LAG} events behind; it is dropped"
-                        );
-                        false
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+        state.subscribers.retain_mut(|subscriber| {
+            if event.rev <= subscriber.after {
+                return true;
+            }
+            if !covers(subscriber.only.as_deref(), &event) {
+                // Every event of its prefix up to here has been sent to it.
+                if subscriber.progress_at.elapsed() >= FILTERED_PROGRESS_EVERY {
+                    subscriber.progress_at = Instant::now();
+                    let _ = subscriber
+                        .events
+                        .try_send(Ok(WatchItem::Progress(event.rev)));
                 }
+                return true;
+            }
+            match subscriber
+                .events
+                .try_send(Ok(WatchItem::Event(event.clone())))
+            {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(
+                        rev = event.rev,
+                        "an etcd watcher fell {LAG} events behind; it is dropped"
+                    );
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
         });
         if state.recent.len() == RECENT
             && let Some(oldest) = state.recent.pop_front()
@@ -224,6 +290,11 @@ impl Hub {
             self.idle.notify_one();
         }
     }
+}
+
+/// Whether `event` is for a subscriber that wants only keys under `only`.
+fn covers(only: Option<&str>, event: &Event) -> bool {
+    only.is_none_or(|prefix| event.kv.key.starts_with(prefix))
 }
 
 /// `error` again, for one more subscriber: a compaction keeps its revisions, so the client

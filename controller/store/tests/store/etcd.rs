@@ -370,6 +370,93 @@ async fn watchers_of_one_prefix_share_one_etcd_watch() {
     wait_for_etcd_watches(&server, 0.0).await;
 }
 
+/// The next event's key and value on a watch with progress.
+async fn next_kv(stream: &mut devplane_store::ProgressStream) -> KeyValue {
+    use devplane_store::WatchItem;
+    use futures::StreamExt;
+    loop {
+        match within("event", stream.next()).await {
+            Some(Ok(WatchItem::Event(event))) => return event.kv,
+            Some(Ok(WatchItem::Progress(_))) => continue,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+/// A watcher of a narrower prefix joins the watch of a broader one (as the watchers of one
+/// resource join the garbage collector's watch of everything) and gets only its own keys, and
+/// the progress of the others while its own are quiet; it does not join a watch without
+/// previous values when it needs them, nor one whose recent events do not reach back to its
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_of_a_narrower_prefix_joins_the_watch_of_a_broader_one() {
+    use devplane_store::WatchItem;
+    use futures::StreamExt;
+    let Some(server) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let (store, _) = two_processes(&server).await;
+    let early = store.create("all/a/0", value("0")).await.expect("early");
+    let start = store.current_revision().await.expect("current");
+    let mut broad = within("watch", store.watch_progress_without_prev("all/", start))
+        .await
+        .expect("broad watch");
+    wait_for_etcd_watches(&server, 1.0).await;
+    let mut narrow = within("watch", store.watch_progress_without_prev("all/a/", start))
+        .await
+        .expect("narrow watch");
+    let mut quiet = within("watch", store.watch_progress_without_prev("all/q/", start))
+        .await
+        .expect("quiet watch");
+    wait_for_etcd_watches(&server, 1.0).await;
+    let a1 = store.create("all/a/1", value("1")).await.expect("a1");
+    let b1 = store.create("all/b/1", value("1")).await.expect("b1");
+    let a2 = store.create("all/a/2", value("2")).await.expect("a2");
+    for kv in [&a1, &b1, &a2] {
+        assert_eq!(&next_kv(&mut broad).await, kv);
+    }
+    for kv in [&a1, &a2] {
+        assert_eq!(&next_kv(&mut narrow).await, kv);
+    }
+    // Writes elsewhere move the quiet watcher's progress on (at most once a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut written = b1.clone();
+    let progress = loop {
+        written = store
+            .update("all/b/1", value("again"), written.mod_rev)
+            .await
+            .expect("update");
+        match tokio::time::timeout(Duration::from_millis(200), quiet.next()).await {
+            Ok(Some(Ok(WatchItem::Progress(rev)))) => break rev,
+            Ok(other) => panic!("expected progress on a quiet prefix, got {other:?}"),
+            Err(_) => assert!(
+                std::time::Instant::now() < deadline,
+                "no progress on a quiet prefix"
+            ),
+        }
+    };
+    assert!(progress > a2.mod_rev && progress <= written.mod_rev);
+    // Needs previous values, which the broad watch does not carry: a watch of its own.
+    let mut with_prev = within("watch", store.watch("all/a/", start))
+        .await
+        .expect("watch with previous values");
+    assert_eq!(next_event(&mut with_prev).await.kv, a1);
+    wait_for_etcd_watches(&server, 2.0).await;
+    // Starts before the broad watch: a watch of its own prefix, not of everything.
+    let mut older = within(
+        "watch",
+        store.watch_progress_without_prev("all/a/", early.mod_rev - 1),
+    )
+    .await
+    .expect("older watch");
+    for kv in [&early, &a1, &a2] {
+        assert_eq!(&next_kv(&mut older).await, kv);
+    }
+    wait_for_etcd_watches(&server, 3.0).await;
+    drop((broad, narrow, quiet, with_prev, older));
+    wait_for_etcd_watches(&server, 0.0).await;
+}
+
 /// A watch of a quiet prefix learns from etcd how far it got with writes elsewhere, so a
 /// watcher's bookmarks move on and it resumes without a re-list after a compaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
