@@ -21,10 +21,12 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::{EtcdStore, header_rev, request_error, revs, same_revision, unexpected};
 use crate::{Guard, KeyValue, Result, StoreError};
 
-/// Transactions on their way to etcd at once. etcd's cost is mostly per transaction, so fewer
-/// and larger ones leave more of the machine to everything else: with two, a burst from 64
-/// clients commits about 15 creates per transaction.
-const IN_FLIGHT: usize = 2;
+/// Transactions on their way to etcd at once. etcd's cost is mostly per transaction (a
+/// transaction of 4 creates cost it about 45–95 µs per create here, one of 8 about 35–45 µs,
+/// a plain put 30–45 µs), so fewer and larger ones leave more of the machine to everything
+/// else. With one, API creates over etcd in `devplane bench api` ran at 0.56–0.65 of raw puts
+/// against 0.50–0.52 with two, in alternating runs of the same build.
+const IN_FLIGHT: usize = 1;
 /// Creates per transaction. etcd refuses a transaction whose operations, nested ones
 /// included, exceed `--max-txn-ops` (128 by default); each create is one operation outside
 /// and at most two inside.
