@@ -17,29 +17,116 @@ fn label_term(key: &str, value: &str) -> String {
     format!("{key}={value}")
 }
 
-/// Only `metadata.labels` of a stored object.
-#[derive(serde::Deserialize)]
-pub(super) struct LabelsOnly {
-    #[serde(default)]
-    pub(super) metadata: MetadataLabels,
+/// `metadata.labels` of a stored object (`None` when it has none), or `Err` when the JSON
+/// cannot be read this way.
+///
+/// Reading stops as soon as the labels are found. This server writes objects with their keys
+/// in order, so the labels come before `managedFields`, `spec` and `status`, which are most
+/// of an object's bytes and would otherwise all be scanned: this runs on every write (the
+/// label index) and for every object a label-selected list looks at. JSON that has no labels
+/// is read to its end.
+pub(super) fn stored_labels(stored: &[u8]) -> Result<Option<Map<String, Value>>, ()> {
+    let mut found = None;
+    let mut deserializer = serde_json::Deserializer::from_slice(stored);
+    match serde::Deserializer::deserialize_map(&mut deserializer, Object(&mut found)) {
+        Ok(()) => Ok(found),
+        Err(error) if found.is_some() && error.to_string().starts_with(FOUND) => Ok(found),
+        Err(_) => Err(()),
+    }
 }
 
-/// The labels of [`LabelsOnly`].
-#[derive(Default, serde::Deserialize)]
-pub(super) struct MetadataLabels {
-    #[serde(default)]
-    pub(super) labels: Option<Map<String, Value>>,
+/// The error [`stored_labels`] stops reading with once it has the labels.
+const FOUND: &str = "labels found";
+
+/// The top level of a stored object, for [`stored_labels`].
+struct Object<'a>(&'a mut Option<Map<String, Value>>);
+
+/// Whether a map key is this one, for [`stored_labels`] (without allocating the key, escaped
+/// or not).
+struct KeyIs(&'static str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyIs {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for KeyIs {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
+}
+
+/// An object's `metadata`, for [`stored_labels`].
+struct Metadata<'a>(&'a mut Option<Map<String, Value>>);
+
+impl<'de> serde::de::Visitor<'de> for Object<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(is_metadata) = map.next_key_seed(KeyIs("metadata"))? {
+            if is_metadata {
+                map.next_value_seed(Metadata(&mut *self.0))?;
+                if self.0.is_some() {
+                    return Err(serde::de::Error::custom(FOUND));
+                }
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Metadata<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Metadata<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object's metadata")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(is_labels) = map.next_key_seed(KeyIs("labels"))? {
+            if is_labels {
+                *self.0 = map.next_value::<Option<Map<String, Value>>>()?;
+                if self.0.is_some() {
+                    return Err(serde::de::Error::custom(FOUND));
+                }
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The terms of a stored object: one per label. Anything unreadable has none (and is then
 /// never read through the index, as it could not match a label selector either).
 fn label_terms(stored: &[u8]) -> Vec<String> {
-    let Ok(object) = serde_json::from_slice::<LabelsOnly>(stored) else {
+    let Ok(labels) = stored_labels(stored) else {
         return Vec::new();
     };
-    object
-        .metadata
-        .labels
+    labels
         .iter()
         .flatten()
         .filter_map(|(key, value)| Some(label_term(key, value.as_str()?)))
@@ -91,6 +178,35 @@ mod tests {
         assert_eq!(terms, vec!["bench/shard=3", "site="]);
         assert!(label_terms(br#"{"metadata":{"name":"d"}}"#).is_empty());
         assert!(label_terms(b"not json").is_empty());
+    }
+
+    #[test]
+    fn the_labels_of_a_stored_object_are_read_wherever_they_are() {
+        let labels = |text: &str| stored_labels(text.as_bytes());
+        let expected = json!({"a": "1", "b": "2"}).as_object().cloned();
+        // Written by this server: the labels come before the rest, which is not read.
+        assert_eq!(
+            labels(
+                r#"{"apiVersion":"v1","metadata":{"labels":{"a":"1","b":"2"},"managedFields":[]},"spec":{"x":1}}"#
+            ),
+            Ok(expected.clone())
+        );
+        // Anywhere else, and with escaped keys before them.
+        assert_eq!(
+            labels(
+                r#"{"sp\u0065c":{"labels":{"no":"pe"}},"metadata":{"n\"ame":"x","labels":{"b":"2","a":"1"}}}"#
+            ),
+            Ok(expected)
+        );
+        assert_eq!(
+            labels(r#"{"metadata":{"name":"x","labels":null},"spec":{}}"#),
+            Ok(None)
+        );
+        assert_eq!(labels(r#"{"metadata":{"name":"x"}}"#), Ok(None));
+        assert_eq!(labels(r#"{"spec":{}}"#), Ok(None));
+        assert_eq!(labels(r#"{"metadata":{"labels":"no"}}"#), Err(()));
+        assert_eq!(labels(r#"[1,2]"#), Err(()));
+        assert_eq!(labels("not json"), Err(()));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::Request;
 use super::codec::decode;
-use super::label_index::{LabelsOnly, selector_terms};
+use super::label_index::{selector_terms, stored_labels};
 use super::view_json::write_view_json;
 use crate::builtin::{self, Builtin};
 use crate::error::{ApiError, ApiResult};
@@ -250,16 +250,18 @@ pub async fn list_each(
             if terms.is_none() && !labels_may_match(&selectors.labels, &pairs, kv) {
                 continue;
             }
-            // Without selectors every object matches, and none needs decoding here.
-            let object = if selectors.is_empty() {
-                None
+            // Without selectors every object matches, and none needs decoding here; label
+            // selectors alone read only the labels.
+            let (object, matched) = if selectors.is_empty() {
+                (None, true)
+            } else if let Some(matched) = labels_alone_match(resource, selectors, kv) {
+                (None, matched)
             } else {
-                Some(decode(resource, kv)?)
+                let object = decode(resource, kv)?;
+                let matched = selectors.matches(resource, &object);
+                (Some(object), matched)
             };
-            if object
-                .as_ref()
-                .is_none_or(|object| selectors.matches(resource, object))
-            {
+            if matched {
                 each(Listed {
                     resource,
                     kv,
@@ -279,6 +281,18 @@ pub async fn list_each(
         }
         start_after = page.items.last().map(|kv| kv.key.clone());
     }
+}
+
+/// Whether a stored object's labels match `selectors`, read from its JSON without parsing the
+/// rest (so a label-selected list costs about what listing those objects costs); `None` when
+/// the selectors need more than labels, the resource's view converts objects, or the stored
+/// JSON does not parse this way (the caller then decodes the whole object).
+fn labels_alone_match(resource: &Resource, selectors: &Selectors, kv: &KeyValue) -> Option<bool> {
+    if !selectors.fields.is_empty() || resource.builtin == Some(Builtin::EventsV1) {
+        return None;
+    }
+    let labels = stored_labels(&kv.value).ok()?;
+    Some(selectors.labels.matches(labels.as_ref()))
 }
 
 /// One page of a list: read through the store's label index when the selector names labels
@@ -314,9 +328,9 @@ fn labels_may_match(selector: &LabelSelector, pairs: &[String], kv: &KeyValue) -
     {
         return false;
     }
-    match serde_json::from_slice::<LabelsOnly>(&kv.value) {
-        Ok(object) => selector.matches(object.metadata.labels.as_ref()),
-        Err(_) => true,
+    match stored_labels(&kv.value) {
+        Ok(labels) => selector.matches(labels.as_ref()),
+        Err(()) => true,
     }
 }
 
