@@ -280,6 +280,18 @@ async fn watchers(target: &Arc<Target>, n: usize) -> Result<Vec<Arc<AtomicU64>>,
     Ok(counters)
 }
 
+/// The process's resident set once the work that follows a burst of writes is done: the
+/// lowest of samples over two seconds. Right after the last create the store may still be
+/// writing a snapshot of every key, and the allocator still holds what requests freed.
+async fn settled_rss() -> Option<u64> {
+    let mut lowest = rss_bytes()?;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        lowest = lowest.min(rss_bytes()?);
+    }
+    Some(lowest)
+}
+
 /// The process's resident set now (`VmRSS`).
 fn rss_bytes() -> Option<u64> {
     proc_status_bytes("VmRSS:")
@@ -380,10 +392,14 @@ pub async fn run(args: &BenchApiArgs) -> Result<(), String> {
             ms(fill.p99)
         );
         if let (Some(before), Some(after)) = (rss_before, rss_bytes()) {
-            let per_object = after.saturating_sub(before) as f64 / args.list_objects as f64;
+            let per_object =
+                |rss: u64| rss.saturating_sub(before) as f64 / args.list_objects as f64;
+            let settled = settled_rss().await.unwrap_or(after);
             println!(
-                "  memory: {per_object:.0} bytes RSS per stored object at {} objects",
-                args.list_objects
+                "  memory: {:.0} bytes RSS per stored object at {} objects once settled ({:.0} right after the last create)",
+                per_object(settled),
+                args.list_objects,
+                per_object(after)
             );
         }
     }

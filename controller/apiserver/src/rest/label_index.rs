@@ -30,7 +30,8 @@ pub(super) fn stored_labels(stored: &[u8]) -> Result<Option<Map<String, Value>>,
     let mut deserializer = serde_json::Deserializer::from_slice(stored);
     match serde::Deserializer::deserialize_map(&mut deserializer, Object(&mut found)) {
         Ok(()) => Ok(found),
-        Err(error) if found.is_some() && error.to_string().starts_with(FOUND) => Ok(found),
+        // Having found them, it stopped with [`FOUND`].
+        Err(_) if found.is_some() => Ok(found),
         Err(_) => Err(()),
     }
 }
@@ -143,18 +144,29 @@ pub fn extractor() -> TermExtractor {
 /// can be answered from the index (`!=`, `notin`, existence, `<`, `>`), or the selector is
 /// empty.
 pub(super) fn selector_terms(selector: &LabelSelector) -> Option<Vec<String>> {
+    selector_terms_and_rest(selector).map(|(terms, _)| terms)
+}
+
+/// Whether the index alone decides `selector`: it has one requirement, and that is the one
+/// [`selector_terms`] reads from the index. A list at the latest revision then needs no
+/// check of what the index returned.
+pub(super) fn index_decides(selector: &LabelSelector) -> bool {
+    selector_terms_and_rest(selector).is_some_and(|(_, rest)| rest == 0)
+}
+
+/// [`selector_terms`], with the number of the selector's other requirements.
+fn selector_terms_and_rest(selector: &LabelSelector) -> Option<(Vec<String>, usize)> {
     let requirements = selector.requirements();
     let equality = requirements
         .iter()
         .find(|r| matches!(r.operator(), Operator::Equals | Operator::DoubleEquals));
     let chosen = equality.or_else(|| requirements.iter().find(|r| r.operator() == Operator::In))?;
-    Some(
-        chosen
-            .values()
-            .iter()
-            .map(|value| label_term(chosen.key(), value))
-            .collect(),
-    )
+    let terms = chosen
+        .values()
+        .iter()
+        .map(|value| label_term(chosen.key(), value))
+        .collect();
+    Some((terms, requirements.len() - 1))
 }
 
 #[cfg(test)]
@@ -207,6 +219,17 @@ mod tests {
         assert_eq!(labels(r#"{"metadata":{"labels":"no"}}"#), Err(()));
         assert_eq!(labels(r#"[1,2]"#), Err(()));
         assert_eq!(labels("not json"), Err(()));
+    }
+
+    #[test]
+    fn only_a_selector_of_one_indexed_requirement_is_decided_by_the_index() {
+        let decides = |selector: &str| index_decides(&LabelSelector::parse(selector).unwrap());
+        assert!(decides("a=1"));
+        assert!(decides("a==1"));
+        assert!(decides("a in (1,2)"));
+        for selector in ["", "a", "a!=1", "a=1,b=2", "a in (1,2),b", "a notin (1)"] {
+            assert!(!decides(selector), "{selector}");
+        }
     }
 
     #[test]

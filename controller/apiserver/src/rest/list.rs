@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::Request;
 use super::codec::decode;
-use super::label_index::{selector_terms, stored_labels};
+use super::label_index::{index_decides, selector_terms, stored_labels};
 use super::view_json::write_view_json;
 use crate::builtin::{self, Builtin};
 use crate::error::{ApiError, ApiResult};
@@ -226,6 +226,11 @@ pub async fn list_each(
     let mut terms = selector_terms(&selectors.labels);
     let mut taken: u64 = 0;
     let page_size = limit.map(|l| (l as usize).max(100)).unwrap_or(10_000);
+    // At the latest revision the label index returns exactly the objects that carry a term:
+    // for a selector of that one requirement its first page needs no check. Later pages are
+    // read at the first page's revision, which may no longer be the latest.
+    let mut latest = continuation.is_none() && rev.is_none();
+    let decided_by_index = selectors.fields.is_empty() && index_decides(&selectors.labels);
     loop {
         let opts = ListOptions {
             prefix: prefix.clone(),
@@ -243,6 +248,8 @@ pub async fn list_each(
             Err(e) => return Err(e.into()),
         };
         rev = Some(page.rev);
+        let decided = decided_by_index && latest && terms.is_some();
+        latest = false;
         let count = page.items.len();
         for (i, kv) in page.items.iter().enumerate() {
             // Items read through the label index carry a selected label; the full check
@@ -252,7 +259,7 @@ pub async fn list_each(
             }
             // Without selectors every object matches, and none needs decoding here; label
             // selectors alone read only the labels.
-            let (object, matched) = if selectors.is_empty() {
+            let (object, matched) = if selectors.is_empty() || decided {
                 (None, true)
             } else if let Some(matched) = labels_alone_match(resource, selectors, kv) {
                 (None, matched)
