@@ -14,7 +14,7 @@ mod list;
 #[cfg(test)]
 mod list_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub(crate) mod validate;
 mod view_json;
 mod write;

@@ -283,7 +283,7 @@ async fn a_watch_without_selectors_tells_creates_updates_and_deletes_apart() {
 
 /// A request through `router`, with a JSON body of the given content type: status and JSON
 /// body (`null` if the body is not JSON).
-pub(super) async fn call_router(
+pub(crate) async fn call_router(
     router: &axum::Router,
     method: Method,
     path: &str,

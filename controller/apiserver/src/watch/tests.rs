@@ -119,20 +119,17 @@ fn a_chunk_of_one_line_shares_it_and_several_lines_are_joined() {
     );
 }
 
-/// The body of a request through the router that must succeed.
-async fn read_json(router: &axum::Router, request: Request<Body>) -> Value {
-    let response = tokio::time::timeout(Duration::from_secs(10), router.clone().oneshot(request))
-        .await
-        .expect("the handler answers in time")
-        .expect("infallible router");
-    assert!(response.status().is_success(), "{}", response.status());
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    serde_json::from_slice(&bytes).expect("a JSON body")
+/// The JSON body of a request through the router that must succeed.
+async fn read_json(
+    router: &axum::Router,
+    method: axum::http::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let body = body.map(|body| ("application/json", body));
+    let (status, json) = crate::rest::tests::call_router(router, method, path, body).await;
+    assert!(status.is_success(), "{status}: {json}");
+    json
 }
 
 /// The event stream of a watch.
@@ -165,8 +162,8 @@ async fn an_object_reads_the_same_through_get_list_and_watch_as_it_was_created()
     let server = ApiServer::new(store, config).await.expect("server");
     let router = server.in_process_router(Caller::new("admin", &["system:masters"]));
     let path = "/api/v1/namespaces/default/configmaps";
-    let get = |path: String| Request::get(path).body(Body::empty()).expect("request");
-    let before = read_json(&router, get(path.to_string())).await;
+    let get = axum::http::Method::GET;
+    let before = read_json(&router, get.clone(), path, None).await;
     let rv = before["metadata"]["resourceVersion"]
         .as_str()
         .expect("a list revision")
@@ -179,22 +176,21 @@ async fn an_object_reads_the_same_through_get_list_and_watch_as_it_was_created()
         "metadata": {"name": "a", "labels": {"app": "x"}, "annotations": {"note": "é \"q\"\n"}},
         "data": {"k": "v", "nested": "{\"json\": [1]}"}
     });
-    let request = Request::post(path)
-        .header("content-type", "application/json")
-        .body(Body::from(object.to_string()))
-        .expect("request");
-    let created = read_json(&router, request).await;
+    let created = read_json(&router, axum::http::Method::POST, path, Some(object)).await;
     assert_eq!(created["metadata"]["labels"]["app"], "x");
 
     let event = first_event(&mut watch).await;
     assert_eq!(event, json!({"type": "ADDED", "object": created}));
-    assert_eq!(read_json(&router, get(format!("{path}/a"))).await, created);
+    assert_eq!(
+        read_json(&router, get.clone(), &format!("{path}/a"), None).await,
+        created
+    );
     for query in [
         "",
         "?labelSelector=app%3Dx",
         "?fieldSelector=metadata.name%3Da",
     ] {
-        let list = read_json(&router, get(format!("{path}{query}"))).await;
+        let list = read_json(&router, get.clone(), &format!("{path}{query}"), None).await;
         assert_eq!(list["items"], json!([created]), "{query}");
     }
     let mut initial = open_watch(&router, &format!("{path}?watch=true")).await;
