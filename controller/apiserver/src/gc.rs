@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use devplane_store::{EventKind, KeyValue, ListOptions, StoreError, WatchItem};
+use devplane_store::{EventKind, KeyValue, ListOptions, StoreError};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -245,10 +245,12 @@ async fn run_once(inner: &Arc<Inner>) -> Result<(), StoreError> {
     }
     // Without previous values: the collector reads only the new object of a put and the key
     // of a delete, and on etcd a watch with them costs etcd a read per event.
-    let mut stream = inner
-        .store
-        .watch_progress_without_prev("/registry/", rev.unwrap_or(0))
-        .await?;
+    let mut stream = devplane_store::events_only(
+        inner
+            .store
+            .watch_progress_without_prev("/registry/", rev.unwrap_or(0))
+            .await?,
+    );
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     resync.tick().await;
     loop {
@@ -273,8 +275,7 @@ async fn run_once(inner: &Arc<Inner>) -> Result<(), StoreError> {
             next = stream.next() => match next {
                 None => return Err(StoreError::Compacted { requested: 0, compacted: 0 }),
                 Some(Err(e)) => return Err(e),
-                Some(Ok(WatchItem::Progress(_))) => {}
-                Some(Ok(WatchItem::Event(event))) => match event.kind {
+                Some(Ok(event)) => match event.kind {
                     EventKind::Put => index.insert(&event.kv, &mut work),
                     EventKind::Delete => index.delete(&event.kv.key, &mut work),
                 },

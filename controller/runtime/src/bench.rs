@@ -158,6 +158,7 @@ fn device(i: u64) -> Value {
     })
 }
 
+/// Writes of a benchmark phase: how many succeeded, how fast, and their latencies.
 struct Run {
     created: u64,
     elapsed: Duration,
@@ -166,6 +167,23 @@ struct Run {
     p99: Duration,
     max: Duration,
     errors: u64,
+}
+
+impl Run {
+    /// The run whose successful writes took `latencies`, in `elapsed` in all, with `errors`
+    /// failed ones.
+    fn of(mut latencies: Vec<Duration>, elapsed: Duration, errors: u64) -> Run {
+        latencies.sort_unstable();
+        Run {
+            created: latencies.len() as u64,
+            elapsed,
+            creates_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+            max: latencies.last().copied().unwrap_or_default(),
+            errors,
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -240,17 +258,7 @@ async fn creates(target: &Arc<Target>, from: u64, to: u64, concurrency: usize) -
     for task in tasks {
         latencies.extend(task.await.unwrap_or_default());
     }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    Run {
-        created: latencies.len() as u64,
-        elapsed,
-        creates_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&latencies, 0.50),
-        p99: percentile(&latencies, 0.99),
-        max: latencies.last().copied().unwrap_or_default(),
-        errors: errors.load(Ordering::Relaxed),
-    }
+    Run::of(latencies, started.elapsed(), errors.load(Ordering::Relaxed))
 }
 
 /// Start `n` watchers of every Device; each counts the events it receives.
@@ -536,7 +544,12 @@ async fn etcd_comparison(endpoint: &str, args: &BenchApiArgs) -> Result<(), Stri
     let run_id = std::process::id();
     println!("\netcd at {endpoint}");
     let txn = raw_etcd_writes(&client, args, RawWrite::CreateTxn, 0).await;
-    txn.print("raw etcd create transactions (1 KiB, compare-and-put)");
+    println!(
+        "  raw etcd create transactions (1 KiB, compare-and-put): {:.0}/s   p50 {}   p99 {}",
+        txn.creates_per_second,
+        ms(txn.p50),
+        ms(txn.p99)
+    );
     let store = devplane_store::open(&format!("etcd://{endpoint}/bench-api-{run_id}"))
         .await
         .map_err(|e| e.to_string())?;
@@ -551,13 +564,13 @@ async fn etcd_comparison(endpoint: &str, args: &BenchApiArgs) -> Result<(), Stri
         println!(
             "  round {}: raw etcd puts {:.0}/s (p99 {}), API creates {:.0}/s (p99 {}): {}",
             round + 1,
-            raw.rate,
+            raw.creates_per_second,
             ms(raw.p99),
             api.creates_per_second,
             ms(api.p99),
-            ratio(api.creates_per_second, raw.rate)
+            ratio(api.creates_per_second, raw.creates_per_second)
         );
-        raw_total.add(raw.written, raw.elapsed);
+        raw_total.add(raw.created, raw.elapsed);
         api_total.add(api.created, api.elapsed);
         api_errors += api.errors;
     }
@@ -579,7 +592,7 @@ async fn etcd_comparison(endpoint: &str, args: &BenchApiArgs) -> Result<(), Stri
     );
     println!(
         "  overhead: API creates/s ÷ raw etcd create transactions/s = {}",
-        ratio(api_rate, txn.rate)
+        ratio(api_rate, txn.creates_per_second)
     );
     target.shutdown();
     Ok(())
@@ -619,7 +632,7 @@ async fn raw_etcd_writes(
     args: &BenchApiArgs,
     kind: RawWrite,
     from: u64,
-) -> RawRun {
+) -> Run {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
     let what = match kind {
         RawWrite::Put => "raw etcd puts (1 KiB)",
@@ -664,34 +677,7 @@ async fn raw_etcd_writes(
     for task in tasks {
         latencies.extend(task.await.unwrap_or_default());
     }
-    let elapsed = started.elapsed();
     drop(progress);
-    latencies.sort_unstable();
-    RawRun {
-        written: latencies.len() as u64,
-        elapsed,
-        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&latencies, 0.5),
-        p99: percentile(&latencies, 0.99),
-    }
-}
-
-/// The outcome of [`raw_etcd_writes`].
-struct RawRun {
-    written: u64,
-    elapsed: Duration,
-    rate: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-impl RawRun {
-    fn print(&self, what: &str) {
-        println!(
-            "  {what}: {:.0}/s   p50 {}   p99 {}",
-            self.rate,
-            ms(self.p50),
-            ms(self.p99)
-        );
-    }
+    let written = latencies.len() as u64;
+    Run::of(latencies, started.elapsed(), args.creates - written)
 }

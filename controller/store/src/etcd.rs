@@ -37,7 +37,7 @@ use etcd_client::{
 use self::recent::RecentValues;
 use crate::{
     Event, EventKind, Guard, KeyValue, ListOptions, ListPage, ProgressStream, Recent, Result, Rev,
-    Store, StoreError, WatchItem, WatchStream, validate_key, validate_list_options,
+    Store, StoreError, WatchStream, validate_key, validate_list_options,
 };
 
 /// A failure talking to etcd, naming the operation.
@@ -799,15 +799,9 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
-        use futures::StreamExt;
-        let items = self.hubs.watch(self, prefix, after, true).await?;
-        Ok(Box::pin(items.filter_map(|item| {
-            futures::future::ready(match item {
-                Ok(WatchItem::Event(event)) => Some(Ok(event)),
-                Ok(WatchItem::Progress(_)) => None,
-                Err(error) => Some(Err(error)),
-            })
-        })))
+        Ok(crate::events_only(
+            self.hubs.watch(self, prefix, after, true).await?,
+        ))
     }
 
     async fn watch_progress(&self, prefix: &str, after: Rev) -> Result<ProgressStream> {

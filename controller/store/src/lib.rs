@@ -165,6 +165,18 @@ pub enum WatchItem {
 /// A [`WatchStream`] that also reports progress.
 pub type ProgressStream = Pin<Box<dyn futures::Stream<Item = Result<WatchItem>> + Send>>;
 
+/// The events of `items`, without its progress reports.
+pub fn events_only(items: ProgressStream) -> WatchStream {
+    use futures::StreamExt;
+    Box::pin(items.filter_map(|item| {
+        std::future::ready(match item {
+            Ok(WatchItem::Event(event)) => Some(Ok(event)),
+            Ok(WatchItem::Progress(_)) => None,
+            Err(error) => Some(Err(error)),
+        })
+    }))
+}
+
 /// The storage contract the API server relies on (modelled on etcd v3 and kine).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {

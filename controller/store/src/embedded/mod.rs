@@ -490,15 +490,9 @@ impl Store for Embedded {
     }
 
     async fn watch(&self, prefix: &str, after: Rev) -> Result<WatchStream> {
-        use futures::StreamExt;
-        let items = self.watch_progress(prefix, after).await?;
-        Ok(Box::pin(items.filter_map(|item| {
-            std::future::ready(match item {
-                Ok(WatchItem::Event(event)) => Some(Ok(event)),
-                Ok(WatchItem::Progress(_)) => None,
-                Err(e) => Some(Err(e)),
-            })
-        })))
+        Ok(crate::events_only(
+            self.watch_progress(prefix, after).await?,
+        ))
     }
 
     async fn watch_progress(&self, prefix: &str, after: Rev) -> Result<ProgressStream> {
