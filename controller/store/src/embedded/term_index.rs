@@ -92,12 +92,9 @@ impl KeySet {
                     Bound::Excluded(bound) => &**key <= bound,
                     Bound::Unbounded => false,
                 });
-                Box::new(keys[first..].iter().map(|key| &**key))
+                Box::new(keys[first..].iter())
             }
-            KeySet::Many(keys) => Box::new(
-                keys.range::<str, _>((start, Bound::Unbounded))
-                    .map(|key| &**key),
-            ),
+            KeySet::Many(keys) => Box::new(keys.range::<str, _>((start, Bound::Unbounded))),
         }
     }
 }
@@ -217,14 +214,16 @@ impl TermIndex {
 
     /// Every key under `prefix` (and after `start_after`) that carried one of `terms` at a
     /// revision `>= rev`, without repeats and in key order: a superset of the keys whose
-    /// version at `rev` carries one, exact when `rev` is the latest revision.
+    /// version at `rev` carries one, exact when `rev` is the latest revision. The keys are
+    /// those [`TermIndex::record`] was given, so a caller that records the keys of its map
+    /// can recognise them there by pointer.
     pub(crate) fn candidates<'a>(
         &'a self,
         terms: &[String],
         prefix: &'a str,
         start_after: Option<&'a str>,
         rev: Rev,
-    ) -> impl Iterator<Item = &'a str> + 'a {
+    ) -> impl Iterator<Item = &'a Arc<str>> + 'a {
         let start = match start_after {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),
@@ -254,7 +253,7 @@ impl TermIndex {
                 .range((lower, Bound::Unbounded))
                 .take_while(move |((t, _), _)| *t == term)
                 .filter(move |(_, lost)| **lost > rev)
-                .map(|((_, key), _)| &**key),
+                .map(|((_, key), _)| key),
         )
     }
 
@@ -266,7 +265,7 @@ impl TermIndex {
 }
 
 /// Keys in ascending order from one posting list.
-type KeySource<'a> = Box<dyn Iterator<Item = &'a str> + 'a>;
+type KeySource<'a> = Box<dyn Iterator<Item = &'a Arc<str>> + 'a>;
 
 /// The ordered union of ascending key sources, each key once.
 struct MergedKeys<'a> {
@@ -282,9 +281,9 @@ impl<'a> MergedKeys<'a> {
 }
 
 impl<'a> Iterator for MergedKeys<'a> {
-    type Item = &'a str;
+    type Item = &'a Arc<str>;
 
-    fn next(&mut self) -> Option<&'a str> {
+    fn next(&mut self) -> Option<&'a Arc<str>> {
         let smallest = self
             .sources
             .iter_mut()
@@ -316,6 +315,7 @@ mod tests {
     fn read<'a>(index: &'a TermIndex, term: &str, start_after: Option<&'a str>) -> Vec<&'a str> {
         index
             .candidates(&[term.to_owned()], "k", start_after, Rev::MAX)
+            .map(|key| &**key)
             .collect()
     }
 
@@ -351,9 +351,15 @@ mod tests {
         index.record(&key, &["t".to_owned()], &[], 2);
         assert!(index.current.is_empty());
         assert_eq!(index.entries(), 1, "reads before revision 2 still see k1");
-        let at_one: Vec<&str> = index.candidates(&["t".to_owned()], "", None, 1).collect();
+        let at_one: Vec<&str> = index
+            .candidates(&["t".to_owned()], "", None, 1)
+            .map(|key| &**key)
+            .collect();
         assert_eq!(at_one, vec!["k1"]);
-        let at_two: Vec<&str> = index.candidates(&["t".to_owned()], "", None, 2).collect();
+        let at_two: Vec<&str> = index
+            .candidates(&["t".to_owned()], "", None, 2)
+            .map(|key| &**key)
+            .collect();
         assert!(at_two.is_empty());
         index.forget_before(2);
         assert_eq!(index.entries(), 0);
