@@ -104,6 +104,84 @@ fn devices_connect_with_their_secret_and_bad_or_unauthorized_logins_are_refused(
 }
 
 #[test]
+fn devices_with_names_too_long_for_a_label_value_or_a_secret_suffix_connect_as_themselves() {
+    let plant = Plant::start();
+    // 100 characters: longer than a label value may be; 250: with `-credentials` longer than
+    // an object name may be. Their first 60 characters are the same.
+    let stem = |length: usize| {
+        let mut name: String = (0..length - 2)
+            .map(|i| if i % 20 == 19 { '.' } else { 'l' })
+            .collect();
+        name.push_str("-z");
+        name
+    };
+    let names = [stem(100), stem(250)];
+    for name in &names {
+        plant.devplane.apply_yaml(&format!(
+            "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {{name: {name}, namespace: plant}}\nspec:\n  modelRef: {{name: probe}}\n"
+        ));
+    }
+    let mut passwords = Vec::new();
+    for name in &names {
+        plant.wait_device(name, "--for=condition=Ready");
+        let secret = plant.jsonpath("device", "plant", name, "{.status.credentials.secretName}");
+        assert!(secret.len() <= 253, "{secret}");
+        let user = format!("plant/{name}");
+        let password = plant.devplane.secret_value("plant", &secret, "password");
+        assert_eq!(
+            plant.devplane.secret_value("plant", &secret, "username"),
+            user
+        );
+        let topic = format!("d/{user}/telemetry");
+        let output = plant.mosquitto(
+            "mosquitto_pub",
+            true,
+            &user,
+            &password,
+            &[
+                "-q",
+                "1",
+                "-t",
+                &topic,
+                "-m",
+                r#"{"points": {"temperature": 20}}"#,
+            ],
+        );
+        assert!(
+            output.status.success(),
+            "{name} publishes: {}",
+            stderr(&output)
+        );
+        passwords.push(password);
+    }
+    // Each logs in as itself only: not with the other's password, not on the other's topic.
+    assert_eq!(
+        connack(&plant, &format!("plant/{}", names[0]), &passwords[1], "5"),
+        "connack 134"
+    );
+    let output = run_with_timeout(
+        plant.paho(
+            &format!("plant/{}", names[0]),
+            &passwords[0],
+            "5",
+            &[
+                "publish",
+                &format!("d/plant/{}/telemetry", names[1]),
+                r#"{"points":{"temperature":1}}"#,
+            ],
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(
+        output_lines(&output)
+            .iter()
+            .any(|l| l.starts_with("puback 0 135")),
+        "publishing for the other device is refused: {}",
+        stdout(&output)
+    );
+}
+
+#[test]
 fn a_device_cannot_subscribe_to_or_publish_on_topics_that_are_not_its_own() {
     let plant = Plant::start();
     let password = plant.password("plant", "sensor-a");

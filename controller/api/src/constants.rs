@@ -38,6 +38,10 @@ pub mod annotations {
     pub const PROVISIONED_SERIAL: &str = "iot.devplane.io/provisioned-serial";
     /// On a provisioned Device: it spent the one-time token of its pre-registered entry.
     pub const PROVISIONED_WITH_TOKEN: &str = "iot.devplane.io/provisioned-with-token";
+    /// On a credentials Secret (and a gateway's sub-device) whose owner's name is longer than
+    /// a label value may be: the whole name. The owner label then holds a shortened form of
+    /// it (`devplane_core::naming::owner_label_value`).
+    pub const OWNER_NAME: &str = "iot.devplane.io/owner-name";
 }
 
 /// Finalizers devplane puts on objects so it can clean up before they go.

@@ -17,6 +17,7 @@ use devplane_api::constants::{annotations, field_managers, labels};
 use devplane_api::v1alpha1::{Connection, Device, DeviceSpec, LocalReference, ModelReference};
 use devplane_core::model::ModelKey;
 use devplane_core::naming::object_name_problem;
+use devplane_core::naming::owner_label_value;
 use devplane_core::payload::{AttributeCheck, validate_attributes};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use serde::Deserialize;
@@ -391,7 +392,7 @@ impl GatewaySession {
         let mine = format!(
             "{}={},{}={}",
             labels::GATEWAY,
-            self.id.name,
+            owner_label_value(&self.id.name),
             labels::GATEWAY_NAMESPACE,
             self.id.namespace
         );
@@ -497,7 +498,11 @@ impl GatewaySession {
                 name: Some(wanted.name.clone()),
                 namespace: Some(namespace.to_string()),
                 labels: Some(BTreeMap::from([
-                    (labels::GATEWAY.to_string(), self.id.name.clone()),
+                    // The gateway's whole name is in the spec's gatewayRef.
+                    (
+                        labels::GATEWAY.to_string(),
+                        owner_label_value(&self.id.name),
+                    ),
                     (
                         labels::GATEWAY_NAMESPACE.to_string(),
                         self.id.namespace.clone(),
@@ -582,7 +587,7 @@ impl GatewaySession {
     /// The answer for a device that exists already: ours (a retry) or someone else's.
     fn existing(&self, device: &Device) -> Result<&'static str, (&'static str, String)> {
         let labels = device.metadata.labels.clone().unwrap_or_default();
-        let ours = labels.get(labels::GATEWAY) == Some(&self.id.name)
+        let ours = labels.get(labels::GATEWAY) == Some(&owner_label_value(&self.id.name))
             && labels.get(labels::GATEWAY_NAMESPACE) == Some(&self.id.namespace)
             && device.spec.connection.gateway() == Some(self.id.name.as_str());
         if ours {

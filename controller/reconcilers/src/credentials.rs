@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use devplane_api::constants::{APPLICATION_SECRET_TYPE, CREDENTIALS_SECRET_TYPE, labels};
+use devplane_core::naming::{owner_annotations, owner_label_value};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -170,8 +171,8 @@ pub fn build(
         put(PREVIOUS_PASSWORD, old);
         put(PREVIOUS_EXPIRES, expires);
     }
-    let mut annotations =
-        BTreeMap::from([(ISSUED_AT_ANNOTATION.to_string(), issued_at.0.to_string())]);
+    let mut annotations = owner_annotations(owner.name);
+    annotations.insert(ISSUED_AT_ANNOTATION.to_string(), issued_at.0.to_string());
     if let Some(r) = rotation {
         annotations.insert(ROTATION_ANNOTATION.to_string(), r.to_string());
     }
@@ -183,7 +184,7 @@ pub fn build(
                 _ => labels::DEVICE,
             }
             .to_string(),
-            owner.name.to_string(),
+            owner_label_value(owner.name),
         ),
         (
             labels::MANAGED_BY.to_string(),

@@ -364,13 +364,14 @@ async fn batch_codes(
     Ok(codes)
 }
 
+/// The device a credentials Secret belongs to, by its label (and the annotation that holds a
+/// name too long for the label).
 fn device_label(secret: &Secret) -> Option<&str> {
-    secret
-        .metadata
-        .labels
-        .as_ref()?
-        .get(labels::DEVICE)
-        .map(String::as_str)
+    let label = secret.metadata.labels.as_ref()?.get(labels::DEVICE)?;
+    Some(devplane_core::naming::owner_from_label(
+        label,
+        secret.metadata.annotations.as_ref(),
+    ))
 }
 
 /// Draw every code into the target and the sheet; says on stdout what was written.

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use devplane_api::constants::{enos, labels};
 use devplane_core::model::ModelKey;
+use devplane_core::naming::owner_from_label;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
@@ -21,14 +22,16 @@ impl Registry {
         if let Some(model) = labels.get(labels::ENOS_PRODUCT) {
             return Some((PrincipalKind::Product, Identity::new(namespace, model)));
         }
-        if let Some(device) = labels.get(labels::DEVICE) {
-            return Some((PrincipalKind::Device, Identity::new(namespace, device)));
-        }
-        if let Some(gateway) = labels.get(labels::GATEWAY) {
-            return Some((PrincipalKind::Gateway, Identity::new(namespace, gateway)));
-        }
-        let app = labels.get(labels::APPLICATION)?;
-        Some((PrincipalKind::Application, Identity::new(namespace, app)))
+        let (kind, label) = [
+            (PrincipalKind::Device, labels::DEVICE),
+            (PrincipalKind::Gateway, labels::GATEWAY),
+            (PrincipalKind::Application, labels::APPLICATION),
+        ]
+        .into_iter()
+        .find_map(|(kind, key)| Some((kind, labels.get(key)?)))?;
+        // An owner whose name is too long for a label value is named by an annotation.
+        let name = owner_from_label(label, secret.metadata.annotations.as_ref());
+        Some((kind, Identity::new(namespace, name)))
     }
 
     /// Record a credentials Secret (one labelled with its device, gateway or application) or an

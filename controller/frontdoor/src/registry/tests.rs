@@ -210,3 +210,28 @@ fn device_keys_are_kept_only_when_asked_and_follow_the_secret() {
     r.delete_secret("home", "thermo-credentials");
     assert_eq!(r.device_key(&id), None, "revoked");
 }
+
+#[test]
+fn a_secret_names_an_owner_too_long_for_its_label_by_its_annotation_only_when_they_agree() {
+    let long = format!("{}-thermo", "t".repeat(90));
+    let yaml = serde_yaml::to_string(&device("Servicing", Some("Provisioned"), "{}"))
+        .expect("yaml")
+        .replace("name: thermo", &format!("name: {long}"));
+    let mut r = Registry::new();
+    r.apply_device(&serde_yaml::from_str(&yaml).expect("device"));
+    let label = devplane_core::naming::owner_label_value(&long);
+    let mut own = secret((labels::DEVICE, &label), &[("password", "pw-long")]);
+    own.metadata.annotations = Some(devplane_core::naming::owner_annotations(&long));
+    assert_eq!(r.apply_secret(&own), Some(Identity::new("home", &long)));
+    let (id, _) = r
+        .authenticate_device(&format!("home/{long}"), b"pw-long", Protocol::Mqtt, now())
+        .expect("the long name logs in");
+    assert_eq!(id.name, long);
+    // An annotation its label was not made from names nobody: the label stands.
+    let mut other = secret((labels::DEVICE, "thermo"), &[("password", "pw-2")]);
+    other.metadata.annotations = Some(devplane_core::naming::owner_annotations(&long));
+    assert_eq!(
+        r.apply_secret(&other),
+        Some(Identity::new("home", "thermo"))
+    );
+}

@@ -26,7 +26,7 @@ pub const NAME: &str = "application";
 
 /// Name of an application's credentials Secret.
 pub fn secret_name(application: &str) -> String {
-    format!("{application}{APPLICATION_SECRET_SUFFIX}")
+    devplane_core::naming::derived_name(application, APPLICATION_SECRET_SUFFIX)
 }
 
 /// Reconcile one Application: its Secret goes with it by owner reference.
