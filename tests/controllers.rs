@@ -624,22 +624,33 @@ fn the_controllers_watch_each_kind_once_and_only_devplanes_secrets() {
     assert_eq!(watches(), expected);
 }
 
-/// A device whose credentials the API refuses as invalid (its Secret's name would pass 253
-/// characters) is refused once, logged with the server's own message, and not retried hot:
-/// the next attempt waits minutes.
+/// A device whose credentials the API refuses as invalid (a Secret of its credentials' name
+/// exists already, made by someone else with another type, which a Secret cannot change) is
+/// refused once, logged with the server's own message, and not retried hot: the next attempt
+/// waits minutes.
 #[test]
 fn invalid_input_is_logged_with_the_servers_message_and_not_retried_hot() {
     let devplane = Devplane::start(&[]);
     devplane.apply_examples_and_wait(SMART_HOME, "smart-home", &["devicemodel/thermo-hygrometer"]);
-    let name = "d".repeat(250);
+    let name = "squatted";
+    devplane.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        &format!("{name}-credentials"),
+        "-n",
+        "smart-home",
+        "--from-literal=password=not-devplanes",
+    ]);
+    // Asking for a rotation makes the controller write the Secret it finds.
     devplane.apply_yaml(&format!(
-        "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {{name: {name}, namespace: smart-home}}\nspec: {{modelRef: {{name: thermo-hygrometer}}}}\n"
+        "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {{name: {name}, namespace: smart-home, annotations: {{iot.devplane.io/rotate-credentials: '1'}}}}\nspec: {{modelRef: {{name: thermo-hygrometer}}}}\n"
     ));
     let refusals = || -> Vec<String> {
         devplane
             .log_text()
             .lines()
-            .filter(|l| l.contains("reconcile refused as invalid") && l.contains(&name))
+            .filter(|l| l.contains("reconcile refused as invalid") && l.contains(name))
             .map(str::to_string)
             .collect()
     };
@@ -648,7 +659,8 @@ fn invalid_input_is_logged_with_the_servers_message_and_not_retried_hot() {
     });
     let first = refusals().remove(0);
     assert!(
-        first.contains("-credentials\" is invalid: [metadata.name: Invalid value")
+        first.contains("squatted-credentials\" is invalid: type: Invalid value")
+            && first.contains("field is immutable")
             && first.contains("code: 422"),
         "the server's message is in the log: {first}"
     );

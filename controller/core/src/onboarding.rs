@@ -211,7 +211,11 @@ fn plan(batch_name: &str, spec: &OnboardingBatchSpec, item: BatchItem) -> Planne
     if let Some(asset) = &spec.asset {
         labels.insert(labels::ASSET.into(), asset.clone());
     }
-    labels.insert(labels::BATCH.into(), batch_name.into());
+    // A batch name longer than a label value is shortened (the owner reference names it).
+    labels.insert(
+        labels::BATCH.into(),
+        crate::naming::owner_label_value(batch_name),
+    );
     let mut device_spec = template.spec.clone();
     device_spec.attributes.extend(item.attributes);
     if item.serial_number.is_some() {

@@ -288,7 +288,11 @@ async fn batch_codes(
     batch: &str,
 ) -> Result<Vec<Code>, QrError> {
     let devices: Api<Device> = Api::namespaced(client.clone(), namespace);
-    let selector = format!("{}={batch}", labels::BATCH);
+    let selector = format!(
+        "{}={}",
+        labels::BATCH,
+        devplane_core::naming::owner_label_value(batch)
+    );
     let mut devices = devices
         .list(&ListParams::default().labels(&selector))
         .await

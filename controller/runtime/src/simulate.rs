@@ -349,7 +349,11 @@ async fn devices(client: &kube::Client, args: &SimulateArgs) -> Result<Vec<Strin
                 "simulate: OnboardingBatch {}/{batch} for {count} devices of model {model}",
                 args.namespace
             );
-            format!("{}={batch}", devplane_api::constants::labels::BATCH)
+            format!(
+                "{}={}",
+                devplane_api::constants::labels::BATCH,
+                devplane_core::naming::owner_label_value(&batch)
+            )
         }
         (None, None, Some(selector)) => selector.clone(),
         _ => return Err("give either --model and --count, or --selector".into()),

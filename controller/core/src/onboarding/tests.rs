@@ -30,6 +30,18 @@ fn generated_items_follow_the_name_pattern() {
 }
 
 #[test]
+fn a_batch_named_longer_than_a_label_value_labels_its_devices_with_a_valid_one() {
+    let spec = batch(&format!(
+        "{HEADER}spec:\n  template: {{spec: {{modelRef: {{name: inverter}}}}}}\n  items: {{generate: {{count: 1, namePattern: 'inv-{{index}}'}}}}\n"
+    ));
+    let long = format!("{}-batch", "b".repeat(100));
+    let expansion = expand(&long, &spec, &no_types).expect("expands");
+    let label = &expansion.devices[0].labels[labels::BATCH];
+    assert_eq!(crate::naming::label_value_problem(label), None, "{label}");
+    assert_eq!(*label, crate::naming::owner_label_value(&long));
+}
+
+#[test]
 fn a_list_merges_item_values_over_the_template() {
     let spec = batch(&format!(
         r#"{HEADER}spec:

@@ -136,7 +136,7 @@ pub fn set_condition(
 
 /// The product Secret's name for model `name`.
 pub fn secret_name(model: &str) -> String {
-    format!("{model}{}", enos::PRODUCT_SECRET_SUFFIX)
+    devplane_core::naming::derived_name(model, enos::PRODUCT_SECRET_SUFFIX)
 }
 
 /// Whether the model should have a product Secret now.

@@ -13,6 +13,7 @@ use devplane_api::constants::{field_managers, finalizers, labels};
 use devplane_api::v1alpha1::{
     DeletionPolicy, Device, ItemFailure, OnboardingBatch, OnboardingBatchStatus,
 };
+use devplane_core::naming::owner_label_value;
 use devplane_core::onboarding::{self, Expansion, PlannedDevice};
 use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -92,7 +93,7 @@ fn up_to_date(existing: &Device, planned: &PlannedDevice) -> bool {
 
 fn created_by(device: &Device, batch: &OnboardingBatch) -> bool {
     let uid = batch.uid();
-    device.labels().get(labels::BATCH) == Some(&batch.name_any())
+    device.labels().get(labels::BATCH) == Some(&owner_label_value(&batch.name_any()))
         && device
             .owner_references()
             .iter()
@@ -326,7 +327,7 @@ async fn cleanup(batch: &OnboardingBatch, ctx: &Context) -> Result<Action> {
         .ok_or(Error::MissingMetadata("namespace"))?;
     let uid = batch.uid().unwrap_or_default();
     let devices: Api<Device> = Api::namespaced(ctx.client.clone(), &namespace);
-    let selector = format!("{}={}", labels::BATCH, batch.name_any());
+    let selector = format!("{}={}", labels::BATCH, owner_label_value(&batch.name_any()));
     let owned = devices
         .list(&ListParams::default().labels(&selector))
         .await
