@@ -159,25 +159,11 @@ fn devices_with_names_too_long_for_a_label_value_or_a_secret_suffix_connect_as_t
         connack(&plant, &format!("plant/{}", names[0]), &passwords[1], "5"),
         "connack 134"
     );
-    let output = run_with_timeout(
-        plant.paho(
-            &format!("plant/{}", names[0]),
-            &passwords[0],
-            "5",
-            &[
-                "publish",
-                &format!("d/plant/{}/telemetry", names[1]),
-                r#"{"points":{"temperature":1}}"#,
-            ],
-        ),
-        Duration::from_secs(20),
-    );
-    assert!(
-        output_lines(&output)
-            .iter()
-            .any(|l| l.starts_with("puback 0 135")),
-        "publishing for the other device is refused: {}",
-        stdout(&output)
+    assert_v5_publish_refused(
+        &plant,
+        &format!("plant/{}", names[0]),
+        &passwords[0],
+        &format!("d/plant/{}/telemetry", names[1]),
     );
 }
 
@@ -223,25 +209,11 @@ fn a_device_cannot_subscribe_to_or_publish_on_topics_that_are_not_its_own() {
     );
 
     // Publishing as another device: v5 gets PUBACK 0x87, v3.1.1 loses the connection.
-    let output = run_with_timeout(
-        plant.paho(
-            "plant/sensor-a",
-            &password,
-            "5",
-            &[
-                "publish",
-                "d/plant/sensor-b/telemetry",
-                r#"{"points":{"temperature":1}}"#,
-            ],
-        ),
-        Duration::from_secs(20),
-    );
-    assert!(
-        output_lines(&output)
-            .iter()
-            .any(|l| l.starts_with("puback 0 135")),
-        "{}",
-        stdout(&output)
+    assert_v5_publish_refused(
+        &plant,
+        "plant/sensor-a",
+        &password,
+        "d/plant/sensor-b/telemetry",
     );
     let output = plant.mosquitto(
         "mosquitto_pub",

@@ -362,6 +362,26 @@ impl Plant {
     }
 }
 
+/// An MQTT 5 publish (paho) by `user` on `topic` is answered PUBACK 0x87, not authorized.
+fn assert_v5_publish_refused(plant: &Plant, user: &str, password: &str, topic: &str) {
+    let output = run_with_timeout(
+        plant.paho(
+            user,
+            password,
+            "5",
+            &["publish", topic, r#"{"points":{"temperature":1}}"#],
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(
+        output_lines(&output)
+            .iter()
+            .any(|l| l.starts_with("puback 0 135")),
+        "a publish by {user} on {topic} is refused: {}",
+        stdout(&output)
+    );
+}
+
 fn denied_count(metrics: &str, reason: &str) -> u64 {
     let prefix = format!("devplane_frontdoor_denied_total{{reason=\"{reason}\"}} ");
     metrics
