@@ -116,7 +116,7 @@ impl Default for Settings {
             session_queue: 16,
             app_inflight: 256,
             app_queue: 1024,
-            ingest_queue: 256,
+            ingest_queue: 1024,
             connect_timeout: Duration::from_secs(10),
             http_presence_window: Duration::from_secs(60),
             coap_max_message: 16 * 1024,
