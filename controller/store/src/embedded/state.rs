@@ -242,7 +242,12 @@ pub(crate) struct MvccState {
     index: Option<TermIndex>,
     /// The memory of the values in `keys`.
     arena: ValueArena,
+    /// Keys in `keys` when its nodes were last packed full ([`MvccState::repack_maps`]).
+    packed_keys: usize,
 }
+
+/// Keys a store grows by before its maps are first repacked: small stores are not worth it.
+const REPACK_MIN_KEYS: usize = 4096;
 
 impl MvccState {
     /// An empty store at revision 0.
@@ -256,6 +261,7 @@ impl MvccState {
             feed: Some(feed),
             index: None,
             arena: ValueArena::default(),
+            packed_keys: 0,
         }
     }
 
@@ -267,19 +273,23 @@ impl MvccState {
         feed_capacity: usize,
     ) -> Self {
         let mut state = MvccState::new(feed_capacity);
-        for entry in entries {
-            let value = state.arena.keep(&entry.value);
-            state.keys.insert(
-                Arc::from(entry.key),
-                KeyHistory {
+        let arena = &mut state.arena;
+        // Built at once, so that its nodes are full (see `repack_maps`).
+        state.keys = entries
+            .into_iter()
+            .map(|entry| {
+                let value = arena.keep(&entry.value);
+                let history = KeyHistory {
                     versions: vec![Version {
                         mod_rev: entry.mod_rev,
                         create_rev: entry.create_rev,
                         value: Some(value),
                     }],
-                },
-            );
-        }
+                };
+                (Arc::from(entry.key), history)
+            })
+            .collect();
+        state.packed_keys = state.keys.len();
         state.current = rev;
         state.compacted = rev + 1;
         state
@@ -417,6 +427,7 @@ impl MvccState {
             }
         }
         index.forget_before(self.compacted);
+        index.repack();
         self.index = Some(index);
     }
 
@@ -557,7 +568,27 @@ impl MvccState {
         }
         self.compacted = rev;
         self.evacuate_sparse_chunks();
+        self.repack_maps();
         Ok(true)
+    }
+
+    /// Rebuilds the key map (and the term index's key sets) with full nodes once it holds a
+    /// quarter more or less keys than when it was last built. A B-tree filled in key order, as
+    /// a fleet is created, leaves its nodes about half full (a node splits and the new keys go
+    /// to the right); built from its sorted entries at once, each node is full. The rebuild
+    /// moves entries without copying keys or values, in time linear in the keys.
+    fn repack_maps(&mut self) {
+        let keys = self.keys.len();
+        let grown = keys > self.packed_keys + self.packed_keys / 4 + REPACK_MIN_KEYS;
+        let shrunk = keys + keys / 4 < self.packed_keys;
+        if !grown && !shrunk {
+            return;
+        }
+        self.keys = std::mem::take(&mut self.keys).into_iter().collect();
+        if let Some(index) = &mut self.index {
+            index.repack();
+        }
+        self.packed_keys = keys;
     }
 
     /// Moves the values out of the arena's sparse chunks, if it has enough of them, so that
@@ -953,6 +984,56 @@ mod tests {
         assert_eq!(by_terms(&state, &["shard=1"], at(3)), vec!["b"]);
         assert_eq!(by_terms(&state, &["shard=1"], at(1)), vec!["a"]);
         assert_eq!(by_terms(&state, &["shard=2"], at(3)), vec!["a"]);
+    }
+
+    #[test]
+    fn repacking_the_maps_keeps_what_every_read_answers() {
+        let mut state = indexed();
+        let count = REPACK_MIN_KEYS + 100;
+        for i in 0..count {
+            put(
+                &mut state,
+                &format!("/d/{i:06}"),
+                &format!("shard={}", i % 4),
+            );
+        }
+        let reads = |state: &MvccState| {
+            let all: Vec<String> = state
+                .list(&ListOptions::default())
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|kv| kv.key)
+                .collect();
+            let page = ListOptions {
+                start_after: Some("/d/000100".into()),
+                limit: Some(7),
+                ..Default::default()
+            };
+            (
+                all,
+                by_terms(state, &["shard=1"], ListOptions::default()),
+                by_terms(state, &["shard=3"], page),
+            )
+        };
+        let before = reads(&state);
+        assert_eq!(state.packed_keys, 0);
+        state.compact(state.current()).unwrap();
+        assert_eq!(state.packed_keys, count, "compaction repacked the maps");
+        assert_eq!(reads(&state), before);
+        assert_eq!(before.0.len(), count);
+        assert_eq!(before.1.len(), count / 4);
+        assert_eq!(before.2.len(), 7);
+        // Writes go on as before: a key moves to another shard.
+        put(&mut state, "/d/000001", "shard=3");
+        assert!(
+            !by_terms(&state, &["shard=1"], ListOptions::default())
+                .contains(&"/d/000001".to_string())
+        );
+        assert!(
+            by_terms(&state, &["shard=3"], ListOptions::default())
+                .contains(&"/d/000001".to_string())
+        );
     }
 
     #[test]

@@ -193,6 +193,15 @@ impl TermIndex {
         self.losses.push_back((rev, term, Arc::clone(key)));
     }
 
+    /// Rebuilds every large key set with full nodes (see `MvccState::repack_maps`).
+    pub(crate) fn repack(&mut self) {
+        for keys in self.current.values_mut() {
+            if let KeySet::Many(set) = keys {
+                *set = std::mem::take(set).into_iter().collect();
+            }
+        }
+    }
+
     /// Forgets the losses that no read at or above `compacted` can see (a read at `r` needs
     /// a key that lost the term at `lost` only while `r < lost`).
     pub(crate) fn forget_before(&mut self, compacted: Rev) {
