@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use smallvec::{SmallVec, smallvec};
 use tokio::sync::broadcast;
 
 use super::arena::ValueArena;
@@ -22,10 +23,12 @@ pub(crate) struct Version {
     pub value: Option<Bytes>,
 }
 
-/// The versions of one key, oldest first; never empty while stored.
+/// The versions of one key, oldest first; never empty while stored. Most keys have one
+/// version, which is kept in the key map's node itself: a list reads it without following a
+/// pointer, and it needs no allocation of its own.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct KeyHistory {
-    versions: Vec<Version>,
+    versions: SmallVec<[Version; 1]>,
 }
 
 impl KeyHistory {
@@ -72,8 +75,11 @@ impl KeyHistory {
                     arena.release(value);
                 }
             }
-            // Most keys settle at one version; do not keep room for the burst that is gone.
-            if self.versions.capacity() > 2 * self.versions.len().max(1) {
+            // Most keys settle at one version, kept inline again; do not keep room for the
+            // burst that is gone.
+            if self.versions.spilled()
+                && (self.versions.len() <= 1 || self.versions.capacity() > 2 * self.versions.len())
+            {
                 self.versions.shrink_to_fit();
             }
         }
@@ -280,7 +286,7 @@ impl MvccState {
             .map(|entry| {
                 let value = arena.keep(&entry.value);
                 let history = KeyHistory {
-                    versions: vec![Version {
+                    versions: smallvec![Version {
                         mod_rev: entry.mod_rev,
                         create_rev: entry.create_rev,
                         value: Some(value),
@@ -1033,6 +1039,26 @@ mod tests {
         assert!(
             by_terms(&state, &["shard=3"], ListOptions::default())
                 .contains(&"/d/000001".to_string())
+        );
+    }
+
+    #[test]
+    fn a_key_of_one_version_keeps_it_inline_again_once_pruned() {
+        assert!(std::mem::size_of::<KeyHistory>() <= 56);
+        let mut state = MvccState::new(16);
+        put(&mut state, "a", "1");
+        assert!(!state.keys["a"].versions.spilled());
+        put(&mut state, "a", "2");
+        put(&mut state, "a", "3");
+        assert!(state.keys["a"].versions.spilled());
+        put(&mut state, "b", "1");
+        state.compact(state.current()).unwrap();
+        let history = &state.keys["a"];
+        assert_eq!(history.versions.len(), 1);
+        assert!(!history.versions.spilled(), "back in the node");
+        assert_eq!(
+            history.latest_live().and_then(|v| v.value.as_deref()),
+            Some(&b"3"[..])
         );
     }
 
