@@ -627,7 +627,7 @@ fn the_controllers_watch_each_kind_once_and_only_devplanes_secrets() {
 /// A device whose credentials the API refuses as invalid (a Secret of its credentials' name
 /// exists already, made by someone else with another type, which a Secret cannot change) is
 /// refused once, logged with the server's own message, and not retried hot: the next attempt
-/// waits minutes.
+/// waits minutes. Deleting the device leaves that Secret alone.
 #[test]
 fn invalid_input_is_logged_with_the_servers_message_and_not_retried_hot() {
     let devplane = Devplane::start(&[]);
@@ -667,4 +667,27 @@ fn invalid_input_is_logged_with_the_servers_message_and_not_retried_hot() {
     // A window in which a hot retry (every few seconds) would show.
     std::thread::sleep(Duration::from_secs(12));
     assert_eq!(refusals().len(), 1, "{:#?}", refusals());
+    // Deleting the device revokes only credentials of its own: the Secret that merely has
+    // their name stays.
+    devplane.kubectl_ok(&[
+        "delete",
+        "device",
+        name,
+        "-n",
+        "smart-home",
+        "--timeout=60s",
+    ]);
+    let kept = devplane.kubectl_ok(&[
+        "get",
+        "secret",
+        &format!("{name}-credentials"),
+        "-n",
+        "smart-home",
+        "-o",
+        "jsonpath={.data.password}",
+    ]);
+    assert_eq!(
+        kept, "bm90LWRldnBsYW5lcw==",
+        "the squatting Secret is untouched"
+    );
 }

@@ -9,7 +9,7 @@ use devplane_core::naming::{owner_annotations, owner_label_value};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 
 use crate::error::{Result, api};
 
@@ -305,13 +305,53 @@ pub async fn apply(
             Ok(Some(write(secret).await?))
         }
         Action::Delete => {
-            match secrets.delete(secret_name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(api(format!("revoke Secret {secret_name}"))(e)),
-            }
+            let kind = owner.reference.kind.as_str();
+            delete_if_owned(secrets, current.as_ref(), kind, owner.name).await?;
             Ok(None)
         }
+    }
+}
+
+/// Whether `secret` belongs to the `kind` named `owner` (an owner reference to it, as every
+/// credentials Secret devplane writes has; a Secret of the same name made by someone else has
+/// none).
+pub fn owned_by(secret: &Secret, kind: &str, owner: &str) -> bool {
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.kind == kind && r.name == owner)
+}
+
+/// Deletes `secret` (as read just before) if it belongs to the `kind` named `owner`: revoking
+/// credentials never deletes a Secret that only shares their name. The delete is conditional
+/// on the Secret's uid, so one made again meanwhile is not touched; gone already is fine.
+pub async fn delete_if_owned(
+    secrets: &Api<Secret>,
+    secret: Option<&Secret>,
+    kind: &str,
+    owner: &str,
+) -> Result<()> {
+    let Some(secret) = secret else {
+        return Ok(());
+    };
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    if !owned_by(secret, kind, owner) {
+        tracing::warn!(secret = %name, owner = %format!("{kind} {owner}"), "not revoking credentials: the Secret of their name is not devplane's; left in place");
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: secret.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match secrets.delete(&name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(api(format!("revoke Secret {name}"))(e)),
     }
 }
 
@@ -334,6 +374,20 @@ mod tests {
             )]));
         }
         s
+    }
+
+    #[test]
+    fn only_a_secret_with_an_owner_reference_to_the_owner_is_its_own() {
+        let mut s = secret(None, None);
+        assert!(!owned_by(&s, "Device", "thermo"), "no owner reference");
+        s.metadata.owner_references = Some(vec![OwnerReference {
+            kind: "Device".into(),
+            name: "thermo".into(),
+            ..OwnerReference::default()
+        }]);
+        assert!(owned_by(&s, "Device", "thermo"));
+        assert!(!owned_by(&s, "Gateway", "thermo"));
+        assert!(!owned_by(&s, "Device", "other"));
     }
 
     fn now() -> jiff::Timestamp {

@@ -350,15 +350,16 @@ pub fn leave_front_door_fields(status: &mut serde_json::Value, more: &[&str]) {
     }
 }
 
-/// Revoke the credentials of a device or gateway (delete its Secret; gone already is fine).
-pub async fn revoke(ctx: &Context, namespace: &str, owner: &str) -> Result<()> {
+/// Revoke the credentials of the device or gateway (`kind`) `owner`: delete its Secret if it is
+/// its own (gone already is fine; a Secret that only shares the name is left alone).
+pub async fn revoke(ctx: &Context, namespace: &str, kind: &str, owner: &str) -> Result<()> {
     let secret_name = credentials_secret_name(owner);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    match secrets.delete(&secret_name, &Default::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(api(format!("revoke Secret {secret_name}"))(e)),
-    }
+    let current = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(api(format!("read Secret {secret_name}")))?;
+    credentials::delete_if_owned(&secrets, current.as_ref(), kind, owner).await
 }
 
 #[cfg(test)]

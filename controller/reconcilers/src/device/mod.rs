@@ -244,7 +244,7 @@ async fn cleanup(device: &Device, ctx: &Context) -> Result<Action> {
     let namespace = device
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
-    identity::revoke(ctx, &namespace, &device.name_any()).await?;
+    identity::revoke(ctx, &namespace, &Device::kind(&()), &device.name_any()).await?;
     ctx.record_dependency(Dependant::Device(ObjectRef::from_obj(device)), Vec::new());
     Ok(Action::await_change())
 }

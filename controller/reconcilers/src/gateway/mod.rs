@@ -117,7 +117,7 @@ async fn cleanup(gateway: &Gateway, ctx: &Context) -> Result<Action> {
     let namespace = gateway
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
-    identity::revoke(ctx, &namespace, &gateway.name_any()).await?;
+    identity::revoke(ctx, &namespace, &Gateway::kind(&()), &gateway.name_any()).await?;
     ctx.record_dependency(Dependant::Gateway(ObjectRef::from_obj(gateway)), Vec::new());
     Ok(Action::await_change())
 }
