@@ -624,65 +624,90 @@ fn the_controllers_watch_each_kind_once_and_only_devplanes_secrets() {
     assert_eq!(watches(), expected);
 }
 
-/// A device whose credentials the API refuses as invalid (a Secret of its credentials' name
-/// exists already, made by someone else with another type, which a Secret cannot change) is
-/// refused once, logged with the server's own message, and not retried hot: the next attempt
-/// waits minutes. Deleting the device leaves that Secret alone.
+/// Invalid input is refused once, logged with its cause, and not retried hot: the next attempt
+/// waits minutes. A device whose credentials the API refuses (an operator made its Secret
+/// immutable, then asked for a rotation) is logged with the server's own message. A device
+/// whose credentials' name a Secret of someone else's already has is refused without
+/// touching that Secret, and deleting the device leaves it in place.
 #[test]
 fn invalid_input_is_logged_with_the_servers_message_and_not_retried_hot() {
     let devplane = Devplane::start(&[]);
     devplane.apply_examples_and_wait(SMART_HOME, "smart-home", &["devicemodel/thermo-hygrometer"]);
-    let name = "squatted";
-    devplane.kubectl_ok(&[
+    let in_smart_home = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend(["-n", "smart-home"]);
+        devplane.kubectl_ok(&args)
+    };
+    in_smart_home(&[
         "create",
         "secret",
         "generic",
-        &format!("{name}-credentials"),
-        "-n",
-        "smart-home",
+        "squatted-credentials",
         "--from-literal=password=not-devplanes",
     ]);
-    // Asking for a rotation makes the controller write the Secret it finds.
-    devplane.apply_yaml(&format!(
-        "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {{name: {name}, namespace: smart-home, annotations: {{iot.devplane.io/rotate-credentials: '1'}}}}\nspec: {{modelRef: {{name: thermo-hygrometer}}}}\n"
-    ));
-    let refusals = || -> Vec<String> {
+    for name in ["sealed", "squatted"] {
+        devplane.apply_yaml(&format!(
+            "apiVersion: iot.devplane.io/v1alpha1\nkind: Device\nmetadata: {{name: {name}, namespace: smart-home}}\nspec: {{modelRef: {{name: thermo-hygrometer}}}}\n"
+        ));
+    }
+    devplane.wait_condition(
+        "CredentialsIssued",
+        Some("smart-home"),
+        &["device/sealed"],
+        READY_TIMEOUT,
+    );
+    in_smart_home(&[
+        "patch",
+        "secret",
+        "sealed-credentials",
+        "-p",
+        r#"{"immutable":true}"#,
+    ]);
+    in_smart_home(&[
+        "annotate",
+        "device",
+        "sealed",
+        "iot.devplane.io/rotate-credentials=1",
+    ]);
+    let refusals = |name: &str| -> Vec<String> {
         devplane
             .log_text()
             .lines()
-            .filter(|l| l.contains("reconcile refused as invalid") && l.contains(name))
+            .filter(|l| {
+                l.contains("reconcile refused as invalid")
+                    && l.contains(&format!("object=smart-home/{name} "))
+            })
             .map(str::to_string)
             .collect()
     };
-    wait_until("the refusal", Duration::from_secs(30), || {
-        !refusals().is_empty()
+    wait_until("both refusals", Duration::from_secs(30), || {
+        !refusals("sealed").is_empty() && !refusals("squatted").is_empty()
     });
-    let first = refusals().remove(0);
+    let sealed = refusals("sealed").remove(0);
     assert!(
-        first.contains("squatted-credentials\" is invalid: type: Invalid value")
-            && first.contains("field is immutable")
-            && first.contains("code: 422"),
-        "the server's message is in the log: {first}"
+        sealed.contains(
+            "sealed-credentials\" is invalid: data: Forbidden: field is immutable when `immutable` is set"
+        ) && sealed.contains("code: 422"),
+        "the server's message is in the log: {sealed}"
+    );
+    let squatted = refusals("squatted").remove(0);
+    assert!(
+        squatted.contains(
+            "Secret squatted-credentials exists and is not the credentials devplane issued to this Device"
+        ),
+        "{squatted}"
     );
     // A window in which a hot retry (every few seconds) would show.
     std::thread::sleep(Duration::from_secs(12));
-    assert_eq!(refusals().len(), 1, "{:#?}", refusals());
+    assert_eq!(refusals("sealed").len(), 1, "{:#?}", refusals("sealed"));
+    assert_eq!(refusals("squatted").len(), 1, "{:#?}", refusals("squatted"));
     // Deleting the device revokes only credentials of its own: the Secret that merely has
-    // their name stays.
-    devplane.kubectl_ok(&[
-        "delete",
-        "device",
-        name,
-        "-n",
-        "smart-home",
-        "--timeout=60s",
-    ]);
-    let kept = devplane.kubectl_ok(&[
+    // their name stays, as it was.
+    in_smart_home(&["delete", "device", "squatted", "--timeout=60s"]);
+    let kept = in_smart_home(&[
         "get",
         "secret",
-        &format!("{name}-credentials"),
-        "-n",
-        "smart-home",
+        "squatted-credentials",
         "-o",
         "jsonpath={.data.password}",
     ]);

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 
-use crate::error::{Result, api};
+use crate::error::{Error, Result, api};
 
 /// Annotation on a Device or Gateway: changing its value rotates the credentials.
 pub const ROTATE_ANNOTATION: &str = "iot.devplane.io/rotate-credentials";
@@ -89,10 +89,13 @@ pub fn plan(want: &Want, current: Option<&Secret>, now: jiff::Timestamp) -> Acti
 
 /// Decide what to do from the cached Secret; anything but "keep" is decided again on a fresh
 /// read, so a cache that has not seen the latest Secret never makes us issue or rotate twice.
-/// Returns the decision and the Secret it was made on.
+/// Returns the decision and the Secret it was made on. A Secret of the name that is not the
+/// `kind` named `owner`'s (someone else's) is never written or deleted: that is refused as
+/// invalid input.
 pub async fn plan_checked(
     secrets: &Api<Secret>,
     secret_name: &str,
+    (kind, owner): (&str, &str),
     want: &Want,
     cached: Option<Secret>,
     now: jiff::Timestamp,
@@ -105,6 +108,14 @@ pub async fn plan_checked(
         .get_opt(secret_name)
         .await
         .map_err(api(format!("read Secret {secret_name}")))?;
+    if let Some(secret) = &current
+        && !owned_by(secret, kind, owner)
+    {
+        return Err(Error::ForeignSecret {
+            secret: secret_name.to_string(),
+            kind: kind.to_string(),
+        });
+    }
     Ok((plan(want, current.as_ref(), now), current))
 }
 

@@ -20,6 +20,16 @@ pub enum Error {
     /// An object could not be serialized.
     #[error("cannot serialize {0}")]
     Serialize(&'static str, #[source] serde_json::Error),
+    /// A Secret of the credentials' name exists and is not the owner's.
+    #[error(
+        "Secret {secret} exists and is not the credentials devplane issued to this {kind} (it has no owner reference to it); delete or rename it, and the credentials are issued"
+    )]
+    ForeignSecret {
+        /// The Secret's name.
+        secret: String,
+        /// The owner's kind.
+        kind: String,
+    },
 }
 
 impl Error {
@@ -34,6 +44,7 @@ impl Error {
                 _ => "FinalizerError",
             },
             Error::Serialize(..) => "SerializeError",
+            Error::ForeignSecret { .. } => "ForeignSecret",
         }
     }
 }
@@ -48,7 +59,7 @@ impl Error {
                 ..
             } => matches!(status.code, 400 | 422),
             Error::Api { .. } => false,
-            Error::MissingMetadata(_) | Error::Serialize(..) => true,
+            Error::MissingMetadata(_) | Error::Serialize(..) | Error::ForeignSecret { .. } => true,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_invalid(),

@@ -103,8 +103,15 @@ pub async fn reconcile(ctx: &Context, subject: Subject<'_>, manager: &str) -> Re
         issued: lifecycle::has_credentials(next),
         rotation: subject.rotation.clone(),
     };
-    let (action, current) =
-        credentials::plan_checked(&secrets, &secret_name, &want, cached, now.0).await?;
+    let (action, current) = credentials::plan_checked(
+        &secrets,
+        &secret_name,
+        (&subject.owner.kind, subject.name),
+        &want,
+        cached,
+        now.0,
+    )
+    .await?;
     let owner = Owner {
         kind_label: subject.kind_label,
         namespace: subject.namespace,

@@ -44,8 +44,15 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
         .secrets
         .get(&ObjectRef::<Secret>::new(&secret_name).within(&namespace))
         .map(|s| Secret::clone(&s));
-    let (action, current) =
-        credentials::plan_checked(&secrets, &secret_name, &want, cached, now.0).await?;
+    let (action, current) = credentials::plan_checked(
+        &secrets,
+        &secret_name,
+        (&Application::kind(&()), &name),
+        &want,
+        cached,
+        now.0,
+    )
+    .await?;
     let owner = Owner {
         kind_label: "application",
         namespace: &namespace,
