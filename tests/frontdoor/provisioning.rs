@@ -195,6 +195,50 @@ fn a_device_with_its_derived_key_provisions_over_http_connects_and_outlives_its_
 }
 
 #[test]
+fn a_policy_named_longer_than_a_label_value_provisions_and_counts_its_devices() {
+    let plant = Plant::with_policies(&[]);
+    let policy = format!("{}-probes", "long".repeat(20));
+    plant.devplane.apply_yaml(&format!(
+        r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: ProvisioningPolicy
+metadata: {{name: {policy}, namespace: plant}}
+spec:
+  template: {{spec: {{modelRef: {{name: probe}}, attributes: {{interval: 30}}}}}}
+  naming: {{prefix: "long-", idPattern: "[0-9a-f]{{8}}"}}
+  attestation: {{symmetricKey: {{secretRef: {{name: probe-group-key}}}}}}
+"#
+    ));
+    plant.devplane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("provisioningpolicy/{policy}"),
+        "-n",
+        "plant",
+        "--timeout=60s",
+    ]);
+    let (code, answer) = plant.provision(&policy, &derived("0000cafe"));
+    assert_eq!(code, 201, "{answer}");
+    // Provisioning again is recognised as this policy's device (through the annotation that
+    // holds the policy's whole name): 200, the same password.
+    let (code, again) = plant.provision(&policy, &derived("0000cafe"));
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["password"], answer["password"]);
+    wait_until(
+        "the policy counts its device",
+        Duration::from_secs(30),
+        || {
+            plant.jsonpath(
+                "provisioningpolicy",
+                "plant",
+                &policy,
+                "{.status.provisioned}",
+            ) == "1"
+        },
+    );
+}
+
+#[test]
 fn every_refusal_has_its_reason() {
     let plant = Plant::with_policies(&[]);
     let refused = |policy: &str, body: Value, reason: &str| {

@@ -42,6 +42,9 @@ pub mod annotations {
     /// a label value may be: the whole name. The owner label then holds a shortened form of
     /// it (`devplane_core::naming::owner_label_value`).
     pub const OWNER_NAME: &str = "iot.devplane.io/owner-name";
+    /// On a Device a ProvisioningPolicy created, when the policy's name is longer than a
+    /// label value may be: the whole name (its label holds a shortened form).
+    pub const PROVISIONING_POLICY: &str = "iot.devplane.io/provisioning-policy";
 }
 
 /// Finalizers devplane puts on objects so it can clean up before they go.

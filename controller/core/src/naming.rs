@@ -67,8 +67,16 @@ pub fn owner_from_label<'a>(
     label: &'a str,
     annotations: Option<&'a BTreeMap<String, String>>,
 ) -> &'a str {
-    annotations
-        .and_then(|a| a.get(annotations::OWNER_NAME))
+    whole_name(
+        label,
+        annotations.and_then(|a| a.get(annotations::OWNER_NAME)),
+    )
+}
+
+/// The name a label of [`owner_label_value`] stands for: `whole` (read from an annotation)
+/// when the label is its shortened form, else the label itself.
+pub fn whole_name<'a>(label: &'a str, whole: Option<&'a String>) -> &'a str {
+    whole
         .filter(|whole| whole.len() > MAX_LABEL_VALUE && owner_label_value(whole) == label)
         .map_or(label, String::as_str)
 }

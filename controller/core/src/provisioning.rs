@@ -8,10 +8,12 @@
 use std::collections::HashMap;
 
 use base64::Engine;
+use devplane_api::constants::{annotations, labels};
 use devplane_api::v1alpha1::{
     PreRegistered, PreRegisteredItem, ProvisioningPolicySpec, Reprovisioning,
 };
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::naming::object_name_problem;
 use crate::onboarding::parse_csv_lines;
@@ -255,6 +257,32 @@ impl AllowList {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// The ProvisioningPolicy a Device was created through: its
+/// `iot.devplane.io/provisioning-policy` label, or the annotation of that name when the label
+/// holds the shortened form of a name too long for it.
+pub fn policy_of(meta: &ObjectMeta) -> Option<&str> {
+    let label = meta.labels.as_ref()?.get(labels::PROVISIONING_POLICY)?;
+    let whole = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::PROVISIONING_POLICY));
+    Some(crate::naming::whole_name(label, whole))
+}
+
+/// Marks `meta` as created through the ProvisioningPolicy `policy` (see [`policy_of`]).
+pub fn mark_policy(meta: &mut ObjectMeta, policy: &str) {
+    let label = crate::naming::owner_label_value(policy);
+    if label != policy {
+        meta.annotations.get_or_insert_default().insert(
+            annotations::PROVISIONING_POLICY.to_string(),
+            policy.to_string(),
+        );
+    }
+    meta.labels
+        .get_or_insert_default()
+        .insert(labels::PROVISIONING_POLICY.to_string(), label);
 }
 
 /// A policy's spec compiled for requests.

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devplane_api::constants::{annotations, field_managers, labels};
+use devplane_api::constants::{annotations, field_managers};
 use devplane_api::v1alpha1::{Device, Phase, ProvisioningPolicy, ProvisioningPolicyStatus};
 use devplane_core::naming::credentials_secret_name;
 use devplane_core::provisioning::{self as rules, Claim, Presented, Reason, Repeat, Rules};
@@ -268,10 +268,8 @@ impl Provisioning {
     /// A Device was created or changed: count it for its policy and wake the requests
     /// waiting for it.
     pub fn device_applied(&self, device: &Device, id: &Identity) {
-        let policy = device
-            .labels()
-            .get(labels::PROVISIONING_POLICY)
-            .map(|p| Identity::new(id.namespace.clone(), p.clone()));
+        let policy = devplane_core::provisioning::policy_of(&device.metadata)
+            .map(|p| Identity::new(id.namespace.clone(), p));
         {
             let mut members = self.members.lock();
             let members = &mut *members;
@@ -688,11 +686,7 @@ async fn attempt(
 async fn create(shared: &Shared, policy: &Policy, claim: &Claim) -> Result<bool, Problem> {
     let namespace = policy.object.namespace().unwrap_or_default();
     let template = &policy.object.spec.template;
-    let mut device_labels = template.metadata.labels.clone();
-    device_labels.insert(
-        labels::PROVISIONING_POLICY.to_string(),
-        policy.object.name_any(),
-    );
+    let device_labels = template.metadata.labels.clone();
     let mut device_annotations = template.metadata.annotations.clone();
     if let Some(serial) = &claim.serial_number {
         device_annotations.insert(annotations::PROVISIONED_SERIAL.to_string(), serial.clone());
@@ -707,14 +701,16 @@ async fn create(shared: &Shared, policy: &Policy, claim: &Claim) -> Result<bool,
     if claim.serial_number.is_some() {
         spec.serial_number = claim.serial_number.clone();
     }
+    let mut metadata = ObjectMeta {
+        name: Some(claim.name.clone()),
+        namespace: Some(namespace.clone()),
+        labels: Some(device_labels),
+        annotations: Some(device_annotations).filter(|a| !a.is_empty()),
+        ..ObjectMeta::default()
+    };
+    devplane_core::provisioning::mark_policy(&mut metadata, &policy.object.name_any());
     let device = Device {
-        metadata: ObjectMeta {
-            name: Some(claim.name.clone()),
-            namespace: Some(namespace.clone()),
-            labels: Some(device_labels),
-            annotations: Some(device_annotations).filter(|a| !a.is_empty()),
-            ..ObjectMeta::default()
-        },
+        metadata,
         spec,
         status: None,
     };
@@ -770,10 +766,7 @@ async fn repeat(
             .is_some_and(|c| c.last_seen.is_some());
     let annotations = existing.annotations();
     let facts = rules::Existing {
-        policy: existing
-            .labels()
-            .get(labels::PROVISIONING_POLICY)
-            .map(String::as_str),
+        policy: devplane_core::provisioning::policy_of(&existing.metadata),
         serial_number: annotations
             .get(annotations::PROVISIONED_SERIAL)
             .map(String::as_str),

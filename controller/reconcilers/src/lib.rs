@@ -457,11 +457,8 @@ pub async fn run(
     .watches_shared_stream(
         devices.subscribe(),
         counted(provisioning_policy::NAME, &ctx, |d: Arc<Device>| {
-            let policy = d
-                .labels()
-                .get(devplane_api::constants::labels::PROVISIONING_POLICY)?
-                .clone();
-            Some(ObjectRef::<ProvisioningPolicy>::new(&policy).within(&d.namespace()?))
+            let policy = devplane_core::provisioning::policy_of(&d.metadata)?;
+            Some(ObjectRef::<ProvisioningPolicy>::new(policy).within(&d.namespace()?))
         }),
     )
     .graceful_shutdown_on(stop())

@@ -291,3 +291,19 @@ fn links_round_trip_through_their_uri() {
     assert!(Link::parse("devplane:provision?v=2&endpoint=x&namespace=n&policy=p").is_err());
     assert!(Link::parse("devplane:provision?v=1&namespace=n&policy=p").is_err());
 }
+
+#[test]
+fn a_device_names_its_policy_by_label_or_for_a_long_name_by_annotation() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let long = format!("{}-policy", "p".repeat(90));
+    for policy in ["probes", long.as_str()] {
+        let mut meta = ObjectMeta::default();
+        mark_policy(&mut meta, policy);
+        let label = &meta.labels.as_ref().expect("labels")
+            [devplane_api::constants::labels::PROVISIONING_POLICY];
+        assert_eq!(crate::naming::label_value_problem(label), None, "{label}");
+        assert_eq!(policy_of(&meta), Some(policy));
+        assert_eq!(meta.annotations.is_some(), policy.len() > 63);
+    }
+    assert_eq!(policy_of(&ObjectMeta::default()), None);
+}

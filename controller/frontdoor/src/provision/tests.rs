@@ -52,13 +52,7 @@ fn maxdevices_counts_members_and_creations_under_way_once_each() {
     let mut device = Device::default();
     device.metadata.name = Some("a".into());
     device.metadata.namespace = Some("plant".into());
-    device.metadata.labels = Some(
-        [(
-            labels::PROVISIONING_POLICY.to_string(),
-            "probes".to_string(),
-        )]
-        .into(),
-    );
+    devplane_core::provisioning::mark_policy(&mut device.metadata, "probes");
     p.device_applied(&device, &Identity::new("plant", "a"));
     assert_eq!(p.members.lock().count(&policy), 2);
     p.release(&policy, "b");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devplane_api::constants::conditions::READY;
-use devplane_api::constants::{field_managers, labels};
+use devplane_api::constants::field_managers;
 use devplane_api::v1alpha1::{Lifecycle, ProvisioningPolicy};
 use devplane_core::ModelKey;
 use devplane_core::payload::{AttributeCheck, validate_attributes};
@@ -45,7 +45,7 @@ pub async fn reconcile(policy: Arc<ProvisioningPolicy>, ctx: Arc<Context>) -> Re
         .iter()
         .filter(|d| {
             d.namespace().as_deref() == Some(namespace.as_str())
-                && d.labels().get(labels::PROVISIONING_POLICY) == Some(&name)
+                && devplane_core::provisioning::policy_of(&d.metadata) == Some(name.as_str())
         })
         .count();
     let old = policy.status.clone().unwrap_or_default();
