@@ -341,7 +341,7 @@ async fn batch_codes(
         let name = device.metadata.name.clone().unwrap_or_default();
         let code = secrets
             .get(&credentials_secret_name(&name))
-            .filter(|s| device_label(s) == Some(name.as_str()))
+            .filter(|s| credentials_owner(s) == Some(name.as_str()))
             .and_then(|s| {
                 let data: BTreeMap<String, Vec<u8>> = s
                     .data
@@ -370,7 +370,7 @@ async fn batch_codes(
 
 /// The device a credentials Secret belongs to, by its label (and the annotation that holds a
 /// name too long for the label).
-fn device_label(secret: &Secret) -> Option<&str> {
+fn credentials_owner(secret: &Secret) -> Option<&str> {
     let label = secret.metadata.labels.as_ref()?.get(labels::DEVICE)?;
     Some(devplane_core::naming::owner_from_label(
         label,

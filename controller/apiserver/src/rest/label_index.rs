@@ -28,7 +28,11 @@ fn label_term(key: &str, value: &str) -> String {
 pub(super) fn stored_labels(stored: &[u8]) -> Result<Option<Map<String, Value>>, ()> {
     let mut found = None;
     let mut deserializer = serde_json::Deserializer::from_slice(stored);
-    match serde::Deserializer::deserialize_map(&mut deserializer, Object(&mut found)) {
+    let path = Path {
+        keys: &["metadata", "labels"],
+        found: &mut found,
+    };
+    match serde::de::DeserializeSeed::deserialize(path, &mut deserializer) {
         Ok(()) => Ok(found),
         // Having found them, it stopped with [`FOUND`].
         Err(_) if found.is_some() => Ok(found),
@@ -39,8 +43,50 @@ pub(super) fn stored_labels(stored: &[u8]) -> Result<Option<Map<String, Value>>,
 /// The error [`stored_labels`] stops reading with once it has the labels.
 const FOUND: &str = "labels found";
 
-/// The top level of a stored object, for [`stored_labels`].
-struct Object<'a>(&'a mut Option<Map<String, Value>>);
+/// The object at `keys` below a JSON object, for [`stored_labels`]: each key's value is read
+/// only when the key matches, everything else is skipped.
+struct Path<'a> {
+    keys: &'static [&'static str],
+    found: &'a mut Option<Map<String, Value>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Path<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Path<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an object with {}", self.keys.join("."))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((first, rest)) = self.keys.split_first() else {
+            return Ok(());
+        };
+        while let Some(is_first) = map.next_key_seed(KeyIs(first))? {
+            if !is_first {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            } else if rest.is_empty() {
+                *self.found = map.next_value::<Option<Map<String, Value>>>()?;
+            } else {
+                map.next_value_seed(Path {
+                    keys: rest,
+                    found: &mut *self.found,
+                })?;
+            }
+            if self.found.is_some() {
+                return Err(serde::de::Error::custom(FOUND));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Whether a map key is this one, for [`stored_labels`] (without allocating the key, escaped
 /// or not).
@@ -63,61 +109,6 @@ impl serde::de::Visitor<'_> for KeyIs {
 
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
         Ok(key == self.0)
-    }
-}
-
-/// An object's `metadata`, for [`stored_labels`].
-struct Metadata<'a>(&'a mut Option<Map<String, Value>>);
-
-impl<'de> serde::de::Visitor<'de> for Object<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(is_metadata) = map.next_key_seed(KeyIs("metadata"))? {
-            if is_metadata {
-                map.next_value_seed(Metadata(&mut *self.0))?;
-                if self.0.is_some() {
-                    return Err(serde::de::Error::custom(FOUND));
-                }
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Metadata<'_> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Metadata<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an object's metadata")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(is_labels) = map.next_key_seed(KeyIs("labels"))? {
-            if is_labels {
-                *self.0 = map.next_value::<Option<Map<String, Value>>>()?;
-                if self.0.is_some() {
-                    return Err(serde::de::Error::custom(FOUND));
-                }
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
-        }
-        Ok(())
     }
 }
 

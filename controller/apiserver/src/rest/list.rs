@@ -257,21 +257,20 @@ pub async fn list_each(
             {
                 warm(&ahead.value);
             }
-            // Items read through the label index carry a selected label; the full check
-            // below decides the rest.
-            if terms.is_none() && !labels_may_match(&selectors.labels, &pairs, kv) {
-                continue;
-            }
             // Without selectors every object matches, and none needs decoding here; label
             // selectors alone read only the labels.
             let (object, matched) = if selectors.is_empty() || decided {
                 (None, true)
-            } else if let Some(matched) = labels_alone_match(resource, selectors, kv) {
-                (None, matched)
             } else {
-                let object = decode(resource, kv)?;
-                let matched = selectors.matches(resource, &object);
-                (Some(object), matched)
+                match by_labels(resource, selectors, &pairs, kv) {
+                    ByLabels::Excluded => continue,
+                    ByLabels::Listed => (None, true),
+                    ByLabels::Decode => {
+                        let object = decode(resource, kv)?;
+                        let matched = selectors.matches(resource, &object);
+                        (Some(object), matched)
+                    }
+                }
             };
             if matched {
                 each(Listed {
@@ -308,16 +307,49 @@ fn warm(value: &[u8]) {
     std::hint::black_box(touched);
 }
 
-/// Whether a stored object's labels match `selectors`, read from its JSON without parsing the
-/// rest (so a label-selected list costs about what listing those objects costs); `None` when
-/// the selectors need more than labels, the resource's view converts objects, or the stored
-/// JSON does not parse this way (the caller then decodes the whole object).
-fn labels_alone_match(resource: &Resource, selectors: &Selectors, kv: &KeyValue) -> Option<bool> {
-    if !selectors.fields.is_empty() || resource.builtin == Some(Builtin::EventsV1) {
-        return None;
+/// What a stored object's labels say about listing it.
+#[derive(Debug, PartialEq)]
+enum ByLabels {
+    /// Its labels do not match: it is not listed.
+    Excluded,
+    /// Its labels match and the selectors need nothing else: it is listed.
+    Listed,
+    /// The whole object decides: field selectors, a view that converts objects, or JSON the
+    /// labels cannot be read from this way.
+    Decode,
+}
+
+/// Judges a stored object by its labels, read from its JSON without parsing the rest, so a
+/// label-selected list costs about what listing the objects it returns costs. `pairs` are the
+/// selector's [`required_pairs`].
+fn by_labels(
+    resource: &Resource,
+    selectors: &Selectors,
+    pairs: &[String],
+    kv: &KeyValue,
+) -> ByLabels {
+    let selector = &selectors.labels;
+    if !selector.is_empty() {
+        // Stored objects are compact JSON written by this server: a label `k=v` appears as
+        // the bytes `"k":"v"`, so an object without them cannot match, and the bytes are
+        // searched for before anything is parsed.
+        if !pairs
+            .iter()
+            .all(|pair| memchr::memmem::find(&kv.value, pair.as_bytes()).is_some())
+        {
+            return ByLabels::Excluded;
+        }
+        match stored_labels(&kv.value) {
+            Ok(labels) if !selector.matches(labels.as_ref()) => return ByLabels::Excluded,
+            Ok(_) => {}
+            Err(()) => return ByLabels::Decode,
+        }
     }
-    let labels = stored_labels(&kv.value).ok()?;
-    Some(selectors.labels.matches(labels.as_ref()))
+    if selectors.fields.is_empty() && resource.builtin != Some(Builtin::EventsV1) {
+        ByLabels::Listed
+    } else {
+        ByLabels::Decode
+    }
 }
 
 /// One page of a list: read through the store's label index when the selector names labels
@@ -335,28 +367,6 @@ async fn read_page(
         }
     }
     inner.store.list(opts).await
-}
-
-/// Whether a stored object may match a label selector, read from its labels alone: skipping
-/// over the rest of the JSON costs a fraction of decoding it, so a selective list decodes only
-/// what it returns. Anything unreadable is left to the full decode.
-fn labels_may_match(selector: &LabelSelector, pairs: &[String], kv: &KeyValue) -> bool {
-    if selector.is_empty() {
-        return true;
-    }
-    // Stored objects are compact JSON written by this server: a label `k=v` appears as the
-    // bytes `"k":"v"`, so an object without them cannot match, and the bytes are searched for
-    // before anything is parsed.
-    if !pairs
-        .iter()
-        .all(|pair| memchr::memmem::find(&kv.value, pair.as_bytes()).is_some())
-    {
-        return false;
-    }
-    match stored_labels(&kv.value) {
-        Ok(labels) => selector.matches(labels.as_ref()),
-        Err(()) => true,
-    }
 }
 
 /// The `"key":"value"` texts every matching object contains: one per equality requirement.
@@ -390,11 +400,25 @@ mod tests {
         }
     }
 
+    fn selectors(labels: &str, fields: &str) -> Selectors {
+        Selectors {
+            labels: LabelSelector::parse(labels).expect("label selector"),
+            fields: FieldSelector::parse(fields).expect("field selector"),
+        }
+    }
+
+    fn resource(plural: &str, group: &str) -> Resource {
+        builtin::resources()
+            .into_iter()
+            .find(|r| r.plural == plural && r.group == group)
+            .expect("a built-in resource")
+    }
+
     #[test]
-    fn the_label_prefilter_keeps_every_match_and_skips_what_cannot_match() {
-        let selector =
-            LabelSelector::parse("shard=3,app.kubernetes.io/name,tier!=web").expect("selector");
-        let pairs = required_pairs(&selector);
+    fn the_labels_alone_list_or_exclude_what_they_can_and_leave_the_rest_to_the_object() {
+        let config_maps = resource("configmaps", "");
+        let selected = selectors("shard=3,app.kubernetes.io/name,tier!=web", "");
+        let pairs = required_pairs(&selected.labels);
         assert_eq!(pairs, vec![r#""shard":"3""#.to_string()]);
         let matching =
             stored(json!({"metadata": {"labels": {"app.kubernetes.io/name": "a", "shard": "3"}}}));
@@ -406,9 +430,29 @@ mod tests {
         let web = stored(
             json!({"metadata": {"labels": {"app.kubernetes.io/name": "a", "shard": "3", "tier": "web"}}}),
         );
-        assert!(labels_may_match(&selector, &pairs, &matching));
-        assert!(!labels_may_match(&selector, &pairs, &other_shard));
-        assert!(!labels_may_match(&selector, &pairs, &only_annotated));
-        assert!(!labels_may_match(&selector, &pairs, &web));
+        let judge = |selectors: &Selectors, resource: &Resource, kv: &KeyValue| {
+            by_labels(resource, selectors, &required_pairs(&selectors.labels), kv)
+        };
+        assert_eq!(judge(&selected, &config_maps, &matching), ByLabels::Listed);
+        for excluded in [&other_shard, &only_annotated, &web] {
+            assert_eq!(judge(&selected, &config_maps, excluded), ByLabels::Excluded);
+        }
+        // A field selector, or a view that converts objects, needs the object itself once
+        // the labels match.
+        let with_fields = selectors("shard=3", "metadata.name=x");
+        assert_eq!(
+            judge(&with_fields, &config_maps, &matching),
+            ByLabels::Decode
+        );
+        assert_eq!(
+            judge(&with_fields, &config_maps, &other_shard),
+            ByLabels::Excluded
+        );
+        let events = resource("events", "events.k8s.io");
+        assert_eq!(judge(&selected, &events, &matching), ByLabels::Decode);
+        assert_eq!(judge(&selected, &events, &web), ByLabels::Excluded);
+        // Labels that cannot be read this way: the object decides.
+        let odd = stored(json!({"metadata": {"annotations": {"shard": "3"}, "labels": "odd"}}));
+        assert_eq!(judge(&selected, &config_maps, &odd), ByLabels::Decode);
     }
 }
