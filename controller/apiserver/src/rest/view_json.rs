@@ -5,16 +5,19 @@
 //! `Value` only to write it out again costs several times more than reading its top level
 //! and its metadata: everything else is copied as the stored text, which this server wrote
 //! from a `Value` in the first place (compact, keys in `Map` order), so the bytes are the same
-//! as the long way round. One exception, for the better: a float with an extreme exponent is
+//! as the long way round. The top level and the metadata's members are read in one pass,
+//! each kept as its stored text in place (no map, nothing read twice), and written out with
+//! the fields the view sets merged in at their places. One exception, for the better: a float with an extreme exponent is
 //! served as stored, where parsing it (serde_json without `float_roundtrip`) and writing it
 //! again may change its last digit.
 
-use std::borrow::{Borrow, Cow};
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use devplane_store::KeyValue;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 use super::codec::decode;
 use crate::builtin::Builtin;
@@ -36,89 +39,228 @@ pub fn write_view_json(resource: &Resource, kv: &KeyValue, out: &mut Vec<u8>) ->
         ApiError::internal(format!("cannot encode stored object {}: {e}", kv.key))
     };
     // Events through events.k8s.io/v1 are renamed field by field: they take the long way.
-    if resource.builtin != Some(Builtin::EventsV1) {
+    if resource.builtin != Some(Builtin::EventsV1)
+        && let Ok(mut stored) = serde_json::from_slice::<StoredObject<'_>>(&kv.value)
+    {
         let api_version = resource.api_version();
         let revision = kv.mod_rev.to_string();
-        let view = TypeMeta {
-            api_version: &api_version,
-            kind: &resource.kind,
-        };
-        if let Some(object) = view.of_stored(&kv.value, &revision) {
-            return serde_json::to_writer(out, &object).map_err(encode_error);
-        }
+        in_map_order(&mut stored.fields);
+        in_map_order(&mut stored.metadata);
+        // The view sets these; `metadata` is written from its members.
+        stored
+            .fields
+            .retain(|(key, _)| !matches!(&*key.0, "apiVersion" | "kind" | "metadata"));
+        stored
+            .metadata
+            .retain(|(key, _)| key.0 != "resourceVersion");
+        let metadata = Added::Object(&stored.metadata, ("resourceVersion", &revision));
+        let added = [
+            ("apiVersion", Added::Text(&api_version)),
+            ("kind", Added::Text(&resource.kind)),
+            ("metadata", metadata),
+        ];
+        return write_object(&stored.fields, &added, out).map_err(encode_error);
     }
     // Not a JSON object (or not JSON at all): `decode` makes of it what it always did, or
     // reports why it cannot.
     serde_json::to_writer(out, &decode(resource, kv)?).map_err(encode_error)
 }
 
-/// What the view sets on every object.
-struct TypeMeta<'a> {
-    api_version: &'a str,
-    kind: &'a str,
+/// An object's members as read: each key with its stored text.
+type Members<'a> = SmallVec<[(Key<'a>, &'a RawValue); 8]>;
+
+/// Puts `members` in `serde_json::Map`'s order (this workspace builds serde_json without
+/// `preserve_order`, so by key), each key once, the last of repeated keys winning as it does
+/// when a map is read. The server writes its objects from a `Map`, so they are almost always
+/// in that order already.
+fn in_map_order(members: &mut Members<'_>) {
+    if members.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+        return;
+    }
+    // A stable sort keeps repeated keys in the order they were read; of each run the last
+    // one's value is kept.
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    members.dedup_by(|later, kept| {
+        let repeated = later.0 == kept.0;
+        if repeated {
+            kept.1 = later.1;
+        }
+        repeated
+    });
 }
 
-/// An object's fields by name: in `serde_json::Map`'s order (a `BTreeMap` of strings, as this
-/// workspace builds serde_json without `preserve_order`).
-type Fields<'a> = BTreeMap<Key<'a>, Field<'a>>;
+/// A field the view adds to an object, by name.
+enum Added<'v, 's> {
+    /// A string.
+    Text(&'v str),
+    /// An object of stored members (in order) and one string field added among them.
+    Object(&'v Members<'s>, (&'v str, &'v str)),
+}
 
-impl<'a> TypeMeta<'a> {
-    /// The view of the stored object `stored` at revision `revision`, or `None` when `stored`
-    /// is not a JSON object.
-    fn of_stored(&self, stored: &'a [u8], revision: &'a str) -> Option<Fields<'a>> {
-        let top: BTreeMap<Key<'a>, &'a RawValue> = serde_json::from_slice(stored).ok()?;
-        let mut object: Fields<'a> = top
-            .into_iter()
-            .map(|(key, value)| (key, Field::Stored(value)))
-            .collect();
-        object.insert(Key::from("apiVersion"), Field::Text(self.api_version));
-        object.insert(Key::from("kind"), Field::Text(self.kind));
-        // As `meta_mut` does: metadata that is not an object is replaced by one.
-        let mut metadata = match object.remove("metadata") {
-            Some(Field::Stored(raw)) if raw.get().starts_with('{') => {
-                let fields: BTreeMap<Key<'a>, &'a RawValue> =
-                    serde_json::from_str(raw.get()).ok()?;
-                fields
-                    .into_iter()
-                    .map(|(key, value)| (key, Field::Stored(value)))
-                    .collect()
-            }
-            _ => Fields::new(),
-        };
-        metadata.insert(Key::from("resourceVersion"), Field::Text(revision));
-        object.insert(Key::from("metadata"), Field::Object(metadata));
-        Some(object)
+/// Writes the object of `stored` members (in map order, none named as an added one) and the
+/// `added` fields (in order of their names) as compact JSON, its fields in map order: the
+/// text `serde_json` writes for a `Map` of them.
+fn write_object(
+    stored: &[(Key<'_>, &RawValue)],
+    added: &[(&str, Added<'_, '_>)],
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    out.push(b'{');
+    let mut added = added.iter().peekable();
+    let mut first = true;
+    let mut separate = |out: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+    };
+    for (key, raw) in stored {
+        while let Some((name, value)) = added.next_if(|(name, _)| *name < &*key.0) {
+            separate(out);
+            write_added(name, value, out)?;
+        }
+        separate(out);
+        key.write(out)?;
+        out.push(b':');
+        out.extend_from_slice(raw.get().as_bytes());
+    }
+    for (name, value) in added {
+        separate(out);
+        write_added(name, value, out)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_added(name: &str, value: &Added<'_, '_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    serde_json::to_writer(&mut *out, name)?;
+    out.push(b':');
+    match value {
+        Added::Text(text) => serde_json::to_writer(&mut *out, text),
+        Added::Object(members, (name, text)) => {
+            write_object(members, &[(name, Added::Text(text))], out)
+        }
     }
 }
 
 /// A field name: borrowed from the stored text unless it has escapes.
-#[derive(Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(transparent)]
 struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
-impl<'a> From<&'a str> for Key<'a> {
-    fn from(name: &'a str) -> Self {
-        Key(Cow::Borrowed(name))
+impl Key<'_> {
+    /// Writes the key as a JSON string. A key borrowed from the stored text had no escapes
+    /// there, so it has nothing to escape (JSON text holds no raw quote or control character
+    /// inside a string), and its text is written as it is.
+    fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match &self.0 {
+            Cow::Borrowed(text) => {
+                out.push(b'"');
+                out.extend_from_slice(text.as_bytes());
+                out.push(b'"');
+                Ok(())
+            }
+            Cow::Owned(text) => serde_json::to_writer(&mut *out, text),
+        }
     }
 }
 
-/// Keys are ordered as their text, so a map of them can be searched by text.
-impl Borrow<str> for Key<'_> {
-    fn borrow(&self) -> &str {
-        &self.0
+/// A stored object's top level, read in one pass: every field's stored text, and the members
+/// of its metadata (which the view changes), so that nothing is read twice.
+struct StoredObject<'a> {
+    /// Every field, `metadata` included (it is set aside when written).
+    fields: Members<'a>,
+    /// The members of the last `metadata`, if it is an object (otherwise the view replaces
+    /// it by one, as `meta_mut` does).
+    metadata: Members<'a>,
+}
+
+impl<'de> Deserialize<'de> for StoredObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = StoredObject<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut stored = StoredObject {
+                    fields: SmallVec::new(),
+                    metadata: SmallVec::new(),
+                };
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    if key.0 == "metadata" {
+                        stored.metadata = map.next_value::<MetadataMembers<'de>>()?.0;
+                        // Its place, so that a later field of the same name is seen as one.
+                        stored.fields.push((key, NO_TEXT));
+                    } else {
+                        stored.fields.push((key, map.next_value()?));
+                    }
+                }
+                Ok(stored)
+            }
+        }
+        deserializer.deserialize_map(Fields)
     }
 }
 
-/// A field's value in the view.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Field<'a> {
-    /// Copied as stored.
-    Stored(&'a RawValue),
-    /// A string the view sets.
-    Text(&'a str),
-    /// An object the view changes (metadata).
-    Object(Fields<'a>),
+/// Where a field's text is not kept: `metadata`, which is written from its members.
+const NO_TEXT: &RawValue = RawValue::NULL;
+
+/// The members of `metadata` when it is an object; any other value is read and set aside
+/// (no members).
+struct MetadataMembers<'a>(Members<'a>);
+
+impl<'de> Deserialize<'de> for MetadataMembers<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Metadata;
+        impl<'de> Visitor<'de> for Metadata {
+            type Value = MetadataMembers<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = SmallVec::new();
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    members.push((key, map.next_value()?));
+                }
+                Ok(MetadataMembers(members))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MetadataMembers(SmallVec::new()))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MetadataMembers(SmallVec::new()))
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MetadataMembers(SmallVec::new()))
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MetadataMembers(SmallVec::new()))
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MetadataMembers(SmallVec::new()))
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(MetadataMembers(SmallVec::new()))
+            }
+
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(MetadataMembers(SmallVec::new()))
+            }
+        }
+        deserializer.deserialize_any(Metadata)
+    }
 }
 
 #[cfg(test)]
@@ -155,13 +297,8 @@ mod tests {
     }
 
     /// Whether the view of `kv` is written from its stored bytes (not decoded).
-    fn read_from_stored_bytes(resource: &Resource, kv: &KeyValue) -> bool {
-        let api_version = resource.api_version();
-        let view = TypeMeta {
-            api_version: &api_version,
-            kind: &resource.kind,
-        };
-        view.of_stored(&kv.value, "1").is_some()
+    fn read_from_stored_bytes(kv: &KeyValue) -> bool {
+        serde_json::from_slice::<StoredObject<'_>>(&kv.value).is_ok()
     }
 
     #[test]
@@ -194,7 +331,7 @@ mod tests {
         ];
         for (i, object) in objects.iter().enumerate() {
             let kv = stored(&serde_json::to_vec(object).expect("encodes"), 10 + i as u64);
-            assert!(read_from_stored_bytes(&config_maps, &kv), "{object}");
+            assert!(read_from_stored_bytes(&kv), "{object}");
             assert_same_as_decoding(&config_maps, &kv);
             assert_same_as_decoding(&leases, &kv);
         }
@@ -209,8 +346,25 @@ mod tests {
             br#" { "d\u0061ta" : {"k":"v"} , "metadata" : { "n\u0061me" : "x" } } "#,
             7,
         );
-        assert!(read_from_stored_bytes(&config_maps, &kv));
+        assert!(read_from_stored_bytes(&kv));
         assert_same_as_decoding(&config_maps, &kv);
+    }
+
+    #[test]
+    fn stored_text_out_of_order_or_with_repeated_keys_gives_the_view_a_map_gives() {
+        let config_maps = resource("configmaps", "");
+        // Keys out of order at both levels, and repeated ones: the last wins, as it does
+        // when the text is read into a map.
+        for text in [
+            &br#"{"kind":"K","data":{"a":1},"metadata":{"uid":"u","name":"n","name":"m","resourceVersion":"5"},"data":{"b":2},"apiVersion":"x/v1"}"#[..],
+            br#"{"metadata":{"name":"a"},"metadata":{"name":"b","labels":{"a":"2","z":"1"}},"binaryData":{}}"#,
+            br#"{"metadata":{"name":"a"},"metadata":[1,{"x":2}],"zeta":null,"alpha":true}"#,
+            br#"{"metadata":{"z":1,"a":2,"m\u0061":3},"data":{}}"#,
+        ] {
+            let kv = stored(text, 21);
+            assert!(read_from_stored_bytes(&kv));
+            assert_same_as_decoding(&config_maps, &kv);
+        }
     }
 
     #[test]
@@ -229,7 +383,7 @@ mod tests {
         let config_maps = resource("configmaps", "");
         for text in [&b"[1,2]"[..], b"\"text\"", b"null", b"3"] {
             let kv = stored(text, 3);
-            assert!(!read_from_stored_bytes(&config_maps, &kv));
+            assert!(!read_from_stored_bytes(&kv));
             assert_same_as_decoding(&config_maps, &kv);
         }
         assert!(view_json(&config_maps, &stored(b"{not json", 3)).is_err());
