@@ -257,10 +257,11 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::list`] of only the keys whose value at the list revision carries at least one
     /// of `terms` (as the extractor given to [`Store::index_terms`] finds them), read from the
     /// index instead of every value. Pages, limits and revisions work as for `list`, with
-    /// `more` telling whether more matching keys may follow. At the latest revision the page
-    /// holds exactly the matching keys; at an older one it may also hold keys that carry a term
-    /// only at a later revision, so callers check what they read. `None` when the backend
-    /// keeps no index: the caller then lists and filters itself.
+    /// `more` telling whether more matching keys may follow. The page holds exactly the keys
+    /// whose value at the list revision carries a term, at the latest revision and at older
+    /// ones alike (a key that gains a term later is left out, one that loses it later is in),
+    /// so a caller whose selector is that one requirement need not check what it reads.
+    /// `None` when the backend keeps no index: the caller then lists and filters itself.
     async fn list_by_terms(
         &self,
         _opts: ListOptions,

@@ -139,8 +139,8 @@ pub(super) fn selector_terms(selector: &LabelSelector) -> Option<Vec<String>> {
 }
 
 /// Whether the index alone decides `selector`: it has one requirement, and that is the one
-/// [`selector_terms`] reads from the index. A list at the latest revision then needs no
-/// check of what the index returned.
+/// [`selector_terms`] reads from the index. A list, at any revision, then needs no check of
+/// what the index returned.
 pub(super) fn index_decides(selector: &LabelSelector) -> bool {
     selector_terms_and_rest(selector).is_some_and(|(_, rest)| rest == 0)
 }

@@ -226,10 +226,8 @@ pub async fn list_each(
     let mut terms = selector_terms(&selectors.labels);
     let mut taken: u64 = 0;
     let page_size = limit.map(|l| (l as usize).max(100)).unwrap_or(10_000);
-    // At the latest revision the label index returns exactly the objects that carry a term:
-    // for a selector of that one requirement its first page needs no check. Later pages are
-    // read at the first page's revision, which may no longer be the latest.
-    let mut latest = continuation.is_none() && rev.is_none();
+    // The label index returns exactly the objects that carry a term at the list's revision,
+    // latest or not: for a selector of that one requirement no page needs a check.
     let decided_by_index = selectors.fields.is_empty() && index_decides(&selectors.labels);
     loop {
         let opts = ListOptions {
@@ -248,8 +246,7 @@ pub async fn list_each(
             Err(e) => return Err(e.into()),
         };
         rev = Some(page.rev);
-        let decided = decided_by_index && latest && terms.is_some();
-        latest = false;
+        let decided = decided_by_index && terms.is_some();
         let count = page.items.len();
         for (i, kv) in page.items.iter().enumerate() {
             if terms.is_some()

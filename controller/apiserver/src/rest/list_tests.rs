@@ -215,6 +215,8 @@ async fn a_continued_label_selected_list_keeps_its_revision_across_relabels() {
         });
         create(&router, &path, object).await;
     }
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm-7", "labels": {"shard": "2"}}});
+    create(&router, &path, other).await;
     let first = call(
         &router,
         Method::GET,
@@ -226,15 +228,18 @@ async fn a_continued_label_selected_list_keeps_its_revision_across_relabels() {
         .as_str()
         .expect("a continue token")
         .to_owned();
-    // Relabel one not yet listed and add a matching one: the rest of the list does not see it.
-    let patch = json!({"metadata": {"labels": {"shard": "2"}}});
-    call(
-        &router,
-        Method::PATCH,
-        &format!("{path}/cm-4"),
-        Some(("application/merge-patch+json", patch)),
-    )
-    .await;
+    // Relabel one not yet listed out of the selection and another into it, and add a
+    // matching one: the rest of the list sees none of it.
+    for (name, shard) in [("cm-4", "2"), ("cm-7", "1")] {
+        let patch = json!({"metadata": {"labels": {"shard": shard}}});
+        call(
+            &router,
+            Method::PATCH,
+            &format!("{path}/{name}"),
+            Some(("application/merge-patch+json", patch)),
+        )
+        .await;
+    }
     let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm-9", "labels": {"shard": "1"}}});
     create(&router, &path, object).await;
     let rest = call(
@@ -260,6 +265,7 @@ async fn a_continued_label_selected_list_keeps_its_revision_across_relabels() {
             "default/cm-2",
             "default/cm-3",
             "default/cm-5",
+            "default/cm-7",
             "default/cm-9"
         ]
     );
