@@ -184,7 +184,7 @@ fn prefixed(prefix: &str, rev: Option<Rev>) -> ListOptions {
 /// Each write takes a new revision above every earlier one, across keys, and the current
 /// revision covers every write made so far. Revisions need not be consecutive: etcd's also
 /// move when anything else writes, and the etcd backend leaves room in each etcd revision for
-/// creates committed together.
+/// writes committed together.
 pub async fn revisions_are_global_and_monotonic(store: Arc<dyn Store>) {
     let r0 = current(&store).await;
     let a = create(&store, "a", "1").await;

@@ -3,7 +3,7 @@
 //! Keys live under `<prefix>/` (default prefix `/devplane`, so key `k` is stored as
 //! `/devplane/k`). The mapping follows kube-apiserver's use of etcd: writes are
 //! compare-and-swap transactions, a list's revision is the response header's, watches carry
-//! `prev_kv`. One difference: concurrent creates share transactions ([`batch`]), so a store
+//! `prev_kv`. One difference: concurrent creates and updates share transactions ([`batch`]), so a store
 //! revision is etcd's revision scaled, plus the write's position in it ([`revs`]); a key's
 //! `mod_rev` still identifies its etcd `mod_revision`.
 //!
@@ -94,8 +94,9 @@ pub struct EtcdStore {
     recent: Arc<RecentValues>,
     /// Key-value requests sent (reads, transactions, compactions; not watches).
     requests: Arc<AtomicU64>,
-    /// The queue of creates committed together; `None` in the clone that commits them.
-    creates: Option<batch::Creates>,
+    /// The queue of creates and updates committed together; `None` in the clone that
+    /// commits them.
+    writes: Option<batch::Writes>,
     /// The shared etcd watches.
     hubs: Arc<hub::Hubs>,
 }
@@ -205,10 +206,10 @@ impl EtcdStore {
             known_compacted: Arc::new(AtomicU64::new(0)),
             recent: Arc::new(RecentValues::new(recent::MAX_ENTRIES, recent::MAX_BYTES)),
             requests: Arc::new(AtomicU64::new(0)),
-            creates: None,
+            writes: None,
             hubs: Arc::default(),
         };
-        store.creates = Some(batch::Creates::start(store.clone()));
+        store.writes = Some(batch::Writes::start(store.clone()));
         // Connecting is lazy; fail here rather than on the first real request.
         match tokio::time::timeout(CONNECT_CHECK_TIMEOUT, store.current_revision()).await {
             Ok(Ok(_)) => Ok(store),
@@ -334,7 +335,7 @@ impl EtcdStore {
         })
     }
 
-    /// A create, committed with whatever other creates are ready (see [`batch`]).
+    /// A create, committed with whatever other writes are ready (see [`batch`]).
     async fn create_queued(
         &self,
         key: &str,
@@ -342,10 +343,113 @@ impl EtcdStore {
         guard: Option<&Guard>,
     ) -> Result<KeyValue> {
         validate_key(key)?;
-        match &self.creates {
-            Some(creates) => creates.create(key, value, guard).await,
+        match &self.writes {
+            Some(writes) => writes.create(key, value, guard).await,
             None => self.create_txn(key, value, guard).await,
         }
+    }
+
+    /// An update transaction, alone in its etcd revision.
+    async fn update_txn(&self, key: &str, value: Bytes, expected_mod_rev: Rev) -> Result<KeyValue> {
+        let (txn, known_create_rev) =
+            self.update_request(key, &value, expected_mod_rev, revs::LAST)?;
+        let response = self.kv().txn(txn).await.map_err(request_error("update"))?;
+        let rev = header_rev(response.header(), "update")?;
+        let answer = (response.succeeded(), response.op_responses());
+        self.update_outcome(key, value, known_create_rev, answer, rev, rev)
+    }
+
+    /// The transaction of an update at `position` in its etcd revision: put if the key is
+    /// still at `expected_mod_rev`, else read it, so a conflict carries what is stored now.
+    /// Also the key's `create_rev` if this process knows it for that revision; otherwise the
+    /// put asks for the previous value, which carries it.
+    fn update_request(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected_mod_rev: Rev,
+        position: u64,
+    ) -> Result<(Txn, Option<Rev>)> {
+        validate_key(key)?;
+        let full = self.full_key(key);
+        // A matching mod_rev means the same incarnation, so a remembered create_rev for that
+        // revision is the key's; otherwise etcd returns it with the previous value.
+        let known_create_rev = self.recent.create_rev_at(key, expected_mod_rev);
+        let put_options = known_create_rev
+            .is_none()
+            .then(|| PutOptions::new().with_prev_key());
+        let txn = Txn::new()
+            .when(same_revision(&full, expected_mod_rev))
+            .and_then([TxnOp::put(
+                full.clone(),
+                revs::seal(value, position),
+                put_options,
+            )])
+            .or_else([TxnOp::get(full, None)]);
+        Ok((txn, known_create_rev))
+    }
+
+    /// What an update transaction did, from etcd's answer (whether it succeeded, and its
+    /// operations' responses): the key as written at `rev`, or why not. `seen_at` is the
+    /// revision the answer was read at.
+    fn update_outcome(
+        &self,
+        key: &str,
+        value: Bytes,
+        known_create_rev: Option<Rev>,
+        (succeeded, responses): (bool, Vec<TxnOpResponse>),
+        rev: Rev,
+        seen_at: Rev,
+    ) -> Result<KeyValue> {
+        if !succeeded {
+            let current = current_from_else_branch(&self.root, responses, "update")?;
+            self.remember(key, current.as_ref(), seen_at);
+            return match current {
+                None => Err(StoreError::NotFound {
+                    key: key.to_owned(),
+                }),
+                Some(current) => Err(StoreError::Conflict {
+                    key: key.to_owned(),
+                    current: Some(current),
+                }),
+            };
+        }
+        // No longer the key's latest write, the creation is named by its whole etcd revision
+        // (see `to_key_value`).
+        let create_rev = match known_create_rev {
+            Some(create_rev) => Some(revs::through(revs::etcd(create_rev))),
+            None => match responses.into_iter().next() {
+                Some(TxnOpResponse::Put(put)) => put
+                    .prev_key()
+                    .map(|prev| revs::through(prev.create_revision())),
+                _ => None,
+            },
+        }
+        .ok_or_else(|| unexpected("update", "the put did not return the previous value"))?;
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value,
+            create_rev,
+            mod_rev: rev,
+        };
+        self.remember(key, Some(&kv), seen_at);
+        Ok(kv)
+    }
+
+    /// The value `key` had at etcd revision `etcd_rev`, as read by a list at a revision
+    /// inside a batch that later updated the key.
+    async fn value_at(&self, key: &str, etcd_rev: i64) -> Result<Option<KeyValue>> {
+        let options = GetOptions::new().with_revision(etcd_rev);
+        let response = self
+            .kv()
+            .get(self.full_key(key), Some(options))
+            .await
+            .map_err(request_error("list"))?;
+        response
+            .kvs()
+            .first()
+            .map(|kv| self.to_key_value(kv, "list"))
+            .transpose()
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -586,56 +690,10 @@ impl Store for EtcdStore {
 
     async fn update(&self, key: &str, value: Bytes, expected_mod_rev: Rev) -> Result<KeyValue> {
         validate_key(key)?;
-        let full = self.full_key(key);
-        // A matching mod_rev means the same incarnation, so a remembered create_rev for that
-        // revision is the key's; otherwise etcd returns it with the previous value.
-        let known_create_rev = self.recent.create_rev_at(key, expected_mod_rev);
-        let put_options = known_create_rev
-            .is_none()
-            .then(|| PutOptions::new().with_prev_key());
-        let txn = Txn::new()
-            .when(same_revision(&full, expected_mod_rev))
-            .and_then([TxnOp::put(
-                full.clone(),
-                revs::seal(&value, revs::LAST),
-                put_options,
-            )])
-            .or_else([TxnOp::get(full, None)]);
-        let response = self.kv().txn(txn).await.map_err(request_error("update"))?;
-        let rev = header_rev(response.header(), "update")?;
-        if !response.succeeded() {
-            let current = current_from_else_branch(&self.root, response.op_responses(), "update")?;
-            self.remember(key, current.as_ref(), rev);
-            return match current {
-                None => Err(StoreError::NotFound {
-                    key: key.to_owned(),
-                }),
-                Some(current) => Err(StoreError::Conflict {
-                    key: key.to_owned(),
-                    current: Some(current),
-                }),
-            };
+        match &self.writes {
+            Some(writes) => writes.update(key, value, expected_mod_rev).await,
+            None => self.update_txn(key, value, expected_mod_rev).await,
         }
-        // No longer the key's latest write, the creation is named by its whole etcd revision
-        // (see `to_key_value`).
-        let create_rev = match known_create_rev {
-            Some(create_rev) => Some(revs::through(revs::etcd(create_rev))),
-            None => match response.op_responses().into_iter().next() {
-                Some(TxnOpResponse::Put(put)) => put
-                    .prev_key()
-                    .map(|prev| revs::through(prev.create_revision())),
-                _ => None,
-            },
-        }
-        .ok_or_else(|| unexpected("update", "the put did not return the previous value"))?;
-        let kv = KeyValue {
-            key: key.to_owned(),
-            value,
-            create_rev,
-            mod_rev: rev,
-        };
-        self.remember(key, Some(&kv), rev);
-        Ok(kv)
     }
 
     async fn delete(&self, key: &str, expected_mod_rev: Option<Rev>) -> Result<Event> {
@@ -773,10 +831,20 @@ impl Store for EtcdStore {
             }
             for kv in response.kvs() {
                 let kv = self.to_key_value(kv, "list")?;
-                // Read at a revision inside a batch of creates, etcd's revision also holds the
-                // batch's later creates: they did not exist yet.
-                if rev.is_none_or(|rev| kv.mod_rev <= rev) {
-                    items.push(kv);
+                match rev {
+                    // Read at a revision inside a batch, etcd's revision also holds the
+                    // batch's later writes. A key a later write created did not exist yet; one
+                    // it updated (created in an earlier etcd revision) had the value it had
+                    // before the batch.
+                    Some(rev) if kv.mod_rev > rev => {
+                        if revs::etcd(kv.create_rev) < revs::etcd(rev)
+                            && let Some(before) =
+                                self.value_at(&kv.key, revs::etcd(rev) - 1).await?
+                        {
+                            items.push(before);
+                        }
+                    }
+                    _ => items.push(kv),
                 }
             }
             more = response.more();

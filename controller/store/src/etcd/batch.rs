@@ -1,15 +1,15 @@
-//! Group commit of creates: creates that arrive while others are on their way to etcd share
-//! one transaction.
+//! Group commit of creates and updates: writes that arrive while others are on their way to
+//! etcd share one transaction.
 //!
-//! A create must be a compare-and-put transaction, and etcd 3.4 pays for a transaction far
-//! more than for the put inside it. One transaction whose operations are the creates' own
-//! transactions (etcd evaluates each nested transaction's compares on its own) costs etcd
-//! about as much as one create, so a burst of creates goes through at several times the rate
-//! of single ones. At most [`IN_FLIGHT`] transactions are under way at once; a create that
-//! finds a free slot is sent alone at once, so a quiet store adds no latency.
+//! A create or an update must be a compare-and-put transaction, and etcd 3.4 pays for a
+//! transaction far more than for the put inside it. One transaction whose operations are the
+//! writes' own transactions (etcd evaluates each nested transaction's compares on its own)
+//! costs etcd about as much as one write, so a burst of writes goes through at several times
+//! the rate of single ones. At most [`IN_FLIGHT`] transactions are under way at once; a write
+//! that finds a free slot is sent alone at once, so a quiet store adds no latency.
 //!
-//! The creates of one transaction get one etcd revision; their store revisions tell them apart
-//! by position (see [`super::revs`]).
+//! The writes of one transaction get one etcd revision; their store revisions tell them apart
+//! by position (see [`super::revs`]). Deletes are not queued: they are rare, and alone.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use etcd_client::{Txn, TxnOp, TxnOpResponse};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{EtcdStore, header_rev, request_error, revs, same_revision, unexpected};
-use crate::{Guard, KeyValue, Result, StoreError};
+use crate::{Guard, KeyValue, Result, Rev, StoreError};
 
 /// Transactions on their way to etcd at once. etcd's cost is mostly per transaction (a
 /// transaction of 4 creates cost it about 45–95 µs per create here, one of 8 about 35–45 µs,
@@ -27,34 +27,51 @@ use crate::{Guard, KeyValue, Result, StoreError};
 /// else. With one, API creates over etcd in `devplane bench api` ran at 0.56–0.65 of raw puts
 /// against 0.50–0.52 with two, in alternating runs of the same build.
 const IN_FLIGHT: usize = 1;
-/// Creates per transaction. etcd refuses a transaction whose operations, nested ones
-/// included, exceed `--max-txn-ops` (128 by default); each create is one operation outside
-/// and at most two inside.
-const MAX_CREATES: usize = 64;
+/// Writes per transaction. etcd refuses a transaction with more than `--max-txn-ops` (128 by
+/// default) operations in one list, nested transactions counted each on their own; each write
+/// is one operation outside and at most two inside.
+const MAX_WRITES: usize = 64;
 /// Bytes of values per transaction, below etcd's default request limit of 1.5 MiB; a larger
 /// value goes alone.
 const MAX_BYTES: usize = 1024 * 1024;
 
-/// A create waiting for its transaction.
+/// A write waiting for its transaction.
 struct Pending {
     key: String,
     value: Bytes,
-    guard: Option<Guard>,
+    write: Write,
     reply: oneshot::Sender<Result<KeyValue>>,
 }
 
-/// The queue of creates. Dropping every handle ends the committing task.
+/// What a queued write does.
+enum Write {
+    /// Creates the key, if the guard (when there is one) still holds.
+    Create { guard: Option<Guard> },
+    /// Updates the key, if it is still at this revision.
+    Update { expected_mod_rev: Rev },
+}
+
+impl Pending {
+    fn guard(&self) -> Option<&Guard> {
+        match &self.write {
+            Write::Create { guard } => guard.as_ref(),
+            Write::Update { .. } => None,
+        }
+    }
+}
+
+/// The queue of writes. Dropping every handle ends the committing task.
 #[derive(Clone)]
-pub(crate) struct Creates {
+pub(crate) struct Writes {
     queue: mpsc::UnboundedSender<Pending>,
 }
 
-impl Creates {
-    /// Starts committing creates through `store` (whose own creates must not be queued).
-    pub(crate) fn start(store: EtcdStore) -> Creates {
+impl Writes {
+    /// Starts committing writes through `store` (whose own writes must not be queued).
+    pub(crate) fn start(store: EtcdStore) -> Writes {
         let (queue, incoming) = mpsc::unbounded_channel();
         tokio::spawn(commit_queued(store, incoming));
-        Creates { queue }
+        Writes { queue }
     }
 
     /// Creates `key` in the next transaction with room for it.
@@ -64,25 +81,41 @@ impl Creates {
         value: Bytes,
         guard: Option<&Guard>,
     ) -> Result<KeyValue> {
+        let guard = guard.cloned();
+        self.queued(key, value, Write::Create { guard }).await
+    }
+
+    /// Updates `key` from `expected_mod_rev` in the next transaction with room for it.
+    pub(crate) async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected_mod_rev: Rev,
+    ) -> Result<KeyValue> {
+        self.queued(key, value, Write::Update { expected_mod_rev })
+            .await
+    }
+
+    async fn queued(&self, key: &str, value: Bytes, write: Write) -> Result<KeyValue> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             key: key.to_owned(),
             value,
-            guard: guard.cloned(),
+            write,
             reply,
         };
         if self.queue.send(pending).is_err() {
             return Err(StoreError::Internal(
-                "the etcd create queue has stopped".into(),
+                "the etcd write queue has stopped".into(),
             ));
         }
         answer
             .await
-            .unwrap_or_else(|_| Err(StoreError::Internal("an etcd create was dropped".into())))
+            .unwrap_or_else(|_| Err(StoreError::Internal("an etcd write was dropped".into())))
     }
 }
 
-/// Takes creates off the queue, a transaction's worth at a time, while a slot is free.
+/// Takes writes off the queue, a transaction's worth at a time, while a slot is free.
 async fn commit_queued(store: EtcdStore, mut incoming: mpsc::UnboundedReceiver<Pending>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut waiting = VecDeque::new();
@@ -106,7 +139,7 @@ async fn commit_queued(store: EtcdStore, mut incoming: mpsc::UnboundedReceiver<P
     }
 }
 
-/// `first` and whatever else is ready, up to a transaction's limits. Two creates of one key
+/// `first` and whatever else is ready, up to a transaction's limits. Two writes of one key
 /// never share a transaction (etcd refuses that): the second waits for the next one.
 fn take_batch(
     first: Pending,
@@ -116,7 +149,7 @@ fn take_batch(
     let mut bytes = first.value.len();
     let mut batch = vec![first];
     let mut later = Vec::new();
-    while batch.len() < MAX_CREATES {
+    while batch.len() < MAX_WRITES {
         let Some(next) = waiting.pop_front().or_else(|| incoming.try_recv().ok()) else {
             break;
         };
@@ -133,13 +166,11 @@ fn take_batch(
     batch
 }
 
-/// Commits `batch` and answers each create.
+/// Commits `batch` and answers each write.
 async fn commit(store: &EtcdStore, batch: Vec<Pending>) {
-    if let [single] = batch.as_slice() {
-        let result = store
-            .create_txn(&single.key, single.value.clone(), single.guard.as_ref())
-            .await;
+    if let [_] = batch.as_slice() {
         if let Some(single) = batch.into_iter().next() {
+            let result = alone(store, single.key.as_str(), single.value, &single.write).await;
             let _ = single.reply.send(result);
         }
         return;
@@ -151,49 +182,62 @@ async fn commit(store: &EtcdStore, batch: Vec<Pending>) {
             }
             return;
         }
-        // The shared guard changed: each create learns how from its own transaction.
+        // The shared guard changed: each write learns how from its own transaction.
         Ok(None) => None,
         Err(error) => Some(error),
     };
     // Also when the shared transaction failed as a whole (etcd unreachable, a limit): each
-    // create is tried alone, and reports its own outcome.
+    // write is tried alone, and reports its own outcome.
     if let Some(error) = outcome {
-        tracing::debug!(error = %error, creates = batch.len(), "a batch of etcd creates failed; trying each alone");
+        tracing::debug!(error = %error, writes = batch.len(), "a batch of etcd writes failed; trying each alone");
     }
-    let alone = batch.into_iter().map(|pending| async move {
-        let result = store
-            .create_txn(&pending.key, pending.value, pending.guard.as_ref())
-            .await;
+    let each = batch.into_iter().map(|pending| async move {
+        let result = alone(store, &pending.key, pending.value, &pending.write).await;
         let _ = pending.reply.send(result);
     });
-    futures::future::join_all(alone).await;
+    futures::future::join_all(each).await;
+}
+
+/// One write in a transaction of its own.
+async fn alone(store: &EtcdStore, key: &str, value: Bytes, write: &Write) -> Result<KeyValue> {
+    match write {
+        Write::Create { guard } => store.create_txn(key, value, guard.as_ref()).await,
+        Write::Update { expected_mod_rev } => store.update_txn(key, value, *expected_mod_rev).await,
+    }
 }
 
 /// The guard every guarded create of `batch` names, if they name the same one: it is checked
 /// once for the whole transaction instead of once per create (each check is a read in etcd).
 fn shared_guard(batch: &[Pending]) -> Option<&Guard> {
-    let mut guards = batch.iter().filter_map(|pending| pending.guard.as_ref());
+    let mut guards = batch.iter().filter_map(Pending::guard);
     let first = guards.next()?;
     guards.all(|guard| guard == first).then_some(first)
 }
 
-/// One transaction of the creates' own transactions; each create's outcome, or `None` if the
+/// One transaction of the writes' own transactions; each write's outcome, or `None` if the
 /// guard they share has changed.
 async fn commit_together(
     store: &EtcdStore,
     batch: &[Pending],
 ) -> Result<Option<Vec<Result<KeyValue>>>> {
     let shared = shared_guard(batch);
-    let mut creates = Vec::with_capacity(batch.len());
+    let mut writes = Vec::with_capacity(batch.len());
+    // For each update, the create_rev this process knew when it asked (see `update_request`).
+    let mut known_create_revs = Vec::with_capacity(batch.len());
     for (index, pending) in batch.iter().enumerate() {
         let position = revs::position(index, batch.len());
-        let guard = pending.guard.as_ref().filter(|_| shared.is_none());
-        creates.push(TxnOp::txn(store.create_request(
-            &pending.key,
-            &pending.value,
-            guard,
-            position,
-        )?));
+        let (txn, known_create_rev) = match &pending.write {
+            Write::Create { guard } => {
+                let guard = guard.as_ref().filter(|_| shared.is_none());
+                let txn = store.create_request(&pending.key, &pending.value, guard, position)?;
+                (txn, None)
+            }
+            Write::Update { expected_mod_rev } => {
+                store.update_request(&pending.key, &pending.value, *expected_mod_rev, position)?
+            }
+        };
+        writes.push(TxnOp::txn(txn));
+        known_create_revs.push(known_create_rev);
     }
     let mut txn = Txn::new();
     if let Some(guard) = shared {
@@ -202,51 +246,67 @@ async fn commit_together(
     }
     let response = store
         .kv()
-        .txn(txn.and_then(creates))
+        .txn(txn.and_then(writes))
         .await
-        .map_err(request_error("create"))?;
+        .map_err(request_error("write"))?;
     if !response.succeeded() {
         return Ok(None);
     }
-    let etcd_rev = header_rev(response.header(), "create")?;
+    let etcd_rev = header_rev(response.header(), "write")?;
     let etcd_rev = revs::etcd(etcd_rev);
     let responses = response.op_responses();
     if responses.len() != batch.len() {
         return Err(unexpected(
-            "create",
-            format!("{} answers to {} creates", responses.len(), batch.len()),
+            "write",
+            format!("{} answers to {} writes", responses.len(), batch.len()),
         ));
     }
     Ok(Some(
         batch
             .iter()
             .zip(responses)
+            .zip(known_create_revs)
             .enumerate()
-            .map(|(index, (pending, response))| {
+            .map(|(index, ((pending, response), known_create_rev))| {
                 let rev = revs::at(etcd_rev, revs::position(index, batch.len()));
-                let guard = pending.guard.as_ref().filter(|_| shared.is_none());
-                outcome(store, pending, guard, response, rev)
+                let TxnOpResponse::Txn(response) = response else {
+                    return Err(unexpected("write", "a nested transaction got no answer"));
+                };
+                // The header revision of everything in this transaction.
+                let seen_at = revs::through(revs::etcd(rev));
+                let answer = (response.succeeded(), response.op_responses());
+                match &pending.write {
+                    Write::Create { guard } => {
+                        let guard = guard.as_ref().filter(|_| shared.is_none());
+                        created(store, pending, guard, answer, rev, seen_at)
+                    }
+                    Write::Update { .. } => store.update_outcome(
+                        &pending.key,
+                        pending.value.clone(),
+                        known_create_rev,
+                        answer,
+                        rev,
+                        seen_at,
+                    ),
+                }
             })
             .collect(),
     ))
 }
 
 /// The outcome of one create from its nested transaction's answer; `rev` is its revision,
-/// `guard` its guard if its own transaction checked it.
-fn outcome(
+/// `guard` its guard if its own transaction checked it, `seen_at` the revision the answer was
+/// read at.
+fn created(
     store: &EtcdStore,
     pending: &Pending,
     guard: Option<&Guard>,
-    response: TxnOpResponse,
-    rev: crate::Rev,
+    (succeeded, responses): (bool, Vec<TxnOpResponse>),
+    rev: Rev,
+    seen_at: Rev,
 ) -> Result<KeyValue> {
-    let TxnOpResponse::Txn(response) = response else {
-        return Err(unexpected("create", "a nested transaction got no answer"));
-    };
-    // The header revision of everything in this transaction.
-    let seen_at = revs::through(revs::etcd(rev));
-    if !response.succeeded() {
-        return Err(store.create_refusal(&pending.key, guard, response.op_responses(), seen_at)?);
+    if !succeeded {
+        return Err(store.create_refusal(&pending.key, guard, responses, seen_at)?);
     }
     let kv = KeyValue {
         key: pending.key.clone(),

@@ -1,6 +1,6 @@
 //! This backend's revisions: an etcd revision and a write's position in it.
 //!
-//! Concurrent creates are committed together, many in one etcd transaction (see
+//! Concurrent creates and updates are committed together, many in one etcd transaction (see
 //! [`super::batch`]), and etcd gives every write of a transaction the same revision. A
 //! Kubernetes client resumes a watch from the last resourceVersion it saw, so two objects must
 //! never share one, or the second would be skipped. A store revision is therefore

@@ -254,6 +254,123 @@ async fn creates_that_arrive_together_share_transactions() {
     }
 }
 
+/// Updates that arrive together share etcd transactions, each keeping its own outcome: a
+/// stale one conflicts with the current value, one of a missing key is not found. Each gets a
+/// revision of its own; a list at any of them sees every key, those updated later in the same
+/// transaction with the values they had before; a watch from one of them gets exactly the
+/// updates after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_that_arrive_together_share_transactions_and_reads_inside_them_see_before() {
+    let Some(server) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let (store, _) = two_processes(&server).await;
+    let mut originals = Vec::new();
+    for i in 0..100 {
+        let key = format!("upd/{i:03}");
+        originals.push(store.create(&key, value("old")).await.expect("create"));
+    }
+    // The burst's update of upd/000 names the revision this update replaces: it conflicts.
+    store
+        .update("upd/000", value("moved"), originals[0].mod_rev)
+        .await
+        .expect("update upd/000");
+    let new_value = |key: &str| value(&format!("new {key}"));
+    let before = store.requests_sent();
+    let mut tasks: Vec<_> = originals
+        .iter()
+        .map(|kv| {
+            let (store, kv) = (store.clone(), kv.clone());
+            tokio::spawn(async move {
+                let result = store.update(&kv.key, new_value(&kv.key), kv.mod_rev).await;
+                (kv.key, result)
+            })
+        })
+        .collect();
+    let missing = store.clone();
+    tasks.push(tokio::spawn(async move {
+        let result = missing.update("upd/missing", value("x"), 12_345).await;
+        ("upd/missing".to_owned(), result)
+    }));
+    let mut updated = std::collections::BTreeMap::new();
+    for task in tasks {
+        match within("update", task).await.expect("update task") {
+            (key, Ok(kv)) => {
+                assert_eq!(kv.value, new_value(&key));
+                updated.insert(key, kv);
+            }
+            (
+                key,
+                Err(StoreError::Conflict {
+                    key: refused,
+                    current,
+                }),
+            ) => {
+                assert_eq!((key.as_str(), refused.as_str()), ("upd/000", "upd/000"));
+                assert_eq!(current.map(|kv| kv.value), Some(value("moved")));
+            }
+            (key, Err(StoreError::NotFound { key: missing })) => {
+                assert_eq!(
+                    (key.as_str(), missing.as_str()),
+                    ("upd/missing", "upd/missing")
+                );
+            }
+            (key, Err(other)) => panic!("update {key}: {other}"),
+        }
+    }
+    let requests = store.requests_sent() - before;
+    assert_eq!(updated.len(), 99);
+    assert!(requests < 60, "101 updates took {requests} round trips");
+    let revisions: std::collections::BTreeSet<_> = updated.values().map(|kv| kv.mod_rev).collect();
+    assert_eq!(
+        revisions.len(),
+        99,
+        "every update has a revision of its own"
+    );
+    let as_of = |key: &str, rev: devplane_store::Rev| match updated.get(key) {
+        Some(kv) if kv.mod_rev <= rev => kv.value.clone(),
+        _ if key == "upd/000" => value("moved"),
+        _ => value("old"),
+    };
+    for kv in updated.values().step_by(7) {
+        let page = store
+            .list(ListOptions {
+                prefix: "upd/".into(),
+                rev: Some(kv.mod_rev),
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(page.items.len(), 100, "a list at {}", kv.mod_rev);
+        for item in &page.items {
+            assert_eq!(
+                item.value,
+                as_of(&item.key, kv.mod_rev),
+                "{} at {}",
+                item.key,
+                kv.mod_rev
+            );
+            assert!(item.mod_rev <= kv.mod_rev, "{item:?} at {}", kv.mod_rev);
+        }
+    }
+    // A watch from the middle of the burst: the updates after it, in revision order, then
+    // the next write.
+    let mut by_revision: Vec<&KeyValue> = updated.values().collect();
+    by_revision.sort_by_key(|kv| kv.mod_rev);
+    let after = by_revision[by_revision.len() / 2].mod_rev;
+    let mut watch = within("watch", store.watch("upd/", after))
+        .await
+        .expect("watch");
+    for kv in by_revision.iter().filter(|kv| kv.mod_rev > after) {
+        assert_eq!(&next_event(&mut watch).await.kv, *kv);
+    }
+    let last = store
+        .update("upd/050", value("last"), updated["upd/050"].mod_rev)
+        .await
+        .expect("a later update");
+    assert_eq!(next_event(&mut watch).await.kv, last);
+}
+
 /// Values that start with a zero byte, which the backend's revision envelope also does, are
 /// stored and read back unchanged, alone or created together with others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
