@@ -402,17 +402,7 @@ impl EtcdStore {
         seen_at: Rev,
     ) -> Result<KeyValue> {
         if !succeeded {
-            let current = current_from_else_branch(&self.root, responses, "update")?;
-            self.remember(key, current.as_ref(), seen_at);
-            return match current {
-                None => Err(StoreError::NotFound {
-                    key: key.to_owned(),
-                }),
-                Some(current) => Err(StoreError::Conflict {
-                    key: key.to_owned(),
-                    current: Some(current),
-                }),
-            };
+            return Err(self.stale_refusal(key, responses, seen_at, "update")?);
         }
         // No longer the key's latest write, the creation is named by its whole etcd revision
         // (see `to_key_value`).
@@ -434,6 +424,27 @@ impl EtcdStore {
         };
         self.remember(key, Some(&kv), seen_at);
         Ok(kv)
+    }
+
+    /// Why a write conditional on `key`'s revision failed, from the value its `else` branch
+    /// read at `rev`: the key is gone, or it is at another revision (which is remembered).
+    fn stale_refusal(
+        &self,
+        key: &str,
+        responses: Vec<TxnOpResponse>,
+        rev: Rev,
+        operation: &'static str,
+    ) -> Result<StoreError> {
+        let current = current_from_else_branch(&self.root, responses, operation)?;
+        self.remember(key, current.as_ref(), rev);
+        let key = key.to_owned();
+        Ok(match current {
+            None => StoreError::NotFound { key },
+            Some(current) => StoreError::Conflict {
+                key,
+                current: Some(current),
+            },
+        })
     }
 
     /// The value `key` had at etcd revision `etcd_rev`, as read by a list at a revision
@@ -713,17 +724,7 @@ impl Store for EtcdStore {
         let response = self.kv().txn(txn).await.map_err(request_error("delete"))?;
         let rev = header_rev(response.header(), "delete")?;
         if !response.succeeded() {
-            let current = current_from_else_branch(&self.root, response.op_responses(), "delete")?;
-            self.remember(key, current.as_ref(), rev);
-            return match current {
-                None => Err(StoreError::NotFound {
-                    key: key.to_owned(),
-                }),
-                Some(current) => Err(StoreError::Conflict {
-                    key: key.to_owned(),
-                    current: Some(current),
-                }),
-            };
+            return Err(self.stale_refusal(key, response.op_responses(), rev, "delete")?);
         }
         self.remember(key, None, rev);
         let prev = match response.op_responses().into_iter().next() {
