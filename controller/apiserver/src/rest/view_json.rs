@@ -131,6 +131,7 @@ fn write_object(
     Ok(())
 }
 
+/// Writes one added field, name and value, as compact JSON.
 fn write_added(name: &str, value: &Added<'_, '_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     serde_json::to_writer(&mut *out, name)?;
     out.push(b':');
