@@ -87,6 +87,27 @@ impl Target {
         })
     }
 
+    /// A GET whose body is read and dropped a frame at a time, as a client that processes a
+    /// list as it arrives does: the bytes it received.
+    async fn get_discarding(&self, path: &str) -> Result<u64, String> {
+        let request = hyper::Request::builder()
+            .uri(format!("{}{path}", self.base))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let mut body = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_body();
+        let mut received = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| e.to_string())?;
+            received += frame.data_ref().map_or(0, |data| data.len() as u64);
+        }
+        Ok(received)
+    }
+
     async fn request(
         &self,
         method: &str,
@@ -310,6 +331,11 @@ fn peak_rss_bytes() -> Option<u64> {
     proc_status_bytes("VmHWM:")
 }
 
+/// Resets the process's peak resident set to its current one (Linux's `clear_refs`).
+fn reset_peak_rss() -> std::io::Result<()> {
+    std::fs::write("/proc/self/clear_refs", "5")
+}
+
 /// A size field of `/proc/self/status`, in bytes.
 fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -411,6 +437,18 @@ pub async fn run(args: &BenchApiArgs) -> Result<(), String> {
             );
         }
     }
+    // The memory a full list costs the server, before any other full list: the client drops
+    // each frame as it arrives, so what the peak resident set gains is the server's.
+    if let (Some(before), Ok(())) = (rss_bytes(), reset_peak_rss()) {
+        let received = target.get_discarding(DEVICES).await?;
+        if let Some(peak) = peak_rss_bytes() {
+            println!(
+                "  memory: a full list ({} MiB, the client dropping it as it arrives) raised the peak RSS by {} MiB",
+                received / (1024 * 1024),
+                peak.saturating_sub(before) / (1024 * 1024)
+            );
+        }
+    }
     // Each list is timed several times and the median shown: a single request can meet the
     // compactor writing its snapshot of the store on the other core, and the first requests
     // of a kind after another kind run slow while the allocator and the caches adjust (the
@@ -419,13 +457,13 @@ pub async fn run(args: &BenchApiArgs) -> Result<(), String> {
     // request of each kind goes first.
     target.request("GET", DEVICES, None).await?;
     let mut full_times = Vec::new();
-    let (mut status, mut body) = (0, Bytes::new());
     for _ in 0..LIST_REPEATS {
         let started = Instant::now();
-        (status, body) = target.request("GET", DEVICES, None).await?;
+        target.request("GET", DEVICES, None).await?;
         full_times.push(started.elapsed());
     }
     let full = median(&mut full_times);
+    let (status, body) = target.request("GET", DEVICES, None).await?;
     let items = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|l| l["items"].as_array().map(Vec::len))

@@ -2,6 +2,7 @@
 
 use base64::Engine;
 use devplane_store::{KeyValue, ListOptions, ListPage, Rev, StoreError};
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::Request;
@@ -182,6 +183,43 @@ pub async fn list_each(
     selectors: &Selectors,
     each: &mut (dyn FnMut(Listed<'_>) -> ApiResult<()> + Send),
 ) -> ApiResult<(Rev, Option<String>)> {
+    list_pages(inner, req, selectors, &mut EachItem(each)).await
+}
+
+/// Where the objects of a list go, page by page.
+pub trait ListSink: Send {
+    /// The next object of the list.
+    fn item(&mut self, item: Listed<'_>) -> ApiResult<()>;
+
+    /// Every object of a page has been handed over; the next page is read once this is done.
+    /// An error ends the list with it.
+    fn page_done(&mut self) -> BoxFuture<'_, ApiResult<()>>;
+}
+
+/// A sink that hands each object to a function and has nothing to do between pages.
+struct EachItem<'f>(&'f mut (dyn FnMut(Listed<'_>) -> ApiResult<()> + Send));
+
+impl ListSink for EachItem<'_> {
+    fn item(&mut self, item: Listed<'_>) -> ApiResult<()> {
+        (self.0)(item)
+    }
+
+    fn page_done(&mut self) -> BoxFuture<'_, ApiResult<()>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Objects read from the store per page of a list without a limit: the most a streamed list
+/// holds of its response at once, about 1 MiB of objects of 1 KiB.
+const UNLIMITED_PAGE: usize = 1_000;
+
+/// [`list_each`] with a [`ListSink`]: the sink also hears when each page is done.
+pub async fn list_pages(
+    inner: &Inner,
+    req: &Request,
+    selectors: &Selectors,
+    sink: &mut dyn ListSink,
+) -> ApiResult<(Rev, Option<String>)> {
     let resource = &req.resource;
     let limit = req.query.number("limit")?.filter(|l| *l > 0);
     let continuation = req
@@ -211,7 +249,7 @@ pub async fn list_each(
                 if selectors.matches(resource, &object)
                     && (req.ns().is_none() || object::namespace(&object) == req.ns())
                 {
-                    each(Listed {
+                    sink.item(Listed {
                         resource,
                         kv: &kv,
                         object: Some(object),
@@ -225,7 +263,9 @@ pub async fn list_each(
     let pairs = required_pairs(&selectors.labels);
     let mut terms = selector_terms(&selectors.labels);
     let mut taken: u64 = 0;
-    let page_size = limit.map(|l| (l as usize).max(100)).unwrap_or(10_000);
+    let page_size = limit
+        .map(|l| (l as usize).max(100))
+        .unwrap_or(UNLIMITED_PAGE);
     // The label index returns exactly the objects that carry a term at the list's revision,
     // latest or not: for a selector of that one requirement no page needs a check.
     let decided_by_index = selectors.fields.is_empty() && index_decides(&selectors.labels);
@@ -270,7 +310,7 @@ pub async fn list_each(
                 }
             };
             if matched {
-                each(Listed {
+                sink.item(Listed {
                     resource,
                     kv,
                     object,
@@ -284,6 +324,7 @@ pub async fn list_each(
                 return Ok((page.rev, Some(continue_token(page.rev, &kv.key))));
             }
         }
+        sink.page_done().await?;
         if !page.more {
             return Ok((page.rev, None));
         }

@@ -2,8 +2,9 @@
 //! The handlers live here; the rules they follow live beside them: the storage codec
 //! (`codec`), what a written object must satisfy (`validate`), the write path (`write`), the
 //! attempts of a read-modify-write (`attempts`), namespace lifecycle (`lifecycle`), deletion
-//! (`delete`), lists (`list`) and the labels the store indexes for them (`label_index`), and
-//! the JSON of stored objects served as they are (`view_json`).
+//! (`delete`), lists (`list`, and `streamed` for their responses) and the labels the store
+//! indexes for them (`label_index`), and the JSON of stored objects served as they are
+//! (`view_json`).
 
 mod attempts;
 mod codec;
@@ -13,6 +14,7 @@ mod lifecycle;
 mod list;
 #[cfg(test)]
 mod list_tests;
+mod streamed;
 #[cfg(test)]
 pub(crate) mod tests;
 pub(crate) mod validate;
@@ -109,14 +111,14 @@ impl Request {
 }
 
 /// Serve one resource request.
-pub async fn serve(inner: &Inner, req: Request) -> ApiResult<Response> {
+pub async fn serve(inner: &Arc<Inner>, req: Request) -> ApiResult<Response> {
     let representation = request::negotiate(&req.headers)?;
     let sub = req.subresource.clone();
     match (req.method.clone(), req.name.is_some(), sub) {
         (Method::GET, false, None) if req.query.flag("watch") => {
             crate::watch::serve(inner, req, representation).await
         }
-        (Method::GET, false, None) => list(inner, &req, representation).await,
+        (Method::GET, false, None) => list(inner, req, representation).await,
         (Method::GET, true, sub) => get(inner, &req, sub.as_deref(), representation).await,
         (Method::POST, false, None) => post(inner, req).await,
         (Method::PUT, true, sub) => put(inner, req, sub).await,
@@ -179,18 +181,22 @@ async fn get(
     })
 }
 
-async fn list(inner: &Inner, req: &Request, representation: Representation) -> ApiResult<Response> {
-    let resource = &req.resource;
+async fn list(
+    inner: &Arc<Inner>,
+    req: Request,
+    representation: Representation,
+) -> ApiResult<Response> {
     if req.query.flag("sendInitialEvents") {
         return Err(ApiError::bad_request(
             "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list",
         ));
     }
-    let selectors = Selectors::parse(resource, &req.query)?;
+    let selectors = Selectors::parse(&req.resource, &req.query)?;
     if representation == Representation::Object {
-        return list_streamed(inner, req, &selectors).await;
+        return streamed::list_streamed(inner, req, selectors).await;
     }
-    let (items, rev, token) = list_objects(inner, req, &selectors).await?;
+    let (items, rev, token) = list_objects(inner, &req, &selectors).await?;
+    let resource = &req.resource;
     let rv = rev.to_string();
     let body = match representation {
         Representation::Table => {
@@ -222,39 +228,6 @@ async fn list(inner: &Inner, req: &Request, representation: Representation) -> A
         }
     };
     Ok(request::json(200, &body, &[]))
-}
-
-/// A list of full objects, each serialized into the body as it is read: the envelope's
-/// metadata comes last in the text (JSON objects are unordered), once the revision and the
-/// continue token are known.
-async fn list_streamed(inner: &Inner, req: &Request, selectors: &Selectors) -> ApiResult<Response> {
-    let resource = &req.resource;
-    let mut body = Vec::with_capacity(64 * 1024);
-    body.extend_from_slice(b"{\"kind\":");
-    serde_json::to_writer(&mut body, &resource.list_kind).map_err(encode_error)?;
-    body.extend_from_slice(b",\"apiVersion\":");
-    serde_json::to_writer(&mut body, &resource.api_version()).map_err(encode_error)?;
-    body.extend_from_slice(b",\"items\":[");
-    let mut first = true;
-    let (rev, token) = list_each(inner, req, selectors, &mut |item| {
-        if !std::mem::take(&mut first) {
-            body.push(b',');
-        }
-        item.write_json(&mut body)
-    })
-    .await?;
-    let mut meta = json!({"resourceVersion": rev.to_string()});
-    if let Some(t) = &token {
-        meta["continue"] = Value::String(t.clone());
-    }
-    body.extend_from_slice(b"],\"metadata\":");
-    serde_json::to_writer(&mut body, &meta).map_err(encode_error)?;
-    body.push(b'}');
-    Ok(request::json_bytes(200, body))
-}
-
-fn encode_error(e: serde_json::Error) -> ApiError {
-    ApiError::internal(format!("cannot encode a list: {e}"))
 }
 
 fn write_options(req: &Request, subresource: Option<String>) -> ApiResult<WriteOptions> {
