@@ -61,7 +61,7 @@ pub(super) async fn list_streamed(
         Some(Part::Chunk(first)) => first,
         Some(Part::End) | None => {
             return Err(ApiError::internal(
-                "the list stopped before its first object",
+                "the list stopped before its first chunk",
             ));
         }
     };
@@ -103,17 +103,24 @@ async fn write_list(
         }
     };
     let listed = list_pages(inner, req, selectors, &mut sink).await;
+    let sent = sink.sent;
     let outcome = match listed {
         Ok((rev, token)) => sink.finish(rev, token).await,
         Err(error) => Err(error),
     };
-    if let Err(error) = outcome {
-        if parts.is_closed() {
-            tracing::debug!(error = %error, "a streamed list ended: the client went away");
-        } else {
-            let _ = parts.send(Part::Failed(error)).await;
-        }
+    let Err(error) = outcome else {
+        return;
+    };
+    if parts.is_closed() {
+        tracing::debug!(error = %error, "a streamed list ended: the client went away");
+        return;
     }
+    // Before the first chunk the error is the response: the client gets its Status. After
+    // it, the client only sees the response break off, so the server says why.
+    if sent {
+        tracing::warn!(resource = %req.resource.plural, error = %error, "a streamed list broke off after its first chunk");
+    }
+    let _ = parts.send(Part::Failed(error)).await;
 }
 
 /// The list's text, handed over a chunk at a time at the end of a page.
@@ -162,13 +169,14 @@ impl Chunks {
         self.body.extend_from_slice(b"],\"metadata\":");
         serde_json::to_writer(&mut self.body, &meta).map_err(encode_error)?;
         self.body.push(b'}');
-        let gone = || ApiError::internal("the client went away");
+        let gone = |_| ApiError::internal("the client went away");
+        let body = std::mem::take(&mut self.body);
         if !self.sent {
-            let body = std::mem::take(&mut self.body);
-            return self.parts.send(Part::Whole(body)).await.map_err(|_| gone());
+            return self.parts.send(Part::Whole(body)).await.map_err(gone);
         }
-        self.send().await?;
-        self.parts.send(Part::End).await.map_err(|_| gone())
+        let last = Part::Chunk(Bytes::from(body));
+        self.parts.send(last).await.map_err(gone)?;
+        self.parts.send(Part::End).await.map_err(gone)
     }
 }
 
