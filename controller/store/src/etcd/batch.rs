@@ -167,13 +167,11 @@ fn take_batch(
 }
 
 /// Commits `batch` and answers each write.
-async fn commit(store: &EtcdStore, batch: Vec<Pending>) {
-    if let [_] = batch.as_slice() {
-        if let Some(single) = batch.into_iter().next() {
-            let result = alone(store, single.key.as_str(), single.value, &single.write).await;
-            let _ = single.reply.send(result);
-        }
-        return;
+async fn commit(store: &EtcdStore, mut batch: Vec<Pending>) {
+    if batch.len() == 1
+        && let Some(single) = batch.pop()
+    {
+        return commit_alone(store, single).await;
     }
     let outcome = match commit_together(store, &batch).await {
         Ok(Some(results)) => {
@@ -191,19 +189,25 @@ async fn commit(store: &EtcdStore, batch: Vec<Pending>) {
     if let Some(error) = outcome {
         tracing::debug!(error = %error, writes = batch.len(), "a batch of etcd writes failed; trying each alone");
     }
-    let each = batch.into_iter().map(|pending| async move {
-        let result = alone(store, &pending.key, pending.value, &pending.write).await;
-        let _ = pending.reply.send(result);
-    });
+    let each = batch
+        .into_iter()
+        .map(|pending| commit_alone(store, pending));
     futures::future::join_all(each).await;
 }
 
-/// One write in a transaction of its own.
-async fn alone(store: &EtcdStore, key: &str, value: Bytes, write: &Write) -> Result<KeyValue> {
-    match write {
-        Write::Create { guard } => store.create_txn(key, value, guard.as_ref()).await,
-        Write::Update { expected_mod_rev } => store.update_txn(key, value, *expected_mod_rev).await,
-    }
+/// Commits one write in a transaction of its own and answers it.
+async fn commit_alone(store: &EtcdStore, pending: Pending) {
+    let Pending {
+        key,
+        value,
+        write,
+        reply,
+    } = pending;
+    let result = match write {
+        Write::Create { guard } => store.create_txn(&key, value, guard.as_ref()).await,
+        Write::Update { expected_mod_rev } => store.update_txn(&key, value, expected_mod_rev).await,
+    };
+    let _ = reply.send(result);
 }
 
 /// The guard every guarded create of `batch` names, if they name the same one: it is checked
