@@ -289,11 +289,6 @@ pub async fn list_pages(
         let decided = decided_by_index && terms.is_some();
         let count = page.items.len();
         for (i, kv) in page.items.iter().enumerate() {
-            if terms.is_some()
-                && let Some(ahead) = page.items.get(i + WARM_AHEAD)
-            {
-                warm(&ahead.value);
-            }
             // Without selectors every object matches, and none needs decoding here; label
             // selectors alone read only the labels.
             let (object, matched) = if selectors.is_empty() || decided {
@@ -330,19 +325,6 @@ pub async fn list_pages(
         }
         start_after = page.items.last().map(|kv| kv.key.clone());
     }
-}
-
-/// How many objects ahead of the one being written a list through the label index reads.
-const WARM_AHEAD: usize = 2;
-
-/// Reads a byte of every cache line of a value that is written out shortly, so that its loads
-/// are under way while the objects before it are written. The objects of a list read through
-/// the label index lie scattered through memory, and writing one that is not in the cache
-/// waits for each of its lines in turn; a full list reads them in the order they were stored,
-/// which the processor's own prefetching follows.
-fn warm(value: &[u8]) {
-    let touched = value.chunks(64).fold(0u8, |acc, line| acc ^ line[0]);
-    std::hint::black_box(touched);
 }
 
 /// What a stored object's labels say about listing it.
