@@ -44,6 +44,7 @@ fn checkpoint(core: &Core, dir: &Path) -> Result<(), DiskError> {
     }
     let listing = disk::list_dir(dir)?;
     // Segment i holds revisions [first_i, first_{i+1}); the active (last) one is never deleted.
+    // Empty segments are left out (see `DirListing::empty_segments`).
     let obsolete_segments: Vec<PathBuf> = listing
         .segments
         .windows(2)

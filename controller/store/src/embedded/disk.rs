@@ -149,8 +149,14 @@ fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<Rev> {
 /// The store files found in a data directory, each list sorted by revision.
 #[derive(Debug, Default)]
 pub(crate) struct DirListing {
-    /// `(first revision, path)` of every WAL segment.
+    /// `(first revision, path)` of every WAL segment that holds any bytes.
     pub segments: Vec<(Rev, PathBuf)>,
+    /// Empty WAL segments. A rotation that failed after creating its file (the directory
+    /// sync failed) leaves one behind while the writer goes on appending to the segment before
+    /// it, so its name says nothing about where revisions are: it must not count as the start
+    /// of a segment, or the one before would look sealed (and deletable) while it is still
+    /// written to. A segment just started is empty too, and the same reading holds for it.
+    pub empty_segments: Vec<PathBuf>,
     /// `(revision, path)` of every snapshot.
     pub snapshots: Vec<(Rev, PathBuf)>,
     /// Leftovers of interrupted snapshot writes.
@@ -172,7 +178,12 @@ pub(crate) fn list_dir(dir: &Path) -> Result<DirListing, DiskError> {
         if name.ends_with(TEMP_SUFFIX) {
             listing.temp_files.push(path);
         } else if let Some(rev) = parse_numbered(&name, SEGMENT_PREFIX, SEGMENT_SUFFIX) {
-            listing.segments.push((rev, path));
+            let len = entry.metadata().map_err(list_err)?.len();
+            if len == 0 {
+                listing.empty_segments.push(path);
+            } else {
+                listing.segments.push((rev, path));
+            }
         } else if let Some(rev) = parse_numbered(&name, SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX) {
             listing.snapshots.push((rev, path));
         }

@@ -22,6 +22,12 @@ pub(crate) fn recover(dir: &Path, feed_capacity: usize) -> Result<Recovered, Dis
         tracing::info!(path = %temp.display(), "removing the leftover of an interrupted snapshot");
         disk::remove_file(temp)?;
     }
+    // Empty segments hold no record; the writer appends to the last segment with records (or
+    // starts a new one named after the next revision).
+    for empty in &listing.empty_segments {
+        tracing::info!(path = %empty.display(), "removing an empty WAL segment");
+        disk::remove_file(empty)?;
+    }
 
     let mut state = None;
     for (rev, path) in listing.snapshots.iter().rev() {

@@ -93,6 +93,49 @@ async fn objects_revisions_and_watch_history_survive_a_reopen() {
 }
 
 #[tokio::test]
+async fn an_empty_segment_left_by_a_failed_rotation_does_not_seal_the_one_written_to() {
+    let dir = temp_dir();
+    let store = open(dir.path(), manual_options()).await;
+    for i in 0..20 {
+        store
+            .create(&format!("obj/{i:02}"), value("v"))
+            .await
+            .expect("create");
+    }
+    // A rotation at revision 10 created its file and then failed (its directory sync), so the
+    // writer kept appending to the first segment.
+    let leftover = dir.path().join(format!("wal-{:020}.log", 10));
+    fs::File::create(&leftover).expect("empty segment");
+    for i in 20..40 {
+        store
+            .create(&format!("obj/{i:02}"), value("v"))
+            .await
+            .expect("create");
+    }
+    let current = store.current_revision().await.expect("current");
+    within("compact", store.compact(current - 5))
+        .await
+        .expect("compact");
+    store
+        .create("obj/after", value("v"))
+        .await
+        .expect("create after compaction");
+    drop(store);
+
+    let store = open(dir.path(), manual_options()).await;
+    assert_eq!(
+        store.current_revision().await.expect("current"),
+        current + 1
+    );
+    assert_eq!(
+        everything(&store).await.len(),
+        41,
+        "every acknowledged write"
+    );
+    assert!(!leftover.exists(), "the empty segment is removed on reopen");
+}
+
+#[tokio::test]
 async fn a_torn_wal_tail_is_truncated_on_reopen() {
     let dir = temp_dir();
     let store = open(dir.path(), manual_options()).await;
