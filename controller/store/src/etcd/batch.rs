@@ -58,6 +58,13 @@ impl Pending {
             Write::Update { .. } => None,
         }
     }
+
+    /// Whether the two writes must not share a transaction: they write one key, or one
+    /// writes the other's guard key.
+    fn clashes_with(&self, other: &Pending) -> bool {
+        let guards = |write: &Pending, key: &str| write.guard().is_some_and(|g| g.key == key);
+        self.key == other.key || guards(self, &other.key) || guards(other, &self.key)
+    }
 }
 
 /// The queue of writes. Dropping every handle ends the committing task.
@@ -140,7 +147,10 @@ async fn commit_queued(store: EtcdStore, mut incoming: mpsc::UnboundedReceiver<P
 }
 
 /// `first` and whatever else is ready, up to a transaction's limits. Two writes of one key
-/// never share a transaction (etcd refuses that): the second waits for the next one.
+/// never share a transaction (etcd refuses that), and neither do a guarded create and a write
+/// of its guard key (etcd checks every compare of a transaction against the state before
+/// it, so the create would pass a guard the write had just changed): the later one waits for
+/// the next transaction.
 fn take_batch(
     first: Pending,
     waiting: &mut VecDeque<Pending>,
@@ -153,7 +163,7 @@ fn take_batch(
         let Some(next) = waiting.pop_front().or_else(|| incoming.try_recv().ok()) else {
             break;
         };
-        if bytes + next.value.len() > MAX_BYTES || batch.iter().any(|p| p.key == next.key) {
+        if bytes + next.value.len() > MAX_BYTES || batch.iter().any(|p| p.clashes_with(&next)) {
             later.push(next);
             continue;
         }
@@ -173,7 +183,7 @@ async fn commit(store: &EtcdStore, mut batch: Vec<Pending>) {
     {
         return commit_alone(store, single).await;
     }
-    let outcome = match commit_together(store, &batch).await {
+    match commit_together(store, &batch).await {
         Ok(Some(results)) => {
             for (pending, result) in batch.into_iter().zip(results) {
                 let _ = pending.reply.send(result);
@@ -181,13 +191,23 @@ async fn commit(store: &EtcdStore, mut batch: Vec<Pending>) {
             return;
         }
         // The shared guard changed: each write learns how from its own transaction.
-        Ok(None) => None,
-        Err(error) => Some(error),
-    };
-    // Also when the shared transaction failed as a whole (etcd unreachable, a limit): each
-    // write is tried alone, and reports its own outcome.
-    if let Some(error) = outcome {
-        tracing::debug!(error = %error, writes = batch.len(), "a batch of etcd writes failed; trying each alone");
+        Ok(None) => {}
+        // Also when etcd refused the shared transaction as a whole (a limit): each write is
+        // tried alone, and reports its own outcome.
+        Err(BatchError::NotApplied(error)) => {
+            tracing::debug!(error = %error, writes = batch.len(), "etcd refused a batch of writes; trying each alone");
+        }
+        // The transaction may have been applied: tried again, each write would find its own
+        // effect and report a conflict. Each gets the failure, as a write alone would.
+        Err(BatchError::Unknown(error)) => {
+            let message = format!("the outcome of an etcd write is unknown: {error}");
+            for pending in batch {
+                let _ = pending
+                    .reply
+                    .send(Err(StoreError::Internal(message.clone())));
+            }
+            return;
+        }
     }
     let each = batch
         .into_iter()
@@ -218,12 +238,37 @@ fn shared_guard(batch: &[Pending]) -> Option<&Guard> {
     guards.all(|guard| guard == first).then_some(first)
 }
 
+/// Why a shared transaction brought no outcomes.
+enum BatchError {
+    /// None of it was applied: it could not be built, or etcd refused it as a whole.
+    NotApplied(StoreError),
+    /// It may have been applied (the connection failed after sending it, etcd timed out, or
+    /// its answer made no sense).
+    Unknown(StoreError),
+}
+
+impl From<StoreError> for BatchError {
+    fn from(error: StoreError) -> Self {
+        BatchError::NotApplied(error)
+    }
+}
+
+/// Whether etcd refused a request as a whole, before applying any of it: too large, too many
+/// operations, or otherwise invalid. Any other failure may have come after etcd applied it.
+fn refused_whole(error: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    matches!(error, etcd_client::Error::GRpcStatus(status) if matches!(
+        status.code(),
+        Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange | Code::FailedPrecondition
+    ))
+}
+
 /// One transaction of the writes' own transactions; each write's outcome, or `None` if the
 /// guard they share has changed.
 async fn commit_together(
     store: &EtcdStore,
     batch: &[Pending],
-) -> Result<Option<Vec<Result<KeyValue>>>> {
+) -> std::result::Result<Option<Vec<Result<KeyValue>>>, BatchError> {
     let shared = shared_guard(batch);
     let mut writes = Vec::with_capacity(batch.len());
     // For each update, the create_rev this process knew when it asked (see `update_request`).
@@ -252,18 +297,26 @@ async fn commit_together(
         .kv()
         .txn(txn.and_then(writes))
         .await
-        .map_err(request_error("write"))?;
+        .map_err(|error| {
+            let refused = refused_whole(&error);
+            let error = request_error("write")(error);
+            if refused {
+                BatchError::NotApplied(error)
+            } else {
+                BatchError::Unknown(error)
+            }
+        })?;
     if !response.succeeded() {
         return Ok(None);
     }
-    let etcd_rev = header_rev(response.header(), "write")?;
+    let etcd_rev = header_rev(response.header(), "write").map_err(BatchError::Unknown)?;
     let etcd_rev = revs::etcd(etcd_rev);
     let responses = response.op_responses();
     if responses.len() != batch.len() {
-        return Err(unexpected(
+        return Err(BatchError::Unknown(unexpected(
             "write",
             format!("{} answers to {} writes", responses.len(), batch.len()),
-        ));
+        )));
     }
     Ok(Some(
         batch
@@ -320,4 +373,36 @@ fn created(
     };
     store.remember(&pending.key, Some(&kv), seen_at);
     Ok(kv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_request_etcd_refused_whole_is_tried_again_write_by_write() {
+        let status =
+            |code, message: &str| etcd_client::Error::GRpcStatus(tonic::Status::new(code, message));
+        assert!(refused_whole(&status(
+            tonic::Code::InvalidArgument,
+            "etcdserver: too many operations in txn request"
+        )));
+        assert!(refused_whole(&status(
+            tonic::Code::InvalidArgument,
+            "etcdserver: request is too large"
+        )));
+        // These may come after etcd applied the transaction.
+        assert!(!refused_whole(&status(
+            tonic::Code::Unavailable,
+            "etcdserver: leader changed"
+        )));
+        assert!(!refused_whole(&status(
+            tonic::Code::Unavailable,
+            "etcdserver: request timed out"
+        )));
+        assert!(!refused_whole(&status(
+            tonic::Code::Unknown,
+            "transport error"
+        )));
+    }
 }

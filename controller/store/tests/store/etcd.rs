@@ -669,3 +669,75 @@ async fn guarded_creates_that_arrive_together_share_the_guard_check() {
     assert_eq!(page.items.len(), 60);
     assert!(page.items.iter().all(|kv| kv.key.starts_with("ns/made-")));
 }
+
+/// A guarded create never shares a transaction with a write of its guard key: etcd checks
+/// every compare of a transaction against the state before it, so the create would pass its
+/// guard and land after the write that changed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_create_is_never_committed_together_with_a_write_of_its_guard() {
+    let Some(server) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let (store, _) = two_processes(&server).await;
+    let namespace = store.create("ns", value("active")).await.expect("ns");
+    let guard = Guard {
+        key: "ns".into(),
+        mod_rev: namespace.mod_rev,
+    };
+    // Writes that keep the transaction slot busy, so the rest queue up and go together.
+    let fillers: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create(&format!("other/{i:02}"), value("x")).await })
+        })
+        .collect();
+    let update = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .update("ns", value("terminating"), namespace.mod_rev)
+                .await
+        })
+    };
+    let creates: Vec<_> = (0..40)
+        .map(|i| {
+            let (store, guard) = (store.clone(), guard.clone());
+            tokio::spawn(async move {
+                store
+                    .create_guarded(&format!("ns/obj-{i:02}"), value("x"), &guard)
+                    .await
+            })
+        })
+        .collect();
+    for filler in fillers {
+        within("filler", filler)
+            .await
+            .expect("task")
+            .expect("filler");
+    }
+    let changed = within("update", update)
+        .await
+        .expect("task")
+        .expect("update ns");
+    let (mut made, mut refused) = (0, 0);
+    for task in creates {
+        match within("create", task).await.expect("task") {
+            Ok(kv) => {
+                made += 1;
+                assert!(
+                    kv.mod_rev < changed.mod_rev,
+                    "{} was created at {} after its guard changed at {}",
+                    kv.key,
+                    kv.mod_rev,
+                    changed.mod_rev
+                );
+            }
+            Err(StoreError::Conflict { key, .. }) => {
+                assert_eq!(key, "ns");
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(made + refused, 40);
+}
