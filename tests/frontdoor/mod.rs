@@ -442,7 +442,7 @@ fn connect_packet(level: u8, user: &str, password: &str) -> Vec<u8> {
     RawConnect::new(user, password).level(level).packet()
 }
 
-/// A hand-made MQTT 3.1.1 CONNECT.
+/// A hand-made MQTT 3.1.1 (or, at level 5, MQTT 5) CONNECT.
 struct RawConnect<'a> {
     level: u8,
     client_id: &'a str,
@@ -479,19 +479,26 @@ impl<'a> RawConnect<'a> {
         if self.will.is_some() {
             flags |= 0b0000_1100; // will, QoS 1
         }
+        let v5 = self.level == 5;
         let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', self.level, flags];
         body.extend(self.keep_alive.to_be_bytes());
-        let mut field = |bytes: &[u8]| {
+        if v5 {
+            body.push(0); // no properties
+        }
+        let field = |body: &mut Vec<u8>, bytes: &[u8]| {
             body.extend((bytes.len() as u16).to_be_bytes());
             body.extend(bytes);
         };
-        field(self.client_id.as_bytes());
+        field(&mut body, self.client_id.as_bytes());
         if let Some((topic, message)) = self.will {
-            field(topic.as_bytes());
-            field(message);
+            if v5 {
+                body.push(0); // no will properties
+            }
+            field(&mut body, topic.as_bytes());
+            field(&mut body, message);
         }
-        field(self.user.as_bytes());
-        field(self.password.as_bytes());
+        field(&mut body, self.user.as_bytes());
+        field(&mut body, self.password.as_bytes());
         let mut packet = vec![0x10];
         packet.extend(remaining_length(body.len()));
         packet.extend(body);

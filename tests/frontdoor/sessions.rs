@@ -80,6 +80,38 @@ fn a_will_on_the_devices_own_topic_goes_northbound_and_a_foreign_will_is_refused
 }
 
 #[test]
+fn a_v5_session_ended_by_an_empty_disconnect_leaves_no_will() {
+    let plant = Plant::start();
+    let addr = plant.devplane.mqtt_addr();
+    let a = plant.password("plant", "sensor-a");
+    let reader = plant.north_reader("north/plant/+/telemetry", "20");
+    let with_will = |temperature: &'static [u8]| {
+        let mut connect = RawConnect::new("plant/sensor-a", &a).level(5);
+        connect.will = Some(("d/plant/sensor-a/telemetry", temperature));
+        connect.packet()
+    };
+    // Ended cleanly with the shortest DISCONNECT (no reason code: normal disconnection), as
+    // paho and mosquitto send it: the will is discarded.
+    let (mut clean, connack) = raw_session(&addr, &with_will(br#"{"points":{"temperature":1}}"#));
+    assert_eq!(connack[..2], [0, 0], "v5 CONNACK: accepted");
+    clean.write_all(&[0xe0, 0x00]).expect("DISCONNECT");
+    clean
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert!(
+        read_packet(&mut clean).is_none(),
+        "the server closes the connection without a DISCONNECT of its own"
+    );
+    // Gone without DISCONNECT: this will is due, and it is the first one northbound.
+    let (gone, _) = raw_session(&addr, &with_will(br#"{"points":{"temperature":2}}"#));
+    drop(gone);
+    let will = reader.wait_for_line("a will northbound", Duration::from_secs(20), |l| {
+        l.starts_with("message north/plant/sensor-a/telemetry ")
+    });
+    assert!(will.contains(r#""temperature":2"#), "{will}");
+}
+
+#[test]
 fn a_second_connection_of_the_same_device_takes_over_the_first() {
     let plant = Plant::start();
     let a = plant.password("plant", "sensor-a");
@@ -132,6 +164,37 @@ fn qos_2_is_refused_and_limits_answer_with_reasons() {
     assert_eq!(kind, 0x90);
     assert_eq!(&body[2..18], &[0u8; 16], "16 granted");
     assert_eq!(body[18], 0x80, "the 17th refused");
+    // A session holds at most 64 filters (17 so far): three more SUBSCRIBEs of 16 new ones
+    // get 47 grants, then the quota refuses; a filter it holds can still be subscribed to
+    // again (its QoS changes).
+    let mut granted = 0;
+    let mut refused = 0;
+    for round in 0..3 {
+        let filters: Vec<String> = (0..16)
+            .map(|i| format!("d/plant/sensor-a/y{round}/{i}"))
+            .collect();
+        let filters: Vec<(&str, u8)> = filters.iter().map(|f| (f.as_str(), 0)).collect();
+        stream
+            .write_all(&subscribe_packet(&filters))
+            .expect("subscribe");
+        let (kind, body) = read_packet(&mut stream).expect("SUBACK");
+        assert_eq!(kind, 0x90);
+        granted += body[2..].iter().filter(|c| **c == 0).count();
+        refused += body[2..].iter().filter(|c| **c == 0x80).count();
+    }
+    assert_eq!(
+        (granted, refused),
+        (47, 1),
+        "64 filters held, the 65th refused"
+    );
+    stream
+        .write_all(&subscribe_packet(&[("d/plant/sensor-a/x0", 1)]))
+        .expect("subscribe");
+    assert_eq!(
+        read_packet(&mut stream),
+        Some((0x90, vec![0, 1, 1])),
+        "a held filter is granted again"
+    );
     // A QoS 2 PUBLISH closes the connection.
     let topic = b"d/plant/sensor-a/telemetry";
     let mut publish = vec![0x34, (2 + topic.len() + 2 + 2) as u8, 0, topic.len() as u8];

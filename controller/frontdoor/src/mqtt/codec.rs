@@ -303,13 +303,12 @@ pub fn read_connect(buf: &mut BytesMut, limit: usize) -> Result<ConnectInfo, Dec
         .ok_or_else(|| malformed("CONNECT too short"))?;
     let name = body
         .get(2..2 + name_len)
-        .map(|b| String::from_utf8_lossy(b).into_owned())
         .ok_or_else(|| malformed("CONNECT too short"))?;
     let level = *body
         .get(2 + name_len)
         .ok_or_else(|| malformed("CONNECT too short"))?;
-    match (name.as_str(), level) {
-        ("MQTT", 4) => match v4::Packet::read(buf, limit).map_err(malformed)? {
+    match (name, level) {
+        (b"MQTT", 4) => match v4::Packet::read(buf, limit).map_err(malformed)? {
             v4::Packet::Connect(c) => Ok(ConnectInfo {
                 version: Version::V4,
                 client_id: c.client_id,
@@ -328,7 +327,7 @@ pub fn read_connect(buf: &mut BytesMut, limit: usize) -> Result<ConnectInfo, Dec
             }),
             _ => Err(DecodeError::NotConnect),
         },
-        ("MQTT", 5) => match v5::Packet::read(buf, Some(limit as u32)).map_err(malformed)? {
+        (b"MQTT", 5) => match v5::Packet::read(buf, Some(limit as u32)).map_err(malformed)? {
             v5::Packet::Connect(c, will, login) => {
                 let will = match will {
                     Some(w) => Some(Will {
@@ -355,13 +354,45 @@ pub fn read_connect(buf: &mut BytesMut, limit: usize) -> Result<ConnectInfo, Dec
             }
             _ => Err(DecodeError::NotConnect),
         },
-        _ => Err(DecodeError::UnsupportedVersion { name, level }),
+        _ => Err(DecodeError::UnsupportedVersion {
+            name: shown_protocol_name(name),
+            level,
+        }),
+    }
+}
+
+/// A protocol name as the error shows it: at most the six bytes of the longest name MQTT
+/// has used (`MQIsdp`). A wrong name length would otherwise run on into the client id, the
+/// user name and the password, and the error is logged.
+fn shown_protocol_name(name: &[u8]) -> String {
+    const LONGEST: usize = 6;
+    let shown = String::from_utf8_lossy(&name[..name.len().min(LONGEST)]).into_owned();
+    if name.len() > LONGEST {
+        format!("{shown}…")
+    } else {
+        shown
     }
 }
 
 /// Read the next packet after CONNECT.
 pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Incoming, DecodeError> {
     check_frame(buf, limit)?;
+    // An MQTT 5 DISCONNECT may leave out its reason code (remaining length 0: normal
+    // disconnection, what clients send to end a session cleanly) or its properties
+    // (remaining length 1); the decoder takes neither.
+    if version == Version::V5 {
+        let short = match buf.get(..2) {
+            Some([0xe0, 0x00]) => Some(0x00),
+            Some([0xe0, 0x01]) => buf.get(2).copied(),
+            _ => None,
+        };
+        if let Some(reason) = short {
+            let _ = buf.split_to(2 + usize::from(buf[1]));
+            return Ok(Incoming::Disconnect {
+                with_will: reason == v5::DisconnectReasonCode::DisconnectWithWillMessage as u8,
+            });
+        }
+    }
     match version {
         Version::V4 => Ok(match v4::Packet::read(buf, limit).map_err(malformed)? {
             v4::Packet::Publish(p) => Incoming::Publish {
@@ -675,6 +706,43 @@ mod tests {
         assert!(matches!(
             read_connect(&mut garbage, 1024),
             Err(DecodeError::NotConnect)
+        ));
+    }
+
+    #[test]
+    fn a_wrong_protocol_name_length_does_not_show_the_password() {
+        let mut connect = v4::Connect::new("client-1");
+        connect.set_login("home/thermo", "s3cret-pass");
+        let mut buf = encode_v4(v4::Packet::Connect(connect));
+        // The name's length (bytes 2 and 3 of the body) now covers the rest of the packet.
+        let body_len = buf.len() - 2;
+        buf[2..4].copy_from_slice(&((body_len - 3) as u16).to_be_bytes());
+        let error = read_connect(&mut buf, 1024).expect_err("refused");
+        assert!(
+            matches!(error, DecodeError::UnsupportedVersion { .. }),
+            "{error}"
+        );
+        let shown = error.to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("thermo"), "{shown}");
+        assert!(shown.starts_with("unsupported protocol \"MQTT"), "{shown}");
+    }
+
+    #[test]
+    fn an_empty_v5_disconnect_is_a_normal_disconnection() {
+        let mut buf = BytesMut::from(&[0xe0, 0x00, 0xc0, 0x00][..]);
+        assert!(matches!(
+            read(Version::V5, &mut buf, 1024),
+            Ok(Incoming::Disconnect { with_will: false })
+        ));
+        assert!(
+            matches!(read(Version::V5, &mut buf, 1024), Ok(Incoming::PingReq)),
+            "only the DISCONNECT was consumed"
+        );
+        let mut with_will = BytesMut::from(&[0xe0, 0x01, 0x04][..]);
+        assert!(matches!(
+            read(Version::V5, &mut with_will, 1024),
+            Ok(Incoming::Disconnect { with_will: true })
         ));
     }
 
