@@ -696,6 +696,60 @@ fn under_a_slow_consumer_every_message_acked_to_the_device_reaches_the_northboun
 }
 
 #[test]
+fn an_application_that_acknowledges_nothing_is_closed_and_holds_up_no_device() {
+    use std::io::Write;
+    let plant = Plant::start();
+    let a = plant.password("plant", "sensor-a");
+    let dash = plant.app_password("plant", "dash");
+    // MQTT 5, no keepalive, receive maximum 1: one unacknowledged message fills its window,
+    // and it never acknowledges.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0xc2, 0, 0, 3, 0x21, 0, 1];
+    for field in [&b"stuck"[..], b"plant/dash", dash.as_bytes()] {
+        body.extend((field.len() as u16).to_be_bytes());
+        body.extend(field);
+    }
+    let mut connect = vec![0x10];
+    connect.extend(remaining_length(body.len()));
+    connect.extend(body);
+    let (mut stuck, connack) = raw_session(&plant.devplane.app_addr(), &connect);
+    assert_eq!(connack[..2], [0, 0], "accepted");
+    let mut subscribe = subscribe_packet(&[("north/plant/#", 1)]);
+    subscribe.insert(4, 0); // v5: no properties after the packet id
+    subscribe[1] += 1;
+    stuck.write_all(&subscribe).expect("subscribe");
+    assert_eq!(read_packet(&mut stuck).map(|p| p.0), Some(0x90), "SUBACK");
+    // More than its queue and ingest's hold: the device is acknowledged only once the stuck
+    // application is closed.
+    const COUNT: &str = "2500";
+    let mut publisher = Background::spawn(plant.paho(
+        "plant/sensor-a",
+        &a,
+        "3",
+        &[
+            "flood",
+            COUNT,
+            "d/plant/sensor-a/telemetry",
+            r#"{"points":{"temperature":20}}"#,
+        ],
+    ));
+    let published = publisher.wait_exit(Duration::from_secs(150));
+    assert!(
+        published.contains(&format!("acked {COUNT}")),
+        "{published:?}"
+    );
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut last = None;
+    while let Some(packet) = read_packet(&mut stuck) {
+        last = Some(packet);
+    }
+    let (kind, body) = last.expect("packets before the close");
+    assert_eq!(kind, 0xe0, "closed with a DISCONNECT");
+    assert_eq!(body[0], 0x97, "quota exceeded");
+}
+
+#[test]
 fn with_two_front_door_replicas_a_command_reaches_a_device_on_either() {
     let plant = Plant::start();
     let free = || format!("127.0.0.1:{}", crate::support::free_port());

@@ -261,6 +261,36 @@ spec: {device: sensor-a, service: reboot, params: {delay: 1}, timeoutSeconds: 60
     assert_eq!((code, body.as_str()), (200, r#"{"commands":[]}"#));
 }
 
+#[test]
+fn an_http_client_that_never_finishes_its_request_head_is_closed() {
+    use std::io::{Read, Write};
+    let plant = Plant::start();
+    let addr = plant
+        .devplane
+        .printed_address("device HTTP listening on http://");
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    stream
+        .write_all(b"POST /v1/devices/plant/sensor-a/telemetry HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    // The head never ends: the server closes the connection after its connect timeout (10 s).
+    stream
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    let waited = started.elapsed();
+    assert!(
+        !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "still open after {waited:?}"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
+
 /// Write `request` on a new connection, close the writing side if `eof`, and read the answer.
 fn raw_http(addr: &str, request: &[u8], eof: bool) -> String {
     use std::io::{Read, Write};

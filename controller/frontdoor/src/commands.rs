@@ -98,8 +98,20 @@ impl Commands {
         let namespace = command.namespace().unwrap_or_default();
         let device = Identity::new(namespace.clone(), command.spec.device.clone());
         let entry = CommandEntry::from_command(command);
-        self.targets
-            .insert((namespace, entry.name.clone()), device.clone());
+        // A command deleted and created again for another device while the watch was away
+        // comes back as one change: the old device must lose it, or it could still fetch and
+        // answer what is now another device's command.
+        if let Some(before) = self
+            .targets
+            .insert((namespace.clone(), entry.name.clone()), device.clone())
+            && before != device
+            && let Some(commands) = self.by_device.get_mut(&before)
+        {
+            commands.remove(&entry.name);
+            if commands.is_empty() {
+                self.by_device.remove(&before);
+            }
+        }
         self.by_device
             .entry(device.clone())
             .or_default()
@@ -148,6 +160,23 @@ impl Commands {
     /// A command of `device` by name.
     pub fn get(&self, device: &Identity, name: &str) -> Option<&CommandEntry> {
         self.by_device.get(device)?.get(name)
+    }
+
+    /// Record locally that a command was answered (before the API confirms it): whether this
+    /// answer is the first. A device that answers again before the watch shows the first
+    /// answer must not have the later one written over it.
+    pub fn mark_answered(&mut self, device: &Identity, name: &str, succeeded: bool) -> bool {
+        match self.by_device.get_mut(device).and_then(|c| c.get_mut(name)) {
+            Some(c) if c.answerable() => {
+                c.phase = Some(if succeeded {
+                    CommandPhase::Succeeded
+                } else {
+                    CommandPhase::Failed
+                });
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Record locally that a command was sent (before the API confirms it), so it is not sent
@@ -232,5 +261,48 @@ status: {{phase: {phase}, reason: {reason}}}
         );
         commands.delete("ns", "c4");
         assert!(commands.get(&device, "c4").is_none());
+    }
+
+    #[test]
+    fn the_first_answer_to_a_command_stands() {
+        let mut commands = Commands::default();
+        commands.apply(&command(
+            "c1",
+            "Sent",
+            WAITING_FOR_DELIVERY,
+            "2026-01-01T00:00:00Z",
+        ));
+        let device = Identity::new("ns", "d");
+        assert!(commands.mark_answered(&device, "c1", true));
+        assert!(
+            !commands.mark_answered(&device, "c1", false),
+            "answered already"
+        );
+        let entry = commands.get(&device, "c1").expect("entry");
+        assert_eq!(entry.phase, Some(CommandPhase::Succeeded));
+        assert!(!entry.answerable());
+        assert!(!commands.mark_answered(&device, "unknown", true));
+    }
+
+    #[test]
+    fn a_command_that_comes_back_for_another_device_leaves_the_first_one() {
+        let mut commands = Commands::default();
+        let created = "2026-01-01T00:00:00Z";
+        commands.apply(&command("c1", "Pending", WAITING_FOR_DELIVERY, created));
+        // Deleted and created again for device e while the watch was away: one change.
+        let mut again = command("c1", "Pending", WAITING_FOR_DELIVERY, created);
+        again.spec.device = "e".into();
+        commands.apply(&again);
+        let (d, e) = (Identity::new("ns", "d"), Identity::new("ns", "e"));
+        let now = at("2026-01-01T00:00:30Z");
+        assert!(
+            commands.get(&d, "c1").is_none(),
+            "d can no longer answer it"
+        );
+        assert!(commands.deliverable(&d, now).is_empty(), "nor fetch it");
+        assert_eq!(commands.deliverable(&e, now).len(), 1);
+        commands.delete("ns", "c1");
+        assert!(commands.get(&e, "c1").is_none());
+        assert!(commands.by_device.is_empty());
     }
 }

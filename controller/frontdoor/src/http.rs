@@ -358,11 +358,13 @@ async fn commands(
     }
 }
 
-/// Serve the device routes over TLS until shutdown: one task per connection, the handshake
-/// bounded by the connect timeout.
-pub async fn serve_tls(
+/// Serve the device routes until shutdown, over TLS when `tls` is given: one task per
+/// connection. The TLS handshake and each request head (the first, and the next on a kept-alive
+/// connection) must arrive within the connect timeout, or the connection is closed: a client
+/// that opens connections and sends nothing holds no task and no file for long.
+pub async fn serve(
     listener: tokio::net::TcpListener,
-    tls: tokio_rustls::TlsAcceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
@@ -371,6 +373,10 @@ pub async fn serve_tls(
     crate::accept_each(&listener, &shutdown, |stream, peer| {
         let (tls, app, stop) = (tls.clone(), app.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let Some(tls) = tls else {
+                serve_connection(stream, peer, None, app, timeout, stop).await;
+                return;
+            };
             let Some(stream) = crate::tls_handshake(&tls, stream, peer, timeout).await else {
                 return;
             };
@@ -380,29 +386,46 @@ pub async fn serve_tls(
                 .peer_certificates()
                 .filter(|chain| !chain.is_empty())
                 .map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
-            // The routes read the peer address the way axum::serve provides it.
-            let service = hyper::service::service_fn(
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    if let Some(certificates) = &certificates {
-                        request.extensions_mut().insert(certificates.clone());
-                    }
-                    tower::ServiceExt::oneshot(app.clone(), request)
-                },
-            );
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let connection =
-                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::select! {
-                result = connection => if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-                },
-                _ = stop.cancelled() => {}
-            }
+            serve_connection(stream, peer, certificates, app, timeout, stop).await;
         });
     })
     .await;
+}
+
+/// Serve the requests of one connection until it ends or shutdown.
+async fn serve_connection<S>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    certificates: Option<PeerCertificates>,
+    app: Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // The routes read the peer address the way axum::serve provides it.
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(certificates) = &certificates {
+                request.extensions_mut().insert(certificates.clone());
+            }
+            tower::ServiceExt::oneshot(app.clone(), request)
+        });
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // Without a timer hyper applies no header timeout at all.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::select! {
+        result = connection => if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        },
+        _ = stop.cancelled() => {}
+    }
 }
 
 /// The client certificate chain of an HTTPS connection (for certificate attestation).

@@ -257,13 +257,31 @@ pub async fn run(
 
 /// Count one accepted record, fan it out northbound, pass on its status effects.
 async fn handle(shared: &Shared, accepted: Accepted) {
+    // Responses are judged against the commands as the watch last showed them, so a device
+    // that answers twice quickly gets both accepted; the first answer stands, and the others
+    // go nowhere.
+    if let Some(Effect::Command(id, name, response)) = &accepted.effect
+        && !shared
+            .commands
+            .lock()
+            .mark_answered(id, name, response.succeeded)
+    {
+        tracing::debug!(device = %id, command = %name, "a later answer to a command is dropped");
+        return;
+    }
     if is_uplink(accepted.kind) {
         shared.metrics.accepted.inc(accepted.kind);
     }
     for (topic, payload) in accepted.messages {
         shared
             .north
-            .publish(&accepted.namespace, topic, payload, &shared.metrics)
+            .publish(
+                &accepted.namespace,
+                topic,
+                payload,
+                &shared.metrics,
+                shared.settings.app_stall_timeout,
+            )
             .await;
     }
     match accepted.effect {

@@ -66,6 +66,9 @@ pub struct Settings {
     pub max_inflight: u16,
     /// Filters one SUBSCRIBE may carry.
     pub max_filters_per_subscribe: usize,
+    /// Filters one session may hold: every SUBSCRIBE adds to them, and each is kept, and
+    /// matched against every message for the session, until it is unsubscribed.
+    pub max_subscriptions: usize,
     /// Messages kept for a persistent session while its device is away (and waiting behind a
     /// full in-flight window).
     pub offline_queue: usize,
@@ -77,9 +80,13 @@ pub struct Settings {
     pub app_inflight: u16,
     /// Queue per application session.
     pub app_queue: usize,
+    /// An application session whose full queue takes no message for this long is closed:
+    /// device data for every namespace waits while it is full.
+    pub app_stall_timeout: Duration,
     /// Accepted messages waiting for ingest before publishers get no more PUBACKs.
     pub ingest_queue: usize,
-    /// Time a new connection has to send CONNECT.
+    /// Time a new connection has to send CONNECT (MQTT) or to finish its TLS or DTLS handshake,
+    /// and an HTTP client to send each request head.
     pub connect_timeout: Duration,
     /// An HTTP or CoAP device is Online while it made a request within this window.
     pub http_presence_window: Duration,
@@ -111,11 +118,13 @@ impl Default for Settings {
             max_packet_size: 256 * 1024,
             max_inflight: 32,
             max_filters_per_subscribe: 16,
+            max_subscriptions: 64,
             offline_queue: 100,
             session_expiry: Duration::from_secs(3600),
             session_queue: 16,
             app_inflight: 256,
             app_queue: 1024,
+            app_stall_timeout: Duration::from_secs(10),
             ingest_queue: 1024,
             connect_timeout: Duration::from_secs(10),
             http_presence_window: Duration::from_secs(60),
@@ -423,22 +432,17 @@ pub async fn run(
         )));
     }
     if let Some(listener) = listeners.http {
-        let app = http::router(shared.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let stop = shutdown.clone();
-        accepts.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "the device HTTP listener failed");
-            }
-        }));
+        accepts.push(tokio::spawn(http::serve(
+            listener,
+            None,
+            shared.clone(),
+            shutdown.clone(),
+        )));
     }
     if let Some((listener, tls)) = listeners.https {
-        accepts.push(tokio::spawn(http::serve_tls(
+        accepts.push(tokio::spawn(http::serve(
             listener,
-            tls,
+            Some(tls),
             shared.clone(),
             shutdown.clone(),
         )));

@@ -2,18 +2,22 @@
 //! sessions of the device's namespace whose filters match.
 //!
 //! A QoS 1 subscriber is never skipped: when its queue is full, the fan-out waits, which slows
-//! ingest, which stops PUBACKs to devices — backpressure end to end instead of loss. A QoS 0
-//! subscriber with a full queue misses the message, and the miss is counted.
+//! ingest, which stops PUBACKs to devices — backpressure end to end instead of loss. Ingest is
+//! one stream for every namespace, so a subscriber whose full queue takes nothing for the
+//! stall timeout (it acknowledges nothing, or reads nothing) is closed and no longer waited
+//! for. A QoS 0 subscriber with a full queue misses the message, and the miss is counted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::sessions::Deliver;
+use crate::mqtt::codec::CloseCode;
+use crate::sessions::{Deliver, Kill};
 use crate::topic::matches;
 
 /// One application session's subscriptions and queue.
@@ -25,6 +29,8 @@ pub struct Sink {
     pub filters: Arc<RwLock<Vec<(String, u8)>>>,
     /// Its queue.
     pub tx: mpsc::Sender<Box<Deliver>>,
+    /// Ends the session.
+    pub kill: Kill,
 }
 
 /// Application sessions by namespace.
@@ -55,13 +61,14 @@ impl Northbound {
     }
 
     /// Hand a message of `namespace` to every matching session; waits for QoS 1 subscribers
-    /// with a full queue.
+    /// with a full queue, each up to `stall`.
     pub async fn publish(
         &self,
         namespace: &str,
         topic: Arc<str>,
         payload: bytes::Bytes,
         metrics: &Metrics,
+        stall: Duration,
     ) {
         let targets: Vec<(Sink, u8)> = {
             let sinks = self.sinks.read();
@@ -96,8 +103,26 @@ impl Northbound {
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => 0,
                 };
-            } else if sink.tx.send(deliver).await.is_ok() {
-                metrics.north_delivered.fetch_add(1, Ordering::Relaxed);
+            } else {
+                match tokio::time::timeout(stall, sink.tx.send(deliver)).await {
+                    Ok(Ok(())) => {
+                        metrics.north_delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err(_)) => {}
+                    Err(_) => {
+                        tracing::warn!(
+                            namespace,
+                            conn = sink.conn,
+                            "an application session took no message for {stall:?} with its queue full; closing it"
+                        );
+                        metrics.north_dropped.fetch_add(1, Ordering::Relaxed);
+                        self.detach(namespace, sink.conn);
+                        sink.kill.kill(
+                            CloseCode::QuotaExceeded,
+                            format!("no message taken for {stall:?} with the queue full"),
+                        );
+                    }
+                }
             }
         }
     }

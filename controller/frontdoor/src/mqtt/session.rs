@@ -311,6 +311,7 @@ where
                     conn,
                     filters: session.subscriptions.clone(),
                     tx,
+                    kill: kill.clone(),
                 },
             );
         }
@@ -369,7 +370,17 @@ where
         }
     }
 
-    async fn flush(&mut self) -> bool {
+    /// Writes what is queued; `false` if the connection failed or the session was ended
+    /// meanwhile (a client that reads nothing must not keep the session waiting on it).
+    async fn flush(&mut self, kill: &Kill) -> bool {
+        tokio::select! {
+            written = self.write_output() => written,
+            _ = kill.killed() => false,
+        }
+    }
+
+    /// Writes what is queued; `false` if the connection failed.
+    async fn write_output(&mut self) -> bool {
         if self.output.is_empty() {
             return true;
         }
@@ -392,10 +403,10 @@ where
         if !self.input.is_empty()
             && let Some(end) = Box::pin(self.process_input(kill)).await
         {
-            self.flush().await;
+            self.flush(kill).await;
             return end;
         }
-        if !self.flush().await {
+        if !self.flush(kill).await {
             return End::Abnormal;
         }
         loop {
@@ -438,7 +449,7 @@ where
                     Some(End::Abnormal)
                 }
             };
-            let flushed = self.flush().await;
+            let flushed = self.flush(kill).await;
             if let Some(end) = end {
                 return end;
             }

@@ -18,10 +18,22 @@ where
     pub(super) async fn on_subscribe(&mut self, pkid: u16, filters: Vec<(String, u8)>) {
         let limit = self.shared.settings.max_filters_per_subscribe;
         let mut codes = Vec::with_capacity(filters.len());
-        let mut granted = Vec::new();
+        let mut granted: Vec<(String, u8)> = Vec::new();
+        // Filters the session holds once this SUBSCRIBE is granted.
+        let mut held = self.subscriptions.read().len();
         for (i, (filter, qos)) in filters.into_iter().enumerate() {
             if i >= limit {
                 self.shared.metrics.protocol_errors.inc("TooManyFilters");
+                codes.push(SubCode::QuotaExceeded);
+                continue;
+            }
+            let new = !granted.iter().any(|(f, _)| *f == filter)
+                && !self.subscriptions.read().iter().any(|(f, _)| *f == filter);
+            if new && held >= self.shared.settings.max_subscriptions {
+                self.shared
+                    .metrics
+                    .protocol_errors
+                    .inc("TooManySubscriptions");
                 codes.push(SubCode::QuotaExceeded);
                 continue;
             }
@@ -43,6 +55,9 @@ where
                     // QoS 2 is granted as QoS 1 (documented); everything else as asked.
                     let qos = qos.min(1);
                     codes.push(SubCode::Granted(qos));
+                    if new {
+                        held += 1;
+                    }
                     granted.push((filter, qos));
                 }
                 Err(denial) => {

@@ -22,7 +22,7 @@ where
         if let (End::Killed, Some((code, reason))) = (&end, kill.reason()) {
             tracing::info!(peer = %self.peer, who = %self.who(), %reason, "closing the session");
             self.send(Outgoing::Disconnect { code, reason });
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.write_output()).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
         self.shared
