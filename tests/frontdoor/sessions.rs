@@ -51,6 +51,37 @@ fn a_persistent_session_resumes_its_subscriptions_and_a_clean_one_does_not() {
 }
 
 #[test]
+fn a_resumed_session_sends_again_the_command_its_device_did_not_acknowledge() {
+    let plant = Plant::start();
+    let addr = plant.devplane.mqtt_addr();
+    let a = plant.password("plant", "sensor-a");
+    let mut keep = RawConnect::new("plant/sensor-a", &a);
+    keep.clean = false;
+    let command_topic = |packet: &(u8, Vec<u8>)| {
+        packet.0 >> 4 == 3
+            && String::from_utf8_lossy(&packet.1).contains("d/plant/sensor-a/commands/resend")
+    };
+    let (mut first, _) = raw_session(&addr, &keep.packet());
+    first
+        .write_all(&subscribe_packet(&[("d/plant/sensor-a/commands/+", 1)]))
+        .expect("subscribe");
+    assert_eq!(read_packet(&mut first).map(|p| p.0), Some(0x90), "SUBACK");
+    create_command(&plant, "resend", "sensor-a", 120);
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let sent = read_packet(&mut first).expect("the command");
+    assert!(command_topic(&sent), "{sent:?}");
+    assert_eq!(sent.0 & 0x06, 0x02, "QoS 1");
+    drop(first); // gone without acknowledging it
+
+    let (mut second, connack) = raw_session(&addr, &keep.packet());
+    assert_eq!(connack, vec![1, 0], "session present");
+    let again = read_packet(&mut second).expect("the command again");
+    assert!(command_topic(&again), "{again:?}");
+}
+
+#[test]
 fn a_will_on_the_devices_own_topic_goes_northbound_and_a_foreign_will_is_refused() {
     let plant = Plant::start();
     let addr = plant.devplane.mqtt_addr();

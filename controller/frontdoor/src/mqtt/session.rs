@@ -333,6 +333,8 @@ where
             protocol: Protocol::Mqtt,
         });
         Box::pin(ingest::presence(&shared, id, true, &peer.to_string())).await;
+        // What the previous session had not got acknowledged goes first.
+        session.send_waiting();
         // EnOS devices get downlink without subscribing.
         if session_present || session.enos.is_some() {
             Box::pin(session.offer_downlink()).await;
@@ -498,12 +500,7 @@ where
             } => self.on_publish(topic, pkid, qos, payload, kill).await,
             Incoming::PubAck { pkid } => {
                 self.inflight.remove(&pkid);
-                while self.inflight.len() < self.window {
-                    let Some(next) = self.waiting.pop_front() else {
-                        break;
-                    };
-                    self.write_publish(next);
-                }
+                self.send_waiting();
                 None
             }
             Incoming::Subscribe { pkid, filters } => {

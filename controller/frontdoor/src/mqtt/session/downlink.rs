@@ -168,24 +168,46 @@ where
                 None => return,
             }
         };
+        let deliver = Deliver {
+            qos: deliver.qos.min(granted),
+            ..deliver
+        };
+        // Behind what already waits, in order.
+        let waits =
+            deliver.qos == 1 && (self.inflight.len() >= self.window || !self.waiting.is_empty());
+        if waits && self.waiting.len() >= self.shared.settings.offline_queue {
+            // Room is made by dropping the oldest message that is not a command: a command is
+            // marked Sent once it is taken, and one dropped after that would never be offered
+            // again. When only commands wait, this message is not taken (a command stays
+            // Pending, and is offered again when the device subscribes or reconnects).
+            match self.waiting.iter().position(|d| d.command.is_none()) {
+                Some(oldest) => {
+                    self.waiting.remove(oldest);
+                }
+                None => return,
+            }
+        }
         if let Some(name) = &deliver.command {
             self.sent_commands.insert(name.clone());
             if let Some(device) = owner {
                 self.shared.command_sent(&device, name);
             }
         }
-        let deliver = Deliver {
-            qos: deliver.qos.min(granted),
-            ..deliver
-        };
-        if deliver.qos == 1 && self.inflight.len() >= self.window {
-            if self.waiting.len() >= self.shared.settings.offline_queue {
-                self.waiting.pop_front();
-            }
+        if waits {
             self.waiting.push_back(deliver);
             return;
         }
         self.write_publish(deliver);
+    }
+
+    /// Sends waiting messages while the window has room.
+    pub(super) fn send_waiting(&mut self) {
+        while self.inflight.len() < self.window {
+            let Some(next) = self.waiting.pop_front() else {
+                break;
+            };
+            self.write_publish(next);
+        }
     }
 
     pub(super) fn write_publish(&mut self, deliver: Deliver) {

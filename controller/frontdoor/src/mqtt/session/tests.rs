@@ -11,3 +11,65 @@ async fn an_idle_session_stays_small() {
     let size = std::mem::size_of_val(&task);
     assert!(size <= 1700, "a session task is {size} bytes");
 }
+
+#[tokio::test]
+async fn a_full_queue_drops_other_messages_before_a_command_it_took() {
+    let (shared, _ingest) = crate::test_shared();
+    let (stream, _client) = tokio::io::duplex(1 << 20);
+    let id = Identity::new("ns", "d");
+    let mut session = Session {
+        stream,
+        version: Version::V4,
+        role: Role::Device(id.clone()),
+        peer: "127.0.0.1:1".parse().expect("addr"),
+        shared: shared.clone(),
+        input: BytesMut::new(),
+        output: BytesMut::new(),
+        subscriptions: Arc::new(RwLock::new(vec![("d/ns/d/#".into(), 1)])),
+        next_pkid: 0,
+        inflight: HashMap::new(),
+        window: 1,
+        waiting: VecDeque::new(),
+        sent_commands: HashSet::new(),
+        last_seen_reported: None,
+        gateway: None,
+        enos: None,
+    };
+    let desired = || Deliver {
+        topic: id.downlink(&Downlink::Desired).into(),
+        payload: Bytes::from_static(b"{}"),
+        qos: 1,
+        command: None,
+    };
+    let command = |name: &str| Deliver {
+        topic: id.downlink(&Downlink::Command(name)).into(),
+        payload: Bytes::from_static(b"{}"),
+        qos: 1,
+        command: Some(name.to_owned()),
+    };
+    let limit = shared.settings.offline_queue;
+    session.deliver(desired()); // in flight: the window of one is full
+    session.deliver(command("c0"));
+    for _ in 0..limit {
+        session.deliver(desired());
+    }
+    assert_eq!(session.waiting.len(), limit);
+    assert_eq!(
+        session.waiting.front().and_then(|d| d.command.as_deref()),
+        Some("c0"),
+        "the command taken first still waits; older other messages made room"
+    );
+    // Only commands wait: a further command is not taken, so it is not marked sent either.
+    for i in 1..limit {
+        session.deliver(command(&format!("c{i}")));
+    }
+    assert!(session.waiting.iter().all(|d| d.command.is_some()));
+    session.deliver(command("late"));
+    assert!(!session.sent_commands.contains("late"));
+    assert!(
+        session
+            .waiting
+            .iter()
+            .all(|d| d.command.as_deref() != Some("late"))
+    );
+}
