@@ -349,6 +349,11 @@ impl Endpoint {
             return self.answer(&head, &token, peer, reply, false);
         }
         let packet = match Packet::from_bytes(data) {
+            Ok(_) if message::marker_without_payload(data, token.len()) => {
+                shared.metrics.protocol_errors.inc("CoapMalformed");
+                tracing::debug!(%peer, "rejected a CoAP message with a payload marker and no payload");
+                return reject();
+            }
             Ok(packet) => packet,
             Err(e) => {
                 shared.metrics.protocol_errors.inc("CoapMalformed");

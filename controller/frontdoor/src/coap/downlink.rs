@@ -58,12 +58,15 @@ impl Endpoint {
 
     /// Push waiting commands to the command observers of their devices (marking them Sent);
     /// every observer of a device gets them.
-    async fn notify_commands(&self, shared: &Shared) {
+    pub(super) async fn notify_commands(&self, shared: &Shared) {
         let mut sends = Vec::new();
         {
             let mut peers = self.peers.lock();
+            // Only devices with an observer that can take a notification now: taking the
+            // commands marks them Sent, and a notification not sent would never be repeated.
             let devices: HashSet<Identity> = peers
                 .values()
+                .filter(|p| p.exchange.in_flight() < exchange::MAX_OUTSTANDING)
                 .flat_map(|p| p.exchange.observers(Observed::Commands, None))
                 .map(|o| o.device)
                 .collect();
@@ -119,7 +122,10 @@ impl Endpoint {
                         }
                         true
                     }
-                    _ => {
+                    // Another DTLS session (provisioning) stays while it lasts: its own idle
+                    // timeout ends it, and it leaves then.
+                    (_, Some(_)) => true,
+                    (_, None) => {
                         peer.exchange.is_busy()
                             || now.duration_since(peer.heard) < exchange::EXCHANGE_LIFETIME
                     }
@@ -157,7 +163,12 @@ impl Endpoint {
                 }
                 _ = tick.tick() => {
                     ticks += 1;
-                    self.tick(&shared, ticks.is_multiple_of(4)).await;
+                    let sweep = ticks.is_multiple_of(4);
+                    self.tick(&shared, sweep).await;
+                    if sweep {
+                        // Commands held back while their observers had too much in flight.
+                        self.notify_commands(&shared).await;
+                    }
                 }
             }
         }

@@ -74,6 +74,42 @@ pub fn sniff(datagram: &[u8]) -> Sniff {
     })
 }
 
+/// Whether a datagram (with a token of `token_len` bytes) ends in a payload marker with no
+/// payload after it, which RFC 7252 §3 makes a message format error (the decoder takes it as
+/// an empty payload). Options are walked by their headers only; a datagram they do not fit is
+/// left to the decoder.
+pub fn marker_without_payload(datagram: &[u8], token_len: usize) -> bool {
+    let mut at = 4 + token_len;
+    // The extended part of an option's delta or length nibble: its size and the value added.
+    let extended = |nibble: u8, at: usize| -> Option<(usize, usize)> {
+        match nibble {
+            13 => Some((1, 13 + usize::from(*datagram.get(at)?))),
+            14 => {
+                let bytes = datagram.get(at..at + 2)?;
+                Some((
+                    2,
+                    269 + usize::from(u16::from_be_bytes([bytes[0], bytes[1]])),
+                ))
+            }
+            15 => None,
+            n => Some((0, usize::from(n))),
+        }
+    };
+    while let Some(&byte) = datagram.get(at) {
+        if byte == 0xff {
+            return at + 1 == datagram.len();
+        }
+        let Some((delta_size, _)) = extended(byte >> 4, at + 1) else {
+            return false;
+        };
+        let Some((length_size, length)) = extended(byte & 0x0f, at + 1 + delta_size) else {
+            return false;
+        };
+        at += 1 + delta_size + length_size + length;
+    }
+    false
+}
+
 /// A resource of a device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resource<'a> {
@@ -320,6 +356,25 @@ pub fn empty(kind: MessageType, message_id: u16) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payload_marker_is_found_behind_options_of_every_length_encoding() {
+        let head = [0x42, 0x02, 0, 1, 0xaa, 0xbb]; // CON POST, token of 2
+        let with = |options: &[u8], tail: &[u8]| -> Vec<u8> { [&head[..], options, tail].concat() };
+        let short = [0xb1, b'x']; // Uri-Path "x"
+        let mut one_byte = vec![0xbd, 2]; // Uri-Path of 13 + 2 bytes
+        one_byte.extend([0xff; 15]); // option bytes that look like markers
+        let mut two_bytes = vec![0xbe, 0, 1]; // Uri-Path of 269 + 1 bytes
+        two_bytes.extend([0xff; 270]);
+        for options in [&short[..], &one_byte, &two_bytes] {
+            assert!(marker_without_payload(&with(options, &[0xff]), 2));
+            assert!(!marker_without_payload(&with(options, &[0xff, b'{']), 2));
+            assert!(!marker_without_payload(&with(options, &[]), 2));
+        }
+        assert!(marker_without_payload(&with(&[], &[0xff]), 2));
+        // Options running past the end: for the decoder to refuse.
+        assert!(!marker_without_payload(&with(&[0xbe, 0], &[]), 2));
+    }
 
     fn segments(path: &str) -> Vec<String> {
         path.split('/').map(str::to_string).collect()

@@ -101,7 +101,14 @@ fn fixture(secure: bool) -> Fixture {
     let link = Link::Plain(Arc::new(UdpSocket::from_std(socket).expect("tokio socket")));
     endpoint.peers.lock().insert(
         peer,
-        Endpoint::new_peer(&shared, link, principal, Some(CancellationToken::new()), 1),
+        // A DTLS session can be ended; a plain peer cannot.
+        Endpoint::new_peer(
+            &shared,
+            link,
+            principal,
+            secure.then(CancellationToken::new),
+            1,
+        ),
     );
     Fixture {
         shared,
@@ -340,6 +347,9 @@ async fn malformed_datagrams_are_rejected_or_ignored_as_the_rfc_says() {
     // An option running past the end.
     let reset = f.one(&[0x40, 2, 0, 10, 0xbd, 5]).await;
     assert_eq!(reset.header.get_type(), MessageType::Reset);
+    // A payload marker with no payload after it (here after Uri-Path "x"): a format error.
+    let reset = f.one(&[0x40, 2, 0, 16, 0xb1, b'x', 0xff]).await;
+    assert_eq!(reset.header.get_type(), MessageType::Reset);
     // A ping (empty CON) gets a reset too.
     let pong = f.one(&[0x40, 0, 0, 11]).await;
     assert_eq!(pong.header.get_type(), MessageType::Reset);
@@ -450,6 +460,76 @@ async fn desired_attributes_are_observed_and_a_change_is_notified() {
 }
 
 #[tokio::test]
+async fn a_command_waits_while_its_observer_has_too_much_in_flight() {
+    let f = fixture(true);
+    let mut get = request(
+        MessageType::Confirmable,
+        RequestType::Get,
+        40,
+        "d/plant/a/commands",
+        b"",
+    );
+    get.add_option(CoapOption::Observe, vec![]);
+    assert_eq!(
+        code(&f.one(&get.to_bytes().expect("encodes")).await),
+        "2.05"
+    );
+    // The peer acknowledges nothing: its confirmable messages fill the window.
+    let ids: Vec<u16> = {
+        let mut peers = f.endpoint.peers.lock();
+        let exchange = &mut peers.get_mut(&f.peer).expect("peer").exchange;
+        (0..exchange::MAX_OUTSTANDING)
+            .map(|_| {
+                let id = exchange.next_message_id();
+                assert!(exchange.expect_ack(id, Bytes::new(), None, false, Instant::now()));
+                id
+            })
+            .collect()
+    };
+    let command: devplane_api::v1alpha1::DeviceCommand = serde_yaml::from_str(&format!(
+        r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: DeviceCommand
+metadata: {{name: c1, namespace: plant, creationTimestamp: "{}"}}
+spec: {{device: a, service: reboot, timeoutSeconds: 600}}
+status: {{phase: Pending, reason: {}}}
+"#,
+        jiff::Timestamp::now(),
+        crate::commands::WAITING_FOR_DELIVERY
+    ))
+    .expect("command yaml");
+    f.shared.commands.lock().apply(&command);
+    let a = Identity::new("plant", "a");
+    let waiting = || {
+        f.shared
+            .commands
+            .lock()
+            .deliverable(&a, jiff::Timestamp::now())
+            .len()
+    };
+    f.endpoint.notify_commands(&f.shared).await;
+    assert_eq!(
+        waiting(),
+        1,
+        "not taken (nor marked Sent) while nothing can be sent"
+    );
+    // Room again: the next round sends it.
+    f.endpoint
+        .peers
+        .lock()
+        .get_mut(&f.peer)
+        .expect("peer")
+        .exchange
+        .acknowledged(ids[0]);
+    f.endpoint.notify_commands(&f.shared).await;
+    assert_eq!(waiting(), 0, "sent");
+    assert_eq!(
+        f.endpoint.peers.lock()[&f.peer].exchange.in_flight(),
+        exchange::MAX_OUTSTANDING
+    );
+}
+
+#[tokio::test]
 async fn the_bench_baseline_route_is_off_by_default() {
     let f = fixture(true);
     let answer = f.one(&post(30, "bench/baseline", b"x")).await;
@@ -471,6 +551,30 @@ async fn the_sweep_ends_the_dtls_session_of_a_decommissioned_device() {
         .apply_device(&device("a", "Decommissioned"));
     f.endpoint.tick(&f.shared, true).await;
     assert!(kill.is_cancelled(), "the session is ended");
+}
+
+#[tokio::test]
+async fn an_idle_dtls_provisioning_session_is_kept_while_it_lasts() {
+    let f = fixture(true);
+    let Some(long_ago) = Instant::now().checked_sub(exchange::EXCHANGE_LIFETIME) else {
+        return; // the clock starts at boot: too early to tell
+    };
+    {
+        let mut peers = f.endpoint.peers.lock();
+        let peer = peers.get_mut(&f.peer).expect("peer");
+        peer.principal = Principal::Provisioning {
+            policy: Identity::new("plant", "policy"),
+            device_id: "new-device".into(),
+            proof: String::new(),
+        };
+        peer.heard = long_ago;
+    }
+    f.endpoint.tick(&f.shared, true).await;
+    assert_eq!(
+        f.endpoint.peer_count(),
+        1,
+        "its requests are still answered until the session ends"
+    );
 }
 
 #[tokio::test]
