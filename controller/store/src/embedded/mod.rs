@@ -590,24 +590,30 @@ fn watch_stream(start: WatchStart, prefix: String, core: std::sync::Weak<Core>) 
                                 .read()
                                 .watch_from(&progress.prefix, progress.seen_through)
                         });
-                        if let Some(Ok(start)) = resumed {
-                            progress.replay = start.replay.into_iter();
-                            progress.feed = start.feed;
-                            progress.seen_through = start.seen_through;
-                            if let Some(event) = progress.replay.next() {
-                                progress.reported = event.rev;
-                                return Some((
-                                    Ok(WatchItem::Event(Event::clone(&event))),
-                                    progress,
-                                ));
+                        let error = match resumed {
+                            Some(Ok(start)) => {
+                                progress.replay = start.replay.into_iter();
+                                progress.feed = start.feed;
+                                progress.seen_through = start.seen_through;
+                                if let Some(event) = progress.replay.next() {
+                                    progress.reported = event.rev;
+                                    return Some((
+                                        Ok(WatchItem::Event(Event::clone(&event))),
+                                        progress,
+                                    ));
+                                }
+                                continue;
                             }
-                            continue;
-                        }
-                        progress.finished = true;
-                        let error = StoreError::Compacted {
-                            requested: progress.seen_through,
-                            compacted: progress.seen_through + missed + 1,
+                            // The store was closed meanwhile: the stream ends, as it does
+                            // for a watcher that kept up.
+                            None | Some(Err(StoreError::Closed)) => return None,
+                            Some(Err(error @ StoreError::Compacted { .. })) => error,
+                            Some(Err(_)) => StoreError::Compacted {
+                                requested: progress.seen_through,
+                                compacted: progress.seen_through + missed + 1,
+                            },
                         };
+                        progress.finished = true;
                         return Some((Err(error), progress));
                     }
                     Err(RecvError::Closed) => return None,

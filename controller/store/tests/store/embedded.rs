@@ -391,6 +391,29 @@ async fn a_watcher_behind_the_live_feed_catches_up_from_the_event_log() {
 }
 
 #[tokio::test]
+async fn a_watcher_behind_the_live_feed_of_a_closed_store_sees_its_stream_end() {
+    let options = EmbeddedOptions {
+        watch_buffer: 16,
+        ..manual_options()
+    };
+    let store = Embedded::in_memory(options).expect("memory store");
+    let start = store.current_revision().await.expect("current");
+    let mut slow = within("watch", store.watch("", start))
+        .await
+        .expect("slow watch");
+    for i in 0..100u64 {
+        within("create", store.create(&format!("k{i}"), value("v")))
+            .await
+            .expect("create");
+    }
+    within("close", store.close()).await.expect("close");
+    // What the feed still held comes first; then the end, never a made-up compaction.
+    while let Some(item) = within("slow watcher", slow.next()).await {
+        assert!(item.is_ok(), "{item:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_watcher_behind_the_retained_history_gets_compacted_and_its_stream_ends() {
     let options = EmbeddedOptions {
         watch_buffer: 16,
