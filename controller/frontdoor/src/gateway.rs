@@ -8,9 +8,9 @@
 //! logged in through a connected gateway; when the gateway's session ends, every sub-device
 //! it had logged in goes Offline.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use devplane_api::constants::{annotations, field_managers, labels};
@@ -49,6 +49,8 @@ pub struct GatewaySession {
     pub address: String,
     /// Sub-devices it logged in (some may have been taken over by another gateway since).
     subs: HashSet<Identity>,
+    /// When the session last reported each of its devices (itself included) seen.
+    seen_reported: HashMap<Identity, Instant>,
 }
 
 /// What a request answers, and downlink that is due because of it.
@@ -119,7 +121,28 @@ impl GatewaySession {
             tx,
             address,
             subs: HashSet::new(),
+            seen_reported: HashMap::new(),
         }
+    }
+
+    /// Whether to report `device` seen now: at most once per `interval` each (a gateway may
+    /// publish for many devices, fast). Devices it no longer acts for are forgotten.
+    pub fn report_seen(&mut self, device: &Identity, interval: Duration) -> bool {
+        let now = Instant::now();
+        if self
+            .seen_reported
+            .get(device)
+            .is_some_and(|at| now.duration_since(*at) < interval)
+        {
+            return false;
+        }
+        if self.seen_reported.len() > self.subs.len() + 1 {
+            let (gateway, subs) = (&self.id, &self.subs);
+            self.seen_reported
+                .retain(|id, _| id == gateway || subs.contains(id));
+        }
+        self.seen_reported.insert(device.clone(), now);
+        true
     }
 
     /// Whether `device` is logged in through this session.
@@ -697,4 +720,36 @@ pub fn sub_device_downlink(shared: &Shared, device: &Identity) -> Vec<Deliver> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_device_of_a_gateway_is_reported_seen_once_per_interval() {
+        let (tx, _rx) = mpsc::channel(1);
+        let gateway = Identity::new("plant", "gw");
+        let mut session = GatewaySession::new(gateway.clone(), 1, tx, "127.0.0.1:1".into());
+        let sub = Identity::new("plant", "sub");
+        session.subs.insert(sub.clone());
+        let interval = Duration::from_secs(60);
+        assert!(session.report_seen(&gateway, interval));
+        assert!(session.report_seen(&sub, interval));
+        for _ in 0..1000 {
+            assert!(!session.report_seen(&sub, interval), "within the interval");
+            assert!(!session.report_seen(&gateway, interval));
+        }
+        assert!(session.report_seen(&sub, Duration::ZERO), "after it");
+        // Devices it no longer acts for are forgotten.
+        session.subs.clear();
+        for i in 0..10 {
+            session.report_seen(&Identity::new("plant", format!("gone-{i}")), interval);
+        }
+        assert!(
+            session.seen_reported.len() <= 2,
+            "{}",
+            session.seen_reported.len()
+        );
+    }
 }

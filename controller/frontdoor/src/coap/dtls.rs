@@ -9,7 +9,7 @@
 //! looked up in the registry during the handshake, by the PSK identity `{ns}/{name}`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,26 +37,85 @@ struct Slot {
     established: bool,
 }
 
-/// Sessions by peer address.
+/// Handshakes under way from one IP address at once. A handshake holds a slot until it ends
+/// or times out, and without a limit one host could fill the session table from many ports
+/// with ClientHellos it never follows up; devices behind one NAT that start together only
+/// wait for the ones before them.
+const HANDSHAKES_PER_ADDRESS: usize = 64;
+
+/// Sessions by peer address, and how many are still handshaking per IP address.
 #[derive(Default)]
 struct Demux {
-    slots: Mutex<HashMap<SocketAddr, Slot>>,
+    table: Mutex<Table>,
     next: AtomicU64,
+}
+
+#[derive(Default)]
+struct Table {
+    slots: HashMap<SocketAddr, Slot>,
+    handshaking: HashMap<IpAddr, usize>,
+}
+
+impl Table {
+    /// Opens a slot for a new handshake; false when the address has too many under way.
+    fn open(&mut self, peer: SocketAddr, slot: Slot) -> bool {
+        let count = self.handshaking.entry(peer.ip()).or_default();
+        if *count >= HANDSHAKES_PER_ADDRESS {
+            return false;
+        }
+        *count += 1;
+        if let Some(old) = self.slots.insert(peer, slot) {
+            self.forget(peer, &old);
+        }
+        true
+    }
+
+    fn remove(&mut self, peer: SocketAddr) -> Option<Slot> {
+        let slot = self.slots.remove(&peer)?;
+        self.forget(peer, &slot);
+        Some(slot)
+    }
+
+    /// Counts a slot that leaves the table out of its address's handshakes.
+    fn forget(&mut self, peer: SocketAddr, slot: &Slot) {
+        if slot.established {
+            return;
+        }
+        if let Some(count) = self.handshaking.get_mut(&peer.ip()) {
+            *count -= 1;
+            if *count == 0 {
+                self.handshaking.remove(&peer.ip());
+            }
+        }
+    }
 }
 
 impl Demux {
     fn remove(&self, peer: SocketAddr, generation: u64) {
-        let mut slots = self.slots.lock();
-        if slots.get(&peer).is_some_and(|s| s.generation == generation) {
-            slots.remove(&peer);
+        let mut table = self.table.lock();
+        if table
+            .slots
+            .get(&peer)
+            .is_some_and(|s| s.generation == generation)
+        {
+            table.remove(peer);
         }
     }
 
     fn established(&self, peer: SocketAddr, generation: u64) {
-        if let Some(slot) = self.slots.lock().get_mut(&peer)
-            && slot.generation == generation
-        {
-            slot.established = true;
+        let mut table = self.table.lock();
+        let Some(slot) = table.slots.get_mut(&peer) else {
+            return;
+        };
+        if slot.generation != generation || slot.established {
+            return;
+        }
+        slot.established = true;
+        if let Some(count) = table.handshaking.get_mut(&peer.ip()) {
+            *count -= 1;
+            if *count == 0 {
+                table.handshaking.remove(&peer.ip());
+            }
         }
     }
 }
@@ -198,8 +257,8 @@ pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, shutdown: Cancellatio
         let data = &buf[..n];
         let hello = is_client_hello(data);
         {
-            let mut slots = demux.slots.lock();
-            if let Some(slot) = slots.get(&peer) {
+            let mut table = demux.table.lock();
+            if let Some(slot) = table.slots.get(&peer) {
                 if !(hello && slot.established) {
                     // Full: dropped, as the network might have.
                     let _ = slot.tx.try_send(data.to_vec());
@@ -207,26 +266,27 @@ pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, shutdown: Cancellatio
                 }
                 // A new handshake from an address with a session: the client started over
                 // (RFC 6347 §4.2.8); the old session ends when its queue closes.
-                slots.remove(&peer);
+                table.remove(peer);
             }
             if !hello {
                 continue;
             }
-            if slots.len() >= shared.settings.coap_max_peers {
+            if table.slots.len() >= shared.settings.coap_max_peers {
                 shared.metrics.connections_refused.inc("TooManySessions");
                 continue;
             }
             let (tx, rx) = mpsc::channel(SESSION_QUEUE);
             let _ = tx.try_send(data.to_vec());
             let generation = demux.next.fetch_add(1, Ordering::Relaxed) + 1;
-            slots.insert(
-                peer,
-                Slot {
-                    generation,
-                    tx,
-                    established: false,
-                },
-            );
+            let slot = Slot {
+                generation,
+                tx,
+                established: false,
+            };
+            if !table.open(peer, slot) {
+                shared.metrics.connections_refused.inc("TooManyHandshakes");
+                continue;
+            }
             let conn = Arc::new(PeerConn {
                 socket: socket.clone(),
                 peer,
@@ -336,5 +396,65 @@ mod tests {
         hello[13] = 16;
         assert!(!is_client_hello(&hello), "a ClientKeyExchange");
         assert!(!is_client_hello(&[23, 0xfe, 0xfd]), "application data");
+    }
+
+    /// A DTLS 1.2 ClientHello offering TLS_PSK_WITH_AES_128_CCM_8, in one record.
+    fn client_hello() -> Vec<u8> {
+        let mut body = vec![0xfe, 0xfd];
+        body.extend([7u8; 32]); // random
+        body.extend([0, 0]); // no session id, no cookie
+        body.extend([0, 2, 0xc0, 0xa8]); // one cipher suite
+        body.extend([1, 0]); // null compression
+        body.extend([0, 0]); // no extensions
+        let len = body.len() as u32;
+        let mut handshake = vec![1]; // client_hello
+        handshake.extend(&len.to_be_bytes()[1..]);
+        handshake.extend([0, 0, 0, 0, 0]); // message_seq, fragment_offset
+        handshake.extend(&len.to_be_bytes()[1..]);
+        handshake.extend(body);
+        let mut record = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0];
+        record.extend((handshake.len() as u16).to_be_bytes());
+        record.extend(handshake);
+        record
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_address_holds_only_so_many_handshakes_and_others_still_get_theirs() {
+        let (shared, _ingest) = crate::test_shared();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(socket, shared.clone(), shutdown.clone()));
+        // ClientHellos from many ports of one address, never followed up.
+        let extra = 6;
+        let clients: Vec<std::net::UdpSocket> = (0..HANDSHAKES_PER_ADDRESS + extra)
+            .map(|_| {
+                let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+                client.send_to(&client_hello(), addr).expect("send");
+                client
+            })
+            .collect();
+        let refused = || shared.metrics.connections_refused.get("TooManyHandshakes");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while refused() < extra as u64 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(refused(), extra as u64);
+        // Another address is answered: a HelloVerifyRequest (handshake type 3).
+        let other = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind");
+        other
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        other.send_to(&client_hello(), addr).expect("send");
+        let mut answer = [0u8; 512];
+        let n = tokio::task::block_in_place(|| other.recv(&mut answer)).expect("an answer");
+        assert!(
+            n > 13 && answer[0] == 22 && answer[13] == 3,
+            "{:?}",
+            &answer[..n]
+        );
+        assert_eq!(refused(), extra as u64);
+        drop(clients);
+        shutdown.cancel();
     }
 }

@@ -616,8 +616,16 @@ where
 
     /// Note that the device was heard from, at most twice per status interval.
     fn seen(&mut self, device: &Identity) {
+        let interval = self.shared.settings.status_interval / 2;
         if let Role::Gateway(gateway) = &self.role {
-            // Each sub-device has its own "last seen"; the writer rate-limits them.
+            // Each sub-device has its own "last seen".
+            if !self
+                .gateway
+                .as_mut()
+                .is_some_and(|state| state.report_seen(device, interval))
+            {
+                return;
+            }
             let update = if device == gateway {
                 StatusUpdate::Gateway {
                     id: device.clone(),
@@ -629,7 +637,6 @@ where
             self.shared.status_update(update);
             return;
         }
-        let interval = self.shared.settings.status_interval / 2;
         if self
             .last_seen_reported
             .is_none_or(|at| at.elapsed() >= interval)
