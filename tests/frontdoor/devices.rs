@@ -650,6 +650,27 @@ fn an_application_reads_its_own_namespace_and_is_refused_another() {
     );
 }
 
+/// Device sensor-a publishes `count` QoS 1 telemetry messages as fast as its window allows;
+/// every one must be acknowledged within 150 s.
+fn flood_telemetry(plant: &Plant, password: &str, count: &str) {
+    let mut publisher = Background::spawn(plant.paho(
+        "plant/sensor-a",
+        password,
+        "3",
+        &[
+            "flood",
+            count,
+            "d/plant/sensor-a/telemetry",
+            r#"{"points":{"temperature":20}}"#,
+        ],
+    ));
+    let published = publisher.wait_exit(Duration::from_secs(150));
+    assert!(
+        published.contains(&format!("acked {count}")),
+        "{published:?}"
+    );
+}
+
 #[test]
 fn under_a_slow_consumer_every_message_acked_to_the_device_reaches_the_northbound_stream() {
     let plant = Plant::start();
@@ -662,22 +683,7 @@ fn under_a_slow_consumer_every_message_acked_to_the_device_reaches_the_northboun
         &["slowread", COUNT, "0.002", "north/plant/sensor-a/telemetry"],
     ));
     reader.wait_for_line("subscribed", Duration::from_secs(20), |l| l == "subscribed");
-    let mut publisher = Background::spawn(plant.paho(
-        "plant/sensor-a",
-        &a,
-        "3",
-        &[
-            "flood",
-            COUNT,
-            "d/plant/sensor-a/telemetry",
-            r#"{"points":{"temperature":20}}"#,
-        ],
-    ));
-    let published = publisher.wait_exit(Duration::from_secs(150));
-    assert!(
-        published.contains(&format!("acked {COUNT}")),
-        "{published:?}"
-    );
+    flood_telemetry(&plant, &a, COUNT);
     let read = reader.wait_exit(Duration::from_secs(150));
     assert!(read.contains(&format!("received {COUNT}")), "{read:?}");
     let metrics = plant.devplane.metrics();
@@ -721,22 +727,7 @@ fn an_application_that_acknowledges_nothing_is_closed_and_holds_up_no_device() {
     // More than its queue and ingest's hold: the device is acknowledged only once the stuck
     // application is closed.
     const COUNT: &str = "2500";
-    let mut publisher = Background::spawn(plant.paho(
-        "plant/sensor-a",
-        &a,
-        "3",
-        &[
-            "flood",
-            COUNT,
-            "d/plant/sensor-a/telemetry",
-            r#"{"points":{"temperature":20}}"#,
-        ],
-    ));
-    let published = publisher.wait_exit(Duration::from_secs(150));
-    assert!(
-        published.contains(&format!("acked {COUNT}")),
-        "{published:?}"
-    );
+    flood_telemetry(&plant, &a, COUNT);
     stuck
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");

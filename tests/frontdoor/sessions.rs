@@ -13,19 +13,31 @@ fn desired_topic(packet: &(u8, Vec<u8>)) -> bool {
         && String::from_utf8_lossy(&packet.1).contains("d/plant/sensor-a/attributes/desired")
 }
 
+/// sensor-a's CONNECT for a persistent session.
+fn persistent(password: &str) -> RawConnect<'_> {
+    let mut keep = RawConnect::new("plant/sensor-a", password);
+    keep.clean = false;
+    keep
+}
+
+/// A new session of `connect` (none was present) subscribed to `filter` at QoS 1.
+fn subscribed(addr: &str, connect: &RawConnect<'_>, filter: &str) -> TcpStream {
+    let (mut stream, connack) = raw_session(addr, &connect.packet());
+    assert_eq!(connack, vec![0, 0], "a new session is not present");
+    stream
+        .write_all(&subscribe_packet(&[(filter, 1)]))
+        .expect("subscribe");
+    assert_eq!(read_packet(&mut stream).map(|p| p.0), Some(0x90), "SUBACK");
+    stream
+}
+
 #[test]
 fn a_persistent_session_resumes_its_subscriptions_and_a_clean_one_does_not() {
     let plant = Plant::start();
     let addr = plant.devplane.mqtt_addr();
     let a = plant.password("plant", "sensor-a");
-    let mut keep = RawConnect::new("plant/sensor-a", &a);
-    keep.clean = false;
-    let (mut first, connack) = raw_session(&addr, &keep.packet());
-    assert_eq!(connack, vec![0, 0], "a new session is not present");
-    first
-        .write_all(&subscribe_packet(&[("d/plant/sensor-a/#", 1)]))
-        .expect("subscribe");
-    assert_eq!(read_packet(&mut first).map(|p| p.0), Some(0x90), "SUBACK");
+    let keep = persistent(&a);
+    let mut first = subscribed(&addr, &keep, "d/plant/sensor-a/#");
     let desired = read_packet(&mut first).expect("desired after subscribing");
     assert!(desired_topic(&desired), "{desired:?}");
     first.write_all(&[0xe0, 0x00]).expect("DISCONNECT");
@@ -55,17 +67,12 @@ fn a_resumed_session_sends_again_the_command_its_device_did_not_acknowledge() {
     let plant = Plant::start();
     let addr = plant.devplane.mqtt_addr();
     let a = plant.password("plant", "sensor-a");
-    let mut keep = RawConnect::new("plant/sensor-a", &a);
-    keep.clean = false;
+    let keep = persistent(&a);
     let command_topic = |packet: &(u8, Vec<u8>)| {
         packet.0 >> 4 == 3
             && String::from_utf8_lossy(&packet.1).contains("d/plant/sensor-a/commands/resend")
     };
-    let (mut first, _) = raw_session(&addr, &keep.packet());
-    first
-        .write_all(&subscribe_packet(&[("d/plant/sensor-a/commands/+", 1)]))
-        .expect("subscribe");
-    assert_eq!(read_packet(&mut first).map(|p| p.0), Some(0x90), "SUBACK");
+    let mut first = subscribed(&addr, &keep, "d/plant/sensor-a/commands/+");
     create_command(&plant, "resend", "sensor-a", 120);
     first
         .set_read_timeout(Some(Duration::from_secs(30)))

@@ -364,23 +364,30 @@ async fn group_commit_syncs_far_less_often_than_it_writes() {
     );
 }
 
-#[tokio::test]
-async fn a_watcher_behind_the_live_feed_catches_up_from_the_event_log() {
+/// An in-memory store whose live feed holds 16 events, a watcher from its start that reads
+/// nothing, and 100 creates after it (the writer never waits for the watcher): the store, the
+/// watch's start and the watch.
+async fn behind_a_slow_watcher() -> (Embedded, Rev, devplane_store::WatchStream) {
     let options = EmbeddedOptions {
         watch_buffer: 16,
         ..manual_options()
     };
     let store = Embedded::in_memory(options).expect("memory store");
     let start = store.current_revision().await.expect("current");
-    let mut slow = within("watch", store.watch("", start))
+    let slow = within("watch", store.watch("", start))
         .await
         .expect("slow watch");
     for i in 0..100u64 {
-        // The writer never waits for the slow watcher.
         within("create", store.create(&format!("k{i}"), value("v")))
             .await
             .expect("create");
     }
+    (store, start, slow)
+}
+
+#[tokio::test]
+async fn a_watcher_behind_the_live_feed_catches_up_from_the_event_log() {
+    let (_store, start, mut slow) = behind_a_slow_watcher().await;
     for i in 0..100u64 {
         assert_eq!(
             next_event(&mut slow).await.rev,
@@ -392,20 +399,7 @@ async fn a_watcher_behind_the_live_feed_catches_up_from_the_event_log() {
 
 #[tokio::test]
 async fn a_watcher_behind_the_live_feed_of_a_closed_store_sees_its_stream_end() {
-    let options = EmbeddedOptions {
-        watch_buffer: 16,
-        ..manual_options()
-    };
-    let store = Embedded::in_memory(options).expect("memory store");
-    let start = store.current_revision().await.expect("current");
-    let mut slow = within("watch", store.watch("", start))
-        .await
-        .expect("slow watch");
-    for i in 0..100u64 {
-        within("create", store.create(&format!("k{i}"), value("v")))
-            .await
-            .expect("create");
-    }
+    let (store, _, mut slow) = behind_a_slow_watcher().await;
     within("close", store.close()).await.expect("close");
     // What the feed still held comes first; then the end, never a made-up compaction.
     while let Some(item) = within("slow watcher", slow.next()).await {
@@ -415,20 +409,7 @@ async fn a_watcher_behind_the_live_feed_of_a_closed_store_sees_its_stream_end() 
 
 #[tokio::test]
 async fn a_watcher_behind_the_retained_history_gets_compacted_and_its_stream_ends() {
-    let options = EmbeddedOptions {
-        watch_buffer: 16,
-        ..manual_options()
-    };
-    let store = Embedded::in_memory(options).expect("memory store");
-    let start = store.current_revision().await.expect("current");
-    let mut slow = within("watch", store.watch("", start))
-        .await
-        .expect("slow watch");
-    for i in 0..100u64 {
-        within("create", store.create(&format!("k{i}"), value("v")))
-            .await
-            .expect("create");
-    }
+    let (store, start, mut slow) = behind_a_slow_watcher().await;
     within("compact", store.compact(start + 50))
         .await
         .expect("compact");
