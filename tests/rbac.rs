@@ -206,6 +206,141 @@ fn roles_and_bindings_decide_what_a_service_account_token_may_do() {
     );
 }
 
+/// A ServiceAccount that may write Roles and RoleBindings in plant, and read devices there.
+const DELEGATE: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: delegate, namespace: plant}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: rbac-writer, namespace: plant}
+rules:
+  - apiGroups: [rbac.authorization.k8s.io]
+    resources: [roles, rolebindings]
+    verbs: [create, get, list, update, patch, delete]
+  - apiGroups: [iot.devplane.io]
+    resources: [devices]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: delegate, namespace: plant}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: rbac-writer}
+subjects: [{kind: ServiceAccount, name: delegate, namespace: plant}]
+"#;
+
+#[test]
+fn writing_roles_and_bindings_grants_nothing_the_writer_does_not_hold() {
+    let devplane = Devplane::start(&[]);
+    devplane.apply_yaml(GRANTS);
+    devplane.apply_yaml(DELEGATE);
+    let delegate = token(&devplane, "delegate");
+    let kubectl = |args: &[&str]| as_token(&devplane, &delegate, args);
+    let not_held = "is attempting to grant RBAC permissions not currently held";
+
+    // Binding cluster-admin to itself, or writing a role with more than it holds: refused.
+    let (ok, _, err) = kubectl(&[
+        "create",
+        "rolebinding",
+        "grab",
+        "-n",
+        "plant",
+        "--clusterrole=cluster-admin",
+        "--serviceaccount=plant:delegate",
+    ]);
+    assert!(!ok && err.contains(not_held), "{err}");
+    let (ok, _, err) = kubectl(&[
+        "create",
+        "role",
+        "everything",
+        "-n",
+        "plant",
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    assert!(!ok && err.contains(not_held), "{err}");
+    let (ok, _, err) = kubectl(&[
+        "create",
+        "role",
+        "deleter",
+        "-n",
+        "plant",
+        "--verb=get,delete",
+        "--resource=devices.iot.devplane.io",
+    ]);
+    assert!(!ok && err.contains(r#"Verbs:["get", "delete"]"#), "{err}");
+    // What it holds it may pass on, and bind.
+    let (ok, _, err) = kubectl(&[
+        "create",
+        "role",
+        "devices",
+        "-n",
+        "plant",
+        "--verb=get,list",
+        "--resource=devices.iot.devplane.io",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl(&[
+        "create",
+        "rolebinding",
+        "devices",
+        "-n",
+        "plant",
+        "--role=devices",
+        "--serviceaccount=plant:reader",
+    ]);
+    assert!(ok, "{err}");
+    // A role it may not widen; it may still relabel it.
+    let (ok, _, err) = kubectl(&[
+        "patch",
+        "role",
+        "devices",
+        "-n",
+        "plant",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/rules/0/verbs/-","value":"delete"}]"#,
+    ]);
+    assert!(!ok && err.contains(not_held), "{err}");
+    let (ok, _, err) = kubectl(&["label", "role", "rbac-writer", "-n", "plant", "team=iot"]);
+    assert!(ok, "{err}");
+
+    // Allowed to bind cluster-admin (the bind verb on it), it may.
+    devplane.apply_yaml(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: binder, namespace: plant}
+rules:
+  - apiGroups: [rbac.authorization.k8s.io]
+    resources: [clusterroles]
+    resourceNames: [cluster-admin]
+    verbs: [bind]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: binder, namespace: plant}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: binder}
+subjects: [{kind: ServiceAccount, name: delegate, namespace: plant}]
+"#,
+    );
+    let granted = || {
+        kubectl(&[
+            "create",
+            "rolebinding",
+            "grab",
+            "-n",
+            "plant",
+            "--clusterrole=cluster-admin",
+            "--serviceaccount=plant:delegate",
+        ])
+    };
+    wait_until("the bind verb is in force", Duration::from_secs(10), || {
+        granted().0
+    });
+}
+
 #[test]
 fn kubectl_auth_can_i_answers_from_the_same_rules() {
     let devplane = Devplane::start(&[]);

@@ -67,6 +67,7 @@ pub async fn serve(
         subresource: subresource.clone(),
         managed_fields_done: true,
         admission: true,
+        caller: req.caller.clone(),
     };
     // What this apply speaks for: only status on /status; no status on the main resource
     // when status is a subresource.

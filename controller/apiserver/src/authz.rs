@@ -295,6 +295,71 @@ impl Rbac {
             .any(|b| self.rules_of(b).iter().any(|r| rule_allows(r, attrs)))
     }
 
+    /// The rules of the role a binding in `namespace` (None: a ClusterRoleBinding) refers to
+    /// as `kind` (`Role` or `ClusterRole`) and `name`; None if there is no such role.
+    pub fn role_rules(
+        &self,
+        kind: &str,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Option<&[PolicyRule]> {
+        let rules = match (kind, namespace) {
+            ("ClusterRole", _) => self.cluster_roles.get(name),
+            ("Role", Some(ns)) => self.roles.get(&(ns.to_string(), name.to_string())),
+            _ => None,
+        };
+        rules.map(Vec::as_slice)
+    }
+
+    /// The rules of `rules` that grant something `caller` does not hold in `namespace` (None:
+    /// cluster-wide). A rule is held when every request it allows, wildcards taken literally,
+    /// is allowed to `caller`: `*` is only held through `*`, and a rule for every name only
+    /// through one that names none. Non-resource URLs are not authorized by this server, so
+    /// granting them grants nothing.
+    pub fn not_held<'r>(
+        &self,
+        caller: &Caller,
+        rules: &'r [PolicyRule],
+        namespace: Option<&str>,
+    ) -> Vec<&'r PolicyRule> {
+        rules
+            .iter()
+            .filter(|rule| !self.holds(caller, rule, namespace))
+            .collect()
+    }
+
+    fn holds(&self, caller: &Caller, rule: &PolicyRule, namespace: Option<&str>) -> bool {
+        let names: Vec<Option<&String>> = match &rule.resource_names {
+            Some(names) if !names.is_empty() => names.iter().map(Some).collect(),
+            _ => vec![None],
+        };
+        let groups = rule.api_groups.as_deref().unwrap_or_default();
+        let resources = rule.resources.as_deref().unwrap_or_default();
+        rule.verbs.iter().all(|verb| {
+            groups.iter().all(|group| {
+                resources.iter().all(|resource| {
+                    let (resource, subresource) = match resource.split_once('/') {
+                        Some((resource, sub)) => (resource, Some(sub.to_string())),
+                        None => (resource.as_str(), None),
+                    };
+                    names.iter().all(|name| {
+                        self.allows(
+                            caller,
+                            &Attributes {
+                                verb: verb.clone(),
+                                group: group.clone(),
+                                resource: resource.to_string(),
+                                subresource: subresource.clone(),
+                                namespace: namespace.map(str::to_string),
+                                name: name.cloned(),
+                            },
+                        )
+                    })
+                })
+            })
+        })
+    }
+
     /// Every rule `caller` has in `namespace` (cluster-wide ones included), for
     /// SelfSubjectRulesReview.
     pub fn rules_for(&self, caller: &Caller, namespace: &str) -> Vec<PolicyRule> {

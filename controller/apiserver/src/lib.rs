@@ -10,6 +10,7 @@ pub mod authz;
 pub mod builtin;
 pub mod discovery;
 pub mod error;
+mod escalation;
 mod gc;
 pub mod jsonpath;
 pub mod object;

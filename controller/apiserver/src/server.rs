@@ -392,6 +392,7 @@ impl ApiServer {
             query: Query::parse(Some(&format!("fieldManager={manager}&force=true")))?,
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            caller: None,
         };
         let response = crate::apply::serve(&self.inner, &req, &name, None, object).await?;
         self.after_write(&resource).await;
@@ -909,6 +910,7 @@ async fn route(
         query,
         headers,
         body,
+        caller: caller.cloned(),
     };
     let response = rest::serve(&server.inner, req).await?;
     let changes_schema_or_grants = resource.builtin.is_some_and(|b| {

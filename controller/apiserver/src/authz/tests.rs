@@ -203,3 +203,85 @@ fn a_rules_review_lists_what_applies_in_the_namespace() {
     assert_eq!(rules[0].resources, Some(vec!["devices/status".to_string()]));
     assert!(rbac.rules_for(&writer, "other").is_empty());
 }
+
+#[test]
+fn a_rule_is_held_only_when_every_request_it_allows_is_allowed() {
+    let rbac = rbac();
+    let frontdoor = Caller::service_account("devplane-system", "frontdoor");
+    let writer = Caller::service_account("plant", "writer");
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str], names: &[&str]| PolicyRule {
+        api_groups: Some(groups.iter().map(|g| g.to_string()).collect()),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        resource_names: (!names.is_empty()).then(|| names.iter().map(|n| n.to_string()).collect()),
+        ..Default::default()
+    };
+    let iot = "iot.devplane.io";
+    let held = |caller: &Caller, rule: PolicyRule, namespace: Option<&str>| {
+        rbac.not_held(caller, std::slice::from_ref(&rule), namespace)
+            .is_empty()
+    };
+    // Everything device-reader grants, cluster-wide or in one namespace.
+    assert!(held(
+        &frontdoor,
+        rule(&[iot], &["devices"], &["get", "list"], &[]),
+        None
+    ));
+    assert!(held(
+        &frontdoor,
+        rule(&[iot], &["devices"], &["watch"], &["d"]),
+        Some("plant")
+    ));
+    // A verb, a resource or a wildcard more is not held.
+    assert!(!held(
+        &frontdoor,
+        rule(&[iot], &["devices"], &["get", "delete"], &[]),
+        None
+    ));
+    assert!(!held(
+        &frontdoor,
+        rule(&[iot], &["devices", "secrets"], &["get"], &[]),
+        None
+    ));
+    assert!(!held(&frontdoor, rule(&[iot], &["*"], &["get"], &[]), None));
+    assert!(!held(
+        &frontdoor,
+        rule(&["*"], &["devices"], &["get"], &[]),
+        None
+    ));
+    assert!(!held(
+        &frontdoor,
+        rule(&[iot], &["devices"], &["*"], &[]),
+        None
+    ));
+    // A grant in one namespace is not held cluster-wide, nor in another namespace.
+    assert!(held(
+        &writer,
+        rule(&[iot], &["devices/status"], &["patch"], &[]),
+        Some("plant")
+    ));
+    assert!(!held(
+        &writer,
+        rule(&[iot], &["devices/status"], &["patch"], &[]),
+        None
+    ));
+    assert!(!held(
+        &writer,
+        rule(&[iot], &["devices/status"], &["patch"], &[]),
+        Some("other")
+    ));
+    // A grant for one name holds a rule for that name, not one for every name.
+    let alice = Caller::new("alice", &[]);
+    let secret = |names: &[&str]| rule(&[""], &["secrets"], &["get"], names);
+    assert!(held(
+        &alice,
+        secret(&["sensor-a-credentials"]),
+        Some("plant")
+    ));
+    assert!(!held(&alice, secret(&[]), Some("plant")));
+    assert!(!held(
+        &alice,
+        secret(&["sensor-a-credentials", "other"]),
+        Some("plant")
+    ));
+}

@@ -64,6 +64,8 @@ pub struct Request {
     pub headers: HeaderMap,
     /// Request body.
     pub body: Bytes,
+    /// Who asks (None without authentication).
+    pub caller: Option<crate::authz::Caller>,
 }
 
 /// Most attempts of a server-side read-modify-write before giving up with 409.
@@ -238,6 +240,7 @@ fn write_options(req: &Request, subresource: Option<String>) -> ApiResult<WriteO
         subresource,
         managed_fields_done: false,
         admission: true,
+        caller: req.caller.clone(),
     })
 }
 

@@ -31,6 +31,9 @@ pub struct WriteOptions {
     pub managed_fields_done: bool,
     /// Run the admission webhooks (client requests; not the server's own writes).
     pub admission: bool,
+    /// Who writes, for the checks that depend on it (RBAC's rule against escalation); None
+    /// for the server's own writes and without authentication.
+    pub caller: Option<crate::authz::Caller>,
 }
 
 impl WriteOptions {
@@ -43,6 +46,7 @@ impl WriteOptions {
             subresource: None,
             managed_fields_done: false,
             admission: false,
+            caller: None,
         }
     }
 }
@@ -144,6 +148,9 @@ impl Inner {
             meta_mut(&mut object).insert("name".into(), Value::String(generated_name(base)));
         }
         let warnings = admit(resource, &mut object, None, opts.field_validation)?;
+        if let Some(caller) = &opts.caller {
+            crate::escalation::check(&self.rbac(), caller, resource, namespace, &object)?;
+        }
         let guard = match (resource.namespaced, namespace) {
             (true, Some(ns)) => self.namespace_guard(ns).await?,
             _ => None,
@@ -443,6 +450,12 @@ impl Inner {
         let finished = object::is_terminating(&new)
             && object::finalizers(&new).is_empty()
             && !spec_finalizers_left;
+        if let Some(caller) = &opts.caller
+            && crate::escalation::grants_change(old, &new)
+        {
+            let namespace = object::namespace(old);
+            crate::escalation::check(&self.rbac(), caller, resource, namespace, &new)?;
+        }
         if opts.admission {
             let target = crate::webhooks::Target {
                 resource,
