@@ -29,9 +29,11 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
-    /// A boolean parameter (`true`/`1`).
+    /// A boolean parameter, read as kube-apiserver reads one: present and neither `0` nor
+    /// `false` in any case (the Python client sends `True`; a bare `?watch` counts).
     pub fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("true" | "1" | "True"))
+        self.get(key)
+            .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
     }
 
     /// A non-negative integer parameter.

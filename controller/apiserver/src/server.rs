@@ -797,7 +797,8 @@ async fn resources(
 
 /// The RBAC verb of a request.
 fn verb_of(method: &Method, named: bool, query: &Query) -> &'static str {
-    let watch = query.get("watch").is_some_and(|v| v == "true" || v == "1");
+    // The same reading as the request's own (`Query::flag`), or a watch could pass as a list.
+    let watch = query.flag("watch");
     match *method {
         Method::GET | Method::HEAD if watch => "watch",
         Method::GET | Method::HEAD if named => "get",
@@ -930,5 +931,26 @@ pub async fn sleep_or_shutdown(inner: &Inner, duration: Duration) -> bool {
     tokio::select! {
         _ = inner.shutdown.cancelled() => true,
         _ = tokio::time::sleep(duration) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_is_authorized_as_a_watch_however_its_flag_is_spelled() {
+        let verb = |query: &str| {
+            let query = Query::parse(Some(query)).expect("query");
+            verb_of(&Method::GET, false, &query)
+        };
+        for watch in ["watch=true", "watch=True", "watch=TRUE", "watch=1", "watch"] {
+            assert_eq!(verb(watch), "watch", "{watch}");
+            let query = Query::parse(Some(watch)).expect("query");
+            assert!(query.flag("watch"), "served as a watch too: {watch}");
+        }
+        for list in ["", "watch=false", "watch=False", "watch=0"] {
+            assert_eq!(verb(list), "list", "{list}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use devplane_store::{EventKind, Rev, StoreError, WatchItem};
+use devplane_store::{EventKind, KeyValue, Rev, StoreError, WatchItem};
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -460,7 +460,18 @@ fn transition(
             match (before, now) {
                 (None | Some(false), true) => "ADDED",
                 (Some(true), true) => "MODIFIED",
-                (Some(true), false) => "DELETED",
+                (Some(true), false) => {
+                    // It left the selection: as kube-apiserver does, the DELETED event carries
+                    // its last state that matched, at this event's resourceVersion, so that
+                    // a client filtering or mapping by the selector sees what it knew.
+                    let prev = event.prev.as_ref()?;
+                    let last = KeyValue {
+                        mod_rev: event.kv.mod_rev,
+                        ..prev.clone()
+                    };
+                    let object = rest::decode(resource, &last).ok()?;
+                    return Some(encoder.line("DELETED", object));
+                }
                 (_, false) => return None,
             }
         }

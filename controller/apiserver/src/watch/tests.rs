@@ -199,3 +199,83 @@ async fn an_object_reads_the_same_through_get_list_and_watch_as_it_was_created()
         json!({"type": "ADDED", "object": created})
     );
 }
+
+#[tokio::test]
+async fn an_object_that_leaves_the_selection_is_deleted_with_its_last_matching_state() {
+    let store = devplane_store::open("memory://").await.expect("store");
+    let server = ApiServer::new(store, ApiServerConfig::default())
+        .await
+        .expect("server");
+    let router = server.in_process_router(Caller::new("admin", &["system:masters"]));
+    let send = |request: Request<Body>| router.clone().oneshot(request);
+    let created = send(
+        Request::post("/api/v1/namespaces/default/configmaps")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                r#"{"metadata":{"name":"cm","labels":{"instance":"a"}},"data":{"k":"1"}}"#,
+            ))
+            .expect("request"),
+    )
+    .await
+    .expect("infallible");
+    let created: Value = serde_json::from_slice(
+        &created
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes(),
+    )
+    .expect("JSON");
+    let rv = created["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
+    let watch = send(
+        Request::get(format!(
+            "/api/v1/namespaces/default/configmaps?watch=true&labelSelector=instance%3Da&resourceVersion={rv}"
+        ))
+        .body(Body::empty())
+        .expect("request"),
+    )
+    .await
+    .expect("infallible");
+    let patched = send(
+        Request::patch("/api/v1/namespaces/default/configmaps/cm")
+            .header("content-type", "application/merge-patch+json")
+            .body(Body::from(
+                r#"{"metadata":{"labels":{"instance":"b"}},"data":{"k":"2"}}"#,
+            ))
+            .expect("request"),
+    )
+    .await
+    .expect("infallible");
+    let patched: Value = serde_json::from_slice(
+        &patched
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes(),
+    )
+    .expect("JSON");
+    let mut body = watch.into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("an event in time")
+        .expect("a frame")
+        .expect("data");
+    let line = frame.data_ref().expect("data");
+    let event: Value = serde_json::from_slice(line.split(|b| *b == b'\n').next().expect("a line"))
+        .expect("a JSON line");
+    assert_eq!(event["type"], "DELETED");
+    assert_eq!(
+        event["object"]["metadata"]["labels"]["instance"], "a",
+        "{event}"
+    );
+    assert_eq!(event["object"]["data"]["k"], "1");
+    assert_eq!(
+        event["object"]["metadata"]["resourceVersion"], patched["metadata"]["resourceVersion"],
+        "at the event's resourceVersion"
+    );
+}
