@@ -222,6 +222,9 @@ rules:
   - apiGroups: [iot.devplane.io]
     resources: [devices]
     verbs: [get, list, watch]
+  - apiGroups: [""]
+    resources: [configmaps]
+    verbs: [get, patch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -306,6 +309,28 @@ fn writing_roles_and_bindings_grants_nothing_the_writer_does_not_hold() {
     let (ok, _, err) = kubectl(&["label", "role", "rbac-writer", "-n", "plant", "team=iot"]);
     assert!(ok, "{err}");
 
+    // A server-side apply that would create needs create, not only patch.
+    let manifest = devplane.dir.join("new-configmap.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: new, namespace: plant}\n",
+    )
+    .expect("manifest");
+    let manifest = manifest.to_string_lossy().into_owned();
+    let (ok, _, err) = kubectl(&["apply", "--server-side", "-f", &manifest]);
+    assert!(
+        !ok && err.contains(r#"cannot create resource "configmaps""#),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &manifest,
+        "--dry-run=server",
+    ]);
+    assert!(!ok, "nor in a dry run: {err}");
+
     // Allowed to bind cluster-admin (the bind verb on it), it may.
     devplane.apply_yaml(
         r#"
@@ -339,6 +364,58 @@ subjects: [{kind: ServiceAccount, name: delegate, namespace: plant}]
     wait_until("the bind verb is in force", Duration::from_secs(10), || {
         granted().0
     });
+}
+
+#[test]
+fn the_tokens_of_a_deleted_account_stop_working_while_it_waits_on_finalizers() {
+    let devplane = Devplane::start(&[]);
+    devplane.apply_yaml(GRANTS);
+    devplane.apply_yaml(
+        r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: leaving, namespace: plant, finalizers: [example.com/hold]}
+"#,
+    );
+    let leaving = token(&devplane, "leaving");
+    let path = "/api/v1/namespaces/plant/configmaps";
+    assert_eq!(
+        devplane.curl("GET", path, Some(&leaving), None).0,
+        403,
+        "authenticated, not authorized"
+    );
+    devplane.kubectl_ok(&[
+        "delete",
+        "serviceaccount",
+        "leaving",
+        "-n",
+        "plant",
+        "--wait=false",
+    ]);
+    wait_until("the token to be refused", Duration::from_secs(15), || {
+        devplane.curl("GET", path, Some(&leaving), None).0 == 401
+    });
+}
+
+#[test]
+fn namespaces_are_not_deleted_as_a_collection() {
+    let devplane = Devplane::start(&[]);
+    let (code, body) = devplane.curl(
+        "DELETE",
+        "/api/v1/namespaces",
+        Some(&devplane.token()),
+        None,
+    );
+    assert_eq!(code, 405, "{body}");
+    devplane.kubectl_ok(&["get", "namespace", "default", "kube-system"]);
+    let phase = devplane.kubectl_ok(&[
+        "get",
+        "namespace",
+        "default",
+        "-o",
+        "jsonpath={.status.phase}",
+    ]);
+    assert_eq!(phase.trim(), "Active");
 }
 
 #[test]
@@ -410,6 +487,16 @@ fn the_audit_log_records_who_did_what_and_no_secret_data() {
         "plant",
         "--from-literal=password=hunter2-very-secret",
     ]);
+    // Plain text where base64 belongs: refused, and the answer (which the audit log keeps)
+    // does not repeat it.
+    let (code, body) = devplane.curl(
+        "POST",
+        "/api/v1/namespaces/plant/secrets",
+        Some(&devplane.token()),
+        Some(r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"plain"},"data":{"password":"hunter2 in plain text"}}"#),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(!body.contains("hunter2"), "{body}");
     let reader = token(&devplane, "reader");
     assert!(
         !as_token(

@@ -5,6 +5,7 @@ use devplane_schema::{ErrorType, FieldError};
 use devplane_store::Rev;
 use serde_json::{Value, json};
 
+use crate::authz::Attributes;
 use crate::error::{ApiError, ApiResult};
 use crate::object::{self, meta_mut};
 use crate::request;
@@ -142,6 +143,21 @@ impl Apply<'_> {
         if self.subresource.is_some() || self.precondition.is_some() {
             let missing = ApiError::not_found(&resource.group, &resource.plural, self.name);
             return Outcome::Decided(Err(missing));
+        }
+        // A patch that creates needs the create verb too, as on a cluster (the request was
+        // authorized as a patch).
+        if let Some(caller) = &self.req.caller {
+            let attrs = Attributes {
+                verb: "create".into(),
+                group: resource.group.clone(),
+                resource: resource.plural.clone(),
+                subresource: None,
+                namespace: self.req.namespace.clone(),
+                name: Some(self.name.to_string()),
+            };
+            if !inner.rbac().allows(caller, &attrs) {
+                return Outcome::Decided(Err(ApiError::forbidden(attrs.forbidden_message(caller))));
+            }
         }
         let merged = ssa::apply(
             None,

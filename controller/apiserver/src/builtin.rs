@@ -548,6 +548,39 @@ pub fn validate_crd(crd: &mut Value) -> Vec<FieldError> {
     if kind.is_empty() {
         err("spec.names.kind", ErrorType::Required, String::new());
     }
+    if !group.is_empty() && !group.contains('.') {
+        err(
+            "spec.group",
+            ErrorType::Invalid,
+            "should be a domain with at least one dot".into(),
+        );
+    }
+    // As upstream: Kubernetes' own groups take an approval annotation.
+    let protected = ["k8s.io", "kubernetes.io"]
+        .iter()
+        .any(|d| group == *d || group.ends_with(&format!(".{d}")));
+    let approved = crd
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .is_some_and(|a| a.contains_key("api-approved.kubernetes.io"));
+    if protected && !approved {
+        err(
+            "metadata.annotations[api-approved.kubernetes.io]",
+            ErrorType::Required,
+            "protected groups must have approval annotation \"api-approved.kubernetes.io\"".into(),
+        );
+    }
+    // A built-in resource cannot be taken over (RBAC objects, Namespaces, Leases…).
+    if !group.is_empty()
+        && !plural.is_empty()
+        && SPECS.iter().any(|b| b.group == group && b.plural == plural)
+    {
+        err(
+            "spec.names.plural",
+            ErrorType::Invalid,
+            format!("{plural}.{group} is a built-in resource"),
+        );
+    }
     let name = crate::object::name(crd).unwrap_or_default().to_string();
     if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
         err(
@@ -957,5 +990,37 @@ mod tests {
             .collect();
         assert_eq!(errors, ["metadata.name", "spec.versions"]);
         assert_eq!(crd["spec"]["names"]["listKind"], "WList");
+    }
+
+    #[test]
+    fn a_crd_may_not_take_a_built_in_resource_or_an_unapproved_kubernetes_group() {
+        let refused = |group: &str, plural: &str, annotations: Value| -> Vec<String> {
+            let mut crd = json!({
+                "metadata": {"name": format!("{plural}.{group}"), "annotations": annotations},
+                "spec": {"group": group, "scope": "Namespaced", "names": {"kind": "K", "plural": plural},
+                    "versions": [{"name": "v1", "served": true, "storage": true,
+                        "schema": {"openAPIV3Schema": {"type": "object"}}}]}
+            });
+            validate_crd(&mut crd)
+                .iter()
+                .map(|e| e.field.clone())
+                .collect()
+        };
+        let approved = json!({"api-approved.kubernetes.io": "https://example.com/approval"});
+        assert_eq!(
+            refused(
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+                approved.clone()
+            ),
+            ["spec.names.plural"]
+        );
+        assert_eq!(
+            refused("rbac.authorization.k8s.io", "rb2", json!({})),
+            ["metadata.annotations[api-approved.kubernetes.io]"]
+        );
+        assert!(refused("rbac.authorization.k8s.io", "rb2", approved).is_empty());
+        assert_eq!(refused("widgets", "things", json!({})), ["spec.group"]);
+        assert!(refused("iot.devplane.io", "things", json!({})).is_empty());
     }
 }

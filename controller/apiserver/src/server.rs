@@ -172,7 +172,19 @@ impl Inner {
 
     /// Reload the RBAC objects from the store.
     pub async fn refresh_rbac(&self) -> ApiResult<()> {
-        let objects = self.stored_objects(RBAC_PREFIX).await?;
+        // The four kinds only: a custom resource may be stored under the same group.
+        let mut objects = Vec::new();
+        for plural in [
+            "roles",
+            "clusterroles",
+            "rolebindings",
+            "clusterrolebindings",
+        ] {
+            objects.extend(
+                self.stored_objects(&format!("{RBAC_PREFIX}{plural}/"))
+                    .await?,
+            );
+        }
         *self.rbac.write() = Arc::new(Rbac::from_objects(&objects));
         Ok(())
     }
@@ -250,6 +262,10 @@ impl Inner {
         let account = self.store.get(&key).await.ok()??;
         let account: Value = serde_json::from_slice(&account.value).ok()?;
         if account.pointer("/metadata/uid").and_then(Value::as_str) != Some(claims.uid.as_str()) {
+            return None;
+        }
+        // A deleted account that waits on finalizers is gone as far as its tokens go.
+        if account.pointer("/metadata/deletionTimestamp").is_some() {
             return None;
         }
         let caller = Caller::service_account(&claims.namespace, &claims.name);
@@ -952,5 +968,66 @@ mod tests {
         for list in ["", "watch=false", "watch=False", "watch=0"] {
             assert_eq!(verb(list), "list", "{list}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_custom_resource_in_the_rbac_group_grants_nothing() {
+        let store = devplane_store::open("memory://").await.expect("store");
+        let server = ApiServer::new(store, ApiServerConfig::default())
+            .await
+            .expect("server");
+        server
+            .ensure(serde_json::json!({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "rb2.rbac.authorization.k8s.io",
+                    "annotations": {"api-approved.kubernetes.io": "https://example.com/approval"}},
+                "spec": {"group": "rbac.authorization.k8s.io", "scope": "Cluster",
+                    "names": {"kind": "ClusterRoleBinding", "plural": "rb2"},
+                    "versions": [{"name": "v1", "served": true, "storage": true,
+                        "schema": {"openAPIV3Schema": {"type": "object",
+                            "x-kubernetes-preserve-unknown-fields": true}}}]}
+            }))
+            .await
+            .expect("the CRD");
+        // Its objects look like bindings, in the same group and version.
+        let router = server.in_process_router(Caller::new("admin", &[crate::authz::MASTERS]));
+        let request = axum::http::Request::post("/apis/rbac.authorization.k8s.io/v1/rb2")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                serde_json::json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": "grab"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                    "subjects": [{"kind": "User", "name": "mallory"}]
+                })
+                .to_string(),
+            ))
+            .expect("request");
+        let response = tower::ServiceExt::oneshot(router, request)
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), 201);
+        let stored = server
+            .inner
+            .store
+            .get("/registry/rbac.authorization.k8s.io/rb2/grab")
+            .await
+            .expect("read");
+        assert!(stored.is_some(), "stored as the custom resource");
+        server.inner.refresh_rbac().await.expect("refresh");
+        let attrs = Attributes {
+            verb: "list".into(),
+            group: String::new(),
+            resource: "secrets".into(),
+            subresource: None,
+            namespace: None,
+            name: None,
+        };
+        assert!(
+            !server
+                .inner
+                .rbac()
+                .allows(&Caller::new("mallory", &[]), &attrs)
+        );
     }
 }

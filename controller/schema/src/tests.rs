@@ -145,6 +145,21 @@ fn patterns_bounds_items_and_formats_are_enforced() {
 }
 
 #[test]
+fn a_value_that_is_not_base64_is_refused_without_being_repeated() {
+    let schema = CompiledSchema::new(&json!({
+        "type": "object",
+        "properties": {"data": {"type": "object", "additionalProperties": {"type": "string", "format": "byte"}}},
+    }))
+    .expect("compiles");
+    let errors = schema.validate(&json!({"data": {"password": "hunter2!"}}));
+    assert_eq!(
+        messages(&errors),
+        ["data[password]: Invalid value: data[password] in body must be of type byte"]
+    );
+    assert!(errors.iter().all(|e| e.value.is_none()));
+}
+
+#[test]
 fn unknown_fields_are_pruned_and_reported_with_their_paths() {
     let schema = device_schema();
     let mut object = device(

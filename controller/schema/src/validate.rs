@@ -217,12 +217,14 @@ fn string(s: &Schema, text: &str, value: &Value, path: &str, errors: &mut Vec<Fi
     };
     if bad_format {
         let format = s.format.as_deref().unwrap_or_default();
-        errors.push(FieldError::new(
-            path,
-            ErrorType::Invalid,
-            Some(value),
-            format!("{path} in body must be of type {format}: {value}"),
-        ));
+        // Bytes are what Secrets hold: their value is never repeated in an answer, which
+        // the audit log keeps.
+        let shown = (format != "byte").then_some(value);
+        let detail = match shown {
+            Some(value) => format!("{path} in body must be of type {format}: {value}"),
+            None => format!("{path} in body must be of type {format}"),
+        };
+        errors.push(FieldError::new(path, ErrorType::Invalid, shown, detail));
     }
 }
 

@@ -458,6 +458,12 @@ async fn delete(inner: &Inner, req: Request) -> ApiResult<Response> {
 
 async fn delete_collection(inner: &Inner, req: Request) -> ApiResult<Response> {
     let resource = req.resource.clone();
+    // As on a cluster, namespaces are deleted one at a time (and never the system ones).
+    if resource.builtin == Some(Builtin::Namespace) {
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
     let options = DeleteOptions::parse(&req.query, &req.body)?;
     let selectors = Selectors::parse(&resource, &req.query)?;
     let (items, rev, _) = list_objects(inner, &req, &selectors).await?;
