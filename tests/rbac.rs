@@ -398,6 +398,28 @@ metadata: {name: leaving, namespace: plant, finalizers: [example.com/hold]}
 }
 
 #[test]
+fn a_token_minted_for_another_audience_does_not_authenticate() {
+    let devplane = Devplane::start(&[]);
+    devplane.apply_yaml(GRANTS);
+    let elsewhere = devplane
+        .kubectl_ok(&[
+            "create",
+            "token",
+            "reader",
+            "-n",
+            "plant",
+            "--audience",
+            "https://vault.example",
+        ])
+        .trim()
+        .to_string();
+    let path = "/apis/iot.devplane.io/v1alpha1/namespaces/plant/devices";
+    assert_eq!(devplane.curl("GET", path, Some(&elsewhere), None).0, 401);
+    let here = token(&devplane, "reader");
+    assert_eq!(devplane.curl("GET", path, Some(&here), None).0, 200);
+}
+
+#[test]
 fn namespaces_are_not_deleted_as_a_collection() {
     let devplane = Devplane::start(&[]);
     let (code, body) = devplane.curl(

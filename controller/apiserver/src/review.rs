@@ -173,11 +173,25 @@ pub async fn token_request(
     }
     let seconds = seconds.min(MAX_SECONDS);
     let now = jiff::Timestamp::now().as_second();
+    let mut audiences: Vec<String> = request_body
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if audiences.is_empty() {
+        audiences.push(crate::sa_token::API_AUDIENCE.to_string());
+    }
     let claims = Claims {
         namespace: namespace.to_string(),
         name: name.to_string(),
         uid,
         exp: now + seconds,
+        aud: audiences.clone(),
     };
     let token = inner.signer().await?.mint(&claims);
     let expires = jiff::Timestamp::from_second(claims.exp)
@@ -188,7 +202,7 @@ pub async fn token_request(
         "kind": "TokenRequest",
         "metadata": {"name": name, "namespace": namespace, "creationTimestamp": crate::object::now_seconds()},
         "spec": {
-            "audiences": request_body.pointer("/spec/audiences").cloned().unwrap_or(json!([])),
+            "audiences": audiences,
             "expirationSeconds": seconds,
         },
         "status": {"token": token, "expirationTimestamp": expires},

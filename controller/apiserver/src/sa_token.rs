@@ -1,5 +1,5 @@
 //! ServiceAccount tokens, minted by the TokenRequest subresource (`kubectl create token`):
-//! `dpsa.<claims>.<signature>`, the claims (namespace, name, uid, expiry) signed with an
+//! `dpsa.<claims>.<signature>`, the claims (namespace, name, uid, expiry, audiences) signed with an
 //! HMAC-SHA256 key kept in the store, so every API server over the same store accepts them. A
 //! token dies with its expiry or with its ServiceAccount (the uid must still match).
 
@@ -19,6 +19,21 @@ pub struct Claims {
     pub uid: String,
     /// Expiry, Unix seconds.
     pub exp: i64,
+    /// Who the token is for; the API server accepts it only if [`API_AUDIENCE`] is among them
+    /// (or, for tokens minted before audiences were kept, if there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aud: Vec<String>,
+}
+
+/// The API server's own audience: what a TokenRequest without audiences gets (the default
+/// service account issuer of a cluster).
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+impl Claims {
+    /// Whether the token may authenticate to the API server.
+    pub fn for_the_api_server(&self) -> bool {
+        self.aud.is_empty() || self.aud.iter().any(|a| a == API_AUDIENCE)
+    }
 }
 
 const PREFIX: &str = "dpsa.";
@@ -70,6 +85,7 @@ mod tests {
             name: "frontdoor".into(),
             uid: "u-1".into(),
             exp: 1_000,
+            aud: vec![API_AUDIENCE.into()],
         };
         let token = signer.mint(&claims);
         assert!(Signer::looks_like(&token));
@@ -95,5 +111,23 @@ mod tests {
             head.rsplit_once('.').map(|(_, s)| s).unwrap_or_default()
         );
         assert_eq!(signer.verify(&swapped, 0), None, "claims changed");
+    }
+
+    #[test]
+    fn a_token_for_another_audience_is_not_for_the_api_server() {
+        let claims = |aud: &[&str]| Claims {
+            namespace: "plant".into(),
+            name: "ci".into(),
+            uid: "u-1".into(),
+            exp: 1_000,
+            aud: aud.iter().map(|a| a.to_string()).collect(),
+        };
+        assert!(claims(&[API_AUDIENCE]).for_the_api_server());
+        assert!(claims(&["https://vault.example", API_AUDIENCE]).for_the_api_server());
+        assert!(!claims(&["https://vault.example"]).for_the_api_server());
+        assert!(
+            claims(&[]).for_the_api_server(),
+            "minted before audiences were kept"
+        );
     }
 }

@@ -255,6 +255,10 @@ impl Inner {
         }
         let signer = self.signer().await.ok()?;
         let claims = signer.verify(token, jiff::Timestamp::now().as_second())?;
+        // A token minted for someone else (`kubectl create token --audience`) is theirs.
+        if !claims.for_the_api_server() {
+            return None;
+        }
         let key = format!(
             "/registry/core/serviceaccounts/{}/{}",
             claims.namespace, claims.name
