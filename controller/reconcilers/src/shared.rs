@@ -68,6 +68,7 @@ where
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
+            let mut relist = Relist::default();
             loop {
                 let event = tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -76,29 +77,13 @@ where
                         None => return,
                     },
                 };
-                // Nobody subscribed yet is fine: subscribers start from the store.
                 match event {
-                    Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                        // The reflector has just stored it (initial objects only at the end of
-                        // the list): share the cache's copy when it is this version.
-                        let object = cache
-                            .get(&ObjectRef::from_obj(&object))
-                            .filter(|cached| {
-                                cached.meta().resource_version == object.meta().resource_version
-                            })
-                            .unwrap_or_else(|| Arc::new(object));
-                        let _ = feed.send(Change {
-                            object,
-                            deleted: false,
-                        });
+                    // Nobody subscribed yet is fine: subscribers start from the store.
+                    Ok(event) => {
+                        for change in relist.changes(event, &cache) {
+                            let _ = feed.send(change);
+                        }
                     }
-                    Ok(watcher::Event::Delete(object)) => {
-                        let _ = feed.send(Change {
-                            object: Arc::new(object),
-                            deleted: true,
-                        });
-                    }
-                    Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
                     Err(e) => tracing::warn!(
                         kind = %K::kind(&()),
                         error = %devplane_core::report::chain(&e),
@@ -145,5 +130,160 @@ where
         })
         .flat_map(futures::stream::iter);
         initial.chain(live)
+    }
+}
+
+/// What a change feed passes on for each watch event, once the reflector has applied it to
+/// the cache.
+///
+/// A (re)list arrives as `Init`, one `InitApply` per object, then `InitDone`, and the
+/// reflector swaps the listed objects into its cache only at `InitDone`. Triggering a
+/// controller before then would have it read the cache from before the list: an object
+/// created meanwhile would not be found (and its trigger dropped), one changed meanwhile read
+/// in its old version. So the listed objects are passed on at `InitDone`, from the new cache,
+/// together with the deletion of every object the list no longer has.
+struct Relist<K: Resource<DynamicType = ()>> {
+    /// The objects of the list so far.
+    listed: Vec<ObjectRef<K>>,
+    /// The cache as it was when the list began.
+    before: Vec<Arc<K>>,
+}
+
+impl<K: Resource<DynamicType = ()>> Default for Relist<K> {
+    fn default() -> Self {
+        Relist {
+            listed: Vec::new(),
+            before: Vec::new(),
+        }
+    }
+}
+
+impl<K> Relist<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn changes(&mut self, event: watcher::Event<K>, cache: &Store<K>) -> Vec<Change<K>> {
+        match event {
+            watcher::Event::Apply(object) => vec![Change {
+                object: shared_copy(cache, object),
+                deleted: false,
+            }],
+            watcher::Event::Delete(object) => vec![Change {
+                object: Arc::new(object),
+                deleted: true,
+            }],
+            watcher::Event::Init => {
+                self.listed.clear();
+                self.before = cache.state();
+                Vec::new()
+            }
+            watcher::Event::InitApply(object) => {
+                self.listed.push(ObjectRef::from_obj(&object));
+                Vec::new()
+            }
+            watcher::Event::InitDone => {
+                let mut changes: Vec<Change<K>> = self
+                    .listed
+                    .drain(..)
+                    .filter_map(|reference| cache.get(&reference))
+                    .map(|object| Change {
+                        object,
+                        deleted: false,
+                    })
+                    .collect();
+                changes.extend(
+                    std::mem::take(&mut self.before)
+                        .into_iter()
+                        .filter(|old| cache.get(&ObjectRef::from_obj(old.as_ref())).is_none())
+                        .map(|object| Change {
+                            object,
+                            deleted: true,
+                        }),
+                );
+                changes
+            }
+        }
+    }
+}
+
+/// The cache's copy of `object` when it holds this version (the reflector has just stored
+/// it), so that the feed and the cache share one `Arc`.
+fn shared_copy<K>(cache: &Store<K>, object: K) -> Arc<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    cache
+        .get(&ObjectRef::from_obj(&object))
+        .filter(|cached| cached.meta().resource_version == object.meta().resource_version)
+        .unwrap_or_else(|| Arc::new(object))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn config_map(name: &str, version: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(version.into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn a_relist_is_passed_on_once_the_cache_holds_it_with_what_it_no_longer_has() {
+        let (cache, mut writer) = reflector::store::<ConfigMap>();
+        let mut relist = Relist::default();
+        let mut step = |event: watcher::Event<ConfigMap>| {
+            writer.apply_watcher_event(&event);
+            relist
+                .changes(event, &cache)
+                .into_iter()
+                .map(|c| {
+                    let name = c.object.metadata.name.clone().unwrap_or_default();
+                    let version = c
+                        .object
+                        .metadata
+                        .resource_version
+                        .clone()
+                        .unwrap_or_default();
+                    (name, version, c.deleted)
+                })
+                .collect::<Vec<_>>()
+        };
+        // The first list, then a change.
+        assert!(step(watcher::Event::Init).is_empty());
+        assert!(step(watcher::Event::InitApply(config_map("a", "1"))).is_empty());
+        assert!(step(watcher::Event::InitApply(config_map("b", "2"))).is_empty());
+        assert_eq!(
+            step(watcher::Event::InitDone),
+            [
+                ("a".into(), "1".into(), false),
+                ("b".into(), "2".into(), false)
+            ]
+        );
+        assert_eq!(
+            step(watcher::Event::Apply(config_map("a", "3"))),
+            [("a".into(), "3".into(), false)]
+        );
+        // After the watch broke: a changed, b deleted and c created meanwhile.
+        assert!(step(watcher::Event::Init).is_empty());
+        assert!(step(watcher::Event::InitApply(config_map("a", "5"))).is_empty());
+        assert!(step(watcher::Event::InitApply(config_map("c", "6"))).is_empty());
+        assert_eq!(
+            step(watcher::Event::InitDone),
+            [
+                ("a".into(), "5".into(), false),
+                ("c".into(), "6".into(), false),
+                ("b".into(), "2".into(), true),
+            ]
+        );
     }
 }
