@@ -555,6 +555,64 @@ fn a_batch_with_policy_retain_leaves_its_devices() {
 }
 
 #[test]
+fn a_batch_leaves_a_device_an_operator_moved_on_and_still_takes_new_items() {
+    let devplane = Devplane::start(&[]);
+    devplane.apply_examples(SOLAR_SITE);
+    let batch = devplane.dir.join("batch.yaml");
+    let write = |rows: &str| {
+        std::fs::write(
+            &batch,
+            format!("apiVersion: iot.devplane.io/v1alpha1\nkind: OnboardingBatch\nmetadata: {{name: moved, namespace: solar-farm}}\nspec:\n  template:\n    spec:\n      modelRef: {{name: string-inverter}}\n      attributes: {{ratedPower: 10000}}\n  items:\n    csv: |\n      name,serialNumber\n{rows}"),
+        )
+        .expect("write");
+        devplane.kubectl_ok(&["apply", "-f", batch.to_str().expect("utf-8")]);
+    };
+    let counts = || {
+        devplane.kubectl_ok(&[
+            "get",
+            "ob",
+            "moved",
+            "-n",
+            "solar-farm",
+            "-o",
+            "jsonpath={.status.total}/{.status.created}/{.status.failed}",
+        ])
+    };
+    write("      moved-a,SN-A\n      moved-b,SN-B\n");
+    wait_until("the batch to create both", READY_TIMEOUT, || {
+        counts() == "2/2/0"
+    });
+    // The documented way to retire a device: the field the batch set now has another owner.
+    devplane.kubectl_ok(&[
+        "patch",
+        "device",
+        "moved-a",
+        "-n",
+        "solar-farm",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"lifecycle":"Decommissioned"}}"#,
+    ]);
+    write("      moved-a,SN-A\n      moved-b,SN-B\n      moved-c,SN-C\n");
+    wait_until("the batch to take the new item", READY_TIMEOUT, || {
+        counts() == "3/3/0"
+    });
+    let lifecycle = devplane.kubectl_ok(&[
+        "get",
+        "device",
+        "moved-a",
+        "-n",
+        "solar-farm",
+        "-o",
+        "jsonpath={.spec.lifecycle}",
+    ]);
+    assert_eq!(
+        lifecycle, "Decommissioned",
+        "the batch did not take it back"
+    );
+}
+
+#[test]
 fn devplane_up_serves_the_controllers_metrics_on_its_admin_endpoint() {
     let devplane = Devplane::start(&[]);
     devplane.kubectl_ok(&["apply", "-f", "examples/00-namespaces.yaml"]);

@@ -16,6 +16,7 @@ use devplane_api::v1alpha1::{
 use devplane_core::naming::owner_label_value;
 use devplane_core::onboarding::{self, Expansion, PlannedDevice};
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -124,7 +125,7 @@ async fn write_status(
 
 fn status_of(
     batch: &OnboardingBatch,
-    ctx: &Context,
+    now: &Time,
     total: usize,
     created: usize,
     failures: &[ItemFailure],
@@ -132,9 +133,12 @@ fn status_of(
 ) -> OnboardingBatchStatus {
     let old = batch.status.clone().unwrap_or_default();
     let mut conditions = old.conditions.clone();
-    let now = ctx.now();
     let generation = batch.metadata.generation;
     let failed = failures.len();
+    // In item order: failures are collected as the writes finish, and a status that only
+    // lists them in another order must not count as a change.
+    let mut listed: Vec<&ItemFailure> = failures.iter().collect();
+    listed.sort_by(|a, b| a.item.cmp(&b.item));
     if done {
         conditions::set(
             &mut conditions,
@@ -143,7 +147,7 @@ fn status_of(
             "Done",
             format!("{created} of {total} devices created"),
             generation,
-            &now,
+            now,
         );
         let (reason, message) = if failed == 0 {
             ("Completed", format!("all {total} devices created"))
@@ -160,7 +164,7 @@ fn status_of(
             reason,
             message,
             generation,
-            &now,
+            now,
         );
     } else {
         conditions::set(
@@ -170,7 +174,7 @@ fn status_of(
             "Creating",
             format!("{created} of {total} devices created"),
             generation,
-            &now,
+            now,
         );
         conditions::set(
             &mut conditions,
@@ -179,7 +183,7 @@ fn status_of(
             "Creating",
             format!("{created} of {total} devices created"),
             generation,
-            &now,
+            now,
         );
     }
     OnboardingBatchStatus {
@@ -188,7 +192,7 @@ fn status_of(
         total: total as i64,
         created: created as i64,
         failed: failed as i64,
-        failures: failures.iter().take(MAX_FAILURES).cloned().collect(),
+        failures: listed.into_iter().take(MAX_FAILURES).cloned().collect(),
     }
 }
 
@@ -209,7 +213,7 @@ async fn apply(batch: &OnboardingBatch, ctx: &Context) -> Result<Action> {
     let expansion = match onboarding::expand(&name, &batch.spec, &kind_of) {
         Ok(expansion) => expansion,
         Err(e) => {
-            let mut status = status_of(batch, ctx, 0, 0, &[], true);
+            let mut status = status_of(batch, &ctx.now(), 0, 0, &[], true);
             conditions::set(
                 &mut status.conditions,
                 COMPLETE,
@@ -261,7 +265,7 @@ async fn apply(batch: &OnboardingBatch, ctx: &Context) -> Result<Action> {
         }
     }
     if to_apply.is_empty() {
-        let status = status_of(batch, ctx, total, created, &item_failures, true);
+        let status = status_of(batch, &ctx.now(), total, created, &item_failures, true);
         if status != old {
             write_status(ctx, batch, &status).await?;
         }
@@ -283,11 +287,19 @@ async fn apply(batch: &OnboardingBatch, ctx: &Context) -> Result<Action> {
     }))
     .buffer_unordered(ctx.settings.batch_concurrency.max(1));
     let mut last_progress = Instant::now();
+    let mut reported = created;
+    let mut wrote_progress = false;
     while let Some(result) = results.next().await {
         let (item, outcome) = result?;
         match outcome {
             Ok(_) => created += 1,
-            Err(kube::Error::Api(status)) if status.code < 500 && status.code != 409 => {
+            // Another manager changed a field the batch set (an operator moved the device
+            // along its lifecycle): the device exists, and the batch does not fight over it.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                tracing::debug!(batch = %name, device = %item, message = %status.message, "a device of the batch was changed by another manager; left as it is");
+                created += 1;
+            }
+            Err(kube::Error::Api(status)) if status.code < 500 => {
                 item_failures.push(ItemFailure {
                     item,
                     reason: status.message,
@@ -295,17 +307,26 @@ async fn apply(batch: &OnboardingBatch, ctx: &Context) -> Result<Action> {
             }
             Err(e) => return Err(api(format!("create Device {namespace}/{item}"))(e)),
         }
-        if last_progress.elapsed() >= PROGRESS_INTERVAL {
+        // Progress is written while devices are being created, not while the same items
+        // keep failing (that would change the status, and so trigger the batch, every run).
+        if last_progress.elapsed() >= PROGRESS_INTERVAL && created > reported {
             last_progress = Instant::now();
+            reported = created;
+            wrote_progress = true;
             write_status(
                 ctx,
                 batch,
-                &status_of(batch, ctx, total, created, &item_failures, false),
+                &status_of(batch, &ctx.now(), total, created, &item_failures, false),
             )
             .await?;
         }
     }
-    let status = status_of(batch, ctx, total, created, &item_failures, true);
+    let status = status_of(batch, &ctx.now(), total, created, &item_failures, true);
+    if status == old && !wrote_progress {
+        // Nothing new (the same items failed as before): no write, no Event, and no
+        // trigger of this batch by its own status.
+        return Ok(Action::requeue(Duration::from_secs(600)));
+    }
     write_status(ctx, batch, &status).await?;
     let note = format!(
         "{created} of {total} devices created, {} failed",
@@ -362,4 +383,29 @@ async fn cleanup(batch: &OnboardingBatch, ctx: &Context) -> Result<Action> {
 /// What to do after a failed reconcile.
 pub fn error_policy(batch: Arc<OnboardingBatch>, error: &Error, ctx: Arc<Context>) -> Action {
     crate::retry::error_policy(NAME, batch, error, ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_failures_in_another_order_make_the_same_status() {
+        let batch: OnboardingBatch = serde_json::from_value(json!({
+            "apiVersion": "iot.devplane.io/v1alpha1", "kind": "OnboardingBatch",
+            "metadata": {"name": "b", "namespace": "ns", "generation": 1},
+            "spec": {"template": {"spec": {"modelRef": {"name": "m"}}}, "items": {"csv": "name\nx\n"}},
+        }))
+        .expect("batch");
+        let now = Time(jiff::Timestamp::from_second(1_000).expect("time"));
+        let failure = |item: &str| ItemFailure {
+            item: item.into(),
+            reason: "refused".into(),
+        };
+        let one = status_of(&batch, &now, 3, 1, &[failure("c"), failure("a")], true);
+        let other = status_of(&batch, &now, 3, 1, &[failure("a"), failure("c")], true);
+        assert_eq!(one, other);
+        let items: Vec<&str> = one.failures.iter().map(|f| f.item.as_str()).collect();
+        assert_eq!(items, ["a", "c"]);
+    }
 }
