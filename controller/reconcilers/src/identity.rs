@@ -103,6 +103,16 @@ pub async fn reconcile(ctx: &Context, subject: Subject<'_>, manager: &str) -> Re
         issued: lifecycle::has_credentials(next),
         rotation: subject.rotation.clone(),
     };
+    // Leaving a phase with credentials while the cache shows no Secret: the Secret may just
+    // not have reached the cache yet (created by the reconcile before), and "nothing to
+    // revoke" must not be decided on that.
+    let cached = match cached {
+        None if !want.issued && subject.phase.is_some_and(lifecycle::has_credentials) => secrets
+            .get_opt(&secret_name)
+            .await
+            .map_err(api(format!("read Secret {secret_name}")))?,
+        cached => cached,
+    };
     let (action, current) = credentials::plan_checked(
         &secrets,
         &secret_name,
