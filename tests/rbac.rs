@@ -242,58 +242,30 @@ fn writing_roles_and_bindings_grants_nothing_the_writer_does_not_hold() {
     let kubectl = |args: &[&str]| as_token(&devplane, &delegate, args);
     let not_held = "is attempting to grant RBAC permissions not currently held";
 
+    // kubectl as the delegate, with a command line of words.
+    let run = |line: &str| kubectl(&line.split_whitespace().collect::<Vec<_>>());
+    let refused = |line: &str, wanted: &str| {
+        let (ok, _, err) = run(line);
+        assert!(!ok && err.contains(wanted), "{line}: {err}");
+    };
+    let allowed = |line: &str| {
+        let (ok, _, err) = run(line);
+        assert!(ok, "{line}: {err}");
+    };
     // Binding cluster-admin to itself, or writing a role with more than it holds: refused.
-    let (ok, _, err) = kubectl(&[
-        "create",
-        "rolebinding",
-        "grab",
-        "-n",
-        "plant",
-        "--clusterrole=cluster-admin",
-        "--serviceaccount=plant:delegate",
-    ]);
-    assert!(!ok && err.contains(not_held), "{err}");
-    let (ok, _, err) = kubectl(&[
-        "create",
-        "role",
-        "everything",
-        "-n",
-        "plant",
-        "--verb=*",
-        "--resource=*.*",
-    ]);
-    assert!(!ok && err.contains(not_held), "{err}");
-    let (ok, _, err) = kubectl(&[
-        "create",
-        "role",
-        "deleter",
-        "-n",
-        "plant",
-        "--verb=get,delete",
-        "--resource=devices.iot.devplane.io",
-    ]);
-    assert!(!ok && err.contains(r#"Verbs:["get", "delete"]"#), "{err}");
+    let grab = "create rolebinding grab -n plant --clusterrole=cluster-admin --serviceaccount=plant:delegate";
+    refused(grab, not_held);
+    refused(
+        "create role everything -n plant --verb=* --resource=*.*",
+        not_held,
+    );
+    refused(
+        "create role deleter -n plant --verb=get,delete --resource=devices.iot.devplane.io",
+        r#"Verbs:["get", "delete"]"#,
+    );
     // What it holds it may pass on, and bind.
-    let (ok, _, err) = kubectl(&[
-        "create",
-        "role",
-        "devices",
-        "-n",
-        "plant",
-        "--verb=get,list",
-        "--resource=devices.iot.devplane.io",
-    ]);
-    assert!(ok, "{err}");
-    let (ok, _, err) = kubectl(&[
-        "create",
-        "rolebinding",
-        "devices",
-        "-n",
-        "plant",
-        "--role=devices",
-        "--serviceaccount=plant:reader",
-    ]);
-    assert!(ok, "{err}");
+    allowed("create role devices -n plant --verb=get,list --resource=devices.iot.devplane.io");
+    allowed("create rolebinding devices -n plant --role=devices --serviceaccount=plant:reader");
     // A role it may not widen; it may still relabel it.
     let (ok, _, err) = kubectl(&[
         "patch",
@@ -306,8 +278,7 @@ fn writing_roles_and_bindings_grants_nothing_the_writer_does_not_hold() {
         r#"[{"op":"add","path":"/rules/0/verbs/-","value":"delete"}]"#,
     ]);
     assert!(!ok && err.contains(not_held), "{err}");
-    let (ok, _, err) = kubectl(&["label", "role", "rbac-writer", "-n", "plant", "team=iot"]);
-    assert!(ok, "{err}");
+    allowed("label role rbac-writer -n plant team=iot");
 
     // A server-side apply that would create needs create, not only patch.
     let manifest = devplane.dir.join("new-configmap.yaml");
@@ -317,19 +288,12 @@ fn writing_roles_and_bindings_grants_nothing_the_writer_does_not_hold() {
     )
     .expect("manifest");
     let manifest = manifest.to_string_lossy().into_owned();
-    let (ok, _, err) = kubectl(&["apply", "--server-side", "-f", &manifest]);
-    assert!(
-        !ok && err.contains(r#"cannot create resource "configmaps""#),
-        "{err}"
+    let apply = format!("apply --server-side -f {manifest}");
+    refused(&apply, r#"cannot create resource "configmaps""#);
+    refused(
+        &format!("{apply} --dry-run=server"),
+        r#"cannot create resource "configmaps""#,
     );
-    let (ok, _, err) = kubectl(&[
-        "apply",
-        "--server-side",
-        "-f",
-        &manifest,
-        "--dry-run=server",
-    ]);
-    assert!(!ok, "nor in a dry run: {err}");
 
     // Allowed to bind cluster-admin (the bind verb on it), it may.
     devplane.apply_yaml(
@@ -350,19 +314,8 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: binder}
 subjects: [{kind: ServiceAccount, name: delegate, namespace: plant}]
 "#,
     );
-    let granted = || {
-        kubectl(&[
-            "create",
-            "rolebinding",
-            "grab",
-            "-n",
-            "plant",
-            "--clusterrole=cluster-admin",
-            "--serviceaccount=plant:delegate",
-        ])
-    };
     wait_until("the bind verb is in force", Duration::from_secs(10), || {
-        granted().0
+        run(grab).0
     });
 }
 

@@ -175,13 +175,10 @@ pub async fn token_request(
     let now = jiff::Timestamp::now().as_second();
     let mut audiences: Vec<String> = request_body
         .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("spec.audiences: {e}")))?
         .unwrap_or_default();
     if audiences.is_empty() {
         audiences.push(crate::sa_token::API_AUDIENCE.to_string());

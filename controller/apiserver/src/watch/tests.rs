@@ -200,6 +200,11 @@ async fn an_object_reads_the_same_through_get_list_and_watch_as_it_was_created()
     );
 }
 
+async fn json_of(response: axum::response::Response) -> Value {
+    let body = response.into_body().collect().await.expect("body");
+    serde_json::from_slice(&body.to_bytes()).expect("JSON")
+}
+
 #[tokio::test]
 async fn an_object_that_leaves_the_selection_is_deleted_with_its_last_matching_state() {
     let store = devplane_store::open("memory://").await.expect("store");
@@ -218,15 +223,7 @@ async fn an_object_that_leaves_the_selection_is_deleted_with_its_last_matching_s
     )
     .await
     .expect("infallible");
-    let created: Value = serde_json::from_slice(
-        &created
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes(),
-    )
-    .expect("JSON");
+    let created = json_of(created).await;
     let rv = created["metadata"]["resourceVersion"]
         .as_str()
         .expect("rv")
@@ -250,15 +247,7 @@ async fn an_object_that_leaves_the_selection_is_deleted_with_its_last_matching_s
     )
     .await
     .expect("infallible");
-    let patched: Value = serde_json::from_slice(
-        &patched
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes(),
-    )
-    .expect("JSON");
+    let patched = json_of(patched).await;
     let mut body = watch.into_body();
     let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
         .await
