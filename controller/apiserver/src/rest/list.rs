@@ -96,6 +96,27 @@ fn parse_continue(token: &str) -> ApiResult<(Rev, String)> {
     Ok((rev, start))
 }
 
+/// A continued list reads at its token's revision: as kube-apiserver, it takes no other.
+fn continued_options(query: &Query) -> ApiResult<()> {
+    if query
+        .get("resourceVersionMatch")
+        .is_some_and(|v| !v.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when continue is provided",
+        ));
+    }
+    if query
+        .get("resourceVersion")
+        .is_some_and(|v| !v.is_empty() && v != "0")
+    {
+        return Err(ApiError::bad_request(
+            "specifying resource version is not allowed when using continue",
+        ));
+    }
+    Ok(())
+}
+
 /// The revision a list reads at, per `resourceVersion` and `resourceVersionMatch`.
 async fn list_revision(inner: &Inner, query: &Query, limit: Option<u64>) -> ApiResult<Option<Rev>> {
     let rv = query.get("resourceVersion").filter(|v| !v.is_empty());
@@ -103,11 +124,6 @@ async fn list_revision(inner: &Inner, query: &Query, limit: Option<u64>) -> ApiR
     if matching.is_some() && rv.is_none() {
         return Err(ApiError::bad_request(
             "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
-        ));
-    }
-    if matching.is_some() && query.get("continue").is_some_and(|c| !c.is_empty()) {
-        return Err(ApiError::bad_request(
-            "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when continue is provided",
         ));
     }
     let Some(rv) = rv else { return Ok(None) };
@@ -229,7 +245,10 @@ pub async fn list_pages(
         .map(parse_continue)
         .transpose()?;
     let (mut rev, mut start_after) = match &continuation {
-        Some((rev, start)) => (Some(*rev), Some(start.clone())),
+        Some((rev, start)) => {
+            continued_options(&req.query)?;
+            (Some(*rev), Some(start.clone()))
+        }
         None => (list_revision(inner, &req.query, limit).await?, None),
     };
     // metadata.name=x in one namespace is one key: read it directly.

@@ -270,3 +270,44 @@ async fn a_continued_label_selected_list_keeps_its_revision_across_relabels() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_continued_list_takes_no_other_resource_version() {
+    let router = router(true).await;
+    fill(&router).await;
+    let first = call(
+        &router,
+        Method::GET,
+        &format!("{}?limit=3", config_maps("a")),
+        None,
+    )
+    .await;
+    let token = first["metadata"]["continue"]
+        .as_str()
+        .expect("a continue token");
+    let rv = first["metadata"]["resourceVersion"].as_str().expect("rv");
+    let continued = |extra: &str| format!("{}?limit=3&continue={token}{extra}", config_maps("a"));
+    for (extra, message) in [
+        (
+            format!("&resourceVersion={rv}"),
+            "specifying resource version is not allowed when using continue",
+        ),
+        (
+            format!("&resourceVersion={rv}&resourceVersionMatch=Exact"),
+            "resourceVersionMatch is forbidden when continue is provided",
+        ),
+    ] {
+        let (status, body) =
+            super::tests::call_router(&router, Method::GET, &continued(&extra), None).await;
+        assert_eq!(status, 400, "{extra}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(message)),
+            "{body}"
+        );
+    }
+    // resourceVersion=0 (what pagers that keep the first request's options send) is allowed.
+    call(&router, Method::GET, &continued("&resourceVersion=0"), None).await;
+    call(&router, Method::GET, &continued(""), None).await;
+}
