@@ -287,12 +287,23 @@ pub async fn serve(
         };
         let mut ticker = tokio::time::interval(bookmark_interval);
         ticker.tick().await;
+        // As kube-apiserver does, one more bookmark shortly before the timeout, so that a
+        // client with a short timeout resumes from the latest revision, not from an old one.
+        let last_bookmark = tokio::time::sleep(timeout.saturating_sub(LAST_BOOKMARK_BEFORE_END));
+        tokio::pin!(last_bookmark);
+        let mut last_bookmark_due = bookmarks && timeout > LAST_BOOKMARK_BEFORE_END;
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
                 _ = shutdown.cancelled() => return,
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => {
+                    if tx.send(encoder.bookmark(last_rev, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = &mut last_bookmark, if last_bookmark_due => {
+                    last_bookmark_due = false;
                     if tx.send(encoder.bookmark(last_rev, false)).await.is_err() {
                         return;
                     }
@@ -425,6 +436,9 @@ fn step(next: Option<devplane_store::Result<WatchItem>>, last_rev: &mut Rev) -> 
         }
     }
 }
+
+/// How long before its timeout a watch with bookmarks gets its last one.
+const LAST_BOOKMARK_BEFORE_END: Duration = Duration::from_secs(2);
 
 /// The watch event a store event becomes for this watcher: selectors turn updates into ADDED
 /// (starts matching) or DELETED (stops matching).

@@ -268,3 +268,40 @@ async fn an_object_that_leaves_the_selection_is_deleted_with_its_last_matching_s
         "at the event's resourceVersion"
     );
 }
+
+#[tokio::test]
+async fn a_watch_with_bookmarks_gets_one_shortly_before_its_timeout() {
+    let store = devplane_store::open("memory://").await.expect("store");
+    let server = ApiServer::new(store, ApiServerConfig::default())
+        .await
+        .expect("server");
+    let start = config_map(&server, "first").await;
+    let router = server.in_process_router(Caller::new("admin", &["system:masters"]));
+    // A quiet resource, a timeout far below the bookmark interval (60 s).
+    let request = Request::get(format!(
+        "/api/v1/namespaces/default/secrets?watch=true&allowWatchBookmarks=true&timeoutSeconds=3&resourceVersion={start}"
+    ))
+    .body(Body::empty())
+    .expect("request");
+    let body = router
+        .oneshot(request)
+        .await
+        .expect("infallible")
+        .into_body();
+    let all = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the watch ends at its timeout")
+        .expect("body")
+        .to_bytes();
+    let events: Vec<Value> = all
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "BOOKMARK");
+    assert_eq!(
+        events[0]["object"]["metadata"]["resourceVersion"],
+        start.to_string()
+    );
+}
