@@ -91,10 +91,6 @@ impl Webhooks {
     }
 
     fn matching<'s>(&'s self, request: &'s Admission<'_>) -> impl Iterator<Item = &'s Hook> + 's {
-        let resource = match request.subresource {
-            Some(sub) => format!("{}/{sub}", request.resource.plural),
-            None => request.resource.plural.clone(),
-        };
         self.hooks.iter().filter(move |hook| {
             let rules = hook.spec.rules.as_deref().unwrap_or_default();
             let by_rule = rules.iter().any(|rule| {
@@ -108,8 +104,9 @@ impl Webhooks {
                     && listed(&rule.api_groups, &request.resource.group)
                     && listed(&rule.api_versions, &request.resource.version)
                     && rule.resources.as_ref().is_some_and(|list| {
-                        list.iter()
-                            .any(|r| r == "*" || *r == resource || r == "*/*")
+                        list.iter().any(|r| {
+                            resource_matches(r, &request.resource.plural, request.subresource)
+                        })
                     })
             });
             let by_namespace = match (&hook.spec.namespace_selector, request.namespace) {
@@ -121,6 +118,21 @@ impl Webhooks {
             by_rule && by_namespace
         })
     }
+}
+
+/// Whether a rule's resource matches, as upstream reads it: `*` is every resource but no
+/// subresource, `devices/*` devices and all its subresources, `*/status` every status
+/// subresource, `*/*` everything.
+fn resource_matches(pattern: &str, plural: &str, subresource: Option<&str>) -> bool {
+    let (resource, sub) = match pattern.split_once('/') {
+        Some((resource, sub)) => (resource, Some(sub)),
+        None => (pattern, None),
+    };
+    (resource == "*" || resource == plural)
+        && match sub {
+            Some("*") => true,
+            wanted => wanted == subresource,
+        }
 }
 
 /// Where the server reaches webhooks named by Service: "namespace/name" → "host:port".
@@ -363,6 +375,22 @@ fn tls_config(ca_bundle: Option<&[u8]>) -> Result<rustls::ClientConfig, String> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_rule_names_subresources_only_explicitly() {
+        use super::resource_matches as m;
+        assert!(m("*", "devices", None));
+        assert!(!m("*", "devices", Some("status")), "* is no subresource");
+        assert!(m("*/*", "devices", Some("status")));
+        assert!(m("*/*", "devices", None));
+        assert!(m("devices", "devices", None));
+        assert!(!m("devices", "devices", Some("status")));
+        assert!(m("devices/*", "devices", Some("status")));
+        assert!(m("devices/*", "devices", None));
+        assert!(m("*/status", "gateways", Some("status")));
+        assert!(!m("*/status", "gateways", Some("scale")));
+        assert!(!m("gateways", "devices", None));
+    }
+
     use super::*;
 
     fn hooks() -> Webhooks {
