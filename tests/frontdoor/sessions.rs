@@ -88,6 +88,67 @@ fn a_resumed_session_sends_again_the_command_its_device_did_not_acknowledge() {
     assert!(command_topic(&again), "{again:?}");
 }
 
+/// A QoS 0 PUBLISH.
+fn publish_packet(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend(topic.as_bytes());
+    body.extend(payload);
+    let mut packet = vec![0x30];
+    packet.extend(remaining_length(body.len()));
+    packet.extend(body);
+    packet
+}
+
+#[test]
+fn the_first_of_two_answers_to_a_command_in_one_write_stands() {
+    let plant = Plant::start();
+    let addr = plant.devplane.mqtt_addr();
+    let a = plant.password("plant", "sensor-a");
+    let (mut device, _) = raw_session(&addr, &connect_packet(4, "plant/sensor-a", &a));
+    device
+        .write_all(&subscribe_packet(&[("d/plant/sensor-a/commands/+", 0)]))
+        .expect("subscribe");
+    assert_eq!(read_packet(&mut device).map(|p| p.0), Some(0x90), "SUBACK");
+    device
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let receive = |device: &mut TcpStream, name: &str| {
+        let command = read_packet(device).expect("a command");
+        assert!(
+            String::from_utf8_lossy(&command.1).contains(&format!("commands/{name}")),
+            "{command:?}"
+        );
+    };
+    create_command(&plant, "twice", "sensor-a", 120);
+    receive(&mut device, "twice");
+    // Both answers arrive together, before the first has been written anywhere.
+    let topic = "d/plant/sensor-a/commands/twice/response";
+    let mut both = publish_packet(topic, br#"{"status":"Succeeded","output":{"uptime":1}}"#);
+    both.extend(publish_packet(
+        topic,
+        br#"{"status":"Failed","message":"late"}"#,
+    ));
+    device.write_all(&both).expect("answers");
+    // Answers are written in order: once the next command's shows, so would a second one.
+    create_command(&plant, "after", "sensor-a", 120);
+    receive(&mut device, "after");
+    device
+        .write_all(&publish_packet(
+            "d/plant/sensor-a/commands/after/response",
+            br#"{"status":"Succeeded","output":{"uptime":2}}"#,
+        ))
+        .expect("answer");
+    wait_until(
+        "the later command answered",
+        Duration::from_secs(30),
+        || plant.jsonpath("devicecommand", "plant", "after", "{.status.phase}") == "Succeeded",
+    );
+    assert_eq!(
+        plant.jsonpath("devicecommand", "plant", "twice", "{.status.phase}"),
+        "Succeeded"
+    );
+}
+
 #[test]
 fn a_will_on_the_devices_own_topic_goes_northbound_and_a_foreign_will_is_refused() {
     let plant = Plant::start();
