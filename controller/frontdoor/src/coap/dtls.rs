@@ -78,13 +78,17 @@ impl Table {
 
     /// Counts a slot that leaves the table out of its address's handshakes.
     fn forget(&mut self, peer: SocketAddr, slot: &Slot) {
-        if slot.established {
-            return;
+        if !slot.established {
+            self.handshake_over(peer.ip());
         }
-        if let Some(count) = self.handshaking.get_mut(&peer.ip()) {
+    }
+
+    /// One handshake of `ip` is over (established, failed or gone).
+    fn handshake_over(&mut self, ip: IpAddr) {
+        if let Some(count) = self.handshaking.get_mut(&ip) {
             *count -= 1;
             if *count == 0 {
-                self.handshaking.remove(&peer.ip());
+                self.handshaking.remove(&ip);
             }
         }
     }
@@ -111,12 +115,7 @@ impl Demux {
             return;
         }
         slot.established = true;
-        if let Some(count) = table.handshaking.get_mut(&peer.ip()) {
-            *count -= 1;
-            if *count == 0 {
-                table.handshaking.remove(&peer.ip());
-            }
-        }
+        table.handshake_over(peer.ip());
     }
 }
 
