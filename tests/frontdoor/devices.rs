@@ -410,6 +410,25 @@ fn commands_reach_connected_devices_time_out_for_absent_ones_and_wait_for_late_o
         l.starts_with("message d/plant/sensor-a/commands/reboot-a ")
     });
     assert!(delivered.contains(r#""service":"reboot""#), "{delivered}");
+    // Deleted and created again under its name, it is another command: the live session
+    // delivers it too, and the device's answer completes the new one.
+    plant
+        .devplane
+        .kubectl_ok(&["delete", "devicecommand", "reboot-a", "-n", "plant"]);
+    create_command(&plant, "reboot-a", "sensor-a", 30);
+    wait_phase(&plant, "reboot-a", "Succeeded");
+    wait_until(
+        "the second reboot-a delivered",
+        Duration::from_secs(5),
+        || {
+            responder
+                .lines()
+                .iter()
+                .filter(|l| l.starts_with("message d/plant/sensor-a/commands/reboot-a "))
+                .count()
+                == 2
+        },
+    );
     wait_phase(&plant, "reboot-absent", "TimedOut");
 
     // A command for a device that is away is delivered when it connects: here to

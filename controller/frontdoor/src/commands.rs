@@ -7,6 +7,7 @@ use devplane_api::v1alpha1::{CommandPhase, DeviceCommand};
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
+use crate::sessions::CommandRef;
 use crate::topic::Identity;
 
 /// The reason the DeviceCommand controller gives a valid command waiting for its device.
@@ -17,6 +18,8 @@ pub const WAITING_FOR_DELIVERY: &str = "WaitingForDelivery";
 pub struct CommandEntry {
     /// The command's name (its correlation id on the wire).
     pub name: String,
+    /// Its uid: a command created again under the same name is another command.
+    pub uid: String,
     /// The service called.
     pub service: String,
     /// Its parameters.
@@ -37,6 +40,7 @@ impl CommandEntry {
         let status = command.status.clone().unwrap_or_default();
         CommandEntry {
             name: command.name_any(),
+            uid: command.metadata.uid.clone().unwrap_or_default(),
             service: command.spec.service.clone(),
             params: command.spec.params.clone(),
             timeout_seconds: command.spec.timeout_seconds,
@@ -48,6 +52,14 @@ impl CommandEntry {
                 .unwrap_or_else(jiff::Timestamp::now),
             phase: status.phase,
             reason: status.reason,
+        }
+    }
+
+    /// The reference a downlink carries to it.
+    pub fn reference(&self) -> CommandRef {
+        CommandRef {
+            name: self.name.clone(),
+            uid: self.uid.clone(),
         }
     }
 

@@ -716,7 +716,7 @@ pub fn sub_device_downlink(shared: &Shared, device: &Identity) -> Vec<Deliver> {
             topic: device.downlink(&Downlink::Command(&command.name)).into(),
             payload: Bytes::from(command.payload(now).to_string()),
             qos: 1,
-            command: Some(command.name),
+            command: Some(command.reference()),
         });
     }
     out

@@ -27,7 +27,18 @@ pub struct Deliver {
     /// The QoS it was published with (the session sends min(this, subscription)).
     pub qos: u8,
     /// The DeviceCommand this delivers, if any (marked Sent once written).
-    pub command: Option<String>,
+    pub command: Option<CommandRef>,
+}
+
+/// The DeviceCommand a downlink delivers. Its name is the correlation id on the wire; its uid
+/// tells it from a command deleted and created again under the same name, or one of the same
+/// name in another namespace (a gateway's session carries the commands of all its devices).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CommandRef {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.uid`.
+    pub uid: String,
 }
 
 /// A way to end a session from outside, with the reason it is told.

@@ -492,7 +492,7 @@ fn on_command(shared: &Shared, command: &DeviceCommand) {
                 topic: device.downlink(&Downlink::Command(&entry.name)).into(),
                 payload: Bytes::from(entry.payload(now).to_string()),
                 qos: 1,
-                command: Some(entry.name.clone()),
+                command: Some(entry.reference()),
             },
         );
     }

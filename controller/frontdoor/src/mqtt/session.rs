@@ -21,7 +21,7 @@ use crate::Shared;
 use crate::gateway::{self, GatewaySession};
 use crate::ingest;
 use crate::north::Sink;
-use crate::sessions::{Deliver, Handle, Kill};
+use crate::sessions::{CommandRef, Deliver, Handle, Kill};
 use crate::status::{GatewayChange, StatusUpdate};
 use crate::topic::{self, Denial, Downlink, Identity};
 use crate::uplink::Rejection;
@@ -102,7 +102,7 @@ struct Session<S> {
     inflight: HashMap<u16, Deliver>,
     window: usize,
     waiting: VecDeque<Deliver>,
-    sent_commands: HashSet<String>,
+    sent_commands: HashSet<CommandRef>,
     last_seen_reported: Option<Instant>,
     /// A gateway's sub-device logins (boxed: most sessions are devices).
     gateway: Option<Box<GatewaySession>>,

@@ -136,7 +136,7 @@ where
                 topic: id.downlink(&Downlink::Command(&command.name)).into(),
                 payload: Bytes::from(command.payload(now).to_string()),
                 qos: 1,
-                command: Some(command.name),
+                command: Some(command.reference()),
             });
         }
     }
@@ -144,8 +144,8 @@ where
     /// Send a downlink message if a subscription matches it (an EnOS device gets it in EnOS
     /// terms, subscribed or not).
     pub(super) fn deliver(&mut self, deliver: Deliver) {
-        if let Some(name) = &deliver.command
-            && self.sent_commands.contains(name)
+        if let Some(command) = &deliver.command
+            && self.sent_commands.contains(command)
         {
             return;
         }
@@ -187,10 +187,10 @@ where
                 None => return,
             }
         }
-        if let Some(name) = &deliver.command {
-            self.sent_commands.insert(name.clone());
+        if let Some(command) = &deliver.command {
+            self.sent_commands.insert(command.clone());
             if let Some(device) = owner {
-                self.shared.command_sent(&device, name);
+                self.shared.command_sent(&device, &command.name);
             }
         }
         if waits {

@@ -12,12 +12,14 @@ async fn an_idle_session_stays_small() {
     assert!(size <= 1700, "a session task is {size} bytes");
 }
 
-#[tokio::test]
-async fn a_full_queue_drops_other_messages_before_a_command_it_took() {
-    let (shared, _ingest) = crate::test_shared();
-    let (stream, _client) = tokio::io::duplex(1 << 20);
-    let id = Identity::new("ns", "d");
-    let mut session = Session {
+/// A device session over an in-memory stream, subscribed to its whole tree, with a window
+/// of one message in flight.
+fn test_session(
+    shared: &Arc<Shared>,
+    stream: tokio::io::DuplexStream,
+    id: &Identity,
+) -> Session<tokio::io::DuplexStream> {
+    Session {
         stream,
         version: Version::V4,
         role: Role::Device(id.clone()),
@@ -34,7 +36,15 @@ async fn a_full_queue_drops_other_messages_before_a_command_it_took() {
         last_seen_reported: None,
         gateway: None,
         enos: None,
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_other_messages_before_a_command_it_took() {
+    let (shared, _ingest) = crate::test_shared();
+    let (stream, _client) = tokio::io::duplex(1 << 20);
+    let id = Identity::new("ns", "d");
+    let mut session = test_session(&shared, stream, &id);
     let desired = || Deliver {
         topic: id.downlink(&Downlink::Desired).into(),
         payload: Bytes::from_static(b"{}"),
@@ -45,7 +55,10 @@ async fn a_full_queue_drops_other_messages_before_a_command_it_took() {
         topic: id.downlink(&Downlink::Command(name)).into(),
         payload: Bytes::from_static(b"{}"),
         qos: 1,
-        command: Some(name.to_owned()),
+        command: Some(CommandRef {
+            name: name.to_owned(),
+            uid: format!("uid-{name}"),
+        }),
     };
     let limit = shared.settings.offline_queue;
     session.deliver(desired()); // in flight: the window of one is full
@@ -55,7 +68,11 @@ async fn a_full_queue_drops_other_messages_before_a_command_it_took() {
     }
     assert_eq!(session.waiting.len(), limit);
     assert_eq!(
-        session.waiting.front().and_then(|d| d.command.as_deref()),
+        session
+            .waiting
+            .front()
+            .and_then(|d| d.command.as_ref())
+            .map(|c| c.name.as_str()),
         Some("c0"),
         "the command taken first still waits; older other messages made room"
     );
@@ -65,11 +82,41 @@ async fn a_full_queue_drops_other_messages_before_a_command_it_took() {
     }
     assert!(session.waiting.iter().all(|d| d.command.is_some()));
     session.deliver(command("late"));
-    assert!(!session.sent_commands.contains("late"));
+    assert!(session.sent_commands.iter().all(|c| c.name != "late"));
     assert!(
         session
             .waiting
             .iter()
-            .all(|d| d.command.as_deref() != Some("late"))
+            .all(|d| d.command.as_ref().is_none_or(|c| c.name != "late"))
+    );
+}
+
+#[tokio::test]
+async fn a_command_created_again_under_its_name_is_sent_again_and_the_same_one_only_once() {
+    let (shared, _ingest) = crate::test_shared();
+    let (stream, _client) = tokio::io::duplex(1 << 20);
+    let id = Identity::new("ns", "d");
+    let mut session = test_session(&shared, stream, &id);
+    let command = |uid: &str| Deliver {
+        topic: id.downlink(&Downlink::Command("reboot")).into(),
+        payload: Bytes::from_static(b"{}"),
+        qos: 1,
+        command: Some(CommandRef {
+            name: "reboot".into(),
+            uid: uid.into(),
+        }),
+    };
+    session.deliver(command("first")); // in flight
+    session.deliver(command("first")); // offered again (a watch event, a subscribe)
+    assert!(session.waiting.is_empty(), "the same command is taken once");
+    session.deliver(command("second")); // deleted and created again: another command
+    assert_eq!(
+        session
+            .waiting
+            .iter()
+            .filter_map(|d| d.command.as_ref())
+            .map(|c| c.uid.as_str())
+            .collect::<Vec<_>>(),
+        ["second"]
     );
 }
