@@ -439,6 +439,126 @@ fn kubectl_auth_can_i_answers_from_the_same_rules() {
     );
 }
 
+#[test]
+fn impersonation_acts_as_the_identity_asked_for_only_with_permission_to_impersonate_it() {
+    let devplane = Devplane::start(&[]);
+    devplane.apply_yaml(GRANTS);
+    // The admin (system:masters) may impersonate anyone; the answers are the impersonated
+    // identity's own.
+    let can_i = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        stdout(&devplane.kubectl(&all)).trim().to_string()
+    };
+    let reader = "system:serviceaccount:plant:reader";
+    let nobody = "system:serviceaccount:plant:nobody";
+    assert_eq!(
+        can_i(&["list", "devices", "-n", "plant", "--as", reader]),
+        "yes"
+    );
+    assert_eq!(
+        can_i(&["list", "devices", "-n", "plant", "--as", nobody]),
+        "no"
+    );
+    assert_eq!(
+        can_i(&[
+            "list",
+            "devices",
+            "-n",
+            "plant",
+            "--as",
+            "jane",
+            "--as-group",
+            "auditors"
+        ]),
+        "no"
+    );
+    assert!(
+        devplane
+            .kubectl(&["get", "devices", "-n", "plant", "--as", reader])
+            .status
+            .success()
+    );
+    let denied = devplane.kubectl(&["get", "devices", "-n", "plant", "--as", nobody]);
+    assert!(!denied.status.success());
+    assert!(
+        stderr(&denied).contains(&format!(
+            r#"User "{nobody}" cannot list resource "devices""#
+        )),
+        "{}",
+        stderr(&denied)
+    );
+    // A caller without `impersonate` cannot become the admin, nor add a group to itself.
+    let token = token(&devplane, "reader");
+    let (ok, _, err) = as_token(
+        &devplane,
+        &token,
+        &["get", "secrets", "-n", "plant", "--as", "admin"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            r#"users "admin" is forbidden: User "{reader}" cannot impersonate resource "users" in API group "" at the cluster scope"#
+        )),
+        "{err}"
+    );
+    let (ok, _, err) = as_token(
+        &devplane,
+        &token,
+        &[
+            "get",
+            "secrets",
+            "-n",
+            "plant",
+            "--as",
+            reader,
+            "--as-group",
+            "system:masters",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("cannot impersonate resource"), "{err}");
+    // Granted `impersonate` on one ServiceAccount, it may act as that one only.
+    devplane.apply_yaml(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: impersonate-nobody, namespace: plant}
+rules:
+  - apiGroups: [""]
+    resources: [serviceaccounts]
+    resourceNames: [nobody]
+    verbs: [impersonate]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader-impersonates-nobody, namespace: plant}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: impersonate-nobody}
+subjects: [{kind: ServiceAccount, name: reader, namespace: plant}]
+"#,
+    );
+    let (_, out, err) = as_token(
+        &devplane,
+        &token,
+        &[
+            "auth", "can-i", "list", "devices", "-n", "plant", "--as", nobody,
+        ],
+    );
+    assert_eq!(out.trim(), "no", "{err}");
+    let (ok, _, err) = as_token(
+        &devplane,
+        &token,
+        &["get", "configmaps", "-n", "plant", "--as", nobody],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            r#"User "{nobody}" cannot list resource "configmaps""#
+        )),
+        "{err}"
+    );
+}
+
 trait Pipe: Sized {
     fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
         f(self)

@@ -85,9 +85,14 @@ pub fn event(record: &Record<'_>) -> Value {
         Some(a) => a.verb.clone(),
         None => record.method.to_ascii_lowercase(),
     };
-    let user = match record.caller {
-        Some(c) => json!({"username": c.user, "groups": c.groups}),
-        None => json!({}),
+    let user_info = |c: &Caller| json!({"username": c.user, "groups": c.groups});
+    // As kube-apiserver's: `user` is who authenticated, `impersonatedUser` whom it acted as.
+    let (user, impersonated) = match record.caller {
+        Some(c) => match &c.impersonator {
+            Some(impersonator) => (user_info(impersonator), Some(user_info(c))),
+            None => (user_info(c), None),
+        },
+        None => (json!({}), None),
     };
     let mut event = json!({
         "kind": "Event",
@@ -102,6 +107,9 @@ pub fn event(record: &Record<'_>) -> Value {
         "requestReceivedTimestamp": record.received.to_string(),
         "stageTimestamp": jiff::Timestamp::now().to_string(),
     });
+    if let Some(impersonated) = impersonated {
+        event["impersonatedUser"] = impersonated;
+    }
     if let Some(source) = &record.source {
         event["sourceIPs"] = json!([source]);
     }
@@ -171,5 +179,32 @@ mod tests {
         assert_eq!(event["responseStatus"]["reason"], "Forbidden");
         assert_eq!(event["sourceIPs"], json!(["127.0.0.1"]));
         assert!(event.get("requestObject").is_none() && event.get("responseObject").is_none());
+        assert!(event.get("impersonatedUser").is_none());
+    }
+
+    #[test]
+    fn an_impersonated_request_names_who_authenticated_and_whom_it_acted_as() {
+        let mut jane = Caller::new("jane", &["developers"]);
+        jane.impersonator = Some(Box::new(Caller::new("support", &[])));
+        let event = event(&Record {
+            caller: Some(&jane),
+            attributes: None,
+            version: None,
+            uri: "/api/v1/namespaces/plant/configmaps",
+            method: "GET",
+            code: 200,
+            failure: None,
+            source: None,
+            user_agent: None,
+            received: jiff::Timestamp::UNIX_EPOCH,
+        });
+        assert_eq!(
+            event["user"],
+            json!({"username": "support", "groups": ["system:authenticated"]})
+        );
+        assert_eq!(
+            event["impersonatedUser"],
+            json!({"username": "jane", "groups": ["developers", "system:authenticated"]})
+        );
     }
 }

@@ -22,6 +22,8 @@ pub struct Caller {
     pub user: String,
     /// Groups.
     pub groups: Vec<String>,
+    /// Who authenticated, when this identity is impersonated (`kubectl --as`).
+    pub impersonator: Option<Box<Caller>>,
 }
 
 impl Caller {
@@ -34,18 +36,23 @@ impl Caller {
         Caller {
             user: user.into(),
             groups,
+            impersonator: None,
         }
     }
 
     /// The identity of a ServiceAccount.
     pub fn service_account(namespace: &str, name: &str) -> Caller {
-        Caller::new(
-            service_account_user(namespace, name),
-            &[
-                "system:serviceaccounts",
-                &format!("system:serviceaccounts:{namespace}"),
-            ],
-        )
+        let groups = Caller::service_account_groups(namespace);
+        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+        Caller::new(service_account_user(namespace, name), &groups)
+    }
+
+    /// The groups of every ServiceAccount in `namespace`.
+    pub fn service_account_groups(namespace: &str) -> Vec<String> {
+        vec![
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{namespace}"),
+        ]
     }
 }
 

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod error;
 mod escalation;
 mod gc;
+mod impersonation;
 pub mod jsonpath;
 pub mod object;
 pub mod openapi;

@@ -575,15 +575,24 @@ async fn authenticate(
         {
             caller = server.inner.service_account_caller(token).await;
         }
-        match caller {
+        let caller = match caller {
             Some(caller) => {
+                let rbac = server.inner.rbac();
+                match crate::impersonation::acting_as(&rbac, &caller, request.headers()) {
+                    Ok(acting) => Ok(acting.unwrap_or(caller)),
+                    Err(error) => Err((error, Some(caller))),
+                }
+            }
+            None => Err((ApiError::unauthorized(), None)),
+        };
+        match caller {
+            Ok(caller) => {
                 request.extensions_mut().insert(caller);
             }
-            None => {
-                let error = ApiError::unauthorized();
+            Err((error, caller)) => {
                 if let Some(audit) = &server.inner.audit {
                     audit.record(&audit::Record {
-                        caller: None,
+                        caller: caller.as_ref(),
                         attributes: None,
                         version: None,
                         uri: &request.uri().to_string(),
