@@ -303,3 +303,144 @@ fn the_embedded_server_calls_the_registered_webhook_and_honours_its_failure_poli
         "failurePolicy Ignore admits while the webhook is down: {out}"
     );
 }
+
+/// A webhook that refuses deleting protected ConfigMaps, with what it was asked logged.
+struct Guard {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Guard {
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn deletes_reach_validating_webhooks_with_the_object_the_options_and_the_user() {
+    let certificates = tempfile::tempdir().expect("temp dir");
+    let pki =
+        devplane_runtime::pki::ensure(certificates.path(), &["guard.webhooks.svc".to_string()])
+            .expect("a certificate for the webhook's Service name");
+    let port = crate::support::free_port();
+    let devplane = Devplane::start(&[
+        "--webhook-service",
+        &format!("webhooks/guard=127.0.0.1:{port}"),
+    ]);
+    let log = devplane.dir.join("guard.out");
+    let child = Command::new("python3")
+        .arg(crate::support::repo().join("tests/python/admission_webhook.py"))
+        .arg(port.to_string())
+        .arg(certificates.path().join("apiserver.crt"))
+        .arg(certificates.path().join("apiserver.key"))
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let guard = Guard { child, log };
+    wait_until("the webhook to listen", Duration::from_secs(20), || {
+        guard.lines().iter().any(|l| l == "listening")
+    });
+    use base64::Engine;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(&pki.ca_cert_pem);
+    devplane.apply_yaml(&format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: plant}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: keep, namespace: plant, labels: {{protected: "true"}}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: scratch, namespace: plant}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: guard}}
+webhooks:
+  - name: guard.example.com
+    clientConfig:
+      service: {{namespace: webhooks, name: guard, path: /validate}}
+      caBundle: {bundle}
+    rules:
+      - operations: [DELETE]
+        apiGroups: [""]
+        apiVersions: [v1]
+        resources: [configmaps]
+    failurePolicy: Fail
+    sideEffects: None
+    admissionReviewVersions: [v1]
+"#
+    ));
+    let refused = |args: &[&str], user: &str| {
+        let output = devplane.kubectl(args);
+        let err = crate::support::stderr(&output);
+        assert!(!output.status.success(), "{args:?} was admitted");
+        assert!(
+            err.contains(&format!(
+                r#"admission webhook "guard.example.com" denied the request: deleting protected objects is not allowed (asked by {user})"#
+            )),
+            "{args:?}: {err}"
+        );
+    };
+    refused(&["delete", "configmap", "keep", "-n", "plant"], "admin");
+    refused(
+        &[
+            "delete",
+            "configmap",
+            "keep",
+            "-n",
+            "plant",
+            "--dry-run=server",
+        ],
+        "admin",
+    );
+    // The review names the identity the request acts as.
+    refused(
+        &[
+            "delete",
+            "configmap",
+            "keep",
+            "-n",
+            "plant",
+            "--as",
+            "jane",
+            "--as-group",
+            "system:masters",
+        ],
+        "jane",
+    );
+    devplane.kubectl_ok(&["delete", "configmap", "scratch", "-n", "plant"]);
+    refused(&["delete", "configmaps", "--all", "-n", "plant"], "admin");
+    assert!(
+        devplane
+            .kubectl(&["get", "configmap", "keep", "-n", "plant"])
+            .status
+            .success(),
+        "the protected ConfigMap is still there"
+    );
+    // A delete's review: the object being deleted as oldObject, no object, DeleteOptions.
+    let lines = guard.lines();
+    assert!(
+        lines.contains(&"review DELETE admin keep False True DeleteOptions".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"review DELETE admin scratch False True DeleteOptions".to_string()),
+        "{lines:?}"
+    );
+}

@@ -1,8 +1,10 @@
 //! Validating admission webhooks, called as kube-apiserver calls them: every
-//! `ValidatingWebhookConfiguration` webhook whose rules match a create or update (operation,
-//! group, version, resource or `resource/subresource`, scope) and whose `namespaceSelector`
-//! picks the object's namespace gets an `admission.k8s.io/v1` AdmissionReview over HTTPS,
-//! verified with its `caBundle`, within `timeoutSeconds`. A denial refuses the request with the
+//! `ValidatingWebhookConfiguration` webhook whose rules match a create, update or delete
+//! (operation, group, version, resource or `resource/subresource`, scope) and whose
+//! `namespaceSelector` picks the object's namespace gets an `admission.k8s.io/v1`
+//! AdmissionReview over HTTPS, verified with its `caBundle`, within `timeoutSeconds`. The
+//! review names the requesting user (`userInfo`); a delete's review has the object being
+//! deleted as `oldObject`, no `object`, and the DeleteOptions as `options`. A denial refuses the request with the
 //! webhook's message; a webhook that cannot be reached refuses it under `failurePolicy: Fail`
 //! (the default) and is skipped under `Ignore`. A dry run reaches only webhooks whose
 //! `sideEffects` are `None` or `NoneOnDryRun`.
@@ -23,6 +25,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use serde_json::{Value, json};
 
+use crate::authz::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::registry::Resource;
 use crate::selector::LabelSelector;
@@ -42,7 +45,7 @@ pub struct Webhooks {
 
 /// A write about to be admitted.
 pub struct Admission<'a> {
-    /// CREATE or UPDATE.
+    /// CREATE, UPDATE or DELETE.
     pub operation: &'static str,
     /// The resource written.
     pub resource: &'a Resource,
@@ -52,10 +55,14 @@ pub struct Admission<'a> {
     pub namespace: Option<&'a str>,
     /// The object's namespace's labels (for namespaceSelector).
     pub namespace_labels: Option<&'a serde_json::Map<String, Value>>,
-    /// The object as it would be stored.
-    pub object: &'a Value,
-    /// The object before, for an update.
+    /// The object as it would be stored (none for a delete).
+    pub object: Option<&'a Value>,
+    /// The object before, for an update or a delete.
     pub old: Option<&'a Value>,
+    /// The operation's options (a delete's DeleteOptions).
+    pub options: Option<&'a Value>,
+    /// Who asks.
+    pub user: Option<&'a Caller>,
     /// Whether nothing is persisted.
     pub dry_run: bool,
 }
@@ -212,11 +219,15 @@ fn review(hook: &Hook, request: &Admission<'_>) -> Value {
         "resource": gvr,
         "requestKind": gvk,
         "requestResource": gvr,
-        "name": crate::object::name(request.object),
+        "name": request.object.or(request.old).and_then(crate::object::name),
         "operation": request.operation,
-        "userInfo": {},
+        "userInfo": request.user.map_or_else(
+            || json!({}),
+            |user| json!({"username": user.user, "groups": user.groups}),
+        ),
         "object": request.object,
         "oldObject": request.old,
+        "options": request.options,
         "dryRun": request.dry_run,
     });
     if let Some(sub) = request.subresource {
@@ -235,6 +246,8 @@ pub(crate) struct Target<'a> {
     pub(crate) subresource: Option<&'a str>,
     pub(crate) namespace: Option<&'a str>,
     pub(crate) dry_run: bool,
+    /// Who asks (none for the server's own writes).
+    pub(crate) caller: Option<&'a Caller>,
 }
 
 impl crate::server::Inner {
@@ -243,8 +256,7 @@ impl crate::server::Inner {
         &self,
         operation: &'static str,
         target: &Target<'_>,
-        object: &Value,
-        old: Option<&Value>,
+        (object, old, options): (Option<&Value>, Option<&Value>, Option<&Value>),
     ) -> ApiResult<()> {
         let hooks = self.webhooks();
         if hooks.is_empty() {
@@ -269,6 +281,8 @@ impl crate::server::Inner {
             namespace_labels: labels,
             object,
             old,
+            options,
+            user: target.caller,
             dry_run: target.dry_run,
         };
         admit(&hooks, &self.config.webhook_services, &request).await
@@ -447,8 +461,10 @@ webhooks:
                 subresource: sub,
                 namespace: Some("plant"),
                 namespace_labels: Some(labels),
-                object: &object,
+                object: Some(&object),
                 old: None,
+                options: None,
+                user: None,
                 dry_run: false,
             };
             hooks.matching(&request).count()

@@ -27,6 +27,10 @@ pub struct DeleteOptions {
     pub precondition_rv: Option<String>,
     /// Persist nothing.
     pub dry_run: bool,
+    /// Whether admission webhooks see the delete: an API request's, not the server's own.
+    pub admission: bool,
+    /// Who asks.
+    pub caller: Option<crate::authz::Caller>,
 }
 
 impl DeleteOptions {
@@ -75,6 +79,32 @@ impl DeleteOptions {
             ))),
         }
     }
+
+    /// The options as a `meta.k8s.io/v1` DeleteOptions object (an admission review's
+    /// `options`).
+    fn as_json(&self) -> Value {
+        let mut options = json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1"});
+        if let Some(policy) = &self.propagation {
+            options["propagationPolicy"] = json!(policy);
+        }
+        if let Some(orphan) = self.orphan_dependents {
+            options["orphanDependents"] = json!(orphan);
+        }
+        let mut preconditions = serde_json::Map::new();
+        if let Some(uid) = &self.precondition_uid {
+            preconditions.insert("uid".into(), json!(uid));
+        }
+        if let Some(rv) = &self.precondition_rv {
+            preconditions.insert("resourceVersion".into(), json!(rv));
+        }
+        if !preconditions.is_empty() {
+            options["preconditions"] = Value::Object(preconditions);
+        }
+        if self.dry_run {
+            options["dryRun"] = json!(["All"]);
+        }
+        options
+    }
 }
 
 impl Inner {
@@ -115,6 +145,22 @@ impl Inner {
                         "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}"
                     ),
                 ));
+            }
+            if options.admission {
+                let target = crate::webhooks::Target {
+                    resource,
+                    subresource: None,
+                    namespace,
+                    dry_run: options.dry_run,
+                    caller: options.caller.as_ref(),
+                };
+                let delete_options = options.as_json();
+                self.run_webhooks(
+                    "DELETE",
+                    &target,
+                    (None, Some(&current), Some(&delete_options)),
+                )
+                .await?;
             }
             let mut finalizers = object::finalizers(&current);
             let policy_finalizer = match options.propagation.as_deref() {

@@ -447,7 +447,11 @@ async fn delete(inner: &Inner, req: Request) -> ApiResult<Response> {
             "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
         )));
     }
-    let options = DeleteOptions::parse(&req.query, &req.body)?;
+    let options = DeleteOptions {
+        admission: true,
+        caller: req.caller.clone(),
+        ..DeleteOptions::parse(&req.query, &req.body)?
+    };
     let (object, gone) = inner.delete(&resource, req.ns(), &name, &options).await?;
     if gone && resource.builtin != Some(Builtin::Namespace) {
         Ok(request::json(200, &delete_status(&resource, &object), &[]))
@@ -464,7 +468,11 @@ async fn delete_collection(inner: &Inner, req: Request) -> ApiResult<Response> {
             "the server does not allow this method on the requested resource",
         ));
     }
-    let options = DeleteOptions::parse(&req.query, &req.body)?;
+    let options = DeleteOptions {
+        admission: true,
+        caller: req.caller.clone(),
+        ..DeleteOptions::parse(&req.query, &req.body)?
+    };
     let selectors = Selectors::parse(&resource, &req.query)?;
     let (items, rev, _) = list_objects(inner, &req, &selectors).await?;
     let mut deleted = Vec::new();

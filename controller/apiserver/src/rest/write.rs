@@ -161,8 +161,10 @@ impl Inner {
                 subresource: opts.subresource.as_deref(),
                 namespace,
                 dry_run: opts.dry_run,
+                caller: opts.caller.as_ref(),
             };
-            self.run_webhooks("CREATE", &target, &object, None).await?;
+            self.run_webhooks("CREATE", &target, (Some(&object), None, None))
+                .await?;
         }
         if !opts.managed_fields_done {
             ssa::update(
@@ -462,8 +464,9 @@ impl Inner {
                 subresource: opts.subresource.as_deref(),
                 namespace: object::namespace(old),
                 dry_run: opts.dry_run,
+                caller: opts.caller.as_ref(),
             };
-            self.run_webhooks("UPDATE", &target, &new, Some(old))
+            self.run_webhooks("UPDATE", &target, (Some(&new), Some(old), None))
                 .await?;
         }
         let new_bytes = encode(resource, &new)?;
