@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    Devplane, EVERY_EXAMPLE, READY_TIMEOUT, SMART_HOME, SOLAR_SITE, stderr, stdout, wait_until,
+    DATALOGGER_GATEWAY, Devplane, EVERY_EXAMPLE, READY_TIMEOUT, SMART_HOME, SOLAR_SITE, stderr,
+    stdout, wait_until,
 };
 
 /// Every example applied and settled: the example batch Complete, every device Ready.
@@ -772,5 +773,73 @@ fn invalid_input_is_logged_with_the_servers_message_and_not_retried_hot() {
     assert_eq!(
         kept, "bm90LWRldnBsYW5lcw==",
         "the squatting Secret is untouched"
+    );
+}
+
+#[test]
+fn a_device_that_moves_to_another_gateway_leaves_the_old_count_at_once() {
+    // Without the front door, whose status writes on gateways would trigger them too.
+    let devplane = Devplane::start(&["--no-frontdoor"]);
+    devplane.apply_examples(DATALOGGER_GATEWAY);
+    devplane.apply_yaml(
+        r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: Gateway
+metadata: {name: spare-logger, namespace: metering}
+spec:
+  modelRef: {name: modbus-datalogger}
+  protocols: [mqtt]
+"#,
+    );
+    let count = |gateway: &str| {
+        devplane.kubectl_ok(&[
+            "get",
+            "gw",
+            gateway,
+            "-n",
+            "metering",
+            "-o",
+            "jsonpath={.status.subDevices}",
+        ])
+    };
+    let move_to = |gateway: &str| {
+        devplane.kubectl_ok(&[
+            "patch",
+            "device",
+            "auxiliary-meter",
+            "-n",
+            "metering",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"connection":{{"gatewayRef":{{"name":"{gateway}"}}}}}}}}"#),
+        ]);
+    };
+    wait_until("the spare gateway to count none", READY_TIMEOUT, || {
+        count("spare-logger") == "0"
+    });
+    move_to("spare-logger");
+    wait_until(
+        "the spare gateway to count the meter",
+        Duration::from_secs(30),
+        || count("spare-logger") == "1",
+    );
+    // Its status write triggers it once more; once that is done, only the device's move
+    // can trigger it.
+    wait_until(
+        "the gateway controller to be idle",
+        Duration::from_secs(30),
+        || {
+            let metrics = devplane.metrics();
+            metrics.contains("devplane_reconcile_queue_depth{controller=\"gateway\"} 0")
+                && metrics.contains("devplane_reconciles_in_flight{controller=\"gateway\"} 0")
+        },
+    );
+    // Back: the spare gateway is reconciled for the device that left it (not at the next
+    // resync, ten minutes on).
+    move_to("substation-logger");
+    wait_until(
+        "the spare gateway to count none again",
+        Duration::from_secs(30),
+        || count("spare-logger") == "0",
     );
 }

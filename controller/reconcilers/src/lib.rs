@@ -322,16 +322,7 @@ pub async fn run(
     .watches_shared_stream(
         spec_changes(gateways.changes()),
         counted(device::NAME, &ctx, move |g: Arc<Gateway>| {
-            let namespace = g.namespace();
-            let name = g.name_any();
-            device_devices
-                .state()
-                .iter()
-                .filter(|d| {
-                    d.namespace() == namespace && d.spec.connection.gateway() == Some(name.as_str())
-                })
-                .map(|d| ObjectRef::from_obj(d.as_ref()))
-                .collect::<Vec<_>>()
+            gateway::devices_naming(&g, &device_devices.state())
         }),
     )
     .graceful_shutdown_on(stop())
@@ -345,6 +336,8 @@ pub async fn run(
     let gateway_dependants = ctx.clone();
     let gateway_echoes = ctx.clone();
     let gateway_gateways = gateways.store.clone();
+    let gateway_devices = devices.store.clone();
+    let device_gateways = gateway::DeviceGateways::default();
     let gateway_secrets = secrets.subscribe().filter(move |s| {
         std::future::ready(!gateway_echoes.echoes.is_echo(gateway::NAME, s.as_ref()))
     });
@@ -373,7 +366,11 @@ pub async fn run(
     .watches_shared_stream(
         devices.subscribe(),
         counted(gateway::NAME, &ctx, move |d: Arc<Device>| {
-            gateway::gateways_for(&d, &gateway_gateways.state())
+            // The change feed hands a deletion on once the cache has dropped the device.
+            let present = gateway_devices
+                .get(&ObjectRef::from_obj(d.as_ref()))
+                .is_some();
+            device_gateways.triggers(&d, present, &gateway_gateways.state())
         }),
     )
     .graceful_shutdown_on(stop())

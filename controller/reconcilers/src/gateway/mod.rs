@@ -2,6 +2,7 @@
 //! sub-devices it may act for (devices naming it in `gatewayRef`, plus those its selector
 //! picks), kept current as devices come and go.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,6 +143,55 @@ pub fn gateways_for(device: &Device, gateways: &[Arc<Gateway>]) -> Vec<ObjectRef
         .collect()
 }
 
+/// The devices whose `gatewayRef` names `gateway`, in its namespace or registered by it into
+/// another one.
+pub fn devices_naming(gateway: &Gateway, devices: &[Arc<Device>]) -> Vec<ObjectRef<Device>> {
+    let namespace = gateway.namespace().unwrap_or_default();
+    let name = gateway.name_any();
+    devices
+        .iter()
+        .filter(|d| {
+            d.spec.connection.gateway() == Some(name.as_str()) && gateway_namespace(d) == namespace
+        })
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+/// The gateways each device was last found to concern, so that a device's change triggers the
+/// gateways it leaves as well as those it joins: one that moves to another gateway, or drops
+/// the label a selector picked it by, would otherwise leave the old gateway's count stale
+/// until the next resync. Only devices that concern some gateway have an entry.
+#[derive(Default)]
+pub struct DeviceGateways {
+    last: parking_lot::Mutex<HashMap<ObjectRef<Device>, Vec<ObjectRef<Gateway>>>>,
+}
+
+impl DeviceGateways {
+    /// The gateways to reconcile for a change of `device` (`present`: it is still stored, not
+    /// deleted): those it concerns now and those it concerned before.
+    pub fn triggers(
+        &self,
+        device: &Device,
+        present: bool,
+        gateways: &[Arc<Gateway>],
+    ) -> Vec<ObjectRef<Gateway>> {
+        let mut now = gateways_for(device, gateways);
+        let key = ObjectRef::from_obj(device);
+        let mut last = self.last.lock();
+        let before = if present && !now.is_empty() {
+            last.insert(key, now.clone())
+        } else {
+            last.remove(&key)
+        };
+        for gateway in before.unwrap_or_default() {
+            if !now.contains(&gateway) {
+                now.push(gateway);
+            }
+        }
+        now
+    }
+}
+
 /// The namespace of the gateway a device's `gatewayRef` names: its own, or the one a gateway
 /// that registered it into another namespace labelled it with.
 pub fn gateway_namespace(device: &Device) -> &str {
@@ -151,4 +201,126 @@ pub fn gateway_namespace(device: &Device) -> &str {
         .map(String::as_str)
         .or(device.metadata.namespace.as_deref())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(namespace: &str, name: &str, selector: bool) -> Arc<Gateway> {
+        let selector = if selector {
+            "subDevices: {selector: {matchLabels: {site: s7}}}"
+        } else {
+            ""
+        };
+        Arc::new(
+            serde_yaml::from_str(&format!(
+                r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: Gateway
+metadata: {{name: {name}, namespace: {namespace}}}
+spec: {{modelRef: {{name: logger}}, {selector}}}
+"#
+            ))
+            .expect("gateway yaml"),
+        )
+    }
+
+    fn device(namespace: &str, name: &str, gateway: Option<&str>, labels: &str) -> Device {
+        let connection = gateway
+            .map(|g| format!("connection: {{gatewayRef: {{name: {g}}}}}"))
+            .unwrap_or_default();
+        serde_yaml::from_str(&format!(
+            r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: Device
+metadata: {{name: {name}, namespace: {namespace}, labels: {{{labels}}}}}
+spec: {{modelRef: {{name: meter}}, {connection}}}
+"#
+        ))
+        .expect("device yaml")
+    }
+
+    fn names<K: Resource<DynamicType = ()>>(refs: &[ObjectRef<K>]) -> Vec<String> {
+        refs.iter()
+            .map(|r| format!("{}/{}", r.namespace.as_deref().unwrap_or(""), r.name))
+            .collect()
+    }
+
+    #[test]
+    fn a_gateway_s_devices_include_those_it_registered_into_other_namespaces() {
+        let logger = gateway("metering", "logger", false);
+        let devices = [
+            device("metering", "home", Some("logger"), ""),
+            device(
+                "tenant",
+                "registered",
+                Some("logger"),
+                "iot.devplane.io/gateway-namespace: metering",
+            ),
+            device("tenant", "namesake", Some("logger"), ""),
+            device("metering", "direct", None, ""),
+        ]
+        .map(Arc::new);
+        assert_eq!(
+            names(&devices_naming(&logger, &devices)),
+            ["metering/home", "tenant/registered"]
+        );
+    }
+
+    #[test]
+    fn a_device_that_moves_or_goes_triggers_the_gateway_it_leaves() {
+        let gateways = [
+            gateway("metering", "a", false),
+            gateway("metering", "b", false),
+        ];
+        let memory = DeviceGateways::default();
+        let triggers =
+            |device: &Device, present: bool| names(&memory.triggers(device, present, &gateways));
+        assert_eq!(
+            triggers(&device("metering", "m", Some("a"), ""), true),
+            ["metering/a"]
+        );
+        assert_eq!(
+            triggers(&device("metering", "m", Some("b"), ""), true),
+            ["metering/b", "metering/a"],
+            "the move triggers both"
+        );
+        assert_eq!(
+            triggers(&device("metering", "m", Some("b"), ""), true),
+            ["metering/b"]
+        );
+        assert_eq!(
+            triggers(&device("metering", "m", None, ""), true),
+            ["metering/b"],
+            "going direct leaves b"
+        );
+        assert!(
+            memory.last.lock().is_empty(),
+            "a direct device has no entry"
+        );
+        assert_eq!(
+            triggers(&device("metering", "m", Some("a"), ""), true),
+            ["metering/a"]
+        );
+        assert_eq!(
+            triggers(&device("metering", "m", Some("a"), ""), false),
+            ["metering/a"],
+            "a deleted device triggers its last gateway"
+        );
+        assert!(memory.last.lock().is_empty(), "and is forgotten");
+    }
+
+    #[test]
+    fn a_device_that_drops_the_selected_label_triggers_the_selecting_gateway() {
+        let gateways = [gateway("metering", "selecting", true)];
+        let memory = DeviceGateways::default();
+        for labels in ["site: s7", ""] {
+            assert_eq!(
+                names(&memory.triggers(&device("metering", "m", None, labels), true, &gateways)),
+                ["metering/selecting"],
+                "labels {labels:?}"
+            );
+        }
+    }
 }
