@@ -7,11 +7,17 @@
 //! ClientHello opens a session; sessions are capped, a handshake has `connect_timeout`, and a
 //! session with nothing observed ends after `coap_idle_timeout` without a record. The key is
 //! looked up in the registry during the handshake, by the PSK identity `{ns}/{name}`.
+//!
+//! A ClientHello from the address of an established session starts a second handshake beside
+//! it (a client that restarted, RFC 6347 §4.2.8). The established session goes on until that
+//! handshake completes, which needs the client to answer the HelloVerifyRequest's cookie and to
+//! hold the key, so a forged ClientHello cannot end it. Meanwhile the handshake's records
+//! (plain ones, and the encrypted Finished) go to the new handshake, application data to the
+//! established session.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -23,107 +29,18 @@ use webrtc_dtls::config::{Config, ExtendedMasterSecretType};
 use webrtc_dtls::conn::DTLSConn;
 use webrtc_util::conn::Conn;
 
+mod demux;
+
+#[cfg(test)]
+pub(super) use demux::client_hello;
+use demux::{Demux, Route, Slot};
+
 use super::{DATAGRAM, Endpoint, Principal};
 use crate::Shared;
 use crate::topic::Identity;
 
 /// Records queued for one session before more are dropped (UDP may lose them anyway).
 const SESSION_QUEUE: usize = 64;
-
-/// A session's slot in the demultiplexer.
-struct Slot {
-    generation: u64,
-    tx: mpsc::Sender<Vec<u8>>,
-    established: bool,
-}
-
-/// Handshakes under way from one IP address at once. A handshake holds a slot until it ends
-/// or times out, and without a limit one host could fill the session table from many ports
-/// with ClientHellos it never follows up; devices behind one NAT that start together only
-/// wait for the ones before them.
-const HANDSHAKES_PER_ADDRESS: usize = 64;
-
-/// Sessions by peer address, and how many are still handshaking per IP address.
-#[derive(Default)]
-struct Demux {
-    table: Mutex<Table>,
-    next: AtomicU64,
-}
-
-#[derive(Default)]
-struct Table {
-    slots: HashMap<SocketAddr, Slot>,
-    handshaking: HashMap<IpAddr, usize>,
-}
-
-impl Table {
-    /// Opens a slot for a new handshake; false when the address has too many under way.
-    fn open(&mut self, peer: SocketAddr, slot: Slot) -> bool {
-        let count = self.handshaking.entry(peer.ip()).or_default();
-        if *count >= HANDSHAKES_PER_ADDRESS {
-            return false;
-        }
-        *count += 1;
-        if let Some(old) = self.slots.insert(peer, slot) {
-            self.forget(peer, &old);
-        }
-        true
-    }
-
-    fn remove(&mut self, peer: SocketAddr) -> Option<Slot> {
-        let slot = self.slots.remove(&peer)?;
-        self.forget(peer, &slot);
-        Some(slot)
-    }
-
-    /// Counts a slot that leaves the table out of its address's handshakes.
-    fn forget(&mut self, peer: SocketAddr, slot: &Slot) {
-        if !slot.established {
-            self.handshake_over(peer.ip());
-        }
-    }
-
-    /// One handshake of `ip` is over (established, failed or gone).
-    fn handshake_over(&mut self, ip: IpAddr) {
-        if let Some(count) = self.handshaking.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                self.handshaking.remove(&ip);
-            }
-        }
-    }
-}
-
-impl Demux {
-    fn remove(&self, peer: SocketAddr, generation: u64) {
-        let mut table = self.table.lock();
-        if table
-            .slots
-            .get(&peer)
-            .is_some_and(|s| s.generation == generation)
-        {
-            table.remove(peer);
-        }
-    }
-
-    fn established(&self, peer: SocketAddr, generation: u64) {
-        let mut table = self.table.lock();
-        let Some(slot) = table.slots.get_mut(&peer) else {
-            return;
-        };
-        if slot.generation != generation || slot.established {
-            return;
-        }
-        slot.established = true;
-        table.handshake_over(peer.ip());
-    }
-}
-
-/// Whether a datagram starts with a ClientHello of epoch 0 (a new handshake).
-fn is_client_hello(data: &[u8]) -> bool {
-    // Record: type 22 (handshake), version, epoch 0, sequence, length; handshake type 1.
-    data.len() > 13 && data[0] == 22 && data[3] == 0 && data[4] == 0 && data[13] == 1
-}
 
 /// One peer's datagrams, as webrtc-dtls reads and writes them.
 struct PeerConn {
@@ -254,23 +171,19 @@ pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, shutdown: Cancellatio
             },
         };
         let data = &buf[..n];
-        let hello = is_client_hello(data);
         {
             let mut table = demux.table.lock();
-            if let Some(slot) = table.slots.get(&peer) {
-                if !(hello && slot.established) {
+            let beside = match table.route(peer, data) {
+                Route::To(tx) => {
                     // Full: dropped, as the network might have.
-                    let _ = slot.tx.try_send(data.to_vec());
+                    let _ = tx.try_send(data.to_vec());
                     continue;
                 }
-                // A new handshake from an address with a session: the client started over
-                // (RFC 6347 §4.2.8); the old session ends when its queue closes.
-                table.remove(peer);
-            }
-            if !hello {
-                continue;
-            }
-            if table.slots.len() >= shared.settings.coap_max_peers {
+                Route::Drop => continue,
+                Route::NewSession => false,
+                Route::NewHandshake => true,
+            };
+            if !beside && table.len() >= shared.settings.coap_max_peers {
                 shared.metrics.connections_refused.inc("TooManySessions");
                 continue;
             }
@@ -282,7 +195,12 @@ pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, shutdown: Cancellatio
                 tx,
                 established: false,
             };
-            if !table.open(peer, slot) {
+            let opened = if beside {
+                table.open_beside(peer, slot)
+            } else {
+                table.open(peer, slot)
+            };
+            if !opened {
                 shared.metrics.connections_refused.inc("TooManyHandshakes");
                 continue;
             }
@@ -335,6 +253,7 @@ async fn session(
     };
     let Some(principal) = chosen.lock().take() else {
         let _ = conn.close().await;
+        demux.remove(peer, generation);
         return;
     };
     demux.established(peer, generation);
@@ -383,39 +302,8 @@ async fn session(
 
 #[cfg(test)]
 mod tests {
+    use super::demux::HANDSHAKES_PER_ADDRESS;
     use super::*;
-
-    #[test]
-    fn only_an_epoch_zero_client_hello_opens_a_session() {
-        let mut hello = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 60, 1, 0, 0];
-        assert!(is_client_hello(&hello));
-        hello[4] = 1;
-        assert!(!is_client_hello(&hello), "epoch 1 is inside a session");
-        hello[4] = 0;
-        hello[13] = 16;
-        assert!(!is_client_hello(&hello), "a ClientKeyExchange");
-        assert!(!is_client_hello(&[23, 0xfe, 0xfd]), "application data");
-    }
-
-    /// A DTLS 1.2 ClientHello offering TLS_PSK_WITH_AES_128_CCM_8, in one record.
-    fn client_hello() -> Vec<u8> {
-        let mut body = vec![0xfe, 0xfd];
-        body.extend([7u8; 32]); // random
-        body.extend([0, 0]); // no session id, no cookie
-        body.extend([0, 2, 0xc0, 0xa8]); // one cipher suite
-        body.extend([1, 0]); // null compression
-        body.extend([0, 0]); // no extensions
-        let len = body.len() as u32;
-        let mut handshake = vec![1]; // client_hello
-        handshake.extend(&len.to_be_bytes()[1..]);
-        handshake.extend([0, 0, 0, 0, 0]); // message_seq, fragment_offset
-        handshake.extend(&len.to_be_bytes()[1..]);
-        handshake.extend(body);
-        let mut record = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0];
-        record.extend((handshake.len() as u16).to_be_bytes());
-        record.extend(handshake);
-        record
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_address_holds_only_so_many_handshakes_and_others_still_get_theirs() {

@@ -594,3 +594,46 @@ async fn idle_plain_peers_are_forgotten() {
     f.endpoint.tick(&f.shared, true).await;
     assert_eq!(f.endpoint.peer_count(), 0);
 }
+
+/// A webrtc-dtls client session of device `a` (key `key-a`) over `socket`.
+async fn dtls_client(socket: Arc<UdpSocket>) -> webrtc_dtls::conn::DTLSConn {
+    let config = webrtc_dtls::config::Config {
+        psk: Some(Arc::new(|_hint: &[u8]| Ok(b"key-a".to_vec()))),
+        psk_identity_hint: Some(b"plant/a".to_vec()),
+        cipher_suites: vec![webrtc_dtls::cipher_suite::CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8],
+        ..Default::default()
+    };
+    webrtc_dtls::conn::DTLSConn::new(socket, config, true, None)
+        .await
+        .expect("handshake")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_client_hello_does_not_end_an_established_dtls_session() {
+    let f = fixture(true);
+    let server = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(dtls::serve(server, f.shared.clone(), shutdown.clone()));
+    let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+    socket.connect(addr).await.expect("connect");
+    let conn = dtls_client(socket.clone()).await;
+    let mut buf = vec![0u8; 2048];
+    let mut ask = async |id: u16| {
+        use webrtc_util::conn::Conn;
+        conn.send(&post(id, "bench/baseline", b"x"))
+            .await
+            .expect("send");
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.recv(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .expect("read");
+        code(&Packet::from_bytes(&buf[..n]).expect("CoAP"))
+    };
+    assert_eq!(ask(1).await, "4.04");
+    // A ClientHello from the session's address and port (an off-path host can forge one; here
+    // the client's own socket sends it).
+    socket.send(&dtls::client_hello()).await.expect("send");
+    assert_eq!(ask(2).await, "4.04", "the session still answers");
+    shutdown.cancel();
+}
