@@ -12,8 +12,8 @@
 //! it (a client that restarted, RFC 6347 §4.2.8). The established session goes on until that
 //! handshake completes, which needs the client to answer the HelloVerifyRequest's cookie and to
 //! hold the key, so a forged ClientHello cannot end it. Meanwhile the handshake's records
-//! (plain ones, and the encrypted Finished) go to the new handshake, application data to the
-//! established session.
+//! (plain ones, and the encrypted Finished) go to the new handshake, application data to both
+//! (each session drops the records its keys do not decrypt).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -174,6 +174,11 @@ pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, shutdown: Cancellatio
         {
             let mut table = demux.table.lock();
             let beside = match table.route(peer, data) {
+                Route::Both(current, pending) => {
+                    let _ = current.try_send(data.to_vec());
+                    let _ = pending.try_send(data.to_vec());
+                    continue;
+                }
                 Route::To(tx) => {
                     // Full: dropped, as the network might have.
                     let _ = tx.try_send(data.to_vec());

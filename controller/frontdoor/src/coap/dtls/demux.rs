@@ -48,6 +48,11 @@ pub(super) struct Table {
 pub(super) enum Route<'a> {
     /// To a session's queue.
     To(&'a mpsc::Sender<Vec<u8>>),
+    /// To the established session and to the handshake beside it: application data, which
+    /// the new session may send as soon as its handshake is done, before the demultiplexer
+    /// has heard so. The session whose keys do not fit drops it, as DTLS drops any record
+    /// that fails to decrypt.
+    Both(&'a mpsc::Sender<Vec<u8>>, &'a mpsc::Sender<Vec<u8>>),
     /// A ClientHello for a new session of the address.
     NewSession,
     /// A ClientHello beside the address's established session.
@@ -77,7 +82,7 @@ impl Table {
         }
         match &entry.pending {
             Some(pending) if is_handshake_record(data) => Route::To(&pending.tx),
-            Some(_) => Route::To(&entry.current.tx),
+            Some(pending) => Route::Both(&entry.current.tx, &pending.tx),
             None if is_client_hello(data) => Route::NewHandshake,
             None => Route::To(&entry.current.tx),
         }
@@ -310,6 +315,9 @@ mod tests {
         // Which session a datagram reaches (its queue's receiver gets it).
         let send = |table: &Table, data: &[u8]| match table.route(peer, data) {
             Route::To(tx) => tx.try_send(data.to_vec()).is_ok(),
+            Route::Both(current, pending) => {
+                current.try_send(data.to_vec()).is_ok() && pending.try_send(data.to_vec()).is_ok()
+            }
             _ => false,
         };
         let (first, mut first_rx) = slot(1);
@@ -329,7 +337,13 @@ mod tests {
         assert!(send(&table, &app_data));
         assert_eq!(second_rx.try_recv().ok(), Some(client_hello()));
         assert_eq!(second_rx.try_recv().ok(), Some(record(22, 1)));
+        // Application data goes to both: the one whose keys fit reads it.
+        assert_eq!(second_rx.try_recv().ok(), Some(app_data.clone()));
         assert_eq!(first_rx.try_recv().ok(), Some(app_data.clone()));
+        assert!(
+            first_rx.try_recv().is_err(),
+            "the handshake's records are not the session's"
+        );
         assert!(table.remove(peer, 2).is_some());
         assert!(send(&table, &app_data));
         assert_eq!(first_rx.try_recv().ok(), Some(app_data.clone()));
