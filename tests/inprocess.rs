@@ -263,3 +263,85 @@ async fn kube_rs_connects_with_the_kubeconfig_devplane_up_writes() {
             .any(|n| n.metadata.name.as_deref() == Some("devplane-library"))
     );
 }
+
+/// The race the credentials fresh read closes: a device decommissioned right after its Secret
+/// was created, before the Secret's watch event reached the controllers' cache. Here the cache
+/// never hears of it (a store no watch feeds); the Secret must be revoked all the same.
+#[tokio::test]
+async fn a_device_leaving_service_before_its_secret_reaches_the_cache_has_it_revoked() {
+    use devplane_api::v1alpha1::{Lifecycle, Phase};
+    use devplane_reconcilers::identity::{self, Subject};
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::runtime::reflector;
+
+    let (_server, client) = in_process().await;
+    // The Device exists, so that the garbage collector leaves the Secret it owns.
+    let devices_api: Api<Device> = Api::default_namespaced(client.clone());
+    let meter = within(
+        "create",
+        devices_api.create(&PostParams::default(), &device("meter")),
+    )
+    .await
+    .expect("device created");
+    let uid = meter.metadata.uid.clone().expect("uid");
+    let (models, _) = reflector::store();
+    let (devices, _) = reflector::store();
+    let (gateways, _) = reflector::store();
+    let (secrets, _) = reflector::store();
+    let ctx = devplane_reconcilers::Context::new(
+        client.clone(),
+        models,
+        devices,
+        gateways,
+        secrets,
+        devplane_reconcilers::Settings::default(),
+        std::sync::Arc::new(devplane_reconcilers::NoMetrics),
+    );
+    let subject = |phase: Option<Phase>, lifecycle: Lifecycle| Subject {
+        kind_label: "device",
+        namespace: "default",
+        name: "meter",
+        generation: Some(1),
+        lifecycle,
+        phase,
+        has_connected: false,
+        rotation: None,
+        owner: OwnerReference {
+            api_version: "iot.devplane.io/v1alpha1".into(),
+            kind: "Device".into(),
+            name: "meter".into(),
+            uid: uid.clone(),
+            ..Default::default()
+        },
+        conditions: Vec::new(),
+        model: Ok("1.0.0".into()),
+        problems: Vec::new(),
+        endpoints: Vec::new(),
+    };
+    let secrets: Api<Secret> = Api::default_namespaced(client);
+    let secret_name = devplane_core::naming::credentials_secret_name("meter");
+    let issued = within(
+        "credentials issued",
+        identity::reconcile(&ctx, subject(None, Lifecycle::Servicing), "test"),
+    )
+    .await
+    .expect("reconcile");
+    assert_eq!(issued.phase, Phase::Provisioned);
+    assert!(secrets.get_opt(&secret_name).await.expect("read").is_some());
+    let revoked = within(
+        "credentials revoked",
+        identity::reconcile(
+            &ctx,
+            subject(Some(Phase::Provisioned), Lifecycle::Decommissioned),
+            "test",
+        ),
+    )
+    .await
+    .expect("reconcile");
+    assert_eq!(revoked.phase, Phase::Decommissioned);
+    assert!(
+        secrets.get_opt(&secret_name).await.expect("read").is_none(),
+        "the Secret, and the password in it, are gone"
+    );
+}
