@@ -397,31 +397,17 @@ webhooks:
             "{args:?}: {err}"
         );
     };
-    refused(&["delete", "configmap", "keep", "-n", "plant"], "admin");
-    refused(
-        &[
-            "delete",
-            "configmap",
-            "keep",
-            "-n",
-            "plant",
-            "--dry-run=server",
-        ],
-        "admin",
-    );
+    // Deleting `keep`, with `extra` arguments.
+    let keep = |extra: &[&'static str]| {
+        let mut args = vec!["delete", "configmap", "keep", "-n", "plant"];
+        args.extend_from_slice(extra);
+        args
+    };
+    refused(&keep(&[]), "admin");
+    refused(&keep(&["--dry-run=server"]), "admin");
     // The review names the identity the request acts as.
     refused(
-        &[
-            "delete",
-            "configmap",
-            "keep",
-            "-n",
-            "plant",
-            "--as",
-            "jane",
-            "--as-group",
-            "system:masters",
-        ],
+        &keep(&["--as", "jane", "--as-group", "system:masters"]),
         "jane",
     );
     devplane.kubectl_ok(&["delete", "configmap", "scratch", "-n", "plant"]);
