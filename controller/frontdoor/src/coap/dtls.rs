@@ -13,7 +13,7 @@
 //! handshake completes, which needs the client to answer the HelloVerifyRequest's cookie and to
 //! hold the key, so a forged ClientHello cannot end it. Meanwhile the handshake's records
 //! (plain ones, and the encrypted Finished) go to the new handshake, application data to both
-//! (each session drops the records its keys do not decrypt).
+//! (the new session may send its first before the demultiplexer hears it is established).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

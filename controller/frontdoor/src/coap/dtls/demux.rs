@@ -48,10 +48,11 @@ pub(super) struct Table {
 pub(super) enum Route<'a> {
     /// To a session's queue.
     To(&'a mpsc::Sender<Vec<u8>>),
-    /// To the established session and to the handshake beside it: application data, which
-    /// the new session may send as soon as its handshake is done, before the demultiplexer
-    /// has heard so. The session whose keys do not fit drops it, as DTLS drops any record
-    /// that fails to decrypt.
+    /// To the established session and to the handshake beside it: application data. It is
+    /// the established session's while the handshake runs, but the new session may send as
+    /// soon as its handshake is done, before the demultiplexer has heard so. A handshake
+    /// without keys yet holds such records; a session whose keys do not fit fails to decrypt
+    /// them (and webrtc-dtls then ends it under a PSK suite: `docs/protocol.md`).
     Both(&'a mpsc::Sender<Vec<u8>>, &'a mpsc::Sender<Vec<u8>>),
     /// A ClientHello for a new session of the address.
     NewSession,
