@@ -4,9 +4,9 @@
 //! `namespaceSelector` picks the object's namespace gets an `admission.k8s.io/v1`
 //! AdmissionReview over HTTPS, verified with its `caBundle`, within `timeoutSeconds`. The
 //! review names the requesting user (`userInfo`); a delete's review has the object being
-//! deleted as `oldObject`, no `object`, and the DeleteOptions as `options`. A denial refuses the request with the
-//! webhook's message; a webhook that cannot be reached refuses it under `failurePolicy: Fail`
-//! (the default) and is skipped under `Ignore`. A dry run reaches only webhooks whose
+//! deleted as `oldObject`, no `object`, and the DeleteOptions as `options`. A denial refuses
+//! the request with the webhook's message; a webhook that cannot be reached refuses it under
+//! `failurePolicy: Fail` (the default) and is skipped under `Ignore`. A dry run reaches only webhooks whose
 //! `sideEffects` are `None` or `NoneOnDryRun`.
 //!
 //! There is no cluster network here: a webhook named by `clientConfig.service` is reached at
