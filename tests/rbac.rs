@@ -488,6 +488,18 @@ fn impersonation_acts_as_the_identity_asked_for_only_with_permission_to_imperson
         "{}",
         stderr(&denied)
     );
+    // `kubectl auth whoami` names the identity a request is made as.
+    let whoami = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["auth", "whoami", "-o", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&devplane.kubectl_ok(&all)).expect("SelfSubjectReview JSON")
+    };
+    assert_eq!(whoami(&[])["status"]["userInfo"]["username"], "admin");
+    let jane = whoami(&["--as", "jane", "--as-group", "auditors"]);
+    assert_eq!(
+        jane["status"]["userInfo"],
+        serde_json::json!({"username": "jane", "groups": ["auditors", "system:authenticated"]})
+    );
     // A caller without `impersonate` cannot become the admin, nor add a group to itself.
     let token = token(&devplane, "reader");
     let (ok, _, err) = as_token(

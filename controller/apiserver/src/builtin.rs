@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use devplane_schema::{CompiledSchema, ErrorType, FieldError, Schema};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SelfSubjectRulesReview};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -54,6 +55,8 @@ pub enum Builtin {
     SelfSubjectAccessReview,
     /// authorization.k8s.io/v1 SelfSubjectRulesReview (create only, never stored).
     SelfSubjectRulesReview,
+    /// authentication.k8s.io/v1 SelfSubjectReview (`kubectl auth whoami`; create only).
+    SelfSubjectReview,
     /// admissionregistration.k8s.io/v1 ValidatingWebhookConfiguration.
     ValidatingWebhookConfiguration,
 }
@@ -63,7 +66,9 @@ impl Builtin {
     pub fn is_review(self) -> bool {
         matches!(
             self,
-            Builtin::SelfSubjectAccessReview | Builtin::SelfSubjectRulesReview
+            Builtin::SelfSubjectAccessReview
+                | Builtin::SelfSubjectRulesReview
+                | Builtin::SelfSubjectReview
         )
     }
 
@@ -101,6 +106,7 @@ pub fn definitions() -> &'static BTreeMap<String, Value> {
         generator.subschema_for::<ServiceAccount>();
         generator.subschema_for::<SelfSubjectAccessReview>();
         generator.subschema_for::<SelfSubjectRulesReview>();
+        generator.subschema_for::<SelfSubjectReview>();
         generator.subschema_for::<ValidatingWebhookConfiguration>();
         generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
         generator.take_definitions(true).into_iter().collect()
@@ -410,6 +416,19 @@ const SPECS: &[BuiltinSpec] = &[
         selectable_fields: &[],
     },
     BuiltinSpec {
+        builtin: Builtin::SelfSubjectReview,
+        group: "authentication.k8s.io",
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        status: false,
+        storage: "authentication.k8s.io/selfsubjectreviews",
+        unconditional_update: false,
+        selectable_fields: &[],
+    },
+    BuiltinSpec {
         builtin: Builtin::ValidatingWebhookConfiguration,
         group: "admissionregistration.k8s.io",
         kind: "ValidatingWebhookConfiguration",
@@ -474,6 +493,10 @@ pub fn resources() -> Vec<Resource> {
                     Builtin::SelfSubjectRulesReview => (
                         structural::<SelfSubjectRulesReview>(),
                         component_name::<SelfSubjectRulesReview>(),
+                    ),
+                    Builtin::SelfSubjectReview => (
+                        structural::<SelfSubjectReview>(),
+                        component_name::<SelfSubjectReview>(),
                     ),
                     Builtin::ValidatingWebhookConfiguration => (
                         structural::<ValidatingWebhookConfiguration>(),

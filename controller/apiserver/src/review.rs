@@ -1,6 +1,6 @@
 //! Requests that are answered rather than stored: SelfSubjectAccessReview (`kubectl auth
-//! can-i`), SelfSubjectRulesReview (`kubectl auth can-i --list`) and the ServiceAccount
-//! TokenRequest (`kubectl create token`).
+//! can-i`), SelfSubjectRulesReview (`kubectl auth can-i --list`), SelfSubjectReview (`kubectl
+//! auth whoami`) and the ServiceAccount TokenRequest (`kubectl create token`).
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -55,6 +55,22 @@ fn answered(mut review: Value, kind: &str) -> Response {
         object.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
         object.insert("kind".into(), json!(kind));
     }
+    request::json(201, &review, &[])
+}
+
+/// Answer a SelfSubjectReview: who the request is made as (the impersonated identity under
+/// `kubectl --as`). Its body asks nothing. Without authentication nobody is known.
+pub fn self_subject_review(caller: Option<&Caller>) -> Response {
+    let user = caller.map_or_else(
+        || json!({}),
+        |c| json!({"username": c.user, "groups": c.groups}),
+    );
+    let review = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "SelfSubjectReview",
+        "metadata": {"creationTimestamp": crate::object::now_seconds()},
+        "status": {"userInfo": user},
+    });
     request::json(201, &review, &[])
 }
 

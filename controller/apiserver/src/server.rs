@@ -909,6 +909,9 @@ async fn route(
         (Some(Builtin::SelfSubjectRulesReview), &Method::POST, None) => {
             return crate::review::rules_review(&server.inner, caller, &headers, &body);
         }
+        (Some(Builtin::SelfSubjectReview), &Method::POST, None) => {
+            return Ok(crate::review::self_subject_review(caller));
+        }
         (Some(b), _, _) if b.is_review() => {
             return Err(ApiError::method_not_allowed(format!(
                 "{} only supports create",
