@@ -429,4 +429,70 @@ webhooks:
         lines.contains(&"review DELETE admin scratch False True DeleteOptions".to_string()),
         "{lines:?}"
     );
+
+    // The server's own deletes are admitted as kube-controller-manager's would be: a missing
+    // owner does not get a protected object deleted, nor does deleting its namespace.
+    devplane.apply_yaml(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: orphan
+  namespace: plant
+  labels: {protected: "true"}
+  ownerReferences:
+    - {apiVersion: v1, kind: ConfigMap, name: gone, uid: 5b0e3a5c-1f7d-4c2a-9a43-000000000001}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: loose, namespace: plant}
+"#,
+    );
+    let log = &guard;
+    let asked_by = |controller: &str, name: &str| {
+        let line = format!(
+            "review DELETE system:serviceaccount:kube-system:{controller} {name} False True DeleteOptions"
+        );
+        move || log.lines().contains(&line)
+    };
+    wait_until(
+        "the garbage collector to ask the webhook",
+        Duration::from_secs(30),
+        asked_by("generic-garbage-collector", "orphan"),
+    );
+    devplane.kubectl_ok(&["delete", "namespace", "plant", "--wait=false"]);
+    wait_until(
+        "the namespace controller to ask the webhook",
+        Duration::from_secs(30),
+        asked_by("namespace-controller", "keep"),
+    );
+    wait_until(
+        "the namespace's other objects to go",
+        Duration::from_secs(30),
+        || {
+            !devplane
+                .kubectl(&["get", "configmap", "loose", "-n", "plant"])
+                .status
+                .success()
+        },
+    );
+    let left = devplane.kubectl_ok(&[
+        "get",
+        "configmaps",
+        "-n",
+        "plant",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    assert_eq!(left, "keep orphan", "the protected objects stay");
+    assert_eq!(
+        devplane.kubectl_ok(&[
+            "get",
+            "namespace",
+            "plant",
+            "-o",
+            "jsonpath={.status.phase}"
+        ]),
+        "Terminating"
+    );
 }

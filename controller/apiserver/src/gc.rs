@@ -1,7 +1,11 @@
 //! The background controllers a Kubernetes control plane runs next to its API server:
 //! owner-reference garbage collection (background, foreground, orphan), namespace deletion,
 //! and CRD deletion (custom resources first). They watch the whole store and act through the
-//! same write paths as clients, so finalizers and events behave as for any other write.
+//! same write paths as clients, so finalizers and events behave as for any other write. The
+//! deletes of the garbage collector and of namespace deletion go through admission webhooks
+//! as the identities of kube-controller-manager's controllers, as on a cluster, so a webhook
+//! that protects an object from deletion is not bypassed by giving it a missing owner or by
+//! deleting its namespace (which then stays Terminating while the webhook refuses).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -313,6 +317,24 @@ async fn process(inner: &Arc<Inner>, index: &Index, work: &mut VecDeque<Work>) {
 
 type StepResult = Result<(), crate::error::ApiError>;
 
+/// The options of a delete made by the controller of kube-controller-manager named
+/// `controller` (its ServiceAccount in `kube-system`): admitted as an API request would be.
+fn admitted_as(controller: &str) -> DeleteOptions {
+    DeleteOptions {
+        admission: true,
+        caller: Some(crate::authz::Caller::service_account(
+            "kube-system",
+            controller,
+        )),
+        ..DeleteOptions::default()
+    }
+}
+
+/// kube-controller-manager's garbage collector.
+const GARBAGE_COLLECTOR: &str = "generic-garbage-collector";
+/// kube-controller-manager's namespace controller.
+const NAMESPACE_CONTROLLER: &str = "namespace-controller";
+
 async fn dependent(inner: &Inner, index: &Index, uid: &str) -> StepResult {
     let Some(node) = index.nodes.get(uid) else {
         return Ok(());
@@ -340,7 +362,7 @@ async fn dependent(inner: &Inner, index: &Index, uid: &str) -> StepResult {
                 &resource,
                 node.namespace.as_deref(),
                 &node.name,
-                &DeleteOptions::default(),
+                &admitted_as(GARBAGE_COLLECTOR),
             )
             .await
         {
@@ -461,7 +483,7 @@ async fn owner(inner: &Inner, index: &Index, uid: &str) -> StepResult {
             if let Some(r) = resource_for(inner, &d.storage) {
                 let options = DeleteOptions {
                     propagation: Some("Foreground".into()),
-                    ..DeleteOptions::default()
+                    ..admitted_as(GARBAGE_COLLECTOR)
                 };
                 match inner
                     .delete(&r, d.namespace.as_deref(), &d.name, &options)
@@ -501,6 +523,10 @@ async fn namespace(inner: &Inner, name: &str) -> StepResult {
         return Ok(());
     }
     let mut remaining = 0;
+    // One object that cannot be deleted (a webhook refuses) does not keep the others: the
+    // first failure is reported once every other object has been tried.
+    let mut failed = None;
+    let options = admitted_as(NAMESPACE_CONTROLLER);
     for resource in registry.namespaced_storages() {
         let resource = resource_for(inner, &resource.storage).unwrap_or(resource);
         let page = inner
@@ -522,20 +548,20 @@ async fn namespace(inner: &Inner, name: &str) -> StepResult {
                 continue;
             };
             match inner
-                .delete(
-                    &resource,
-                    Some(name),
-                    object_name,
-                    &DeleteOptions::default(),
-                )
+                .delete(&resource, Some(name), object_name, &options)
                 .await
             {
                 Ok((_, true)) => remaining -= 1,
                 Ok((_, false)) => {}
                 Err(e) if e.code == 404 => remaining -= 1,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
         }
+    }
+    if let Some(failed) = failed {
+        return Err(failed);
     }
     if remaining > 0 {
         return Ok(());

@@ -10,8 +10,8 @@
 //! | `Impersonate-Extra-k: v` (repeatable) | `userextras/k` named `v` (`authentication.k8s.io`) |
 //!
 //! The identity is the user with exactly the groups asked for (a ServiceAccount asked for with no
-//! groups gets its own), plus `system:authenticated`, or `system:unauthenticated` for
-//! `system:anonymous`. RBAC here decides by user and groups only, so a uid and extras are checked
+//! groups gets its own), plus `system:authenticated` (`system:unauthenticated` for
+//! `system:anonymous`) unless one of the two is asked for. RBAC here decides by user and groups only, so a uid and extras are checked
 //! and then carry nothing further.
 
 use axum::http::HeaderMap;
@@ -79,8 +79,9 @@ fn asked(headers: &HeaderMap) -> ApiResult<Option<Asked>> {
     for value in headers.get_all(GROUP) {
         groups.push(text("Impersonate-Group", value)?);
     }
+    // An empty uid is none, as kube-apiserver reads it.
     let uid = match headers.get(UID) {
-        Some(value) => Some(text("Impersonate-Uid", value)?),
+        Some(value) => Some(text("Impersonate-Uid", value)?).filter(|uid| !uid.is_empty()),
         None => None,
     };
     let mut extra = Vec::new();
@@ -187,12 +188,17 @@ fn identity(asked: Asked, impersonator: Caller) -> Caller {
     {
         groups = Caller::service_account_groups(namespace);
     }
-    let implied = if asked.user == ANONYMOUS {
-        UNAUTHENTICATED
-    } else {
-        AUTHENTICATED
-    };
-    if !groups.iter().any(|g| g == implied) {
+    // As kube-apiserver: unless either is asked for, anonymous is unauthenticated and anyone
+    // else authenticated.
+    if !groups
+        .iter()
+        .any(|g| g == AUTHENTICATED || g == UNAUTHENTICATED)
+    {
+        let implied = if asked.user == ANONYMOUS {
+            UNAUTHENTICATED
+        } else {
+            AUTHENTICATED
+        };
         groups.push(implied.to_string());
     }
     Caller {

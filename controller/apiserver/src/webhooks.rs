@@ -262,22 +262,28 @@ impl crate::server::Inner {
         if hooks.is_empty() {
             return Ok(());
         }
-        let namespace_object = match (
-            target.namespace,
-            self.registry().get("", "v1", "namespaces"),
-        ) {
-            (Some(ns), Some(namespaces)) => self.read(&namespaces, None, ns).await?.map(|(o, _)| o),
+        // A Namespace is its own namespace: judged under its name, by its own labels (as it
+        // is written, or as it was for a delete), as kube-apiserver does.
+        let own = match target.resource.builtin {
+            Some(crate::builtin::Builtin::Namespace) => object.or(old),
             _ => None,
         };
-        let labels = namespace_object
-            .as_ref()
+        let namespace = own.and_then(crate::object::name).or(target.namespace);
+        let read = match (own, namespace, self.registry().get("", "v1", "namespaces")) {
+            (None, Some(ns), Some(namespaces)) => {
+                self.read(&namespaces, None, ns).await?.map(|(o, _)| o)
+            }
+            _ => None,
+        };
+        let labels = own
+            .or(read.as_ref())
             .and_then(|o| o.pointer("/metadata/labels"))
             .and_then(Value::as_object);
         let request = Admission {
             operation,
             resource: target.resource,
             subresource: target.subresource,
-            namespace: target.namespace,
+            namespace,
             namespace_labels: labels,
             object,
             old,

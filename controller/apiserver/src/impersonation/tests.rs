@@ -150,6 +150,14 @@ fn system_masters_may_impersonate_anyone_and_anonymous_is_unauthenticated() {
         .expect("impersonated");
     assert_eq!(acting.user, "system:anonymous");
     assert_eq!(acting.groups, ["system:unauthenticated"]);
+    let asked = headers(&[
+        ("Impersonate-User", "jane"),
+        ("Impersonate-Group", "system:unauthenticated"),
+    ]);
+    let acting = acting_as(&rbac(), &admin, &asked)
+        .expect("allowed")
+        .expect("impersonated");
+    assert_eq!(acting.groups, ["system:unauthenticated"], "nothing implied");
 }
 
 #[test]
@@ -160,6 +168,11 @@ fn malformed_impersonation_is_a_bad_request() {
     };
     bad(&[("Impersonate-Group", "developers")]);
     bad(&[("Impersonate-User", ""), ("Impersonate-Uid", "1")]);
+    assert_eq!(
+        acting_as(&rbac(), &support(), &headers(&[("Impersonate-Uid", "")])).expect("no error"),
+        None,
+        "an empty uid alone is no impersonation"
+    );
     bad(&[("Impersonate-Extra-scopes", "view")]);
     bad(&[("Impersonate-User", "jane"), ("Impersonate-User", "bob")]);
     bad(&[
