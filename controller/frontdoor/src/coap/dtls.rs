@@ -12,8 +12,9 @@
 //! it (a client that restarted, RFC 6347 §4.2.8). The established session goes on until that
 //! handshake completes, which needs the client to answer the HelloVerifyRequest's cookie and to
 //! hold the key, so a forged ClientHello cannot end it. Meanwhile the handshake's records
-//! (plain ones, and the encrypted Finished) go to the new handshake, application data to both
-//! (the new session may send its first before the demultiplexer hears it is established).
+//! (plain ones, and the encrypted Finished) go to the new handshake, application data to the
+//! established session until the server sends the new handshake's Finished, which replaces it;
+//! the replaced session then sends nothing more.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +74,17 @@ impl Conn for PeerConn {
     }
 
     async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
+        // A session that a newer handshake of its address replaced says nothing more: its
+        // records (a close_notify, an alert) would reach the new session's client, which
+        // cannot decrypt them, and webrtc-dtls clients end their session on that.
+        if !self.demux.holds(self.peer, self.generation) {
+            return Ok(buf.len());
+        }
+        // The handshake is done once the server's Finished is out; from then on the client's
+        // application data is this session's (a handshake beside a session replaces it here).
+        if demux::carries_finished(buf) {
+            self.demux.established(self.peer, self.generation);
+        }
         Ok(self.socket.send_to(buf, self.peer).await?)
     }
 
@@ -174,11 +186,6 @@ pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, shutdown: Cancellatio
         {
             let mut table = demux.table.lock();
             let beside = match table.route(peer, data) {
-                Route::Both(current, pending) => {
-                    let _ = current.try_send(data.to_vec());
-                    let _ = pending.try_send(data.to_vec());
-                    continue;
-                }
                 Route::To(tx) => {
                     // Full: dropped, as the network might have.
                     let _ = tx.try_send(data.to_vec());

@@ -596,7 +596,9 @@ async fn idle_plain_peers_are_forgotten() {
 }
 
 /// A webrtc-dtls client session of device `a` (key `key-a`) over `socket`.
-async fn dtls_client(socket: Arc<UdpSocket>) -> webrtc_dtls::conn::DTLSConn {
+async fn dtls_client(
+    socket: Arc<dyn webrtc_util::conn::Conn + Send + Sync>,
+) -> webrtc_dtls::conn::DTLSConn {
     let config = webrtc_dtls::config::Config {
         psk: Some(Arc::new(|_hint: &[u8]| Ok(b"key-a".to_vec()))),
         psk_identity_hint: Some(b"plant/a".to_vec()),
@@ -635,5 +637,101 @@ async fn a_forged_client_hello_does_not_end_an_established_dtls_session() {
     // the client's own socket sends it).
     socket.send(&dtls::client_hello()).await.expect("send");
     assert_eq!(ask(2).await, "4.04", "the session still answers");
+    shutdown.cancel();
+}
+
+/// A device's link over a shared socket that can be cut, as when the device loses power: from
+/// then on it reads and sends nothing (and says goodbye to nobody).
+struct Cuttable {
+    socket: Arc<UdpSocket>,
+    cut: CancellationToken,
+}
+
+#[async_trait::async_trait]
+impl webrtc_util::conn::Conn for Cuttable {
+    async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
+        Ok(self.socket.connect(addr).await?)
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        tokio::select! {
+            _ = self.cut.cancelled() => std::future::pending().await,
+            n = self.socket.recv(buf) => Ok(n?),
+        }
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        Ok((self.recv(buf).await?, self.socket.peer_addr()?))
+    }
+
+    async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
+        if self.cut.is_cancelled() {
+            return Ok(buf.len());
+        }
+        Ok(self.socket.send(buf).await?)
+    }
+
+    async fn send_to(&self, buf: &[u8], _target: SocketAddr) -> webrtc_util::Result<usize> {
+        self.send(buf).await
+    }
+
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.socket.local_addr()?)
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        self.socket.peer_addr().ok()
+    }
+
+    async fn close(&self) -> webrtc_util::Result<()> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+/// One CoAP request over `conn`, and the answer's code.
+async fn ask_over(conn: &webrtc_dtls::conn::DTLSConn, id: u16) -> String {
+    use webrtc_util::conn::Conn;
+    conn.send(&post(id, "bench/baseline", b"x"))
+        .await
+        .expect("send");
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.recv(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    code(&Packet::from_bytes(&buf[..n]).expect("CoAP"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_restarts_behind_the_same_address_gets_a_new_session_that_lasts() {
+    let f = fixture(true);
+    let server = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(dtls::serve(server, f.shared.clone(), shutdown.clone()));
+    let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+    socket.connect(addr).await.expect("connect");
+    let before = CancellationToken::new();
+    let first = dtls_client(Arc::new(Cuttable {
+        socket: socket.clone(),
+        cut: before.clone(),
+    }))
+    .await;
+    assert_eq!(ask_over(&first, 1).await, "4.04");
+    // It loses power, and starts over from the same address and port.
+    before.cancel();
+    let second = dtls_client(Arc::new(Cuttable {
+        socket,
+        cut: CancellationToken::new(),
+    }))
+    .await;
+    // The old session is gone by now or soon; whatever it sends must not end the new one.
+    for id in 2..6 {
+        assert_eq!(ask_over(&second, id).await, "4.04", "request {id}");
+    }
     shutdown.cancel();
 }

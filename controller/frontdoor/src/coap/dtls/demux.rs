@@ -48,12 +48,6 @@ pub(super) struct Table {
 pub(super) enum Route<'a> {
     /// To a session's queue.
     To(&'a mpsc::Sender<Vec<u8>>),
-    /// To the established session and to the handshake beside it: application data. It is
-    /// the established session's while the handshake runs, but the new session may send as
-    /// soon as its handshake is done, before the demultiplexer has heard so. A handshake
-    /// without keys yet holds such records; a session whose keys do not fit fails to decrypt
-    /// them (and webrtc-dtls then ends it under a PSK suite: `docs/protocol.md`).
-    Both(&'a mpsc::Sender<Vec<u8>>, &'a mpsc::Sender<Vec<u8>>),
     /// A ClientHello for a new session of the address.
     NewSession,
     /// A ClientHello beside the address's established session.
@@ -81,11 +75,13 @@ impl Table {
             // The handshake's own records and retransmissions, ClientHellos included.
             return Route::To(&entry.current.tx);
         }
+        // Application data is the established session's until the new one replaces it, which
+        // happens as the server sends its Finished: the client sends nothing of the new
+        // session before it has that.
         match &entry.pending {
             Some(pending) if is_handshake_record(data) => Route::To(&pending.tx),
-            Some(pending) => Route::Both(&entry.current.tx, &pending.tx),
             None if is_client_hello(data) => Route::NewHandshake,
-            None => Route::To(&entry.current.tx),
+            _ => Route::To(&entry.current.tx),
         }
     }
 
@@ -154,6 +150,17 @@ impl Table {
         Some(removed)
     }
 
+    /// Whether the slot of `generation` is still `peer`'s session or its handshake.
+    fn holds(&self, peer: SocketAddr, generation: u64) -> bool {
+        self.slots.get(&peer).is_some_and(|entry| {
+            entry.current.generation == generation
+                || entry
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.generation == generation)
+        })
+    }
+
     /// The slot of `generation` at `peer` finished its handshake. A pending one replaces the
     /// session beside it, which ends as its queue closes.
     fn established(&mut self, peer: SocketAddr, generation: u64) {
@@ -214,6 +221,27 @@ impl Demux {
     pub(super) fn established(&self, peer: SocketAddr, generation: u64) {
         self.table.lock().established(peer, generation);
     }
+
+    pub(super) fn holds(&self, peer: SocketAddr, generation: u64) -> bool {
+        self.table.lock().holds(peer, generation)
+    }
+}
+
+/// Whether a datagram the server sends carries its Finished (a handshake record of epoch 1):
+/// the last flight of its handshake, after which the client may send application data.
+pub(super) fn carries_finished(data: &[u8]) -> bool {
+    const HANDSHAKE: u8 = 22;
+    const HEADER: usize = 13;
+    let mut rest = data;
+    while rest.len() >= HEADER {
+        let epoch = u16::from_be_bytes([rest[3], rest[4]]);
+        if rest[0] == HANDSHAKE && epoch == 1 {
+            return true;
+        }
+        let length = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
+        rest = rest.get(HEADER + length..).unwrap_or_default();
+    }
+    false
 }
 
 /// Whether a datagram starts with a ClientHello of epoch 0 (a new handshake).
@@ -286,6 +314,20 @@ mod tests {
     }
 
     #[test]
+    fn the_server_s_finished_is_found_among_the_records_of_a_datagram() {
+        let change_cipher_spec = record(20, 0);
+        let finished = record(22, 1);
+        assert!(carries_finished(&finished));
+        assert!(carries_finished(
+            &[change_cipher_spec.clone(), finished].concat()
+        ));
+        assert!(!carries_finished(&change_cipher_spec));
+        assert!(!carries_finished(&client_hello()));
+        assert!(!carries_finished(&record(23, 1)), "application data");
+        assert!(!carries_finished(&[22, 0xfe, 0xfd, 0, 1]), "a cut header");
+    }
+
+    #[test]
     fn handshake_records_are_told_from_an_established_session_s() {
         assert!(is_handshake_record(&client_hello()));
         assert!(
@@ -316,9 +358,6 @@ mod tests {
         // Which session a datagram reaches (its queue's receiver gets it).
         let send = |table: &Table, data: &[u8]| match table.route(peer, data) {
             Route::To(tx) => tx.try_send(data.to_vec()).is_ok(),
-            Route::Both(current, pending) => {
-                current.try_send(data.to_vec()).is_ok() && pending.try_send(data.to_vec()).is_ok()
-            }
             _ => false,
         };
         let (first, mut first_rx) = slot(1);
@@ -338,13 +377,14 @@ mod tests {
         assert!(send(&table, &app_data));
         assert_eq!(second_rx.try_recv().ok(), Some(client_hello()));
         assert_eq!(second_rx.try_recv().ok(), Some(record(22, 1)));
-        // Application data goes to both: the one whose keys fit reads it.
-        assert_eq!(second_rx.try_recv().ok(), Some(app_data.clone()));
+        // Application data is the established session's.
         assert_eq!(first_rx.try_recv().ok(), Some(app_data.clone()));
         assert!(
             first_rx.try_recv().is_err(),
             "the handshake's records are not the session's"
         );
+        assert!(second_rx.try_recv().is_err());
+        assert!(table.holds(peer, 1) && table.holds(peer, 2));
         assert!(table.remove(peer, 2).is_some());
         assert!(send(&table, &app_data));
         assert_eq!(first_rx.try_recv().ok(), Some(app_data.clone()));
@@ -365,7 +405,8 @@ mod tests {
         assert!(send(&table, &app_data));
         assert_eq!(third_rx.try_recv().ok(), Some(app_data));
         assert!(table.handshaking.is_empty());
-        // The old session's end does not touch the new one.
+        // The old session's end does not touch the new one, and it sends nothing more.
+        assert!(!table.holds(peer, 1));
         assert!(table.remove(peer, 1).is_none());
         assert!(table.slots.contains_key(&peer));
         assert!(table.remove(peer, 3).is_some());
