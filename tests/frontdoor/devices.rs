@@ -412,6 +412,7 @@ fn commands_reach_connected_devices_time_out_for_absent_ones_and_wait_for_late_o
     assert!(delivered.contains(r#""service":"reboot""#), "{delivered}");
     // Deleted and created again under its name, it is another command: the live session
     // delivers it too, and the device's answer completes the new one.
+    let first_uid = plant.jsonpath("devicecommand", "plant", "reboot-a", "{.metadata.uid}");
     plant
         .devplane
         .kubectl_ok(&["delete", "devicecommand", "reboot-a", "-n", "plant"]);
@@ -428,6 +429,29 @@ fn commands_reach_connected_devices_time_out_for_absent_ones_and_wait_for_late_o
                 .count()
                 == 2
         },
+    );
+    // A status write for the first one (the front door's carry its uid) cannot land on the
+    // second.
+    let late = plant.devplane.kubectl(&[
+        "patch",
+        "devicecommand",
+        "reboot-a",
+        "-n",
+        "plant",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"metadata":{{"uid":"{first_uid}"}},"status":{{"phase":"Failed"}}}}"#),
+    ]);
+    assert!(!late.status.success());
+    assert!(
+        stderr(&late).contains("Precondition failed: UID in precondition"),
+        "{}",
+        stderr(&late)
+    );
+    assert_eq!(
+        plant.jsonpath("devicecommand", "plant", "reboot-a", "{.status.phase}"),
+        "Succeeded"
     );
     wait_phase(&plant, "reboot-absent", "TimedOut");
 

@@ -174,6 +174,23 @@ impl Commands {
         self.by_device.get(device)?.get(name)
     }
 
+    /// The uids of the commands a response may still answer.
+    pub fn answerable_uids(&self) -> HashSet<&str> {
+        self.by_device
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(|c| c.answerable())
+            .map(|c| c.uid.as_str())
+            .collect()
+    }
+
+    /// Whether `command` is still the command of its name for `device`: not deleted, nor
+    /// created again under the name since.
+    pub fn is_current(&self, device: &Identity, command: &CommandRef) -> bool {
+        self.get(device, &command.name)
+            .is_some_and(|c| c.uid == command.uid)
+    }
+
     /// Record locally that a command was answered (before the API confirms it): whether this
     /// answer is the first. A device that answers again before the watch shows the first
     /// answer must not have the later one written over it.
@@ -192,9 +209,14 @@ impl Commands {
     }
 
     /// Record locally that a command was sent (before the API confirms it), so it is not sent
-    /// twice.
-    pub fn mark_sent(&mut self, device: &Identity, name: &str) {
-        if let Some(c) = self.by_device.get_mut(device).and_then(|c| c.get_mut(name))
+    /// twice. A message of a command since deleted and created again under its name marks
+    /// nothing.
+    pub fn mark_sent(&mut self, device: &Identity, command: &CommandRef) {
+        if let Some(c) = self
+            .by_device
+            .get_mut(device)
+            .and_then(|c| c.get_mut(&command.name))
+            && c.uid == command.uid
             && c.phase == Some(CommandPhase::Pending)
         {
             c.phase = Some(CommandPhase::Sent);
@@ -264,7 +286,20 @@ status: {{phase: {phase}, reason: {reason}}}
             vec!["c2"],
             "c1 timed out"
         );
-        commands.mark_sent(&device, "c2");
+        let stale = CommandRef {
+            name: "c2".into(),
+            uid: "an-older-c2".into(),
+        };
+        assert!(!commands.is_current(&device, &stale));
+        commands.mark_sent(&device, &stale);
+        assert_eq!(
+            names(&commands, "2026-01-01T00:00:30Z"),
+            vec!["c1", "c2"],
+            "a message of another c2 marks nothing"
+        );
+        let c2 = commands.get(&device, "c2").expect("c2").reference();
+        assert!(commands.is_current(&device, &c2));
+        commands.mark_sent(&device, &c2);
         assert_eq!(names(&commands, "2026-01-01T00:00:30Z"), vec!["c1"]);
         assert!(
             commands

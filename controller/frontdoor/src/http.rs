@@ -350,7 +350,7 @@ async fn commands(
                 })
                 .collect();
             for command in &waiting {
-                shared.command_sent(&id, &command.name);
+                shared.command_sent(&id, &command.reference());
             }
             return (StatusCode::OK, axum::Json(json!({ "commands": list }))).into_response();
         }

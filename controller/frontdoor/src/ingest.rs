@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::registry::DeviceEntry;
+use crate::sessions::CommandRef;
 use crate::status::{CommandUpdate, StatusUpdate};
 use crate::topic::{Identity, North, Uplink};
 use crate::uplink::{self, CommandResponse, Rejection};
@@ -24,7 +25,7 @@ pub enum Effect {
     /// Reported attribute values for `status.reported`.
     Reported(Identity, BTreeMap<String, Value>),
     /// A command's result.
-    Command(Identity, String, CommandResponse),
+    Command(Identity, CommandRef, CommandResponse),
 }
 
 /// A message ingest accepted, ready for the northbound stream.
@@ -172,7 +173,11 @@ pub fn judge(
                     device.north(&North::CommandResponse(name)).into(),
                     record(base, fields),
                 )],
-                effect: Some(Effect::Command(device.clone(), name.to_string(), response)),
+                effect: Some(Effect::Command(
+                    device.clone(),
+                    command.reference(),
+                    response,
+                )),
             })
         }
     }
@@ -260,13 +265,13 @@ async fn handle(shared: &Shared, accepted: Accepted) {
     // Responses are judged against the commands as the watch last showed them, so a device
     // that answers twice quickly gets both accepted; the first answer stands, and the others
     // go nowhere.
-    if let Some(Effect::Command(id, name, response)) = &accepted.effect
+    if let Some(Effect::Command(id, command, response)) = &accepted.effect
         && !shared
             .commands
             .lock()
-            .mark_answered(id, name, response.succeeded)
+            .mark_answered(id, &command.name, response.succeeded)
     {
-        tracing::debug!(device = %id, command = %name, "a later answer to a command is dropped");
+        tracing::debug!(device = %id, command = %command.name, "a later answer to a command is dropped");
         return;
     }
     if is_uplink(accepted.kind) {
@@ -288,10 +293,10 @@ async fn handle(shared: &Shared, accepted: Accepted) {
         Some(Effect::Reported(id, values)) => {
             shared.status_update(StatusUpdate::Reported { id, values })
         }
-        Some(Effect::Command(id, name, response)) => {
+        Some(Effect::Command(id, command, response)) => {
             shared.command_update(CommandUpdate::Completed {
                 namespace: id.namespace,
-                name,
+                command,
                 response,
             })
         }

@@ -228,14 +228,14 @@ impl Shared {
     }
 
     /// A command went out to its device.
-    pub fn command_sent(&self, device: &Identity, name: &str) {
-        self.commands.lock().mark_sent(device, name);
+    pub fn command_sent(&self, device: &Identity, command: &sessions::CommandRef) {
+        self.commands.lock().mark_sent(device, command);
         self.metrics
             .commands_delivered
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.command_update(CommandUpdate::Sent {
             namespace: device.namespace.clone(),
-            name: name.to_string(),
+            command: command.clone(),
         });
     }
 

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
+use crate::sessions::CommandRef;
 use crate::topic::Identity;
 use crate::uplink::CommandResponse;
 
@@ -101,15 +102,15 @@ pub enum CommandUpdate {
     Sent {
         /// Namespace.
         namespace: String,
-        /// Command name.
-        name: String,
+        /// The command.
+        command: CommandRef,
     },
     /// The device answered.
     Completed {
         /// Namespace.
         namespace: String,
-        /// Command name.
-        name: String,
+        /// The command.
+        command: CommandRef,
         /// The answer.
         response: CommandResponse,
     },
@@ -624,10 +625,10 @@ pub async fn run_command_writer(
 
 async fn write_command(shared: &Shared, update: CommandUpdate) {
     let now = now_time();
-    let (namespace, name, status) = match update {
-        CommandUpdate::Sent { namespace, name } => (
+    let (namespace, command, status) = match update {
+        CommandUpdate::Sent { namespace, command } => (
             namespace,
-            name,
+            command,
             json!({
                 "phase": CommandPhase::Sent,
                 "sentAt": now,
@@ -637,11 +638,11 @@ async fn write_command(shared: &Shared, update: CommandUpdate) {
         ),
         CommandUpdate::Completed {
             namespace,
-            name,
+            command,
             response,
         } => (
             namespace,
-            name,
+            command,
             json!({
                 "phase": if response.succeeded { CommandPhase::Succeeded } else { CommandPhase::Failed },
                 "output": response.output,
@@ -654,7 +655,13 @@ async fn write_command(shared: &Shared, update: CommandUpdate) {
         ),
     };
     let api: Api<DeviceCommand> = Api::namespaced(shared.client.clone(), &namespace);
-    let patch = json!({ "status": status });
+    // The uid is a precondition: a command deleted and created again under its name while
+    // this waited is another command, and this is not its status (409).
+    let mut patch = json!({ "status": status });
+    if !command.uid.is_empty() {
+        patch["metadata"] = json!({ "uid": command.uid });
+    }
+    let name = command.name;
     let mut delay = Duration::from_millis(200);
     for attempt in 1..=5 {
         match api
@@ -663,6 +670,10 @@ async fn write_command(shared: &Shared, update: CommandUpdate) {
         {
             Ok(_) => return,
             Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(kube::Error::Api(s)) if s.code == 409 && s.message.contains("UID") => {
+                tracing::debug!(command = %format!("{namespace}/{name}"), "the command was created again; its predecessor's status is dropped");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(command = %format!("{namespace}/{name}"), attempt, error = %devplane_core::report::chain(&e), "cannot write command status; retrying");
                 tokio::time::sleep(delay).await;

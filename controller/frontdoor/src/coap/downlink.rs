@@ -196,7 +196,7 @@ pub(super) fn take_commands(shared: &Shared, id: &Identity) -> Option<Bytes> {
         })
         .collect();
     for command in &waiting {
-        shared.command_sent(id, &command.name);
+        shared.command_sent(id, &command.reference());
     }
     Some(commands_payload(list))
 }

@@ -103,6 +103,8 @@ struct Session<S> {
     window: usize,
     waiting: VecDeque<Deliver>,
     sent_commands: HashSet<CommandRef>,
+    /// When `sent_commands` is next pruned (its size then).
+    prune_sent_at: usize,
     last_seen_reported: Option<Instant>,
     /// A gateway's sub-device logins (boxed: most sessions are devices).
     gateway: Option<Box<GatewaySession>>,
@@ -265,6 +267,7 @@ where
             .map(|s| s.queue.iter().cloned().collect())
             .unwrap_or_default(),
         sent_commands: HashSet::new(),
+        prune_sent_at: downlink::PRUNE_SENT_FROM,
         last_seen_reported: None,
         gateway: match &role {
             Role::Gateway(id) => Some(Box::new(GatewaySession::new(

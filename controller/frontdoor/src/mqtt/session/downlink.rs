@@ -11,6 +11,9 @@ use crate::mqtt::codec::{Outgoing, SubCode};
 use crate::sessions::Deliver;
 use crate::topic::{self, Denial, Downlink};
 
+/// Sent commands a session remembers before it first forgets the finished ones.
+pub(super) const PRUNE_SENT_FROM: usize = 64;
+
 impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -149,6 +152,9 @@ where
         {
             return;
         }
+        if !self.still_current(&deliver) {
+            return;
+        }
         let owner = topic::downlink_owner(&deliver.topic);
         let (deliver, granted) = if self.enos.is_some() {
             match self.enos_downlink(deliver) {
@@ -188,9 +194,10 @@ where
             }
         }
         if let Some(command) = &deliver.command {
+            self.forget_finished_commands();
             self.sent_commands.insert(command.clone());
             if let Some(device) = owner {
-                self.shared.command_sent(&device, &command.name);
+                self.shared.command_sent(&device, command);
             }
         }
         if waits {
@@ -206,8 +213,38 @@ where
             let Some(next) = self.waiting.pop_front() else {
                 break;
             };
-            self.write_publish(next);
+            if self.still_current(&next) {
+                self.write_publish(next);
+            }
         }
+    }
+
+    /// Keeps of the sent commands only those still waiting for an answer (the others are
+    /// not offered again), so that a long-lived session does not remember every command it
+    /// ever sent: each time the set has doubled since the last time.
+    fn forget_finished_commands(&mut self) {
+        if self.sent_commands.len() < self.prune_sent_at {
+            return;
+        }
+        let commands = self.shared.commands.lock();
+        let waiting = commands.answerable_uids();
+        self.sent_commands
+            .retain(|sent| waiting.contains(sent.uid.as_str()));
+        drop(commands);
+        self.prune_sent_at = (2 * self.sent_commands.len()).max(PRUNE_SENT_FROM);
+    }
+
+    /// Whether a message still carries what it was made for: a command's message goes no
+    /// further once the command was deleted, or created again under its name (the new one
+    /// gets a message of its own).
+    fn still_current(&self, deliver: &Deliver) -> bool {
+        let (Some(command), Some(device)) = (
+            deliver.command.as_ref(),
+            topic::downlink_owner(&deliver.topic),
+        ) else {
+            return true;
+        };
+        self.shared.commands.lock().is_current(&device, command)
     }
 
     pub(super) fn write_publish(&mut self, deliver: Deliver) {

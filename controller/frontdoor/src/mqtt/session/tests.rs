@@ -33,10 +33,28 @@ fn test_session(
         window: 1,
         waiting: VecDeque::new(),
         sent_commands: HashSet::new(),
+        prune_sent_at: downlink::PRUNE_SENT_FROM,
         last_seen_reported: None,
         gateway: None,
         enos: None,
     }
+}
+
+/// The watch shows the DeviceCommand `name` (with `uid`) waiting for device `ns/d`.
+fn known_command(shared: &Shared, name: &str, uid: &str) {
+    let command: devplane_api::v1alpha1::DeviceCommand = serde_yaml::from_str(&format!(
+        r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: DeviceCommand
+metadata: {{name: {name}, namespace: ns, uid: {uid}, creationTimestamp: "{}"}}
+spec: {{device: d, service: reboot, timeoutSeconds: 600}}
+status: {{phase: Pending, reason: {}}}
+"#,
+        jiff::Timestamp::now(),
+        crate::commands::WAITING_FOR_DELIVERY
+    ))
+    .expect("command yaml");
+    shared.commands.lock().apply(&command);
 }
 
 #[tokio::test]
@@ -51,14 +69,17 @@ async fn a_full_queue_drops_other_messages_before_a_command_it_took() {
         qos: 1,
         command: None,
     };
-    let command = |name: &str| Deliver {
-        topic: id.downlink(&Downlink::Command(name)).into(),
-        payload: Bytes::from_static(b"{}"),
-        qos: 1,
-        command: Some(CommandRef {
-            name: name.to_owned(),
-            uid: format!("uid-{name}"),
-        }),
+    let command = |name: &str| {
+        known_command(&shared, name, &format!("uid-{name}"));
+        Deliver {
+            topic: id.downlink(&Downlink::Command(name)).into(),
+            payload: Bytes::from_static(b"{}"),
+            qos: 1,
+            command: Some(CommandRef {
+                name: name.to_owned(),
+                uid: format!("uid-{name}"),
+            }),
+        }
     };
     let limit = shared.settings.offline_queue;
     session.deliver(desired()); // in flight: the window of one is full
@@ -106,10 +127,15 @@ async fn a_command_created_again_under_its_name_is_sent_again_and_the_same_one_o
             uid: uid.into(),
         }),
     };
+    known_command(&shared, "reboot", "first");
     session.deliver(command("first")); // in flight
     session.deliver(command("first")); // offered again (a watch event, a subscribe)
     assert!(session.waiting.is_empty(), "the same command is taken once");
-    session.deliver(command("second")); // deleted and created again: another command
+    // Deleted and created again: another command. A message of one that is no longer the
+    // command of its name (here one the session never took) is dropped.
+    known_command(&shared, "reboot", "second");
+    session.deliver(command("second"));
+    session.deliver(command("older"));
     assert_eq!(
         session
             .waiting
@@ -119,4 +145,46 @@ async fn a_command_created_again_under_its_name_is_sent_again_and_the_same_one_o
             .collect::<Vec<_>>(),
         ["second"]
     );
+}
+
+#[tokio::test]
+async fn a_session_forgets_the_commands_it_sent_once_they_are_answered() {
+    let (shared, _ingest) = crate::test_shared();
+    let (stream, _client) = tokio::io::duplex(1 << 20);
+    let id = Identity::new("ns", "d");
+    let mut session = test_session(&shared, stream, &id);
+    let send = |session: &mut Session<tokio::io::DuplexStream>, i: usize| {
+        let name = format!("c{i}");
+        known_command(&shared, &name, &format!("u{i}"));
+        session.deliver(Deliver {
+            topic: id.downlink(&Downlink::Command(&name)).into(),
+            payload: Bytes::from_static(b"{}"),
+            qos: 1,
+            command: Some(CommandRef {
+                name: name.clone(),
+                uid: format!("u{i}"),
+            }),
+        });
+    };
+    for i in 0..downlink::PRUNE_SENT_FROM {
+        send(&mut session, i);
+    }
+    assert_eq!(session.sent_commands.len(), downlink::PRUNE_SENT_FROM);
+    // All but the first are answered; the next one sent prunes the rest.
+    for i in 1..downlink::PRUNE_SENT_FROM {
+        assert!(
+            shared
+                .commands
+                .lock()
+                .mark_answered(&id, &format!("c{i}"), true)
+        );
+    }
+    send(&mut session, downlink::PRUNE_SENT_FROM);
+    let mut left: Vec<&str> = session
+        .sent_commands
+        .iter()
+        .map(|c| c.uid.as_str())
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, ["u0", "u64"]);
 }
