@@ -157,18 +157,19 @@ pub fn devices_naming(gateway: &Gateway, devices: &[Arc<Device>]) -> Vec<ObjectR
         .collect()
 }
 
-/// The gateways each device was last found to concern, so that a device's change triggers the
-/// gateways it leaves as well as those it joins: one that moves to another gateway, or drops
-/// the label a selector picked it by, would otherwise leave the old gateway's count stale
-/// until the next resync. Only devices that concern some gateway have an entry.
+/// The gateway each device named when it last changed, so that a device's change triggers
+/// the gateway it leaves as well as those it joins: one that moves to another gateway, or
+/// stops naming one, would otherwise leave the old gateway's count stale until the next
+/// resync. (The gateways whose selector may pick it are in its namespace, and triggered on
+/// every change anyway.) Only devices that name a gateway have an entry.
 #[derive(Default)]
 pub struct DeviceGateways {
-    last: parking_lot::Mutex<HashMap<ObjectRef<Device>, Vec<ObjectRef<Gateway>>>>,
+    last: parking_lot::Mutex<HashMap<ObjectRef<Device>, ObjectRef<Gateway>>>,
 }
 
 impl DeviceGateways {
     /// The gateways to reconcile for a change of `device` (`present`: it is still stored, not
-    /// deleted): those it concerns now and those it concerned before.
+    /// deleted): those it concerns now and the one it named before.
     pub fn triggers(
         &self,
         device: &Device,
@@ -177,16 +178,20 @@ impl DeviceGateways {
     ) -> Vec<ObjectRef<Gateway>> {
         let mut now = gateways_for(device, gateways);
         let key = ObjectRef::from_obj(device);
+        let named = device
+            .spec
+            .connection
+            .gateway()
+            .map(|name| ObjectRef::<Gateway>::new(name).within(gateway_namespace(device)));
         let mut last = self.last.lock();
-        let before = if present && !now.is_empty() {
-            last.insert(key, now.clone())
-        } else {
-            last.remove(&key)
+        let before = match named {
+            Some(named) if present => last.insert(key, named),
+            _ => last.remove(&key),
         };
-        for gateway in before.unwrap_or_default() {
-            if !now.contains(&gateway) {
-                now.push(gateway);
-            }
+        if let Some(gateway) = before
+            && !now.contains(&gateway)
+        {
+            now.push(gateway);
         }
         now
     }
@@ -309,6 +314,20 @@ spec: {{modelRef: {{name: meter}}, {connection}}}
             "a deleted device triggers its last gateway"
         );
         assert!(memory.last.lock().is_empty(), "and is forgotten");
+
+        // A device that named a gateway before the gateway existed (whose creation counted
+        // it): leaving it triggers it all the same.
+        let memory = DeviceGateways::default();
+        let early = memory.triggers(
+            &device("metering", "n", Some("a"), ""),
+            true,
+            &gateways[1..],
+        );
+        assert!(early.is_empty(), "no gateway a yet");
+        assert_eq!(
+            names(&memory.triggers(&device("metering", "n", Some("b"), ""), true, &gateways)),
+            ["metering/b", "metering/a"]
+        );
     }
 
     #[test]
