@@ -495,10 +495,10 @@ fn impersonation_acts_as_the_identity_asked_for_only_with_permission_to_imperson
         serde_json::from_str(&devplane.kubectl_ok(&all)).expect("SelfSubjectReview JSON")
     };
     assert_eq!(whoami(&[])["status"]["userInfo"]["username"], "admin");
-    let jane = whoami(&["--as", "jane", "--as-group", "auditors"]);
+    let jane = whoami(&["--as", "jane", "--as-group", "auditors", "--as-uid", "42"]);
     assert_eq!(
         jane["status"]["userInfo"],
-        serde_json::json!({"username": "jane", "groups": ["auditors", "system:authenticated"]})
+        serde_json::json!({"username": "jane", "uid": "42", "groups": ["auditors", "system:authenticated"]})
     );
     // A caller without `impersonate` cannot become the admin, nor add a group to itself.
     let token = token(&devplane, "reader");

@@ -85,12 +85,11 @@ pub fn event(record: &Record<'_>) -> Value {
         Some(a) => a.verb.clone(),
         None => record.method.to_ascii_lowercase(),
     };
-    let user_info = |c: &Caller| json!({"username": c.user, "groups": c.groups});
     // As kube-apiserver's: `user` is who authenticated, `impersonatedUser` whom it acted as.
     let (user, impersonated) = match record.caller {
         Some(c) => match &c.impersonator {
-            Some(impersonator) => (user_info(impersonator), Some(user_info(c))),
-            None => (user_info(c), None),
+            Some(impersonator) => (impersonator.user_info(), Some(c.user_info())),
+            None => (c.user_info(), None),
         },
         None => (json!({}), None),
     };

@@ -22,6 +22,10 @@ pub struct Caller {
     pub user: String,
     /// Groups.
     pub groups: Vec<String>,
+    /// A uid, when impersonation named one (RBAC does not use it).
+    pub uid: Option<String>,
+    /// Extra attributes, when impersonation named some (RBAC does not use them).
+    pub extra: BTreeMap<String, Vec<String>>,
     /// Who authenticated, when this identity is impersonated (`kubectl --as`).
     pub impersonator: Option<Box<Caller>>,
 }
@@ -36,6 +40,8 @@ impl Caller {
         Caller {
             user: user.into(),
             groups,
+            uid: None,
+            extra: BTreeMap::new(),
             impersonator: None,
         }
     }
@@ -45,6 +51,18 @@ impl Caller {
         let groups = Caller::service_account_groups(namespace);
         let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
         Caller::new(service_account_user(namespace, name), &groups)
+    }
+
+    /// The user info of `userInfo` fields (SelfSubjectReview, admission reviews, audit).
+    pub fn user_info(&self) -> serde_json::Value {
+        let mut info = serde_json::json!({"username": self.user, "groups": self.groups});
+        if let Some(uid) = &self.uid {
+            info["uid"] = serde_json::json!(uid);
+        }
+        if !self.extra.is_empty() {
+            info["extra"] = serde_json::json!(self.extra);
+        }
+        info
     }
 
     /// The groups of every ServiceAccount in `namespace`.

@@ -11,8 +11,9 @@
 //!
 //! The identity is the user with exactly the groups asked for (a ServiceAccount asked for with no
 //! groups gets its own), plus `system:authenticated` (`system:unauthenticated` for
-//! `system:anonymous`) unless one of the two is asked for. RBAC here decides by user and groups only, so a uid and extras are checked
-//! and then carry nothing further.
+//! `system:anonymous`) unless one of the two is asked for. RBAC here decides by user and
+//! groups only; a uid and extras are checked, then shown wherever the user is (`kubectl auth
+//! whoami`, admission reviews, the audit log).
 
 use axum::http::HeaderMap;
 use serde_json::json;
@@ -201,9 +202,15 @@ fn identity(asked: Asked, impersonator: Caller) -> Caller {
         };
         groups.push(implied.to_string());
     }
+    let mut extra: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (key, value) in asked.extra {
+        extra.entry(key).or_default().push(value);
+    }
     Caller {
         user: asked.user,
         groups,
+        uid: asked.uid,
+        extra,
         impersonator: Some(Box::new(impersonator)),
     }
 }

@@ -61,10 +61,7 @@ fn answered(mut review: Value, kind: &str) -> Response {
 /// Answer a SelfSubjectReview: who the request is made as (the impersonated identity under
 /// `kubectl --as`). Its body asks nothing. Without authentication nobody is known.
 pub fn self_subject_review(caller: Option<&Caller>) -> Response {
-    let user = caller.map_or_else(
-        || json!({}),
-        |c| json!({"username": c.user, "groups": c.groups}),
-    );
+    let user = caller.map_or_else(|| json!({}), Caller::user_info);
     let review = json!({
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "SelfSubjectReview",

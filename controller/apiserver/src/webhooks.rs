@@ -221,10 +221,7 @@ fn review(hook: &Hook, request: &Admission<'_>) -> Value {
         "requestResource": gvr,
         "name": request.object.or(request.old).and_then(crate::object::name),
         "operation": request.operation,
-        "userInfo": request.user.map_or_else(
-            || json!({}),
-            |user| json!({"username": user.user, "groups": user.groups}),
-        ),
+        "userInfo": request.user.map_or_else(|| json!({}), Caller::user_info),
         "object": request.object,
         "oldObject": request.old,
         "options": request.options,

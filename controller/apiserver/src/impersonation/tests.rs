@@ -150,6 +150,11 @@ fn system_masters_may_impersonate_anyone_and_anonymous_is_unauthenticated() {
         .expect("impersonated");
     assert_eq!(acting.user, "system:anonymous");
     assert_eq!(acting.groups, ["system:unauthenticated"]);
+    assert_eq!(acting.uid.as_deref(), Some("u-1"));
+    assert_eq!(
+        acting.user_info()["extra"],
+        serde_json::json!({"scopes": ["view", "edit"]})
+    );
     let asked = headers(&[
         ("Impersonate-User", "jane"),
         ("Impersonate-Group", "system:unauthenticated"),
