@@ -610,33 +610,32 @@ async fn dtls_client(
         .expect("handshake")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_client_hello_does_not_end_an_established_dtls_session() {
-    let f = fixture(true);
+/// The fixture's front door serving DTLS on a socket of its own, and a device socket connected
+/// to it; the token stops the server.
+async fn dtls_server(f: &Fixture) -> (Arc<UdpSocket>, CancellationToken) {
     let server = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let addr = server.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     tokio::spawn(dtls::serve(server, f.shared.clone(), shutdown.clone()));
     let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
     socket.connect(addr).await.expect("connect");
+    (socket, shutdown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_client_hello_does_not_end_an_established_dtls_session() {
+    let f = fixture(true);
+    let (socket, shutdown) = dtls_server(&f).await;
     let conn = dtls_client(socket.clone()).await;
-    let mut buf = vec![0u8; 2048];
-    let mut ask = async |id: u16| {
-        use webrtc_util::conn::Conn;
-        conn.send(&post(id, "bench/baseline", b"x"))
-            .await
-            .expect("send");
-        let n = tokio::time::timeout(Duration::from_secs(5), conn.recv(&mut buf))
-            .await
-            .expect("an answer within 5 s")
-            .expect("read");
-        code(&Packet::from_bytes(&buf[..n]).expect("CoAP"))
-    };
-    assert_eq!(ask(1).await, "4.04");
+    assert_eq!(ask_over(&conn, 1).await, "4.04");
     // A ClientHello from the session's address and port (an off-path host can forge one; here
     // the client's own socket sends it).
     socket.send(&dtls::client_hello()).await.expect("send");
-    assert_eq!(ask(2).await, "4.04", "the session still answers");
+    assert_eq!(
+        ask_over(&conn, 2).await,
+        "4.04",
+        "the session still answers"
+    );
     shutdown.cancel();
 }
 
@@ -709,12 +708,7 @@ async fn ask_over(conn: &webrtc_dtls::conn::DTLSConn, id: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_restarts_behind_the_same_address_gets_a_new_session_that_lasts() {
     let f = fixture(true);
-    let server = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let addr = server.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(dtls::serve(server, f.shared.clone(), shutdown.clone()));
-    let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
-    socket.connect(addr).await.expect("connect");
+    let (socket, shutdown) = dtls_server(&f).await;
     let before = CancellationToken::new();
     let first = dtls_client(Arc::new(Cuttable {
         socket: socket.clone(),
