@@ -405,6 +405,7 @@ webhooks:
     };
     refused(&keep(&[]), "admin");
     refused(&keep(&["--dry-run=server"]), "admin");
+    refused(&keep(&["--grace-period=7"]), "admin");
     // The review names the identity the request acts as.
     refused(
         &keep(&["--as", "jane", "--as-group", "system:masters"]),
@@ -422,11 +423,11 @@ webhooks:
     // A delete's review: the object being deleted as oldObject, no object, DeleteOptions.
     let lines = guard.lines();
     assert!(
-        lines.contains(&"review DELETE admin keep False True DeleteOptions".to_string()),
+        lines.contains(&"review DELETE admin keep False True DeleteOptions 7".to_string()),
         "{lines:?}"
     );
     assert!(
-        lines.contains(&"review DELETE admin scratch False True DeleteOptions".to_string()),
+        lines.contains(&"review DELETE admin scratch False True DeleteOptions -".to_string()),
         "{lines:?}"
     );
 
@@ -451,7 +452,7 @@ metadata: {name: loose, namespace: plant}
     let log = &guard;
     let asked_by = |controller: &str, name: &str| {
         let line = format!(
-            "review DELETE system:serviceaccount:kube-system:{controller} {name} False True DeleteOptions"
+            "review DELETE system:serviceaccount:kube-system:{controller} {name} False True DeleteOptions -"
         );
         move || log.lines().contains(&line)
     };

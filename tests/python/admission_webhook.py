@@ -4,7 +4,8 @@ integration tests.
 Usage: admission_webhook.py PORT CERT KEY
 
 Serves HTTPS on 127.0.0.1:PORT with CERT and KEY. For every AdmissionReview it prints
-"review <operation> <username> <name> <has object> <has oldObject> <options kind>" and answers:
+"review <operation> <username> <name> <has object> <has oldObject> <options kind>
+<options' gracePeriodSeconds or ->" and answers:
 a DELETE of an object labelled protected=true is denied with the message
 "deleting protected objects is not allowed (asked by <username>)"; everything else is allowed.
 Prints "listening" once the socket is bound.
@@ -32,6 +33,7 @@ class Handler(BaseHTTPRequestHandler):
             request.get("object") is not None,
             old is not None,
             options.get("kind", "-"),
+            options.get("gracePeriodSeconds", "-"),
             flush=True,
         )
         labels = ((old or {}).get("metadata") or {}).get("labels") or {}

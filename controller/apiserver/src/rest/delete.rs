@@ -27,6 +27,9 @@ pub struct DeleteOptions {
     pub precondition_rv: Option<String>,
     /// Persist nothing.
     pub dry_run: bool,
+    /// The grace period asked for (passed on to admission webhooks; objects here have no
+    /// graceful termination, they go at once or wait for their finalizers).
+    pub grace_period: Option<i64>,
     /// Whether admission webhooks see the delete: an API request's, not the server's own.
     pub admission: bool,
     /// Who asks.
@@ -38,6 +41,14 @@ impl DeleteOptions {
         let mut options = DeleteOptions {
             propagation: query.get("propagationPolicy").map(str::to_string),
             orphan_dependents: query.get("orphanDependents").map(|v| v == "true"),
+            grace_period: query
+                .get("gracePeriodSeconds")
+                .map(|v| {
+                    v.parse().map_err(|_| {
+                        ApiError::bad_request(format!("gracePeriodSeconds: Invalid value: {v:?}"))
+                    })
+                })
+                .transpose()?,
             dry_run: query.dry_run()?,
             ..DeleteOptions::default()
         };
@@ -48,6 +59,9 @@ impl DeleteOptions {
             }
             if let Some(o) = body.get("orphanDependents").and_then(Value::as_bool) {
                 options.orphan_dependents = Some(o);
+            }
+            if let Some(g) = body.get("gracePeriodSeconds").and_then(Value::as_i64) {
+                options.grace_period = Some(g);
             }
             options.precondition_uid = body
                 .pointer("/preconditions/uid")
@@ -89,6 +103,9 @@ impl DeleteOptions {
         }
         if let Some(orphan) = self.orphan_dependents {
             options["orphanDependents"] = json!(orphan);
+        }
+        if let Some(grace) = self.grace_period {
+            options["gracePeriodSeconds"] = json!(grace);
         }
         let mut preconditions = serde_json::Map::new();
         if let Some(uid) = &self.precondition_uid {

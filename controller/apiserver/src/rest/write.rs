@@ -37,6 +37,25 @@ pub struct WriteOptions {
 }
 
 impl WriteOptions {
+    /// The options as an admission review's `options`: a `meta.k8s.io/v1` CreateOptions or
+    /// UpdateOptions (`kind`).
+    fn as_json(&self, kind: &str) -> Value {
+        let mut options = serde_json::json!({
+            "kind": kind,
+            "apiVersion": "meta.k8s.io/v1",
+            "fieldManager": self.manager,
+            "fieldValidation": match self.field_validation {
+                FieldValidation::Strict => "Strict",
+                FieldValidation::Warn => "Warn",
+                FieldValidation::Ignore => "Ignore",
+            },
+        });
+        if self.dry_run {
+            options["dryRun"] = serde_json::json!(["All"]);
+        }
+        options
+    }
+
     /// Options of an internal write (garbage collector, namespace controller).
     pub fn internal(manager: &str) -> WriteOptions {
         WriteOptions {
@@ -163,7 +182,8 @@ impl Inner {
                 dry_run: opts.dry_run,
                 caller: opts.caller.as_ref(),
             };
-            self.run_webhooks("CREATE", &target, (Some(&object), None, None))
+            let options = opts.as_json("CreateOptions");
+            self.run_webhooks("CREATE", &target, (Some(&object), None, Some(&options)))
                 .await?;
         }
         if !opts.managed_fields_done {
@@ -466,7 +486,8 @@ impl Inner {
                 dry_run: opts.dry_run,
                 caller: opts.caller.as_ref(),
             };
-            self.run_webhooks("UPDATE", &target, (Some(&new), Some(old), None))
+            let options = opts.as_json("UpdateOptions");
+            self.run_webhooks("UPDATE", &target, (Some(&new), Some(old), Some(&options)))
                 .await?;
         }
         let new_bytes = encode(resource, &new)?;
