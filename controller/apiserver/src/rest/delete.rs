@@ -163,7 +163,7 @@ impl Inner {
                     ),
                 ));
             }
-            if options.admission {
+            if options.admission && !self.webhooks().is_empty() {
                 let target = crate::webhooks::Target {
                     resource,
                     subresource: None,

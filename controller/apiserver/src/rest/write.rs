@@ -174,7 +174,7 @@ impl Inner {
             (true, Some(ns)) => self.namespace_guard(ns).await?,
             _ => None,
         };
-        if opts.admission {
+        if opts.admission && !self.webhooks().is_empty() {
             let target = crate::webhooks::Target {
                 resource,
                 subresource: opts.subresource.as_deref(),
@@ -478,7 +478,7 @@ impl Inner {
             let namespace = object::namespace(old);
             crate::escalation::check(&self.rbac(), caller, resource, namespace, &new)?;
         }
-        if opts.admission {
+        if opts.admission && !self.webhooks().is_empty() {
             let target = crate::webhooks::Target {
                 resource,
                 subresource: opts.subresource.as_deref(),
