@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{DATALOGGER_GATEWAY, Devplane, stdout, wait_until};
+use crate::support::{Background, DATALOGGER_GATEWAY, Devplane, stdout, wait_until};
 
 struct Webhook {
     child: Child,
@@ -304,29 +304,6 @@ fn the_embedded_server_calls_the_registered_webhook_and_honours_its_failure_poli
     );
 }
 
-/// A webhook that refuses deleting protected ConfigMaps, with what it was asked logged.
-struct Guard {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Guard {
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn deletes_reach_validating_webhooks_with_the_object_the_options_and_the_user() {
     let certificates = tempfile::tempdir().expect("temp dir");
@@ -338,19 +315,16 @@ fn deletes_reach_validating_webhooks_with_the_object_the_options_and_the_user() 
         "--webhook-service",
         &format!("webhooks/guard=127.0.0.1:{port}"),
     ]);
-    let log = devplane.dir.join("guard.out");
-    let child = Command::new("python3")
+    // A webhook that refuses deleting protected ConfigMaps and prints what it was asked.
+    let mut webhook = Command::new("python3");
+    webhook
         .arg(crate::support::repo().join("tests/python/admission_webhook.py"))
         .arg(port.to_string())
         .arg(certificates.path().join("apiserver.crt"))
-        .arg(certificates.path().join("apiserver.key"))
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 runs");
-    let guard = Guard { child, log };
-    wait_until("the webhook to listen", Duration::from_secs(20), || {
-        guard.lines().iter().any(|l| l == "listening")
+        .arg(certificates.path().join("apiserver.key"));
+    let guard = Background::spawn(webhook);
+    guard.wait_for_line("the webhook to listen", Duration::from_secs(20), |l| {
+        l == "listening"
     });
     use base64::Engine;
     let bundle = base64::engine::general_purpose::STANDARD.encode(&pki.ca_cert_pem);

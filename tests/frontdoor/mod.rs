@@ -17,7 +17,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Devplane, READY_TIMEOUT, repo, stdout, wait_until};
+use crate::support::{Background, Devplane, READY_TIMEOUT, repo, stdout, wait_until};
 
 /// Two namespaces, a model with every kind of feature, devices in each lifecycle, and an
 /// application per namespace.
@@ -259,77 +259,6 @@ fn finish(mut child: Child, timeout: Duration) -> Output {
     }
     let _ = child.kill();
     child.wait_with_output().expect("client output")
-}
-
-/// A background client whose output lines are collected as they come.
-struct Background {
-    child: Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Background {
-    fn spawn(mut command: Command) -> Background {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the client runs");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                sink.lock().expect("lines").push(line);
-            }
-        });
-        Background { child, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("lines").clone()
-    }
-
-    fn wait_for_line(
-        &self,
-        what: &str,
-        timeout: Duration,
-        matches: impl Fn(&str) -> bool,
-    ) -> String {
-        let mut found = String::new();
-        wait_until(what, timeout, || {
-            match self.lines().into_iter().find(|l| matches(l)) {
-                Some(l) => {
-                    found = l;
-                    true
-                }
-                None => false,
-            }
-        });
-        found
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                return self.lines();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("client did not finish in {timeout:?}: {:?}", self.lines());
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn output_lines(output: &Output) -> Vec<String> {

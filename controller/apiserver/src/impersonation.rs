@@ -114,20 +114,15 @@ fn asked(headers: &HeaderMap) -> ApiResult<Option<Asked>> {
 
 /// An extra's key from its header name: percent-encoded UTF-8 (header names are lower case).
 fn unescape_extra_key(encoded: &str) -> Option<String> {
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        if bytes[at] == b'%' {
-            let hex = encoded.get(at + 1..at + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            at += 3;
-        } else {
-            out.push(bytes[at]);
-            at += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    // Every `%` starts an escape of two hex digits; the decoder would keep a bad one as text.
+    let well_formed = encoded.split('%').skip(1).all(|rest| {
+        rest.get(..2)
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    let decoded = percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .ok()?;
+    well_formed.then(|| decoded.into_owned())
 }
 
 /// The namespace and name of a ServiceAccount's user name.

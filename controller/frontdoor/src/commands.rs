@@ -224,6 +224,28 @@ impl Commands {
     }
 }
 
+/// A DeviceCommand `namespace/name` (with `uid`) for `device`, validated and waiting for
+/// delivery, as the watch shows one (tests).
+#[cfg(test)]
+pub(crate) fn waiting_command(
+    namespace: &str,
+    device: &str,
+    name: &str,
+    uid: &str,
+) -> DeviceCommand {
+    serde_yaml::from_str(&format!(
+        r#"
+apiVersion: iot.devplane.io/v1alpha1
+kind: DeviceCommand
+metadata: {{name: {name}, namespace: {namespace}, uid: {uid}, creationTimestamp: "{}"}}
+spec: {{device: {device}, service: reboot, timeoutSeconds: 600}}
+status: {{phase: Pending, reason: {WAITING_FOR_DELIVERY}}}
+"#,
+        jiff::Timestamp::now(),
+    ))
+    .expect("command yaml")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

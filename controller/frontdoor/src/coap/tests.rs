@@ -486,18 +486,7 @@ async fn a_command_waits_while_its_observer_has_too_much_in_flight() {
             })
             .collect()
     };
-    let command: devplane_api::v1alpha1::DeviceCommand = serde_yaml::from_str(&format!(
-        r#"
-apiVersion: iot.devplane.io/v1alpha1
-kind: DeviceCommand
-metadata: {{name: c1, namespace: plant, creationTimestamp: "{}"}}
-spec: {{device: a, service: reboot, timeoutSeconds: 600}}
-status: {{phase: Pending, reason: {}}}
-"#,
-        jiff::Timestamp::now(),
-        crate::commands::WAITING_FOR_DELIVERY
-    ))
-    .expect("command yaml");
+    let command = crate::commands::waiting_command("plant", "a", "c1", "u-c1");
     f.shared.commands.lock().apply(&command);
     let a = Identity::new("plant", "a");
     let waiting = || {

@@ -230,24 +230,34 @@ impl Demux {
 /// Whether a datagram the server sends carries its Finished (a handshake record of epoch 1):
 /// the last flight of its handshake, after which the client may send application data.
 pub(super) fn carries_finished(data: &[u8]) -> bool {
-    const HANDSHAKE: u8 = 22;
-    const HEADER: usize = 13;
     let mut rest = data;
-    while rest.len() >= HEADER {
-        let epoch = u16::from_be_bytes([rest[3], rest[4]]);
-        if rest[0] == HANDSHAKE && epoch == 1 {
+    while let Some(head) = record_head(rest) {
+        if head == (HANDSHAKE, 1) {
             return true;
         }
         let length = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
-        rest = rest.get(HEADER + length..).unwrap_or_default();
+        rest = rest.get(RECORD_HEADER + length..).unwrap_or_default();
     }
     false
 }
 
+/// Record content types.
+const CHANGE_CIPHER_SPEC: u8 = 20;
+const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
+
+/// A record header: type, version (2 bytes), epoch (2), sequence number (6), length (2).
+const RECORD_HEADER: usize = 13;
+
+/// The content type and epoch of the record `data` starts with, if it holds a whole header.
+fn record_head(data: &[u8]) -> Option<(u8, u16)> {
+    (data.len() >= RECORD_HEADER).then(|| (data[0], u16::from_be_bytes([data[3], data[4]])))
+}
+
 /// Whether a datagram starts with a ClientHello of epoch 0 (a new handshake).
 fn is_client_hello(data: &[u8]) -> bool {
-    // Record: type 22 (handshake), version, epoch 0, sequence, length; handshake type 1.
-    data.len() > 13 && data[0] == 22 && data[3] == 0 && data[4] == 0 && data[13] == 1
+    // The handshake message's type (1) follows the record header.
+    record_head(data) == Some((HANDSHAKE, 0)) && data.get(RECORD_HEADER) == Some(&1)
 }
 
 /// Whether a datagram starts with a record of a handshake under way, not of an established
@@ -255,17 +265,9 @@ fn is_client_hello(data: &[u8]) -> bool {
 /// Finished (a handshake record of epoch 1). An established session sends application data,
 /// and its alerts encrypted.
 fn is_handshake_record(data: &[u8]) -> bool {
-    // Record: type, version (2 bytes), epoch (2 bytes), …
-    const CHANGE_CIPHER_SPEC: u8 = 20;
-    const ALERT: u8 = 21;
-    const HANDSHAKE: u8 = 22;
-    if data.len() < 13 {
-        return false;
-    }
-    let epoch = u16::from_be_bytes([data[3], data[4]]);
-    match data[0] {
-        CHANGE_CIPHER_SPEC | ALERT => epoch == 0,
-        HANDSHAKE => epoch <= 1,
+    match record_head(data) {
+        Some((CHANGE_CIPHER_SPEC | ALERT, epoch)) => epoch == 0,
+        Some((HANDSHAKE, epoch)) => epoch <= 1,
         _ => false,
     }
 }

@@ -42,18 +42,7 @@ fn test_session(
 
 /// The watch shows the DeviceCommand `name` (with `uid`) waiting for device `ns/d`.
 fn known_command(shared: &Shared, name: &str, uid: &str) {
-    let command: devplane_api::v1alpha1::DeviceCommand = serde_yaml::from_str(&format!(
-        r#"
-apiVersion: iot.devplane.io/v1alpha1
-kind: DeviceCommand
-metadata: {{name: {name}, namespace: ns, uid: {uid}, creationTimestamp: "{}"}}
-spec: {{device: d, service: reboot, timeoutSeconds: 600}}
-status: {{phase: Pending, reason: {}}}
-"#,
-        jiff::Timestamp::now(),
-        crate::commands::WAITING_FOR_DELIVERY
-    ))
-    .expect("command yaml");
+    let command = crate::commands::waiting_command("ns", "d", name, uid);
     shared.commands.lock().apply(&command);
 }
 
