@@ -306,6 +306,8 @@ fn the_embedded_server_calls_the_registered_webhook_and_honours_its_failure_poli
 
 #[test]
 fn deletes_reach_validating_webhooks_with_the_object_the_options_and_the_user() {
+    // Also: writes carry their options, and a Namespace is judged by its own labels under
+    // a namespaceSelector.
     let certificates = tempfile::tempdir().expect("temp dir");
     let pki =
         devplane_runtime::pki::ensure(certificates.path(), &["guard.webhooks.svc".to_string()])
@@ -358,8 +360,60 @@ webhooks:
     failurePolicy: Fail
     sideEffects: None
     admissionReviewVersions: [v1]
+  - name: guarded.example.com
+    clientConfig:
+      service: {{namespace: webhooks, name: guard, path: /validate}}
+      caBundle: {bundle}
+    rules:
+      - operations: [CREATE, UPDATE]
+        apiGroups: [""]
+        apiVersions: [v1]
+        resources: [namespaces, configmaps]
+    namespaceSelector:
+      matchLabels: {{guarded: "true"}}
+    failurePolicy: Fail
+    sideEffects: None
+    admissionReviewVersions: [v1]
 "#
     ));
+    // Writes in a namespace the selector picks are reviewed with their options; a Namespace
+    // is picked by its own labels, so only `guarded` is reviewed of the two.
+    devplane.apply_yaml(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: guarded, labels: {guarded: "true"}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: open}
+"#,
+    );
+    devplane.kubectl_ok(&["create", "configmap", "probe", "-n", "guarded"]);
+    devplane.kubectl_ok(&["label", "configmap", "probe", "-n", "guarded", "seen=yes"]);
+    devplane.kubectl_ok(&["create", "configmap", "probe", "-n", "open"]);
+    // The webhook answers one review at a time, printing it first: once the last write's
+    // review is read, every earlier one is.
+    devplane.kubectl_ok(&["create", "configmap", "last", "-n", "guarded"]);
+    guard.wait_for_line("the last write's review", Duration::from_secs(20), |l| {
+        l == "review CREATE admin last True False CreateOptions -"
+    });
+    let reviewed = guard.lines();
+    for line in [
+        "review CREATE admin guarded True False CreateOptions -",
+        "review CREATE admin probe True False CreateOptions -",
+        "review UPDATE admin probe True True UpdateOptions -",
+    ] {
+        assert!(reviewed.contains(&line.to_string()), "{line}: {reviewed:?}");
+    }
+    for name in ["open", "probe"] {
+        let count = reviewed
+            .iter()
+            .filter(|l| l.starts_with("review CREATE") && l.contains(&format!(" {name} ")))
+            .count();
+        let expected = usize::from(name == "probe");
+        assert_eq!(count, expected, "CREATE reviews of {name}: {reviewed:?}");
+    }
     let refused = |args: &[&str], user: &str| {
         let output = devplane.kubectl(args);
         let err = crate::support::stderr(&output);
