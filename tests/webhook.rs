@@ -304,10 +304,18 @@ fn the_embedded_server_calls_the_registered_webhook_and_honours_its_failure_poli
     );
 }
 
-#[test]
-fn deletes_reach_validating_webhooks_with_the_object_the_options_and_the_user() {
-    // Also: writes carry their options, and a Namespace is judged by its own labels under
-    // a namespaceSelector.
+/// `devplane up` reaching the Service webhooks/guard at the Python webhooks
+/// (`tests/python/admission_webhook.py`), which serve a certificate for that Service's name.
+struct Guarded {
+    devplane: Devplane,
+    /// The Python webhooks: what they print.
+    guard: Background,
+    /// Their CA, as a caBundle.
+    bundle: String,
+    _certificates: tempfile::TempDir,
+}
+
+fn guarded() -> Guarded {
     let certificates = tempfile::tempdir().expect("temp dir");
     let pki =
         devplane_runtime::pki::ensure(certificates.path(), &["guard.webhooks.svc".to_string()])
@@ -317,7 +325,6 @@ fn deletes_reach_validating_webhooks_with_the_object_the_options_and_the_user() 
         "--webhook-service",
         &format!("webhooks/guard=127.0.0.1:{port}"),
     ]);
-    // A webhook that refuses deleting protected ConfigMaps and prints what it was asked.
     let mut webhook = Command::new("python3");
     webhook
         .arg(crate::support::repo().join("tests/python/admission_webhook.py"))
@@ -330,6 +337,25 @@ fn deletes_reach_validating_webhooks_with_the_object_the_options_and_the_user() 
     });
     use base64::Engine;
     let bundle = base64::engine::general_purpose::STANDARD.encode(&pki.ca_cert_pem);
+    Guarded {
+        devplane,
+        guard,
+        bundle,
+        _certificates: certificates,
+    }
+}
+
+#[test]
+fn deletes_reach_validating_webhooks_with_the_object_the_options_and_the_user() {
+    // Also: writes carry their options, and a Namespace is judged by its own labels under
+    // a namespaceSelector. The webhook refuses deleting protected ConfigMaps and prints what
+    // it was asked.
+    let Guarded {
+        devplane,
+        guard,
+        bundle,
+        ..
+    } = guarded();
     devplane.apply_yaml(&format!(
         r#"
 apiVersion: v1
@@ -524,4 +550,143 @@ metadata: {name: loose, namespace: plant}
         ]),
         "Terminating"
     );
+}
+
+#[test]
+fn mutating_webhooks_change_objects_in_order_and_are_called_again_if_needed() {
+    let Guarded {
+        devplane,
+        guard,
+        bundle,
+        ..
+    } = guarded();
+    // `stamp` adds stamped=true and asks to be called again if a later webhook changes the
+    // object; `note`, in the configuration named after it, adds noted=true.
+    let configuration = |name: &str, path: &str, reinvoke: &str, operations: &str| {
+        format!(
+            r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {{name: {name}}}
+webhooks:
+  - name: {path}.example.com
+    clientConfig:
+      service: {{namespace: webhooks, name: guard, path: /mutate-{path}}}
+      caBundle: {bundle}
+    rules:
+      - operations: [{operations}]
+        apiGroups: [""]
+        apiVersions: [v1]
+        resources: [configmaps]
+    namespaceSelector:
+      matchLabels: {{mutate: "yes"}}
+    reinvocationPolicy: {reinvoke}
+    failurePolicy: Fail
+    sideEffects: None
+    admissionReviewVersions: [v1]
+"#
+        )
+    };
+    devplane.apply_yaml(&format!(
+        "{}---{}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: mut, labels: {{mutate: \"yes\"}}}}\n",
+        configuration("b-note", "note", "Never", "CREATE, UPDATE"),
+        configuration("a-stamp", "stamp", "IfNeeded", "CREATE, UPDATE, DELETE"),
+    ));
+    let labels = |name: &str| {
+        devplane.kubectl_ok(&[
+            "get",
+            "configmap",
+            name,
+            "-n",
+            "mut",
+            "-o",
+            "jsonpath={.metadata.labels.stamped} {.metadata.labels.noted}",
+        ])
+    };
+    devplane.kubectl_ok(&["create", "configmap", "m1", "-n", "mut"]);
+    assert_eq!(
+        labels("m1"),
+        "true true",
+        "both webhooks' patches are stored"
+    );
+    // In order of the configurations' names; `stamp` again, as `note` changed the object
+    // after it, and it sees that change.
+    guard.wait_for_line("stamp's second call", Duration::from_secs(20), |l| {
+        l == "mutate stamp m1 true"
+    });
+    let calls: Vec<String> = guard
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("mutate") && l.contains(" m1 "))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "mutate stamp m1 -",
+            "mutate note m1 true",
+            "mutate stamp m1 true"
+        ],
+        "the webhooks' calls"
+    );
+    // An update is mutated too: the label taken away is added back.
+    devplane.kubectl_ok(&["label", "configmap", "m1", "-n", "mut", "stamped-"]);
+    assert_eq!(labels("m1"), "true true");
+    // A dry run shows the mutated object and stores nothing.
+    let shown = devplane.kubectl_ok(&[
+        "create",
+        "configmap",
+        "dry",
+        "-n",
+        "mut",
+        "--dry-run=server",
+        "-o",
+        "jsonpath={.metadata.labels.stamped}",
+    ]);
+    assert_eq!(shown, "true");
+    assert!(
+        !devplane
+            .kubectl(&["get", "configmap", "dry", "-n", "mut"])
+            .status
+            .success()
+    );
+    // Outside the namespaces the selector picks, nothing is changed.
+    devplane.kubectl_ok(&["create", "namespace", "plain"]);
+    devplane.kubectl_ok(&["create", "configmap", "m2", "-n", "plain"]);
+    let plain = devplane.kubectl_ok(&[
+        "get",
+        "configmap",
+        "m2",
+        "-n",
+        "plain",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert_eq!(plain, "");
+    // A mutating webhook's denial refuses the write; so does a patch that cannot apply.
+    for (name, message) in [
+        (
+            "refuse-me",
+            r#"admission webhook "stamp.example.com" denied the request: stamping refuse-me is not allowed"#,
+        ),
+        (
+            "bad-patch",
+            r#"admission webhook "stamp.example.com" returned an invalid patch"#,
+        ),
+    ] {
+        let output = devplane.kubectl(&["create", "configmap", name, "-n", "mut"]);
+        assert!(!output.status.success(), "{name} was created");
+        let err = crate::support::stderr(&output);
+        assert!(err.contains(message), "{name}: {err}");
+    }
+    // A mutating webhook may refuse a delete too.
+    devplane.kubectl_ok(&["create", "configmap", "kept", "-n", "mut"]);
+    devplane.kubectl_ok(&["label", "configmap", "kept", "-n", "mut", "keep=true"]);
+    let output = devplane.kubectl(&["delete", "configmap", "kept", "-n", "mut"]);
+    assert!(!output.status.success(), "kept was deleted");
+    let err = crate::support::stderr(&output);
+    assert!(
+        err.contains(r#"admission webhook "stamp.example.com" denied the request: deleting kept objects is not allowed"#),
+        "{err}"
+    );
+    devplane.kubectl_ok(&["delete", "configmap", "m1", "-n", "mut"]);
 }

@@ -1,20 +1,59 @@
-"""A validating admission webhook written with Python's standard library, driven by the
-integration tests.
+"""Admission webhooks written with Python's standard library, driven by the integration
+tests.
 
 Usage: admission_webhook.py PORT CERT KEY
 
-Serves HTTPS on 127.0.0.1:PORT with CERT and KEY. For every AdmissionReview it prints
+Serves HTTPS on 127.0.0.1:PORT with CERT and KEY. Prints "listening" once the socket is bound.
+
+On /mutate-stamp and /mutate-note it is a mutating webhook. For every AdmissionReview it prints
+"mutate <stamp|note> <name> <the object's other label (noted for stamp, stamped for note) or ->"
+and answers with a JSON Patch that adds the label stamped=true (or noted=true) if the object
+lacks it. /mutate-stamp denies an object called refuse-me ("stamping refuse-me is not
+allowed"), answers an object called bad-patch with a patch that cannot apply, and denies
+deleting an object labelled keep=true ("deleting kept objects is not allowed").
+
+On any other path it is a validating webhook. For every AdmissionReview it prints
 "review <operation> <username> <name> <has object> <has oldObject> <options kind>
 <options' gracePeriodSeconds or ->" and answers:
 a DELETE of an object labelled protected=true is denied with the message
 "deleting protected objects is not allowed (asked by <username>)"; everything else is allowed.
-Prints "listening" once the socket is bound.
 """
 
+import base64
 import json
 import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+def mutate(kind, request):
+    """The response of the mutating webhook `kind` (stamp or note)."""
+    obj = request.get("object") or request.get("oldObject") or {}
+    name = (obj.get("metadata") or {}).get("name") or "-"
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    mine, other = ("stamped", "noted") if kind == "stamp" else ("noted", "stamped")
+    print("mutate", kind, name, labels.get(other, "-"), flush=True)
+    response = {"uid": request["uid"], "allowed": True}
+    if request["operation"] == "DELETE":
+        if labels.get("keep") == "true":
+            response["allowed"] = False
+            response["status"] = {"code": 403, "message": "deleting kept objects is not allowed"}
+        return response
+    if kind == "stamp" and name == "refuse-me":
+        response["allowed"] = False
+        response["status"] = {"code": 403, "message": "stamping refuse-me is not allowed"}
+        return response
+    if kind == "stamp" and name == "bad-patch":
+        patch = [{"op": "replace", "path": "/no/such/field", "value": 1}]
+    elif mine in labels:
+        return response
+    elif "labels" in (obj.get("metadata") or {}):
+        patch = [{"op": "add", "path": f"/metadata/labels/{mine}", "value": "true"}]
+    else:
+        patch = [{"op": "add", "path": "/metadata/labels", "value": {mine: "true"}}]
+    response["patchType"] = "JSONPatch"
+    response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    return response
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -22,6 +61,9 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         review = json.loads(self.rfile.read(length))
         request = review["request"]
+        if self.path.startswith("/mutate-"):
+            self.answer(mutate(self.path.removeprefix("/mutate-"), request))
+            return
         user = request.get("userInfo", {}).get("username", "-")
         old = request.get("oldObject")
         options = request.get("options") or {}
@@ -47,6 +89,9 @@ class Handler(BaseHTTPRequestHandler):
                     "message": f"deleting protected objects is not allowed (asked by {user})",
                 },
             }
+        self.answer(response)
+
+    def answer(self, response):
         body = json.dumps(
             {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
         ).encode()

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use devplane_schema::{CompiledSchema, ErrorType, FieldError, Schema};
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SelfSubjectRulesReview};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -59,6 +61,8 @@ pub enum Builtin {
     SelfSubjectReview,
     /// admissionregistration.k8s.io/v1 ValidatingWebhookConfiguration.
     ValidatingWebhookConfiguration,
+    /// admissionregistration.k8s.io/v1 MutatingWebhookConfiguration.
+    MutatingWebhookConfiguration,
 }
 
 impl Builtin {
@@ -108,6 +112,7 @@ pub fn definitions() -> &'static BTreeMap<String, Value> {
         generator.subschema_for::<SelfSubjectRulesReview>();
         generator.subschema_for::<SelfSubjectReview>();
         generator.subschema_for::<ValidatingWebhookConfiguration>();
+        generator.subschema_for::<MutatingWebhookConfiguration>();
         generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
         generator.take_definitions(true).into_iter().collect()
     })
@@ -441,6 +446,19 @@ const SPECS: &[BuiltinSpec] = &[
         unconditional_update: true,
         selectable_fields: &[],
     },
+    BuiltinSpec {
+        builtin: Builtin::MutatingWebhookConfiguration,
+        group: "admissionregistration.k8s.io",
+        kind: "MutatingWebhookConfiguration",
+        plural: "mutatingwebhookconfigurations",
+        namespaced: false,
+        short_names: &[],
+        categories: &["api-extensions"],
+        status: false,
+        storage: "admissionregistration.k8s.io/mutatingwebhookconfigurations",
+        unconditional_update: true,
+        selectable_fields: &[],
+    },
 ];
 
 /// A built-in kind's schema, its type information, and its OpenAPI name.
@@ -501,6 +519,10 @@ pub fn resources() -> Vec<Resource> {
                     Builtin::ValidatingWebhookConfiguration => (
                         structural::<ValidatingWebhookConfiguration>(),
                         component_name::<ValidatingWebhookConfiguration>(),
+                    ),
+                    Builtin::MutatingWebhookConfiguration => (
+                        structural::<MutatingWebhookConfiguration>(),
+                        component_name::<MutatingWebhookConfiguration>(),
                     ),
                 };
                 schema.map(|(c, t)| (c, t, name))

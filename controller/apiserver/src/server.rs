@@ -76,9 +76,8 @@ pub use crate::authz::Caller;
 const SIGNING_KEY: &str = "/registry/devplane.io/serviceaccount-signing-key";
 /// Prefix of every RBAC object.
 const RBAC_PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
-/// Prefix of the ValidatingWebhookConfigurations.
-const WEBHOOKS_PREFIX: &str =
-    "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/";
+/// Prefix of the admission webhook configurations, validating and mutating.
+const WEBHOOKS_PREFIX: &str = "/registry/admissionregistration.k8s.io/";
 /// How long a verified ServiceAccount token is trusted before its account is looked up again.
 const TOKEN_CACHE: Duration = Duration::from_secs(10);
 
@@ -210,10 +209,17 @@ impl Inner {
         self.webhooks.read().clone()
     }
 
-    /// Reload the ValidatingWebhookConfigurations from the store.
+    /// Reload the Validating- and MutatingWebhookConfigurations from the store.
     pub async fn refresh_webhooks(&self) -> ApiResult<()> {
-        let objects = self.stored_objects(WEBHOOKS_PREFIX).await?;
-        *self.webhooks.write() = Arc::new(Webhooks::from_objects(&objects));
+        let validating = self
+            .stored_objects(&format!(
+                "{WEBHOOKS_PREFIX}validatingwebhookconfigurations/"
+            ))
+            .await?;
+        let mutating = self
+            .stored_objects(&format!("{WEBHOOKS_PREFIX}mutatingwebhookconfigurations/"))
+            .await?;
+        *self.webhooks.write() = Arc::new(Webhooks::from_configurations(&validating, &mutating));
         Ok(())
     }
 
@@ -453,8 +459,10 @@ impl ApiServer {
         if resource.builtin == Some(crate::builtin::Builtin::ServiceAccount) {
             self.inner.verified_tokens.lock().clear();
         }
-        if resource.builtin == Some(Builtin::ValidatingWebhookConfiguration)
-            && let Err(e) = self.inner.refresh_webhooks().await
+        if matches!(
+            resource.builtin,
+            Some(Builtin::ValidatingWebhookConfiguration | Builtin::MutatingWebhookConfiguration)
+        ) && let Err(e) = self.inner.refresh_webhooks().await
         {
             tracing::warn!(error = %e, "cannot reload the admission webhooks");
         }
@@ -949,7 +957,10 @@ async fn route(
     let changes_schema_or_grants = resource.builtin.is_some_and(|b| {
         matches!(
             b,
-            Builtin::Crd | Builtin::ServiceAccount | Builtin::ValidatingWebhookConfiguration
+            Builtin::Crd
+                | Builtin::ServiceAccount
+                | Builtin::ValidatingWebhookConfiguration
+                | Builtin::MutatingWebhookConfiguration
         ) || b.is_rbac()
     });
     if is_write && changes_schema_or_grants && response.status().is_success() {

@@ -1,13 +1,21 @@
-//! Validating admission webhooks, called as kube-apiserver calls them: every
-//! `ValidatingWebhookConfiguration` webhook whose rules match a create, update or delete
-//! (operation, group, version, resource or `resource/subresource`, scope) and whose
-//! `namespaceSelector` picks the object's namespace gets an `admission.k8s.io/v1`
-//! AdmissionReview over HTTPS, verified with its `caBundle`, within `timeoutSeconds`. The
-//! review names the requesting user (`userInfo`); a delete's review has the object being
-//! deleted as `oldObject`, no `object`, and the DeleteOptions as `options`. A denial refuses
-//! the request with the webhook's message; a webhook that cannot be reached refuses it under
-//! `failurePolicy: Fail` (the default) and is skipped under `Ignore`. A dry run reaches only webhooks whose
-//! `sideEffects` are `None` or `NoneOnDryRun`.
+//! Admission webhooks, called as kube-apiserver calls them: every webhook of a
+//! `MutatingWebhookConfiguration` or `ValidatingWebhookConfiguration` whose rules match a
+//! create, update or delete (operation, group, version, resource or `resource/subresource`,
+//! scope), whose `namespaceSelector` picks the object's namespace and whose `objectSelector`
+//! picks the object (or the object before) gets an `admission.k8s.io/v1` AdmissionReview over
+//! HTTPS, verified with its `caBundle`, within `timeoutSeconds`. The review names the
+//! requesting user (`userInfo`); a delete's review has the object being deleted as
+//! `oldObject`, no `object`, and the DeleteOptions as `options`. A denial refuses the request
+//! with the webhook's message; a webhook that cannot be reached refuses it under
+//! `failurePolicy: Fail` (the default) and is skipped under `Ignore`. A dry run reaches only
+//! webhooks whose `sideEffects` are `None` or `NoneOnDryRun`.
+//!
+//! Mutating webhooks come first, one after another in the order of their configurations'
+//! names and their order in them, before the object is defaulted and validated: each sees the
+//! object as the ones before it left it, and may answer with a JSON Patch (`patchType:
+//! JSONPatch`), applied at once. A webhook with `reinvocationPolicy: IfNeeded` is called once
+//! more if a webhook after it changed the object. Validating webhooks see the final object.
+//! On a delete, mutating webhooks may refuse; there is no object to patch.
 //!
 //! There is no cluster network here: a webhook named by `clientConfig.service` is reached at
 //! the address the server is configured with for that Service (`--webhook-service
@@ -21,7 +29,7 @@ use std::time::Duration;
 use base64::Engine;
 use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::admissionregistration::v1::{
-    ValidatingWebhook, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhook, ValidatingWebhookConfiguration,
 };
 use serde_json::{Value, json};
 
@@ -30,17 +38,23 @@ use crate::error::{ApiError, ApiResult};
 use crate::registry::Resource;
 use crate::selector::LabelSelector;
 
-/// One webhook of a configuration.
+/// One webhook of a configuration. A mutating webhook's fields are a validating one's and
+/// its `reinvocationPolicy`.
 #[derive(Clone, Debug)]
 struct Hook {
     name: String,
     spec: ValidatingWebhook,
+    /// `reinvocationPolicy: IfNeeded` (mutating webhooks only).
+    reinvoke: bool,
 }
 
-/// The webhooks of every ValidatingWebhookConfiguration, as last loaded.
+/// The webhooks of every admission webhook configuration, as last loaded.
 #[derive(Clone, Debug, Default)]
 pub struct Webhooks {
+    /// Validating webhooks, in the order they are called.
     hooks: Vec<Hook>,
+    /// Mutating webhooks, in the order they are called.
+    mutating: Vec<Hook>,
 }
 
 /// A write about to be admitted.
@@ -75,8 +89,17 @@ fn listed(list: &Option<Vec<String>>, wanted: &str) -> bool {
 impl Webhooks {
     /// Index stored ValidatingWebhookConfigurations.
     pub fn from_objects<'a>(objects: impl IntoIterator<Item = &'a Value>) -> Webhooks {
+        Webhooks::from_configurations(objects, [])
+    }
+
+    /// Index stored Validating- and MutatingWebhookConfigurations, each in the order given
+    /// (the store's: by name).
+    pub fn from_configurations<'a>(
+        validating: impl IntoIterator<Item = &'a Value>,
+        mutating: impl IntoIterator<Item = &'a Value>,
+    ) -> Webhooks {
         let mut hooks = Vec::new();
-        for object in objects {
+        for object in validating {
             let Ok(config) =
                 serde_json::from_value::<ValidatingWebhookConfiguration>(object.clone())
             else {
@@ -86,45 +109,92 @@ impl Webhooks {
                 hooks.push(Hook {
                     name: spec.name.clone(),
                     spec,
+                    reinvoke: false,
                 });
             }
         }
-        Webhooks { hooks }
+        let mut mutating_hooks = Vec::new();
+        for object in mutating {
+            let Ok(config) = serde_json::from_value::<MutatingWebhookConfiguration>(object.clone())
+            else {
+                continue;
+            };
+            for webhook in config.webhooks.unwrap_or_default() {
+                let reinvoke = webhook.reinvocation_policy.as_deref() == Some("IfNeeded");
+                // The same fields but `reinvocationPolicy`, which the validating form has not.
+                let Ok(spec) = serde_json::to_value(&webhook)
+                    .and_then(serde_json::from_value::<ValidatingWebhook>)
+                else {
+                    continue;
+                };
+                mutating_hooks.push(Hook {
+                    name: spec.name.clone(),
+                    spec,
+                    reinvoke,
+                });
+            }
+        }
+        Webhooks {
+            hooks,
+            mutating: mutating_hooks,
+        }
     }
 
     /// Whether no webhook is configured (the common case: nothing to do).
     pub fn is_empty(&self) -> bool {
-        self.hooks.is_empty()
+        self.hooks.is_empty() && self.mutating.is_empty()
+    }
+
+    /// Whether no mutating webhook is configured.
+    pub fn none_mutating(&self) -> bool {
+        self.mutating.is_empty()
     }
 
     fn matching<'s>(&'s self, request: &'s Admission<'_>) -> impl Iterator<Item = &'s Hook> + 's {
-        self.hooks.iter().filter(move |hook| {
-            let rules = hook.spec.rules.as_deref().unwrap_or_default();
-            let by_rule = rules.iter().any(|rule| {
-                let scope_ok = match rule.scope.as_deref() {
-                    Some("Namespaced") => request.resource.namespaced,
-                    Some("Cluster") => !request.resource.namespaced,
-                    _ => true,
-                };
-                scope_ok
-                    && listed(&rule.operations, request.operation)
-                    && listed(&rule.api_groups, &request.resource.group)
-                    && listed(&rule.api_versions, &request.resource.version)
-                    && rule.resources.as_ref().is_some_and(|list| {
-                        list.iter().any(|r| {
-                            resource_matches(r, &request.resource.plural, request.subresource)
-                        })
-                    })
-            });
-            let by_namespace = match (&hook.spec.namespace_selector, request.namespace) {
-                (Some(selector), Some(_)) => LabelSelector::from_label_selector(selector)
-                    .map(|s| s.matches(request.namespace_labels))
-                    .unwrap_or(false),
+        matching(&self.hooks, request)
+    }
+}
+
+/// The webhooks of `hooks` whose rules and namespaceSelector pick the request.
+fn matching<'s>(
+    hooks: &'s [Hook],
+    request: &'s Admission<'_>,
+) -> impl Iterator<Item = &'s Hook> + 's {
+    hooks.iter().filter(move |hook| {
+        let rules = hook.spec.rules.as_deref().unwrap_or_default();
+        let by_rule = rules.iter().any(|rule| {
+            let scope_ok = match rule.scope.as_deref() {
+                Some("Namespaced") => request.resource.namespaced,
+                Some("Cluster") => !request.resource.namespaced,
                 _ => true,
             };
-            by_rule && by_namespace
-        })
-    }
+            scope_ok
+                && listed(&rule.operations, request.operation)
+                && listed(&rule.api_groups, &request.resource.group)
+                && listed(&rule.api_versions, &request.resource.version)
+                && rule.resources.as_ref().is_some_and(|list| {
+                    list.iter()
+                        .any(|r| resource_matches(r, &request.resource.plural, request.subresource))
+                })
+        });
+        let by_namespace = match (&hook.spec.namespace_selector, request.namespace) {
+            (Some(selector), Some(_)) => LabelSelector::from_label_selector(selector)
+                .map(|s| s.matches(request.namespace_labels))
+                .unwrap_or(false),
+            _ => true,
+        };
+        // objectSelector: the object's labels, or the old object's (kube-apiserver calls the
+        // webhook if either matches).
+        let by_object = hook.spec.object_selector.as_ref().is_none_or(|selector| {
+            LabelSelector::from_label_selector(selector).is_ok_and(|s| {
+                [request.object, request.old]
+                    .into_iter()
+                    .flatten()
+                    .any(|o| s.matches(o.pointer("/metadata/labels").and_then(Value::as_object)))
+            })
+        });
+        by_rule && by_namespace && by_object
+    })
 }
 
 /// Whether a rule's resource matches, as upstream reads it: `*` is every resource but no
@@ -145,67 +215,153 @@ fn resource_matches(pattern: &str, plural: &str, subresource: Option<&str>) -> b
 /// Where the server reaches webhooks named by Service: "namespace/name" → "host:port".
 pub type ServiceAddresses = BTreeMap<String, String>;
 
-/// Run the matching webhooks; Err refuses the write.
+/// Run the matching validating webhooks (and, for a delete, the mutating ones first); Err
+/// refuses the write.
 pub async fn admit(
     webhooks: &Webhooks,
     services: &ServiceAddresses,
     request: &Admission<'_>,
 ) -> ApiResult<()> {
-    for hook in webhooks.matching(request) {
-        let side_effects = hook.spec.side_effects.as_str();
-        if request.dry_run && !matches!(side_effects, "None" | "NoneOnDryRun") {
-            return Err(ApiError::bad_request(format!(
-                "admission webhook {:?} has sideEffects {side_effects} and does not support dry run",
-                hook.name
-            )));
+    if request.object.is_none() {
+        for hook in matching(&webhooks.mutating, request) {
+            ask(hook, services, request).await?;
         }
-        let fail = hook.spec.failure_policy.as_deref() != Some("Ignore");
-        let review = review(hook, request);
-        let timeout = Duration::from_secs(
-            hook.spec
-                .timeout_seconds
-                .map(|s| s.clamp(1, 30) as u64)
-                .unwrap_or(10),
-        );
-        let answer = tokio::time::timeout(timeout, call(hook, services, &review))
-            .await
-            .unwrap_or_else(|_| Err(format!("timed out after {}s", timeout.as_secs())));
-        match answer {
-            Ok(answer) => {
-                let response = &answer["response"];
-                if response["allowed"].as_bool() != Some(true) {
-                    let message = response
-                        .pointer("/status/message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("no reason given");
-                    let code = response
-                        .pointer("/status/code")
-                        .and_then(Value::as_u64)
-                        .and_then(|c| u16::try_from(c).ok())
-                        .filter(|c| (400..600).contains(c))
-                        .unwrap_or(400);
-                    return Err(ApiError::denied_by_webhook(
-                        code,
-                        format!(
-                            "admission webhook {:?} denied the request: {message}",
-                            hook.name
-                        ),
-                    ));
-                }
-            }
-            Err(e) if fail => {
-                tracing::warn!(webhook = %hook.name, error = %e, "admission webhook failed; refusing (failurePolicy Fail)");
-                return Err(ApiError::internal(format!(
-                    "Internal error occurred: failed calling webhook {:?}: {e}",
-                    hook.name
-                )));
-            }
-            Err(e) => {
-                tracing::info!(webhook = %hook.name, error = %e, "admission webhook failed; ignored (failurePolicy Ignore)");
-            }
+    }
+    for hook in webhooks.matching(request) {
+        ask(hook, services, request).await?;
+    }
+    Ok(())
+}
+
+/// Run the matching mutating webhooks on `object` (`request.object` is ignored: each webhook
+/// sees the object as the ones before it left it), applying their patches; Err refuses the
+/// write.
+pub async fn mutate(
+    webhooks: &Webhooks,
+    services: &ServiceAddresses,
+    request: &Admission<'_>,
+    object: &mut Value,
+) -> ApiResult<()> {
+    let hooks: Vec<&Hook> = matching(&webhooks.mutating, request).collect();
+    // The last webhook that changed the object: the ones before it that asked to be called
+    // again if needed are, once.
+    let mut changed_by = None;
+    for (at, hook) in hooks.iter().enumerate() {
+        if mutate_once(hook, services, request, object).await? {
+            changed_by = Some(at);
+        }
+    }
+    if let Some(last) = changed_by {
+        for hook in hooks[..last].iter().filter(|hook| hook.reinvoke) {
+            mutate_once(hook, services, request, object).await?;
         }
     }
     Ok(())
+}
+
+/// Call one mutating webhook on `object` and apply its patch: whether the object changed.
+async fn mutate_once(
+    hook: &Hook,
+    services: &ServiceAddresses,
+    request: &Admission<'_>,
+    object: &mut Value,
+) -> ApiResult<bool> {
+    let current = Admission {
+        object: Some(object),
+        ..*request
+    };
+    let Some(response) = ask(hook, services, &current).await? else {
+        return Ok(false);
+    };
+    let Some(patch) = response.get("patch").and_then(Value::as_str) else {
+        return Ok(false);
+    };
+    let invalid = |why: String| {
+        ApiError::internal(format!(
+            "Internal error occurred: admission webhook {:?} returned an invalid patch: {why}",
+            hook.name
+        ))
+    };
+    match response.get("patchType").and_then(Value::as_str) {
+        Some("JSONPatch") => {}
+        other => return Err(invalid(format!("patchType {other:?} is not JSONPatch"))),
+    }
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .map_err(|e| invalid(format!("not base64: {e}")))?;
+    let patch: json_patch::Patch =
+        serde_json::from_slice(&patch).map_err(|e| invalid(e.to_string()))?;
+    let mut patched = object.clone();
+    json_patch::patch(&mut patched, &patch).map_err(|e| invalid(e.to_string()))?;
+    if !patched.is_object() {
+        return Err(invalid("the patched object is not an object".into()));
+    }
+    let changed = patched != *object;
+    *object = patched;
+    Ok(changed)
+}
+
+/// Send one webhook its review: its response if it admits the request, `None` if it failed
+/// and its failure policy ignores that; Err refuses the request.
+async fn ask(
+    hook: &Hook,
+    services: &ServiceAddresses,
+    request: &Admission<'_>,
+) -> ApiResult<Option<Value>> {
+    let side_effects = hook.spec.side_effects.as_str();
+    if request.dry_run && !matches!(side_effects, "None" | "NoneOnDryRun") {
+        return Err(ApiError::bad_request(format!(
+            "admission webhook {:?} has sideEffects {side_effects} and does not support dry run",
+            hook.name
+        )));
+    }
+    let fail = hook.spec.failure_policy.as_deref() != Some("Ignore");
+    let review = review(hook, request);
+    let timeout = Duration::from_secs(
+        hook.spec
+            .timeout_seconds
+            .map(|s| s.clamp(1, 30) as u64)
+            .unwrap_or(10),
+    );
+    let answer = tokio::time::timeout(timeout, call(hook, services, &review))
+        .await
+        .unwrap_or_else(|_| Err(format!("timed out after {}s", timeout.as_secs())));
+    match answer {
+        Ok(mut answer) => {
+            let response = answer["response"].take();
+            if response["allowed"].as_bool() == Some(true) {
+                return Ok(Some(response));
+            }
+            let message = response
+                .pointer("/status/message")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given");
+            let code = response
+                .pointer("/status/code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (400..600).contains(c))
+                .unwrap_or(400);
+            Err(ApiError::denied_by_webhook(
+                code,
+                format!(
+                    "admission webhook {:?} denied the request: {message}",
+                    hook.name
+                ),
+            ))
+        }
+        Err(e) if fail => {
+            tracing::warn!(webhook = %hook.name, error = %e, "admission webhook failed; refusing (failurePolicy Fail)");
+            Err(ApiError::internal(format!(
+                "Internal error occurred: failed calling webhook {:?}: {e}",
+                hook.name
+            )))
+        }
+        Err(e) => {
+            tracing::info!(webhook = %hook.name, error = %e, "admission webhook failed; ignored (failurePolicy Ignore)");
+            Ok(None)
+        }
+    }
 }
 
 fn review(hook: &Hook, request: &Admission<'_>) -> Value {
@@ -248,7 +404,8 @@ pub(crate) struct Target<'a> {
 }
 
 impl crate::server::Inner {
-    /// Run the admission webhooks that match a write; Err refuses it.
+    /// Run the validating admission webhooks that match a write (and, for a delete, the
+    /// mutating ones); Err refuses it.
     pub(crate) async fn run_webhooks(
         &self,
         operation: &'static str,
@@ -259,10 +416,40 @@ impl crate::server::Inner {
         if hooks.is_empty() {
             return Ok(());
         }
+        let labels = self.namespace_labels(target, object.or(old)).await?;
+        let request = labels.admission(operation, target, (object, old, options));
+        admit(&hooks, &self.config.webhook_services, &request).await
+    }
+
+    /// Run the mutating admission webhooks that match a create or update of `object`,
+    /// which they may change; Err refuses the write.
+    pub(crate) async fn run_mutating_webhooks(
+        &self,
+        operation: &'static str,
+        target: &Target<'_>,
+        object: &mut Value,
+        (old, options): (Option<&Value>, Option<&Value>),
+    ) -> ApiResult<()> {
+        let hooks = self.webhooks();
+        if hooks.none_mutating() {
+            return Ok(());
+        }
+        let labels = self.namespace_labels(target, Some(&*object)).await?;
+        let before = object.clone();
+        let request = labels.admission(operation, target, (Some(&before), old, options));
+        mutate(&hooks, &self.config.webhook_services, &request, object).await
+    }
+
+    /// The namespace a write is judged under, with its labels, for namespaceSelector.
+    async fn namespace_labels(
+        &self,
+        target: &Target<'_>,
+        object: Option<&Value>,
+    ) -> ApiResult<JudgedUnder> {
         // A Namespace is its own namespace: judged under its name, by its own labels (as it
         // is written, or as it was for a delete), as kube-apiserver does.
         let own = match target.resource.builtin {
-            Some(crate::builtin::Builtin::Namespace) => object.or(old),
+            Some(crate::builtin::Builtin::Namespace) => object,
             _ => None,
         };
         let namespace = own.and_then(crate::object::name).or(target.namespace);
@@ -275,20 +462,40 @@ impl crate::server::Inner {
         let labels = own
             .or(read.as_ref())
             .and_then(|o| o.pointer("/metadata/labels"))
-            .and_then(Value::as_object);
-        let request = Admission {
+            .and_then(Value::as_object)
+            .cloned();
+        Ok(JudgedUnder {
+            namespace: namespace.map(str::to_string),
+            labels,
+        })
+    }
+}
+
+/// The namespace a write is judged under and its labels.
+struct JudgedUnder {
+    namespace: Option<String>,
+    labels: Option<serde_json::Map<String, Value>>,
+}
+
+impl JudgedUnder {
+    fn admission<'a>(
+        &'a self,
+        operation: &'static str,
+        target: &Target<'a>,
+        (object, old, options): (Option<&'a Value>, Option<&'a Value>, Option<&'a Value>),
+    ) -> Admission<'a> {
+        Admission {
             operation,
             resource: target.resource,
             subresource: target.subresource,
-            namespace,
-            namespace_labels: labels,
+            namespace: self.namespace.as_deref(),
+            namespace_labels: self.labels.as_ref(),
             object,
             old,
             options,
             user: target.caller,
             dry_run: target.dry_run,
-        };
-        admit(&hooks, &self.config.webhook_services, &request).await
+        }
     }
 }
 
@@ -485,6 +692,60 @@ webhooks:
             count("CREATE", &devices, None, &skipped),
             0,
             "namespaceSelector"
+        );
+    }
+
+    #[test]
+    fn mutating_webhooks_are_read_apart_with_their_reinvocation_and_object_selector() {
+        let config: Value = serde_yaml::from_str(
+            r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: stamp}
+webhooks:
+  - name: stamp.example.com
+    admissionReviewVersions: [v1]
+    sideEffects: None
+    reinvocationPolicy: IfNeeded
+    clientConfig: {url: "https://127.0.0.1:1/mutate"}
+    objectSelector: {matchLabels: {stamp: "yes"}}
+    rules:
+      - apiGroups: [iot.devplane.io]
+        apiVersions: [v1alpha1]
+        operations: [CREATE, UPDATE]
+        resources: [devices]
+"#,
+        )
+        .expect("config");
+        let hooks = Webhooks::from_configurations([], [&config]);
+        assert!(!hooks.is_empty() && !hooks.none_mutating());
+        assert_eq!(hooks.mutating.len(), 1);
+        assert!(hooks.mutating[0].reinvoke);
+        assert!(hooks.hooks.is_empty(), "not a validating webhook");
+        let devices = resource("devices");
+        let labelled = json!({"metadata": {"name": "x", "labels": {"stamp": "yes"}}});
+        let plain = json!({"metadata": {"name": "x"}});
+        let count = |object: &Value, old: Option<&Value>| {
+            let request = Admission {
+                operation: "UPDATE",
+                resource: &devices,
+                subresource: None,
+                namespace: Some("plant"),
+                namespace_labels: None,
+                object: Some(object),
+                old,
+                options: None,
+                user: None,
+                dry_run: false,
+            };
+            matching(&hooks.mutating, &request).count()
+        };
+        assert_eq!(count(&labelled, None), 1);
+        assert_eq!(count(&plain, None), 0);
+        assert_eq!(
+            count(&plain, Some(&labelled)),
+            1,
+            "the old object's labels count"
         );
     }
 }

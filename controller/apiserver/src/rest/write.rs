@@ -95,6 +95,19 @@ impl Inner {
             return Err(ApiError::bad_request("the object must be a JSON object"));
         }
         check_type_meta(resource, &object)?;
+        if opts.admission && !self.webhooks().none_mutating() {
+            let target = crate::webhooks::Target {
+                resource,
+                subresource: opts.subresource.as_deref(),
+                namespace,
+                dry_run: opts.dry_run,
+                caller: opts.caller.as_ref(),
+            };
+            let options = opts.as_json("CreateOptions");
+            self.run_mutating_webhooks("CREATE", &target, &mut object, (None, Some(&options)))
+                .await?;
+            check_type_meta(resource, &object)?;
+        }
         let body_ns = object::namespace(&object).map(str::to_string);
         match (resource.namespaced, namespace, body_ns.as_deref()) {
             (true, Some(path_ns), Some(body_ns)) if path_ns != body_ns => {
@@ -293,6 +306,19 @@ impl Inner {
             return Err(ApiError::bad_request("the object must be a JSON object").into());
         }
         check_type_meta(resource, &new)?;
+        if opts.admission && !self.webhooks().none_mutating() {
+            let target = crate::webhooks::Target {
+                resource,
+                subresource: opts.subresource.as_deref(),
+                namespace: object::namespace(old),
+                dry_run: opts.dry_run,
+                caller: opts.caller.as_ref(),
+            };
+            let options = opts.as_json("UpdateOptions");
+            self.run_mutating_webhooks("UPDATE", &target, &mut new, (Some(old), Some(&options)))
+                .await?;
+            check_type_meta(resource, &new)?;
+        }
         let name = object::name(old).unwrap_or_default().to_string();
         if object::name(&new).is_some_and(|n| n != name) {
             return Err(ApiError::bad_request(format!(
