@@ -400,8 +400,35 @@ webhooks:
     failurePolicy: Fail
     sideEffects: None
     admissionReviewVersions: [v1]
+  - name: tokens.example.com
+    clientConfig:
+      service: {{namespace: webhooks, name: guard, path: /validate}}
+      caBundle: {bundle}
+    rules:
+      - operations: [CREATE]
+        apiGroups: [""]
+        apiVersions: [v1]
+        resources: [serviceaccounts/token]
+    failurePolicy: Fail
+    sideEffects: None
+    admissionReviewVersions: [v1]
 "#
     ));
+    // TokenRequests are admitted like writes: a webhook can refuse one.
+    devplane.kubectl_ok(&["create", "serviceaccount", "locked", "-n", "plant"]);
+    devplane.kubectl_ok(&["create", "serviceaccount", "free", "-n", "plant"]);
+    assert!(
+        !devplane
+            .kubectl_ok(&["create", "token", "free", "-n", "plant"])
+            .is_empty()
+    );
+    let output = devplane.kubectl(&["create", "token", "locked", "-n", "plant"]);
+    assert!(!output.status.success(), "a token was issued for locked");
+    let err = crate::support::stderr(&output);
+    assert!(
+        err.contains(r#"admission webhook "tokens.example.com" denied the request: tokens for locked are not issued"#),
+        "{err}"
+    );
     // Writes in a namespace the selector picks are reviewed with their options; a Namespace
     // is picked by its own labels, so only `guarded` is reviewed of the two.
     devplane.apply_yaml(
@@ -561,7 +588,8 @@ fn mutating_webhooks_change_objects_in_order_and_are_called_again_if_needed() {
         ..
     } = guarded();
     // `stamp` adds stamped=true and asks to be called again if a later webhook changes the
-    // object; `note`, in the configuration named after it, adds noted=true.
+    // object; `note` and `tag`, in configurations named after it, add noted=true and
+    // tagged=true and do not ask.
     let configuration = |name: &str, path: &str, reinvoke: &str, operations: &str| {
         format!(
             r#"
@@ -588,7 +616,8 @@ webhooks:
         )
     };
     devplane.apply_yaml(&format!(
-        "{}---{}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: mut, labels: {{mutate: \"yes\"}}}}\n",
+        "{}---{}---{}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: mut, labels: {{mutate: \"yes\"}}}}\n",
+        configuration("c-tag", "tag", "Never", "CREATE, UPDATE"),
         configuration("b-note", "note", "Never", "CREATE, UPDATE"),
         configuration("a-stamp", "stamp", "IfNeeded", "CREATE, UPDATE, DELETE"),
     ));
@@ -600,37 +629,41 @@ webhooks:
             "-n",
             "mut",
             "-o",
-            "jsonpath={.metadata.labels.stamped} {.metadata.labels.noted}",
+            "jsonpath={.metadata.labels.stamped} {.metadata.labels.noted} {.metadata.labels.tagged}",
         ])
     };
     devplane.kubectl_ok(&["create", "configmap", "m1", "-n", "mut"]);
     assert_eq!(
         labels("m1"),
-        "true true",
-        "both webhooks' patches are stored"
+        "true true true",
+        "every webhook's patch is stored"
     );
-    // In order of the configurations' names; `stamp` again, as `note` changed the object
-    // after it, and it sees that change.
-    guard.wait_for_line("stamp's second call", Duration::from_secs(20), |l| {
-        l == "mutate stamp m1 true"
+    // The next write's calls come after all of m1's.
+    devplane.kubectl_ok(&["create", "configmap", "s0", "-n", "mut"]);
+    guard.wait_for_line("the next write's calls", Duration::from_secs(20), |l| {
+        l.starts_with("mutate tag s0 ")
     });
     let calls: Vec<String> = guard
         .lines()
         .into_iter()
         .filter(|l| l.starts_with("mutate") && l.contains(" m1 "))
         .collect();
+    // In order of the configurations' names; `stamp` again, as webhooks after it changed the
+    // object, and it sees their changes; `note` not again, though `tag` changed the object
+    // after it.
     assert_eq!(
         calls,
         [
             "mutate stamp m1 -",
             "mutate note m1 true",
+            "mutate tag m1 true",
             "mutate stamp m1 true"
         ],
         "the webhooks' calls"
     );
     // An update is mutated too: the label taken away is added back.
     devplane.kubectl_ok(&["label", "configmap", "m1", "-n", "mut", "stamped-"]);
-    assert_eq!(labels("m1"), "true true");
+    assert_eq!(labels("m1"), "true true true");
     // A dry run shows the mutated object and stores nothing.
     let shown = devplane.kubectl_ok(&[
         "create",
@@ -671,6 +704,14 @@ webhooks:
         (
             "bad-patch",
             r#"admission webhook "stamp.example.com" returned an invalid patch"#,
+        ),
+        (
+            "rename-me",
+            "a mutating admission webhook changed the object's metadata.name",
+        ),
+        (
+            "garbage",
+            r#"failed calling webhook "stamp.example.com": its answer is not an AdmissionReview with a response"#,
         ),
     ] {
         let output = devplane.kubectl(&["create", "configmap", name, "-n", "mut"]);

@@ -5,18 +5,22 @@ Usage: admission_webhook.py PORT CERT KEY
 
 Serves HTTPS on 127.0.0.1:PORT with CERT and KEY. Prints "listening" once the socket is bound.
 
-On /mutate-stamp and /mutate-note it is a mutating webhook. For every AdmissionReview it prints
-"mutate <stamp|note> <name> <the object's other label (noted for stamp, stamped for note) or ->"
-and answers with a JSON Patch that adds the label stamped=true (or noted=true) if the object
-lacks it. /mutate-stamp denies an object called refuse-me ("stamping refuse-me is not
-allowed"), answers an object called bad-patch with a patch that cannot apply, and denies
-deleting an object labelled keep=true ("deleting kept objects is not allowed").
+On /mutate-stamp, /mutate-note and /mutate-tag it is a mutating webhook. For every
+AdmissionReview it prints "mutate <stamp|note|tag> <name> <the object's label noted (for stamp
+and tag) or stamped (for note), or ->" and answers with a JSON Patch that adds the label
+stamped=true (noted=true, tagged=true) if the object lacks it. /mutate-stamp denies an object
+called refuse-me ("stamping refuse-me is not allowed"), answers an object called bad-patch
+with a patch that cannot apply, one called rename-me with a patch that renames it, and one
+called garbage with a JSON array instead of an AdmissionReview; and it denies deleting an
+object labelled keep=true ("deleting kept objects is not allowed").
 
 On any other path it is a validating webhook. For every AdmissionReview it prints
 "review <operation> <username> <name> <has object> <has oldObject> <options kind>
 <options' gracePeriodSeconds or ->" and answers:
 a DELETE of an object labelled protected=true is denied with the message
-"deleting protected objects is not allowed (asked by <username>)"; everything else is allowed.
+"deleting protected objects is not allowed (asked by <username>)", a TokenRequest for the
+ServiceAccount called locked with "tokens for locked are not issued"; everything else is
+allowed.
 """
 
 import base64
@@ -31,7 +35,11 @@ def mutate(kind, request):
     obj = request.get("object") or request.get("oldObject") or {}
     name = (obj.get("metadata") or {}).get("name") or "-"
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    mine, other = ("stamped", "noted") if kind == "stamp" else ("noted", "stamped")
+    mine, other = {
+        "stamp": ("stamped", "noted"),
+        "note": ("noted", "stamped"),
+        "tag": ("tagged", "noted"),
+    }[kind]
     print("mutate", kind, name, labels.get(other, "-"), flush=True)
     response = {"uid": request["uid"], "allowed": True}
     if request["operation"] == "DELETE":
@@ -43,8 +51,12 @@ def mutate(kind, request):
         response["allowed"] = False
         response["status"] = {"code": 403, "message": "stamping refuse-me is not allowed"}
         return response
+    if kind == "stamp" and name == "garbage":
+        return []
     if kind == "stamp" and name == "bad-patch":
         patch = [{"op": "replace", "path": "/no/such/field", "value": 1}]
+    elif kind == "stamp" and name == "rename-me":
+        patch = [{"op": "replace", "path": "/metadata/name", "value": "renamed"}]
     elif mine in labels:
         return response
     elif "labels" in (obj.get("metadata") or {}):
@@ -80,6 +92,12 @@ class Handler(BaseHTTPRequestHandler):
         )
         labels = ((old or {}).get("metadata") or {}).get("labels") or {}
         response = {"uid": request["uid"], "allowed": True}
+        if request["kind"]["kind"] == "TokenRequest" and request.get("name") == "locked":
+            response = {
+                "uid": request["uid"],
+                "allowed": False,
+                "status": {"code": 403, "message": "tokens for locked are not issued"},
+            }
         if request["operation"] == "DELETE" and labels.get("protected") == "true":
             response = {
                 "uid": request["uid"],
@@ -92,9 +110,8 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(response)
 
     def answer(self, response):
-        body = json.dumps(
-            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
-        ).encode()
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+        body = json.dumps(review if isinstance(response, dict) else response).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -153,16 +153,17 @@ const MIN_SECONDS: i64 = 600;
 const MAX_SECONDS: i64 = 48 * 3600;
 const DEFAULT_SECONDS: i64 = 3600;
 
-/// Mint a token for the ServiceAccount `namespace/name` (a TokenRequest).
+/// Mint a token for the ServiceAccount `namespace/name` (a TokenRequest), once the admission
+/// webhooks for `serviceaccounts/token` admit it (mutating ones may change its spec).
 pub async fn token_request(
     inner: &Inner,
     resource: &crate::registry::Resource,
-    namespace: &str,
-    name: &str,
+    (namespace, name): (&str, &str),
+    caller: Option<&Caller>,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> ApiResult<Response> {
-    let request_body = if body.is_empty() {
+    let mut request_body = if body.is_empty() {
         json!({})
     } else {
         body_json(headers, body)?
@@ -170,6 +171,29 @@ pub async fn token_request(
     let Some((account, _)) = inner.read(resource, Some(namespace), name).await? else {
         return Err(ApiError::not_found("", "serviceaccounts", name));
     };
+    if !inner.webhooks().is_empty() {
+        let target = crate::webhooks::Target {
+            resource,
+            subresource: Some("token"),
+            namespace: Some(namespace),
+            dry_run: false,
+            caller,
+        };
+        let mut requested = json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": request_body.get("spec").cloned().unwrap_or_else(|| json!({})),
+        });
+        let options = json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"});
+        inner
+            .run_mutating_webhooks("CREATE", &target, &mut requested, (None, Some(&options)))
+            .await?;
+        inner
+            .run_webhooks("CREATE", &target, (Some(&requested), None, Some(&options)))
+            .await?;
+        request_body = requested;
+    }
     let uid = account
         .pointer("/metadata/uid")
         .and_then(Value::as_str)

@@ -933,8 +933,8 @@ async fn route(
             return crate::review::token_request(
                 &server.inner,
                 &resource,
-                namespace,
-                name,
+                (namespace, name),
+                caller,
                 &headers,
                 &body,
             )

@@ -155,46 +155,60 @@ impl Webhooks {
     }
 }
 
-/// The webhooks of `hooks` whose rules and namespaceSelector pick the request.
+/// The webhooks of `hooks` whose rules and selectors pick the request.
 fn matching<'s>(
     hooks: &'s [Hook],
     request: &'s Admission<'_>,
 ) -> impl Iterator<Item = &'s Hook> + 's {
-    hooks.iter().filter(move |hook| {
-        let rules = hook.spec.rules.as_deref().unwrap_or_default();
-        let by_rule = rules.iter().any(|rule| {
-            let scope_ok = match rule.scope.as_deref() {
-                Some("Namespaced") => request.resource.namespaced,
-                Some("Cluster") => !request.resource.namespaced,
-                _ => true,
-            };
-            scope_ok
-                && listed(&rule.operations, request.operation)
-                && listed(&rule.api_groups, &request.resource.group)
-                && listed(&rule.api_versions, &request.resource.version)
-                && rule.resources.as_ref().is_some_and(|list| {
-                    list.iter()
-                        .any(|r| resource_matches(r, &request.resource.plural, request.subresource))
-                })
-        });
-        let by_namespace = match (&hook.spec.namespace_selector, request.namespace) {
-            (Some(selector), Some(_)) => LabelSelector::from_label_selector(selector)
-                .map(|s| s.matches(request.namespace_labels))
-                .unwrap_or(false),
+    hooks.iter().filter(move |hook| matches(hook, request))
+}
+
+/// Whether a webhook's rules, namespaceSelector and objectSelector pick the request. Writes
+/// of the webhook configurations themselves never reach webhooks, as in kube-apiserver: no
+/// webhook can lock its own configuration, or change another's.
+fn matches(hook: &Hook, request: &Admission<'_>) -> bool {
+    if matches!(
+        request.resource.builtin,
+        Some(
+            crate::builtin::Builtin::ValidatingWebhookConfiguration
+                | crate::builtin::Builtin::MutatingWebhookConfiguration
+        )
+    ) {
+        return false;
+    }
+    let rules = hook.spec.rules.as_deref().unwrap_or_default();
+    let by_rule = rules.iter().any(|rule| {
+        let scope_ok = match rule.scope.as_deref() {
+            Some("Namespaced") => request.resource.namespaced,
+            Some("Cluster") => !request.resource.namespaced,
             _ => true,
         };
-        // objectSelector: the object's labels, or the old object's (kube-apiserver calls the
-        // webhook if either matches).
-        let by_object = hook.spec.object_selector.as_ref().is_none_or(|selector| {
-            LabelSelector::from_label_selector(selector).is_ok_and(|s| {
-                [request.object, request.old]
-                    .into_iter()
-                    .flatten()
-                    .any(|o| s.matches(o.pointer("/metadata/labels").and_then(Value::as_object)))
+        scope_ok
+            && listed(&rule.operations, request.operation)
+            && listed(&rule.api_groups, &request.resource.group)
+            && listed(&rule.api_versions, &request.resource.version)
+            && rule.resources.as_ref().is_some_and(|list| {
+                list.iter()
+                    .any(|r| resource_matches(r, &request.resource.plural, request.subresource))
             })
-        });
-        by_rule && by_namespace && by_object
-    })
+    });
+    let by_namespace = match (&hook.spec.namespace_selector, request.namespace) {
+        (Some(selector), Some(_)) => LabelSelector::from_label_selector(selector)
+            .map(|s| s.matches(request.namespace_labels))
+            .unwrap_or(false),
+        _ => true,
+    };
+    // objectSelector: the object's labels, or the old object's (kube-apiserver calls the
+    // webhook if either matches).
+    let by_object = hook.spec.object_selector.as_ref().is_none_or(|selector| {
+        LabelSelector::from_label_selector(selector).is_ok_and(|s| {
+            [request.object, request.old]
+                .into_iter()
+                .flatten()
+                .any(|o| s.matches(o.pointer("/metadata/labels").and_then(Value::as_object)))
+        })
+    });
+    by_rule && by_namespace && by_object
 }
 
 /// Whether a rule's resource matches, as upstream reads it: `*` is every resource but no
@@ -224,7 +238,18 @@ pub async fn admit(
 ) -> ApiResult<()> {
     if request.object.is_none() {
         for hook in matching(&webhooks.mutating, request) {
-            ask(hook, services, request).await?;
+            let response = ask(hook, services, request).await?;
+            if response
+                .as_ref()
+                .and_then(|r| r.get("patch"))
+                .and_then(Value::as_str)
+                .is_some_and(|patch| !patch.is_empty())
+            {
+                return Err(ApiError::bad_request(format!(
+                    "admission webhook {:?} attempted to modify the object, which is not supported for this operation",
+                    hook.name
+                )));
+            }
         }
     }
     for hook in webhooks.matching(request) {
@@ -242,50 +267,71 @@ pub async fn mutate(
     request: &Admission<'_>,
     object: &mut Value,
 ) -> ApiResult<()> {
-    let hooks: Vec<&Hook> = matching(&webhooks.mutating, request).collect();
-    // The last webhook that changed the object: the ones before it that asked to be called
-    // again if needed are, once.
+    // Each webhook is matched against the object as it is when its turn comes (an
+    // objectSelector may pick a label an earlier webhook added).
+    let mut called = Vec::new();
+    // The last webhook that changed the object: the ones called before it that asked to be
+    // called again if needed are, once.
     let mut changed_by = None;
-    for (at, hook) in hooks.iter().enumerate() {
-        if mutate_once(hook, services, request, object).await? {
-            changed_by = Some(at);
+    for (at, hook) in webhooks.mutating.iter().enumerate() {
+        if let Some(changed) = mutate_once(hook, services, request, object).await? {
+            called.push(at);
+            if changed {
+                changed_by = Some(at);
+            }
         }
     }
     if let Some(last) = changed_by {
-        for hook in hooks[..last].iter().filter(|hook| hook.reinvoke) {
-            mutate_once(hook, services, request, object).await?;
+        for at in called.into_iter().filter(|at| *at < last) {
+            let hook = &webhooks.mutating[at];
+            if hook.reinvoke {
+                mutate_once(hook, services, request, object).await?;
+            }
         }
     }
     Ok(())
 }
 
-/// Call one mutating webhook on `object` and apply its patch: whether the object changed.
+/// Call one mutating webhook on `object`, if it matches the object as it is now, and apply
+/// its patch: `None` if it was not called, else whether the object changed.
 async fn mutate_once(
     hook: &Hook,
     services: &ServiceAddresses,
     request: &Admission<'_>,
     object: &mut Value,
-) -> ApiResult<bool> {
+) -> ApiResult<Option<bool>> {
     let current = Admission {
         object: Some(object),
         ..*request
     };
+    if !matches(hook, &current) {
+        return Ok(None);
+    }
     let Some(response) = ask(hook, services, &current).await? else {
-        return Ok(false);
+        return Ok(Some(false));
     };
-    let Some(patch) = response.get("patch").and_then(Value::as_str) else {
-        return Ok(false);
+    let Some(patch) = response
+        .get("patch")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(Some(false));
     };
+    // A patch of a type this server cannot apply is the webhook failing: its failure policy
+    // decides. A patch that does not apply refuses the write.
+    match response.get("patchType").and_then(Value::as_str) {
+        Some("JSONPatch") => {}
+        other => {
+            failed(hook, format!("unsupported patchType {other:?}"))?;
+            return Ok(Some(false));
+        }
+    }
     let invalid = |why: String| {
         ApiError::internal(format!(
             "Internal error occurred: admission webhook {:?} returned an invalid patch: {why}",
             hook.name
         ))
     };
-    match response.get("patchType").and_then(Value::as_str) {
-        Some("JSONPatch") => {}
-        other => return Err(invalid(format!("patchType {other:?} is not JSONPatch"))),
-    }
     let patch = base64::engine::general_purpose::STANDARD
         .decode(patch)
         .map_err(|e| invalid(format!("not base64: {e}")))?;
@@ -298,7 +344,7 @@ async fn mutate_once(
     }
     let changed = patched != *object;
     *object = patched;
-    Ok(changed)
+    Ok(Some(changed))
 }
 
 /// Send one webhook its review: its response if it admits the request, `None` if it failed
@@ -315,7 +361,6 @@ async fn ask(
             hook.name
         )));
     }
-    let fail = hook.spec.failure_policy.as_deref() != Some("Ignore");
     let review = review(hook, request);
     let timeout = Duration::from_secs(
         hook.spec
@@ -326,9 +371,16 @@ async fn ask(
     let answer = tokio::time::timeout(timeout, call(hook, services, &review))
         .await
         .unwrap_or_else(|_| Err(format!("timed out after {}s", timeout.as_secs())));
+    // An answer without a response object is the webhook failing.
+    let answer = answer.and_then(|mut answer| {
+        answer
+            .as_object_mut()
+            .and_then(|answer| answer.remove("response"))
+            .filter(Value::is_object)
+            .ok_or_else(|| "its answer is not an AdmissionReview with a response".to_string())
+    });
     match answer {
-        Ok(mut answer) => {
-            let response = answer["response"].take();
+        Ok(response) => {
             if response["allowed"].as_bool() == Some(true) {
                 return Ok(Some(response));
             }
@@ -350,23 +402,33 @@ async fn ask(
                 ),
             ))
         }
-        Err(e) if fail => {
-            tracing::warn!(webhook = %hook.name, error = %e, "admission webhook failed; refusing (failurePolicy Fail)");
-            Err(ApiError::internal(format!(
-                "Internal error occurred: failed calling webhook {:?}: {e}",
-                hook.name
-            )))
-        }
-        Err(e) => {
-            tracing::info!(webhook = %hook.name, error = %e, "admission webhook failed; ignored (failurePolicy Ignore)");
-            Ok(None)
-        }
+        Err(e) => failed(hook, e).map(|()| None),
     }
+}
+
+/// A webhook that failed: Err refuses the request under `failurePolicy: Fail` (the default),
+/// Ok goes on without it under `Ignore`.
+fn failed(hook: &Hook, error: String) -> ApiResult<()> {
+    if hook.spec.failure_policy.as_deref() == Some("Ignore") {
+        tracing::info!(webhook = %hook.name, %error, "admission webhook failed; ignored (failurePolicy Ignore)");
+        return Ok(());
+    }
+    tracing::warn!(webhook = %hook.name, %error, "admission webhook failed; refusing (failurePolicy Fail)");
+    Err(ApiError::internal(format!(
+        "Internal error occurred: failed calling webhook {:?}: {error}",
+        hook.name
+    )))
 }
 
 fn review(hook: &Hook, request: &Admission<'_>) -> Value {
     let resource = request.resource;
-    let gvk = json!({"group": resource.group, "version": resource.version, "kind": resource.kind});
+    // A ServiceAccount's token subresource takes a TokenRequest.
+    let gvk = match (resource.builtin, request.subresource) {
+        (Some(crate::builtin::Builtin::ServiceAccount), Some("token")) => {
+            json!({"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"})
+        }
+        _ => json!({"group": resource.group, "version": resource.version, "kind": resource.kind}),
+    };
     let gvr =
         json!({"group": resource.group, "version": resource.version, "resource": resource.plural});
     let mut body = json!({
@@ -747,5 +809,49 @@ webhooks:
             1,
             "the old object's labels count"
         );
+    }
+
+    #[test]
+    fn writes_of_webhook_configurations_reach_no_webhook() {
+        let config: Value = serde_yaml::from_str(
+            r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: everything}
+webhooks:
+  - name: all.example.com
+    admissionReviewVersions: [v1]
+    sideEffects: None
+    clientConfig: {url: "https://127.0.0.1:1/validate"}
+    rules:
+      - {apiGroups: ["*"], apiVersions: ["*"], operations: ["*"], resources: ["*"]}
+"#,
+        )
+        .expect("config");
+        let hooks = Webhooks::from_objects([&config]);
+        let object = json!({"metadata": {"name": "x"}});
+        let count = |builtin| {
+            let resource = crate::builtin::resources()
+                .into_iter()
+                .find(|r| r.builtin == Some(builtin))
+                .expect("a built-in resource");
+            let request = Admission {
+                operation: "DELETE",
+                resource: &resource,
+                subresource: None,
+                namespace: None,
+                namespace_labels: None,
+                object: None,
+                old: Some(&object),
+                options: None,
+                user: None,
+                dry_run: false,
+            };
+            hooks.matching(&request).count()
+        };
+        use crate::builtin::Builtin;
+        assert_eq!(count(Builtin::Namespace), 1);
+        assert_eq!(count(Builtin::ValidatingWebhookConfiguration), 0);
+        assert_eq!(count(Builtin::MutatingWebhookConfiguration), 0);
     }
 }

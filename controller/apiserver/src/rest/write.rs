@@ -70,6 +70,13 @@ impl WriteOptions {
     }
 }
 
+/// A mutating webhook changed an object's name, namespace or uid, which no write may.
+fn renamed_by_webhook() -> ApiError {
+    ApiError::bad_request(
+        "a mutating admission webhook changed the object's metadata.name, metadata.namespace or metadata.uid, which may not change",
+    )
+}
+
 /// The outcome of a write.
 pub struct Written {
     /// The object as stored (with its resourceVersion).
@@ -95,19 +102,6 @@ impl Inner {
             return Err(ApiError::bad_request("the object must be a JSON object"));
         }
         check_type_meta(resource, &object)?;
-        if opts.admission && !self.webhooks().none_mutating() {
-            let target = crate::webhooks::Target {
-                resource,
-                subresource: opts.subresource.as_deref(),
-                namespace,
-                dry_run: opts.dry_run,
-                caller: opts.caller.as_ref(),
-            };
-            let options = opts.as_json("CreateOptions");
-            self.run_mutating_webhooks("CREATE", &target, &mut object, (None, Some(&options)))
-                .await?;
-            check_type_meta(resource, &object)?;
-        }
         let body_ns = object::namespace(&object).map(str::to_string);
         match (resource.namespaced, namespace, body_ns.as_deref()) {
             (true, Some(path_ns), Some(body_ns)) if path_ns != body_ns => {
@@ -121,6 +115,29 @@ impl Inner {
                 ));
             }
             _ => {}
+        }
+        if opts.admission && !self.webhooks().none_mutating() {
+            // Webhooks see the object in its namespace, and may not move or rename it.
+            if let (true, Some(ns)) = (resource.namespaced, namespace) {
+                meta_mut(&mut object).insert("namespace".into(), Value::String(ns.into()));
+            }
+            let target = crate::webhooks::Target {
+                resource,
+                subresource: opts.subresource.as_deref(),
+                namespace,
+                dry_run: opts.dry_run,
+                caller: opts.caller.as_ref(),
+            };
+            let options = opts.as_json("CreateOptions");
+            let before = object.clone();
+            self.run_mutating_webhooks("CREATE", &target, &mut object, (None, Some(&options)))
+                .await?;
+            check_type_meta(resource, &object)?;
+            if object::name(&object) != object::name(&before)
+                || object::namespace(&object) != object::namespace(&before)
+            {
+                return Err(renamed_by_webhook());
+            }
         }
         {
             let meta = meta_mut(&mut object);
@@ -306,19 +323,6 @@ impl Inner {
             return Err(ApiError::bad_request("the object must be a JSON object").into());
         }
         check_type_meta(resource, &new)?;
-        if opts.admission && !self.webhooks().none_mutating() {
-            let target = crate::webhooks::Target {
-                resource,
-                subresource: opts.subresource.as_deref(),
-                namespace: object::namespace(old),
-                dry_run: opts.dry_run,
-                caller: opts.caller.as_ref(),
-            };
-            let options = opts.as_json("UpdateOptions");
-            self.run_mutating_webhooks("UPDATE", &target, &mut new, (Some(old), Some(&options)))
-                .await?;
-            check_type_meta(resource, &new)?;
-        }
         let name = object::name(old).unwrap_or_default().to_string();
         if object::name(&new).is_some_and(|n| n != name) {
             return Err(ApiError::bad_request(format!(
@@ -345,6 +349,26 @@ impl Inner {
                 ),
             )
             .into());
+        }
+        if opts.admission && !self.webhooks().none_mutating() {
+            let target = crate::webhooks::Target {
+                resource,
+                subresource: opts.subresource.as_deref(),
+                namespace: object::namespace(old),
+                dry_run: opts.dry_run,
+                caller: opts.caller.as_ref(),
+            };
+            let options = opts.as_json("UpdateOptions");
+            let before = new.clone();
+            self.run_mutating_webhooks("UPDATE", &target, &mut new, (Some(old), Some(&options)))
+                .await?;
+            check_type_meta(resource, &new)?;
+            if object::name(&new) != object::name(&before)
+                || object::namespace(&new) != object::namespace(&before)
+                || object::uid(&new) != object::uid(&before)
+            {
+                return Err(renamed_by_webhook().into());
+            }
         }
         // The subresource decides which part of the request counts.
         match opts.subresource.as_deref() {
