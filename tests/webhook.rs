@@ -661,6 +661,13 @@ webhooks:
         ],
         "the webhooks' calls"
     );
+    // A field a webhook adds that the schema does not know is dropped, even under kubectl's
+    // strict field validation: only what the request sent is judged by it.
+    devplane.kubectl_ok(&["create", "configmap", "with-extra", "-n", "mut"]);
+    assert_eq!(labels("with-extra"), "true true true");
+    let stored =
+        devplane.kubectl_ok(&["get", "configmap", "with-extra", "-n", "mut", "-o", "json"]);
+    assert!(!stored.contains("\"extra\""), "{stored}");
     // An update is mutated too: the label taken away is added back.
     devplane.kubectl_ok(&["label", "configmap", "m1", "-n", "mut", "stamped-"]);
     assert_eq!(labels("m1"), "true true true");

@@ -10,7 +10,8 @@ AdmissionReview it prints "mutate <stamp|note|tag> <name> <the object's label no
 and tag) or stamped (for note), or ->" and answers with a JSON Patch that adds the label
 stamped=true (noted=true, tagged=true) if the object lacks it. /mutate-stamp denies an object
 called refuse-me ("stamping refuse-me is not allowed"), answers an object called bad-patch
-with a patch that cannot apply, one called rename-me with a patch that renames it, and one
+with a patch that cannot apply, one called rename-me with a patch that renames it, one called
+with-extra with a patch that also adds a top-level field "extra" no schema knows, and one
 called garbage with a JSON array instead of an AdmissionReview; and it denies deleting an
 object labelled keep=true ("deleting kept objects is not allowed").
 
@@ -63,6 +64,8 @@ def mutate(kind, request):
         patch = [{"op": "add", "path": f"/metadata/labels/{mine}", "value": "true"}]
     else:
         patch = [{"op": "add", "path": "/metadata/labels", "value": {mine: "true"}}]
+    if kind == "stamp" and name == "with-extra":
+        patch.append({"op": "add", "path": "/extra", "value": 1})
     response["patchType"] = "JSONPatch"
     response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
     return response

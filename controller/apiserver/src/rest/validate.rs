@@ -167,18 +167,30 @@ fn validate_metadata(resource: &Resource, object: &Value) -> Vec<FieldError> {
 }
 
 /// Apply a resource's schema to an object: prune (reporting unknown fields according to the
-/// field validation), default, validate, CEL. Returns warnings.
+/// field validation), default, validate, CEL. Returns warnings. `requested` is the object as
+/// the request sent it when mutating webhooks changed it since: only the unknown fields the
+/// request itself sent are reported; those webhooks added are pruned silently, as
+/// kube-apiserver does.
 pub(super) fn admit(
     resource: &Resource,
     object: &mut Value,
-    old: Option<&Value>,
+    (old, requested): (Option<&Value>, Option<&Value>),
     field_validation: FieldValidation,
 ) -> ApiResult<Vec<String>> {
     let name = object::name(object).unwrap_or_default().to_string();
     let Some(schema) = &resource.schema else {
         return Ok(Vec::new());
     };
-    let admission = schema.admit(object, old);
+    let mut admission = schema.admit(object, old);
+    if let Some(requested) = requested
+        && !admission.unknown_fields.is_empty()
+        && field_validation != FieldValidation::Ignore
+    {
+        let sent = schema.admit(&mut requested.clone(), old).unknown_fields;
+        admission
+            .unknown_fields
+            .retain(|field| sent.contains(field));
+    }
     let mut warnings = Vec::new();
     if !admission.unknown_fields.is_empty() {
         match field_validation {

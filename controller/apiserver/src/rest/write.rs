@@ -116,6 +116,8 @@ impl Inner {
             }
             _ => {}
         }
+        // The object as the request sent it, if mutating webhooks changed it.
+        let mut requested = None;
         if opts.admission && !self.webhooks().none_mutating() {
             // Webhooks see the object in its namespace, and may not move or rename it.
             if let (true, Some(ns)) = (resource.namespaced, namespace) {
@@ -138,6 +140,7 @@ impl Inner {
             {
                 return Err(renamed_by_webhook());
             }
+            requested = (object != before).then_some(before);
         }
         {
             let meta = meta_mut(&mut object);
@@ -196,7 +199,12 @@ impl Inner {
         {
             meta_mut(&mut object).insert("name".into(), Value::String(generated_name(base)));
         }
-        let warnings = admit(resource, &mut object, None, opts.field_validation)?;
+        let warnings = admit(
+            resource,
+            &mut object,
+            (None, requested.as_ref()),
+            opts.field_validation,
+        )?;
         if let Some(caller) = &opts.caller {
             crate::escalation::check(&self.rbac(), caller, resource, namespace, &object)?;
         }
@@ -350,6 +358,8 @@ impl Inner {
             )
             .into());
         }
+        // The object as the request sent it, if mutating webhooks changed it.
+        let mut requested = None;
         if opts.admission && !self.webhooks().none_mutating() {
             let target = crate::webhooks::Target {
                 resource,
@@ -369,6 +379,7 @@ impl Inner {
             {
                 return Err(renamed_by_webhook().into());
             }
+            requested = (new != before).then_some(before);
         }
         // The subresource decides which part of the request counts.
         match opts.subresource.as_deref() {
@@ -486,7 +497,12 @@ impl Inner {
         if let Some(m) = old_view.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
-        let warnings = admit(resource, &mut new, Some(&old_view), opts.field_validation)?;
+        let warnings = admit(
+            resource,
+            &mut new,
+            (Some(&old_view), requested.as_ref()),
+            opts.field_validation,
+        )?;
         if spec_changed(resource, &old_view, &new) {
             let generation = object::generation(old) + 1;
             meta_mut(&mut new).insert("generation".into(), Value::from(generation));
