@@ -720,12 +720,24 @@ webhooks:
             "garbage",
             r#"failed calling webhook "stamp.example.com": its answer is not an AdmissionReview with a response"#,
         ),
+        (
+            "wrong-uid",
+            r#"failed calling webhook "stamp.example.com": expected response.uid="#,
+        ),
     ] {
         let output = devplane.kubectl(&["create", "configmap", name, "-n", "mut"]);
         assert!(!output.status.success(), "{name} was created");
         let err = crate::support::stderr(&output);
         assert!(err.contains(message), "{name}: {err}");
     }
+    // A webhook's warnings reach the client.
+    let output = devplane.kubectl(&["create", "configmap", "warned", "-n", "mut"]);
+    assert!(output.status.success());
+    let err = crate::support::stderr(&output);
+    assert!(
+        err.contains("Warning: stamped by the test webhook"),
+        "{err}"
+    );
     // A mutating webhook may refuse a delete too.
     devplane.kubectl_ok(&["create", "configmap", "kept", "-n", "mut"]);
     devplane.kubectl_ok(&["label", "configmap", "kept", "-n", "mut", "keep=true"]);

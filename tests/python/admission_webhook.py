@@ -11,9 +11,10 @@ and tag) or stamped (for note), or ->" and answers with a JSON Patch that adds t
 stamped=true (noted=true, tagged=true) if the object lacks it. /mutate-stamp denies an object
 called refuse-me ("stamping refuse-me is not allowed"), answers an object called bad-patch
 with a patch that cannot apply, one called rename-me with a patch that renames it, one called
-with-extra with a patch that also adds a top-level field "extra" no schema knows, and one
-called garbage with a JSON array instead of an AdmissionReview; and it denies deleting an
-object labelled keep=true ("deleting kept objects is not allowed").
+with-extra with a patch that also adds a top-level field "extra" no schema knows, one called
+garbage with a JSON array instead of an AdmissionReview, one called wrong-uid with another
+request's uid, and one called warned with the warning "stamped by the test webhook"; and it
+denies deleting an object labelled keep=true ("deleting kept objects is not allowed").
 
 On any other path it is a validating webhook. For every AdmissionReview it prints
 "review <operation> <username> <name> <has object> <has oldObject> <options kind>
@@ -54,6 +55,10 @@ def mutate(kind, request):
         return response
     if kind == "stamp" and name == "garbage":
         return []
+    if kind == "stamp" and name == "wrong-uid":
+        response["uid"] = "not-" + request["uid"]
+    if kind == "stamp" and name == "warned":
+        response["warnings"] = ["stamped by the test webhook"]
     if kind == "stamp" and name == "bad-patch":
         patch = [{"op": "replace", "path": "/no/such/field", "value": 1}]
     elif kind == "stamp" and name == "rename-me":

@@ -171,6 +171,7 @@ pub async fn token_request(
     let Some((account, _)) = inner.read(resource, Some(namespace), name).await? else {
         return Err(ApiError::not_found("", "serviceaccounts", name));
     };
+    let mut warnings = Vec::new();
     if !inner.webhooks().is_empty() {
         let target = crate::webhooks::Target {
             resource,
@@ -186,12 +187,13 @@ pub async fn token_request(
             "spec": request_body.get("spec").cloned().unwrap_or_else(|| json!({})),
         });
         let options = json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"});
-        inner
+        warnings = inner
             .run_mutating_webhooks("CREATE", &target, &mut requested, (None, Some(&options)))
             .await?;
-        inner
+        let given = inner
             .run_webhooks("CREATE", &target, (Some(&requested), None, Some(&options)))
             .await?;
+        warnings.extend(given);
         request_body = requested;
     }
     let uid = account
@@ -241,5 +243,5 @@ pub async fn token_request(
         },
         "status": {"token": token, "expirationTimestamp": expires},
     });
-    Ok(request::json(201, &answer, &[]))
+    Ok(request::json(201, &answer, &warnings))
 }

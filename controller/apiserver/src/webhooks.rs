@@ -235,10 +235,12 @@ pub async fn admit(
     webhooks: &Webhooks,
     services: &ServiceAddresses,
     request: &Admission<'_>,
-) -> ApiResult<()> {
+) -> ApiResult<Vec<String>> {
+    let mut warnings = Vec::new();
     if request.object.is_none() {
         for hook in matching(&webhooks.mutating, request) {
             let response = ask(hook, services, request).await?;
+            warned(response.as_ref(), &mut warnings);
             if response
                 .as_ref()
                 .and_then(|r| r.get("patch"))
@@ -253,9 +255,22 @@ pub async fn admit(
         }
     }
     for hook in webhooks.matching(request) {
-        ask(hook, services, request).await?;
+        let response = ask(hook, services, request).await?;
+        warned(response.as_ref(), &mut warnings);
     }
-    Ok(())
+    Ok(warnings)
+}
+
+/// Adds the warnings of a webhook's response (for the client, as Warning headers).
+fn warned(response: Option<&Value>, warnings: &mut Vec<String>) {
+    let given = response
+        .and_then(|r| r.get("warnings"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|w| !w.is_empty());
+    warnings.extend(given.map(str::to_string));
 }
 
 /// Run the matching mutating webhooks on `object` (`request.object` is ignored: each webhook
@@ -266,7 +281,8 @@ pub async fn mutate(
     services: &ServiceAddresses,
     request: &Admission<'_>,
     object: &mut Value,
-) -> ApiResult<()> {
+) -> ApiResult<Vec<String>> {
+    let mut warnings = Vec::new();
     // Each webhook is matched against the object as it is when its turn comes (an
     // objectSelector may pick a label an earlier webhook added).
     let mut called = Vec::new();
@@ -274,7 +290,7 @@ pub async fn mutate(
     // called again if needed are, once.
     let mut changed_by = None;
     for (at, hook) in webhooks.mutating.iter().enumerate() {
-        if let Some(changed) = mutate_once(hook, services, request, object).await? {
+        if let Some(changed) = mutate_once(hook, services, request, object, &mut warnings).await? {
             called.push(at);
             if changed {
                 changed_by = Some(at);
@@ -285,11 +301,11 @@ pub async fn mutate(
         for at in called.into_iter().filter(|at| *at < last) {
             let hook = &webhooks.mutating[at];
             if hook.reinvoke {
-                mutate_once(hook, services, request, object).await?;
+                mutate_once(hook, services, request, object, &mut warnings).await?;
             }
         }
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// Call one mutating webhook on `object`, if it matches the object as it is now, and apply
@@ -299,6 +315,7 @@ async fn mutate_once(
     services: &ServiceAddresses,
     request: &Admission<'_>,
     object: &mut Value,
+    warnings: &mut Vec<String>,
 ) -> ApiResult<Option<bool>> {
     let current = Admission {
         object: Some(object),
@@ -310,6 +327,7 @@ async fn mutate_once(
     let Some(response) = ask(hook, services, &current).await? else {
         return Ok(Some(false));
     };
+    warned(Some(&response), warnings);
     let Some(patch) = response
         .get("patch")
         .and_then(Value::as_str)
@@ -371,13 +389,21 @@ async fn ask(
     let answer = tokio::time::timeout(timeout, call(hook, services, &review))
         .await
         .unwrap_or_else(|_| Err(format!("timed out after {}s", timeout.as_secs())));
-    // An answer without a response object is the webhook failing.
+    // An answer without a response object, or for another request, is the webhook failing.
+    let asked = review.pointer("/request/uid").cloned().unwrap_or_default();
     let answer = answer.and_then(|mut answer| {
-        answer
+        let response = answer
             .as_object_mut()
             .and_then(|answer| answer.remove("response"))
             .filter(Value::is_object)
-            .ok_or_else(|| "its answer is not an AdmissionReview with a response".to_string())
+            .ok_or_else(|| "its answer is not an AdmissionReview with a response".to_string())?;
+        match response.get("uid") {
+            Some(uid) if *uid == asked => Ok(response),
+            other => Err(format!(
+                "expected response.uid={asked}, got {}",
+                other.unwrap_or(&Value::Null)
+            )),
+        }
     });
     match answer {
         Ok(response) => {
@@ -467,16 +493,16 @@ pub(crate) struct Target<'a> {
 
 impl crate::server::Inner {
     /// Run the validating admission webhooks that match a write (and, for a delete, the
-    /// mutating ones); Err refuses it.
+    /// mutating ones): the warnings they give; Err refuses the write.
     pub(crate) async fn run_webhooks(
         &self,
         operation: &'static str,
         target: &Target<'_>,
         (object, old, options): (Option<&Value>, Option<&Value>, Option<&Value>),
-    ) -> ApiResult<()> {
+    ) -> ApiResult<Vec<String>> {
         let hooks = self.webhooks();
         if hooks.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let labels = self.namespace_labels(target, object.or(old)).await?;
         let request = labels.admission(operation, target, (object, old, options));
@@ -484,17 +510,17 @@ impl crate::server::Inner {
     }
 
     /// Run the mutating admission webhooks that match a create or update of `object`,
-    /// which they may change; Err refuses the write.
+    /// which they may change: the warnings they give; Err refuses the write.
     pub(crate) async fn run_mutating_webhooks(
         &self,
         operation: &'static str,
         target: &Target<'_>,
         object: &mut Value,
         (old, options): (Option<&Value>, Option<&Value>),
-    ) -> ApiResult<()> {
+    ) -> ApiResult<Vec<String>> {
         let hooks = self.webhooks();
         if hooks.none_mutating() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let labels = self.namespace_labels(target, Some(&*object)).await?;
         let before = object.clone();

@@ -118,6 +118,7 @@ impl Inner {
         }
         // The object as the request sent it, if mutating webhooks changed it.
         let mut requested = None;
+        let mut webhook_warnings = Vec::new();
         if opts.admission && !self.webhooks().none_mutating() {
             // Webhooks see the object in its namespace, and may not move or rename it.
             if let (true, Some(ns)) = (resource.namespaced, namespace) {
@@ -132,7 +133,8 @@ impl Inner {
             };
             let options = opts.as_json("CreateOptions");
             let before = object.clone();
-            self.run_mutating_webhooks("CREATE", &target, &mut object, (None, Some(&options)))
+            webhook_warnings = self
+                .run_mutating_webhooks("CREATE", &target, &mut object, (None, Some(&options)))
                 .await?;
             check_type_meta(resource, &object)?;
             if object::name(&object) != object::name(&before)
@@ -199,12 +201,13 @@ impl Inner {
         {
             meta_mut(&mut object).insert("name".into(), Value::String(generated_name(base)));
         }
-        let warnings = admit(
+        let mut warnings = admit(
             resource,
             &mut object,
             (None, requested.as_ref()),
             opts.field_validation,
         )?;
+        warnings.append(&mut webhook_warnings);
         if let Some(caller) = &opts.caller {
             crate::escalation::check(&self.rbac(), caller, resource, namespace, &object)?;
         }
@@ -221,8 +224,10 @@ impl Inner {
                 caller: opts.caller.as_ref(),
             };
             let options = opts.as_json("CreateOptions");
-            self.run_webhooks("CREATE", &target, (Some(&object), None, Some(&options)))
+            let given = self
+                .run_webhooks("CREATE", &target, (Some(&object), None, Some(&options)))
                 .await?;
+            warnings.extend(given);
         }
         if !opts.managed_fields_done {
             ssa::update(
@@ -360,6 +365,7 @@ impl Inner {
         }
         // The object as the request sent it, if mutating webhooks changed it.
         let mut requested = None;
+        let mut webhook_warnings = Vec::new();
         if opts.admission && !self.webhooks().none_mutating() {
             let target = crate::webhooks::Target {
                 resource,
@@ -370,7 +376,8 @@ impl Inner {
             };
             let options = opts.as_json("UpdateOptions");
             let before = new.clone();
-            self.run_mutating_webhooks("UPDATE", &target, &mut new, (Some(old), Some(&options)))
+            webhook_warnings = self
+                .run_mutating_webhooks("UPDATE", &target, &mut new, (Some(old), Some(&options)))
                 .await?;
             check_type_meta(resource, &new)?;
             if object::name(&new) != object::name(&before)
@@ -497,12 +504,13 @@ impl Inner {
         if let Some(m) = old_view.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
-        let warnings = admit(
+        let mut warnings = admit(
             resource,
             &mut new,
             (Some(&old_view), requested.as_ref()),
             opts.field_validation,
         )?;
+        warnings.append(&mut webhook_warnings);
         if spec_changed(resource, &old_view, &new) {
             let generation = object::generation(old) + 1;
             meta_mut(&mut new).insert("generation".into(), Value::from(generation));
@@ -553,8 +561,10 @@ impl Inner {
                 caller: opts.caller.as_ref(),
             };
             let options = opts.as_json("UpdateOptions");
-            self.run_webhooks("UPDATE", &target, (Some(&new), Some(old), Some(&options)))
+            let given = self
+                .run_webhooks("UPDATE", &target, (Some(&new), Some(old), Some(&options)))
                 .await?;
+            warnings.extend(given);
         }
         let new_bytes = encode(resource, &new)?;
         if opts.dry_run {
