@@ -730,6 +730,15 @@ webhooks:
         let err = crate::support::stderr(&output);
         assert!(err.contains(message), "{name}: {err}");
     }
+    // Server-side apply goes through them as well.
+    let manifest = devplane.dir.join("applied.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: applied, namespace: mut}\ndata: {k: v}\n",
+    )
+    .expect("manifest");
+    devplane.kubectl_ok(&["apply", "--server-side", "-f", &manifest.to_string_lossy()]);
+    assert_eq!(labels("applied"), "true true true");
     // A webhook's warnings reach the client.
     let output = devplane.kubectl(&["create", "configmap", "warned", "-n", "mut"]);
     assert!(output.status.success());
