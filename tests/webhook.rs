@@ -668,6 +668,17 @@ webhooks:
     let stored =
         devplane.kubectl_ok(&["get", "configmap", "with-extra", "-n", "mut", "-o", "json"]);
     assert!(!stored.contains("\"extra\""), "{stored}");
+    // What the request itself sends is still judged: an unknown field of its own is refused.
+    let manifest = devplane.dir.join("bogus.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bogus, namespace: mut}\nbogus: 1\n",
+    )
+    .expect("manifest");
+    let output = devplane.kubectl(&["create", "-f", &manifest.to_string_lossy()]);
+    assert!(!output.status.success(), "bogus was created");
+    let err = crate::support::stderr(&output);
+    assert!(err.contains(r#"unknown field "bogus""#), "{err}");
     // An update is mutated too: the label taken away is added back.
     devplane.kubectl_ok(&["label", "configmap", "m1", "-n", "mut", "stamped-"]);
     assert_eq!(labels("m1"), "true true true");

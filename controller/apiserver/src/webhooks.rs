@@ -241,14 +241,19 @@ pub async fn admit(
         for hook in matching(&webhooks.mutating, request) {
             let response = ask(hook, services, request).await?;
             warned(response.as_ref(), &mut warnings);
-            if response
-                .as_ref()
-                .and_then(|r| r.get("patch"))
-                .and_then(Value::as_str)
-                .is_some_and(|patch| !patch.is_empty())
-            {
-                return Err(ApiError::bad_request(format!(
-                    "admission webhook {:?} attempted to modify the object, which is not supported for this operation",
+            // There is no object to patch: a patch of no operations is none, any other
+            // refuses the delete.
+            let patch = match response.as_ref().map(|r| patch_of(hook, r)).transpose()? {
+                Some(Ok(patch)) => patch,
+                Some(Err(failure)) => {
+                    failed(hook, failure)?;
+                    None
+                }
+                None => None,
+            };
+            if patch.is_some_and(|p| !p.0.is_empty()) {
+                return Err(ApiError::internal(format!(
+                    "Internal error occurred: admission webhook {:?} attempted to modify the object, which is not supported for this operation",
                     hook.name
                 )));
             }
@@ -270,7 +275,11 @@ fn warned(response: Option<&Value>, warnings: &mut Vec<String>) {
         .flatten()
         .filter_map(Value::as_str)
         .filter(|w| !w.is_empty());
-    warnings.extend(given.map(str::to_string));
+    for warning in given {
+        if !warnings.iter().any(|w| w == warning) {
+            warnings.push(warning.to_string());
+        }
+    }
 }
 
 /// Run the matching mutating webhooks on `object` (`request.object` is ignored: each webhook
@@ -328,21 +337,44 @@ async fn mutate_once(
         return Ok(Some(false));
     };
     warned(Some(&response), warnings);
+    let patch = match patch_of(hook, &response)? {
+        Ok(Some(patch)) => patch,
+        Ok(None) => return Ok(Some(false)),
+        Err(failure) => {
+            failed(hook, failure)?;
+            return Ok(Some(false));
+        }
+    };
+    let invalid = |why: String| {
+        ApiError::internal(format!(
+            "Internal error occurred: admission webhook {:?} returned an invalid patch: {why}",
+            hook.name
+        ))
+    };
+    let mut patched = object.clone();
+    json_patch::patch(&mut patched, &patch).map_err(|e| invalid(e.to_string()))?;
+    if !patched.is_object() {
+        return Err(invalid("the patched object is not an object".into()));
+    }
+    let changed = patched != *object;
+    *object = patched;
+    Ok(Some(changed))
+}
+
+/// The JSON Patch of a webhook's response: Ok(None) without one; Ok(Err) when the webhook
+/// failed to give one this server can apply (a `patchType` other than JSONPatch), which its
+/// failure policy judges; Err refuses the write (a patch that is not a JSON Patch).
+fn patch_of(hook: &Hook, response: &Value) -> ApiResult<Result<Option<json_patch::Patch>, String>> {
     let Some(patch) = response
         .get("patch")
         .and_then(Value::as_str)
         .filter(|p| !p.is_empty())
     else {
-        return Ok(Some(false));
+        return Ok(Ok(None));
     };
-    // A patch of a type this server cannot apply is the webhook failing: its failure policy
-    // decides. A patch that does not apply refuses the write.
     match response.get("patchType").and_then(Value::as_str) {
         Some("JSONPatch") => {}
-        other => {
-            failed(hook, format!("unsupported patchType {other:?}"))?;
-            return Ok(Some(false));
-        }
+        other => return Ok(Err(format!("unsupported patchType {other:?}"))),
     }
     let invalid = |why: String| {
         ApiError::internal(format!(
@@ -355,14 +387,7 @@ async fn mutate_once(
         .map_err(|e| invalid(format!("not base64: {e}")))?;
     let patch: json_patch::Patch =
         serde_json::from_slice(&patch).map_err(|e| invalid(e.to_string()))?;
-    let mut patched = object.clone();
-    json_patch::patch(&mut patched, &patch).map_err(|e| invalid(e.to_string()))?;
-    if !patched.is_object() {
-        return Err(invalid("the patched object is not an object".into()));
-    }
-    let changed = patched != *object;
-    *object = patched;
-    Ok(Some(changed))
+    Ok(Ok(Some(patch)))
 }
 
 /// Send one webhook its review: its response if it admits the request, `None` if it failed

@@ -186,7 +186,7 @@ pub(super) fn admit(
         && !admission.unknown_fields.is_empty()
         && field_validation != FieldValidation::Ignore
     {
-        let sent = schema.admit(&mut requested.clone(), old).unknown_fields;
+        let sent = schema.prune(&mut requested.clone());
         admission
             .unknown_fields
             .retain(|field| sent.contains(field));

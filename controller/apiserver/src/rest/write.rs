@@ -137,7 +137,10 @@ impl Inner {
                 .run_mutating_webhooks("CREATE", &target, &mut object, (None, Some(&options)))
                 .await?;
             check_type_meta(resource, &object)?;
-            if object::name(&object) != object::name(&before)
+            // A name may be given to an object that asked for a generated one.
+            let named = object::name(&before).is_none()
+                && object::meta_str(&before, "generateName").is_some();
+            if (object::name(&object) != object::name(&before) && !named)
                 || object::namespace(&object) != object::namespace(&before)
             {
                 return Err(renamed_by_webhook());
@@ -375,15 +378,22 @@ impl Inner {
                 caller: opts.caller.as_ref(),
             };
             let options = opts.as_json("UpdateOptions");
+            // Webhooks see the object in its namespace, as on a create.
+            if let Some(ns) = object::namespace(old)
+                && object::namespace(&new).is_none()
+            {
+                meta_mut(&mut new).insert("namespace".into(), Value::String(ns.into()));
+            }
             let before = new.clone();
             webhook_warnings = self
                 .run_mutating_webhooks("UPDATE", &target, &mut new, (Some(old), Some(&options)))
                 .await?;
             check_type_meta(resource, &new)?;
-            if object::name(&new) != object::name(&before)
-                || object::namespace(&new) != object::namespace(&before)
-                || object::uid(&new) != object::uid(&before)
-            {
+            // What the object is stays as stored (unset is taken from it below).
+            let kept = |field: fn(&Value) -> Option<&str>| {
+                field(&new).is_none_or(|v| Some(v) == field(old))
+            };
+            if !kept(object::name) || !kept(object::namespace) || !kept(object::uid) {
                 return Err(renamed_by_webhook().into());
             }
             requested = (new != before).then_some(before);
