@@ -74,10 +74,11 @@ impl Conn for PeerConn {
     }
 
     async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
-        // A session that a newer handshake of its address replaced says nothing more: its
-        // records (a close_notify, an alert) would reach the new session's client, which
-        // cannot decrypt them, and webrtc-dtls clients end their session on that.
-        if !self.demux.holds(self.peer, self.generation) {
+        // A session that a newer one of its address replaced says nothing more: its records
+        // (a close_notify, an alert) would reach the new session's client, which cannot
+        // decrypt them, and webrtc-dtls clients end their session on that. One that was only
+        // removed still speaks: a failed handshake's alert may come after its close.
+        if self.demux.replaced(self.peer, self.generation) {
             return Ok(buf.len());
         }
         // The handshake is done once the server's Finished is out; from then on the client's

@@ -150,14 +150,17 @@ impl Table {
         Some(removed)
     }
 
-    /// Whether the slot of `generation` is still `peer`'s session or its handshake.
-    fn holds(&self, peer: SocketAddr, generation: u64) -> bool {
+    /// Whether another session of `peer` took the place of the slot of `generation`: a
+    /// newer handshake of the address that completed, or one opened after it was removed.
+    /// A slot merely removed (its handshake failed, its session closed) is not replaced: its
+    /// last words (an alert, a close_notify) are for its own client.
+    fn replaced(&self, peer: SocketAddr, generation: u64) -> bool {
         self.slots.get(&peer).is_some_and(|entry| {
-            entry.current.generation == generation
-                || entry
+            entry.current.generation != generation
+                && entry
                     .pending
                     .as_ref()
-                    .is_some_and(|p| p.generation == generation)
+                    .is_none_or(|p| p.generation != generation)
         })
     }
 
@@ -222,8 +225,8 @@ impl Demux {
         self.table.lock().established(peer, generation);
     }
 
-    pub(super) fn holds(&self, peer: SocketAddr, generation: u64) -> bool {
-        self.table.lock().holds(peer, generation)
+    pub(super) fn replaced(&self, peer: SocketAddr, generation: u64) -> bool {
+        self.table.lock().replaced(peer, generation)
     }
 }
 
@@ -386,7 +389,7 @@ mod tests {
             "the handshake's records are not the session's"
         );
         assert!(second_rx.try_recv().is_err());
-        assert!(table.holds(peer, 1) && table.holds(peer, 2));
+        assert!(!table.replaced(peer, 1) && !table.replaced(peer, 2));
         assert!(table.remove(peer, 2).is_some());
         assert!(send(&table, &app_data));
         assert_eq!(first_rx.try_recv().ok(), Some(app_data.clone()));
@@ -408,10 +411,13 @@ mod tests {
         assert_eq!(third_rx.try_recv().ok(), Some(app_data));
         assert!(table.handshaking.is_empty());
         // The old session's end does not touch the new one, and it sends nothing more.
-        assert!(!table.holds(peer, 1));
+        assert!(table.replaced(peer, 1));
         assert!(table.remove(peer, 1).is_none());
         assert!(table.slots.contains_key(&peer));
         assert!(table.remove(peer, 3).is_some());
         assert!(table.slots.is_empty() && table.handshaking.is_empty());
+        // A session removed without a successor (a failed handshake closes its connection,
+        // and may still be sending its alert) is not replaced: its client hears the alert.
+        assert!(!table.replaced(peer, 3));
     }
 }
