@@ -494,20 +494,38 @@ fn commands_reach_connected_devices_time_out_for_absent_ones_and_wait_for_late_o
             "{text}"
         );
         wait_phase(&plant, name, "Sent");
-        let output = plant.mosquitto(
-            "mosquitto_pub",
-            !v5,
-            "plant/sensor-b",
-            &b,
-            &[
-                "-q",
-                "1",
-                "-t",
-                &format!("d/plant/sensor-b/commands/{name}/response"),
-                "-m",
-                &format!(r#"{{"status": "Succeeded", "output": {{"uptime": {uptime}}}}}"#),
-            ],
-        );
+        // The downlink names the command's uid; an answer naming another (a command of the
+        // name deleted since) is refused and completes nothing.
+        let uid = plant.jsonpath("devicecommand", "plant", name, "{.metadata.uid}");
+        assert!(command.contains(&format!(r#""uid":"{uid}""#)), "{command}");
+        let answer = |body: String| {
+            plant.mosquitto(
+                "mosquitto_pub",
+                !v5,
+                "plant/sensor-b",
+                &b,
+                &[
+                    "-q",
+                    "1",
+                    "-t",
+                    &format!("d/plant/sensor-b/commands/{name}/response"),
+                    "-m",
+                    &body,
+                ],
+            )
+        };
+        // Refused: under MQTT 5 with PUBACK 0x99, which mosquitto_pub may report as failing.
+        answer(format!(
+            r#"{{"status": "Succeeded", "uid": "not-{uid}", "output": {{"uptime": 999}}}}"#
+        ));
+        let uid_field = if v5 {
+            String::new()
+        } else {
+            format!(r#", "uid": "{uid}""#)
+        };
+        let output = answer(format!(
+            r#"{{"status": "Succeeded"{uid_field}, "output": {{"uptime": {uptime}}}}}"#
+        ));
         assert!(output.status.success(), "{}", stderr(&output));
         wait_phase(&plant, name, "Succeeded");
         assert_eq!(

@@ -92,6 +92,7 @@ impl CommandEntry {
             "service": self.service,
             "params": self.params,
             "timeoutSeconds": left,
+            "uid": self.uid,
         })
     }
 }

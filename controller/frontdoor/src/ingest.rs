@@ -159,6 +159,20 @@ pub fn judge(
                     message: format!("model {} has no service {:?}", model.key, command.service),
                 })?;
             let response = uplink::command_response(&service.definition, payload)?;
+            // An answer that names the command it answers by uid answers only that one: not
+            // a command created again under its name since.
+            if let Some(uid) = response.uid.as_deref()
+                && uid != command.uid
+            {
+                return Err(Rejection {
+                    reason: "UnknownCommand",
+                    field: "uid".into(),
+                    message: format!(
+                        "command {name:?} with uid {uid} is gone; the command of that name waiting now has uid {}",
+                        command.uid
+                    ),
+                });
+            }
             let fields = json!({
                 "command": name,
                 "service": command.service,

@@ -84,6 +84,8 @@ pub struct CommandResponse {
     pub output: BTreeMap<String, Value>,
     /// The device's message.
     pub message: Option<String>,
+    /// The uid of the command answered, if the device echoed the one its downlink carried.
+    pub uid: Option<String>,
 }
 
 /// Most samples one telemetry message may carry.
@@ -275,7 +277,7 @@ pub fn command_response(service: &Service, bytes: &[u8]) -> Result<CommandRespon
             "a command response must be an object {\"status\": …, \"output\": {…}}",
         ));
     };
-    no_other_keys(&object, &["status", "output", "message"], "")?;
+    no_other_keys(&object, &["status", "output", "message", "uid"], "")?;
     let succeeded = match object.get("status").and_then(Value::as_str) {
         Some("Succeeded") => true,
         Some("Failed") => false,
@@ -309,10 +311,22 @@ pub fn command_response(service: &Service, bytes: &[u8]) -> Result<CommandRespon
             ));
         }
     };
+    let uid = match object.get("uid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(Rejection::new(
+                "InvalidShape",
+                "uid",
+                "uid must be a string",
+            ));
+        }
+    };
     Ok(CommandResponse {
         succeeded,
         output,
         message,
+        uid,
     })
 }
 

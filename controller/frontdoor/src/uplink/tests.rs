@@ -188,4 +188,14 @@ fn command_responses_are_checked_against_the_service_outputs() {
             .field,
         "status"
     );
+    let named = command_response(service, br#"{"status": "Failed", "uid": "7f3c"}"#)
+        .expect("an answer may name the command's uid");
+    assert_eq!(named.uid.as_deref(), Some("7f3c"));
+    assert_eq!(ok.uid, None);
+    assert_eq!(
+        command_response(service, br#"{"status": "Failed", "uid": 7}"#)
+            .expect_err("uid")
+            .field,
+        "uid"
+    );
 }
