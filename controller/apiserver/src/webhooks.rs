@@ -754,6 +754,27 @@ webhooks:
         Webhooks::from_objects([&config])
     }
 
+    /// An admission request by no one in the namespace `plant`, without options.
+    fn asked<'a>(
+        operation: &'static str,
+        resource: &'a Resource,
+        object: Option<&'a Value>,
+        old: Option<&'a Value>,
+    ) -> Admission<'a> {
+        Admission {
+            operation,
+            resource,
+            subresource: None,
+            namespace: Some("plant"),
+            namespace_labels: None,
+            object,
+            old,
+            options: None,
+            user: None,
+            dry_run: false,
+        }
+    }
+
     fn resource(plural: &str) -> Resource {
         crate::builtin::resources()
             .into_iter()
@@ -779,16 +800,9 @@ webhooks:
         let gateways = resource("gateways");
         let count = |operation, resource: &Resource, sub, labels| {
             let request = Admission {
-                operation,
-                resource,
                 subresource: sub,
-                namespace: Some("plant"),
                 namespace_labels: Some(labels),
-                object: Some(&object),
-                old: None,
-                options: None,
-                user: None,
-                dry_run: false,
+                ..asked(operation, resource, Some(&object), None)
             };
             hooks.matching(&request).count()
         };
@@ -839,18 +853,7 @@ webhooks:
         let labelled = json!({"metadata": {"name": "x", "labels": {"stamp": "yes"}}});
         let plain = json!({"metadata": {"name": "x"}});
         let count = |object: &Value, old: Option<&Value>| {
-            let request = Admission {
-                operation: "UPDATE",
-                resource: &devices,
-                subresource: None,
-                namespace: Some("plant"),
-                namespace_labels: None,
-                object: Some(object),
-                old,
-                options: None,
-                user: None,
-                dry_run: false,
-            };
+            let request = asked("UPDATE", &devices, Some(object), old);
             matching(&hooks.mutating, &request).count()
         };
         assert_eq!(count(&labelled, None), 1);
@@ -887,16 +890,8 @@ webhooks:
                 .find(|r| r.builtin == Some(builtin))
                 .expect("a built-in resource");
             let request = Admission {
-                operation: "DELETE",
-                resource: &resource,
-                subresource: None,
                 namespace: None,
-                namespace_labels: None,
-                object: None,
-                old: Some(&object),
-                options: None,
-                user: None,
-                dry_run: false,
+                ..asked("DELETE", &resource, None, Some(&object))
             };
             hooks.matching(&request).count()
         };

@@ -300,34 +300,25 @@ pub fn command_response(service: &Service, bytes: &[u8]) -> Result<CommandRespon
             "output.",
         )?;
     }
-    let message = match object.get("message") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            return Err(Rejection::new(
-                "InvalidShape",
-                "message",
-                "message must be a string",
-            ));
-        }
-    };
-    let uid = match object.get("uid") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            return Err(Rejection::new(
-                "InvalidShape",
-                "uid",
-                "uid must be a string",
-            ));
-        }
-    };
     Ok(CommandResponse {
         succeeded,
         output,
-        message,
-        uid,
+        message: optional_string(&object, "message")?,
+        uid: optional_string(&object, "uid")?,
     })
+}
+
+/// A member of `object` that may be left out (or null), else must be a string.
+fn optional_string(object: &Map<String, Value>, key: &str) -> Result<Option<String>, Rejection> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Rejection::new(
+            "InvalidShape",
+            key,
+            format!("{key} must be a string"),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,21 @@ impl WriteOptions {
         options
     }
 
+    /// What a write of `resource` in `namespace` under these options is, for admission.
+    fn target<'a>(
+        &'a self,
+        resource: &'a Resource,
+        namespace: Option<&'a str>,
+    ) -> crate::webhooks::Target<'a> {
+        crate::webhooks::Target {
+            resource,
+            subresource: self.subresource.as_deref(),
+            namespace,
+            dry_run: self.dry_run,
+            caller: self.caller.as_ref(),
+        }
+    }
+
     /// Options of an internal write (garbage collector, namespace controller).
     pub fn internal(manager: &str) -> WriteOptions {
         WriteOptions {
@@ -124,13 +139,7 @@ impl Inner {
             if let (true, Some(ns)) = (resource.namespaced, namespace) {
                 meta_mut(&mut object).insert("namespace".into(), Value::String(ns.into()));
             }
-            let target = crate::webhooks::Target {
-                resource,
-                subresource: opts.subresource.as_deref(),
-                namespace,
-                dry_run: opts.dry_run,
-                caller: opts.caller.as_ref(),
-            };
+            let target = opts.target(resource, namespace);
             let options = opts.as_json("CreateOptions");
             let before = object.clone();
             webhook_warnings = self
@@ -219,13 +228,7 @@ impl Inner {
             _ => None,
         };
         if opts.admission && !self.webhooks().is_empty() {
-            let target = crate::webhooks::Target {
-                resource,
-                subresource: opts.subresource.as_deref(),
-                namespace,
-                dry_run: opts.dry_run,
-                caller: opts.caller.as_ref(),
-            };
+            let target = opts.target(resource, namespace);
             let options = opts.as_json("CreateOptions");
             let given = self
                 .run_webhooks("CREATE", &target, (Some(&object), None, Some(&options)))
@@ -370,13 +373,7 @@ impl Inner {
         let mut requested = None;
         let mut webhook_warnings = Vec::new();
         if opts.admission && !self.webhooks().none_mutating() {
-            let target = crate::webhooks::Target {
-                resource,
-                subresource: opts.subresource.as_deref(),
-                namespace: object::namespace(old),
-                dry_run: opts.dry_run,
-                caller: opts.caller.as_ref(),
-            };
+            let target = opts.target(resource, object::namespace(old));
             let options = opts.as_json("UpdateOptions");
             // Webhooks see the object in its namespace, as on a create.
             if let Some(ns) = object::namespace(old)
@@ -563,13 +560,7 @@ impl Inner {
             crate::escalation::check(&self.rbac(), caller, resource, namespace, &new)?;
         }
         if opts.admission && !self.webhooks().is_empty() {
-            let target = crate::webhooks::Target {
-                resource,
-                subresource: opts.subresource.as_deref(),
-                namespace: object::namespace(old),
-                dry_run: opts.dry_run,
-                caller: opts.caller.as_ref(),
-            };
+            let target = opts.target(resource, object::namespace(old));
             let options = opts.as_json("UpdateOptions");
             let given = self
                 .run_webhooks("UPDATE", &target, (Some(&new), Some(old), Some(&options)))
