@@ -345,16 +345,10 @@ async fn mutate_once(
             return Ok(Some(false));
         }
     };
-    let invalid = |why: String| {
-        ApiError::internal(format!(
-            "Internal error occurred: admission webhook {:?} returned an invalid patch: {why}",
-            hook.name
-        ))
-    };
     let mut patched = object.clone();
-    json_patch::patch(&mut patched, &patch).map_err(|e| invalid(e.to_string()))?;
+    json_patch::patch(&mut patched, &patch).map_err(|e| invalid_patch(hook, e))?;
     if !patched.is_object() {
-        return Err(invalid("the patched object is not an object".into()));
+        return Err(invalid_patch(hook, "the patched object is not an object"));
     }
     let changed = patched != *object;
     *object = patched;
@@ -376,18 +370,20 @@ fn patch_of(hook: &Hook, response: &Value) -> ApiResult<Result<Option<json_patch
         Some("JSONPatch") => {}
         other => return Ok(Err(format!("unsupported patchType {other:?}"))),
     }
-    let invalid = |why: String| {
-        ApiError::internal(format!(
-            "Internal error occurred: admission webhook {:?} returned an invalid patch: {why}",
-            hook.name
-        ))
-    };
     let patch = base64::engine::general_purpose::STANDARD
         .decode(patch)
-        .map_err(|e| invalid(format!("not base64: {e}")))?;
+        .map_err(|e| invalid_patch(hook, format!("not base64: {e}")))?;
     let patch: json_patch::Patch =
-        serde_json::from_slice(&patch).map_err(|e| invalid(e.to_string()))?;
+        serde_json::from_slice(&patch).map_err(|e| invalid_patch(hook, e))?;
     Ok(Ok(Some(patch)))
+}
+
+/// A webhook's patch that cannot be applied: the write is refused.
+fn invalid_patch(hook: &Hook, why: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!(
+        "Internal error occurred: admission webhook {:?} returned an invalid patch: {why}",
+        hook.name
+    ))
 }
 
 /// Send one webhook its review: its response if it admits the request, `None` if it failed
