@@ -76,6 +76,14 @@ impl Builtin {
         )
     }
 
+    /// Whether this kind configures admission webhooks.
+    pub fn is_webhook_configuration(self) -> bool {
+        matches!(
+            self,
+            Builtin::ValidatingWebhookConfiguration | Builtin::MutatingWebhookConfiguration
+        )
+    }
+
     /// Whether a write to this kind changes who may do what.
     pub fn is_rbac(self) -> bool {
         matches!(

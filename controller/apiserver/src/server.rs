@@ -459,10 +459,10 @@ impl ApiServer {
         if resource.builtin == Some(crate::builtin::Builtin::ServiceAccount) {
             self.inner.verified_tokens.lock().clear();
         }
-        if matches!(
-            resource.builtin,
-            Some(Builtin::ValidatingWebhookConfiguration | Builtin::MutatingWebhookConfiguration)
-        ) && let Err(e) = self.inner.refresh_webhooks().await
+        if resource
+            .builtin
+            .is_some_and(Builtin::is_webhook_configuration)
+            && let Err(e) = self.inner.refresh_webhooks().await
         {
             tracing::warn!(error = %e, "cannot reload the admission webhooks");
         }
@@ -955,13 +955,9 @@ async fn route(
     };
     let response = rest::serve(&server.inner, req).await?;
     let changes_schema_or_grants = resource.builtin.is_some_and(|b| {
-        matches!(
-            b,
-            Builtin::Crd
-                | Builtin::ServiceAccount
-                | Builtin::ValidatingWebhookConfiguration
-                | Builtin::MutatingWebhookConfiguration
-        ) || b.is_rbac()
+        matches!(b, Builtin::Crd | Builtin::ServiceAccount)
+            || b.is_rbac()
+            || b.is_webhook_configuration()
     });
     if is_write && changes_schema_or_grants && response.status().is_success() {
         server.after_write(&resource).await;

@@ -87,11 +87,6 @@ fn listed(list: &Option<Vec<String>>, wanted: &str) -> bool {
 }
 
 impl Webhooks {
-    /// Index stored ValidatingWebhookConfigurations.
-    pub fn from_objects<'a>(objects: impl IntoIterator<Item = &'a Value>) -> Webhooks {
-        Webhooks::from_configurations(objects, [])
-    }
-
     /// Index stored Validating- and MutatingWebhookConfigurations, each in the order given
     /// (the store's: by name).
     pub fn from_configurations<'a>(
@@ -149,10 +144,6 @@ impl Webhooks {
     pub fn none_mutating(&self) -> bool {
         self.mutating.is_empty()
     }
-
-    fn matching<'s>(&'s self, request: &'s Admission<'_>) -> impl Iterator<Item = &'s Hook> + 's {
-        matching(&self.hooks, request)
-    }
 }
 
 /// The webhooks of `hooks` whose rules and selectors pick the request.
@@ -167,13 +158,11 @@ fn matching<'s>(
 /// of the webhook configurations themselves never reach webhooks, as in kube-apiserver: no
 /// webhook can lock its own configuration, or change another's.
 fn matches(hook: &Hook, request: &Admission<'_>) -> bool {
-    if matches!(
-        request.resource.builtin,
-        Some(
-            crate::builtin::Builtin::ValidatingWebhookConfiguration
-                | crate::builtin::Builtin::MutatingWebhookConfiguration
-        )
-    ) {
+    if request
+        .resource
+        .builtin
+        .is_some_and(crate::builtin::Builtin::is_webhook_configuration)
+    {
         return false;
     }
     let rules = hook.spec.rules.as_deref().unwrap_or_default();
@@ -259,7 +248,7 @@ pub async fn admit(
             }
         }
     }
-    for hook in webhooks.matching(request) {
+    for hook in matching(&webhooks.hooks, request) {
         let response = ask(hook, services, request).await?;
         warned(response.as_ref(), &mut warnings);
     }
@@ -747,7 +736,7 @@ webhooks:
 "#,
         )
         .expect("config");
-        Webhooks::from_objects([&config])
+        Webhooks::from_configurations([&config], [])
     }
 
     /// An admission request by no one in the namespace `plant`, without options.
@@ -800,7 +789,7 @@ webhooks:
                 namespace_labels: Some(labels),
                 ..asked(operation, resource, Some(&object), None)
             };
-            hooks.matching(&request).count()
+            matching(&hooks.hooks, &request).count()
         };
         assert_eq!(count("CREATE", &devices, None, &plain), 1);
         assert_eq!(count("UPDATE", &devices, None, &plain), 1);
@@ -878,7 +867,7 @@ webhooks:
 "#,
         )
         .expect("config");
-        let hooks = Webhooks::from_objects([&config]);
+        let hooks = Webhooks::from_configurations([&config], []);
         let object = json!({"metadata": {"name": "x"}});
         let count = |builtin| {
             let resource = crate::builtin::resources()
@@ -889,7 +878,7 @@ webhooks:
                 namespace: None,
                 ..asked("DELETE", &resource, None, Some(&object))
             };
-            hooks.matching(&request).count()
+            matching(&hooks.hooks, &request).count()
         };
         use crate::builtin::Builtin;
         assert_eq!(count(Builtin::Namespace), 1);
