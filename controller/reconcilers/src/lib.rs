@@ -83,6 +83,12 @@ where
 
 /// Wrap a reconciler so every run is observed (count, duration, errors by category) and a
 /// success starts the object's backoff over.
+///
+/// Each run is a task of its own. A controller polls its runs from one task, and a run's
+/// in-process API requests (admission, the store's write, encoding) are polled by whoever
+/// awaits them: without tasks, every reconcile of every controller, and all the API work they
+/// cause, would share one core. A panicking run fails as [`Error::Aborted`] instead of taking
+/// the controllers down, and a run the controller drops is aborted with it.
 fn observed<K, F, Fut>(
     name: &'static str,
     reconcile: F,
@@ -94,7 +100,7 @@ where
 {
     move |object, ctx| {
         let reconcile = reconcile.clone();
-        Box::pin(async move {
+        let run = tokio::spawn(async move {
             ctx.observer.started(name);
             ctx.observer.queued(
                 name,
@@ -112,7 +118,9 @@ where
                 result.as_ref().err().map(Error::category),
             );
             result
-        })
+        });
+        let run = tokio_util::task::AbortOnDropHandle::new(run);
+        Box::pin(async move { run.await.unwrap_or_else(|e| Err(Error::Aborted(e))) })
     }
 }
 

@@ -122,6 +122,12 @@ where
                 Ok(change) => Some((vec![change], (receiver, store))),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(kind = %K::kind(&()), missed, "a controller fell behind its watch; resynchronizing from the cache");
+                    // Go on from the newest change, and take the store after that: it holds
+                    // every change sent before (the reflector stores a change before it is
+                    // sent). Going on from the oldest change the buffer still holds would
+                    // lag again at the next change sent while the store is handed on, and
+                    // resynchronize again, for as long as changes keep coming.
+                    let receiver = receiver.resubscribe();
                     let all = present(&store);
                     Some((all, (receiver, store)))
                 }
@@ -235,6 +241,45 @@ mod tests {
             },
             ..ConfigMap::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_fell_behind_gets_the_store_once_and_goes_on_from_the_newest_change()
+    {
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        for (name, version) in [("a", "1"), ("b", "2")] {
+            writer.apply_watcher_event(&watcher::Event::Apply(config_map(name, version)));
+        }
+        let (changes, _) = broadcast::channel(4);
+        let watched = Watched {
+            store,
+            changes: changes.clone(),
+        };
+        let send = |name: &str| {
+            let _ = changes.send(Change {
+                object: Arc::new(config_map(name, "9")),
+                deleted: false,
+            });
+        };
+        let mut names = Box::pin(
+            watched
+                .subscribe()
+                .map(|object| object.metadata.name.clone().unwrap_or_default()),
+        );
+        let mut next = async || names.next().await.expect("the feed goes on");
+        assert_eq!([next().await, next().await], ["a", "b"], "the store first");
+        // Ten changes into a buffer of four: the subscriber lags, and gets the store.
+        for i in 0..10 {
+            send(&format!("c{i}"));
+        }
+        let mut resync = [next().await, next().await];
+        resync.sort();
+        assert_eq!(resync, ["a", "b"]);
+        // A change sent while the store was handed on comes next, not another resynchronization.
+        send("d");
+        assert_eq!(next().await, "d");
+        send("e");
+        assert_eq!(next().await, "e");
     }
 
     #[test]
