@@ -24,12 +24,16 @@ pub(super) enum PathElement {
 impl PathElement {
     /// The `fieldsV1` key for this element.
     fn encode(&self) -> String {
-        match self {
-            PathElement::Field(name) => format!("f:{name}"),
-            PathElement::Key(json) => format!("k:{json}"),
-            PathElement::Value(json) => format!("v:{json}"),
-            PathElement::Index(i) => format!("i:{i}"),
-        }
+        let (prefix, text) = match self {
+            PathElement::Field(name) => ("f:", name.as_str()),
+            PathElement::Key(json) => ("k:", json.as_str()),
+            PathElement::Value(json) => ("v:", json.as_str()),
+            PathElement::Index(i) => return format!("i:{i}"),
+        };
+        let mut out = String::with_capacity(prefix.len() + text.len());
+        out.push_str(prefix);
+        out.push_str(text);
+        out
     }
 
     fn decode(key: &str, at: &str) -> Result<PathElement, FieldsError> {
@@ -227,14 +231,19 @@ impl FieldSet {
     }
 
     fn encode(&self) -> Map<String, Value> {
+        // The map orders its keys itself.
         let mut out = Map::new();
-        for pe in self.elements() {
-            let mut node = Map::new();
-            if let Some(child) = self.children.get(pe) {
-                if self.members.contains(pe) {
-                    node.insert(".".into(), Value::Object(Map::new()));
-                }
-                node.extend(child.encode());
+        for pe in self
+            .members
+            .iter()
+            .filter(|pe| !self.children.contains_key(pe))
+        {
+            out.insert(pe.encode(), Value::Object(Map::new()));
+        }
+        for (pe, child) in &self.children {
+            let mut node = child.encode();
+            if self.members.contains(pe) {
+                node.insert(".".into(), Value::Object(Map::new()));
             }
             out.insert(pe.encode(), Value::Object(node));
         }
@@ -345,6 +354,20 @@ impl FieldSet {
         self.members.insert(pe);
     }
 
+    /// Add the paths of `below` under `pe`, and `pe` itself when `member`.
+    pub(super) fn put(&mut self, pe: PathElement, below: FieldSet, member: bool) {
+        if member {
+            self.insert_with(pe, below);
+        } else if !below.is_empty() {
+            match self.children.entry(pe) {
+                Entry::Vacant(slot) => {
+                    slot.insert(below);
+                }
+                Entry::Occupied(mut slot) => slot.get_mut().union_with(&below),
+            }
+        }
+    }
+
     /// Remove the paths of `other` in place: [`FieldSet::difference`] without copying what
     /// stays.
     pub(super) fn subtract(&mut self, other: &FieldSet) {
@@ -399,6 +422,12 @@ impl FieldSet {
 
 /// Decode one trie node; the flag says whether it carried a `"."` marker.
 fn decode_node(v: &Value, at: &str) -> Result<(FieldSet, bool), FieldsError> {
+    decode_node_at(v, &mut at.to_string())
+}
+
+/// [`decode_node`] at `at` (`f:spec/f:ports/`), which it extends in place and leaves as it
+/// found it: the path is only formatted into errors.
+fn decode_node_at(v: &Value, at: &mut String) -> Result<(FieldSet, bool), FieldsError> {
     let Value::Object(obj) = v else {
         return Err(FieldsError {
             path: at.trim_end_matches('/').to_string(),
@@ -407,13 +436,17 @@ fn decode_node(v: &Value, at: &str) -> Result<(FieldSet, bool), FieldsError> {
     };
     let mut set = FieldSet::default();
     let mut dot = false;
+    let depth = at.len();
     for (key, child) in obj {
         if key == "." {
             dot = true;
             continue;
         }
         let pe = PathElement::decode(key, at)?;
-        let (below, owned) = decode_node(child, &format!("{at}{key}/"))?;
+        at.push_str(key);
+        at.push('/');
+        let (below, owned) = decode_node_at(child, at)?;
+        at.truncate(depth);
         if owned || below.is_empty() {
             set.members.insert(pe.clone());
         }

@@ -15,12 +15,49 @@ use super::typed::OBJECT_META;
 /// fields, as the schema crate's pruning leaves it. Unchanged without a schema.
 pub(super) fn known_view<'v>(value: &'v Value, schema: Option<&Schema>) -> Cow<'v, Value> {
     match schema {
-        Some(s) => {
+        // Stored objects were pruned on their way in, and most bodies declare only what the
+        // schema knows: look before copying.
+        Some(s) if has_unknown(s, value, true) => {
             let mut out = value.clone();
             drop_unknown(s, &mut out, true);
             Cow::Owned(out)
         }
-        None => Cow::Borrowed(value),
+        _ => Cow::Borrowed(value),
+    }
+}
+
+/// Whether [`drop_unknown`] would remove anything from `value`.
+fn has_unknown(s: &Schema, value: &Value, root: bool) -> bool {
+    match value {
+        Value::Object(map) => {
+            let resource = root || s.embedded_resource;
+            let type_or_meta =
+                |name: &str| resource && matches!(name, "apiVersion" | "kind" | "metadata");
+            if resource
+                && let Some(Value::Object(meta)) = map.get("metadata")
+                && meta.keys().any(|k| !OBJECT_META.properties.contains_key(k))
+            {
+                return true;
+            }
+            let keep_unknown = s.preserve_unknown_fields || s.additional_properties.is_some();
+            map.iter().any(|(name, v)| {
+                if type_or_meta(name) {
+                    return false;
+                }
+                match s.properties.get(name) {
+                    Some(p) => (v.is_null() && !p.nullable) || has_unknown(p, v, false),
+                    None => match &s.additional_properties {
+                        Some(additional) => has_unknown(additional, v, false),
+                        None => !keep_unknown,
+                    },
+                }
+            })
+        }
+        Value::Array(items) => s
+            .items
+            .as_ref()
+            .is_some_and(|item| items.iter().any(|it| has_unknown(item, it, false))),
+        _ => false,
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use serde::Deserialize as _;
 use serde_json::{Map, Value};
 
 use super::fieldset::{FieldSet, FieldsError};
@@ -87,11 +88,10 @@ impl Managed {
         let Some(value) = value.filter(|v| !v.is_null()) else {
             return Ok(managed);
         };
-        let entries: Vec<ManagedFieldsEntry> =
-            serde_json::from_value(value.clone()).map_err(|e| FieldsError {
-                path: "metadata.managedFields".into(),
-                problem: e.to_string(),
-            })?;
+        let entries = Vec::<ManagedFieldsEntry>::deserialize(value).map_err(|e| FieldsError {
+            path: "metadata.managedFields".into(),
+            problem: e.to_string(),
+        })?;
         for (i, e) in entries.into_iter().enumerate() {
             let bad = |problem: String| FieldsError {
                 path: format!("metadata.managedFields[{i}]"),

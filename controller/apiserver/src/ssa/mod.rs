@@ -147,7 +147,7 @@ pub fn apply(
     let ty = Ty::Root(schema);
     let config = effective_config(config, subresource);
     let known_config = known::known_view(&config, schema);
-    walk::check_lists(&known_config, ty, "").map_err(ApplyError::Invalid)?;
+    walk::check_lists(&known_config, ty).map_err(ApplyError::Invalid)?;
     let now = normalize_time(now);
     let sub = subresource.unwrap_or_default();
     let empty = Value::Object(Map::new());
@@ -185,11 +185,16 @@ pub fn apply(
         walk::prune(&mut merged, ty, &previous.set, Some(&keep), &[]);
     }
 
-    let diff = Comparison::of(
-        &known::known_view(live_value, schema),
-        &known::known_view(&merged, schema),
-        ty,
-    );
+    let known_merged = known::known_view(&merged, schema);
+    let diff = match live {
+        Some(live) => Comparison::of(&known::known_view(live, schema), &known_merged, ty),
+        // A create adds every field and changes or removes none.
+        None => Comparison {
+            added: Comparison::added_by_create(&known_merged, ty),
+            ..Comparison::default()
+        },
+    };
+    drop(known_merged);
     let changed = diff.added.union(&diff.modified);
     let mut conflicts = Vec::new();
     for (k, entry) in &managed.entries {

@@ -1228,3 +1228,43 @@ fn fields_the_schema_prunes_are_returned_but_neither_owned_nor_counted_as_change
         .remove("unknown");
     assert_eq!(text(&second), text(&stored));
 }
+
+#[test]
+fn the_known_view_copies_an_object_only_when_it_has_something_to_drop() {
+    let schema = schema();
+    let known = |value: &Value| -> (bool, Value) {
+        let view = known::known_view(value, Some(&schema));
+        (
+            matches!(view, std::borrow::Cow::Borrowed(_)),
+            view.into_owned(),
+        )
+    };
+    let clean = widget(json!({
+        "size": 1,
+        "ports": [{"name": "a", "port": 80}],
+        "env": {"A": "b"},
+        "extra": {"anything": {"goes": [1]}}
+    }));
+    assert_eq!(known(&clean), (true, clean.clone()));
+    for (dirty, without) in [
+        (json!({"size": 1, "unknown": 2}), json!({"size": 1})),
+        (json!({"size": null}), json!({})),
+        (
+            json!({"ports": [{"name": "a", "junk": 1}]}),
+            json!({"ports": [{"name": "a"}]}),
+        ),
+        (
+            json!({"selector": {"a": "b"}, "extra": {"x": 1}, "nested": {}}),
+            json!({"selector": {"a": "b"}, "extra": {"x": 1}}),
+        ),
+    ] {
+        assert_eq!(
+            known(&widget(dirty.clone())),
+            (false, widget(without)),
+            "{dirty}"
+        );
+    }
+    let mut odd_meta = clean.clone();
+    odd_meta["metadata"]["bogus"] = json!(1);
+    assert_eq!(known(&odd_meta), (false, clean));
+}

@@ -8,50 +8,53 @@ use serde_json::Value;
 use super::fieldset::{FieldSet, PathElement, canonical_json, same_value};
 use super::typed::{NEVER_TRACKED, Shape, Ty, list_item_element, list_item_key, set_item_element};
 
-/// Every field present in `value`, before never-tracked fields are removed.
+/// Every field present below `value`, before never-tracked fields are removed, and whether
+/// `value` itself is a leaf.
 ///
 /// Leaves are members; so are map entries, list items, set values, and struct fields that are
-/// null or empty objects. A non-empty struct field is only a path to its children.
-pub(super) fn collect(value: &Value, ty: Ty<'_>, path: &mut Vec<PathElement>, out: &mut FieldSet) {
+/// null or empty objects. A non-empty struct field is only a path to its children. The set is
+/// built from the leaves up, so each path element is copied once, not once per field below it.
+pub(super) fn collect(value: &Value, ty: Ty<'_>) -> (FieldSet, bool) {
+    let mut out = FieldSet::new();
     match ty.shape(value) {
         Shape::Fields => {
-            let Value::Object(obj) = value else { return };
+            let Value::Object(obj) = value else {
+                return (out, false);
+            };
             for (key, child) in obj {
                 let c = ty.child(key);
-                path.push(PathElement::Field(key.clone()));
-                collect(child, c.ty, path, out);
-                if !c.named || child.as_object().is_some_and(|o| o.is_empty()) {
-                    out.insert(path);
-                }
-                path.pop();
+                let (below, leaf) = collect(child, c.ty);
+                let member = leaf || !c.named || child.as_object().is_some_and(|o| o.is_empty());
+                out.put(PathElement::Field(key.clone()), below, member);
             }
         }
         Shape::MapList { keys, item } => {
-            let Value::Array(items) = value else { return };
+            let Value::Array(items) = value else {
+                return (out, false);
+            };
             for (i, it) in items.iter().enumerate() {
-                path.push(list_item_element(it, keys, item, i));
-                collect(it, item, path, out);
-                out.insert(path);
-                path.pop();
+                let (below, _) = collect(it, item);
+                out.put(list_item_element(it, keys, item, i), below, true);
             }
         }
         Shape::Set => {
-            let Value::Array(items) = value else { return };
+            let Value::Array(items) = value else {
+                return (out, false);
+            };
             for it in items {
-                path.push(set_item_element(it));
-                out.insert(path);
-                path.pop();
+                out.put(set_item_element(it), FieldSet::new(), true);
             }
         }
-        Shape::Leaf => out.insert(path),
+        Shape::Leaf => return (out, true),
     }
+    (out, false)
 }
 
 /// The fields of a whole object, without the never-tracked ones.
 pub(super) fn fields_of(object: &Value, ty: Ty<'_>) -> FieldSet {
-    let mut set = FieldSet::new();
-    collect(object, ty, &mut Vec::new(), &mut set);
-    set.difference(&NEVER_TRACKED)
+    let (mut set, _) = collect(object, ty);
+    set.subtract(&NEVER_TRACKED);
+    set
 }
 
 /// What changed between two versions of an object.
@@ -105,6 +108,8 @@ fn compare(
     out: &mut Comparison,
 ) {
     let shape = match (lhs, rhs) {
+        // Nothing below two equal values differs (most of an object, in most writes).
+        (Some(l), Some(r)) if l == r => return,
         (Some(l), Some(r)) if same_kind(l, r) => ty.shape(l),
         (Some(_), Some(_)) => Shape::Leaf,
         (Some(v), None) | (None, Some(v)) => ty.shape(v),
@@ -366,12 +371,23 @@ fn is_empty_container(v: &Value) -> bool {
 
 /// Check what merging cannot cope with in an apply body: associative-list items without
 /// their key fields, and duplicate keys or set values. Returns the first problem.
-pub(super) fn check_lists(value: &Value, ty: Ty<'_>, path: &str) -> Result<(), String> {
+pub(super) fn check_lists(value: &Value, ty: Ty<'_>) -> Result<(), String> {
+    check_lists_at(value, ty, &mut String::new())
+}
+
+/// [`check_lists`] below `path` (`.spec.items[name="a"]`), which it extends in place and
+/// leaves as it found it: most bodies pass, so the path is only formatted into a message.
+fn check_lists_at(value: &Value, ty: Ty<'_>, path: &mut String) -> Result<(), String> {
+    use std::fmt::Write as _;
+    let depth = path.len();
     match ty.shape(value) {
         Shape::Fields => {
             if let Value::Object(obj) = value {
                 for (key, child) in obj {
-                    check_lists(child, ty.child(key).ty, &format!("{path}.{key}"))?;
+                    path.push('.');
+                    path.push_str(key);
+                    check_lists_at(child, ty.child(key).ty, path)?;
+                    path.truncate(depth);
                 }
             }
         }
@@ -385,10 +401,13 @@ pub(super) fn check_lists(value: &Value, ty: Ty<'_>, path: &str) -> Result<(), S
                              that omits key field {missing:?} (and doesn't have default value)"
                         )
                     })?;
-                    if !seen.insert(pe.clone()) {
+                    if seen.contains(&pe) {
                         return Err(format!("{path}: duplicate entries for key {pe}"));
                     }
-                    check_lists(it, item, &format!("{path}{pe}"))?;
+                    let _ = write!(path, "{pe}");
+                    check_lists_at(it, item, path)?;
+                    path.truncate(depth);
+                    seen.insert(pe);
                 }
             }
         }
