@@ -98,12 +98,16 @@ where
     /// A stream of the objects that change from now on (deleted ones included), for a
     /// controller's triggers. It first yields every object already in the store, so a
     /// subscriber that starts late misses nothing that exists.
+    #[track_caller]
     pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         self.changes().map(|change| change.object)
     }
 
     /// [`Watched::subscribe`], telling deletions apart.
+    #[track_caller]
     pub fn changes(&self) -> impl Stream<Item = Change<K>> + Send + 'static {
+        // Where the subscriber subscribed, to tell in the logs which one fell behind.
+        let subscriber = std::panic::Location::caller();
         let receiver = self.changes.subscribe();
         let store = self.store.clone();
         let present = |store: &Store<K>| -> Vec<Change<K>> {
@@ -121,7 +125,7 @@ where
             match receiver.recv().await {
                 Ok(change) => Some((vec![change], (receiver, store))),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(kind = %K::kind(&()), missed, "a controller fell behind its watch; resynchronizing from the cache");
+                    tracing::warn!(kind = %K::kind(&()), missed, %subscriber, "a controller fell behind its watch; resynchronizing from the cache");
                     // Go on from the newest change, and take the store after that: it holds
                     // every change sent before (the reflector stores a change before it is
                     // sent). Going on from the oldest change the buffer still holds would

@@ -185,16 +185,16 @@ pub fn apply(
         walk::prune(&mut merged, ty, &previous.set, Some(&keep), &[]);
     }
 
-    let known_merged = known::known_view(&merged, schema);
     let diff = match live {
-        Some(live) => Comparison::of(&known::known_view(live, schema), &known_merged, ty),
-        // A create adds every field and changes or removes none.
-        None => Comparison {
-            added: Comparison::added_by_create(&known_merged, ty),
-            ..Comparison::default()
-        },
+        Some(live) => Comparison::of(
+            &known::known_view(live, schema),
+            &known::known_view(&merged, schema),
+            ty,
+        ),
+        // A create has no other managers: nothing to conflict with, nothing for them to lose,
+        // and no previous apply to be unchanged from.
+        None => Comparison::default(),
     };
-    drop(known_merged);
     let changed = diff.added.union(&diff.modified);
     let mut conflicts = Vec::new();
     for (k, entry) in &managed.entries {
