@@ -4,63 +4,161 @@
 //! Dropping echoes halves the reconciles of an onboarding (a device's Secret and status each
 //! used to trigger one more pass).
 //!
-//! An echo that arrives before its write is recorded is simply reconciled (harmless); any other
-//! change to the object has another resourceVersion and always gets through.
+//! The echo can overtake the write's answer: the watch may hand it on before the reconcile that
+//! wrote has read the answer. So while a write is under way ([`Echoes::writing`]) the object's
+//! events are held back. Once the answer is in, the echo among them is dropped; any other (a
+//! change by someone else, or one from before the write) has the controller reconcile its
+//! object again, through the controller's [`Echoes::retriggers`]. A change to the object after
+//! the write has another resourceVersion and always gets through.
 
 use std::collections::HashMap;
 
+use futures::Stream;
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
+use tokio::sync::mpsc;
 
 /// Which controller wrote, the object's namespace and name.
 type Key = (&'static str, String, String);
 
-/// The resourceVersions of writes whose watch events need no reconcile, by controller and object.
+/// Namespace and name of the object a controller reconciles.
+pub type Owner = (String, String);
+
+/// What a controller's write to one object left to recognise.
+enum Slot {
+    /// The write is under way: the resourceVersions of the events held back meanwhile, and
+    /// whom to reconcile again should one of them not be the write's echo.
+    Writing { held: Vec<String>, owner: Owner },
+    /// The write's answer was this version, and its echo has not come yet.
+    Wrote(String),
+}
+
+/// Writes whose watch events need no reconcile, by controller and object.
 #[derive(Default)]
-pub struct Echoes(Mutex<HashMap<Key, String>>);
+pub struct Echoes {
+    slots: Mutex<HashMap<Key, Slot>>,
+    /// Where each controller takes the objects to reconcile again.
+    retriggers: Mutex<HashMap<&'static str, mpsc::UnboundedSender<Owner>>>,
+}
 
 impl Echoes {
-    /// `controller` wrote `object` (the API's answer) and needs no reconcile for it.
-    pub fn wrote<K: Resource>(&self, controller: &'static str, object: &K) {
-        let (Some(namespace), Some(version)) = (object.namespace(), object.resource_version())
-        else {
-            return;
-        };
-        self.0
-            .lock()
-            .insert((controller, namespace, object.name_any()), version);
+    /// The objects `controller` must reconcile again because an event held back during one of
+    /// its writes was not that write's echo. One stream per controller (a later call takes the
+    /// place of an earlier one).
+    pub fn retriggers(
+        &self,
+        controller: &'static str,
+    ) -> impl Stream<Item = Owner> + Send + 'static + use<> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.retriggers.lock().insert(controller, sender);
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|owner| (owner, receiver))
+        })
     }
 
-    /// `controller` will reconcile `object` again whatever comes back (forget its last write).
-    pub fn forget<K: Resource>(&self, controller: &'static str, object: &K) {
-        if let Some(namespace) = object.namespace() {
-            self.0
-                .lock()
-                .remove(&(controller, namespace, object.name_any()));
+    /// `controller` is about to write `namespace/name` while reconciling `owner`: the object's
+    /// events are held back until the write's answer (or failure) is known.
+    pub fn writing(
+        &self,
+        controller: &'static str,
+        namespace: &str,
+        name: &str,
+        owner: Owner,
+    ) -> Writing<'_> {
+        let key = (controller, namespace.to_string(), name.to_string());
+        let held = Vec::new();
+        self.slots
+            .lock()
+            .insert(key.clone(), Slot::Writing { held, owner });
+        Writing {
+            echoes: self,
+            key: Some(key),
         }
     }
 
-    /// Whether a watch event of `object` is an echo of `controller`'s own write (each echo is
-    /// recognised once).
+    /// Whether a watch event of `object` is to be dropped: the echo of `controller`'s last
+    /// write (each echo is recognised once), or an event held back while a write is under way.
     pub fn is_echo<K: Resource>(&self, controller: &'static str, object: &K) -> bool {
         let (Some(namespace), Some(version)) = (object.namespace(), object.resource_version())
         else {
             return false;
         };
         let key = (controller, namespace, object.name_any());
-        let mut echoes = self.0.lock();
-        match echoes.get(&key) {
-            Some(written) if *written == version => {
-                echoes.remove(&key);
+        let mut slots = self.slots.lock();
+        match slots.get_mut(&key) {
+            Some(Slot::Writing { held, .. }) => {
+                held.push(version);
+                true
+            }
+            Some(Slot::Wrote(written)) if *written == version => {
+                slots.remove(&key);
                 true
             }
             _ => false,
+        }
+    }
+
+    /// End the write of `key`: `answer` is the version it made when the controller has nothing
+    /// more to do (its echo needs no reconcile), None otherwise. Held-back events other than
+    /// the echo have the owner reconciled again.
+    fn finish(&self, key: Key, answer: Option<String>) {
+        let controller = key.0;
+        let mut slots = self.slots.lock();
+        let Some(Slot::Writing { held, owner }) = slots.remove(&key) else {
+            return;
+        };
+        let others = match &answer {
+            Some(version) => held.iter().any(|v| v != version),
+            None => !held.is_empty(),
+        };
+        let echoed = answer.as_ref().is_some_and(|v| held.contains(v));
+        if let Some(version) = answer.filter(|_| !echoed) {
+            slots.insert(key, Slot::Wrote(version));
+        }
+        drop(slots);
+        if others && let Some(sender) = self.retriggers.lock().get(controller) {
+            let _ = sender.send(owner);
+        }
+    }
+}
+
+/// A write under way (see [`Echoes::writing`]). Dropped without [`Writing::wrote`] or
+/// [`Writing::forget`] (the write failed), it lets the object's events through again, and the
+/// owner is reconciled again if any were held back.
+pub struct Writing<'a> {
+    echoes: &'a Echoes,
+    key: Option<Key>,
+}
+
+impl Writing<'_> {
+    /// The write's answer was `written` and the controller has nothing more to do: its echo,
+    /// held back or still to come, needs no reconcile.
+    pub fn wrote<K: Resource>(mut self, written: &K) {
+        if let Some(key) = self.key.take() {
+            self.echoes.finish(key, written.resource_version());
+        }
+    }
+
+    /// The controller is to reconcile again whatever comes back: the write's echo is let
+    /// through, or, when it was held back, the owner is reconciled again.
+    pub fn forget(mut self) {
+        if let Some(key) = self.key.take() {
+            self.echoes.finish(key, None);
+        }
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.echoes.finish(key, None);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures::{FutureExt, StreamExt};
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::ObjectMeta;
 
@@ -78,10 +176,18 @@ mod tests {
         }
     }
 
+    fn owner() -> Owner {
+        ("ns".into(), "d".into())
+    }
+
+    fn write(echoes: &Echoes) -> Writing<'_> {
+        echoes.writing("device", "ns", "d-credentials", owner())
+    }
+
     #[test]
     fn only_the_written_version_is_an_echo_and_only_once() {
         let echoes = Echoes::default();
-        echoes.wrote("device", &secret("7"));
+        write(&echoes).wrote(&secret("7"));
         assert!(
             !echoes.is_echo("gateway", &secret("7")),
             "another controller's"
@@ -89,8 +195,58 @@ mod tests {
         assert!(!echoes.is_echo("device", &secret("8")), "a later change");
         assert!(echoes.is_echo("device", &secret("7")));
         assert!(!echoes.is_echo("device", &secret("7")), "recognised once");
-        echoes.wrote("device", &secret("9"));
-        echoes.forget("device", &secret("9"));
+        write(&echoes).forget();
         assert!(!echoes.is_echo("device", &secret("9")), "forgotten");
+    }
+
+    #[tokio::test]
+    async fn events_during_a_write_are_held_back_and_only_the_echo_is_dropped() {
+        let echoes = Echoes::default();
+        let mut retriggers = Box::pin(echoes.retriggers("device"));
+        let mut retriggered = || retriggers.next().now_or_never().flatten();
+
+        // The echo overtakes the answer: held back, then dropped; nothing to reconcile.
+        let writing = write(&echoes);
+        assert!(echoes.is_echo("device", &secret("7")), "held back");
+        writing.wrote(&secret("7"));
+        assert_eq!(retriggered(), None);
+        assert!(!echoes.is_echo("device", &secret("7")), "recognised once");
+
+        // Another change came during the write: the owner is reconciled again.
+        let writing = write(&echoes);
+        assert!(echoes.is_echo("device", &secret("8")), "held back");
+        writing.wrote(&secret("9"));
+        assert_eq!(retriggered(), Some(owner()));
+        assert!(
+            echoes.is_echo("device", &secret("9")),
+            "the echo still to come"
+        );
+
+        // The echo and another change: reconciled again once.
+        let writing = write(&echoes);
+        assert!(echoes.is_echo("device", &secret("10")));
+        assert!(echoes.is_echo("device", &secret("11")));
+        writing.wrote(&secret("11"));
+        assert_eq!(retriggered(), Some(owner()));
+        assert_eq!(retriggered(), None);
+
+        // Not settled: the held-back echo has the owner reconciled again.
+        let writing = write(&echoes);
+        assert!(echoes.is_echo("device", &secret("12")));
+        writing.forget();
+        assert_eq!(retriggered(), Some(owner()));
+
+        // A failed write: events pass again, and what was held back is reconciled.
+        let writing = write(&echoes);
+        assert!(echoes.is_echo("device", &secret("13")));
+        drop(writing);
+        assert_eq!(retriggered(), Some(owner()));
+        assert!(!echoes.is_echo("device", &secret("14")), "passes again");
+
+        // Nothing held back, nothing reconciled again.
+        write(&echoes).forget();
+        drop(write(&echoes));
+        assert_eq!(retriggered(), None);
+        assert!(!echoes.is_echo("device", &secret("15")));
     }
 }

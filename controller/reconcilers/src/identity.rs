@@ -136,12 +136,15 @@ pub async fn reconcile(ctx: &Context, subject: Subject<'_>, manager: &str) -> Re
         overlap: ctx.settings.rotation_overlap,
         manager,
     };
+    // The status written next in this same reconcile covers what the Secret's event says.
+    let writing = (action != credentials::Action::Keep).then(|| {
+        let owner = (subject.namespace.to_string(), subject.name.to_string());
+        ctx.echoes
+            .writing(subject.kind_label, subject.namespace, &secret_name, owner)
+    });
     let secret = credentials::apply(&target, &action, current, &want, &now).await?;
-    if action != credentials::Action::Keep
-        && let Some(written) = &secret
-    {
-        // The status written next in this same reconcile covers what the Secret's event says.
-        ctx.echoes.wrote(subject.kind_label, written);
+    if let (Some(writing), Some(written)) = (writing, &secret) {
+        writing.wrote(written);
     }
 
     let mut conditions = subject.conditions.clone();

@@ -164,6 +164,26 @@ where
     })
 }
 
+/// The objects a controller is to reconcile again because an event held back during one of
+/// its writes was not that write's echo (echo.rs), counted into its queue.
+fn retriggered<K>(
+    name: &'static str,
+    ctx: &Arc<Context>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    let ctx = ctx.clone();
+    ctx.echoes
+        .retriggers(name)
+        .map(move |(namespace, name_of)| {
+            let object = ObjectRef::<K>::new(&name_of).within(&namespace);
+            ctx.observer
+                .queued(name, ctx.queue.triggered(name, &object));
+            object
+        })
+}
+
 /// A mapper from related objects to a controller's objects, counting what it triggers into the
 /// controller's queue.
 fn counted<Other, K, I>(
@@ -314,6 +334,7 @@ pub async fn run(
         devices.store.clone(),
     )
     .with_config(config.clone())
+    .reconcile_on(retriggered::<Device>(device::NAME, &ctx))
     .watches_shared_stream(
         own_secrets,
         counted(device::NAME, &ctx, |s: Arc<Secret>| {
@@ -358,6 +379,7 @@ pub async fn run(
             .concurrency(4)
             .debounce(Duration::from_millis(200)),
     )
+    .reconcile_on(retriggered::<Gateway>(gateway::NAME, &ctx))
     .watches_shared_stream(
         gateway_secrets,
         counted(gateway::NAME, &ctx, |s: Arc<Secret>| {

@@ -161,6 +161,9 @@ async fn apply(device: &Device, ctx: &Context) -> Result<Action> {
         ..status.clone()
     };
     if new_status != status {
+        let writing =
+            ctx.echoes
+                .writing(NAME, &namespace, &name, (namespace.clone(), name.clone()));
         let written = write_status(ctx, &namespace, &name, &new_status).await?;
         // Settled: a reconcile of what was just written would change nothing more.
         let settled = devplane_core::lifecycle::next_phase(
@@ -172,9 +175,9 @@ async fn apply(device: &Device, ctx: &Context) -> Result<Action> {
                 .is_some_and(|c| c.first_connected.is_some()),
         ) == outcome.phase;
         if settled {
-            ctx.echoes.wrote(NAME, &written);
+            writing.wrote(&written);
         } else {
-            ctx.echoes.forget(NAME, &written);
+            writing.forget();
         }
         identity::announce(ctx, device, status.phase, &outcome, &status.conditions).await;
     }
