@@ -11,6 +11,7 @@
 //! object again, through the controller's [`Echoes::retriggers`]. A change to the object after
 //! the write has another resourceVersion and always gets through.
 
+use std::any::TypeId;
 use std::collections::HashMap;
 
 use futures::Stream;
@@ -18,8 +19,9 @@ use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-/// Which controller wrote, the object's namespace and name.
-type Key = (&'static str, String, String);
+/// Which controller wrote, the object's kind (its Rust type: a Device may have the name of
+/// another device's Secret), namespace and name.
+type Key = (&'static str, TypeId, String, String);
 
 /// Namespace and name of the object a controller reconciles.
 pub type Owner = (String, String);
@@ -56,16 +58,21 @@ impl Echoes {
         })
     }
 
-    /// `controller` is about to write `namespace/name` while reconciling `owner`: the object's
-    /// events are held back until the write's answer (or failure) is known.
-    pub fn writing(
+    /// `controller` is about to write the `K` `namespace/name` while reconciling `owner`: the
+    /// object's events are held back until the write's answer (or failure) is known.
+    pub fn writing<K: 'static>(
         &self,
         controller: &'static str,
         namespace: &str,
         name: &str,
         owner: Owner,
     ) -> Writing<'_> {
-        let key = (controller, namespace.to_string(), name.to_string());
+        let key = (
+            controller,
+            TypeId::of::<K>(),
+            namespace.to_string(),
+            name.to_string(),
+        );
         let held = Vec::new();
         self.slots
             .lock()
@@ -78,12 +85,12 @@ impl Echoes {
 
     /// Whether a watch event of `object` is to be dropped: the echo of `controller`'s last
     /// write (each echo is recognised once), or an event held back while a write is under way.
-    pub fn is_echo<K: Resource>(&self, controller: &'static str, object: &K) -> bool {
+    pub fn is_echo<K: Resource + 'static>(&self, controller: &'static str, object: &K) -> bool {
         let (Some(namespace), Some(version)) = (object.namespace(), object.resource_version())
         else {
             return false;
         };
-        let key = (controller, namespace, object.name_any());
+        let key = (controller, TypeId::of::<K>(), namespace, object.name_any());
         let mut slots = self.slots.lock();
         match slots.get_mut(&key) {
             Some(Slot::Writing { held, .. }) => {
@@ -181,7 +188,7 @@ mod tests {
     }
 
     fn write(echoes: &Echoes) -> Writing<'_> {
-        echoes.writing("device", "ns", "d-credentials", owner())
+        echoes.writing::<Secret>("device", "ns", "d-credentials", owner())
     }
 
     #[test]
@@ -197,6 +204,25 @@ mod tests {
         assert!(!echoes.is_echo("device", &secret("7")), "recognised once");
         write(&echoes).forget();
         assert!(!echoes.is_echo("device", &secret("9")), "forgotten");
+    }
+
+    #[test]
+    fn an_object_of_another_kind_with_the_same_name_is_not_held_back() {
+        let echoes = Echoes::default();
+        let writing = write(&echoes);
+        let other_kind = k8s_openapi::api::core::v1::ConfigMap {
+            metadata: secret("7").metadata,
+            ..Default::default()
+        };
+        assert!(
+            !echoes.is_echo("device", &other_kind),
+            "not the Secret being written"
+        );
+        assert!(
+            echoes.is_echo("device", &secret("7")),
+            "the Secret is held back"
+        );
+        writing.wrote(&secret("7"));
     }
 
     #[tokio::test]

@@ -30,10 +30,6 @@ pub enum Error {
         /// The owner's kind.
         kind: String,
     },
-    /// The reconcile's task ended without a result: it panicked (a bug), or the runtime is
-    /// shutting down.
-    #[error("the reconcile's task ended without finishing")]
-    Aborted(#[source] tokio::task::JoinError),
 }
 
 impl Error {
@@ -49,7 +45,6 @@ impl Error {
             },
             Error::Serialize(..) => "SerializeError",
             Error::ForeignSecret { .. } => "ForeignSecret",
-            Error::Aborted(_) => "Aborted",
         }
     }
 }
@@ -63,7 +58,7 @@ impl Error {
                 source: kube::Error::Api(status),
                 ..
             } => matches!(status.code, 400 | 422),
-            Error::Api { .. } | Error::Aborted(_) => false,
+            Error::Api { .. } => false,
             Error::MissingMetadata(_) | Error::Serialize(..) | Error::ForeignSecret { .. } => true,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)

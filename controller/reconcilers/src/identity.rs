@@ -140,7 +140,7 @@ pub async fn reconcile(ctx: &Context, subject: Subject<'_>, manager: &str) -> Re
     let writing = (action != credentials::Action::Keep).then(|| {
         let owner = (subject.namespace.to_string(), subject.name.to_string());
         ctx.echoes
-            .writing(subject.kind_label, subject.namespace, &secret_name, owner)
+            .writing::<Secret>(subject.kind_label, subject.namespace, &secret_name, owner)
     });
     let secret = credentials::apply(&target, &action, current, &want, &now).await?;
     if let (Some(writing), Some(written)) = (writing, &secret) {

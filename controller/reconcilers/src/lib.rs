@@ -83,12 +83,6 @@ where
 
 /// Wrap a reconciler so every run is observed (count, duration, errors by category) and a
 /// success starts the object's backoff over.
-///
-/// Each run is a task of its own. A controller polls its runs from one task, and a run's
-/// in-process API requests (admission, the store's write, encoding) are polled by whoever
-/// awaits them: without tasks, every reconcile of every controller, and all the API work they
-/// cause, would share one core. A panicking run fails as [`Error::Aborted`] instead of taking
-/// the controllers down, and a run the controller drops is aborted with it.
 fn observed<K, F, Fut>(
     name: &'static str,
     reconcile: F,
@@ -100,7 +94,7 @@ where
 {
     move |object, ctx| {
         let reconcile = reconcile.clone();
-        let run = tokio::spawn(async move {
+        Box::pin(async move {
             ctx.observer.started(name);
             ctx.observer.queued(
                 name,
@@ -118,9 +112,7 @@ where
                 result.as_ref().err().map(Error::category),
             );
             result
-        });
-        let run = tokio_util::task::AbortOnDropHandle::new(run);
-        Box::pin(async move { run.await.unwrap_or_else(|e| Err(Error::Aborted(e))) })
+        })
     }
 }
 
@@ -495,9 +487,10 @@ pub async fn run(
         ctx.clone(),
     );
 
-    // Each controller on a task of its own: one task polling them all takes in at most one
-    // budget of tokio's cooperative scheduling (128 changes) per turn for all of them, and
-    // under load it fell a whole change buffer behind.
+    // Each controller on a task of its own (kube-runtime runs each reconcile as a task too):
+    // one task polling them all took in at most one budget of tokio's cooperative scheduling
+    // (about 128 changes) per turn for all of them, and under load fell a whole change buffer
+    // behind. A controller that panics takes the others down, as it did in one task.
     let drives = [
         tokio::spawn(drive(
             provisioning_policy::NAME,
@@ -516,9 +509,9 @@ pub async fn run(
         tokio::spawn(drive(device_command::NAME, ctx.clone(), command_controller)),
     ]
     .map(tokio_util::task::AbortOnDropHandle::new);
-    for finished in futures::future::join_all(drives).await {
-        if let Err(e) = finished {
-            tracing::error!(error = %devplane_core::report::chain(&e), "a controller's task failed");
-        }
+    if let Err(e) = futures::future::try_join_all(drives).await
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
     }
 }

@@ -8,9 +8,10 @@
 //! them, and they are often the larger half of an object), and subscribers get those `Arc`s:
 //! a change costs one copy of the object, not one per controller.
 //!
-//! A subscriber that falls behind the buffer misses events; it is then handed every object of
-//! the store, which is enough for level-triggered reconcilers (what lagged is reconciled
-//! again), except that a deletion in the missed stretch triggers nothing.
+//! A subscriber that falls behind the buffer misses events; it is then handed the deletions the
+//! buffer still holds and every object of the store, which is enough for level-triggered
+//! reconcilers (what lagged is reconciled again), except that a deletion no longer in the
+//! buffer triggers nothing. It goes on from the newest change.
 
 use std::sync::Arc;
 
@@ -131,9 +132,14 @@ where
                     // sent). Going on from the oldest change the buffer still holds would
                     // lag again at the next change sent while the store is handed on, and
                     // resynchronize again, for as long as changes keep coming.
-                    let receiver = receiver.resubscribe();
+                    let fresh = receiver.resubscribe();
                     let all = present(&store);
-                    Some((all, (receiver, store)))
+                    // The store cannot tell deletions: hand on those the buffer still holds
+                    // (some may come again through the new receiver; a deletion twice is
+                    // harmless), before the objects present.
+                    let mut changes = missed_deletions(&mut receiver);
+                    changes.extend(all);
+                    Some((changes, (fresh, store)))
                 }
                 Err(broadcast::error::RecvError::Closed) => None,
             }
@@ -141,6 +147,20 @@ where
         .flat_map(futures::stream::iter);
         initial.chain(live)
     }
+}
+
+/// The deletions `receiver` still has to receive. Bounded, should changes come faster than
+/// they are read.
+fn missed_deletions<K: Clone>(receiver: &mut broadcast::Receiver<Change<K>>) -> Vec<Change<K>> {
+    let mut deletions = Vec::new();
+    for _ in 0..2 * BUFFER {
+        match receiver.try_recv() {
+            Ok(change) if change.deleted => deletions.push(change),
+            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
+        }
+    }
+    deletions
 }
 
 /// What a change feed passes on for each watch event, once the reflector has applied it to
@@ -259,33 +279,37 @@ mod tests {
             store,
             changes: changes.clone(),
         };
-        let send = |name: &str| {
+        let send = |name: &str, deleted: bool| {
             let _ = changes.send(Change {
                 object: Arc::new(config_map(name, "9")),
-                deleted: false,
+                deleted,
             });
         };
-        let mut names = Box::pin(
-            watched
-                .subscribe()
-                .map(|object| object.metadata.name.clone().unwrap_or_default()),
-        );
+        let mut names = Box::pin(watched.changes().map(|change| {
+            let name = change.object.metadata.name.clone().unwrap_or_default();
+            match change.deleted {
+                true => format!("{name} (deleted)"),
+                false => name,
+            }
+        }));
         let mut next = async || names.next().await.expect("the feed goes on");
         // The store hands its objects out in no particular order.
         let mut initial = [next().await, next().await];
         initial.sort();
         assert_eq!(initial, ["a", "b"], "the store first");
-        // Ten changes into a buffer of four: the subscriber lags, and gets the store.
+        // Ten changes into a buffer of four, one of the last four a deletion: the subscriber
+        // lags, and gets that deletion, then the store.
         for i in 0..10 {
-            send(&format!("c{i}"));
+            send(&format!("c{i}"), i == 8);
         }
+        assert_eq!(next().await, "c8 (deleted)");
         let mut resync = [next().await, next().await];
         resync.sort();
         assert_eq!(resync, ["a", "b"]);
         // A change sent while the store was handed on comes next, not another resynchronization.
-        send("d");
+        send("d", false);
         assert_eq!(next().await, "d");
-        send("e");
+        send("e", false);
         assert_eq!(next().await, "e");
     }
 

@@ -161,9 +161,12 @@ async fn apply(device: &Device, ctx: &Context) -> Result<Action> {
         ..status.clone()
     };
     if new_status != status {
-        let writing =
-            ctx.echoes
-                .writing(NAME, &namespace, &name, (namespace.clone(), name.clone()));
+        let writing = ctx.echoes.writing::<Device>(
+            NAME,
+            &namespace,
+            &name,
+            (namespace.clone(), name.clone()),
+        );
         let written = write_status(ctx, &namespace, &name, &new_status).await?;
         // Settled: a reconcile of what was just written would change nothing more.
         let settled = devplane_core::lifecycle::next_phase(
