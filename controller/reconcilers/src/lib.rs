@@ -148,12 +148,12 @@ where
     K: Resource<DynamicType = ()> + 'static,
 {
     let ctx = ctx.clone();
-    triggers.inspect(move |object| {
-        let waiting = ctx
-            .queue
-            .triggered(name, &ObjectRef::from_obj(object.as_ref()));
-        ctx.observer.queued(name, waiting);
-    })
+    triggers.inspect(move |object| count(name, &ctx, &ObjectRef::from_obj(object.as_ref())))
+}
+
+/// `object` is to be reconciled by controller `name`: count it into the controller's queue.
+fn count<K: Resource>(name: &'static str, ctx: &Context, object: &ObjectRef<K>) {
+    ctx.observer.queued(name, ctx.queue.triggered(name, object));
 }
 
 /// The objects a controller is to reconcile again because an event held back during one of
@@ -170,8 +170,7 @@ where
         .retriggers(name)
         .map(move |(namespace, name_of)| {
             let object = ObjectRef::<K>::new(&name_of).within(&namespace);
-            ctx.observer
-                .queued(name, ctx.queue.triggered(name, &object));
+            count(name, &ctx, &object);
             object
         })
 }
@@ -191,8 +190,7 @@ where
     move |other| {
         let refs: Vec<ObjectRef<K>> = mapper(other).into_iter().collect();
         for r in &refs {
-            let waiting = ctx.queue.triggered(name, r);
-            ctx.observer.queued(name, waiting);
+            count(name, &ctx, r);
         }
         refs
     }

@@ -343,6 +343,11 @@ impl FieldSet {
 
     /// Add `pe` as a member, with the paths of `below` under it.
     pub(super) fn insert_with(&mut self, pe: PathElement, below: FieldSet) {
+        self.put(pe, below, true);
+    }
+
+    /// Add the paths of `below` under `pe`, and `pe` itself when `member`.
+    pub(super) fn put(&mut self, pe: PathElement, below: FieldSet, member: bool) {
         if !below.is_empty() {
             match self.children.entry(pe.clone()) {
                 Entry::Vacant(slot) => {
@@ -351,20 +356,8 @@ impl FieldSet {
                 Entry::Occupied(mut slot) => slot.get_mut().union_with(&below),
             }
         }
-        self.members.insert(pe);
-    }
-
-    /// Add the paths of `below` under `pe`, and `pe` itself when `member`.
-    pub(super) fn put(&mut self, pe: PathElement, below: FieldSet, member: bool) {
         if member {
-            self.insert_with(pe, below);
-        } else if !below.is_empty() {
-            match self.children.entry(pe) {
-                Entry::Vacant(slot) => {
-                    slot.insert(below);
-                }
-                Entry::Occupied(mut slot) => slot.get_mut().union_with(&below),
-            }
+            self.members.insert(pe);
         }
     }
 

@@ -26,32 +26,50 @@ pub(super) fn known_view<'v>(value: &'v Value, schema: Option<&Schema>) -> Cow<'
     }
 }
 
+/// What pruning does with the member `name` (value `value`) of an object described by `s`.
+enum Member<'s> {
+    /// `apiVersion`, `kind` or `metadata` of a resource: kept, its metadata pruned apart.
+    TypeOrMeta,
+    /// Not declared (and unknown fields are not kept), or null where the schema forbids it.
+    Dropped,
+    /// Kept; pruned further by the schema given, if any.
+    Kept(Option<&'s Schema>),
+}
+
+fn member<'s>(s: &'s Schema, resource: bool, name: &str, value: &Value) -> Member<'s> {
+    if resource && matches!(name, "apiVersion" | "kind" | "metadata") {
+        return Member::TypeOrMeta;
+    }
+    match s.properties.get(name) {
+        Some(p) if value.is_null() && !p.nullable => Member::Dropped,
+        Some(p) => Member::Kept(Some(p)),
+        None if s.preserve_unknown_fields || s.additional_properties.is_some() => {
+            Member::Kept(s.additional_properties.as_deref())
+        }
+        None => Member::Dropped,
+    }
+}
+
+/// Whether a resource's metadata keeps the member `name`.
+fn known_meta(name: &str) -> bool {
+    OBJECT_META.properties.contains_key(name)
+}
+
 /// Whether [`drop_unknown`] would remove anything from `value`.
 fn has_unknown(s: &Schema, value: &Value, root: bool) -> bool {
     match value {
         Value::Object(map) => {
             let resource = root || s.embedded_resource;
-            let type_or_meta =
-                |name: &str| resource && matches!(name, "apiVersion" | "kind" | "metadata");
-            if resource
-                && let Some(Value::Object(meta)) = map.get("metadata")
-                && meta.keys().any(|k| !OBJECT_META.properties.contains_key(k))
-            {
-                return true;
-            }
-            let keep_unknown = s.preserve_unknown_fields || s.additional_properties.is_some();
-            map.iter().any(|(name, v)| {
-                if type_or_meta(name) {
-                    return false;
-                }
-                match s.properties.get(name) {
-                    Some(p) => (v.is_null() && !p.nullable) || has_unknown(p, v, false),
-                    None => match &s.additional_properties {
-                        Some(additional) => has_unknown(additional, v, false),
-                        None => !keep_unknown,
-                    },
-                }
-            })
+            map.iter()
+                .any(|(name, v)| match member(s, resource, name, v) {
+                    Member::TypeOrMeta => {
+                        name == "metadata"
+                            && v.as_object()
+                                .is_some_and(|m| m.keys().any(|k| !known_meta(k)))
+                    }
+                    Member::Dropped => true,
+                    Member::Kept(child) => child.is_some_and(|c| has_unknown(c, v, false)),
+                })
         }
         Value::Array(items) => s
             .items
@@ -65,29 +83,16 @@ fn drop_unknown(s: &Schema, value: &mut Value, root: bool) {
     match value {
         Value::Object(map) => {
             let resource = root || s.embedded_resource;
-            let type_or_meta =
-                |name: &str| resource && matches!(name, "apiVersion" | "kind" | "metadata");
-            if resource && let Some(Value::Object(meta)) = map.get_mut("metadata") {
-                meta.retain(|k, _| OBJECT_META.properties.contains_key(k));
-            }
-            let keep_unknown = s.preserve_unknown_fields || s.additional_properties.is_some();
-            map.retain(|name, v| {
-                if type_or_meta(name) {
-                    return true;
-                }
-                match s.properties.get(name) {
-                    Some(p) => !v.is_null() || p.nullable,
-                    None => keep_unknown,
-                }
-            });
+            map.retain(|name, v| !matches!(member(s, resource, name, v), Member::Dropped));
             for (name, v) in map.iter_mut() {
-                if type_or_meta(name) {
-                    continue;
-                }
-                if let Some(p) = s.properties.get(name) {
-                    drop_unknown(p, v, false);
-                } else if let Some(additional) = &s.additional_properties {
-                    drop_unknown(additional, v, false);
+                match member(s, resource, name, v) {
+                    Member::TypeOrMeta => {
+                        if let (true, Value::Object(meta)) = (name == "metadata", v) {
+                            meta.retain(|k, _| known_meta(k));
+                        }
+                    }
+                    Member::Kept(Some(child)) => drop_unknown(child, v, false),
+                    Member::Kept(None) | Member::Dropped => {}
                 }
             }
         }
