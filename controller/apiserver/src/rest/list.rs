@@ -355,7 +355,8 @@ pub async fn list_pages(
 /// then.
 const READ_AHEAD: usize = 32;
 
-/// Reads one byte of every cache line of the values of `items`.
+/// Reads one byte of every cache line of the values of `items` (the last byte too: a value
+/// that does not start at a line's start ends in a line the steps from its start can miss).
 ///
 /// A full list reads the values one after another as the store packed them, and the
 /// processor fetches the lines ahead of the writer. The values a label-selected list reads
@@ -366,7 +367,8 @@ const READ_AHEAD: usize = 32;
 fn read_ahead(items: &[KeyValue]) {
     let mut seen = 0u8;
     for kv in items {
-        for at in (0..kv.value.len()).step_by(64) {
+        let len = kv.value.len();
+        for at in (0..len).step_by(64).chain(len.checked_sub(1)) {
             seen ^= kv.value[at];
         }
     }

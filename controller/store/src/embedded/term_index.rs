@@ -18,6 +18,7 @@ use std::iter::Peekable;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use super::state::{key_range, prefix_end};
 use crate::{Rev, TermExtractor};
 
 /// Most keys a term keeps in a sorted vector before it moves them to a B-tree: many terms
@@ -83,8 +84,8 @@ impl KeySet {
         }
     }
 
-    /// The keys from `start` on, in order.
-    fn range<'a>(&'a self, start: Bound<&'a str>) -> KeySource<'a> {
+    /// The keys from `start` on and before `end` (if any), in order.
+    fn range<'a>(&'a self, start: Bound<&str>, end: Option<&str>) -> KeySource<'a> {
         match self {
             KeySet::Few(keys) => {
                 let first = keys.partition_point(|key| match start {
@@ -92,9 +93,15 @@ impl KeySet {
                     Bound::Excluded(bound) => &**key <= bound,
                     Bound::Unbounded => false,
                 });
-                Box::new(keys[first..].iter())
+                let last = end.map_or(keys.len(), |end| {
+                    keys.partition_point(|key| &**key < end).max(first)
+                });
+                Box::new(keys[first..last].iter())
             }
-            KeySet::Many(keys) => Box::new(keys.range::<str, _>((start, Bound::Unbounded))),
+            KeySet::Many(keys) => match key_range(start, end) {
+                Some(bounds) => Box::new(keys.range::<str, _>(bounds)),
+                None => Box::new(std::iter::empty()),
+            },
         }
     }
 }
@@ -237,30 +244,44 @@ impl TermIndex {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),
         };
+        // The ranges end where the keys under the prefix end, so no key's text is read to
+        // check it; a prefix without such an end (empty, or of the last characters there
+        // are) has every key checked.
+        let end = prefix_end(prefix);
         let mut sources: Vec<KeySource<'a>> = Vec::new();
         for term in terms {
             if let Some(keys) = self.current.get(term.as_str()) {
-                sources.push(keys.range(start));
+                sources.push(keys.range(start, end.as_deref()));
             }
             if !self.former.is_empty() {
-                sources.push(self.former_range(term, start, rev));
+                sources.push(self.former_range(term, start, end.as_deref(), rev));
             }
         }
-        MergedKeys::new(sources).take_while(move |key| key.starts_with(prefix))
+        let checked = end.is_none();
+        MergedKeys::new(sources).take_while(move |key| !checked || key.starts_with(prefix))
     }
 
-    /// The keys from `start` on that lost `term` after `rev`, in order.
-    fn former_range<'a>(&'a self, term: &str, start: Bound<&str>, rev: Rev) -> KeySource<'a> {
+    /// The keys from `start` on and before `end` that lost `term` after `rev`, in order.
+    fn former_range<'a>(
+        &'a self,
+        term: &str,
+        start: Bound<&str>,
+        end: Option<&str>,
+        rev: Rev,
+    ) -> KeySource<'a> {
         let term: Arc<str> = Arc::from(term);
         let lower = match start {
             Bound::Included(key) => Bound::Included((Arc::clone(&term), Arc::from(key))),
             Bound::Excluded(key) => Bound::Excluded((Arc::clone(&term), Arc::from(key))),
             Bound::Unbounded => Bound::Included((Arc::clone(&term), Arc::from(""))),
         };
+        let end: Option<Arc<str>> = end.map(Arc::from);
         Box::new(
             self.former
                 .range((lower, Bound::Unbounded))
-                .take_while(move |((t, _), _)| *t == term)
+                .take_while(move |((t, key), _)| {
+                    *t == term && end.as_ref().is_none_or(|end| key < end)
+                })
                 .filter(move |(_, lost)| **lost > rev)
                 .map(|((_, key), _)| key),
         )
@@ -293,13 +314,21 @@ impl<'a> Iterator for MergedKeys<'a> {
     type Item = &'a Arc<str>;
 
     fn next(&mut self) -> Option<&'a Arc<str>> {
+        // One source (a selector of one term, nothing lost since the list's revision) needs
+        // no comparison, and none reads a key's text.
+        if let [only] = self.sources.as_mut_slice() {
+            return only.next();
+        }
         let smallest = self
             .sources
             .iter_mut()
             .filter_map(|source| source.peek().copied())
             .min()?;
         for source in &mut self.sources {
-            if source.peek() == Some(&smallest) {
+            if source
+                .peek()
+                .is_some_and(|key| Arc::ptr_eq(key, smallest) || key == &smallest)
+            {
                 source.next();
             }
         }

@@ -442,3 +442,70 @@ fn replay_of_an_inconsistent_log_is_refused() {
         Err(ApplyError::OutOfOrder { .. })
     ));
 }
+
+#[test]
+fn the_key_after_a_prefix_is_the_next_character_in_its_last_place() {
+    assert_eq!(prefix_end("/d/").as_deref(), Some("/d0"));
+    assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+    assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+    assert_eq!(prefix_end("\u{10FFFF}\u{10FFFF}"), None);
+    assert_eq!(prefix_end(""), None);
+}
+
+#[test]
+fn lists_end_where_the_keys_under_the_prefix_end() {
+    let mut state = indexed();
+    // More keys than a term keeps in its small vector, so both of its forms are read.
+    let mut under: Vec<String> = (0..12).map(|i| format!("/d/{i:02}")).collect();
+    under.push("/d/\u{10FFFF}".into());
+    for key in &under {
+        put(&mut state, key, "shard=1");
+    }
+    for outside in ["/d", "/d0", "/d\u{10FFFF}", "/e/1"] {
+        put(&mut state, outside, "shard=1");
+    }
+    let before_loss = state.current();
+    put(&mut state, "/d0", "shard=2");
+    put(&mut state, "/d/00", "shard=2");
+    let under_d = |rev: Option<Rev>, start_after: Option<&str>| ListOptions {
+        prefix: "/d/".into(),
+        start_after: start_after.map(str::to_owned),
+        rev,
+        ..Default::default()
+    };
+    let listed = |opts: ListOptions| -> Vec<String> {
+        state
+            .list(&opts)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect()
+    };
+    assert_eq!(listed(under_d(None, None)), under);
+    assert_eq!(
+        by_terms(&state, &["shard=1"], under_d(None, None)),
+        under[1..]
+    );
+    assert_eq!(
+        by_terms(&state, &["shard=1"], under_d(Some(before_loss), None)),
+        under,
+        "keys that lost the term since are read up to the prefix's end as well"
+    );
+    assert_eq!(
+        by_terms(&state, &["shard=1"], under_d(None, Some("/d/10"))),
+        under[11..]
+    );
+    for beyond in ["/d0", "/z"] {
+        assert!(listed(under_d(None, Some(beyond))).is_empty());
+        assert!(by_terms(&state, &["shard=1"], under_d(None, Some(beyond))).is_empty());
+        assert!(
+            by_terms(
+                &state,
+                &["shard=1"],
+                under_d(Some(before_loss), Some(beyond))
+            )
+            .is_empty()
+        );
+    }
+}
