@@ -245,8 +245,8 @@ impl TermIndex {
             _ => Bound::Included(prefix),
         };
         // The ranges end where the keys under the prefix end, so no key's text is read to
-        // check it; a prefix without such an end (empty, or of the last characters there
-        // are) has every key checked.
+        // check it. A prefix without such an end (empty, or only of the last character there
+        // is) needs none: every key from it on starts with it.
         let end = prefix_end(prefix);
         let mut sources: Vec<KeySource<'a>> = Vec::new();
         for term in terms {
@@ -257,8 +257,7 @@ impl TermIndex {
                 sources.push(self.former_range(term, start, end.as_deref(), rev));
             }
         }
-        let checked = end.is_none();
-        MergedKeys::new(sources).take_while(move |key| !checked || key.starts_with(prefix))
+        MergedKeys::new(sources)
     }
 
     /// The keys from `start` on and before `end` that lost `term` after `rev`, in order.

@@ -455,7 +455,8 @@ fn the_key_after_a_prefix_is_the_next_character_in_its_last_place() {
 #[test]
 fn lists_end_where_the_keys_under_the_prefix_end() {
     let mut state = indexed();
-    // More keys than a term keeps in its small vector, so both of its forms are read.
+    // More keys than a term keeps in its small vector for `shard=1`, few for `shard=2`, so
+    // both forms of a term's keys are read.
     let mut under: Vec<String> = (0..12).map(|i| format!("/d/{i:02}")).collect();
     under.push("/d/\u{10FFFF}".into());
     for key in &under {
@@ -488,6 +489,10 @@ fn lists_end_where_the_keys_under_the_prefix_end() {
         under[1..]
     );
     assert_eq!(
+        by_terms(&state, &["shard=2"], under_d(None, None)),
+        under[..1]
+    );
+    assert_eq!(
         by_terms(&state, &["shard=1"], under_d(Some(before_loss), None)),
         under,
         "keys that lost the term since are read up to the prefix's end as well"
@@ -498,7 +503,9 @@ fn lists_end_where_the_keys_under_the_prefix_end() {
     );
     for beyond in ["/d0", "/z"] {
         assert!(listed(under_d(None, Some(beyond))).is_empty());
-        assert!(by_terms(&state, &["shard=1"], under_d(None, Some(beyond))).is_empty());
+        for term in ["shard=1", "shard=2"] {
+            assert!(by_terms(&state, &[term], under_d(None, Some(beyond))).is_empty());
+        }
         assert!(
             by_terms(
                 &state,
