@@ -313,8 +313,8 @@ impl<'a> Iterator for MergedKeys<'a> {
     type Item = &'a Arc<str>;
 
     fn next(&mut self) -> Option<&'a Arc<str>> {
-        // One source (a selector of one term, nothing lost since the list's revision) needs
-        // no comparison, and none reads a key's text.
+        // One source (a selector of one term, while the index keeps no losses) needs no
+        // comparison, and none reads a key's text.
         if let [only] = self.sources.as_mut_slice() {
             return only.next();
         }
