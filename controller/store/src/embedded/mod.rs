@@ -15,6 +15,7 @@ mod compactor;
 mod disk;
 mod recovery;
 mod snapshot;
+mod span;
 mod state;
 mod term_index;
 mod wal;

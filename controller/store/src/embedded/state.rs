@@ -12,6 +12,7 @@ use smallvec::{SmallVec, smallvec};
 use tokio::sync::broadcast;
 
 use super::arena::ValueArena;
+use super::span::KeySpan;
 use super::term_index::TermIndex;
 use crate::{Event, EventKind, KeyValue, ListOptions, ListPage, Rev, StoreError, TermExtractor};
 
@@ -120,63 +121,25 @@ fn existing_history<'a>(
 }
 
 /// One page of keys in key order: the live versions at `rev`, at most `limit` of them.
-///
-/// The versions are found first and the keys' texts read at once before they are copied:
-/// the texts of keys found through the term index lie scattered, and loads that depend on
-/// nothing but the keys' addresses keep many cache misses under way at once.
 fn page_of<'a>(
     keys: impl Iterator<Item = (&'a str, &'a KeyHistory)>,
     rev: Rev,
     limit: Option<usize>,
 ) -> ListPage {
     let limit = limit.unwrap_or(usize::MAX);
-    let mut found = Vec::new();
+    let mut items = Vec::new();
     let mut more = false;
     for (key, history) in keys {
         let Some(version) = history.live_at(rev) else {
             continue;
         };
-        if found.len() == limit {
+        if items.len() == limit {
             more = true;
             break;
         }
-        found.push((key, version));
+        items.extend(key_value(key, version));
     }
-    let first_bytes = found.iter().fold(0u8, |seen, (key, _)| {
-        seen ^ key.as_bytes().first().copied().unwrap_or(0)
-    });
-    std::hint::black_box(first_bytes);
-    let items = found
-        .into_iter()
-        .filter_map(|(key, version)| key_value(key, version))
-        .collect();
     ListPage { items, rev, more }
-}
-
-/// The bounds of the keys from `start` on and before `end` (none: to the last key), for
-/// a B-tree's `range`; `None` when no key lies between them (where `range` would panic).
-pub(crate) fn key_range<'a>(
-    start: Bound<&'a str>,
-    end: Option<&'a str>,
-) -> Option<(Bound<&'a str>, Bound<&'a str>)> {
-    match (start, end) {
-        (Bound::Included(from) | Bound::Excluded(from), Some(end)) if from >= end => None,
-        (start, end) => Some((start, end.map_or(Bound::Unbounded, Bound::Excluded))),
-    }
-}
-
-/// The smallest key after every key that starts with `prefix`, if there is one: a range
-/// that ends there needs no check of each key's text.
-pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
-    let mut end = prefix.to_owned();
-    while let Some(last) = end.pop() {
-        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
-        if let Some(next) = next {
-            end.push(next);
-            return Some(end);
-        }
-    }
-    None
 }
 
 /// Finds ascending keys in the store's map by walking it forward from the last one found,
@@ -479,14 +442,9 @@ impl MvccState {
     pub(crate) fn list(&self, opts: &ListOptions) -> Result<ListPage, StoreError> {
         let rev = opts.rev.unwrap_or(self.current);
         self.check_readable(rev)?;
-        let start = match &opts.start_after {
-            Some(after) if after.as_str() >= opts.prefix.as_str() => {
-                Bound::Excluded(after.as_str())
-            }
-            _ => Bound::Included(opts.prefix.as_str()),
-        };
-        let end = prefix_end(&opts.prefix);
-        let range = key_range(start, end.as_deref())
+        let span = KeySpan::new(&opts.prefix, opts.start_after.as_deref());
+        let range = span
+            .bounds()
             .into_iter()
             .flat_map(|bounds| self.keys.range::<str, _>(bounds))
             .map(|(key, history)| (&**key, history));

@@ -18,7 +18,7 @@ use std::iter::Peekable;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::state::{key_range, prefix_end};
+use super::span::KeySpan;
 use crate::{Rev, TermExtractor};
 
 /// Most keys a term keeps in a sorted vector before it moves them to a B-tree: many terms
@@ -84,21 +84,21 @@ impl KeySet {
         }
     }
 
-    /// The keys from `start` on and before `end` (if any), in order.
-    fn range<'a>(&'a self, start: Bound<&str>, end: Option<&str>) -> KeySource<'a> {
+    /// The keys of `span`, in order.
+    fn range<'a>(&'a self, span: &KeySpan<'_>) -> KeySource<'a> {
         match self {
             KeySet::Few(keys) => {
-                let first = keys.partition_point(|key| match start {
+                let first = keys.partition_point(|key| match span.start {
                     Bound::Included(bound) => &**key < bound,
                     Bound::Excluded(bound) => &**key <= bound,
                     Bound::Unbounded => false,
                 });
-                let last = end.map_or(keys.len(), |end| {
+                let last = span.end.as_deref().map_or(keys.len(), |end| {
                     keys.partition_point(|key| &**key < end).max(first)
                 });
                 Box::new(keys[first..last].iter())
             }
-            KeySet::Many(keys) => match key_range(start, end) {
+            KeySet::Many(keys) => match span.bounds() {
                 Some(bounds) => Box::new(keys.range::<str, _>(bounds)),
                 None => Box::new(std::iter::empty()),
             },
@@ -240,41 +240,28 @@ impl TermIndex {
         start_after: Option<&'a str>,
         rev: Rev,
     ) -> impl Iterator<Item = &'a Arc<str>> + 'a {
-        let start = match start_after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            _ => Bound::Included(prefix),
-        };
-        // The ranges end where the keys under the prefix end, so no key's text is read to
-        // check it. A prefix without such an end (empty, or only of the last character there
-        // is) needs none: every key from it on starts with it.
-        let end = prefix_end(prefix);
+        let span = KeySpan::new(prefix, start_after);
         let mut sources: Vec<KeySource<'a>> = Vec::new();
         for term in terms {
             if let Some(keys) = self.current.get(term.as_str()) {
-                sources.push(keys.range(start, end.as_deref()));
+                sources.push(keys.range(&span));
             }
             if !self.former.is_empty() {
-                sources.push(self.former_range(term, start, end.as_deref(), rev));
+                sources.push(self.former_range(term, &span, rev));
             }
         }
         MergedKeys::new(sources)
     }
 
-    /// The keys from `start` on and before `end` that lost `term` after `rev`, in order.
-    fn former_range<'a>(
-        &'a self,
-        term: &str,
-        start: Bound<&str>,
-        end: Option<&str>,
-        rev: Rev,
-    ) -> KeySource<'a> {
+    /// The keys of `span` that lost `term` after `rev`, in order.
+    fn former_range<'a>(&'a self, term: &str, span: &KeySpan<'_>, rev: Rev) -> KeySource<'a> {
         let term: Arc<str> = Arc::from(term);
-        let lower = match start {
+        let lower = match span.start {
             Bound::Included(key) => Bound::Included((Arc::clone(&term), Arc::from(key))),
             Bound::Excluded(key) => Bound::Excluded((Arc::clone(&term), Arc::from(key))),
             Bound::Unbounded => Bound::Included((Arc::clone(&term), Arc::from(""))),
         };
-        let end: Option<Arc<str>> = end.map(Arc::from);
+        let end: Option<Arc<str>> = span.end.as_deref().map(Arc::from);
         Box::new(
             self.former
                 .range((lower, Bound::Unbounded))

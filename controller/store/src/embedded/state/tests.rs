@@ -444,15 +444,6 @@ fn replay_of_an_inconsistent_log_is_refused() {
 }
 
 #[test]
-fn the_key_after_a_prefix_is_the_next_character_in_its_last_place() {
-    assert_eq!(prefix_end("/d/").as_deref(), Some("/d0"));
-    assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
-    assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
-    assert_eq!(prefix_end("\u{10FFFF}\u{10FFFF}"), None);
-    assert_eq!(prefix_end(""), None);
-}
-
-#[test]
 fn lists_end_where_the_keys_under_the_prefix_end() {
     let mut state = indexed();
     // More keys than a term keeps in its small vector for `shard=1`, few for `shard=2`, so
