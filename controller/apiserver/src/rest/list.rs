@@ -350,25 +350,22 @@ pub async fn list_pages(
     }
 }
 
-/// Objects of a page read through the label index whose values [`read_ahead`] reads at once,
-/// before they are judged and written: about 35 KiB, which stays in the core's cache until
-/// then.
+/// Objects of a page read through the label index whose values [`read_ahead`] starts
+/// fetching at once, before they are judged and written.
 const READ_AHEAD: usize = 32;
 
-/// Reads one byte of every cache line of the values of `items` (the last byte too: a value
-/// that does not start at a line's start ends in a line the steps from its start can miss).
+/// Reads the first two cache lines of the values of `items`.
 ///
 /// A full list reads the values one after another as the store packed them, and the
-/// processor fetches the lines ahead of the writer. The values a label-selected list reads
-/// lie scattered (a sixteenth of the objects: one in sixteen), and one object's 1 KiB is too
-/// short for that to start, so writing them waited for memory at most lines. These reads
-/// depend on nothing but the values' addresses, so the processor keeps many under way at
-/// once, and the writer finds the lines in its cache (`docs/benchmarks.md` has the figures).
+/// processor fetches the lines ahead of the writer on its own. The values a label-selected
+/// list reads lie scattered (a sixteenth of the objects: one in sixteen), and writing them
+/// waited for memory at most lines. Two loads near each other are enough for the processor's
+/// own prefetcher to fetch the rest of a value's lines; these loads depend on nothing but the
+/// values' addresses, so they overlap.
 fn read_ahead(items: &[KeyValue]) {
     let mut seen = 0u8;
     for kv in items {
-        let len = kv.value.len();
-        for at in (0..len).step_by(64).chain(len.checked_sub(1)) {
+        for at in [0, 64].into_iter().filter(|at| *at < kv.value.len()) {
             seen ^= kv.value[at];
         }
     }
