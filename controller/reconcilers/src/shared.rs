@@ -8,12 +8,16 @@
 //! them, and they are often the larger half of an object), and subscribers get those `Arc`s:
 //! a change costs one copy of the object, not one per controller.
 //!
-//! A subscriber that falls behind the buffer misses events; it is then handed the deletions the
-//! buffer still holds and every object of the store, which is enough for level-triggered
-//! reconcilers (what lagged is reconciled again), except that a deletion no longer in the
-//! buffer triggers nothing. It goes on from the newest change.
+//! A subscriber that falls behind the buffer misses events; it is then handed the deletions
+//! sent since the last change it received, from a journal of recent deletions, and every
+//! object of the store, which is enough for level-triggered reconcilers (what lagged is
+//! reconciled again). It goes on from the newest change. The store cannot tell what was
+//! deleted, so the journal covers far more changes than the buffer does: it holds deletions
+//! only. Should a subscriber fall behind even that, the deletions it lost are counted in a
+//! warning.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
 use kube::Resource;
@@ -27,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 /// buffer keeps these versions alive, so it is a memory bound too (a few KB per change).
 const BUFFER: usize = 65_536;
 
+/// Deletions the journal keeps for subscribers that fell behind (a few KB each).
+const JOURNAL: usize = 16_384;
+
 /// One change of an object.
 #[derive(Clone, Debug)]
 pub struct Change<K> {
@@ -34,6 +41,91 @@ pub struct Change<K> {
     pub object: Arc<K>,
     /// It was deleted.
     pub deleted: bool,
+    /// How many deletions were journaled when it was sent (itself included).
+    journaled: u64,
+}
+
+impl<K> Change<K> {
+    fn new(object: Arc<K>, deleted: bool) -> Self {
+        Change {
+            object,
+            deleted,
+            journaled: 0,
+        }
+    }
+}
+
+/// The most recent deletions, numbered in the order they were sent.
+struct Journal<K> {
+    deleted: VecDeque<Arc<K>>,
+    /// The number of the oldest deletion kept: those before it were dropped.
+    first: u64,
+}
+
+impl<K> Journal<K> {
+    /// How many deletions were journaled in all.
+    fn end(&self) -> u64 {
+        self.first + self.deleted.len() as u64
+    }
+
+    fn push(&mut self, object: Arc<K>) {
+        if self.deleted.len() == JOURNAL {
+            self.deleted.pop_front();
+            self.first += 1;
+        }
+        self.deleted.push_back(object);
+    }
+
+    /// The deletions from number `from` on, and how many of those were dropped already.
+    fn since(&self, from: u64) -> (Vec<Arc<K>>, u64) {
+        let lost = self.first.saturating_sub(from);
+        let skip = usize::try_from(from.saturating_sub(self.first)).unwrap_or(usize::MAX);
+        (self.deleted.iter().skip(skip).cloned().collect(), lost)
+    }
+}
+
+/// Where a watched kind's changes go: the journal, for deletions, then the subscribers.
+struct Feed<K> {
+    sender: broadcast::Sender<Change<K>>,
+    journal: Arc<Mutex<Journal<K>>>,
+}
+
+impl<K> Clone for Feed<K> {
+    fn clone(&self) -> Self {
+        Feed {
+            sender: self.sender.clone(),
+            journal: Arc::clone(&self.journal),
+        }
+    }
+}
+
+impl<K: Clone> Feed<K> {
+    fn new(capacity: usize) -> Self {
+        Feed {
+            sender: broadcast::channel(capacity).0,
+            journal: Arc::new(Mutex::new(Journal {
+                deleted: VecDeque::new(),
+                first: 0,
+            })),
+        }
+    }
+
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal<K>> {
+        // The journal's state is whole after every step, so a panic elsewhere leaves it usable.
+        self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn send(&self, mut change: Change<K>) {
+        let mut journal = self.journal();
+        if change.deleted {
+            journal.push(Arc::clone(&change.object));
+        }
+        change.journaled = journal.end();
+        // Nobody subscribed yet is fine: subscribers start from the store.
+        let _ = self.sender.send(change);
+    }
 }
 
 /// A kind watched once: its cache and its change feed.
@@ -43,7 +135,7 @@ where
 {
     /// Every object, as last seen.
     pub store: Store<K>,
-    changes: broadcast::Sender<Change<K>>,
+    feed: Feed<K>,
 }
 
 impl<K> Watched<K>
@@ -59,7 +151,7 @@ where
     /// Start watching `api` with `config` until `shutdown`.
     pub fn start(api: Api<K>, config: watcher::Config, shutdown: &CancellationToken) -> Self {
         let (store, writer) = reflector::store();
-        let (changes, _) = broadcast::channel(BUFFER);
+        let changes = Feed::new(BUFFER);
         let feed = changes.clone();
         let events = watcher(api, config)
             .modify(|object: &mut K| object.meta_mut().managed_fields = None)
@@ -79,10 +171,9 @@ where
                     },
                 };
                 match event {
-                    // Nobody subscribed yet is fine: subscribers start from the store.
                     Ok(event) => {
                         for change in relist.changes(event, &cache) {
-                            let _ = feed.send(change);
+                            feed.send(change);
                         }
                     }
                     Err(e) => tracing::warn!(
@@ -93,7 +184,10 @@ where
                 }
             }
         });
-        Watched { store, changes }
+        Watched {
+            store,
+            feed: changes,
+        }
     }
 
     /// A stream of the objects that change from now on (deleted ones included), for a
@@ -109,58 +203,66 @@ where
     pub fn changes(&self) -> impl Stream<Item = Change<K>> + Send + 'static {
         // Where the subscriber subscribed, to tell in the logs which one fell behind.
         let subscriber = std::panic::Location::caller();
-        let receiver = self.changes.subscribe();
+        // Deletions from this number on are those sent since the subscriber's last change (a
+        // deletion sent before it subscribes is of an object the store no longer hands on).
+        let seen = self.feed.journal().end();
+        let receiver = self.feed.sender.subscribe();
+        let feed = self.feed.clone();
         let store = self.store.clone();
         let present = |store: &Store<K>| -> Vec<Change<K>> {
             store
                 .state()
                 .into_iter()
-                .map(|object| Change {
-                    object,
-                    deleted: false,
-                })
+                .map(|object| Change::new(object, false))
                 .collect()
         };
         let initial = futures::stream::iter(present(&store));
-        let live = futures::stream::unfold((receiver, store), move |(mut receiver, store)| async move {
-            match receiver.recv().await {
-                Ok(change) => Some((vec![change], (receiver, store))),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(kind = %K::kind(&()), missed, %subscriber, "a controller fell behind its watch; resynchronizing from the cache");
-                    // Go on from the newest change, and take the store after that: it holds
-                    // every change sent before (the reflector stores a change before it is
-                    // sent). Going on from the oldest change the buffer still holds would
-                    // lag again at the next change sent while the store is handed on, and
-                    // resynchronize again, for as long as changes keep coming.
-                    let fresh = receiver.resubscribe();
-                    let all = present(&store);
-                    // The store cannot tell deletions: hand on those the buffer still holds
-                    // (some may come again through the new receiver; a deletion twice is
-                    // harmless), before the objects present.
-                    let mut changes = missed_deletions(&mut receiver);
-                    changes.extend(all);
-                    Some((changes, (fresh, store)))
+        let live = futures::stream::unfold(
+            (receiver, seen, feed, store),
+            move |(mut receiver, seen, feed, store)| {
+                async move {
+                    match receiver.recv().await {
+                        Ok(change) => {
+                            let seen = change.journaled;
+                            Some((vec![change], (receiver, seen, feed, store)))
+                        }
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            // Go on from the newest change, and take the store after that: it
+                            // holds every change sent before (the reflector stores a change
+                            // before it is sent). Going on from the oldest change the buffer
+                            // still holds would lag again at the next change sent while the
+                            // store is handed on, and resynchronize again, for as long as
+                            // changes keep coming.
+                            let fresh = receiver.resubscribe();
+                            // The store cannot tell deletions: hand on those sent since the
+                            // last change received (some may come again through the new
+                            // receiver; a deletion twice is harmless), before the objects
+                            // present.
+                            let (deleted, lost, now) = {
+                                let journal = feed.journal();
+                                let (deleted, lost) = journal.since(seen);
+                                (deleted, lost, journal.end())
+                            };
+                            if lost > 0 {
+                                tracing::warn!(kind = %K::kind(&()), missed, lost, %subscriber, "a controller fell behind its watch and the journal of deletions; resynchronizing from the cache without the deletions it lost");
+                            } else {
+                                tracing::warn!(kind = %K::kind(&()), missed, %subscriber, "a controller fell behind its watch; resynchronizing from the cache");
+                            }
+                            let mut changes: Vec<Change<K>> = deleted
+                                .into_iter()
+                                .map(|object| Change::new(object, true))
+                                .collect();
+                            changes.extend(present(&store));
+                            Some((changes, (fresh, now, feed, store)))
+                        }
+                        Err(broadcast::error::RecvError::Closed) => None,
+                    }
                 }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        })
+            },
+        )
         .flat_map(futures::stream::iter);
         initial.chain(live)
     }
-}
-
-/// The deletions `receiver` still has to receive. Bounded, should changes come faster than
-/// they are read.
-fn missed_deletions<K: Clone>(receiver: &mut broadcast::Receiver<Change<K>>) -> Vec<Change<K>> {
-    let mut deletions = Vec::new();
-    for _ in 0..2 * BUFFER {
-        match receiver.try_recv() {
-            Ok(change) if change.deleted => deletions.push(change),
-            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
-            Err(_) => break,
-        }
-    }
-    deletions
 }
 
 /// What a change feed passes on for each watch event, once the reflector has applied it to
@@ -194,14 +296,8 @@ where
 {
     fn changes(&mut self, event: watcher::Event<K>, cache: &Store<K>) -> Vec<Change<K>> {
         match event {
-            watcher::Event::Apply(object) => vec![Change {
-                object: shared_copy(cache, object),
-                deleted: false,
-            }],
-            watcher::Event::Delete(object) => vec![Change {
-                object: Arc::new(object),
-                deleted: true,
-            }],
+            watcher::Event::Apply(object) => vec![Change::new(shared_copy(cache, object), false)],
+            watcher::Event::Delete(object) => vec![Change::new(Arc::new(object), true)],
             watcher::Event::Init => {
                 self.listed.clear();
                 self.before = cache.state();
@@ -216,19 +312,13 @@ where
                     .listed
                     .drain(..)
                     .filter_map(|reference| cache.get(&reference))
-                    .map(|object| Change {
-                        object,
-                        deleted: false,
-                    })
+                    .map(|object| Change::new(object, false))
                     .collect();
                 changes.extend(
                     std::mem::take(&mut self.before)
                         .into_iter()
                         .filter(|old| cache.get(&ObjectRef::from_obj(old.as_ref())).is_none())
-                        .map(|object| Change {
-                            object,
-                            deleted: true,
-                        }),
+                        .map(|object| Change::new(object, true)),
                 );
                 changes
             }
@@ -268,22 +358,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_subscriber_that_fell_behind_gets_the_store_once_and_goes_on_from_the_newest_change()
-    {
+    async fn a_subscriber_that_fell_behind_gets_the_deletions_it_missed_then_the_store_once() {
         let (store, mut writer) = reflector::store::<ConfigMap>();
         for (name, version) in [("a", "1"), ("b", "2")] {
             writer.apply_watcher_event(&watcher::Event::Apply(config_map(name, version)));
         }
-        let (changes, _) = broadcast::channel(4);
+        let feed = Feed::new(4);
         let watched = Watched {
             store,
-            changes: changes.clone(),
+            feed: feed.clone(),
         };
         let send = |name: &str, deleted: bool| {
-            let _ = changes.send(Change {
-                object: Arc::new(config_map(name, "9")),
-                deleted,
-            });
+            feed.send(Change::new(Arc::new(config_map(name, "9")), deleted));
         };
         let mut names = Box::pin(watched.changes().map(|change| {
             let name = change.object.metadata.name.clone().unwrap_or_default();
@@ -297,11 +383,12 @@ mod tests {
         let mut initial = [next().await, next().await];
         initial.sort();
         assert_eq!(initial, ["a", "b"], "the store first");
-        // Ten changes into a buffer of four, one of the last four a deletion: the subscriber
-        // lags, and gets that deletion, then the store.
+        // Ten changes into a buffer of four, two of them deletions, one already out of the
+        // buffer: the subscriber lags, and gets both deletions, then the store.
         for i in 0..10 {
-            send(&format!("c{i}"), i == 8);
+            send(&format!("c{i}"), i == 2 || i == 8);
         }
+        assert_eq!(next().await, "c2 (deleted)");
         assert_eq!(next().await, "c8 (deleted)");
         let mut resync = [next().await, next().await];
         resync.sort();
@@ -309,8 +396,39 @@ mod tests {
         // A change sent while the store was handed on comes next, not another resynchronization.
         send("d", false);
         assert_eq!(next().await, "d");
-        send("e", false);
-        assert_eq!(next().await, "e");
+        send("e", true);
+        assert_eq!(next().await, "e (deleted)");
+        // Falling behind again hands on only the deletions since the last change received.
+        for i in 0..10 {
+            send(&format!("f{i}"), i == 1);
+        }
+        assert_eq!(next().await, "f1 (deleted)");
+        let mut resync = [next().await, next().await];
+        resync.sort();
+        assert_eq!(resync, ["a", "b"]);
+    }
+
+    #[test]
+    fn the_journal_keeps_the_newest_deletions_and_counts_those_it_dropped() {
+        let mut journal = Journal {
+            deleted: VecDeque::new(),
+            first: 0,
+        };
+        for i in 0..JOURNAL as u64 + 3 {
+            journal.push(Arc::new(i));
+        }
+        assert_eq!(journal.end(), JOURNAL as u64 + 3);
+        let (deleted, lost) = journal.since(1);
+        assert_eq!(lost, 2, "deletions 1 and 2 were dropped");
+        assert_eq!(deleted.len(), JOURNAL);
+        assert_eq!(*deleted[0], 3);
+        let (deleted, lost) = journal.since(JOURNAL as u64 + 1);
+        assert_eq!(lost, 0);
+        assert_eq!(
+            deleted.iter().map(|d| **d).collect::<Vec<_>>(),
+            [JOURNAL as u64 + 1, JOURNAL as u64 + 2]
+        );
+        assert!(journal.since(journal.end()).0.is_empty());
     }
 
     #[test]
