@@ -9,15 +9,16 @@
 //! a change costs one copy of the object, not one per controller.
 //!
 //! A subscriber that falls behind the buffer misses events; it is then handed the deletions
-//! sent since the last change it received, from a journal of recent deletions, and every
-//! object of the store, which is enough for level-triggered reconcilers (what lagged is
-//! reconciled again). It goes on from the newest change. The store cannot tell what was
-//! deleted, so the journal covers far more changes than the buffer does: it holds deletions
-//! only. Should a subscriber fall behind even that, the deletions it lost are counted in a
-//! warning.
+//! sent since the last change it received, from a journal of deletions, and every object of
+//! the store, which is enough for level-triggered reconcilers (what lagged is reconciled
+//! again). It goes on from the newest change. The store cannot tell what was deleted, so the
+//! journal keeps each deletion until every subscriber has received it, up to as many as the
+//! buffer holds changes: it loses a deletion only to a subscriber that fell further behind
+//! than that in deletions alone, and the warning counts those.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use futures::{Stream, StreamExt};
 use kube::Resource;
@@ -31,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 /// buffer keeps these versions alive, so it is a memory bound too (a few KB per change).
 const BUFFER: usize = 65_536;
 
-/// Deletions the journal keeps for subscribers that fell behind (a few KB each).
-const JOURNAL: usize = 16_384;
+/// Deletions the journal keeps at most for subscribers that fell behind (a few KB each).
+const JOURNAL: usize = BUFFER;
 
 /// One change of an object.
 #[derive(Clone, Debug)]
@@ -55,11 +56,24 @@ impl<K> Change<K> {
     }
 }
 
-/// The most recent deletions, numbered in the order they were sent.
+/// The deletions some subscriber has yet to receive, numbered in the order they were sent.
 struct Journal<K> {
     deleted: VecDeque<Arc<K>>,
     /// The number of the oldest deletion kept: those before it were dropped.
     first: u64,
+    /// How far each subscriber has received: the `journaled` of the last change it received.
+    /// A subscriber that is gone leaves a dead reference, dropped at the next deletion.
+    readers: Vec<Weak<AtomicU64>>,
+}
+
+impl<K> Default for Journal<K> {
+    fn default() -> Self {
+        Journal {
+            deleted: VecDeque::new(),
+            first: 0,
+            readers: Vec::new(),
+        }
+    }
 }
 
 impl<K> Journal<K> {
@@ -68,12 +82,31 @@ impl<K> Journal<K> {
         self.first + self.deleted.len() as u64
     }
 
+    /// A new subscriber, which has received everything journaled so far.
+    fn reader(&mut self) -> Arc<AtomicU64> {
+        let seen = Arc::new(AtomicU64::new(self.end()));
+        self.readers.push(Arc::downgrade(&seen));
+        seen
+    }
+
+    /// Journals a deletion, and drops those every subscriber has received (and the oldest
+    /// beyond [`JOURNAL`]).
     fn push(&mut self, object: Arc<K>) {
-        if self.deleted.len() == JOURNAL {
-            self.deleted.pop_front();
+        self.deleted.push_back(object);
+        let mut needed = self.end();
+        self.readers.retain(|reader| match reader.upgrade() {
+            Some(seen) => {
+                needed = needed.min(seen.load(Ordering::Relaxed));
+                true
+            }
+            None => false,
+        });
+        while self.first < needed || self.deleted.len() > JOURNAL {
+            if self.deleted.pop_front().is_none() {
+                break;
+            }
             self.first += 1;
         }
-        self.deleted.push_back(object);
     }
 
     /// The deletions from number `from` on, and how many of those were dropped already.
@@ -103,10 +136,7 @@ impl<K: Clone> Feed<K> {
     fn new(capacity: usize) -> Self {
         Feed {
             sender: broadcast::channel(capacity).0,
-            journal: Arc::new(Mutex::new(Journal {
-                deleted: VecDeque::new(),
-                first: 0,
-            })),
+            journal: Arc::new(Mutex::new(Journal::default())),
         }
     }
 
@@ -203,9 +233,10 @@ where
     pub fn changes(&self) -> impl Stream<Item = Change<K>> + Send + 'static {
         // Where the subscriber subscribed, to tell in the logs which one fell behind.
         let subscriber = std::panic::Location::caller();
-        // Deletions from this number on are those sent since the subscriber's last change (a
-        // deletion sent before it subscribes is of an object the store no longer hands on).
-        let seen = self.feed.journal().end();
+        // Deletions from `seen` on are those sent since the subscriber's last change. One
+        // sent before it subscribes is of an object the store no longer hands on; should the
+        // subscriber fall behind before its first change, it is handed on (harmlessly).
+        let seen = self.feed.journal().reader();
         let receiver = self.feed.sender.subscribe();
         let feed = self.feed.clone();
         let store = self.store.clone();
@@ -223,7 +254,7 @@ where
                 async move {
                     match receiver.recv().await {
                         Ok(change) => {
-                            let seen = change.journaled;
+                            seen.store(change.journaled, Ordering::Relaxed);
                             Some((vec![change], (receiver, seen, feed, store)))
                         }
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -238,10 +269,11 @@ where
                             // last change received (some may come again through the new
                             // receiver; a deletion twice is harmless), before the objects
                             // present.
-                            let (deleted, lost, now) = {
+                            let (deleted, lost) = {
                                 let journal = feed.journal();
-                                let (deleted, lost) = journal.since(seen);
-                                (deleted, lost, journal.end())
+                                let missed = journal.since(seen.load(Ordering::Relaxed));
+                                seen.store(journal.end(), Ordering::Relaxed);
+                                missed
                             };
                             if lost > 0 {
                                 tracing::warn!(kind = %K::kind(&()), missed, lost, %subscriber, "a controller fell behind its watch and the journal of deletions; resynchronizing from the cache without the deletions it lost");
@@ -253,7 +285,7 @@ where
                                 .map(|object| Change::new(object, true))
                                 .collect();
                             changes.extend(present(&store));
-                            Some((changes, (fresh, now, feed, store)))
+                            Some((changes, (fresh, seen, feed, store)))
                         }
                         Err(broadcast::error::RecvError::Closed) => None,
                     }
@@ -409,26 +441,41 @@ mod tests {
     }
 
     #[test]
-    fn the_journal_keeps_the_newest_deletions_and_counts_those_it_dropped() {
-        let mut journal = Journal {
-            deleted: VecDeque::new(),
-            first: 0,
-        };
-        for i in 0..JOURNAL as u64 + 3 {
+    fn the_journal_keeps_what_a_subscriber_has_yet_to_receive_and_counts_what_it_dropped() {
+        let mut journal = Journal::default();
+        // Nobody to receive them: nothing is kept.
+        journal.push(Arc::new(0));
+        assert!(journal.deleted.is_empty());
+        assert_eq!(journal.end(), 1);
+        let reader = journal.reader();
+        let behind = journal.reader();
+        for i in 1..4 {
             journal.push(Arc::new(i));
         }
-        assert_eq!(journal.end(), JOURNAL as u64 + 3);
-        let (deleted, lost) = journal.since(1);
-        assert_eq!(lost, 2, "deletions 1 and 2 were dropped");
-        assert_eq!(deleted.len(), JOURNAL);
-        assert_eq!(*deleted[0], 3);
-        let (deleted, lost) = journal.since(JOURNAL as u64 + 1);
-        assert_eq!(lost, 0);
+        assert_eq!(journal.deleted.len(), 3);
+        // Once both have received deletion 2, deletions 1 and 2 go.
+        reader.store(3, Ordering::Relaxed);
+        behind.store(3, Ordering::Relaxed);
+        journal.push(Arc::new(4));
+        let (deleted, lost) = journal.since(3);
         assert_eq!(
-            deleted.iter().map(|d| **d).collect::<Vec<_>>(),
-            [JOURNAL as u64 + 1, JOURNAL as u64 + 2]
+            (deleted.iter().map(|d| **d).collect::<Vec<_>>(), lost),
+            (vec![3, 4], 0)
         );
-        assert!(journal.since(journal.end()).0.is_empty());
+        assert_eq!(journal.since(1).1, 2, "deletions 1 and 2 were dropped");
+        // A subscriber far behind keeps at most JOURNAL deletions.
+        behind.store(0, Ordering::Relaxed);
+        for i in 5..JOURNAL as u64 + 8 {
+            journal.push(Arc::new(i));
+        }
+        assert_eq!(journal.deleted.len(), JOURNAL);
+        assert_eq!(journal.since(3).1, 5);
+        // A subscriber that is gone holds nothing back.
+        drop(behind);
+        reader.store(journal.end(), Ordering::Relaxed);
+        journal.push(Arc::new(JOURNAL as u64 + 8));
+        assert_eq!(journal.deleted.len(), 1);
+        assert_eq!(journal.readers.len(), 1);
     }
 
     #[test]

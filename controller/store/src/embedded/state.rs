@@ -143,17 +143,25 @@ fn page_of<'a>(
         }
         found.push((key, version));
     }
-    let ends = found.iter().fold(0u8, |seen, (key, _)| {
-        let text = key.as_bytes();
-        seen ^ text.first().copied().unwrap_or(0) ^ text.last().copied().unwrap_or(0)
-    });
-    std::hint::black_box(ends);
-    let items = found
-        .into_iter()
-        .filter_map(|(key, version)| key_value(key, version))
-        .collect();
+    let mut items = Vec::with_capacity(found.len());
+    // In batches, so that a large page's first keys are still in the cache when copied.
+    for batch in found.chunks(KEYS_READ_AT_ONCE) {
+        let ends = batch.iter().fold(0u8, |seen, (key, _)| {
+            let text = key.as_bytes();
+            seen ^ text.first().copied().unwrap_or(0) ^ text.last().copied().unwrap_or(0)
+        });
+        std::hint::black_box(ends);
+        items.extend(
+            batch
+                .iter()
+                .filter_map(|(key, version)| key_value(key, version)),
+        );
+    }
     ListPage { items, rev, more }
 }
+
+/// Keys of a page whose texts [`page_of`] reads at once: a few KiB of them.
+const KEYS_READ_AT_ONCE: usize = 64;
 
 /// Finds ascending keys in the store's map by walking it forward from the last one found,
 /// which costs a few steps per key where looking each up costs a descent of the tree (with a
