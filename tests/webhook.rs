@@ -769,4 +769,23 @@ webhooks:
         "{err}"
     );
     devplane.kubectl_ok(&["delete", "configmap", "m1", "-n", "mut"]);
+    // A delete's warnings reach the client, of one object ("warned" was created above) or of
+    // a collection.
+    for args in [
+        &["delete", "configmap", "warned", "-n", "mut"][..],
+        &[
+            "delete",
+            "--raw",
+            "/api/v1/namespaces/mut/configmaps?fieldSelector=metadata.name%3Dwarned",
+        ][..],
+    ] {
+        let output = devplane.kubectl(args);
+        assert!(output.status.success(), "{args:?}");
+        let err = crate::support::stderr(&output);
+        assert!(
+            err.contains("Warning: deleting warned is noted by the test webhook"),
+            "{args:?}: {err}"
+        );
+        devplane.kubectl_ok(&["create", "configmap", "warned", "-n", "mut"]);
+    }
 }

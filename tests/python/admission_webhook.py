@@ -14,7 +14,8 @@ with a patch that cannot apply, one called rename-me with a patch that renames i
 with-extra with a patch that also adds a top-level field "extra" no schema knows, one called
 garbage with a JSON array instead of an AdmissionReview, one called wrong-uid with another
 request's uid, and one called warned with the warning "stamped by the test webhook"; and it
-denies deleting an object labelled keep=true ("deleting kept objects is not allowed").
+denies deleting an object labelled keep=true ("deleting kept objects is not allowed") and warns
+when the object called warned is deleted ("deleting warned is noted by the test webhook").
 
 On any other path it is a validating webhook. For every AdmissionReview it prints
 "review <operation> <username> <name> <has object> <has oldObject> <options kind>
@@ -48,6 +49,8 @@ def mutate(kind, request):
         if labels.get("keep") == "true":
             response["allowed"] = False
             response["status"] = {"code": 403, "message": "deleting kept objects is not allowed"}
+        elif name == "warned":
+            response["warnings"] = ["deleting warned is noted by the test webhook"]
         return response
     if kind == "stamp" and name == "refuse-me":
         response["allowed"] = False

@@ -551,8 +551,8 @@ async fn namespace(inner: &Inner, name: &str) -> StepResult {
                 .delete(&resource, Some(name), object_name, &options)
                 .await
             {
-                Ok((_, true)) => remaining -= 1,
-                Ok((_, false)) => {}
+                Ok(deleted) if deleted.gone => remaining -= 1,
+                Ok(_) => {}
                 Err(e) if e.code == 404 => remaining -= 1,
                 Err(e) => {
                     failed.get_or_insert(e);
@@ -637,8 +637,8 @@ async fn crd(inner: &Inner, name: &str) -> StepResult {
                 )
                 .await
             {
-                Ok((_, true)) => remaining -= 1,
-                Ok((_, false)) => {}
+                Ok(deleted) if deleted.gone => remaining -= 1,
+                Ok(_) => {}
                 Err(e) if e.code == 404 => remaining -= 1,
                 Err(e) => return Err(e),
             }

@@ -124,16 +124,32 @@ impl DeleteOptions {
     }
 }
 
+/// What a delete did.
+#[derive(Debug)]
+pub struct Deleted {
+    /// The object when it stays (terminating), or its last state when it is gone.
+    pub object: Value,
+    /// Whether it is gone.
+    pub gone: bool,
+    /// The admission webhooks' warnings, for the client.
+    pub warnings: Vec<String>,
+}
+
 impl Inner {
-    /// Delete an object, honouring finalizers and the propagation policy. Returns the object
-    /// when it stays (terminating), or the last state when it is gone.
+    /// Delete an object, honouring finalizers and the propagation policy.
     pub async fn delete(
         &self,
         resource: &Resource,
         namespace: Option<&str>,
         name: &str,
         options: &DeleteOptions,
-    ) -> ApiResult<(Value, bool)> {
+    ) -> ApiResult<Deleted> {
+        let mut warnings = Vec::new();
+        let done = |object: Value, gone: bool, warnings: Vec<String>| Deleted {
+            object,
+            gone,
+            warnings,
+        };
         for _ in 0..MAX_RETRIES {
             let Some((current, rev)) = self.read(resource, namespace, name).await? else {
                 return Err(ApiError::not_found(&resource.group, &resource.plural, name));
@@ -172,12 +188,14 @@ impl Inner {
                     caller: options.caller.as_ref(),
                 };
                 let delete_options = options.as_json();
-                self.run_webhooks(
-                    "DELETE",
-                    &target,
-                    (None, Some(&current), Some(&delete_options)),
-                )
-                .await?;
+                // A retry asks the webhooks again: their warnings are those of the last ask.
+                warnings = self
+                    .run_webhooks(
+                        "DELETE",
+                        &target,
+                        (None, Some(&current), Some(&delete_options)),
+                    )
+                    .await?;
             }
             let mut finalizers = object::finalizers(&current);
             let policy_finalizer = match options.propagation.as_deref() {
@@ -200,7 +218,7 @@ impl Inner {
                     .is_some_and(|f| !f.is_empty());
             if finalizers.is_empty() && !spec_finalizers {
                 if options.dry_run {
-                    return Ok((current, true));
+                    return Ok(done(current, true, warnings));
                 }
                 match self
                     .store
@@ -213,7 +231,7 @@ impl Inner {
                             "resourceVersion".into(),
                             Value::String(event.rev.to_string()),
                         );
-                        return Ok((last, true));
+                        return Ok(done(last, true, warnings));
                     }
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(StoreError::NotFound { .. }) => {
@@ -223,7 +241,7 @@ impl Inner {
                 }
             }
             if object::is_terminating(&current) {
-                return Ok((current, false));
+                return Ok(done(current, false, warnings));
             }
             let mut terminating = current.clone();
             object::set_finalizers(&mut terminating, &finalizers);
@@ -242,7 +260,7 @@ impl Inner {
                 terminating["status"] = json!({"phase": "Terminating"});
             }
             if options.dry_run {
-                return Ok((terminating, false));
+                return Ok(done(terminating, false, warnings));
             }
             let key = resource.key(namespace, name);
             match self
@@ -250,7 +268,7 @@ impl Inner {
                 .update(&key, encode(resource, &terminating)?, rev)
                 .await
             {
-                Ok(kv) => return Ok((decode(resource, &kv)?, false)),
+                Ok(kv) => return Ok(done(decode(resource, &kv)?, false, warnings)),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }

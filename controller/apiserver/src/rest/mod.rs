@@ -452,12 +452,13 @@ async fn delete(inner: &Inner, req: Request) -> ApiResult<Response> {
         caller: req.caller.clone(),
         ..DeleteOptions::parse(&req.query, &req.body)?
     };
-    let (object, gone) = inner.delete(&resource, req.ns(), &name, &options).await?;
-    if gone && resource.builtin != Some(Builtin::Namespace) {
-        Ok(request::json(200, &delete_status(&resource, &object), &[]))
+    let deleted = inner.delete(&resource, req.ns(), &name, &options).await?;
+    let body = if deleted.gone && resource.builtin != Some(Builtin::Namespace) {
+        delete_status(&resource, &deleted.object)
     } else {
-        Ok(request::json(200, &object, &[]))
-    }
+        deleted.object
+    };
+    Ok(request::json(200, &body, &deleted.warnings))
 }
 
 async fn delete_collection(inner: &Inner, req: Request) -> ApiResult<Response> {
@@ -476,17 +477,25 @@ async fn delete_collection(inner: &Inner, req: Request) -> ApiResult<Response> {
     let selectors = Selectors::parse(&resource, &req.query)?;
     let (items, rev, _) = list_objects(inner, &req, &selectors).await?;
     let mut deleted = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     for item in items {
         let name = object::name(&item).unwrap_or_default().to_string();
         match inner
             .delete(&resource, object::namespace(&item), &name, &options)
             .await
         {
-            Ok((object, _)) => deleted.push(object),
+            Ok(one) => {
+                deleted.push(one.object);
+                for warning in one.warnings {
+                    if !warnings.contains(&warning) {
+                        warnings.push(warning);
+                    }
+                }
+            }
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }
     }
     let body = json!({"kind": resource.list_kind, "apiVersion": resource.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": deleted});
-    Ok(request::json(200, &body, &[]))
+    Ok(request::json(200, &body, &warnings))
 }
