@@ -118,18 +118,10 @@ impl<K> Journal<K> {
 }
 
 /// Where a watched kind's changes go: the journal, for deletions, then the subscribers.
+#[derive(Clone)]
 struct Feed<K> {
     sender: broadcast::Sender<Change<K>>,
     journal: Arc<Mutex<Journal<K>>>,
-}
-
-impl<K> Clone for Feed<K> {
-    fn clone(&self) -> Self {
-        Feed {
-            sender: self.sender.clone(),
-            journal: Arc::clone(&self.journal),
-        }
-    }
 }
 
 impl<K: Clone> Feed<K> {
@@ -181,8 +173,8 @@ where
     /// Start watching `api` with `config` until `shutdown`.
     pub fn start(api: Api<K>, config: watcher::Config, shutdown: &CancellationToken) -> Self {
         let (store, writer) = reflector::store();
-        let changes = Feed::new(BUFFER);
-        let feed = changes.clone();
+        let feed = Feed::new(BUFFER);
+        let publisher = feed.clone();
         let events = watcher(api, config)
             .modify(|object: &mut K| object.meta_mut().managed_fields = None)
             .default_backoff();
@@ -203,7 +195,7 @@ where
                 match event {
                     Ok(event) => {
                         for change in relist.changes(event, &cache) {
-                            feed.send(change);
+                            publisher.send(change);
                         }
                     }
                     Err(e) => tracing::warn!(
@@ -214,10 +206,7 @@ where
                 }
             }
         });
-        Watched {
-            store,
-            feed: changes,
-        }
+        Watched { store, feed }
     }
 
     /// A stream of the objects that change from now on (deleted ones included), for a
@@ -250,8 +239,7 @@ where
         let initial = futures::stream::iter(present(&store));
         let live = futures::stream::unfold(
             (receiver, seen, feed, store),
-            move |(mut receiver, seen, feed, store)| {
-                async move {
+            move |(mut receiver, seen, feed, store)| async move {
                     match receiver.recv().await {
                         Ok(change) => {
                             seen.store(change.journaled, Ordering::Relaxed);
@@ -289,7 +277,6 @@ where
                         }
                         Err(broadcast::error::RecvError::Closed) => None,
                     }
-                }
             },
         )
         .flat_map(futures::stream::iter);

@@ -145,11 +145,6 @@ impl Inner {
         options: &DeleteOptions,
     ) -> ApiResult<Deleted> {
         let mut warnings = Vec::new();
-        let done = |object: Value, gone: bool, warnings: Vec<String>| Deleted {
-            object,
-            gone,
-            warnings,
-        };
         for _ in 0..MAX_RETRIES {
             let Some((current, rev)) = self.read(resource, namespace, name).await? else {
                 return Err(ApiError::not_found(&resource.group, &resource.plural, name));
@@ -218,7 +213,11 @@ impl Inner {
                     .is_some_and(|f| !f.is_empty());
             if finalizers.is_empty() && !spec_finalizers {
                 if options.dry_run {
-                    return Ok(done(current, true, warnings));
+                    return Ok(Deleted {
+                        object: current,
+                        gone: true,
+                        warnings,
+                    });
                 }
                 match self
                     .store
@@ -231,7 +230,11 @@ impl Inner {
                             "resourceVersion".into(),
                             Value::String(event.rev.to_string()),
                         );
-                        return Ok(done(last, true, warnings));
+                        return Ok(Deleted {
+                            object: last,
+                            gone: true,
+                            warnings,
+                        });
                     }
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(StoreError::NotFound { .. }) => {
@@ -241,7 +244,11 @@ impl Inner {
                 }
             }
             if object::is_terminating(&current) {
-                return Ok(done(current, false, warnings));
+                return Ok(Deleted {
+                    object: current,
+                    gone: false,
+                    warnings,
+                });
             }
             let mut terminating = current.clone();
             object::set_finalizers(&mut terminating, &finalizers);
@@ -260,7 +267,11 @@ impl Inner {
                 terminating["status"] = json!({"phase": "Terminating"});
             }
             if options.dry_run {
-                return Ok(done(terminating, false, warnings));
+                return Ok(Deleted {
+                    object: terminating,
+                    gone: false,
+                    warnings,
+                });
             }
             let key = resource.key(namespace, name);
             match self
@@ -268,7 +279,13 @@ impl Inner {
                 .update(&key, encode(resource, &terminating)?, rev)
                 .await
             {
-                Ok(kv) => return Ok(done(decode(resource, &kv)?, false, warnings)),
+                Ok(kv) => {
+                    return Ok(Deleted {
+                        object: decode(resource, &kv)?,
+                        gone: false,
+                        warnings,
+                    });
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
