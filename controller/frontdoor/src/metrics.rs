@@ -138,7 +138,7 @@ impl Metrics {
             ),
             family(
                 "devplane_frontdoor_uplink_rejected",
-                "Uplink messages rejected by validation, by reason.",
+                "Uplink messages rejected (by validation, or DTLS records that do not come from the session), by reason.",
                 "reason",
                 &self.rejected,
             ),

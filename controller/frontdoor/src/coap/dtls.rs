@@ -15,10 +15,14 @@
 //! (plain ones, and the encrypted Finished) go to the new handshake, application data to the
 //! established session until the server sends the new handshake's Finished, which replaces it;
 //! the replaced session then sends nothing more.
+//!
+//! Once its handshake is done, a session reads only the records its [`guard`] admits: those
+//! that decrypt under its keys and the plain records of a retransmitted handshake flight. The
+//! library would answer a forged record with a fatal alert and end the session.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -31,10 +35,12 @@ use webrtc_dtls::conn::DTLSConn;
 use webrtc_util::conn::Conn;
 
 mod demux;
+mod guard;
 
 #[cfg(test)]
 pub(super) use demux::client_hello;
 use demux::{Demux, Route, Slot};
+use guard::RecordGuard;
 
 use super::{DATAGRAM, Endpoint, Principal};
 use crate::Shared;
@@ -45,11 +51,14 @@ const SESSION_QUEUE: usize = 64;
 
 /// One peer's datagrams, as webrtc-dtls reads and writes them.
 struct PeerConn {
+    shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
     peer: SocketAddr,
     rx: tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>,
     demux: Arc<Demux>,
     generation: u64,
+    /// Set once the handshake is done: from then on only records that pass it are read.
+    guard: OnceLock<RecordGuard>,
 }
 
 #[async_trait]
@@ -61,12 +70,23 @@ impl Conn for PeerConn {
     }
 
     async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
-        let Some(datagram) = self.rx.lock().await.recv().await else {
-            return Err(webrtc_util::Error::ErrUseClosedNetworkConn);
-        };
-        let n = datagram.len().min(buf.len());
-        buf[..n].copy_from_slice(&datagram[..n]);
-        Ok(n)
+        let mut rx = self.rx.lock().await;
+        loop {
+            let Some(datagram) = rx.recv().await else {
+                return Err(webrtc_util::Error::ErrUseClosedNetworkConn);
+            };
+            let admitted = match self.guard.get() {
+                Some(guard) => guard.admit(&datagram),
+                None => Some(datagram.as_slice().into()),
+            };
+            if admitted.as_ref().is_none_or(|a| a.len() < datagram.len()) {
+                self.shared.metrics.rejected.inc("ForgedDtlsRecord");
+            }
+            let Some(admitted) = admitted else { continue };
+            let n = admitted.len().min(buf.len());
+            buf[..n].copy_from_slice(&admitted[..n]);
+            return Ok(n);
+        }
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
@@ -218,11 +238,13 @@ pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, shutdown: Cancellatio
                 continue;
             }
             let conn = Arc::new(PeerConn {
+                shared: shared.clone(),
                 socket: socket.clone(),
                 peer,
                 rx: tokio::sync::Mutex::new(rx),
                 demux: demux.clone(),
                 generation,
+                guard: OnceLock::new(),
             });
             tokio::spawn(session(
                 shared.clone(),
@@ -269,6 +291,19 @@ async fn session(
         demux.remove(peer, generation);
         return;
     };
+    match RecordGuard::of(&conn).await {
+        Ok(guard) => {
+            let _ = raw.guard.set(guard);
+        }
+        Err(e) => {
+            // Without the guard one forged record could end the session: none is kept.
+            shared.metrics.connections_refused.inc("HandshakeFailed");
+            tracing::warn!(%peer, error = %e, "DTLS session ended: its records cannot be checked");
+            let _ = conn.close().await;
+            demux.remove(peer, generation);
+            return;
+        }
+    }
     demux.established(peer, generation);
     shared.metrics.connections_accepted.inc("coaps");
     tracing::debug!(%peer, who = ?principal.device(), "DTLS session established");

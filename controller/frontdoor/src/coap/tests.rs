@@ -628,6 +628,58 @@ async fn a_forged_client_hello_does_not_end_an_established_dtls_session() {
     shutdown.cancel();
 }
 
+/// A DTLS 1.2 record of `content` type, `epoch` and sequence number `sequence`.
+fn dtls_record(content: u8, epoch: u16, sequence: u64, body: &[u8]) -> Vec<u8> {
+    let mut record = vec![content, 0xfe, 0xfd];
+    record.extend(epoch.to_be_bytes());
+    record.extend(&sequence.to_be_bytes()[2..]);
+    record.extend(u16::try_from(body.len()).expect("short").to_be_bytes());
+    record.extend(body);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_records_are_dropped_and_do_not_end_an_established_dtls_session() {
+    let f = fixture(true);
+    let (socket, shutdown) = dtls_server(&f).await;
+    let conn = dtls_client(socket.clone()).await;
+    assert_eq!(ask_over(&conn, 1).await, "4.04");
+    // Records an off-path host can send from the session's address and port without its key,
+    // with sequence numbers far ahead of the client's own.
+    let far = 1u64 << 40;
+    let forged = [
+        (
+            "application data that does not decrypt",
+            dtls_record(23, 1, far, &[0x42; 40]),
+        ),
+        (
+            "an alert that does not decrypt",
+            dtls_record(21, 1, far + 1, &[0x13; 26]),
+        ),
+        ("a plain fatal alert", dtls_record(21, 0, far, &[2, 40])),
+        ("a plain close_notify", dtls_record(21, 0, far + 1, &[1, 0])),
+        (
+            "plain application data",
+            dtls_record(23, 0, far + 2, b"hello"),
+        ),
+        (
+            "a record of a later epoch",
+            dtls_record(23, 2, far, &[0x42; 40]),
+        ),
+        (
+            "a cut record",
+            dtls_record(23, 1, far + 2, &[0x42; 40])[..20].to_vec(),
+        ),
+    ];
+    let dropped = || f.shared.metrics.rejected.get("ForgedDtlsRecord");
+    for (id, (what, datagram)) in (2..).zip(forged) {
+        socket.send(&datagram).await.expect("send");
+        assert_eq!(ask_over(&conn, id).await, "4.04", "after {what}");
+        assert_eq!(dropped(), u64::from(id - 1), "{what} is counted");
+    }
+    shutdown.cancel();
+}
+
 /// A device's link over a shared socket that can be cut, as when the device loses power: from
 /// then on it reads and sends nothing (and says goodbye to nobody).
 struct Cuttable {

@@ -245,12 +245,13 @@ pub(super) fn carries_finished(data: &[u8]) -> bool {
 }
 
 /// Record content types.
-const CHANGE_CIPHER_SPEC: u8 = 20;
-const ALERT: u8 = 21;
-const HANDSHAKE: u8 = 22;
+pub(super) const CHANGE_CIPHER_SPEC: u8 = 20;
+pub(super) const ALERT: u8 = 21;
+pub(super) const HANDSHAKE: u8 = 22;
+pub(super) const APPLICATION_DATA: u8 = 23;
 
 /// A record header: type, version (2 bytes), epoch (2), sequence number (6), length (2).
-const RECORD_HEADER: usize = 13;
+pub(super) const RECORD_HEADER: usize = 13;
 
 /// The content type and epoch of the record `data` starts with, if it holds a whole header.
 fn record_head(data: &[u8]) -> Option<(u8, u16)> {
