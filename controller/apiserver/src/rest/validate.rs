@@ -168,9 +168,10 @@ fn validate_metadata(resource: &Resource, object: &Value) -> Vec<FieldError> {
 
 /// Apply a resource's schema to an object: prune (reporting unknown fields according to the
 /// field validation), default, validate, CEL. Returns warnings. `requested` is the object as
-/// the request sent it when mutating webhooks changed it since: only the unknown fields the
-/// request itself sent are reported; those webhooks added are pruned silently, as
-/// kube-apiserver does.
+/// the request sent it when mutating webhooks changed it since: the unknown fields reported
+/// are the request's own, at the paths it sent them (a webhook may have moved a list's items,
+/// or taken a field away); those webhooks added are pruned silently. kube-apiserver finds them
+/// the same way, decoding the request before any webhook sees it.
 pub(super) fn admit(
     resource: &Resource,
     object: &mut Value,
@@ -183,13 +184,9 @@ pub(super) fn admit(
     };
     let mut admission = schema.admit(object, old);
     if let Some(requested) = requested
-        && !admission.unknown_fields.is_empty()
         && field_validation != FieldValidation::Ignore
     {
-        let sent = schema.prune(&mut requested.clone());
-        admission
-            .unknown_fields
-            .retain(|field| sent.contains(field));
+        admission.unknown_fields = schema.prune(&mut requested.clone());
     }
     let mut warnings = Vec::new();
     if !admission.unknown_fields.is_empty() {

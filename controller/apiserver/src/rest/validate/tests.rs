@@ -146,3 +146,53 @@ async fn finalizers_must_be_qualified_names() {
     .await;
     assert_eq!(stored, None);
 }
+
+#[tokio::test]
+async fn the_request_s_own_unknown_fields_are_judged_where_it_sent_them_after_webhooks_moved_them()
+{
+    let server = server().await;
+    let accounts = resource(&server, "serviceaccounts");
+    let requested = json!({
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"},
+        "imagePullSecrets": [{"name": "mine", "bogus": 1}]
+    });
+    // A mutating webhook put a pull secret of its own first, and added a field of its own.
+    let mutated = || {
+        json!({
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"},
+            "imagePullSecrets": [{"name": "added", "extra": 2}, {"name": "mine", "bogus": 1}]
+        })
+    };
+    let err = admit(
+        &accounts,
+        &mut mutated(),
+        (None, Some(&requested)),
+        FieldValidation::Strict,
+    )
+    .expect_err("the request's unknown field is refused");
+    assert_eq!(
+        err.message,
+        r#"strict decoding error: unknown field "imagePullSecrets[0].bogus""#
+    );
+    let warnings = admit(
+        &accounts,
+        &mut mutated(),
+        (None, Some(&requested)),
+        FieldValidation::Warn,
+    )
+    .expect("admitted with a warning");
+    assert_eq!(warnings, [r#"unknown field "imagePullSecrets[0].bogus""#]);
+    // A field the webhook took away was still sent.
+    let mut cleaned = json!({
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"},
+        "imagePullSecrets": [{"name": "mine"}]
+    });
+    let warnings = admit(
+        &accounts,
+        &mut cleaned,
+        (None, Some(&requested)),
+        FieldValidation::Warn,
+    )
+    .expect("admitted with a warning");
+    assert_eq!(warnings, [r#"unknown field "imagePullSecrets[0].bogus""#]);
+}
