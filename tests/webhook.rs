@@ -741,6 +741,31 @@ webhooks:
         let err = crate::support::stderr(&output);
         assert!(err.contains(message), "{name}: {err}");
     }
+    // A refusal carries the warnings given before it and with it.
+    for (name, warnings) in [
+        (
+            "refuse-me",
+            &["refuse-me is refused by the test webhook"][..],
+        ),
+        (
+            "warned-then-refused",
+            &[
+                "stamped by the test webhook",
+                "warned-then-refused is refused by the test webhook",
+            ][..],
+        ),
+    ] {
+        let output = devplane.kubectl(&["create", "configmap", name, "-n", "mut"]);
+        assert!(!output.status.success(), "{name} was created");
+        let err = crate::support::stderr(&output);
+        assert!(err.contains("denied the request"), "{name}: {err}");
+        for warning in warnings {
+            assert!(
+                err.contains(&format!("Warning: {warning}")),
+                "{name}: {err}"
+            );
+        }
+    }
     // Server-side apply goes through them as well.
     let manifest = devplane.dir.join("applied.yaml");
     std::fs::write(

@@ -9,12 +9,15 @@ On /mutate-stamp, /mutate-note and /mutate-tag it is a mutating webhook. For eve
 AdmissionReview it prints "mutate <stamp|note|tag> <name> <the object's label noted (for stamp
 and tag) or stamped (for note), or ->" and answers with a JSON Patch that adds the label
 stamped=true (noted=true, tagged=true) if the object lacks it. /mutate-stamp denies an object
-called refuse-me ("stamping refuse-me is not allowed"), answers an object called bad-patch
+called refuse-me ("stamping refuse-me is not allowed", with the warning "refuse-me is refused
+by the test webhook"), answers an object called bad-patch
 with a patch that cannot apply, one called rename-me with a patch that renames it, one called
 with-extra with a patch that also adds a top-level field "extra" no schema knows, one called
 garbage with a JSON array instead of an AdmissionReview, one called wrong-uid with another
-request's uid, and one called warned with the warning "stamped by the test webhook"; and it
-denies deleting an object labelled keep=true ("deleting kept objects is not allowed") and warns
+request's uid, and those called warned or warned-then-refused with the warning "stamped by the
+test webhook". /mutate-note, called after it, denies warned-then-refused ("noting
+warned-then-refused is not allowed", with the warning "warned-then-refused is refused by the
+test webhook"). /mutate-stamp denies deleting an object labelled keep=true ("deleting kept objects is not allowed") and warns
 when the object called warned is deleted ("deleting warned is noted by the test webhook").
 
 On any other path it is a validating webhook. For every AdmissionReview it prints
@@ -55,12 +58,18 @@ def mutate(kind, request):
     if kind == "stamp" and name == "refuse-me":
         response["allowed"] = False
         response["status"] = {"code": 403, "message": "stamping refuse-me is not allowed"}
+        response["warnings"] = ["refuse-me is refused by the test webhook"]
+        return response
+    if kind == "note" and name == "warned-then-refused":
+        response["allowed"] = False
+        response["status"] = {"code": 403, "message": "noting warned-then-refused is not allowed"}
+        response["warnings"] = ["warned-then-refused is refused by the test webhook"]
         return response
     if kind == "stamp" and name == "garbage":
         return []
     if kind == "stamp" and name == "wrong-uid":
         response["uid"] = "not-" + request["uid"]
-    if kind == "stamp" and name == "warned":
+    if kind == "stamp" and name in ("warned", "warned-then-refused"):
         response["warnings"] = ["stamped by the test webhook"]
     if kind == "stamp" and name == "bad-patch":
         patch = [{"op": "replace", "path": "/no/such/field", "value": 1}]

@@ -17,6 +17,9 @@ pub struct ApiError {
     pub message: String,
     /// `details` of the Status, if any.
     pub details: Option<Value>,
+    /// Warnings for the client, sent as `Warning` headers with the refusal: what admission
+    /// webhooks said before (or while) refusing.
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -46,7 +49,20 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            warnings: Vec::new(),
         }
+    }
+
+    /// The same refusal, with `earlier` warnings before its own (each once).
+    pub fn after_warnings(mut self, earlier: &[String]) -> Self {
+        let own = std::mem::take(&mut self.warnings);
+        self.warnings = earlier.to_vec();
+        for warning in own {
+            if !self.warnings.contains(&warning) {
+                self.warnings.push(warning);
+            }
+        }
+        self
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -274,11 +290,13 @@ impl From<devplane_store::StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let mut response = (
             code,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             self.status().to_string(),
         )
-            .into_response()
+            .into_response();
+        crate::request::add_warnings(&mut response, &self.warnings);
+        response
     }
 }

@@ -154,11 +154,16 @@ pub fn json(code: u16, body: &Value, warnings: &[String]) -> axum::response::Res
     // Written as bytes: `to_string` would go through `fmt::Write` a few bytes at a time. A
     // value always serializes (its keys are strings), so the default is never used.
     let mut response = json_bytes(code, serde_json::to_vec(body).unwrap_or_default());
+    add_warnings(&mut response, warnings);
+    response
+}
+
+/// Adds `warnings` to a response as `Warning` headers (code 299, no agent), in order.
+pub fn add_warnings(response: &mut axum::response::Response, warnings: &[String]) {
     for warning in warnings {
         let text = format!("299 - \"{}\"", warning.replace('"', "\\\""));
         if let Ok(value) = HeaderValue::from_str(&text) {
             response.headers_mut().append(header::WARNING, value);
         }
     }
-    response
 }

@@ -192,7 +192,8 @@ pub async fn token_request(
             .await?;
         let given = inner
             .run_webhooks("CREATE", &target, (Some(&requested), None, Some(&options)))
-            .await?;
+            .await
+            .map_err(|e| e.after_warnings(&warnings))?;
         warnings.extend(given);
         request_body = requested;
     }

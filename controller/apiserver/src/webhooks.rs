@@ -226,10 +226,23 @@ pub async fn admit(
     request: &Admission<'_>,
 ) -> ApiResult<Vec<String>> {
     let mut warnings = Vec::new();
+    admit_into(webhooks, services, request, &mut warnings)
+        .await
+        .map_err(|e| e.after_warnings(&warnings))?;
+    Ok(warnings)
+}
+
+/// [`admit`], adding the webhooks' warnings to `warnings` as they come.
+async fn admit_into(
+    webhooks: &Webhooks,
+    services: &ServiceAddresses,
+    request: &Admission<'_>,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
     if request.object.is_none() {
         for hook in matching(&webhooks.mutating, request) {
             let response = ask(hook, services, request).await?;
-            warned(response.as_ref(), &mut warnings);
+            warned(response.as_ref(), warnings);
             // There is no object to patch: a patch of no operations is none, any other
             // refuses the delete.
             let patch = match response.as_ref().map(|r| patch_of(hook, r)).transpose()? {
@@ -250,9 +263,9 @@ pub async fn admit(
     }
     for hook in matching(&webhooks.hooks, request) {
         let response = ask(hook, services, request).await?;
-        warned(response.as_ref(), &mut warnings);
+        warned(response.as_ref(), warnings);
     }
-    Ok(warnings)
+    Ok(())
 }
 
 /// Adds the warnings of a webhook's response (for the client, as Warning headers).
@@ -281,6 +294,20 @@ pub async fn mutate(
     object: &mut Value,
 ) -> ApiResult<Vec<String>> {
     let mut warnings = Vec::new();
+    mutate_into(webhooks, services, request, object, &mut warnings)
+        .await
+        .map_err(|e| e.after_warnings(&warnings))?;
+    Ok(warnings)
+}
+
+/// [`mutate`], adding the webhooks' warnings to `warnings` as they come.
+async fn mutate_into(
+    webhooks: &Webhooks,
+    services: &ServiceAddresses,
+    request: &Admission<'_>,
+    object: &mut Value,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
     // Each webhook is matched against the object as it is when its turn comes (an
     // objectSelector may pick a label an earlier webhook added).
     let mut called = Vec::new();
@@ -288,7 +315,7 @@ pub async fn mutate(
     // called again if needed are, once.
     let mut changed_by = None;
     for (at, hook) in webhooks.mutating.iter().enumerate() {
-        if let Some(changed) = mutate_once(hook, services, request, object, &mut warnings).await? {
+        if let Some(changed) = mutate_once(hook, services, request, object, warnings).await? {
             called.push(at);
             if changed {
                 changed_by = Some(at);
@@ -299,11 +326,11 @@ pub async fn mutate(
         for at in called.into_iter().filter(|at| *at < last) {
             let hook = &webhooks.mutating[at];
             if hook.reinvoke {
-                mutate_once(hook, services, request, object, &mut warnings).await?;
+                mutate_once(hook, services, request, object, warnings).await?;
             }
         }
     }
-    Ok(warnings)
+    Ok(())
 }
 
 /// Call one mutating webhook on `object`, if it matches the object as it is now, and apply
@@ -430,13 +457,16 @@ async fn ask(
                 .and_then(|c| u16::try_from(c).ok())
                 .filter(|c| (400..600).contains(c))
                 .unwrap_or(400);
+            let mut own = Vec::new();
+            warned(Some(&response), &mut own);
             Err(ApiError::denied_by_webhook(
                 code,
                 format!(
                     "admission webhook {:?} denied the request: {message}",
                     hook.name
                 ),
-            ))
+            )
+            .after_warnings(&own))
         }
         Err(e) => failed(hook, e).map(|()| None),
     }

@@ -218,7 +218,8 @@ impl Inner {
             &mut object,
             (None, requested.as_ref()),
             opts.field_validation,
-        )?;
+        )
+        .map_err(|e| e.after_warnings(&webhook_warnings))?;
         warnings.append(&mut webhook_warnings);
         if let Some(caller) = &opts.caller {
             crate::escalation::check(&self.rbac(), caller, resource, namespace, &object)?;
@@ -232,7 +233,8 @@ impl Inner {
             let options = opts.as_json("CreateOptions");
             let given = self
                 .run_webhooks("CREATE", &target, (Some(&object), None, Some(&options)))
-                .await?;
+                .await
+                .map_err(|e| e.after_warnings(&warnings))?;
             warnings.extend(given);
         }
         if !opts.managed_fields_done {
@@ -516,7 +518,8 @@ impl Inner {
             &mut new,
             (Some(&old_view), requested.as_ref()),
             opts.field_validation,
-        )?;
+        )
+        .map_err(|e| e.after_warnings(&webhook_warnings))?;
         warnings.append(&mut webhook_warnings);
         if spec_changed(resource, &old_view, &new) {
             let generation = object::generation(old) + 1;
@@ -564,7 +567,8 @@ impl Inner {
             let options = opts.as_json("UpdateOptions");
             let given = self
                 .run_webhooks("UPDATE", &target, (Some(&new), Some(old), Some(&options)))
-                .await?;
+                .await
+                .map_err(|e| e.after_warnings(&warnings))?;
             warnings.extend(given);
         }
         let new_bytes = encode(resource, &new)?;
