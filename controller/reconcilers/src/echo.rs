@@ -10,9 +10,14 @@
 //! change by someone else, or one from before the write) has the controller reconcile its
 //! object again, through the controller's [`Echoes::retriggers`]. A change to the object after
 //! the write has another resourceVersion and always gets through.
+//!
+//! An echo may never come: the watch started over after the object had changed again, or the
+//! object was deleted. What was left to recognise it is forgotten after [`ECHO_WAIT`], so that
+//! a fleet's churn leaves nothing behind.
 
 use std::any::TypeId;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use kube::{Resource, ResourceExt};
@@ -32,13 +37,50 @@ enum Slot {
     /// whom to reconcile again should one of them not be the write's echo.
     Writing { held: Vec<String>, owner: Owner },
     /// The write's answer was this version, and its echo has not come yet.
-    Wrote(String),
+    Wrote { version: String, at: Instant },
+}
+
+/// How long a write's echo is waited for. It comes within moments; one that has not come by
+/// then never will, and an echo that did come later would only cost a reconcile.
+const ECHO_WAIT: Duration = Duration::from_secs(300);
+
+/// How often the slots are looked through for echoes waited for too long.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The slots, and when they were last swept.
+struct Slots {
+    by_key: HashMap<Key, Slot>,
+    swept: Instant,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots {
+            by_key: HashMap::new(),
+            swept: Instant::now(),
+        }
+    }
+}
+
+impl Slots {
+    /// Forgets the echoes waited for longer than [`ECHO_WAIT`] at `now`, once per
+    /// [`SWEEP_EVERY`].
+    fn sweep(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.swept) < SWEEP_EVERY {
+            return;
+        }
+        self.swept = now;
+        self.by_key.retain(|_, slot| match slot {
+            Slot::Wrote { at, .. } => now.saturating_duration_since(*at) < ECHO_WAIT,
+            Slot::Writing { .. } => true,
+        });
+    }
 }
 
 /// Writes whose watch events need no reconcile, by controller and object.
 #[derive(Default)]
 pub struct Echoes {
-    slots: Mutex<HashMap<Key, Slot>>,
+    slots: Mutex<Slots>,
     /// Where each controller takes the objects to reconcile again.
     retriggers: Mutex<HashMap<&'static str, mpsc::UnboundedSender<Owner>>>,
 }
@@ -76,6 +118,7 @@ impl Echoes {
         let held = Vec::new();
         self.slots
             .lock()
+            .by_key
             .insert(key.clone(), Slot::Writing { held, owner });
         Writing {
             echoes: self,
@@ -91,13 +134,15 @@ impl Echoes {
             return false;
         };
         let key = (controller, TypeId::of::<K>(), namespace, object.name_any());
-        let mut slots = self.slots.lock();
+        let slots = &mut self.slots.lock().by_key;
         match slots.get_mut(&key) {
             Some(Slot::Writing { held, .. }) => {
                 held.push(version);
                 true
             }
-            Some(Slot::Wrote(written)) if *written == version => {
+            Some(Slot::Wrote {
+                version: written, ..
+            }) if *written == version => {
                 slots.remove(&key);
                 true
             }
@@ -111,7 +156,7 @@ impl Echoes {
     fn finish(&self, key: Key, answer: Option<String>) {
         let controller = key.0;
         let mut slots = self.slots.lock();
-        let Some(Slot::Writing { held, owner }) = slots.remove(&key) else {
+        let Some(Slot::Writing { held, owner }) = slots.by_key.remove(&key) else {
             return;
         };
         let others = match &answer {
@@ -119,9 +164,11 @@ impl Echoes {
             None => !held.is_empty(),
         };
         let echoed = answer.as_ref().is_some_and(|v| held.contains(v));
+        let now = Instant::now();
         if let Some(version) = answer.filter(|_| !echoed) {
-            slots.insert(key, Slot::Wrote(version));
+            slots.by_key.insert(key, Slot::Wrote { version, at: now });
         }
+        slots.sweep(now);
         drop(slots);
         if others && let Some(sender) = self.retriggers.lock().get(controller) {
             let _ = sender.send(owner);
@@ -203,6 +250,32 @@ mod tests {
         assert!(!echoes.is_echo("device", &secret("7")), "recognised once");
         write(&echoes).forget();
         assert!(!echoes.is_echo("device", &secret("9")), "forgotten");
+    }
+
+    #[test]
+    fn an_echo_that_never_comes_is_forgotten_and_a_write_under_way_is_not() {
+        let echoes = Echoes::default();
+        write(&echoes).wrote(&secret("7"));
+        let under_way = echoes.writing::<Secret>("device", "ns", "other", owner());
+        let start = Instant::now();
+        let sweep = |at: Instant| echoes.slots.lock().sweep(at);
+        let last = start + ECHO_WAIT - Duration::from_secs(10);
+        sweep(last);
+        assert_eq!(echoes.slots.lock().by_key.len(), 2, "still waited for");
+        sweep(start + ECHO_WAIT + Duration::from_secs(10));
+        assert_eq!(echoes.slots.lock().by_key.len(), 2, "swept moments ago");
+        sweep(last + SWEEP_EVERY);
+        assert_eq!(
+            echoes.slots.lock().by_key.len(),
+            1,
+            "the write under way stays"
+        );
+        assert!(
+            !echoes.is_echo("device", &secret("7")),
+            "a late echo is reconciled"
+        );
+        under_way.forget();
+        assert!(echoes.slots.lock().by_key.is_empty());
     }
 
     #[test]
