@@ -589,10 +589,12 @@ fn mutating_webhooks_change_objects_in_order_and_are_called_again_if_needed() {
     } = guarded();
     // `stamp` adds stamped=true and asks to be called again if a later webhook changes the
     // object; `note` and `tag`, in configurations named after it, add noted=true and
-    // tagged=true and do not ask.
-    let configuration = |name: &str, path: &str, reinvoke: &str, operations: &str| {
-        format!(
-            r#"
+    // tagged=true and do not ask. `tag` is not called for objects labelled `untagged`, and
+    // `note`'s condition cannot be evaluated for the object called cond-error (it has no data).
+    let configuration =
+        |name: &str, path: &str, reinvoke: &str, operations: &str, conditions: &str| {
+            format!(
+                r#"
 apiVersion: admissionregistration.k8s.io/v1
 kind: MutatingWebhookConfiguration
 metadata: {{name: {name}}}
@@ -612,14 +614,27 @@ webhooks:
     failurePolicy: Fail
     sideEffects: None
     admissionReviewVersions: [v1]
+    matchConditions: {conditions}
 "#
-        )
-    };
+            )
+        };
     devplane.apply_yaml(&format!(
         "{}---{}---{}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: mut, labels: {{mutate: \"yes\"}}}}\n",
-        configuration("c-tag", "tag", "Never", "CREATE, UPDATE"),
-        configuration("b-note", "note", "Never", "CREATE, UPDATE"),
-        configuration("a-stamp", "stamp", "IfNeeded", "CREATE, UPDATE, DELETE"),
+        configuration(
+            "c-tag",
+            "tag",
+            "Never",
+            "CREATE, UPDATE",
+            r#"[{name: not-untagged, expression: "!has(object.metadata.labels) || !('untagged' in object.metadata.labels)"}]"#
+        ),
+        configuration(
+            "b-note",
+            "note",
+            "Never",
+            "CREATE, UPDATE",
+            r#"[{name: needs-data, expression: "object.metadata.name != 'cond-error' || object.data.mode == 'x'"}]"#
+        ),
+        configuration("a-stamp", "stamp", "IfNeeded", "CREATE, UPDATE, DELETE", "[]"),
     ));
     let labels = |name: &str| {
         devplane.kubectl_ok(&[
@@ -741,6 +756,48 @@ webhooks:
         let err = crate::support::stderr(&output);
         assert!(err.contains(message), "{name}: {err}");
     }
+    // A configuration whose condition does not compile is refused.
+    let broken = devplane.dir.join("broken-condition.yaml");
+    std::fs::write(
+        &broken,
+        configuration(
+            "d-broken",
+            "tag",
+            "Never",
+            "CREATE",
+            r#"[{name: broken, expression: "object.metadata.name =="}]"#,
+        ),
+    )
+    .expect("manifest");
+    let output = devplane.kubectl(&["create", "-f", &broken.to_string_lossy()]);
+    assert!(!output.status.success(), "a broken condition was stored");
+    let err = crate::support::stderr(&output);
+    assert!(
+        err.contains("webhooks[0].matchConditions[0].expression: Invalid value")
+            && err.contains("compilation failed"),
+        "{err}"
+    );
+    // A webhook whose matchConditions do not all hold is not called; one whose condition
+    // cannot be evaluated refuses the write under failurePolicy Fail.
+    devplane.apply_yaml(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain-one, namespace: mut, labels: {untagged: \"yes\"}}\n",
+    );
+    assert_eq!(labels("plain-one"), "true true ");
+    assert!(
+        !guard
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("mutate tag plain-one ")),
+        "tag was called: {:?}",
+        guard.lines()
+    );
+    let output = devplane.kubectl(&["create", "configmap", "cond-error", "-n", "mut"]);
+    assert!(!output.status.success(), "cond-error was created");
+    let err = crate::support::stderr(&output);
+    assert!(
+        err.contains(r#"failed calling webhook "note.example.com": matchCondition "needs-data" cannot be evaluated"#),
+        "{err}"
+    );
     // A refusal carries the warnings given before it and with it.
     for (name, warnings) in [
         (

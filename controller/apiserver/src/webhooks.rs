@@ -2,7 +2,8 @@
 //! `MutatingWebhookConfiguration` or `ValidatingWebhookConfiguration` whose rules match a
 //! create, update or delete (operation, group, version, resource or `resource/subresource`,
 //! scope), whose `namespaceSelector` picks the object's namespace and whose `objectSelector`
-//! picks the object (or the object before) gets an `admission.k8s.io/v1` AdmissionReview over
+//! picks the object (or the object before), and whose `matchConditions` (CEL, see
+//! [`conditions`]) all hold, gets an `admission.k8s.io/v1` AdmissionReview over
 //! HTTPS, verified with its `caBundle`, within `timeoutSeconds`. The review names the
 //! requesting user (`userInfo`); a delete's review has the object being deleted as
 //! `oldObject`, no `object`, and the DeleteOptions as `options`. A denial refuses the request
@@ -32,6 +33,10 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhook, ValidatingWebhookConfiguration,
 };
 use serde_json::{Value, json};
+
+mod conditions;
+
+pub(crate) use conditions::check as check_match_conditions;
 
 use crate::authz::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -409,6 +414,13 @@ async fn ask(
     services: &ServiceAddresses,
     request: &Admission<'_>,
 ) -> ApiResult<Option<Value>> {
+    let review = review(hook, request);
+    let conditions = hook.spec.match_conditions.as_deref().unwrap_or_default();
+    match conditions::hold(conditions, &review) {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(e) => return failed(hook, e).map(|()| None),
+    }
     let side_effects = hook.spec.side_effects.as_str();
     if request.dry_run && !matches!(side_effects, "None" | "NoneOnDryRun") {
         return Err(ApiError::bad_request(format!(
@@ -416,7 +428,6 @@ async fn ask(
             hook.name
         )));
     }
-    let review = review(hook, request);
     let timeout = Duration::from_secs(
         hook.spec
             .timeout_seconds

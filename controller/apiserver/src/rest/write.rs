@@ -184,6 +184,20 @@ impl Inner {
         {
             map.remove("status");
         }
+        if resource
+            .builtin
+            .is_some_and(Builtin::is_webhook_configuration)
+        {
+            let errors = crate::webhooks::check_match_conditions(&object);
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(
+                    &resource.kind,
+                    &resource.group,
+                    object::name(&object).unwrap_or_default(),
+                    &errors,
+                ));
+            }
+        }
         match resource.builtin {
             Some(Builtin::Namespace) => builtin::prepare_namespace(&mut object),
             Some(Builtin::Secret) => builtin::prepare_secret(&mut object),
@@ -466,6 +480,17 @@ impl Inner {
             meta.remove("selfLink");
             if let Some(g) = old_meta.get("generation") {
                 meta.insert("generation".into(), g.clone());
+            }
+        }
+        if resource
+            .builtin
+            .is_some_and(Builtin::is_webhook_configuration)
+        {
+            let errors = crate::webhooks::check_match_conditions(&new);
+            if !errors.is_empty() {
+                return Err(
+                    ApiError::invalid(&resource.kind, &resource.group, &name, &errors).into(),
+                );
             }
         }
         match resource.builtin {
