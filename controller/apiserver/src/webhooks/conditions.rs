@@ -3,7 +3,8 @@
 //! webhook is called. Every condition true: it is called. One false: it is skipped, whatever
 //! the others give. Otherwise (a condition that does not compile, fails to evaluate or is not
 //! a boolean) its `failurePolicy` decides, as for a call that fails. The `authorizer` variable
-//! is not offered: a condition that uses it fails to evaluate.
+//! is not offered: a condition that uses it fails to evaluate. A configuration's conditions
+//! are checked when it is written ([`check`]); each is compiled again when it is evaluated.
 
 use devplane_schema::{ErrorType, FieldError};
 use k8s_openapi::api::admissionregistration::v1::MatchCondition;
