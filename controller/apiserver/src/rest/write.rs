@@ -104,6 +104,19 @@ pub struct Written {
     pub persisted: bool,
 }
 
+/// Refuses a write whose object has `errors` (422 Invalid, naming the object).
+fn refuse_invalid(resource: &Resource, name: Option<&str>, errors: &[FieldError]) -> ApiResult<()> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        &resource.kind,
+        &resource.group,
+        name.unwrap_or_default(),
+        errors,
+    ))
+}
+
 impl Inner {
     /// Create an object (POST, or apply to a missing name).
     pub async fn create(
@@ -184,33 +197,12 @@ impl Inner {
         {
             map.remove("status");
         }
-        if resource
-            .builtin
-            .is_some_and(Builtin::is_webhook_configuration)
-        {
-            let errors = crate::webhooks::check_match_conditions(&object);
-            if !errors.is_empty() {
-                return Err(ApiError::invalid(
-                    &resource.kind,
-                    &resource.group,
-                    object::name(&object).unwrap_or_default(),
-                    &errors,
-                ));
-            }
-        }
         match resource.builtin {
             Some(Builtin::Namespace) => builtin::prepare_namespace(&mut object),
             Some(Builtin::Secret) => builtin::prepare_secret(&mut object),
             Some(Builtin::Crd) => {
                 let errors = builtin::validate_crd(&mut object);
-                if !errors.is_empty() {
-                    return Err(ApiError::invalid(
-                        &resource.kind,
-                        &resource.group,
-                        object::name(&object).unwrap_or_default(),
-                        &errors,
-                    ));
-                }
+                refuse_invalid(resource, object::name(&object), &errors)?;
                 let status = builtin::crd_status(&object, &object::now_seconds());
                 object["status"] = status;
                 let mut finalizers = object::finalizers(&object);
@@ -218,6 +210,10 @@ impl Inner {
                     finalizers.push(CRD_CLEANUP_FINALIZER.into());
                     object::set_finalizers(&mut object, &finalizers);
                 }
+            }
+            Some(b) if b.is_webhook_configuration() => {
+                let errors = crate::webhooks::check_match_conditions(&object);
+                refuse_invalid(resource, object::name(&object), &errors)?;
             }
             _ => {}
         }
@@ -482,40 +478,23 @@ impl Inner {
                 meta.insert("generation".into(), g.clone());
             }
         }
-        if resource
-            .builtin
-            .is_some_and(Builtin::is_webhook_configuration)
-        {
-            let errors = crate::webhooks::check_match_conditions(&new);
-            if !errors.is_empty() {
-                return Err(
-                    ApiError::invalid(&resource.kind, &resource.group, &name, &errors).into(),
-                );
-            }
-        }
         match resource.builtin {
             Some(Builtin::Secret) => builtin::prepare_secret(&mut new),
             Some(Builtin::Crd) => {
-                let errors = builtin::validate_crd(&mut new);
-                if !errors.is_empty() {
-                    return Err(
-                        ApiError::invalid(&resource.kind, &resource.group, &name, &errors).into(),
-                    );
-                }
+                refuse_invalid(resource, Some(&name), &builtin::validate_crd(&mut new))?;
                 if opts.subresource.is_none() {
                     let status = builtin::crd_status(&new, &object::now_seconds());
                     new["status"] = status;
                 }
             }
+            Some(b) if b.is_webhook_configuration() => {
+                let errors = crate::webhooks::check_match_conditions(&new);
+                refuse_invalid(resource, Some(&name), &errors)?;
+            }
             _ => {}
         }
         if let Some(b) = resource.builtin {
-            let errors = builtin::immutability(b, old, &new);
-            if !errors.is_empty() {
-                return Err(
-                    ApiError::invalid(&resource.kind, &resource.group, &name, &errors).into(),
-                );
-            }
+            refuse_invalid(resource, Some(&name), &builtin::immutability(b, old, &new))?;
         }
         if object::is_terminating(old) {
             let before = object::finalizers(old);
