@@ -670,6 +670,23 @@ async fn forged_records_are_dropped_and_do_not_end_an_established_dtls_session()
             "a cut record",
             dtls_record(23, 1, far + 2, &[0x42; 40])[..20].to_vec(),
         ),
+        (
+            "a ChangeCipherSpec that cannot be read",
+            dtls_record(20, 0, far + 3, &[2]),
+        ),
+        (
+            "a record too short to decrypt",
+            dtls_record(23, 1, far + 3, &[0x42; 11]),
+        ),
+        (
+            "part of a handshake message",
+            dtls_record(
+                22,
+                0,
+                far + 4,
+                &[16, 0, 0, 40, 0, 2, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4],
+            ),
+        ),
     ];
     let dropped = || f.shared.metrics.rejected.get("ForgedDtlsRecord");
     for (id, (what, datagram)) in (2..).zip(forged) {

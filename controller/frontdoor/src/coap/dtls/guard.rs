@@ -32,9 +32,26 @@ struct ExportedState {
     master_secret: Vec<u8>,
 }
 
+/// Bytes of the explicit nonce before an AEAD record's ciphertext.
+const EXPLICIT_NONCE: usize = 8;
+
+/// Client handshake messages a retransmitted last flight carries in plain records: Certificate,
+/// CertificateVerify and ClientKeyExchange (a ClientHello opens a handshake of its own).
+const FLIGHT_MESSAGES: [u8; 3] = [11, 15, 16];
+
+/// Handshake message sequence numbers a client's last flight stays below.
+const FLIGHT_SEQUENCE: u16 = 8;
+
+/// A handshake message header: type, length (3 bytes), message sequence (2), fragment offset
+/// (3), fragment length (3).
+const HANDSHAKE_HEADER: usize = 12;
+
 /// Checks the records of an established server session.
 pub(super) struct RecordGuard {
     cipher: Box<dyn CipherSuite + Send + Sync>,
+    /// Bytes of the shortest record of the session's epoch: header, explicit nonce and tag.
+    /// The library's decryption assumes this much.
+    shortest: usize,
 }
 
 impl RecordGuard {
@@ -68,13 +85,22 @@ impl RecordGuard {
         cipher
             .init(master_secret, client_random, server_random, false)
             .map_err(|e| format!("cannot derive the session's keys: {e}"))?;
-        Ok(RecordGuard { cipher })
+        let tag = match suite {
+            CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8
+            | CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Ccm_8 => 8,
+            _ => 16,
+        };
+        Ok(RecordGuard {
+            cipher,
+            shortest: RECORD_HEADER + EXPLICIT_NONCE + tag,
+        })
     }
 
     /// The records of `datagram` the session may read, or `None` when there are none. A
-    /// record of the session's epoch must decrypt; of epoch 0 only a handshake or
-    /// ChangeCipherSpec record passes (a client's retransmitted last flight, whose Finished is
-    /// itself checked); anything else is dropped, as is a cut record and whatever follows it.
+    /// record of the session's epoch must decrypt. Of epoch 0 only the plain records of a
+    /// client's retransmitted last flight pass (its Finished is of the session's epoch, and
+    /// checked): a ChangeCipherSpec, and whole handshake messages of the kinds that flight
+    /// holds. Anything else is dropped, as is a cut record and whatever follows it.
     pub(super) fn admit<'d>(&self, datagram: &'d [u8]) -> Option<Cow<'d, [u8]>> {
         let mut kept: Vec<&[u8]> = Vec::new();
         let mut all = true;
@@ -100,16 +126,37 @@ impl RecordGuard {
     }
 
     fn passes(&self, record: &[u8]) -> bool {
-        let content = record[0];
-        match u16::from_be_bytes([record[3], record[4]]) {
-            0 => matches!(content, HANDSHAKE | CHANGE_CIPHER_SPEC),
-            SESSION_EPOCH => {
-                matches!(content, APPLICATION_DATA | ALERT | HANDSHAKE)
-                    && self.cipher.decrypt(record).is_ok()
+        let body = &record[RECORD_HEADER..];
+        match (record[0], u16::from_be_bytes([record[3], record[4]])) {
+            // The library ends the session on a ChangeCipherSpec it cannot read.
+            (CHANGE_CIPHER_SPEC, 0) => body == [1],
+            (HANDSHAKE, 0) => is_flight_message(body),
+            (APPLICATION_DATA | ALERT | HANDSHAKE, SESSION_EPOCH) => {
+                record.len() >= self.shortest && self.cipher.decrypt(record).is_ok()
             }
             _ => false,
         }
     }
+}
+
+/// Whether a plain handshake record holds one whole message of a client's last flight. Parts
+/// of messages would wait in the library's fragment buffer, and a ClientHello or a later
+/// message has no place in an established session.
+fn is_flight_message(body: &[u8]) -> bool {
+    let Some(header) = body.get(..HANDSHAKE_HEADER) else {
+        return false;
+    };
+    let length = |at: usize| {
+        usize::from(header[at]) << 16
+            | usize::from(header[at + 1]) << 8
+            | usize::from(header[at + 2])
+    };
+    let whole = body.len() - HANDSHAKE_HEADER;
+    FLIGHT_MESSAGES.contains(&header[0])
+        && u16::from_be_bytes([header[4], header[5]]) < FLIGHT_SEQUENCE
+        && length(6) == 0
+        && length(1) == whole
+        && length(9) == whole
 }
 
 /// The whole record `data` starts with, if it holds one.
@@ -160,6 +207,18 @@ mod tests {
         client.encrypt(&header, &plain).expect("encrypt")
     }
 
+    /// A handshake message of `kind` and `sequence`, `length` bytes long, of which the record
+    /// holds `part` bytes from `offset`.
+    fn handshake(kind: u8, sequence: u16, length: u32, offset: u32, part: u32) -> Vec<u8> {
+        let mut message = vec![kind];
+        message.extend(&length.to_be_bytes()[1..]);
+        message.extend(sequence.to_be_bytes());
+        message.extend(&offset.to_be_bytes()[1..]);
+        message.extend(&part.to_be_bytes()[1..]);
+        message.extend(vec![7u8; part as usize]);
+        message
+    }
+
     fn plain(content: u8, epoch: u16, body: &[u8]) -> Vec<u8> {
         let mut record = vec![content, 0xfe, 0xfd];
         record.extend(epoch.to_be_bytes());
@@ -199,13 +258,38 @@ mod tests {
             ("a later epoch", plain(23, 2, &[0; 24])),
             ("a cut record", data[..data.len() - 1].to_vec()),
             ("a cut header", data[..5].to_vec()),
+            (
+                "a record too short for a nonce and a tag",
+                plain(23, 1, &[0; 11]),
+            ),
+            (
+                "a ChangeCipherSpec the library cannot read",
+                plain(20, 0, &[2]),
+            ),
+            ("a ClientHello", plain(22, 0, &handshake(1, 0, 4, 0, 4))),
+            (
+                "a Finished in plain",
+                plain(22, 0, &handshake(20, 3, 12, 0, 12)),
+            ),
+            (
+                "part of a key exchange",
+                plain(22, 0, &handshake(16, 2, 40, 0, 4)),
+            ),
+            (
+                "a later part of one",
+                plain(22, 0, &handshake(16, 2, 8, 4, 4)),
+            ),
+            (
+                "a message far ahead",
+                plain(22, 0, &handshake(16, 900, 4, 0, 4)),
+            ),
         ] {
             assert_eq!(guard.admit(&record), None, "{what}");
         }
 
         // A retransmitted last flight keeps its plain records.
         let change_cipher_spec = plain(20, 0, &[1]);
-        let key_exchange = plain(22, 0, &[16, 0, 0, 0]);
+        let key_exchange = plain(22, 0, &handshake(16, 2, 4, 0, 4));
         let flight = [key_exchange, change_cipher_spec].concat();
         assert_eq!(guard.admit(&flight).as_deref(), Some(&flight[..]));
 
