@@ -11,11 +11,12 @@ and tag) or stamped (for note), or ->" and answers with a JSON Patch that adds t
 stamped=true (noted=true, tagged=true) if the object lacks it. /mutate-stamp denies an object
 called refuse-me ("stamping refuse-me is not allowed", with the warning "refuse-me is refused
 by the test webhook"), answers an object called bad-patch
-with a patch that cannot apply, one called rename-me with a patch that renames it, one called
+with a patch that cannot apply, one called rename-me with a patch that renames it (and the
+warning "stamped by the test webhook"), one called
 with-extra with a patch that also adds a top-level field "extra" no schema knows, one called
 garbage with a JSON array instead of an AdmissionReview, one called wrong-uid with another
-request's uid, and those called warned or warned-then-refused with the warning "stamped by the
-test webhook". /mutate-note, called after it, denies warned-then-refused ("noting
+request's uid, and those whose names start with warned with the warning "stamped by the test
+webhook". /mutate-note, called after it, denies warned-then-refused ("noting
 warned-then-refused is not allowed", with the warning "warned-then-refused is refused by the
 test webhook"). /mutate-stamp denies deleting an object labelled keep=true ("deleting kept objects is not allowed") and warns
 when the object called warned is deleted ("deleting warned is noted by the test webhook").
@@ -69,7 +70,7 @@ def mutate(kind, request):
         return []
     if kind == "stamp" and name == "wrong-uid":
         response["uid"] = "not-" + request["uid"]
-    if kind == "stamp" and name in ("warned", "warned-then-refused"):
+    if kind == "stamp" and (name.startswith("warned") or name == "rename-me"):
         response["warnings"] = ["stamped by the test webhook"]
     if kind == "stamp" and name == "bad-patch":
         patch = [{"op": "replace", "path": "/no/such/field", "value": 1}]

@@ -493,7 +493,8 @@ async fn delete_collection(inner: &Inner, req: Request) -> ApiResult<Response> {
                 }
             }
             Err(e) if e.code == 404 => {}
-            Err(e) => return Err(e),
+            // The warnings of the objects already deleted go with the refusal.
+            Err(e) => return Err(e.after_warnings(&warnings)),
         }
     }
     let body = json!({"kind": resource.list_kind, "apiVersion": resource.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": deleted});

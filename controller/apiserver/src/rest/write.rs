@@ -104,6 +104,15 @@ pub struct Written {
     pub persisted: bool,
 }
 
+/// Adds `given` warnings to `warned`, each once.
+fn add_warnings(warned: &mut Vec<String>, given: Vec<String>) {
+    for warning in given {
+        if !warned.contains(&warning) {
+            warned.push(warning);
+        }
+    }
+}
+
 /// Refuses a write whose object has `errors` (422 Invalid, naming the object).
 fn refuse_invalid(resource: &Resource, name: Option<&str>, errors: &[FieldError]) -> ApiResult<()> {
     if errors.is_empty() {
@@ -123,8 +132,31 @@ impl Inner {
         &self,
         resource: &Resource,
         namespace: Option<&str>,
+        object: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        let mut warned = Vec::new();
+        match self
+            .create_warned(resource, namespace, object, opts, &mut warned)
+            .await
+        {
+            Ok(written) => Ok(Written {
+                warnings: warned,
+                ..written
+            }),
+            Err(e) => Err(e.after_warnings(&warned)),
+        }
+    }
+
+    /// [`Inner::create`], adding the warnings for the client to `warned` as they are given
+    /// (a refusal after some were given carries them too, as kube-apiserver's does).
+    async fn create_warned(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
         mut object: Value,
         opts: &WriteOptions,
+        warned: &mut Vec<String>,
     ) -> ApiResult<Written> {
         if !object.is_object() {
             return Err(ApiError::bad_request("the object must be a JSON object"));
@@ -146,7 +178,6 @@ impl Inner {
         }
         // The object as the request sent it, if mutating webhooks changed it.
         let mut requested = None;
-        let mut webhook_warnings = Vec::new();
         if opts.admission && !self.webhooks().none_mutating() {
             // Webhooks see the object in its namespace, and may not move or rename it.
             if let (true, Some(ns)) = (resource.namespaced, namespace) {
@@ -155,9 +186,10 @@ impl Inner {
             let target = opts.target(resource, namespace);
             let options = opts.as_json("CreateOptions");
             let before = object.clone();
-            webhook_warnings = self
+            let given = self
                 .run_mutating_webhooks("CREATE", &target, &mut object, (None, Some(&options)))
                 .await?;
+            add_warnings(warned, given);
             check_type_meta(resource, &object)?;
             // A name may be given to an object that asked for a generated one.
             let named = object::name(&before).is_none()
@@ -223,14 +255,13 @@ impl Inner {
         {
             meta_mut(&mut object).insert("name".into(), Value::String(generated_name(base)));
         }
-        let mut warnings = admit(
+        let given = admit(
             resource,
             &mut object,
             (None, requested.as_ref()),
             opts.field_validation,
-        )
-        .map_err(|e| e.after_warnings(&webhook_warnings))?;
-        warnings.append(&mut webhook_warnings);
+        )?;
+        add_warnings(warned, given);
         if let Some(caller) = &opts.caller {
             crate::escalation::check(&self.rbac(), caller, resource, namespace, &object)?;
         }
@@ -243,9 +274,8 @@ impl Inner {
             let options = opts.as_json("CreateOptions");
             let given = self
                 .run_webhooks("CREATE", &target, (Some(&object), None, Some(&options)))
-                .await
-                .map_err(|e| e.after_warnings(&warnings))?;
-            warnings.extend(given);
+                .await?;
+            add_warnings(warned, given);
         }
         if !opts.managed_fields_done {
             ssa::update(
@@ -263,7 +293,7 @@ impl Inner {
             meta_mut(&mut object).insert("resourceVersion".into(), Value::String(String::new()));
             return Ok(Written {
                 object,
-                warnings,
+                warnings: Vec::new(),
                 created: true,
                 persisted: false,
             });
@@ -273,7 +303,7 @@ impl Inner {
             .await?;
         Ok(Written {
             object,
-            warnings,
+            warnings: Vec::new(),
             created: true,
             persisted: true,
         })
@@ -347,8 +377,32 @@ impl Inner {
         resource: &Resource,
         old: &Value,
         old_rev: Rev,
+        new: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, UpdateError> {
+        let mut warned = Vec::new();
+        match self
+            .update_warned(resource, (old, old_rev), new, opts, &mut warned)
+            .await
+        {
+            Ok(written) => Ok(Written {
+                warnings: warned,
+                ..written
+            }),
+            Err(UpdateError::Api(e)) => Err(UpdateError::Api(e.after_warnings(&warned))),
+            // A lost race is tried again, with the webhooks asked again.
+            Err(conflict) => Err(conflict),
+        }
+    }
+
+    /// [`Inner::update`], adding the warnings for the client to `warned` as they are given.
+    async fn update_warned(
+        &self,
+        resource: &Resource,
+        (old, old_rev): (&Value, Rev),
         mut new: Value,
         opts: &WriteOptions,
+        warned: &mut Vec<String>,
     ) -> Result<Written, UpdateError> {
         if !new.is_object() {
             return Err(ApiError::bad_request("the object must be a JSON object").into());
@@ -383,7 +437,6 @@ impl Inner {
         }
         // The object as the request sent it, if mutating webhooks changed it.
         let mut requested = None;
-        let mut webhook_warnings = Vec::new();
         if opts.admission && !self.webhooks().none_mutating() {
             let target = opts.target(resource, object::namespace(old));
             let options = opts.as_json("UpdateOptions");
@@ -394,9 +447,10 @@ impl Inner {
                 meta_mut(&mut new).insert("namespace".into(), Value::String(ns.into()));
             }
             let before = new.clone();
-            webhook_warnings = self
+            let given = self
                 .run_mutating_webhooks("UPDATE", &target, &mut new, (Some(old), Some(&options)))
                 .await?;
+            add_warnings(warned, given);
             check_type_meta(resource, &new)?;
             // What the object is stays as stored (unset is taken from it below).
             let kept = |field: fn(&Value) -> Option<&str>| {
@@ -517,14 +571,13 @@ impl Inner {
         if let Some(m) = old_view.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
-        let mut warnings = admit(
+        let given = admit(
             resource,
             &mut new,
             (Some(&old_view), requested.as_ref()),
             opts.field_validation,
-        )
-        .map_err(|e| e.after_warnings(&webhook_warnings))?;
-        warnings.append(&mut webhook_warnings);
+        )?;
+        add_warnings(warned, given);
         if spec_changed(resource, &old_view, &new) {
             let generation = object::generation(old) + 1;
             meta_mut(&mut new).insert("generation".into(), Value::from(generation));
@@ -546,7 +599,7 @@ impl Inner {
             // A no-op write: no new revision, no event.
             return Ok(Written {
                 object: old.clone(),
-                warnings,
+                warnings: Vec::new(),
                 created: false,
                 persisted: false,
             });
@@ -571,9 +624,8 @@ impl Inner {
             let options = opts.as_json("UpdateOptions");
             let given = self
                 .run_webhooks("UPDATE", &target, (Some(&new), Some(old), Some(&options)))
-                .await
-                .map_err(|e| e.after_warnings(&warnings))?;
-            warnings.extend(given);
+                .await?;
+            add_warnings(warned, given);
         }
         let new_bytes = encode(resource, &new)?;
         if opts.dry_run {
@@ -582,7 +634,7 @@ impl Inner {
                 .insert("resourceVersion".into(), Value::String(old_rev.to_string()));
             return Ok(Written {
                 object: shown,
-                warnings,
+                warnings: Vec::new(),
                 created: false,
                 persisted: false,
             });
@@ -601,7 +653,7 @@ impl Inner {
             );
             return Ok(Written {
                 object: last,
-                warnings,
+                warnings: Vec::new(),
                 created: false,
                 persisted: true,
             });
@@ -618,7 +670,7 @@ impl Inner {
         );
         Ok(Written {
             object: stored,
-            warnings,
+            warnings: Vec::new(),
             created: false,
             persisted: true,
         })

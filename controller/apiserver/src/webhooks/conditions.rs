@@ -2,15 +2,23 @@
 //! request, with the variables `object`, `oldObject` and `request`, that decide whether the
 //! webhook is called. Every condition true: it is called. One false: it is skipped, whatever
 //! the others give. Otherwise (a condition that does not compile, fails to evaluate or is not
-//! a boolean) its `failurePolicy` decides, as for a call that fails. The `authorizer` variable
-//! is not offered: a condition that uses it fails to evaluate. A configuration's conditions
-//! are checked when it is written ([`check`]); each is compiled again when it is evaluated.
+//! a boolean) its `failurePolicy` decides, as for a call that fails.
+//!
+//! `request` is the AdmissionReview's request the webhook would get, without the objects;
+//! objects are read as their JSON, with the Kubernetes CEL libraries, and field names are not
+//! escaped (kube-apiserver escapes declared field names such as `x-y` as `x__dash__y`). The
+//! `authorizer` variable is not offered: a condition that uses it fails to evaluate. A
+//! configuration's conditions are parsed when it is written ([`check`]), not type-checked (an
+//! unknown variable shows when the condition is evaluated), and parsed again each time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use devplane_schema::{ErrorType, FieldError};
 use k8s_openapi::api::admissionregistration::v1::MatchCondition;
-use kube_cel::{
-    AdmissionRequest, GroupVersionKind, GroupVersionResource, VapEvaluator, VapExpression,
-};
+use kube_cel::KubeCelExt;
+use kube_cel::cel::objects::{Key, Map};
+use kube_cel::cel::{Context, Program, Value as Cel};
 use serde_json::Value;
 
 /// Most conditions one webhook may have (as kube-apiserver allows).
@@ -61,7 +69,7 @@ pub(crate) fn check(configuration: &Value) -> Vec<FieldError> {
                     "",
                 )),
                 Some(expression) => {
-                    if let Err(e) = kube_cel::cel::Program::compile(expression) {
+                    if let Err(e) = Program::compile(expression) {
                         errors.push(FieldError::new(
                             field("expression"),
                             ErrorType::Invalid,
@@ -76,84 +84,66 @@ pub(crate) fn check(configuration: &Value) -> Vec<FieldError> {
     errors
 }
 
-/// The message kube-cel is given for a condition that evaluates to false, to tell that apart
-/// from one that fails (kube-cel reports both as not passed, with a message).
-const FALSE: &str = "\u{1}false";
-
 /// Whether `conditions` hold for the request of the AdmissionReview `review`; Err says which
-/// condition could not be evaluated, and why.
+/// condition could not be evaluated, and why. `request` is the review's request as the webhook
+/// would get it, without the objects (which are `object` and `oldObject`).
 pub(super) fn hold(conditions: &[MatchCondition], review: &Value) -> Result<bool, String> {
     if conditions.is_empty() {
         return Ok(true);
     }
     let request = &review["request"];
-    let text = |pointer: &str| {
-        request
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let asking = AdmissionRequest {
-        operation: text("/operation"),
-        username: text("/userInfo/username"),
-        uid: text("/userInfo/uid"),
-        groups: request
-            .pointer("/userInfo/groups")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        name: text("/name"),
-        namespace: text("/namespace"),
-        dry_run: request["dryRun"].as_bool().unwrap_or(false),
-        kind: GroupVersionKind {
-            group: text("/kind/group"),
-            version: text("/kind/version"),
-            kind: text("/kind/kind"),
-        },
-        resource: GroupVersionResource {
-            group: text("/resource/group"),
-            version: text("/resource/version"),
-            resource: text("/resource/resource"),
-        },
-    };
-    let mut evaluator = VapEvaluator::builder()
-        .object(request["object"].clone())
-        .request(asking);
-    if !request["oldObject"].is_null() {
-        evaluator = evaluator.old_object(request["oldObject"].clone());
+    let mut context = Context::default();
+    context.register_all();
+    context.add_variable_from_value("object", to_cel(&request["object"]));
+    context.add_variable_from_value("oldObject", to_cel(&request["oldObject"]));
+    let mut asking = request.clone();
+    if let Some(fields) = asking.as_object_mut() {
+        fields.remove("object");
+        fields.remove("oldObject");
     }
-    let expressions: Vec<VapExpression> = conditions
-        .iter()
-        .map(|condition| VapExpression {
-            expression: condition.expression.clone(),
-            message: Some(FALSE.into()),
-            message_expression: None,
-        })
-        .collect();
+    context.add_variable_from_value("request", to_cel(&asking));
     let mut failure = None;
-    for (condition, result) in conditions
-        .iter()
-        .zip(evaluator.build().evaluate(&expressions))
-    {
-        match (result.passed, result.message.as_deref()) {
-            (true, _) => {}
-            (false, Some(FALSE)) => return Ok(false),
-            (false, why) => {
-                failure.get_or_insert_with(|| {
-                    format!(
-                        "matchCondition {:?} cannot be evaluated: {}",
-                        condition.name,
-                        why.unwrap_or("no reason given")
-                    )
-                });
-            }
-        }
+    for condition in conditions {
+        let outcome = Program::compile(&condition.expression)
+            .map_err(|e| e.to_string())
+            .and_then(|program| program.execute(&context).map_err(|e| e.to_string()));
+        let why = match outcome {
+            Ok(Cel::Bool(true)) => continue,
+            Ok(Cel::Bool(false)) => return Ok(false),
+            Ok(other) => format!("not a boolean but {other:?}"),
+            Err(e) => e,
+        };
+        failure.get_or_insert_with(|| {
+            format!(
+                "matchCondition {:?} cannot be evaluated: {why}",
+                condition.name
+            )
+        });
     }
     failure.map_or(Ok(true), Err)
+}
+
+/// A JSON value as CEL sees it: integers are `int` (`uint` only beyond its range), and an
+/// object's keys are used as they are (label keys and other map keys are read by index).
+fn to_cel(value: &Value) -> Cel {
+    match value {
+        Value::Null => Cel::Null,
+        Value::Bool(b) => Cel::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Cel::Int(i),
+            (None, Some(u)) => Cel::UInt(u),
+            _ => Cel::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Cel::String(Arc::new(s.clone())),
+        Value::Array(items) => Cel::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(fields) => {
+            let map: HashMap<Key, Cel> = fields
+                .iter()
+                .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+                .collect();
+            Cel::Map(Map { map: Arc::new(map) })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -175,14 +165,17 @@ mod tests {
 
     fn review(operation: &str, object: Value, old: Value) -> Value {
         json!({"request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
             "operation": operation,
             "name": "m1",
             "namespace": "mut",
             "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
             "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "subResource": "status",
             "userInfo": {"username": "alice", "groups": ["devs", "system:authenticated"]},
             "object": object,
             "oldObject": old,
+            "options": {"kind": "CreateOptions", "fieldManager": "kubectl"},
             "dryRun": false,
         }})
     }
@@ -241,7 +234,7 @@ mod tests {
     fn every_condition_true_calls_one_false_skips_and_a_failure_is_reported() {
         let created = review(
             "CREATE",
-            json!({"metadata": {"name": "m1", "labels": {"tier": "web"}}, "data": {"k": "v"}}),
+            json!({"metadata": {"name": "m1", "labels": {"tier": "web", "app.kubernetes.io/name": "meter"}}, "data": {"k": "v"}, "replicas": 3}),
             Value::Null,
         );
         let judge = |expressions: &[&str]| hold(&conditions(expressions), &created);
@@ -253,6 +246,9 @@ mod tests {
                 "'devs' in request.userInfo.groups && oldObject == null",
                 "request.kind.kind == 'ConfigMap' && request.resource.resource == 'configmaps'",
                 "request.namespace == 'mut' && request.name == 'm1' && !request.dryRun",
+                "object.metadata.labels['app.kubernetes.io/name'] == 'meter' && object.replicas > 2",
+                "request.subResource == 'status' && request.options.fieldManager == 'kubectl'",
+                "request.uid.startsWith('705ab4f5') && object.metadata.name.matches('^m[0-9]$')",
             ]),
             Ok(true)
         );
