@@ -17,8 +17,8 @@ pub struct ApiError {
     pub message: String,
     /// `details` of the Status, if any.
     pub details: Option<Value>,
-    /// Warnings for the client, sent as `Warning` headers with the refusal: what admission
-    /// webhooks said before (or while) refusing.
+    /// Warnings for the client, sent as `Warning` headers with the refusal: those given before
+    /// it (by admission webhooks, by field validation) and the refusing webhook's own.
     pub warnings: Vec<String>,
 }
 

@@ -34,14 +34,14 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use serde_json::{Value, json};
 
-mod conditions;
-
-pub(crate) use conditions::check as check_match_conditions;
-
 use crate::authz::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::registry::Resource;
 use crate::selector::LabelSelector;
+
+mod conditions;
+
+pub(crate) use conditions::check as check_match_conditions;
 
 /// One webhook of a configuration. A mutating webhook's fields are a validating one's and
 /// its `reinvocationPolicy`.
