@@ -30,6 +30,19 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// Adds `given` warnings to `warnings`, each once: several webhooks (or the objects of a
+/// collection) may give the same one.
+pub fn merge_warnings<W: AsRef<str> + Into<String>>(
+    warnings: &mut Vec<String>,
+    given: impl IntoIterator<Item = W>,
+) {
+    for warning in given {
+        if !warnings.iter().any(|w| w == warning.as_ref()) {
+            warnings.push(warning.into());
+        }
+    }
+}
+
 /// Result of an API operation.
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -55,13 +68,8 @@ impl ApiError {
 
     /// The same refusal, with `earlier` warnings before its own (each once).
     pub fn after_warnings(mut self, earlier: &[String]) -> Self {
-        let own = std::mem::take(&mut self.warnings);
-        self.warnings = earlier.to_vec();
-        for warning in own {
-            if !self.warnings.contains(&warning) {
-                self.warnings.push(warning);
-            }
-        }
+        let own = std::mem::replace(&mut self.warnings, earlier.to_vec());
+        merge_warnings(&mut self.warnings, own);
         self
     }
 

@@ -282,11 +282,7 @@ fn warned(response: Option<&Value>, warnings: &mut Vec<String>) {
         .flatten()
         .filter_map(Value::as_str)
         .filter(|w| !w.is_empty());
-    for warning in given {
-        if !warnings.iter().any(|w| w == warning) {
-            warnings.push(warning.to_string());
-        }
-    }
+    crate::error::merge_warnings(warnings, given);
 }
 
 /// Run the matching mutating webhooks on `object` (`request.object` is ignored: each webhook

@@ -486,11 +486,7 @@ async fn delete_collection(inner: &Inner, req: Request) -> ApiResult<Response> {
         {
             Ok(one) => {
                 deleted.push(one.object);
-                for warning in one.warnings {
-                    if !warnings.contains(&warning) {
-                        warnings.push(warning);
-                    }
-                }
+                crate::error::merge_warnings(&mut warnings, one.warnings);
             }
             Err(e) if e.code == 404 => {}
             // The warnings of the objects already deleted go with the refusal.

@@ -10,7 +10,7 @@ use super::codec::encode;
 use super::validate::{admit, check_type_meta};
 use super::{CRD_CLEANUP_FINALIZER, MAX_RETRIES};
 use crate::builtin::{self, Builtin};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, merge_warnings};
 use crate::object::{self, meta, meta_mut};
 use crate::registry::Resource;
 use crate::request::FieldValidation;
@@ -104,15 +104,6 @@ pub struct Written {
     pub persisted: bool,
 }
 
-/// Adds `given` warnings to `warned`, each once.
-fn add_warnings(warned: &mut Vec<String>, given: Vec<String>) {
-    for warning in given {
-        if !warned.contains(&warning) {
-            warned.push(warning);
-        }
-    }
-}
-
 /// Refuses a write whose object has `errors` (422 Invalid, naming the object).
 fn refuse_invalid(resource: &Resource, name: Option<&str>, errors: &[FieldError]) -> ApiResult<()> {
     if errors.is_empty() {
@@ -189,7 +180,7 @@ impl Inner {
             let given = self
                 .run_mutating_webhooks("CREATE", &target, &mut object, (None, Some(&options)))
                 .await?;
-            add_warnings(warned, given);
+            merge_warnings(warned, given);
             check_type_meta(resource, &object)?;
             // A name may be given to an object that asked for a generated one.
             let named = object::name(&before).is_none()
@@ -261,7 +252,7 @@ impl Inner {
             (None, requested.as_ref()),
             opts.field_validation,
         )?;
-        add_warnings(warned, given);
+        merge_warnings(warned, given);
         if let Some(caller) = &opts.caller {
             crate::escalation::check(&self.rbac(), caller, resource, namespace, &object)?;
         }
@@ -275,7 +266,7 @@ impl Inner {
             let given = self
                 .run_webhooks("CREATE", &target, (Some(&object), None, Some(&options)))
                 .await?;
-            add_warnings(warned, given);
+            merge_warnings(warned, given);
         }
         if !opts.managed_fields_done {
             ssa::update(
@@ -450,7 +441,7 @@ impl Inner {
             let given = self
                 .run_mutating_webhooks("UPDATE", &target, &mut new, (Some(old), Some(&options)))
                 .await?;
-            add_warnings(warned, given);
+            merge_warnings(warned, given);
             check_type_meta(resource, &new)?;
             // What the object is stays as stored (unset is taken from it below).
             let kept = |field: fn(&Value) -> Option<&str>| {
@@ -577,7 +568,7 @@ impl Inner {
             (Some(&old_view), requested.as_ref()),
             opts.field_validation,
         )?;
-        add_warnings(warned, given);
+        merge_warnings(warned, given);
         if spec_changed(resource, &old_view, &new) {
             let generation = object::generation(old) + 1;
             meta_mut(&mut new).insert("generation".into(), Value::from(generation));
@@ -625,7 +616,7 @@ impl Inner {
             let given = self
                 .run_webhooks("UPDATE", &target, (Some(&new), Some(old), Some(&options)))
                 .await?;
-            add_warnings(warned, given);
+            merge_warnings(warned, given);
         }
         let new_bytes = encode(resource, &new)?;
         if opts.dry_run {
