@@ -22,7 +22,7 @@ test webhook"). /mutate-stamp denies deleting an object labelled keep=true ("del
 when the object called warned is deleted ("deleting warned is noted by the test webhook").
 
 On any other path it is a validating webhook. For every AdmissionReview it prints
-"review <operation> <username> <name> <has object> <has oldObject> <options kind>
+"review <operation> <username> <name> <has object> <has oldObject, with its resourceVersion> <options kind>
 <options' gracePeriodSeconds or ->" and answers:
 a DELETE of an object labelled protected=true is denied with the message
 "deleting protected objects is not allowed (asked by <username>)", a TokenRequest for the
@@ -106,7 +106,7 @@ class Handler(BaseHTTPRequestHandler):
             user,
             request.get("name") or "-",
             request.get("object") is not None,
-            old is not None,
+            old is not None and "resourceVersion" in (old.get("metadata") or {}),
             options.get("kind", "-"),
             options.get("gracePeriodSeconds", "-"),
             flush=True,

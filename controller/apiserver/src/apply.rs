@@ -207,7 +207,7 @@ impl Apply<'_> {
             &self.now,
         );
         match merged {
-            Ok(merged) => Outcome::from(inner.update(resource, &old, rev, merged, self.opts).await)
+            Ok(merged) => Outcome::from(inner.update(resource, old, rev, merged, self.opts).await)
                 .map(|w| (200, w)),
             Err(e) => Outcome::Decided(Err(apply_error(resource, self.name, e))),
         }

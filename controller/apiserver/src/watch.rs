@@ -15,6 +15,7 @@ use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::builtin::Builtin;
 use crate::error::{ApiError, ApiResult};
 use crate::object;
 use crate::registry::Resource;
@@ -450,12 +451,22 @@ fn transition(
     encoder: &mut Encoder,
 ) -> Option<Bytes> {
     let current = cache.decoded(resource, &event.kv)?;
-    // Without selectors every object matches, and the parsed object is not needed.
+    // Without selectors every object matches, and the parsed object is not needed; label
+    // selectors alone read only the stored labels.
+    let by_labels = |stored: &KeyValue| {
+        if !selectors.fields.is_empty() || resource.builtin == Some(Builtin::EventsV1) {
+            return None;
+        }
+        let labels = rest::label_index::stored_labels(&stored.value).ok()?;
+        Some(selectors.labels.matches(labels.as_ref()))
+    };
     let matches = |decoded: &Decoded| {
         selectors.is_empty()
-            || decoded
-                .object()
-                .is_some_and(|o| selectors.matches(resource, o))
+            || by_labels(&event.kv).unwrap_or_else(|| {
+                decoded
+                    .object()
+                    .is_some_and(|o| selectors.matches(resource, o))
+            })
     };
     let kind = match event.kind {
         EventKind::Delete => matches(&current).then_some("DELETED")?,
@@ -465,11 +476,12 @@ fn transition(
                 // Every version matches: what counts is whether there was one before.
                 (event.kv.create_rev < event.kv.mod_rev).then_some(true)
             } else {
-                event
-                    .prev
-                    .as_ref()
-                    .and_then(|prev| rest::decode(resource, prev).ok())
-                    .map(|p| selectors.matches(resource, &p))
+                event.prev.as_ref().and_then(|prev| {
+                    by_labels(prev).or_else(|| {
+                        let p = rest::decode(resource, prev).ok()?;
+                        Some(selectors.matches(resource, &p))
+                    })
+                })
             };
             match (before, now) {
                 (None | Some(false), true) => "ADDED",

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::Schema;
-use crate::validate::{child, element, entry};
+use crate::validate::{Step, child, descend};
 
 /// ObjectMeta's fields; others are dropped from `metadata` like the API server does.
 const OBJECT_META_FIELDS: &[&str] = &[
@@ -29,7 +29,7 @@ const OBJECT_META_FIELDS: &[&str] = &[
 pub(crate) fn prune(
     s: &Schema,
     value: &mut Value,
-    path: &str,
+    path: &mut String,
     root: bool,
     unknown: &mut Vec<String>,
 ) {
@@ -73,16 +73,22 @@ pub(crate) fn prune(
                     continue;
                 }
                 if let Some(prop) = s.properties.get(name) {
-                    prune(prop, v, &child(path, name), false, unknown);
+                    descend(path, Step::Field(name), |path| {
+                        prune(prop, v, path, false, unknown)
+                    });
                 } else if let Some(additional) = &s.additional_properties {
-                    prune(additional, v, &entry(path, name), false, unknown);
+                    descend(path, Step::Entry(name), |path| {
+                        prune(additional, v, path, false, unknown)
+                    });
                 }
             }
         }
         Value::Array(items) => {
             if let Some(item_schema) = &s.items {
                 for (i, item) in items.iter_mut().enumerate() {
-                    prune(item_schema, item, &element(path, i), false, unknown);
+                    descend(path, Step::Element(i), |path| {
+                        prune(item_schema, item, path, false, unknown)
+                    });
                 }
             }
         }

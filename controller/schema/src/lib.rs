@@ -398,7 +398,7 @@ impl CompiledSchema {
     /// paths. `apiVersion`, `kind` and `metadata` at the root are kept.
     pub fn prune(&self, object: &mut Value) -> Vec<String> {
         let mut unknown = Vec::new();
-        apply::prune(&self.schema, object, "", true, &mut unknown);
+        apply::prune(&self.schema, object, &mut String::new(), true, &mut unknown);
         unknown
     }
 
@@ -410,7 +410,7 @@ impl CompiledSchema {
     /// Check an object against the schema (not the CEL rules).
     pub fn validate(&self, object: &Value) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        validate::node(&self.schema, object, "", true, &mut errors);
+        validate::node(&self.schema, object, &mut String::new(), true, &mut errors);
         errors
     }
 

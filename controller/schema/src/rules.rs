@@ -9,6 +9,8 @@ use kube_cel::CompiledSchema;
 use kube_cel::ValidationError;
 use serde_json::Value;
 
+use crate::validate::{Step, descend};
+
 /// Whether a node or anything below it carries rules.
 fn has_rules(node: &CompiledSchema) -> bool {
     !node.validations.is_empty()
@@ -54,7 +56,14 @@ pub fn validate(
     old: Option<&Value>,
 ) -> Result<(), Vec<ValidationError>> {
     let mut errors = Vec::new();
-    validate_at("", validator, root, object, old, &mut errors);
+    validate_at(
+        &mut String::new(),
+        validator,
+        root,
+        object,
+        old,
+        &mut errors,
+    );
     if errors.is_empty() {
         Ok(())
     } else {
@@ -65,7 +74,7 @@ pub fn validate(
 /// [`validate`] of the node at `path` (empty at the root), adding what it finds to `errors`
 /// with field paths from the root.
 fn validate_at(
-    path: &str,
+    path: &mut String,
     validator: &kube_cel::Validator,
     node: &CompiledSchema,
     value: &Value,
@@ -84,13 +93,10 @@ fn validate_at(
             let Some(field) = value.get(name) else {
                 continue;
             };
-            let child_path = if path.is_empty() {
-                name.clone()
-            } else {
-                format!("{path}.{name}")
-            };
             let before = old.and_then(|o| o.get(name));
-            validate_at(&child_path, validator, child, field, before, errors);
+            descend(path, Step::Field(name), |path| {
+                validate_at(path, validator, child, field, before, errors)
+            });
         }
         return;
     }
@@ -98,7 +104,7 @@ fn validate_at(
         errors.extend(found.as_slice().iter().cloned().map(|mut e| {
             e.field_path = match (path.is_empty(), e.field_path.is_empty()) {
                 (true, _) => e.field_path,
-                (false, true) => path.to_owned(),
+                (false, true) => path.clone(),
                 (false, false) => format!("{path}.{}", e.field_path),
             };
             e

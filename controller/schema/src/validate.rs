@@ -21,13 +21,45 @@ pub(crate) fn element(path: &str, index: usize) -> String {
     format!("{path}[{index}]")
 }
 
-/// Path of a map entry.
-pub(crate) fn entry(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}[{key}]")
+/// One step down from a node: how [`descend`] extends its path.
+#[derive(Clone, Copy)]
+pub(crate) enum Step<'a> {
+    /// A declared field: `path.name` ([`child`]).
+    Field(&'a str),
+    /// A list element: `path[i]` ([`element`]).
+    Element(usize),
+    /// An entry of a map with additional properties: `path[key]` (`key` at the root).
+    Entry(&'a str),
+}
+
+/// Runs `visit` with `path` extended by `step`, then takes the step back off: a walk keeps
+/// one path buffer instead of formatting a path for every node it visits.
+pub(crate) fn descend<R>(
+    path: &mut String,
+    step: Step<'_>,
+    visit: impl FnOnce(&mut String) -> R,
+) -> R {
+    use std::fmt::Write;
+    let len = path.len();
+    match step {
+        Step::Field(name) if len == 0 => path.push_str(name),
+        Step::Field(name) => {
+            path.push('.');
+            path.push_str(name);
+        }
+        Step::Element(index) => {
+            let _ = write!(path, "[{index}]");
+        }
+        Step::Entry(key) if len == 0 => path.push_str(key),
+        Step::Entry(key) => {
+            path.push('[');
+            path.push_str(key);
+            path.push(']');
+        }
     }
+    let result = visit(path);
+    path.truncate(len);
+    result
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -61,7 +93,7 @@ fn shown(path: &str) -> &str {
 pub(crate) fn node(
     s: &Schema,
     value: &Value,
-    path: &str,
+    path: &mut String,
     root: bool,
     errors: &mut Vec<FieldError>,
 ) {
@@ -69,7 +101,7 @@ pub(crate) fn node(
         if !s.nullable && !s.preserve_unknown_fields {
             let expected = s.ty.map(Type::as_str).unwrap_or("a value");
             errors.push(FieldError::new(
-                path,
+                path.as_str(),
                 ErrorType::Invalid,
                 Some(value),
                 format!(
@@ -83,7 +115,7 @@ pub(crate) fn node(
     if s.int_or_string {
         if !(value.is_string() || value.is_i64() || value.is_u64()) {
             errors.push(FieldError::new(
-                path,
+                path.as_str(),
                 ErrorType::Invalid,
                 Some(value),
                 format!(
@@ -98,7 +130,7 @@ pub(crate) fn node(
         && !fits(ty, value)
     {
         errors.push(FieldError::new(
-            path,
+            path.as_str(),
             ErrorType::Invalid,
             Some(value),
             format!(
@@ -119,7 +151,7 @@ pub(crate) fn node(
             .collect::<Vec<_>>()
             .join(", ");
         errors.push(FieldError::new(
-            path,
+            path.as_str(),
             ErrorType::NotSupported,
             Some(value),
             format!("supported values: {list}"),
@@ -246,10 +278,10 @@ fn is_uuid(text: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn array(s: &Schema, items: &[Value], path: &str, errors: &mut Vec<FieldError>) {
+fn array(s: &Schema, items: &[Value], path: &mut String, errors: &mut Vec<FieldError>) {
     if let Some(max) = s.max_items.filter(|max| items.len() > *max) {
         errors.push(FieldError::new(
-            path,
+            path.as_str(),
             ErrorType::TooMany,
             Some(&Value::from(items.len())),
             format!("must have at most {max} items"),
@@ -257,7 +289,7 @@ fn array(s: &Schema, items: &[Value], path: &str, errors: &mut Vec<FieldError>) 
     }
     if let Some(min) = s.min_items.filter(|min| items.len() < *min) {
         errors.push(FieldError::new(
-            path,
+            path.as_str(),
             ErrorType::Invalid,
             None,
             format!("{path} in body should have at least {min} items"),
@@ -265,7 +297,9 @@ fn array(s: &Schema, items: &[Value], path: &str, errors: &mut Vec<FieldError>) 
     }
     if let Some(item_schema) = &s.items {
         for (i, item) in items.iter().enumerate() {
-            node(item_schema, item, &element(path, i), false, errors);
+            descend(path, Step::Element(i), |path| {
+                node(item_schema, item, path, false, errors)
+            });
         }
     }
     match s.list_type {
@@ -325,7 +359,7 @@ fn array(s: &Schema, items: &[Value], path: &str, errors: &mut Vec<FieldError>) 
 fn object(
     s: &Schema,
     map: &serde_json::Map<String, Value>,
-    path: &str,
+    path: &mut String,
     root: bool,
     errors: &mut Vec<FieldError>,
 ) {
@@ -341,7 +375,7 @@ fn object(
     }
     if let Some(max) = s.max_properties.filter(|max| map.len() > *max) {
         errors.push(FieldError::new(
-            path,
+            path.as_str(),
             ErrorType::TooMany,
             Some(&Value::from(map.len())),
             format!("must have at most {max} items"),
@@ -349,7 +383,7 @@ fn object(
     }
     if let Some(min) = s.min_properties.filter(|min| map.len() < *min) {
         errors.push(FieldError::new(
-            path,
+            path.as_str(),
             ErrorType::Invalid,
             None,
             format!("{path} in body should have at least {min} properties"),
@@ -360,9 +394,13 @@ fn object(
             continue;
         }
         if let Some(prop) = s.properties.get(name) {
-            node(prop, value, &child(path, name), false, errors);
+            descend(path, Step::Field(name), |path| {
+                node(prop, value, path, false, errors)
+            });
         } else if let Some(additional) = &s.additional_properties {
-            node(additional, value, &entry(path, name), false, errors);
+            descend(path, Step::Entry(name), |path| {
+                node(additional, value, path, false, errors)
+            });
         }
     }
 }

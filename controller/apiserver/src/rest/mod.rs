@@ -285,7 +285,7 @@ async fn put(inner: &Inner, req: Request, sub: Option<String>) -> ApiResult<Resp
                 Outcome::Decided(Err(stale()))
             }
             Some((old, rev)) => {
-                match inner.update(&resource, &old, rev, new.clone(), &opts).await {
+                match inner.update(&resource, old, rev, new.clone(), &opts).await {
                     // The client named a revision: a lost race is its conflict.
                     Err(UpdateError::Conflict(_)) if client_rv.is_some() => {
                         Outcome::Decided(Err(stale()))
@@ -370,7 +370,7 @@ async fn patch_attempt(
 ) -> Outcome<Written> {
     match patched(req, patch_body, precondition, &old, rev) {
         Ok(new) => inner
-            .update(&req.resource, &old, rev, new, opts)
+            .update(&req.resource, old, rev, new, opts)
             .await
             .into(),
         Err(e) => Outcome::Decided(Err(e)),

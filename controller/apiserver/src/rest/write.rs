@@ -366,7 +366,7 @@ impl Inner {
     pub async fn update(
         &self,
         resource: &Resource,
-        old: &Value,
+        old: Value,
         old_rev: Rev,
         new: Value,
         opts: &WriteOptions,
@@ -390,7 +390,7 @@ impl Inner {
     async fn update_warned(
         &self,
         resource: &Resource,
-        (old, old_rev): (&Value, Rev),
+        (mut old, old_rev): (Value, Rev),
         mut new: Value,
         opts: &WriteOptions,
         warned: &mut Vec<String>,
@@ -399,6 +399,20 @@ impl Inner {
             return Err(ApiError::bad_request("the object must be a JSON object").into());
         }
         check_type_meta(resource, &new)?;
+        // `old` is compared and validated against without its resourceVersion (`new` has
+        // none); webhooks see it as stored, and a no-op answers with it.
+        let old_version = old
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+            .and_then(|m| m.remove("resourceVersion"));
+        let as_stored = |old: &Value| {
+            let mut stored = old.clone();
+            if let Some(version) = &old_version {
+                meta_mut(&mut stored).insert("resourceVersion".into(), version.clone());
+            }
+            stored
+        };
+        let old = &old;
         let name = object::name(old).unwrap_or_default().to_string();
         if object::name(&new).is_some_and(|n| n != name) {
             return Err(ApiError::bad_request(format!(
@@ -438,8 +452,9 @@ impl Inner {
                 meta_mut(&mut new).insert("namespace".into(), Value::String(ns.into()));
             }
             let before = new.clone();
+            let stored = as_stored(old);
             let given = self
-                .run_mutating_webhooks("UPDATE", &target, &mut new, (Some(old), Some(&options)))
+                .run_mutating_webhooks("UPDATE", &target, &mut new, (Some(&stored), Some(&options)))
                 .await?;
             merge_warnings(warned, given);
             check_type_meta(resource, &new)?;
@@ -502,7 +517,8 @@ impl Inner {
             }
         }
         {
-            let old_meta = meta(old).cloned().unwrap_or_default();
+            let no_meta = Map::new();
+            let old_meta = meta(old).unwrap_or(&no_meta);
             let meta = meta_mut(&mut new);
             for field in [
                 "uid",
@@ -558,24 +574,20 @@ impl Inner {
                 );
             }
         }
-        let mut old_view = old.clone();
-        if let Some(m) = old_view.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
         let given = admit(
             resource,
             &mut new,
-            (Some(&old_view), requested.as_ref()),
+            (Some(old), requested.as_ref()),
             opts.field_validation,
         )?;
         merge_warnings(warned, given);
-        if spec_changed(resource, &old_view, &new) {
+        if spec_changed(resource, old, &new) {
             let generation = object::generation(old) + 1;
             meta_mut(&mut new).insert("generation".into(), Value::from(generation));
         }
         if !opts.managed_fields_done {
             ssa::update(
-                Some(&old_view),
+                Some(old),
                 &mut new,
                 &opts.manager,
                 resource.type_info.as_deref(),
@@ -586,10 +598,10 @@ impl Inner {
         }
         object::drop_empty_metadata(&mut new);
         // Both sides lack resourceVersion here, so equal values mean equal stored bytes.
-        if new == old_view {
+        if new == *old {
             // A no-op write: no new revision, no event.
             return Ok(Written {
-                object: old.clone(),
+                object: as_stored(old),
                 warnings: Vec::new(),
                 created: false,
                 persisted: false,
@@ -613,8 +625,13 @@ impl Inner {
         if opts.admission && !self.webhooks().is_empty() {
             let target = opts.target(resource, object::namespace(old));
             let options = opts.as_json("UpdateOptions");
+            let stored = as_stored(old);
             let given = self
-                .run_webhooks("UPDATE", &target, (Some(&new), Some(old), Some(&options)))
+                .run_webhooks(
+                    "UPDATE",
+                    &target,
+                    (Some(&new), Some(&stored), Some(&options)),
+                )
                 .await?;
             merge_warnings(warned, given);
         }
@@ -694,7 +711,7 @@ impl Inner {
                     persisted: false,
                 }))),
                 Ok(Some(new)) => {
-                    Outcome::from(self.update(resource, &current, rev, new, opts).await).map(Some)
+                    Outcome::from(self.update(resource, current, rev, new, opts).await).map(Some)
                 }
             };
             if let Some(done) = attempts.settle(outcome) {

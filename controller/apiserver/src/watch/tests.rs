@@ -206,7 +206,8 @@ async fn json_of(response: axum::response::Response) -> Value {
 }
 
 #[tokio::test]
-async fn an_object_that_leaves_the_selection_is_deleted_with_its_last_matching_state() {
+async fn an_object_leaving_the_selection_is_deleted_with_its_last_matching_state_and_added_on_return()
+ {
     let store = devplane_store::open("memory://").await.expect("store");
     let server = ApiServer::new(store, ApiServerConfig::default())
         .await
@@ -267,6 +268,46 @@ async fn an_object_that_leaves_the_selection_is_deleted_with_its_last_matching_s
         event["object"]["metadata"]["resourceVersion"], patched["metadata"]["resourceVersion"],
         "at the event's resourceVersion"
     );
+    // Out of the selection nothing is heard; coming back is an ADDED, staying a MODIFIED.
+    for patch in [
+        r#"{"data":{"k":"3"}}"#,
+        r#"{"metadata":{"labels":{"instance":"a"}}}"#,
+        r#"{"data":{"k":"4"}}"#,
+    ] {
+        let response = send(
+            Request::patch("/api/v1/namespaces/default/configmaps/cm")
+                .header("content-type", "application/merge-patch+json")
+                .body(Body::from(patch))
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+        assert_eq!(response.status(), 200, "{patch}");
+    }
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("events in time")
+            .expect("a frame")
+            .expect("data");
+        let data = frame.data_ref().expect("data");
+        events.extend(
+            data.split(|b| *b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| serde_json::from_slice::<Value>(line).expect("a JSON line")),
+        );
+    }
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default(),
+                e["object"]["data"]["k"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("ADDED", "3"), ("MODIFIED", "4")]);
 }
 
 #[tokio::test]
