@@ -683,6 +683,55 @@ webhooks:
     let stored =
         devplane.kubectl_ok(&["get", "configmap", "with-extra", "-n", "mut", "-o", "json"]);
     assert!(!stored.contains("\"extra\""), "{stored}");
+    // As on a cluster, the managers own what their requests wrote and no manager owns what
+    // the webhooks set: the creator owns the data, the labeller its label (in the labels the
+    // webhooks made).
+    devplane.kubectl_ok(&[
+        "create",
+        "configmap",
+        "owned",
+        "-n",
+        "mut",
+        "--from-literal=k=v",
+    ]);
+    devplane.kubectl_ok(&["label", "configmap", "owned", "-n", "mut", "mine=yes"]);
+    assert_eq!(labels("owned"), "true true true");
+    let stored: serde_json::Value = serde_json::from_str(&devplane.kubectl_ok(&[
+        "get",
+        "configmap",
+        "owned",
+        "-n",
+        "mut",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]))
+    .expect("JSON");
+    let owners: Vec<(String, String)> = stored["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields")
+        .iter()
+        .map(|entry| {
+            (
+                entry["manager"].as_str().unwrap_or_default().to_string(),
+                entry["fieldsV1"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            (
+                "kubectl-create".to_string(),
+                r#"{"f:data":{".":{},"f:k":{}}}"#.to_string()
+            ),
+            (
+                "kubectl-label".to_string(),
+                r#"{"f:metadata":{"f:labels":{"f:mine":{}}}}"#.to_string()
+            ),
+        ],
+        "{stored}"
+    );
     // What the request itself sends is still judged: an unknown field of its own is refused.
     let manifest = devplane.dir.join("bogus.yaml");
     std::fs::write(

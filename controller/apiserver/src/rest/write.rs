@@ -192,6 +192,7 @@ impl Inner {
             }
             requested = (object != before).then_some(before);
         }
+        let tracking = Tracking::of(requested.as_ref(), &object);
         {
             let meta = meta_mut(&mut object);
             if let (true, Some(ns)) = (resource.namespaced, namespace) {
@@ -269,15 +270,7 @@ impl Inner {
             merge_warnings(warned, given);
         }
         if !opts.managed_fields_done {
-            ssa::update(
-                None,
-                &mut object,
-                &opts.manager,
-                resource.type_info.as_deref(),
-                None,
-                &resource.api_version(),
-                &object::now_seconds(),
-            );
+            tracking.update(resource, None, &mut object, opts);
         }
         object::drop_empty_metadata(&mut object);
         if opts.dry_run {
@@ -467,6 +460,7 @@ impl Inner {
             }
             requested = (new != before).then_some(before);
         }
+        let tracking = Tracking::of(requested.as_ref(), &new);
         // The subresource decides which part of the request counts.
         match opts.subresource.as_deref() {
             Some("status") => {
@@ -586,15 +580,7 @@ impl Inner {
             meta_mut(&mut new).insert("generation".into(), Value::from(generation));
         }
         if !opts.managed_fields_done {
-            ssa::update(
-                Some(old),
-                &mut new,
-                &opts.manager,
-                resource.type_info.as_deref(),
-                opts.subresource.as_deref(),
-                &resource.api_version(),
-                &object::now_seconds(),
-            );
+            tracking.update(resource, Some(old), &mut new, opts);
         }
         object::drop_empty_metadata(&mut new);
         // Both sides lack resourceVersion here, so equal values mean equal stored bytes.
@@ -749,6 +735,109 @@ impl From<ApiError> for UpdateError {
 
 /// Whether an update changes more than metadata (and, with the status subresource, status):
 /// then `generation` goes up.
+/// How a non-apply write's `metadata.managedFields` are worked out.
+///
+/// kube-apiserver updates them before the mutating webhooks run: the manager of the request
+/// owns what the request changed, and the fields the webhooks set belong to no manager (a
+/// change the webhooks make to `managedFields` themselves stands if it can be read).
+enum Tracking<'r> {
+    /// From the object as it is stored: no webhook changed it, or one changed its
+    /// `managedFields` readably.
+    Stored,
+    /// From the object the request sent, before the webhooks changed it.
+    Requested(&'r Value),
+}
+
+impl<'r> Tracking<'r> {
+    /// The tracking for a write whose request sent `requested` (`None`: the webhooks changed
+    /// nothing) and the webhooks made `mutated` of it.
+    fn of(requested: Option<&'r Value>, mutated: &Value) -> Tracking<'r> {
+        let managed = |object: &Value| meta(object).and_then(|m| m.get("managedFields")).cloned();
+        match requested {
+            Some(requested)
+                if managed(requested) == managed(mutated)
+                    || !ssa::managed_fields_readable(managed(mutated).as_ref()) =>
+            {
+                Tracking::Requested(requested)
+            }
+            _ => Tracking::Stored,
+        }
+    }
+
+    /// Sets the `managedFields` of `new`, the object about to be stored over `old` (`None`:
+    /// created).
+    fn update(
+        &self,
+        resource: &Resource,
+        old: Option<&Value>,
+        new: &mut Value,
+        opts: &WriteOptions,
+    ) {
+        let track = |object: &mut Value| {
+            ssa::update(
+                old,
+                object,
+                &opts.manager,
+                resource.type_info.as_deref(),
+                opts.subresource.as_deref(),
+                &resource.api_version(),
+                &object::now_seconds(),
+            )
+        };
+        let Tracking::Requested(requested) = self else {
+            track(new);
+            return;
+        };
+        // The request's object as the write takes it: only the subresource's part, pruned
+        // and defaulted as admission does.
+        let mut sent = match (opts.subresource.as_deref(), old) {
+            (Some("status"), Some(old)) => with_status_of(old.clone(), requested),
+            (None, Some(old)) if resource.status_subresource => {
+                with_status_of((*requested).clone(), old)
+            }
+            (None, None) if resource.status_subresource && resource.builtin.is_none() => {
+                with_status_of((*requested).clone(), &Value::Null)
+            }
+            (None, _) => (*requested).clone(),
+            // Other subresources (a namespace's finalize) track what is stored.
+            (Some(_), _) => {
+                track(new);
+                return;
+            }
+        };
+        if resource.builtin == Some(Builtin::Secret) {
+            builtin::prepare_secret(&mut sent);
+        }
+        if let Some(schema) = &resource.schema {
+            schema.prune(&mut sent);
+            schema.default(&mut sent);
+        }
+        track(&mut sent);
+        match meta_mut(&mut sent).remove("managedFields") {
+            Some(managed) => {
+                meta_mut(new).insert("managedFields".into(), managed);
+            }
+            None => {
+                meta_mut(new).remove("managedFields");
+            }
+        }
+    }
+}
+
+/// `object` with the `status` of `from` (none if it has none).
+fn with_status_of(mut object: Value, from: &Value) -> Value {
+    match (from.get("status"), object.as_object_mut()) {
+        (Some(status), Some(map)) => {
+            map.insert("status".into(), status.clone());
+        }
+        (None, Some(map)) => {
+            map.remove("status");
+        }
+        _ => {}
+    }
+    object
+}
+
 fn spec_changed(resource: &Resource, old: &Value, new: &Value) -> bool {
     let ignored = |key: &str| {
         matches!(key, "metadata" | "apiVersion" | "kind")
@@ -773,4 +862,46 @@ fn generated_name(base: &str) -> String {
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect();
     format!("{cut}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn managed_fields_follow_the_request_unless_the_webhooks_rewrote_them_readably() {
+        let entry = json!([{"manager": "hook", "operation": "Update", "apiVersion": "v1",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:k": {}}}}]);
+        let sent = json!({"metadata": {"name": "a"}, "data": {"k": "v"}});
+        let labelled = json!({"metadata": {"name": "a", "labels": {"x": "y"}}, "data": {"k": "v"}});
+        let with_fields = |fields: Value| {
+            let mut object = labelled.clone();
+            meta_mut(&mut object).insert("managedFields".into(), fields);
+            object
+        };
+        let requested = |tracking: Tracking<'_>| match tracking {
+            Tracking::Requested(object) => Some(object.clone()),
+            Tracking::Stored => None,
+        };
+        // No webhook changed the object: what is stored is what was sent.
+        assert_eq!(requested(Tracking::of(None, &labelled)), None);
+        // A webhook changed the object but not its managedFields: the request decides.
+        assert_eq!(
+            requested(Tracking::of(Some(&sent), &labelled)),
+            Some(sent.clone())
+        );
+        // It wrote managedFields that can be read: they stand.
+        assert_eq!(
+            requested(Tracking::of(Some(&sent), &with_fields(entry))),
+            None
+        );
+        // It wrote managedFields that cannot: they are worked out from the request.
+        assert_eq!(
+            requested(Tracking::of(
+                Some(&sent),
+                &with_fields(json!([{"manager": "hook"}]))
+            )),
+            Some(sent)
+        );
+    }
 }

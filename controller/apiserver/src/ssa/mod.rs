@@ -310,6 +310,12 @@ pub fn update(
     finish(new, managed);
 }
 
+/// Whether `managed_fields` (the value of `metadata.managedFields`, `None` when absent) is a
+/// list the field manager can read.
+pub fn managed_fields_readable(managed_fields: Option<&Value>) -> bool {
+    Managed::decode(managed_fields).is_ok()
+}
+
 /// Structural merge used by apply: structs and granular maps per key; associative (map) lists
 /// by key keeping live order and appending new items; sets by union; atomic lists/maps and
 /// scalars replaced by config.
