@@ -919,4 +919,61 @@ webhooks:
         );
         devplane.kubectl_ok(&["create", "configmap", "warned", "-n", "mut"]);
     }
+    // Under matchPolicy Equivalent (the default) a webhook whose rules name one version of a
+    // kind is called for writes through another, with the object in its version; under Exact
+    // it is not.
+    let widgets = |name: &str, path: &str, policy: &str| {
+        format!(
+            r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {{name: {name}}}
+webhooks:
+  - name: {name}.example.com
+    clientConfig:
+      service: {{namespace: webhooks, name: guard, path: /mutate-{path}}}
+      caBundle: {bundle}
+    rules:
+      - {{operations: [CREATE], apiGroups: [example.com], apiVersions: [v1], resources: [widgets]}}
+    matchPolicy: {policy}
+    sideEffects: None
+    admissionReviewVersions: [v1]
+"#
+        )
+    };
+    devplane.apply_yaml(&format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: widgets.example.com}}
+spec:
+  group: example.com
+  names: {{plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}}
+  scope: Namespaced
+  versions:
+    - {{name: v1, served: true, storage: true, schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}}}
+    - {{name: v2, served: true, storage: false, schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}}}
+---{}---{}"#,
+        widgets("w-equivalent", "stamp", "Equivalent"),
+        widgets("w-exact", "tag", "Exact"),
+    ));
+    let widget = devplane.dir.join("widget.yaml");
+    std::fs::write(
+        &widget,
+        "apiVersion: example.com/v2\nkind: Widget\nmetadata: {name: w, namespace: mut}\nspec: {size: 3}\n",
+    )
+    .expect("manifest");
+    devplane.kubectl_ok(&["create", "-f", &widget.to_string_lossy()]);
+    let seen = devplane.kubectl_ok(&[
+        "get",
+        "widgets.v2.example.com",
+        "w",
+        "-n",
+        "mut",
+        "-o",
+        "jsonpath={.apiVersion} {.spec.size} {.metadata.labels.stamped} {.metadata.labels.tagged}",
+    ]);
+    assert_eq!(
+        seen, "example.com/v2 3 true ",
+        "only the Equivalent webhook changed it"
+    );
 }

@@ -140,6 +140,19 @@ impl Registry {
             .is_some_and(|r| r.namespaced)
     }
 
+    /// The other resources that serve the objects of `resource`: its kind's other served
+    /// versions, and Events through the other group (kube-apiserver's equivalent resources).
+    pub fn equivalents(&self, resource: &Resource) -> Vec<Arc<Resource>> {
+        self.resources
+            .iter()
+            .filter(|r| {
+                r.storage == resource.storage
+                    && (r.group != resource.group || r.version != resource.version)
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Every resource.
     pub fn resources(&self) -> &[Arc<Resource>] {
         &self.resources

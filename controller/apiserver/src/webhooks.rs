@@ -1,7 +1,8 @@
 //! Admission webhooks, called as kube-apiserver calls them: every webhook of a
 //! `MutatingWebhookConfiguration` or `ValidatingWebhookConfiguration` whose rules match a
 //! create, update or delete (operation, group, version, resource or `resource/subresource`,
-//! scope), whose `namespaceSelector` picks the object's namespace and whose `objectSelector`
+//! scope; under `matchPolicy: Equivalent`, the default, also through another served version
+//! of the kind, the webhook then seeing the object in the version it names), whose `namespaceSelector` picks the object's namespace and whose `objectSelector`
 //! picks the object (or the object before), and whose `matchConditions` (CEL, see
 //! [`conditions`]) all hold, gets an `admission.k8s.io/v1` AdmissionReview over
 //! HTTPS, verified with its `caBundle`, within `timeoutSeconds`. The review names the
@@ -23,6 +24,7 @@
 //! ns/name=host:port`), and its certificate is verified for `name.namespace.svc`, as on a
 //! cluster. `clientConfig.url` works as given.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +70,11 @@ pub struct Admission<'a> {
     pub operation: &'static str,
     /// The resource written.
     pub resource: &'a Resource,
+    /// The other resources that serve its objects ([`Registry::equivalents`]): a webhook
+    /// whose rules name one of them is called under `matchPolicy: Equivalent`.
+    ///
+    /// [`Registry::equivalents`]: crate::registry::Registry::equivalents
+    pub equivalents: &'a [Arc<Resource>],
     /// The subresource written, if any.
     pub subresource: Option<&'a str>,
     /// The object's namespace.
@@ -151,41 +158,57 @@ impl Webhooks {
     }
 }
 
-/// The webhooks of `hooks` whose rules and selectors pick the request.
+/// The webhooks of `hooks` whose rules and selectors pick the request, each with the
+/// resource it is called with (see [`matches`]).
 fn matching<'s>(
     hooks: &'s [Hook],
     request: &'s Admission<'_>,
-) -> impl Iterator<Item = &'s Hook> + 's {
-    hooks.iter().filter(move |hook| matches(hook, request))
+) -> impl Iterator<Item = (&'s Hook, &'s Resource)> + 's {
+    hooks
+        .iter()
+        .filter_map(move |hook| Some((hook, matches(hook, request)?)))
 }
 
-/// Whether a webhook's rules, namespaceSelector and objectSelector pick the request. Writes
-/// of the webhook configurations themselves never reach webhooks, as in kube-apiserver: no
-/// webhook can lock its own configuration, or change another's.
-fn matches(hook: &Hook, request: &Admission<'_>) -> bool {
+/// Whether a webhook's rules, namespaceSelector and objectSelector pick the request: the
+/// resource the webhook is called with if so. That is the one written when a rule names it;
+/// else, under `matchPolicy: Equivalent` (the default), an equivalent one a rule names (the
+/// kind's version the webhook knows), as kube-apiserver does. Writes of the webhook
+/// configurations themselves never reach webhooks, as in kube-apiserver: no webhook can lock
+/// its own configuration, or change another's.
+fn matches<'r>(hook: &Hook, request: &Admission<'r>) -> Option<&'r Resource> {
     if request
         .resource
         .builtin
         .is_some_and(crate::builtin::Builtin::is_webhook_configuration)
     {
-        return false;
+        return None;
     }
     let rules = hook.spec.rules.as_deref().unwrap_or_default();
-    let by_rule = rules.iter().any(|rule| {
-        let scope_ok = match rule.scope.as_deref() {
-            Some("Namespaced") => request.resource.namespaced,
-            Some("Cluster") => !request.resource.namespaced,
-            _ => true,
-        };
-        scope_ok
-            && listed(&rule.operations, request.operation)
-            && listed(&rule.api_groups, &request.resource.group)
-            && listed(&rule.api_versions, &request.resource.version)
-            && rule.resources.as_ref().is_some_and(|list| {
-                list.iter()
-                    .any(|r| resource_matches(r, &request.resource.plural, request.subresource))
-            })
-    });
+    let named = |resource: &Resource| {
+        rules.iter().any(|rule| {
+            let scope_ok = match rule.scope.as_deref() {
+                Some("Namespaced") => resource.namespaced,
+                Some("Cluster") => !resource.namespaced,
+                _ => true,
+            };
+            scope_ok
+                && listed(&rule.operations, request.operation)
+                && listed(&rule.api_groups, &resource.group)
+                && listed(&rule.api_versions, &resource.version)
+                && rule.resources.as_ref().is_some_and(|list| {
+                    list.iter()
+                        .any(|r| resource_matches(r, &resource.plural, request.subresource))
+                })
+        })
+    };
+    let exact = hook.spec.match_policy.as_deref() == Some("Exact");
+    let by_rule = if named(request.resource) {
+        Some(request.resource)
+    } else if exact {
+        None
+    } else {
+        request.equivalents.iter().map(|r| &**r).find(|r| named(r))
+    }?;
     let by_namespace = match (&hook.spec.namespace_selector, request.namespace) {
         (Some(selector), Some(_)) => LabelSelector::from_label_selector(selector)
             .map(|s| s.matches(request.namespace_labels))
@@ -202,7 +225,7 @@ fn matches(hook: &Hook, request: &Admission<'_>) -> bool {
                 .any(|o| s.matches(o.pointer("/metadata/labels").and_then(Value::as_object)))
         })
     });
-    by_rule && by_namespace && by_object
+    (by_namespace && by_object).then_some(by_rule)
 }
 
 /// Whether a rule's resource matches, as upstream reads it: `*` is every resource but no
@@ -245,8 +268,8 @@ async fn admit_into(
     warnings: &mut Vec<String>,
 ) -> ApiResult<()> {
     if request.object.is_none() {
-        for hook in matching(&webhooks.mutating, request) {
-            let response = ask(hook, services, request).await?;
+        for (hook, seen_as) in matching(&webhooks.mutating, request) {
+            let response = ask(hook, services, request, seen_as).await?;
             warned(response.as_ref(), warnings);
             // There is no object to patch: a patch of no operations is none, any other
             // refuses the delete.
@@ -266,8 +289,8 @@ async fn admit_into(
             }
         }
     }
-    for hook in matching(&webhooks.hooks, request) {
-        let response = ask(hook, services, request).await?;
+    for (hook, seen_as) in matching(&webhooks.hooks, request) {
+        let response = ask(hook, services, request, seen_as).await?;
         warned(response.as_ref(), warnings);
     }
     Ok(())
@@ -347,10 +370,10 @@ async fn mutate_once(
         object: Some(object),
         ..*request
     };
-    if !matches(hook, &current) {
+    let Some(seen_as) = matches(hook, &current) else {
         return Ok(None);
-    }
-    let Some(response) = ask(hook, services, &current).await? else {
+    };
+    let Some(response) = ask(hook, services, &current, seen_as).await? else {
         return Ok(Some(false));
     };
     warned(Some(&response), warnings);
@@ -362,10 +385,16 @@ async fn mutate_once(
             return Ok(Some(false));
         }
     };
-    let mut patched = object.clone();
+    // The patch is of the object as the webhook saw it, in the version it was called with.
+    let mut patched = seen(request.resource, seen_as, Some(object))
+        .map(Cow::into_owned)
+        .unwrap_or_default();
     json_patch::patch(&mut patched, &patch).map_err(|e| invalid_patch(hook, e))?;
     if !patched.is_object() {
         return Err(invalid_patch(hook, "the patched object is not an object"));
+    }
+    if !std::ptr::eq(seen_as, request.resource) {
+        patched = crate::rest::convert(seen_as, request.resource, patched);
     }
     let changed = patched != *object;
     *object = patched;
@@ -409,8 +438,9 @@ async fn ask(
     hook: &Hook,
     services: &ServiceAddresses,
     request: &Admission<'_>,
+    seen_as: &Resource,
 ) -> ApiResult<Option<Value>> {
-    let review = review(hook, request);
+    let review = review(request, seen_as);
     let conditions = hook.spec.match_conditions.as_deref().unwrap_or_default();
     match conditions::hold(conditions, &review) {
         Ok(true) => {}
@@ -493,28 +523,47 @@ fn failed(hook: &Hook, error: String) -> ApiResult<()> {
     )))
 }
 
-fn review(hook: &Hook, request: &Admission<'_>) -> Value {
-    let resource = request.resource;
-    // A ServiceAccount's token subresource takes a TokenRequest.
-    let gvk = match (resource.builtin, request.subresource) {
-        (Some(crate::builtin::Builtin::ServiceAccount), Some("token")) => {
-            json!({"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"})
+/// `object` of the request's resource as a webhook called with `seen_as` sees it.
+fn seen<'v>(
+    written: &Resource,
+    seen_as: &Resource,
+    object: Option<&'v Value>,
+) -> Option<Cow<'v, Value>> {
+    let object = object?;
+    Some(if std::ptr::eq(written, seen_as) {
+        Cow::Borrowed(object)
+    } else {
+        Cow::Owned(crate::rest::convert(written, seen_as, object.clone()))
+    })
+}
+
+/// The AdmissionReview of a request for a webhook called with the resource `seen_as`: its
+/// `kind`, `resource`, `object` and `oldObject` are in that version, `requestKind` and
+/// `requestResource` name what was written.
+fn review(request: &Admission<'_>, seen_as: &Resource) -> Value {
+    let kind_of = |resource: &Resource| {
+        // A ServiceAccount's token subresource takes a TokenRequest.
+        match (resource.builtin, request.subresource) {
+            (Some(crate::builtin::Builtin::ServiceAccount), Some("token")) => {
+                json!({"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"})
+            }
+            _ => {
+                json!({"group": resource.group, "version": resource.version, "kind": resource.kind})
+            }
         }
-        _ => json!({"group": resource.group, "version": resource.version, "kind": resource.kind}),
     };
-    let gvr =
-        json!({"group": resource.group, "version": resource.version, "resource": resource.plural});
+    let resource_of = |resource: &Resource| json!({"group": resource.group, "version": resource.version, "resource": resource.plural});
     let mut body = json!({
         "uid": uuid::Uuid::new_v4().to_string(),
-        "kind": gvk,
-        "resource": gvr,
-        "requestKind": gvk,
-        "requestResource": gvr,
+        "kind": kind_of(seen_as),
+        "resource": resource_of(seen_as),
+        "requestKind": kind_of(request.resource),
+        "requestResource": resource_of(request.resource),
         "name": request.object.or(request.old).and_then(crate::object::name),
         "operation": request.operation,
         "userInfo": request.user.map_or_else(|| json!({}), Caller::user_info),
-        "object": request.object,
-        "oldObject": request.old,
+        "object": seen(request.resource, seen_as, request.object),
+        "oldObject": seen(request.resource, seen_as, request.old),
         "options": request.options,
         "dryRun": request.dry_run,
     });
@@ -524,7 +573,6 @@ fn review(hook: &Hook, request: &Admission<'_>) -> Value {
     if let Some(ns) = request.namespace {
         body["namespace"] = json!(ns);
     }
-    let _ = &hook.name;
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": body})
 }
 
@@ -552,7 +600,8 @@ impl crate::server::Inner {
             return Ok(Vec::new());
         }
         let labels = self.namespace_labels(target, object.or(old)).await?;
-        let request = labels.admission(operation, target, (object, old, options));
+        let equivalents = self.registry().equivalents(target.resource);
+        let request = labels.admission(operation, target, &equivalents, (object, old, options));
         admit(&hooks, &self.config.webhook_services, &request).await
     }
 
@@ -571,7 +620,13 @@ impl crate::server::Inner {
         }
         let labels = self.namespace_labels(target, Some(&*object)).await?;
         let before = object.clone();
-        let request = labels.admission(operation, target, (Some(&before), old, options));
+        let equivalents = self.registry().equivalents(target.resource);
+        let request = labels.admission(
+            operation,
+            target,
+            &equivalents,
+            (Some(&before), old, options),
+        );
         mutate(&hooks, &self.config.webhook_services, &request, object).await
     }
 
@@ -617,11 +672,13 @@ impl JudgedUnder {
         &'a self,
         operation: &'static str,
         target: &Target<'a>,
+        equivalents: &'a [Arc<Resource>],
         (object, old, options): (Option<&'a Value>, Option<&'a Value>, Option<&'a Value>),
     ) -> Admission<'a> {
         Admission {
             operation,
             resource: target.resource,
+            equivalents,
             subresource: target.subresource,
             namespace: self.namespace.as_deref(),
             namespace_labels: self.labels.as_ref(),
@@ -786,6 +843,7 @@ webhooks:
         Admission {
             operation,
             resource,
+            equivalents: &[],
             subresource: None,
             namespace: Some("plant"),
             namespace_labels: None,
@@ -885,6 +943,75 @@ webhooks:
             1,
             "the old object's labels count"
         );
+    }
+
+    #[test]
+    fn under_match_policy_equivalent_a_webhook_sees_a_write_through_another_version_in_its_own() {
+        let config = |policy: &str| -> Value {
+            serde_yaml::from_str(&format!(
+                r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: widgets}}
+webhooks:
+  - name: widgets.example.com
+    admissionReviewVersions: [v1]
+    sideEffects: None
+    clientConfig: {{url: "https://127.0.0.1:1/validate"}}
+    {policy}
+    rules:
+      - apiGroups: [iot.devplane.io]
+        apiVersions: [v1alpha1]
+        operations: [CREATE]
+        resources: [widgets]
+"#
+            ))
+            .expect("config")
+        };
+        let known = Arc::new(resource("widgets"));
+        let newer = Resource {
+            version: "v1beta1".into(),
+            ..resource("widgets")
+        };
+        let equivalents = [Arc::clone(&known)];
+        let object = json!({"apiVersion": "iot.devplane.io/v1beta1", "kind": "Widget",
+            "metadata": {"name": "w"}, "spec": {"size": 1}});
+        let request = Admission {
+            equivalents: &equivalents,
+            ..asked("CREATE", &newer, Some(&object), None)
+        };
+        for (policy, called) in [
+            ("", true),
+            ("matchPolicy: Equivalent", true),
+            ("matchPolicy: Exact", false),
+        ] {
+            let hooks = Webhooks::from_configurations([&config(policy)], []);
+            let matched: Vec<&Resource> = matching(&hooks.hooks, &request).map(|m| m.1).collect();
+            assert_eq!(matched.len(), usize::from(called), "{policy:?}");
+            if let Some(seen_as) = matched.first() {
+                assert!(
+                    std::ptr::eq(*seen_as, &*known),
+                    "called with the version it names"
+                );
+                let review = review(&request, seen_as);
+                let asked = &review["request"];
+                assert_eq!(asked["kind"]["version"], "v1alpha1");
+                assert_eq!(asked["resource"]["version"], "v1alpha1");
+                assert_eq!(asked["requestKind"]["version"], "v1beta1");
+                assert_eq!(asked["requestResource"]["version"], "v1beta1");
+                assert_eq!(asked["object"]["apiVersion"], "iot.devplane.io/v1alpha1");
+                assert_eq!(asked["object"]["spec"], object["spec"]);
+            }
+        }
+        // Through its own version it is called as before, with nothing converted.
+        let own = json!({"apiVersion": "iot.devplane.io/v1alpha1", "kind": "Widget",
+            "metadata": {"name": "w"}});
+        let hooks = Webhooks::from_configurations([&config("")], []);
+        let direct = asked("CREATE", &known, Some(&own), None);
+        let seen_as = matching(&hooks.hooks, &direct).next().expect("matched").1;
+        let review = review(&direct, seen_as);
+        assert_eq!(review["request"]["requestKind"]["version"], "v1alpha1");
+        assert_eq!(review["request"]["object"], own);
     }
 
     #[test]

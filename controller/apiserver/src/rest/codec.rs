@@ -25,6 +25,13 @@ fn to_view(resource: &Resource, mut stored: Value) -> Value {
     stored
 }
 
+/// An object in the view of `from` as `to` shows it, for resources of one storage (another
+/// served version of a kind, or Events through the other group): what admission webhooks
+/// matched through an equivalent resource see.
+pub fn convert(from: &Resource, to: &Resource, view: Value) -> Value {
+    to_view(to, to_storage(from, view))
+}
+
 fn to_storage(resource: &Resource, view: Value) -> Value {
     if resource.builtin == Some(Builtin::EventsV1) {
         builtin::event_from_v1(view)

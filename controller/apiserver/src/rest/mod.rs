@@ -38,7 +38,7 @@ use crate::server::Inner;
 use crate::{ssa, strategic, table};
 
 pub use attempts::{Attempts, Outcome};
-pub use codec::{decode, partial_metadata};
+pub use codec::{convert, decode, partial_metadata};
 use codec::{parse_body, parse_object_body};
 pub use delete::DeleteOptions;
 pub use lifecycle::ActiveNamespaces;
