@@ -209,9 +209,19 @@ fn matches<'r>(hook: &Hook, request: &Admission<'r>) -> Option<&'r Resource> {
     } else {
         request.equivalents.iter().map(|r| &**r).find(|r| named(r))
     }?;
+    // A Namespace is judged by its own labels as they are now: a mutating webhook before
+    // may have changed them.
+    let namespace_labels = match request.resource.builtin {
+        Some(crate::builtin::Builtin::Namespace) => request
+            .object
+            .or(request.old)
+            .and_then(|o| o.pointer("/metadata/labels"))
+            .and_then(Value::as_object),
+        _ => request.namespace_labels,
+    };
     let by_namespace = match (&hook.spec.namespace_selector, request.namespace) {
         (Some(selector), Some(_)) => LabelSelector::from_label_selector(selector)
-            .map(|s| s.matches(request.namespace_labels))
+            .map(|s| s.matches(namespace_labels))
             .unwrap_or(false),
         _ => true,
     };
@@ -864,6 +874,7 @@ webhooks:
                 r.version = "v1alpha1".into();
                 r.plural = plural.into();
                 r.namespaced = true;
+                r.builtin = None;
                 r
             })
             .expect("a resource")
@@ -1012,6 +1023,46 @@ webhooks:
         let review = review(&direct, seen_as);
         assert_eq!(review["request"]["requestKind"]["version"], "v1alpha1");
         assert_eq!(review["request"]["object"], own);
+    }
+
+    #[test]
+    fn a_namespace_is_judged_by_its_labels_as_the_webhooks_before_left_them() {
+        let config: Value = serde_yaml::from_str(
+            r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: teams}
+webhooks:
+  - name: teams.example.com
+    admissionReviewVersions: [v1]
+    sideEffects: None
+    clientConfig: {url: "https://127.0.0.1:1/mutate"}
+    namespaceSelector: {matchLabels: {team: a}}
+    rules:
+      - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [namespaces]}
+"#,
+        )
+        .expect("config");
+        let hooks = Webhooks::from_configurations([], [&config]);
+        let namespaces = crate::builtin::resources()
+            .into_iter()
+            .find(|r| r.builtin == Some(crate::builtin::Builtin::Namespace))
+            .expect("namespaces");
+        // As the request sent it: no team.
+        let sent: serde_json::Map<String, Value> = serde_json::Map::new();
+        let count = |object: &Value| {
+            let request = Admission {
+                namespace: Some("n"),
+                namespace_labels: Some(&sent),
+                ..asked("CREATE", &namespaces, Some(object), None)
+            };
+            matching(&hooks.mutating, &request).count()
+        };
+        assert_eq!(
+            count(&json!({"metadata": {"name": "n", "labels": {"team": "a"}}})),
+            1
+        );
+        assert_eq!(count(&json!({"metadata": {"name": "n"}})), 0);
     }
 
     #[test]
