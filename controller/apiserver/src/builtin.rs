@@ -957,6 +957,7 @@ const EVENT_RENAMES: &[(&str, &str)] = &[
     ("firstTimestamp", "deprecatedFirstTimestamp"),
     ("lastTimestamp", "deprecatedLastTimestamp"),
     ("count", "deprecatedCount"),
+    ("reportingComponent", "reportingController"),
 ];
 
 /// A stored (core/v1) Event seen through events.k8s.io/v1.
@@ -986,10 +987,6 @@ pub fn event_from_v1(mut object: Value) -> Value {
         }
         map.insert("apiVersion".into(), Value::String("v1".into()));
         map.insert("kind".into(), Value::String("Event".into()));
-        // Core Events name the reporter in `reportingComponent`.
-        if let Some(controller) = map.get("reportingController").cloned() {
-            map.entry("reportingComponent").or_insert(controller);
-        }
     }
     object
 }

@@ -396,18 +396,25 @@ async fn mutate_once(
         }
     };
     // The patch is of the object as the webhook saw it, in the version it was called with.
-    let mut patched = seen(request.resource, seen_as, Some(object))
+    let shown = seen(request.resource, seen_as, Some(object))
         .map(Cow::into_owned)
         .unwrap_or_default();
+    let mut patched = shown.clone();
     json_patch::patch(&mut patched, &patch).map_err(|e| invalid_patch(hook, e))?;
     if !patched.is_object() {
         return Err(invalid_patch(hook, "the patched object is not an object"));
     }
-    if !std::ptr::eq(seen_as, request.resource) {
-        patched = crate::rest::convert(seen_as, request.resource, patched);
+    if std::ptr::eq(seen_as, request.resource) {
+        let changed = patched != *object;
+        *object = patched;
+        return Ok(Some(changed));
     }
-    let changed = patched != *object;
-    *object = patched;
+    // Only what the patch changed counts: the conversion there and back may add what the
+    // object left to defaults (its apiVersion and kind).
+    let changed = patched != shown;
+    if changed {
+        *object = crate::rest::convert(seen_as, request.resource, patched);
+    }
     Ok(Some(changed))
 }
 

@@ -10,13 +10,16 @@ fn every_builtin_kind_has_a_structural_schema() {
 
 #[test]
 fn an_event_round_trips_between_its_two_views() {
-    let core = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}, "involvedObject": {"name": "x"}, "message": "hi", "count": 2, "reason": "R"});
+    let core = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}, "involvedObject": {"name": "x"}, "message": "hi", "count": 2, "reason": "R", "reportingComponent": "ctl"});
     let v1 = event_to_v1(core.clone());
     assert_eq!(v1["regarding"]["name"], "x");
     assert_eq!(v1["note"], "hi");
     assert_eq!(v1["deprecatedCount"], 2);
+    assert_eq!(v1["reportingController"], "ctl");
+    assert_eq!(v1.get("reportingComponent"), None);
     assert_eq!(v1["apiVersion"], "events.k8s.io/v1");
-    assert_eq!(event_from_v1(v1), core);
+    assert_eq!(event_from_v1(v1.clone()), core);
+    assert_eq!(event_to_v1(event_from_v1(v1.clone())), v1, "and back");
 }
 
 #[test]

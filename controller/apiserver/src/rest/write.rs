@@ -733,35 +733,43 @@ impl From<ApiError> for UpdateError {
     }
 }
 
-/// Whether an update changes more than metadata (and, with the status subresource, status):
-/// then `generation` goes up.
 /// How a non-apply write's `metadata.managedFields` are worked out.
 ///
 /// kube-apiserver updates them before the mutating webhooks run: the manager of the request
-/// owns what the request changed, and the fields the webhooks set belong to no manager (a
-/// change the webhooks make to `managedFields` themselves stands if it can be read).
+/// owns what the request changed, and the fields the webhooks set belong to no manager. A
+/// webhook that rewrites `managedFields` readably keeps its entries (it may claim what it
+/// set); one that leaves them unreadable has them worked out again.
 enum Tracking<'r> {
-    /// From the object as it is stored: no webhook changed it, or one changed its
-    /// `managedFields` readably.
+    /// From the object as it is stored: no webhook changed it.
     Stored,
-    /// From the object the request sent, before the webhooks changed it.
-    Requested(&'r Value),
+    /// From the object the request sent, before the webhooks changed it, with the
+    /// `managedFields` a webhook wrote in their place if it wrote readable ones.
+    Requested {
+        sent: &'r Value,
+        written: Option<Value>,
+    },
 }
 
 impl<'r> Tracking<'r> {
     /// The tracking for a write whose request sent `requested` (`None`: the webhooks changed
     /// nothing) and the webhooks made `mutated` of it.
     fn of(requested: Option<&'r Value>, mutated: &Value) -> Tracking<'r> {
-        let managed = |object: &Value| meta(object).and_then(|m| m.get("managedFields")).cloned();
-        match requested {
-            Some(requested)
-                if managed(requested) == managed(mutated)
-                    || !ssa::managed_fields_readable(managed(mutated).as_ref()) =>
-            {
-                Tracking::Requested(requested)
-            }
-            _ => Tracking::Stored,
+        let Some(sent) = requested else {
+            return Tracking::Stored;
+        };
+        fn managed(object: &Value) -> Option<&Value> {
+            meta(object).and_then(|m| m.get("managedFields"))
         }
+        let written = match managed(mutated) {
+            Some(rewritten)
+                if managed(sent) != Some(rewritten)
+                    && ssa::managed_fields_readable(Some(rewritten)) =>
+            {
+                Some(rewritten.clone())
+            }
+            _ => None,
+        };
+        Tracking::Requested { sent, written }
     }
 
     /// Sets the `managedFields` of `new`, the object about to be stored over `old` (`None`:
@@ -784,33 +792,16 @@ impl<'r> Tracking<'r> {
                 &object::now_seconds(),
             )
         };
-        let Tracking::Requested(requested) = self else {
+        let Tracking::Requested { sent, written } = self else {
             track(new);
             return;
         };
-        // The request's object as the write takes it: only the subresource's part, pruned
-        // and defaulted as admission does.
-        let mut sent = match (opts.subresource.as_deref(), old) {
-            (Some("status"), Some(old)) => with_status_of(old.clone(), requested),
-            (None, Some(old)) if resource.status_subresource => {
-                with_status_of((*requested).clone(), old)
-            }
-            (None, None) if resource.status_subresource && resource.builtin.is_none() => {
-                with_status_of((*requested).clone(), &Value::Null)
-            }
-            (None, _) => (*requested).clone(),
-            // Other subresources (a namespace's finalize) track what is stored.
-            (Some(_), _) => {
-                track(new);
-                return;
-            }
+        let Some(mut sent) = as_written(resource, old, sent, opts.subresource.as_deref()) else {
+            track(new);
+            return;
         };
-        if resource.builtin == Some(Builtin::Secret) {
-            builtin::prepare_secret(&mut sent);
-        }
-        if let Some(schema) = &resource.schema {
-            schema.prune(&mut sent);
-            schema.default(&mut sent);
+        if let Some(written) = written {
+            meta_mut(&mut sent).insert("managedFields".into(), written.clone());
         }
         track(&mut sent);
         match meta_mut(&mut sent).remove("managedFields") {
@@ -822,6 +813,55 @@ impl<'r> Tracking<'r> {
             }
         }
     }
+}
+
+/// The object a request sent as the write takes it, for [`Tracking`]: only its
+/// subresource's part, with the server's own preparation (a Secret's `stringData`, a new
+/// Namespace's name label, a new CRD's finalizer, the deletion fields kept from `old`),
+/// pruned and defaulted as admission does. `None` for subresources other than `status`.
+fn as_written(
+    resource: &Resource,
+    old: Option<&Value>,
+    sent: &Value,
+    subresource: Option<&str>,
+) -> Option<Value> {
+    let mut object = match (subresource, old) {
+        (Some("status"), Some(old)) => with_status_of(old.clone(), sent),
+        (None, Some(old)) if resource.status_subresource => with_status_of(sent.clone(), old),
+        (None, None) if resource.status_subresource && resource.builtin.is_none() => {
+            with_status_of(sent.clone(), &Value::Null)
+        }
+        (None, _) => sent.clone(),
+        (Some(_), _) => return None,
+    };
+    if subresource.is_none() {
+        let no_meta = Map::new();
+        let old_meta = old.and_then(meta).unwrap_or(&no_meta);
+        let meta = meta_mut(&mut object);
+        for field in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
+            match old_meta.get(field) {
+                Some(v) => meta.insert(field.into(), v.clone()),
+                None => meta.remove(field),
+            };
+        }
+    }
+    match (resource.builtin, old) {
+        (Some(Builtin::Secret), _) => builtin::prepare_secret(&mut object),
+        (Some(Builtin::Namespace), None) => builtin::prepare_namespace(&mut object),
+        (Some(Builtin::Crd), None) => {
+            let mut finalizers = object::finalizers(&object);
+            if !finalizers.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
+                finalizers.push(CRD_CLEANUP_FINALIZER.into());
+                object::set_finalizers(&mut object, &finalizers);
+            }
+        }
+        _ => {}
+    }
+    if let Some(schema) = &resource.schema {
+        schema.prune(&mut object);
+        schema.default(&mut object);
+    }
+    Some(object)
 }
 
 /// `object` with the `status` of `from` (none if it has none).
@@ -838,6 +878,8 @@ fn with_status_of(mut object: Value, from: &Value) -> Value {
     object
 }
 
+/// Whether an update changes more than metadata (and, with the status subresource, status):
+/// then `generation` goes up.
 fn spec_changed(resource: &Resource, old: &Value, new: &Value) -> bool {
     let ignored = |key: &str| {
         matches!(key, "metadata" | "apiVersion" | "kind")
@@ -868,10 +910,35 @@ fn generated_name(base: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Who owns what after a create of `sent` that the webhooks made `mutated` of (`sent`
+    /// `None`: they changed nothing): manager and fields of each entry.
+    fn owners(sent: Option<&Value>, mutated: &Value) -> Vec<(String, Value)> {
+        let config_maps = builtin::resources()
+            .into_iter()
+            .find(|r| r.plural == "configmaps")
+            .expect("configmaps");
+        let mut stored = mutated.clone();
+        Tracking::of(sent, mutated).update(
+            &config_maps,
+            None,
+            &mut stored,
+            &WriteOptions::internal("creator"),
+        );
+        stored["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["manager"].as_str().unwrap_or_default().to_string(),
+                    e["fieldsV1"].clone(),
+                )
+            })
+            .collect()
+    }
+
     #[test]
-    fn managed_fields_follow_the_request_unless_the_webhooks_rewrote_them_readably() {
-        let entry = json!([{"manager": "hook", "operation": "Update", "apiVersion": "v1",
-            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:k": {}}}}]);
+    fn the_fields_webhooks_set_are_nobody_s_unless_they_claim_them_readably() {
         let sent = json!({"metadata": {"name": "a"}, "data": {"k": "v"}});
         let labelled = json!({"metadata": {"name": "a", "labels": {"x": "y"}}, "data": {"k": "v"}});
         let with_fields = |fields: Value| {
@@ -879,29 +946,32 @@ mod tests {
             meta_mut(&mut object).insert("managedFields".into(), fields);
             object
         };
-        let requested = |tracking: Tracking<'_>| match tracking {
-            Tracking::Requested(object) => Some(object.clone()),
-            Tracking::Stored => None,
-        };
-        // No webhook changed the object: what is stored is what was sent.
-        assert_eq!(requested(Tracking::of(None, &labelled)), None);
-        // A webhook changed the object but not its managedFields: the request decides.
+        let data = json!({"f:data": {".": {}, "f:k": {}}});
+        let creator_alone = vec![("creator".to_string(), data.clone())];
+        // The webhook's label belongs to no one.
+        assert_eq!(owners(Some(&sent), &labelled), creator_alone);
+        // Unless it claims it, readably.
+        let claim = json!({"f:metadata": {"f:labels": {"f:x": {}}}});
+        let claimed = with_fields(json!([{"manager": "hook", "operation": "Update",
+            "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": claim}]));
         assert_eq!(
-            requested(Tracking::of(Some(&sent), &labelled)),
-            Some(sent.clone())
+            owners(Some(&sent), &claimed),
+            vec![
+                ("hook".to_string(), claim),
+                ("creator".to_string(), data.clone())
+            ]
         );
-        // It wrote managedFields that can be read: they stand.
+        // A claim that cannot be read is worked out again.
         assert_eq!(
-            requested(Tracking::of(Some(&sent), &with_fields(entry))),
-            None
+            owners(Some(&sent), &with_fields(json!([{"manager": "hook"}]))),
+            creator_alone
         );
-        // It wrote managedFields that cannot: they are worked out from the request.
+        // What the request itself sent is the request's.
+        let own_label = json!({"f:data": {".": {}, "f:k": {}},
+            "f:metadata": {"f:labels": {".": {}, "f:x": {}}}});
         assert_eq!(
-            requested(Tracking::of(
-                Some(&sent),
-                &with_fields(json!([{"manager": "hook"}]))
-            )),
-            Some(sent)
+            owners(None, &labelled),
+            vec![("creator".to_string(), own_label)]
         );
     }
 }
