@@ -418,6 +418,58 @@ fn commands_and_desired_values_reach_an_enos_device_unsubscribed_and_its_twin_ma
 }
 
 #[test]
+fn an_enos_reply_answers_the_invocation_it_was_sent_for_not_a_command_created_again_under_its_name()
+{
+    let plant = enos_plant();
+    let login = json!({
+        "productKey": "prb001",
+        "deviceKey": "sensor-a",
+        "secret": plant.password("plant", "sensor-a"),
+    });
+    // The device answers each invocation 8 s after it came, the n-th with uptime n.
+    let device = Background::spawn(plant.enos_device(
+        login,
+        json!([{"op": "serve", "seconds": 45, "answer_after": 8, "numbered": true}]),
+    ));
+    device.wait_for_line("the service", Duration::from_secs(20), |l| l == "serving");
+    plant.wait_device(
+        "sensor-a",
+        "--for=jsonpath={.status.connection.state}=Online",
+    );
+    create_command(&plant, "late", "sensor-a", 60);
+    device.wait_for_line("the first invocation", Duration::from_secs(20), |l| {
+        l.starts_with("invoke reboot ")
+    });
+    // Deleted and created again before the device answers: the same name, another command.
+    plant
+        .devplane
+        .kubectl_ok(&["delete", "devicecommand", "late", "-n", "plant"]);
+    create_command(&plant, "late", "sensor-a", 60);
+    wait_until("the second invocation", Duration::from_secs(20), || {
+        device
+            .lines()
+            .iter()
+            .filter(|l| l.starts_with("invoke reboot "))
+            .count()
+            == 2
+    });
+    // The first answer is for the deleted command and is refused; the second answers the
+    // command waiting now.
+    wait_phase(&plant, "late", "Succeeded");
+    assert_eq!(
+        plant.jsonpath("devicecommand", "plant", "late", "{.status.output.uptime}"),
+        "2"
+    );
+    assert_eq!(
+        metric_value(
+            &plant.devplane.metrics(),
+            "devplane_frontdoor_uplink_rejected_total{reason=\"UnknownCommand\"} "
+        ),
+        1
+    );
+}
+
+#[test]
 fn dynamic_activation_hands_a_never_connected_device_its_secret_and_it_then_signs_in() {
     let plant = enos_plant();
     plant.devplane.apply_yaml(

@@ -27,7 +27,11 @@ that arrives is printed as "message <topic> <payload>". SCRIPT_JSON is a list of
                                                           ("invoke <service> <params>") with
                                                           code 200 and the output, and each
                                                           measure-point set ("set <params>")
-                                                          with code 200
+                                                          with code 200; with "answer_after":
+                                                          A, invocations are answered A
+                                                          seconds after they came, in order;
+                                                          with "numbered": true, the output is
+                                                          {"uptime": n} for the n-th invocation
   {"op": "activate"}                                      (mode 3) wait for the secret, print
                                                           "activated <deviceSecret>", answer
                                                           info_reply; the server then closes
@@ -125,8 +129,15 @@ def main():
             service = topic.rsplit("/", 1)[1]
             emit(f"invoke {service} {json.dumps(body.get('params'), sort_keys=True)}")
             data = serving["output"]
+            if serving.get("numbered"):
+                serving["invoked"] = serving.get("invoked", 0) + 1
+                data = {"uptime": serving["invoked"]}
         answer = {"id": body["id"], "code": 200, "data": data}
-        c.publish(topic + "_reply", json.dumps(answer), qos=1)
+        delay = serving.get("answer_after") if "/thing/service/measurepoint/set" not in topic else None
+        if delay:
+            threading.Timer(float(delay), c.publish, (topic + "_reply", json.dumps(answer), 1)).start()
+        else:
+            c.publish(topic + "_reply", json.dumps(answer), qos=1)
 
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
@@ -134,6 +145,8 @@ def main():
     # Like an SDK's handlers, the answers are ready before the connection: downlink may come
     # right behind the CONNACK.
     serving["output"] = next((s.get("output", {}) for s in steps if s["op"] == "serve"), None)
+    serving["answer_after"] = next((s.get("answer_after") for s in steps if s["op"] == "serve"), None)
+    serving["numbered"] = next((s.get("numbered") for s in steps if s["op"] == "serve"), None)
     try:
         client.connect(host, int(port), keepalive=60)
     except Exception as e:  # a refused v3.1.1 connect may surface as an error

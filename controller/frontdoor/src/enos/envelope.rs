@@ -332,7 +332,9 @@ pub fn attributes(params: &Value) -> Result<Vec<u8>, Rejection> {
 
 /// The native command response of a service invocation's reply: code 200 succeeded with
 /// `data` as the output; anything else failed.
-pub fn command_response(reply: &Reply) -> Vec<u8> {
+/// A service reply as the native protocol's command response, naming the command it answers
+/// by `uid` when the session knows which invocation the reply's id answers.
+pub fn command_response(reply: &Reply, uid: Option<&str>) -> Vec<u8> {
     let succeeded = reply.code == code::OK;
     let output = match (&reply.data, succeeded) {
         (Value::Object(data), true) => Value::Object(data.clone()),
@@ -349,6 +351,9 @@ pub fn command_response(reply: &Reply) -> Vec<u8> {
     });
     if let Some(message) = message {
         body["message"] = json!(message);
+    }
+    if let Some(uid) = uid {
+        body["uid"] = json!(uid);
     }
     body.to_string().into_bytes()
 }
@@ -476,14 +481,16 @@ mod tests {
         let reply =
             parse_reply(br#"{"id":"reboot-1","code":200,"data":{"uptime":5}}"#).expect("a reply");
         assert_eq!(reply.id, "reboot-1");
-        let native = json_of(&command_response(&reply));
+        let native = json_of(&command_response(&reply, None));
         assert_eq!(
             native,
             json!({"status": "Succeeded", "output": {"uptime": 5}})
         );
+        let named = json_of(&command_response(&reply, Some("u-1")));
+        assert_eq!(named["uid"], json!("u-1"));
         let failed = parse_reply(br#"{"id":"x","code":2001,"data":"busy","message":"busy"}"#)
             .expect("a reply");
-        let native = json_of(&command_response(&failed));
+        let native = json_of(&command_response(&failed, None));
         assert_eq!(native["status"], json!("Failed"));
         assert_eq!(native["output"], json!({}));
         assert_eq!(native["message"], json!("busy"));
