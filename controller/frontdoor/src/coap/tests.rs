@@ -687,6 +687,10 @@ async fn forged_records_are_dropped_and_do_not_end_an_established_dtls_session()
                 &[16, 0, 0, 40, 0, 2, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4],
             ),
         ),
+        (
+            "a well-formed ChangeCipherSpec numbered far ahead (it would move the replay window)",
+            dtls_record(20, 0, far + 5, &[1]),
+        ),
     ];
     let dropped = || f.shared.metrics.rejected.get("ForgedDtlsRecord");
     for (id, (what, datagram)) in (2..).zip(forged) {

@@ -42,6 +42,13 @@ const FLIGHT_MESSAGES: [u8; 3] = [11, 15, 16];
 /// Handshake message sequence numbers a client's last flight stays below.
 const FLIGHT_SEQUENCE: u16 = 8;
 
+/// Record sequence numbers a client's plain (epoch 0) records stay below: its ClientHellos,
+/// key exchange and ChangeCipherSpec, with their retransmissions, number a few dozen at most.
+/// The library moves its epoch-0 replay window (64 records) to the highest number it reads, so
+/// a forged plain record numbered far ahead would make it drop the client's genuine
+/// retransmissions as replays.
+const PLAIN_SEQUENCES: u64 = 64;
+
 /// A handshake message header: type, length (3 bytes), message sequence (2), fragment offset
 /// (3), fragment length (3).
 const HANDSHAKE_HEADER: usize = 12;
@@ -127,10 +134,11 @@ impl RecordGuard {
 
     fn passes(&self, record: &[u8]) -> bool {
         let body = &record[RECORD_HEADER..];
+        let plain_in_range = || sequence_number(record) < PLAIN_SEQUENCES;
         match (record[0], u16::from_be_bytes([record[3], record[4]])) {
             // The library ends the session on a ChangeCipherSpec it cannot read.
-            (CHANGE_CIPHER_SPEC, 0) => body == [1],
-            (HANDSHAKE, 0) => is_flight_message(body),
+            (CHANGE_CIPHER_SPEC, 0) => body == [1] && plain_in_range(),
+            (HANDSHAKE, 0) => is_flight_message(body) && plain_in_range(),
             (APPLICATION_DATA | ALERT | HANDSHAKE, SESSION_EPOCH) => {
                 record.len() >= self.shortest && self.cipher.decrypt(record).is_ok()
             }
@@ -157,6 +165,13 @@ fn is_flight_message(body: &[u8]) -> bool {
         && length(6) == 0
         && length(1) == whole
         && length(9) == whole
+}
+
+/// A record's sequence number (48 bits, after its type, version and epoch).
+fn sequence_number(record: &[u8]) -> u64 {
+    record[5..11]
+        .iter()
+        .fold(0, |number, byte| number << 8 | u64::from(*byte))
 }
 
 /// The whole record `data` starts with, if it holds one.
@@ -220,9 +235,13 @@ mod tests {
     }
 
     fn plain(content: u8, epoch: u16, body: &[u8]) -> Vec<u8> {
+        numbered(content, epoch, 9, body)
+    }
+
+    fn numbered(content: u8, epoch: u16, sequence: u64, body: &[u8]) -> Vec<u8> {
         let mut record = vec![content, 0xfe, 0xfd];
         record.extend(epoch.to_be_bytes());
-        record.extend([0, 0, 0, 0, 0, 9]);
+        record.extend(&sequence.to_be_bytes()[2..]);
         record.extend(u16::try_from(body.len()).expect("short").to_be_bytes());
         record.extend(body);
         record
@@ -283,12 +302,20 @@ mod tests {
                 "a message far ahead",
                 plain(22, 0, &handshake(16, 900, 4, 0, 4)),
             ),
+            (
+                "a ChangeCipherSpec numbered far ahead",
+                numbered(20, 0, 1 << 40, &[1]),
+            ),
+            (
+                "a key exchange numbered far ahead",
+                numbered(22, 0, 64, &handshake(16, 2, 4, 0, 4)),
+            ),
         ] {
             assert_eq!(guard.admit(&record), None, "{what}");
         }
 
         // A retransmitted last flight keeps its plain records.
-        let change_cipher_spec = plain(20, 0, &[1]);
+        let change_cipher_spec = numbered(20, 0, 63, &[1]);
         let key_exchange = plain(22, 0, &handshake(16, 2, 4, 0, 4));
         let flight = [key_exchange, change_cipher_spec].concat();
         assert_eq!(guard.admit(&flight).as_deref(), Some(&flight[..]));
