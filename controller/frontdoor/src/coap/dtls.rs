@@ -18,11 +18,14 @@
 //!
 //! Once its handshake is done, a session reads only the records its [`guard`] admits: those
 //! that decrypt under its keys and the plain records of a retransmitted handshake flight. The
-//! library would answer a forged record with a fatal alert and end the session.
+//! library would answer a forged record with a fatal alert and end the session. The guard is
+//! made from the keys the library exports once the handshake returns; a record that arrives
+//! after the server's Finished went out waits for it (at most [`GUARD_WAIT`]).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -46,6 +49,11 @@ use super::{DATAGRAM, Endpoint, Principal};
 use crate::Shared;
 use crate::topic::Identity;
 
+/// Longest a record that arrives between the server's Finished and its session's guard waits
+/// for the guard. The guard follows the handshake's return within milliseconds; the bound only
+/// keeps a session reading should that ever not come.
+const GUARD_WAIT: Duration = Duration::from_secs(1);
+
 /// Records queued for one session before more are dropped (UDP may lose them anyway).
 const SESSION_QUEUE: usize = 64;
 
@@ -59,6 +67,37 @@ struct PeerConn {
     generation: u64,
     /// Set once the handshake is done: from then on only records that pass it are read.
     guard: OnceLock<RecordGuard>,
+    /// Whether the server's Finished has gone out: the handshake is done, and what arrives
+    /// from then on waits for the guard.
+    finished: AtomicBool,
+    /// Told when the guard is set (or the session will have none).
+    guarded: tokio::sync::Notify,
+}
+
+impl PeerConn {
+    /// The guard, once set; after the server's Finished, waits for it up to [`GUARD_WAIT`].
+    async fn guard(&self) -> Option<&RecordGuard> {
+        if !self.finished.load(Ordering::Acquire) {
+            return self.guard.get();
+        }
+        let _ = tokio::time::timeout(GUARD_WAIT, async {
+            loop {
+                let told = self.guarded.notified();
+                if self.guard.get().is_some() {
+                    return;
+                }
+                told.await;
+            }
+        })
+        .await;
+        self.guard.get()
+    }
+
+    /// Sets the guard and wakes a record waiting for it.
+    fn set_guard(&self, guard: RecordGuard) {
+        let _ = self.guard.set(guard);
+        self.guarded.notify_waiters();
+    }
 }
 
 #[async_trait]
@@ -75,7 +114,7 @@ impl Conn for PeerConn {
             let Some(datagram) = rx.recv().await else {
                 return Err(webrtc_util::Error::ErrUseClosedNetworkConn);
             };
-            let admitted = match self.guard.get() {
+            let admitted = match self.guard().await {
                 Some(guard) => guard.admit(&datagram),
                 None => Some(datagram.as_slice().into()),
             };
@@ -104,6 +143,7 @@ impl Conn for PeerConn {
         // The handshake is done once the server's Finished is out; from then on the client's
         // application data is this session's (a handshake beside a session replaces it here).
         if demux::carries_finished(buf) {
+            self.finished.store(true, Ordering::Release);
             self.demux.established(self.peer, self.generation);
         }
         Ok(self.socket.send_to(buf, self.peer).await?)
@@ -245,6 +285,8 @@ pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, shutdown: Cancellatio
                 demux: demux.clone(),
                 generation,
                 guard: OnceLock::new(),
+                finished: AtomicBool::new(false),
+                guarded: tokio::sync::Notify::new(),
             });
             tokio::spawn(session(
                 shared.clone(),
@@ -292,9 +334,7 @@ async fn session(
         return;
     };
     match RecordGuard::of(&conn).await {
-        Ok(guard) => {
-            let _ = raw.guard.set(guard);
-        }
+        Ok(guard) => raw.set_guard(guard),
         Err(e) => {
             // Without the guard one forged record could end the session: none is kept.
             shared.metrics.connections_refused.inc("HandshakeFailed");
@@ -391,5 +431,59 @@ mod tests {
         assert_eq!(refused(), extra as u64);
         drop(clients);
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_record_that_arrives_after_the_finished_waits_for_the_guard() {
+        let (shared, _ingest) = crate::test_shared();
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        let (tx, rx) = mpsc::channel(4);
+        let conn = Arc::new(PeerConn {
+            shared: shared.clone(),
+            socket,
+            peer: "127.0.0.1:9".parse().expect("address"),
+            rx: tokio::sync::Mutex::new(rx),
+            demux: Arc::new(Demux::default()),
+            generation: 0,
+            guard: OnceLock::new(),
+            finished: AtomicBool::new(false),
+            guarded: tokio::sync::Notify::new(),
+        });
+        let record = |content: u8, epoch: u8, body: &[u8]| {
+            let mut record = vec![content, 0xfe, 0xfd, 0, epoch, 0, 0, 0, 0, 0, 5];
+            record.extend(u16::try_from(body.len()).expect("short").to_be_bytes());
+            record.extend(body);
+            record
+        };
+        let read = |conn: Arc<PeerConn>| {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                let n = conn.recv(&mut buf).await.expect("a record");
+                buf[..n].to_vec()
+            })
+        };
+        // During the handshake every record is the library's to judge.
+        let forged = record(23, 1, &[0x42; 40]);
+        tx.send(forged.clone()).await.expect("queued");
+        assert_eq!(read(conn.clone()).await.expect("read"), forged);
+        // After the server's Finished, a record waits for the guard, which then judges it.
+        conn.finished.store(true, Ordering::Release);
+        tx.send(forged).await.expect("queued");
+        let reading = read(conn.clone());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!reading.is_finished(), "read before the guard was set");
+        conn.set_guard(
+            RecordGuard::new(
+                CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
+                &[5; 48],
+                &[1; 32],
+                &[2; 32],
+            )
+            .expect("guard"),
+        );
+        let change_cipher_spec = record(20, 0, &[1]);
+        tx.send(change_cipher_spec.clone()).await.expect("queued");
+        assert_eq!(reading.await.expect("read"), change_cipher_spec);
+        assert_eq!(shared.metrics.rejected.get("ForgedDtlsRecord"), 1);
     }
 }

@@ -81,7 +81,7 @@ impl RecordGuard {
         )
     }
 
-    fn new(
+    pub(super) fn new(
         suite: CipherSuiteId,
         master_secret: &[u8],
         client_random: &[u8],
