@@ -454,8 +454,21 @@ fn an_enos_reply_answers_the_invocation_it_was_sent_for_not_a_command_created_ag
             == 2
     });
     // The first answer is for the deleted command and is refused; the second answers the
-    // command waiting now.
+    // command waiting now. (Had the command been created again only after the first answer,
+    // nothing could have taken that answer for it.)
     wait_phase(&plant, "late", "Succeeded");
+    let lines = device.lines();
+    let at = |line: &str| lines.iter().position(|l| l == line);
+    let second_invocation = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("invoke reboot "))
+        .nth(1)
+        .map(|(i, _)| i);
+    assert!(
+        second_invocation < at("answered 1") && at("answered 1").is_some(),
+        "the command was created again before the first answer: {lines:#?}"
+    );
     assert_eq!(
         plant.jsonpath("devicecommand", "plant", "late", "{.status.output.uptime}"),
         "2"

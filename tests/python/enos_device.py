@@ -31,7 +31,9 @@ that arrives is printed as "message <topic> <payload>". SCRIPT_JSON is a list of
                                                           A, invocations are answered A
                                                           seconds after they came, in order;
                                                           with "numbered": true, the output is
-                                                          {"uptime": n} for the n-th invocation
+                                                          {"uptime": n} for the n-th invocation,
+                                                          and "answered <n>" is printed as its
+                                                          answer goes
   {"op": "activate"}                                      (mode 3) wait for the secret, print
                                                           "activated <deviceSecret>", answer
                                                           info_reply; the server then closes
@@ -134,10 +136,17 @@ def main():
                 data = {"uptime": serving["invoked"]}
         answer = {"id": body["id"], "code": 200, "data": data}
         delay = serving.get("answer_after") if "/thing/service/measurepoint/set" not in topic else None
-        if delay:
-            threading.Timer(float(delay), c.publish, (topic + "_reply", json.dumps(answer), 1)).start()
-        else:
+        numbered = data.get("uptime") if serving.get("numbered") and "/thing/service/measurepoint/set" not in topic else None
+
+        def send():
+            if numbered is not None:
+                emit(f"answered {numbered}")
             c.publish(topic + "_reply", json.dumps(answer), qos=1)
+
+        if delay:
+            threading.Timer(float(delay), send).start()
+        else:
+            send()
 
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect

@@ -964,8 +964,10 @@ const EVENT_RENAMES: &[(&str, &str)] = &[
 pub fn event_to_v1(mut object: Value) -> Value {
     if let Some(map) = object.as_object_mut() {
         for (core, v1) in EVENT_RENAMES {
+            // Events stored by earlier builds may hold both names of the reporter: the
+            // events.k8s.io one is the later.
             if let Some(value) = map.remove(*core) {
-                map.insert((*v1).to_string(), value);
+                map.entry((*v1).to_string()).or_insert(value);
             }
         }
         map.insert(

@@ -20,6 +20,9 @@ fn an_event_round_trips_between_its_two_views() {
     assert_eq!(v1["apiVersion"], "events.k8s.io/v1");
     assert_eq!(event_from_v1(v1.clone()), core);
     assert_eq!(event_to_v1(event_from_v1(v1.clone())), v1, "and back");
+    // Stored by an earlier build with both names: the events.k8s.io one wins.
+    let both = json!({"reportingComponent": "old", "reportingController": "new"});
+    assert_eq!(event_to_v1(both)["reportingController"], "new");
 }
 
 #[test]

@@ -70,7 +70,7 @@ struct PeerConn {
     /// Whether the server's Finished has gone out: the handshake is done, and what arrives
     /// from then on waits for the guard.
     finished: AtomicBool,
-    /// Told when the guard is set (or the session will have none).
+    /// Told when the guard is set.
     guarded: tokio::sync::Notify,
 }
 

@@ -332,8 +332,26 @@ pub fn attributes(params: &Value) -> Result<Vec<u8>, Rejection> {
 
 /// The native command response of a service invocation's reply: code 200 succeeded with
 /// `data` as the output; anything else failed.
+/// The id of a service invocation: the DeviceCommand's name and, when known, its uid
+/// (`name:uid`; a name never holds a colon). The device's reply echoes it, so the reply
+/// answers exactly that command, not one created again under its name since.
+pub fn invocation_id(command: &str, uid: Option<&str>) -> String {
+    match uid {
+        Some(uid) => format!("{command}:{uid}"),
+        None => command.to_string(),
+    }
+}
+
+/// The command a reply's id names, and its uid if the id carries one ([`invocation_id`]).
+pub fn invoked(id: &str) -> (&str, Option<&str>) {
+    match id.split_once(':') {
+        Some((command, uid)) => (command, Some(uid)),
+        None => (id, None),
+    }
+}
+
 /// A service reply as the native protocol's command response, naming the command it answers
-/// by `uid` when the session knows which invocation the reply's id answers.
+/// by `uid` when the reply's id carried it.
 pub fn command_response(reply: &Reply, uid: Option<&str>) -> Vec<u8> {
     let succeeded = reply.code == code::OK;
     let output = match (&reply.data, succeeded) {
@@ -361,7 +379,8 @@ pub fn command_response(reply: &Reply, uid: Option<&str>) -> Vec<u8> {
 /// Downlink for a device, read from the native protocol's downlink.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Downlink {
-    /// A DeviceCommand: invoke `service` with `params`; the reply's id is the command's name.
+    /// A DeviceCommand: invoke `service` with `params`; the request's id names the command
+    /// ([`invocation_id`]).
     Service {
         /// The DeviceCommand's name.
         command: String,
@@ -488,6 +507,11 @@ mod tests {
         );
         let named = json_of(&command_response(&reply, Some("u-1")));
         assert_eq!(named["uid"], json!("u-1"));
+        // The invocation's id names the command and its uid; a reply's id is read back so.
+        let id = invocation_id("reboot-1", Some("0b9c-77"));
+        assert_eq!(id, "reboot-1:0b9c-77");
+        assert_eq!(invoked(&id), ("reboot-1", Some("0b9c-77")));
+        assert_eq!(invoked("reboot-1"), ("reboot-1", None));
         let failed = parse_reply(br#"{"id":"x","code":2001,"data":"busy","message":"busy"}"#)
             .expect("a reply");
         let native = json_of(&command_response(&failed, None));

@@ -24,9 +24,6 @@ use crate::uplink::Rejection;
 /// Measure-point sets awaiting their reply, per session.
 const PENDING_SETS: usize = 64;
 
-/// Most service invocations a session remembers unanswered (more than it keeps unacknowledged).
-const PENDING_SERVICES: usize = 128;
-
 /// What an EnOS session keeps.
 pub(crate) struct EnosState {
     /// The client's own product key.
@@ -37,11 +34,6 @@ pub(crate) struct EnosState {
     next_id: u64,
     /// Measure-point sets sent and not yet answered: id, device, values.
     pending_sets: VecDeque<(String, Identity, Map<String, Value>)>,
-    /// Service invocations sent and not yet answered, oldest first: id (the command's name),
-    /// device, the command's uid. A reply answers the oldest invocation of its id, so one
-    /// meant for a command deleted since is not taken for the command created again under
-    /// its name.
-    pending_services: VecDeque<(String, Identity, String)>,
 }
 
 /// What an EnOS CONNECT logs in as.
@@ -85,7 +77,6 @@ pub(super) fn authenticate(
                 device_key: device_key.to_string(),
                 next_id: 0,
                 pending_sets: VecDeque::new(),
-                pending_services: VecDeque::new(),
             };
             Ok(Login::Session(role, tag, Box::new(state)))
         }
@@ -174,23 +165,12 @@ where
                 service,
                 params,
             } => {
-                if let (Some(state), Some(sent)) = (self.enos.as_mut(), &deliver.command) {
-                    let entry = (command.clone(), owner, sent.uid.clone());
-                    // A resumed session sends its unanswered invocations again.
-                    if !state.pending_services.contains(&entry) {
-                        if state.pending_services.len() >= PENDING_SERVICES {
-                            state.pending_services.pop_front();
-                        }
-                        state.pending_services.push_back(entry);
-                    }
-                }
+                // The request's id names the command and its uid, which the reply echoes.
+                let id =
+                    envelope::invocation_id(&command, deliver.command.as_ref().map(|c| &*c.uid));
                 Some(Deliver {
                     topic: enos_topic::service(&product_key, &device_key, &service).into(),
-                    payload: envelope::request(
-                        &command,
-                        &format!("thing.service.{service}"),
-                        params,
-                    ),
+                    payload: envelope::request(&id, &format!("thing.service.{service}"), params),
                     qos: 1,
                     command: deliver.command,
                 })
@@ -440,17 +420,10 @@ where
         };
         let (uplink, native) = match request {
             Request::ServiceReply(_) => {
-                // The invocation it answers, if this session sent it: then by its uid.
-                let uid = self.enos.as_mut().and_then(|state| {
-                    let at = state
-                        .pending_services
-                        .iter()
-                        .position(|(id, d, _)| *id == reply.id && d == device)?;
-                    state.pending_services.remove(at).map(|(_, _, uid)| uid)
-                });
+                let (command, uid) = envelope::invoked(&reply.id);
                 (
-                    Uplink::CommandResponse(&reply.id),
-                    envelope::command_response(&reply, uid.as_deref()),
+                    Uplink::CommandResponse(command),
+                    envelope::command_response(&reply, uid),
                 )
             }
             Request::MeasurepointSetReply => {
