@@ -229,11 +229,7 @@ impl Inner {
                 refuse_invalid(resource, object::name(&object), &errors)?;
                 let status = builtin::crd_status(&object, &object::now_seconds());
                 object["status"] = status;
-                let mut finalizers = object::finalizers(&object);
-                if !finalizers.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
-                    finalizers.push(CRD_CLEANUP_FINALIZER.into());
-                    object::set_finalizers(&mut object, &finalizers);
-                }
+                with_cleanup_finalizer(&mut object);
             }
             Some(b) if b.is_webhook_configuration() => {
                 let errors = crate::webhooks::check_match_conditions(&object);
@@ -464,17 +460,8 @@ impl Inner {
         // The subresource decides which part of the request counts.
         match opts.subresource.as_deref() {
             Some("status") => {
-                let status = new.get("status").cloned();
                 let managed = meta(&new).and_then(|m| m.get("managedFields")).cloned();
-                new = old.clone();
-                match status {
-                    Some(s) => new["status"] = s,
-                    None => {
-                        if let Some(map) = new.as_object_mut() {
-                            map.remove("status");
-                        }
-                    }
-                }
+                new = with_status_of(old.clone(), &new);
                 match managed {
                     Some(m) => {
                         meta_mut(&mut new).insert("managedFields".into(), m);
@@ -499,14 +486,7 @@ impl Inner {
             }
             None => {
                 if resource.status_subresource {
-                    match old.get("status") {
-                        Some(s) => new["status"] = s.clone(),
-                        None => {
-                            if let Some(map) = new.as_object_mut() {
-                                map.remove("status");
-                            }
-                        }
-                    }
+                    new = with_status_of(new, old);
                 }
             }
         }
@@ -848,13 +828,7 @@ fn as_written(
     match (resource.builtin, old) {
         (Some(Builtin::Secret), _) => builtin::prepare_secret(&mut object),
         (Some(Builtin::Namespace), None) => builtin::prepare_namespace(&mut object),
-        (Some(Builtin::Crd), None) => {
-            let mut finalizers = object::finalizers(&object);
-            if !finalizers.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
-                finalizers.push(CRD_CLEANUP_FINALIZER.into());
-                object::set_finalizers(&mut object, &finalizers);
-            }
-        }
+        (Some(Builtin::Crd), None) => with_cleanup_finalizer(&mut object),
         _ => {}
     }
     if let Some(schema) = &resource.schema {
@@ -862,6 +836,15 @@ fn as_written(
         schema.default(&mut object);
     }
     Some(object)
+}
+
+/// Adds the finalizer that cleans up a CRD's objects, once.
+fn with_cleanup_finalizer(crd: &mut Value) {
+    let mut finalizers = object::finalizers(crd);
+    if !finalizers.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
+        finalizers.push(CRD_CLEANUP_FINALIZER.into());
+        object::set_finalizers(crd, &finalizers);
+    }
 }
 
 /// `object` with the `status` of `from` (none if it has none).
