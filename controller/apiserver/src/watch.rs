@@ -15,7 +15,6 @@ use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::builtin::Builtin;
 use crate::error::{ApiError, ApiResult};
 use crate::object;
 use crate::registry::Resource;
@@ -453,13 +452,7 @@ fn transition(
     let current = cache.decoded(resource, &event.kv)?;
     // Without selectors every object matches, and the parsed object is not needed; label
     // selectors alone read only the stored labels.
-    let by_labels = |stored: &KeyValue| {
-        if !selectors.fields.is_empty() || resource.builtin == Some(Builtin::EventsV1) {
-            return None;
-        }
-        let labels = rest::label_index::stored_labels(&stored.value).ok()?;
-        Some(selectors.labels.matches(labels.as_ref()))
-    };
+    let by_labels = |stored: &KeyValue| selectors.matches_by_labels(resource, stored);
     let matches = |decoded: &Decoded| {
         selectors.is_empty()
             || by_labels(&event.kv).unwrap_or_else(|| {

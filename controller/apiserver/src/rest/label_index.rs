@@ -25,7 +25,7 @@ fn label_term(key: &str, value: &str) -> String {
 /// of an object's bytes and would otherwise all be scanned: this runs on every write (the
 /// label index) and for every object a label-selected list looks at. JSON that has no labels
 /// is read to its end.
-pub(crate) fn stored_labels(stored: &[u8]) -> Result<Option<Map<String, Value>>, ()> {
+pub(super) fn stored_labels(stored: &[u8]) -> Result<Option<Map<String, Value>>, ()> {
     let mut found = None;
     let mut deserializer = serde_json::Deserializer::from_slice(stored);
     let path = Path {

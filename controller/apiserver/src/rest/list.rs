@@ -49,6 +49,17 @@ impl Selectors {
         self.labels.is_empty() && self.fields.is_empty()
     }
 
+    /// Whether a stored object matches, decided by its stored labels alone ([`by_labels`]):
+    /// `None` when the object itself must decide (field selectors, a converting view, labels
+    /// that cannot be read this way).
+    pub fn matches_by_labels(&self, resource: &Resource, kv: &KeyValue) -> Option<bool> {
+        match by_labels(resource, self, &[], kv) {
+            ByLabels::Excluded => Some(false),
+            ByLabels::Listed => Some(true),
+            ByLabels::Decode => None,
+        }
+    }
+
     /// Whether an object (in the resource's view) matches.
     pub fn matches(&self, resource: &Resource, object: &Value) -> bool {
         if !self.labels.matches(object::labels(object)) {

@@ -1,4 +1,3 @@
-
 #[test]
 fn a_rule_names_subresources_only_explicitly() {
     use super::resource_matches as m;
