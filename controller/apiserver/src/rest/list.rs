@@ -218,9 +218,15 @@ pub trait ListSink: Send {
     /// The next object of the list.
     fn item(&mut self, item: Listed<'_>) -> ApiResult<()>;
 
-    /// Every object of a page has been handed over; the next page is read once this is done.
-    /// An error ends the list with it.
-    fn page_done(&mut self) -> BoxFuture<'_, ApiResult<()>>;
+    /// Whether the sink holds enough to hand on before the page's end ([`ListSink::flush`]).
+    fn holds_enough(&self) -> bool {
+        false
+    }
+
+    /// The list may wait here: every object of a page has been handed over (the next page is
+    /// read once this is done), or the sink [`holds enough`](ListSink::holds_enough). An error
+    /// ends the list with it.
+    fn flush(&mut self) -> BoxFuture<'_, ApiResult<()>>;
 }
 
 /// A sink that hands each object to a function and has nothing to do between pages.
@@ -231,7 +237,7 @@ impl ListSink for EachItem<'_> {
         (self.0)(item)
     }
 
-    fn page_done(&mut self) -> BoxFuture<'_, ApiResult<()>> {
+    fn flush(&mut self) -> BoxFuture<'_, ApiResult<()>> {
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -345,6 +351,9 @@ pub async fn list_pages(
                     object,
                 })?;
                 taken += 1;
+                if sink.holds_enough() {
+                    sink.flush().await?;
+                }
             }
             if let Some(limit) = limit
                 && taken >= limit
@@ -353,7 +362,7 @@ pub async fn list_pages(
                 return Ok((page.rev, Some(continue_token(page.rev, &kv.key))));
             }
         }
-        sink.page_done().await?;
+        sink.flush().await?;
         if !page.more {
             return Ok((page.rev, None));
         }

@@ -1,12 +1,20 @@
 //! A list of full objects, written into the response as it is read.
 //!
 //! The objects are read a page at a time (see [`list_pages`]) on a task of their own. A list
-//! whose text fits in one [`CHUNK`] is answered whole, with its length. A longer one is sent in
-//! chunks as its pages are written, and a chunk is written only once the client has taken the
-//! one before, so a list of 100,000 objects holds a few MiB of its response at a time instead
-//! of all 105 MiB (and the transfer runs beside the writing). The envelope's metadata comes
-//! last in the text (JSON objects are unordered), once the revision and the continue token are
-//! known.
+//! whose text fits in its first chunk ([`FIRST_CHUNK`]) is answered whole, with its length. A
+//! longer one is sent in chunks as it is written, and a chunk is written only once the client
+//! has taken the one before, so a list of 100,000 objects holds a few hundred KiB of its
+//! response at a time instead of all 105 MiB, and the transfer runs beside the writing.
+//!
+//! A chunk goes as soon as it is written, not at the end of a page, and the first one is
+//! small: the client reads nothing while the first chunk is written, and the server writes
+//! nothing while the client reads the last, so a list takes about one chunk's time more than
+//! its writing or its reading alone. With chunks of a page (1,000 objects, about 1.1 MiB), that
+//! was a seventh of the time of a list of 6,000 objects, so that sixteen lists of a sixteenth
+//! of the objects took longer than one full list even where they read the same objects in the
+//! same order (`docs/benchmarks.md`).
+//! The envelope's metadata comes last in the text (JSON objects are unordered), once the
+//! revision and the continue token are known.
 //!
 //! The first chunk decides the status: an error before it (an expired continue token, a
 //! store that cannot answer) is answered as that error. An error after it breaks the response
@@ -30,8 +38,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::request;
 use crate::server::Inner;
 
-/// Bytes of response written before they are handed to the client, at the end of a page.
+/// Bytes of response written before they are handed to the client.
 const CHUNK: usize = 256 * 1024;
+
+/// Bytes of the first chunk: small, so that the client starts reading early.
+const FIRST_CHUNK: usize = 32 * 1024;
 
 /// What the writing task hands to the response.
 enum Part {
@@ -149,10 +160,14 @@ impl Chunks {
         })
     }
 
-    /// Hands over what is written so far, keeping room for as much again.
+    /// Bytes written before they are handed over.
+    fn chunk_size(&self) -> usize {
+        if self.sent { CHUNK } else { FIRST_CHUNK }
+    }
+
+    /// Hands over what is written so far, keeping room for a chunk and an object.
     async fn send(&mut self) -> ApiResult<()> {
-        let room = self.body.capacity();
-        let chunk = std::mem::replace(&mut self.body, Vec::with_capacity(room));
+        let chunk = std::mem::replace(&mut self.body, Vec::with_capacity(CHUNK + 16 * 1024));
         self.sent = true;
         self.parts
             .send(Part::Chunk(Bytes::from(chunk)))
@@ -188,9 +203,13 @@ impl ListSink for Chunks {
         item.write_json(&mut self.body)
     }
 
-    fn page_done(&mut self) -> BoxFuture<'_, ApiResult<()>> {
+    fn holds_enough(&self) -> bool {
+        self.body.len() >= self.chunk_size()
+    }
+
+    fn flush(&mut self) -> BoxFuture<'_, ApiResult<()>> {
         Box::pin(async move {
-            if self.body.len() >= CHUNK {
+            if self.holds_enough() {
                 self.send().await?;
             }
             Ok(())
@@ -310,6 +329,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn chunks_go_as_they_are_written_the_first_one_small_not_a_page_at_a_time() {
+        // 400 objects of about 1.1 KiB: one page of the store, 440 KiB of text.
+        let router = filled(400, None).await;
+        let mut body = get(&router, "/api/v1/configmaps").await.into_body();
+        let mut sizes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.expect("a body that ends well");
+            if let Ok(data) = frame.into_data() {
+                sizes.push(data.len());
+            }
+        }
+        let total: usize = sizes.iter().sum();
+        assert!(total > 400 * 1024, "{sizes:?}");
+        assert!(
+            sizes[0] < super::FIRST_CHUNK + 2 * 1024,
+            "the first chunk is small: {sizes:?}"
+        );
+        assert!(
+            sizes.iter().all(|size| *size < super::CHUNK + 2 * 1024),
+            "no chunk waits for the page's end: {sizes:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn an_object_that_cannot_be_written_fails_the_list_whole_before_the_first_chunk() {
         let router = filled(50, Some("cm-00020")).await;
         let response = get(&router, "/api/v1/configmaps").await;
@@ -327,8 +370,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_object_that_cannot_be_written_after_the_first_chunk_breaks_the_response_off() {
-        // The first page (1,000 objects) goes out as a chunk; the broken object is on the
-        // second.
+        // The first chunk (about 30 objects) goes out long before the broken object.
         let router = filled(1_100, Some("cm-01050")).await;
         let response = get(&router, "/api/v1/configmaps").await;
         assert_eq!(response.status(), 200, "the first chunk was sent");

@@ -10,6 +10,18 @@
 //! the fields the view sets merged in at their places. One exception, for the better: a float with an extreme exponent is
 //! served as stored, where parsing it (serde_json without `float_roundtrip`) and writing it
 //! again may change its last digit.
+//!
+//! Most objects need not even be read ([`copy_view`]). The store holds text this server wrote
+//! from a `Value`, whole (the embedded store's log checks every record's CRC), without a
+//! resourceVersion. When that text starts with the resource's own `apiVersion` and `kind` and
+//! then the metadata (every kind whose other fields sort after `metadata`: `spec`, `status`),
+//! the view is that text with the revision written first in the metadata. Reading an object of
+//! 1.1 KiB cost about 1 µs, a fifth of a full list's time; copying it costs a tenth of that.
+//! The view then has `resourceVersion` first among the metadata's fields, not at its place in
+//! key order: JSON's members have no order, and kube-apiserver writes it among them in its own
+//! order too. The copied text is not checked beyond its start and its closing brace: a value
+//! that some other writer put into etcd under this server's prefix, starting like an object
+//! but not JSON, would be served as it is, where reading it would fail the request.
 
 use std::borrow::Cow;
 
@@ -38,6 +50,9 @@ pub fn write_view_json(resource: &Resource, kv: &KeyValue, out: &mut Vec<u8>) ->
     let encode_error = |e: serde_json::Error| {
         ApiError::internal(format!("cannot encode stored object {}: {e}", kv.key))
     };
+    if copy_view(resource, kv, out) {
+        return Ok(());
+    }
     // Events through events.k8s.io/v1 are renamed field by field: they take the long way.
     if resource.builtin != Some(Builtin::EventsV1)
         && let Ok(mut stored) = serde_json::from_slice::<StoredObject<'_>>(&kv.value)
@@ -64,6 +79,48 @@ pub fn write_view_json(resource: &Resource, kv: &KeyValue, out: &mut Vec<u8>) ->
     // Not a JSON object (or not JSON at all): `decode` makes of it what it always did, or
     // reports why it cannot.
     serde_json::to_writer(out, &decode(resource, kv)?).map_err(encode_error)
+}
+
+/// Writes the view of an object stored as this server writes objects of the resource's own
+/// version by copying its text, the revision written first in its metadata; `false`, with
+/// nothing written, for any other text (see the module's docs).
+fn copy_view(resource: &Resource, kv: &KeyValue, out: &mut Vec<u8>) -> bool {
+    let text = &kv.value[..];
+    let api_version = resource.api_version();
+    // What the text must start with: the type meta and the metadata, in key order.
+    let mut head = text;
+    for part in [
+        &b"{\"apiVersion\":\""[..],
+        api_version.as_bytes(),
+        b"\",\"kind\":\"",
+        resource.kind.as_bytes(),
+        b"\",\"metadata\":{",
+    ] {
+        match head.strip_prefix(part) {
+            Some(rest) => head = rest,
+            None => return false,
+        }
+    }
+    // Events through events.k8s.io/v1 are converted; a stored resourceVersion (none is
+    // stored, but a text could hold one) would be written twice; and what is not text is not
+    // JSON. The pattern is a member's name: inside a string a quote is escaped.
+    if resource.builtin == Some(Builtin::EventsV1)
+        || !text.ends_with(b"}")
+        || memchr::memmem::find(text, b"\"resourceVersion\":").is_some()
+        || std::str::from_utf8(text).is_err()
+    {
+        return false;
+    }
+    let (opening, members) = text.split_at(text.len() - head.len());
+    out.extend_from_slice(opening);
+    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(kv.mod_rev.to_string().as_bytes());
+    out.push(b'"');
+    if !members.starts_with(b"}") {
+        out.push(b',');
+    }
+    out.extend_from_slice(members);
+    true
 }
 
 /// An object's members as read: each key with its stored text.
@@ -292,9 +349,21 @@ mod tests {
         serde_json::to_string(&decode(resource, kv).expect("decodes")).expect("encodes")
     }
 
+    /// The view says what decoding and encoding says, in the same bytes unless it is copied.
     fn assert_same_as_decoding(resource: &Resource, kv: &KeyValue) {
         let fast = String::from_utf8(view_json(resource, kv).expect("view")).expect("UTF-8");
-        assert_eq!(fast, decoded_json(resource, kv));
+        let decoded = decoded_json(resource, kv);
+        if copied(resource, kv) {
+            let parsed = |text: &str| serde_json::from_str::<Value>(text).expect("JSON");
+            assert_eq!(parsed(&fast), parsed(&decoded));
+        } else {
+            assert_eq!(fast, decoded);
+        }
+    }
+
+    /// Whether the view of `kv` is its stored text copied.
+    fn copied(resource: &Resource, kv: &KeyValue) -> bool {
+        copy_view(resource, kv, &mut Vec::new())
     }
 
     /// Whether the view of `kv` is written from its stored bytes (not decoded).
@@ -336,6 +405,54 @@ mod tests {
             assert_same_as_decoding(&config_maps, &kv);
             assert_same_as_decoding(&leases, &kv);
         }
+    }
+
+    #[test]
+    fn an_object_stored_as_this_server_stores_it_is_copied_with_its_revision_first() {
+        let leases = resource("leases", "coordination.k8s.io");
+        let lease = |metadata: Value| json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": {"holderIdentity": "a \"quoted\" holder ☃"}});
+        let kv = stored(
+            &serde_json::to_vec(&lease(json!({"name": "l", "labels": {"a": "b"}})))
+                .expect("encodes"),
+            12,
+        );
+        assert!(copied(&leases, &kv));
+        let view = String::from_utf8(view_json(&leases, &kv).expect("view")).expect("UTF-8");
+        assert!(
+            view.starts_with(r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"resourceVersion":"12","labels""#),
+            "{view}"
+        );
+        assert_same_as_decoding(&leases, &kv);
+        let empty = stored(&serde_json::to_vec(&lease(json!({}))).expect("encodes"), 13);
+        assert!(copied(&leases, &empty));
+        assert_same_as_decoding(&leases, &empty);
+
+        // Anything else is read: another version or kind stored, fields before the metadata
+        // (a ConfigMap's data), a stored resourceVersion, text that does not end the object.
+        let config_maps = resource("configmaps", "");
+        let others = [
+            (
+                &leases,
+                json!({"apiVersion": "coordination.k8s.io/v1beta1", "kind": "Lease", "metadata": {"name": "l"}}),
+            ),
+            (
+                &leases,
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Leases", "metadata": {"name": "l"}}),
+            ),
+            (&leases, lease(json!({"name": "l", "resourceVersion": "3"}))),
+            (
+                &config_maps,
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}}),
+            ),
+        ];
+        for (resource, object) in others {
+            let kv = stored(&serde_json::to_vec(&object).expect("encodes"), 14);
+            assert!(!copied(resource, &kv), "{object}");
+            assert_same_as_decoding(resource, &kv);
+        }
+        let cut = br#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"l"},"spec":{"hol"#;
+        assert!(!copied(&leases, &stored(cut, 15)));
+        assert!(view_json(&leases, &stored(cut, 15)).is_err());
     }
 
     #[test]
