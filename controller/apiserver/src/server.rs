@@ -316,6 +316,7 @@ impl ApiServer {
             })?),
             None => None,
         };
+        let events = crate::watch::EventCache::new(rest::Writers::of(&*store));
         let inner = Arc::new(Inner {
             store,
             registry: RwLock::new(Arc::new(Registry::new(Vec::new(), 0))),
@@ -323,7 +324,7 @@ impl ApiServer {
             shutdown: CancellationToken::new(),
             openapi_cache: RegistryCache::default(),
             openapi_v2_cache: RegistryCache::default(),
-            events: Arc::default(),
+            events: Arc::new(events),
             watches: Arc::default(),
             rbac: RwLock::new(Arc::default()),
             webhooks: RwLock::new(Arc::default()),

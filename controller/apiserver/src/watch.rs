@@ -567,9 +567,10 @@ type CacheEntries = (
 );
 
 /// Recently decoded watch events, by resource view and revision.
-#[derive(Default)]
 pub struct EventCache {
     entries: parking_lot::Mutex<CacheEntries>,
+    /// Who writes the store the events come from.
+    writers: rest::Writers,
 }
 
 /// Entries the cache keeps (a little more than the burst a fast writer produces between two
@@ -577,6 +578,14 @@ pub struct EventCache {
 const EVENT_CACHE_CAPACITY: usize = 1024;
 
 impl EventCache {
+    /// An empty cache of the events of a store with these writers.
+    pub fn new(writers: rest::Writers) -> Self {
+        EventCache {
+            entries: parking_lot::Mutex::default(),
+            writers,
+        }
+    }
+
     fn decoded(&self, resource: &Resource, kv: &devplane_store::KeyValue) -> Option<Arc<Decoded>> {
         let key = (
             format!("{}/{}", resource.api_version(), resource.kind),
@@ -585,7 +594,9 @@ impl EventCache {
         if let Some(hit) = self.entries.lock().0.get(&key) {
             return Some(hit.clone());
         }
-        let decoded = Arc::new(Decoded::new(rest::view_json(resource, kv).ok()?));
+        let decoded = Arc::new(Decoded::new(
+            rest::view_json(resource, kv, self.writers).ok()?,
+        ));
         let mut guard = self.entries.lock();
         let (map, order) = &mut *guard;
         if map.insert(key.clone(), decoded.clone()).is_none() {

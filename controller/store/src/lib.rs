@@ -224,6 +224,14 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Whether this process is the store's only writer, so that every value in it is one this
+    /// process put there: the embedded backend (whose log checks every record's CRC on
+    /// reading). A reader may then rely on the form in which it writes values; a store that
+    /// others can write to (etcd) answers `false`.
+    fn written_only_here(&self) -> bool {
+        false
+    }
+
     /// [`Store::watch`], with now and then a [`WatchItem::Progress`] while the writes go to
     /// other prefixes, so a watcher of a quiet prefix knows how far the store got (the API
     /// server's bookmarks). A store that cannot tell yields events only.

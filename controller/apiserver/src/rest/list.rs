@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::Request;
 use super::codec::decode;
 use super::label_index::{index_decides, selector_terms, stored_labels};
-use super::view_json::write_view_json;
+use super::view_json::{Writers, write_view_json};
 use crate::builtin::{self, Builtin};
 use crate::error::{ApiError, ApiResult};
 use crate::object;
@@ -182,6 +182,7 @@ pub struct Listed<'a> {
     resource: &'a Resource,
     kv: &'a KeyValue,
     object: Option<Value>,
+    writers: Writers,
 }
 
 impl Listed<'_> {
@@ -196,7 +197,7 @@ impl Listed<'_> {
     /// Append the object's JSON in the resource's view to `out`, written from the stored
     /// bytes (see [`write_view_json`]).
     pub fn write_json(&self, out: &mut Vec<u8>) -> ApiResult<()> {
-        write_view_json(self.resource, self.kv, out)
+        write_view_json(self.resource, self.kv, self.writers, out)
     }
 }
 
@@ -213,7 +214,7 @@ pub async fn list_each(
     list_pages(inner, req, selectors, &mut EachItem(each)).await
 }
 
-/// Where the objects of a list go, page by page.
+/// Where the objects of a list go, as they are read.
 pub trait ListSink: Send {
     /// The next object of the list.
     fn item(&mut self, item: Listed<'_>) -> ApiResult<()>;
@@ -242,11 +243,12 @@ impl ListSink for EachItem<'_> {
     }
 }
 
-/// Objects read from the store per page of a list without a limit: the most a streamed list
-/// holds of its response at once, about 1 MiB of objects of 1 KiB.
+/// Objects read from the store per page of a list without a limit: a page holds its objects'
+/// stored text (shared with the store, not copied), about 1 MiB of objects of 1 KiB.
 const UNLIMITED_PAGE: usize = 1_000;
 
-/// [`list_each`] with a [`ListSink`]: the sink also hears when each page is done.
+/// [`list_each`] with a [`ListSink`]: the sink may also wait after each page, and whenever it
+/// holds enough.
 pub async fn list_pages(
     inner: &Inner,
     req: &Request,
@@ -254,6 +256,7 @@ pub async fn list_pages(
     sink: &mut dyn ListSink,
 ) -> ApiResult<(Rev, Option<String>)> {
     let resource = &req.resource;
+    let writers = Writers::of(&*inner.store);
     let limit = req.query.number("limit")?.filter(|l| *l > 0);
     let continuation = req
         .query
@@ -289,6 +292,7 @@ pub async fn list_pages(
                         resource,
                         kv: &kv,
                         object: Some(object),
+                        writers,
                     })?;
                 }
             }
@@ -349,6 +353,7 @@ pub async fn list_pages(
                     resource,
                     kv,
                     object,
+                    writers,
                 })?;
                 taken += 1;
                 if sink.holds_enough() {

@@ -43,7 +43,7 @@ use codec::{parse_body, parse_object_body};
 pub use delete::DeleteOptions;
 pub use lifecycle::ActiveNamespaces;
 pub use list::{Listed, Selectors, list_each, list_objects};
-pub use view_json::view_json;
+pub use view_json::{Writers, view_json};
 pub use write::{UpdateError, WriteOptions, Written};
 
 /// One request against a resource.
@@ -156,7 +156,10 @@ async fn get(
         .ok_or_else(|| ApiError::not_found(&req.resource.group, &req.resource.plural, name))?;
     Ok(match representation {
         // Served as stored: no value is built.
-        Representation::Object => request::json_bytes(200, view_json(&req.resource, &kv)?),
+        Representation::Object => {
+            let text = view_json(&req.resource, &kv, Writers::of(&*inner.store))?;
+            request::json_bytes(200, text)
+        }
         Representation::Metadata => {
             request::json(200, &partial_metadata(&decode(&req.resource, &kv)?), &[])
         }

@@ -46,7 +46,7 @@ const FIRST_CHUNK: usize = 32 * 1024;
 
 /// What the writing task hands to the response.
 enum Part {
-    /// The whole response, when it fits in one chunk.
+    /// The whole response, when it fits in the first chunk.
     Whole(Vec<u8>),
     /// The next piece of a response sent in chunks.
     Chunk(Bytes),
@@ -134,7 +134,7 @@ async fn write_list(
     let _ = parts.send(Part::Failed(error)).await;
 }
 
-/// The list's text, handed over a chunk at a time at the end of a page.
+/// The list's text, handed over a chunk at a time as it is written.
 struct Chunks {
     body: Vec<u8>,
     first_item: bool,
@@ -354,7 +354,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_object_that_cannot_be_written_fails_the_list_whole_before_the_first_chunk() {
-        let router = filled(50, Some("cm-00020")).await;
+        let router = filled(50, Some("cm-00005")).await;
         let response = get(&router, "/api/v1/configmaps").await;
         assert_eq!(response.status(), 500, "an error before anything was sent");
         let body = body_of(response).await;
@@ -363,7 +363,7 @@ mod tests {
         assert!(
             status["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("cm-00020")),
+                .is_some_and(|m| m.contains("cm-00005")),
             "{status}"
         );
     }

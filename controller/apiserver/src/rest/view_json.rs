@@ -11,21 +11,21 @@
 //! served as stored, where parsing it (serde_json without `float_roundtrip`) and writing it
 //! again may change its last digit.
 //!
-//! Most objects need not even be read ([`copy_view`]). The store holds text this server wrote
-//! from a `Value`, whole (the embedded store's log checks every record's CRC), without a
-//! resourceVersion. When that text starts with the resource's own `apiVersion` and `kind` and
+//! Most objects need not even be read ([`copy_view`]). The embedded store holds only text this
+//! server wrote from a `Value`: compact, keys in order, no resourceVersion, whole (its log
+//! checks every record's CRC). When that text starts with the resource's own `apiVersion` and `kind` and
 //! then the metadata (every kind whose other fields sort after `metadata`: `spec`, `status`),
 //! the view is that text with the revision written first in the metadata. Reading an object of
 //! 1.1 KiB cost about 1 µs, a fifth of a full list's time; copying it costs a tenth of that.
 //! The view then has `resourceVersion` first among the metadata's fields, not at its place in
 //! key order: JSON's members have no order, and kube-apiserver writes it among them in its own
-//! order too. The copied text is not checked beyond its start and its closing brace: a value
-//! that some other writer put into etcd under this server's prefix, starting like an object
-//! but not JSON, would be served as it is, where reading it would fail the request.
+//! order too. The copied text is not checked beyond its start and its end, so only a store
+//! no one else writes to ([`Writers::ThisServer`]) is copied from: what another client of etcd
+//! put under this server's prefix is read, and refused if it is not JSON.
 
 use std::borrow::Cow;
 
-use devplane_store::KeyValue;
+use devplane_store::{KeyValue, Store};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -36,21 +36,47 @@ use crate::builtin::Builtin;
 use crate::error::{ApiError, ApiResult};
 use crate::registry::Resource;
 
-/// The JSON of a stored object in its resource's view, with its resourceVersion: the text of
-/// `serde_json::to_vec(&decode(resource, kv)?)`.
-pub fn view_json(resource: &Resource, kv: &KeyValue) -> ApiResult<Vec<u8>> {
+/// Who may have written a store's values, which decides whether [`view_json`] may copy them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writers {
+    /// Only this server ([`Store::written_only_here`]): every value has the form it writes.
+    ThisServer,
+    /// Others may have too (etcd): every value is read.
+    Anyone,
+}
+
+impl Writers {
+    /// Who may have written the values of `store`.
+    pub fn of(store: &dyn Store) -> Writers {
+        if store.written_only_here() {
+            Writers::ThisServer
+        } else {
+            Writers::Anyone
+        }
+    }
+}
+
+/// The JSON of a stored object in its resource's view, with its resourceVersion: what
+/// `serde_json::to_vec(&decode(resource, kv)?)` writes, in the same bytes unless the stored
+/// text is copied (see the module's docs).
+pub fn view_json(resource: &Resource, kv: &KeyValue, writers: Writers) -> ApiResult<Vec<u8>> {
     // Room for what the view adds, so the text is written into one allocation.
     let mut out = Vec::with_capacity(kv.value.len() + 128);
-    write_view_json(resource, kv, &mut out)?;
+    write_view_json(resource, kv, writers, &mut out)?;
     Ok(out)
 }
 
 /// Append [`view_json`] to `out`.
-pub fn write_view_json(resource: &Resource, kv: &KeyValue, out: &mut Vec<u8>) -> ApiResult<()> {
+pub fn write_view_json(
+    resource: &Resource,
+    kv: &KeyValue,
+    writers: Writers,
+    out: &mut Vec<u8>,
+) -> ApiResult<()> {
     let encode_error = |e: serde_json::Error| {
         ApiError::internal(format!("cannot encode stored object {}: {e}", kv.key))
     };
-    if copy_view(resource, kv, out) {
+    if writers == Writers::ThisServer && copy_view(resource, kv, out) {
         return Ok(());
     }
     // Events through events.k8s.io/v1 are renamed field by field: they take the long way.
@@ -101,10 +127,12 @@ fn copy_view(resource: &Resource, kv: &KeyValue, out: &mut Vec<u8>) -> bool {
             None => return false,
         }
     }
-    // Events through events.k8s.io/v1 are converted; a stored resourceVersion (none is
-    // stored, but a text could hold one) would be written twice; and what is not text is not
-    // JSON. The pattern is a member's name: inside a string a quote is escaped.
+    // Events through events.k8s.io/v1 are converted; the metadata goes on at once with a
+    // member or its end (compact, as this server writes it); a stored resourceVersion (none
+    // is stored, but a text could hold one) would be written twice; and what is not text is
+    // not JSON. The pattern is a member's name: inside a string a quote is escaped.
     if resource.builtin == Some(Builtin::EventsV1)
+        || !matches!(head.first(), Some(b'"' | b'}'))
         || !text.ends_with(b"}")
         || memchr::memmem::find(text, b"\"resourceVersion\":").is_some()
         || std::str::from_utf8(text).is_err()
@@ -351,7 +379,8 @@ mod tests {
 
     /// The view says what decoding and encoding says, in the same bytes unless it is copied.
     fn assert_same_as_decoding(resource: &Resource, kv: &KeyValue) {
-        let fast = String::from_utf8(view_json(resource, kv).expect("view")).expect("UTF-8");
+        let fast = String::from_utf8(view_json(resource, kv, Writers::ThisServer).expect("view"))
+            .expect("UTF-8");
         let decoded = decoded_json(resource, kv);
         if copied(resource, kv) {
             let parsed = |text: &str| serde_json::from_str::<Value>(text).expect("JSON");
@@ -417,12 +446,19 @@ mod tests {
             12,
         );
         assert!(copied(&leases, &kv));
-        let view = String::from_utf8(view_json(&leases, &kv).expect("view")).expect("UTF-8");
+        let view = String::from_utf8(view_json(&leases, &kv, Writers::ThisServer).expect("view"))
+            .expect("UTF-8");
         assert!(
             view.starts_with(r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"resourceVersion":"12","labels""#),
             "{view}"
         );
         assert_same_as_decoding(&leases, &kv);
+        // From a store others write to, the same text is read.
+        let read = view_json(&leases, &kv, Writers::Anyone).expect("view");
+        assert_eq!(
+            String::from_utf8(read).expect("UTF-8"),
+            decoded_json(&leases, &kv)
+        );
         let empty = stored(&serde_json::to_vec(&lease(json!({}))).expect("encodes"), 13);
         assert!(copied(&leases, &empty));
         assert_same_as_decoding(&leases, &empty);
@@ -450,9 +486,12 @@ mod tests {
             assert!(!copied(resource, &kv), "{object}");
             assert_same_as_decoding(resource, &kv);
         }
+        let spaced = br#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{ }}"#;
+        assert!(!copied(&leases, &stored(spaced, 15)));
+        assert_same_as_decoding(&leases, &stored(spaced, 15));
         let cut = br#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"l"},"spec":{"hol"#;
         assert!(!copied(&leases, &stored(cut, 15)));
-        assert!(view_json(&leases, &stored(cut, 15)).is_err());
+        assert!(view_json(&leases, &stored(cut, 15), Writers::ThisServer).is_err());
     }
 
     #[test]
@@ -492,7 +531,9 @@ mod tests {
             br#"{"metadata":{"name":"f"},"spec":{"f":1.0715660391465826e-75}}"#,
             2,
         );
-        let view = String::from_utf8(view_json(&config_maps, &kv).expect("view")).expect("UTF-8");
+        let view =
+            String::from_utf8(view_json(&config_maps, &kv, Writers::ThisServer).expect("view"))
+                .expect("UTF-8");
         assert!(view.contains(r#""f":1.0715660391465826e-75"#), "{view}");
     }
 
@@ -504,8 +545,8 @@ mod tests {
             assert!(!read_from_stored_bytes(&kv));
             assert_same_as_decoding(&config_maps, &kv);
         }
-        assert!(view_json(&config_maps, &stored(b"{not json", 3)).is_err());
-        assert!(view_json(&config_maps, &stored(b"", 3)).is_err());
+        assert!(view_json(&config_maps, &stored(b"{not json", 3), Writers::ThisServer).is_err());
+        assert!(view_json(&config_maps, &stored(b"", 3), Writers::ThisServer).is_err());
     }
 
     #[test]
@@ -522,7 +563,8 @@ mod tests {
         let kv = stored(&serde_json::to_vec(&event).expect("encodes"), 4);
         assert_same_as_decoding(&events, &kv);
         let view: Value =
-            serde_json::from_slice(&view_json(&events, &kv).expect("view")).expect("JSON");
+            serde_json::from_slice(&view_json(&events, &kv, Writers::ThisServer).expect("view"))
+                .expect("JSON");
         assert_eq!(view["note"], "started");
         assert_eq!(view["metadata"]["resourceVersion"], "4");
     }

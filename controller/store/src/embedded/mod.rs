@@ -401,6 +401,10 @@ fn unexpected_outcome(operation: &str) -> StoreError {
 
 #[async_trait::async_trait]
 impl Store for Embedded {
+    fn written_only_here(&self) -> bool {
+        true
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         self.check_open()?;
         validate_key(key)?;
