@@ -24,6 +24,7 @@
 //! put under this server's prefix is read, and refused if it is not JSON.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use devplane_store::{KeyValue, Store};
 use serde::Deserialize;
@@ -107,22 +108,33 @@ pub fn write_view_json(
     serde_json::to_writer(out, &decode(resource, kv)?).map_err(encode_error)
 }
 
+/// Finds a `resourceVersion` member in a stored text (built once: a searcher's setup costs
+/// about what a search of an object does).
+static STORED_REVISION: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(br#""resourceVersion":"#));
+
 /// Writes the view of an object stored as this server writes objects of the resource's own
 /// version by copying its text, the revision written first in its metadata; `false`, with
 /// nothing written, for any other text (see the module's docs).
 fn copy_view(resource: &Resource, kv: &KeyValue, out: &mut Vec<u8>) -> bool {
     let text = &kv.value[..];
-    let api_version = resource.api_version();
-    // What the text must start with: the type meta and the metadata, in key order.
+    // What the text must start with: the type meta and the metadata, in key order. (The
+    // parts of `apiVersion` one by one: this runs for every object of a list.)
+    let (group, slash) = match resource.group.as_str() {
+        "" => ("", ""),
+        group => (group, "/"),
+    };
     let mut head = text;
     for part in [
-        &b"{\"apiVersion\":\""[..],
-        api_version.as_bytes(),
-        b"\",\"kind\":\"",
-        resource.kind.as_bytes(),
-        b"\",\"metadata\":{",
+        r#"{"apiVersion":""#,
+        group,
+        slash,
+        &resource.version,
+        r#"","kind":""#,
+        &resource.kind,
+        r#"","metadata":{"#,
     ] {
-        match head.strip_prefix(part) {
+        match head.strip_prefix(part.as_bytes()) {
             Some(rest) => head = rest,
             None => return false,
         }
@@ -134,7 +146,7 @@ fn copy_view(resource: &Resource, kv: &KeyValue, out: &mut Vec<u8>) -> bool {
     if resource.builtin == Some(Builtin::EventsV1)
         || !matches!(head.first(), Some(b'"' | b'}'))
         || !text.ends_with(b"}")
-        || memchr::memmem::find(text, b"\"resourceVersion\":").is_some()
+        || STORED_REVISION.find(text).is_some()
         || std::str::from_utf8(text).is_err()
     {
         return false;
@@ -142,7 +154,7 @@ fn copy_view(resource: &Resource, kv: &KeyValue, out: &mut Vec<u8>) -> bool {
     let (opening, members) = text.split_at(text.len() - head.len());
     out.extend_from_slice(opening);
     out.extend_from_slice(b"\"resourceVersion\":\"");
-    out.extend_from_slice(kv.mod_rev.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(kv.mod_rev).as_bytes());
     out.push(b'"');
     if !members.starts_with(b"}") {
         out.push(b',');
