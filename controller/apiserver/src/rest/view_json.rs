@@ -13,11 +13,12 @@
 //!
 //! Most objects need not even be read ([`copy_view`]). The embedded store holds only text this
 //! server wrote from a `Value`: compact, keys in order, no resourceVersion, whole (its log
-//! checks every record's CRC). When that text starts with the resource's own `apiVersion` and `kind` and
-//! then the metadata (every kind whose other fields sort after `metadata`: `spec`, `status`),
-//! the view is that text with the revision written first in the metadata. Reading an object of
-//! 1.1 KiB cost about 1 µs, a fifth of a full list's time; copying it costs a tenth of that.
-//! The view then has `resourceVersion` first among the metadata's fields, not at its place in
+//! checks every record's CRC). When that text starts with the resource's own `apiVersion` and
+//! `kind` and then the metadata (every kind whose other fields sort after `metadata`: `spec`,
+//! `status`), the view is that text with the revision written first in the metadata. Reading
+//! an object of 1.1 KiB took about 1 µs, about half of a full list's time per object; with
+//! copying, a full list of 100,000 such objects takes about a quarter of its time before
+//! (`docs/benchmarks.md`). The view then has `resourceVersion` first among the metadata's fields, not at its place in
 //! key order: JSON's members have no order, and kube-apiserver writes it among them in its own
 //! order too. The copied text is not checked beyond its start and its end, so only a store
 //! no one else writes to ([`Writers::ThisServer`]) is copied from: what another client of etcd
